@@ -1,0 +1,367 @@
+// Package config owns alertfan's configuration file: strict YAML loading,
+// defaults, validation, `*_file` secrets and the cross-references between the
+// route tree and the receivers.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/alertfan/alertfan/receiver/route"
+	"github.com/alertfan/alertfan/sinks/backlog"
+	"github.com/alertfan/alertfan/sinks/pagerduty"
+)
+
+// Storage drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Config is the whole file.
+type Config struct {
+	Storage   StorageConfig  `yaml:"storage"`
+	Intake    IntakeConfig   `yaml:"intake"`
+	Delivery  DeliveryConfig `yaml:"delivery"`
+	Templates []string       `yaml:"templates,omitempty"`
+	Route     *route.Config  `yaml:"route"`
+	Receivers []*Receiver    `yaml:"receivers"`
+
+	// Filename is where the config was read from; relative paths in it
+	// (templates, *_file) are resolved against its directory.
+	Filename string `yaml:"-"`
+}
+
+// StorageConfig selects the durable store.
+type StorageConfig struct {
+	Driver  string           `yaml:"driver"`
+	Path    string           `yaml:"path,omitempty"`
+	DSN     commoncfg.Secret `yaml:"dsn,omitempty"`
+	DSNFile string           `yaml:"dsn_file,omitempty"`
+}
+
+// DefaultStorage is the embedded SQLite store.
+var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db"}
+
+// UnmarshalYAML applies defaults and validates.
+func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultStorage
+	type plain StorageConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	switch c.Driver {
+	case DriverSQLite:
+		if c.Path == "" {
+			return errors.New("storage.path: required for driver sqlite")
+		}
+		if c.DSN != "" || c.DSNFile != "" {
+			return errors.New("storage.dsn, storage.dsn_file: only for driver postgres")
+		}
+	case DriverPostgres:
+		if c.DSN == "" && c.DSNFile == "" {
+			return errors.New("storage.dsn or storage.dsn_file: required for driver postgres")
+		}
+		if c.DSN != "" && c.DSNFile != "" {
+			return errors.New("storage: at most one of dsn and dsn_file may be set")
+		}
+		c.Path = ""
+	default:
+		return fmt.Errorf("storage.driver: %q is not one of %q, %q", c.Driver, DriverSQLite, DriverPostgres)
+	}
+	return nil
+}
+
+// IntakeConfig protects and bounds the intake endpoints.
+type IntakeConfig struct {
+	BearerToken     commoncfg.Secret `yaml:"bearer_token,omitempty"`
+	BearerTokenFile string           `yaml:"bearer_token_file,omitempty"`
+	MaxBodyBytes    int64            `yaml:"max_body_bytes,omitempty"`
+	// PagerDuty holds what the Events v2-compatible intake needs.
+	PagerDuty PagerDutyIntake `yaml:"pagerduty,omitempty"`
+	// EventsPerSecond bounds intake of /v2/enqueue (PagerDuty senders expect
+	// a 429 when a service can't take more); 0 means unlimited.
+	EventsPerSecond float64 `yaml:"events_per_second,omitempty"`
+}
+
+// PagerDutyIntake maps routing keys that senders use to names routes can
+// match as label routing_key_name, so that no key ever becomes a label.
+type PagerDutyIntake struct {
+	RoutingKeys map[string]commoncfg.Secret `yaml:"routing_keys,omitempty"`
+	// RoutingKeyFiles is the same map with each key read from a file.
+	RoutingKeyFiles map[string]string `yaml:"routing_key_files,omitempty"`
+	// RequireKnownKey refuses events whose routing key is in neither map.
+	RequireKnownKey bool `yaml:"require_known_key,omitempty"`
+}
+
+// DefaultIntake is 4 MiB bodies, no token.
+var DefaultIntake = IntakeConfig{MaxBodyBytes: 4 << 20}
+
+// UnmarshalYAML applies defaults and validates.
+func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultIntake
+	type plain IntakeConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	if c.MaxBodyBytes <= 0 {
+		return fmt.Errorf("intake.max_body_bytes: must be > 0, got %d", c.MaxBodyBytes)
+	}
+	if c.BearerToken != "" && c.BearerTokenFile != "" {
+		return errors.New("intake: at most one of bearer_token and bearer_token_file may be set")
+	}
+	if c.EventsPerSecond < 0 {
+		return errors.New("intake.events_per_second: must be >= 0")
+	}
+	for name := range c.PagerDuty.RoutingKeyFiles {
+		if _, dup := c.PagerDuty.RoutingKeys[name]; dup {
+			return fmt.Errorf("intake.pagerduty: %q is in both routing_keys and routing_key_files", name)
+		}
+	}
+	return nil
+}
+
+// DeliveryConfig tunes the workers and retries.
+type DeliveryConfig struct {
+	// Workers is how many deliveries run at once per sink kind.
+	Workers int `yaml:"workers,omitempty"`
+	// MaxAttempts before a retryable failure becomes a dead letter.
+	MaxAttempts int            `yaml:"max_attempts,omitempty"`
+	MinBackoff  model.Duration `yaml:"min_backoff,omitempty"`
+	MaxBackoff  model.Duration `yaml:"max_backoff,omitempty"`
+	// JobTimeout bounds one delivery attempt.
+	JobTimeout model.Duration `yaml:"job_timeout,omitempty"`
+	// RescueAfter is when a job left running by a dead replica is taken
+	// over (PostgreSQL; SQLite recovers at start since one process owns it).
+	RescueAfter model.Duration `yaml:"rescue_after,omitempty"`
+	// PollInterval is how often idle workers look for jobs; it bounds the
+	// accept → delivered latency when no notification wakes them.
+	PollInterval model.Duration `yaml:"poll_interval,omitempty"`
+}
+
+// DefaultDelivery keeps retrying for about four hours before dead-lettering.
+var DefaultDelivery = DeliveryConfig{
+	Workers:      50,
+	MaxAttempts:  50,
+	MinBackoff:   model.Duration(time.Second),
+	MaxBackoff:   model.Duration(5 * time.Minute),
+	JobTimeout:   model.Duration(time.Minute),
+	RescueAfter:  model.Duration(5 * time.Minute),
+	PollInterval: model.Duration(50 * time.Millisecond),
+}
+
+// UnmarshalYAML applies defaults and validates.
+func (c *DeliveryConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultDelivery
+	type plain DeliveryConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+func (c *DeliveryConfig) validate() error {
+	switch {
+	case c.Workers < 1 || c.Workers > 10000:
+		return fmt.Errorf("delivery.workers: must be 1..10000, got %d", c.Workers)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("delivery.max_attempts: must be >= 1, got %d", c.MaxAttempts)
+	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
+		return errors.New("delivery.min_backoff, max_backoff: need 0 < min_backoff <= max_backoff")
+	case c.JobTimeout <= 0:
+		return errors.New("delivery.job_timeout: must be > 0")
+	case c.RescueAfter <= c.JobTimeout:
+		return errors.New("delivery.rescue_after: must be longer than job_timeout, or a slow job would run twice")
+	case c.PollInterval < model.Duration(time.Millisecond):
+		return errors.New("delivery.poll_interval: must be >= 1ms")
+	}
+	return nil
+}
+
+// Receiver names a set of destinations.
+type Receiver struct {
+	Name             string              `yaml:"name"`
+	PagerdutyConfigs []*pagerduty.Config `yaml:"pagerduty_configs,omitempty"`
+	BacklogConfigs   []*backlog.Config   `yaml:"backlog_configs,omitempty"`
+}
+
+var receiverName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+
+// UnmarshalYAML validates the name.
+func (r *Receiver) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Receiver
+	if err := unmarshal((*plain)(r)); err != nil {
+		return err
+	}
+	if r.Name == "" {
+		return errors.New("receivers: a receiver has no name")
+	}
+	if !receiverName.MatchString(r.Name) {
+		return fmt.Errorf("receivers: name %q may hold only letters, digits and _ . : -", r.Name)
+	}
+	return nil
+}
+
+// UnmarshalYAML applies the top-level defaults and checks what spans
+// sections.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	c.Storage = DefaultStorage
+	c.Intake = DefaultIntake
+	c.Delivery = DefaultDelivery
+	type plain Config
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	if c.Route == nil {
+		return errors.New("route: missing; the root route must name a receiver")
+	}
+	if len(c.Receivers) == 0 {
+		return errors.New("receivers: at least one receiver is required")
+	}
+	names := map[string]bool{}
+	for _, r := range c.Receivers {
+		if r == nil {
+			return errors.New("receivers: empty entry")
+		}
+		if names[r.Name] {
+			return fmt.Errorf("receivers: %q is defined twice", r.Name)
+		}
+		names[r.Name] = true
+	}
+	tree, err := route.New(c.Route)
+	if err != nil {
+		return err
+	}
+	var refErr error
+	tree.Walk(func(n *route.Route) {
+		if refErr == nil && !names[n.Receiver] {
+			refErr = fmt.Errorf("%s: receiver %q does not exist (receivers: %s)", n.Path, n.Receiver, strings.Join(sortedKeys(names), ", "))
+		}
+	})
+	return refErr
+}
+
+// Load reads and validates a config file. Errors name the file and, for
+// YAML errors, the line.
+func Load(filename string) (*Config, error) {
+	b, err := os.ReadFile(filename)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(b, filepath.Dir(filename))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filename, err)
+	}
+	cfg.Filename = filename
+	return cfg, nil
+}
+
+// Parse validates a config held in memory; dir resolves relative paths.
+func Parse(b []byte, dir string) (*Config, error) {
+	cfg := &Config{}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return nil, errors.New("empty configuration")
+	}
+	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.resolveFiles(dir); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// resolveFiles reads every *_file secret and makes relative paths absolute.
+func (c *Config) resolveFiles(dir string) error {
+	var err error
+	if c.Storage.DSNFile != "" {
+		if c.Storage.DSN, err = readSecret(dir, c.Storage.DSNFile, "storage.dsn_file"); err != nil {
+			return err
+		}
+	}
+	if c.Intake.BearerTokenFile != "" {
+		if c.Intake.BearerToken, err = readSecret(dir, c.Intake.BearerTokenFile, "intake.bearer_token_file"); err != nil {
+			return err
+		}
+	}
+	for name, f := range c.Intake.PagerDuty.RoutingKeyFiles {
+		s, err := readSecret(dir, f, "intake.pagerduty.routing_key_files."+name)
+		if err != nil {
+			return err
+		}
+		if c.Intake.PagerDuty.RoutingKeys == nil {
+			c.Intake.PagerDuty.RoutingKeys = map[string]commoncfg.Secret{}
+		}
+		c.Intake.PagerDuty.RoutingKeys[name] = s
+	}
+	for i, t := range c.Templates {
+		c.Templates[i] = join(dir, t)
+	}
+	for _, r := range c.Receivers {
+		for i, pc := range r.PagerdutyConfigs {
+			if pc.RoutingKeyFile != "" {
+				field := fmt.Sprintf("receivers %q: pagerduty_configs[%d].routing_key_file", r.Name, i)
+				if pc.RoutingKey, err = readSecret(dir, pc.RoutingKeyFile, field); err != nil {
+					return err
+				}
+			}
+		}
+		for i, bc := range r.BacklogConfigs {
+			if bc.APIKeyFile != "" {
+				field := fmt.Sprintf("receivers %q: backlog_configs[%d].api_key_file", r.Name, i)
+				if bc.APIKey, err = readSecret(dir, bc.APIKeyFile, field); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func join(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// readSecret reads a secret file; its content never appears in an error.
+func readSecret(dir, path, field string) (commoncfg.Secret, error) {
+	b, err := os.ReadFile(join(dir, path))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s: file %s is empty", field, path)
+	}
+	return commoncfg.Secret(s), nil
+}
+
+// String renders the config with secrets shown as <secret>.
+func (c *Config) String() string {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Sprintf("<error creating config string: %s>", err)
+	}
+	return string(b)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

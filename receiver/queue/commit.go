@@ -1,0 +1,260 @@
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river"
+)
+
+// Item is one (target, key) state to store, as intake produces it.
+type Item struct {
+	Target   string
+	Kind     string
+	Key      string
+	Resolved bool
+	// Payload is the JSON of the sinks.Notification to deliver.
+	Payload []byte
+}
+
+// op is one unit of work for the committer. Ops from many requests and
+// workers share one transaction, so one fsync covers them all (group
+// commit); an op's error is its batch's error.
+type op struct {
+	fn   func(ctx context.Context, b *batch) error
+	done chan error
+}
+
+// batch is the transaction ops run in.
+type batch struct {
+	s     *Store
+	tx    *sql.Tx
+	jobs  []river.InsertManyParams
+	stmts map[string]*sql.Stmt
+	now   int64
+}
+
+const (
+	maxBatchOps    = 512
+	commitDeadline = 30 * time.Second
+)
+
+// submit runs fn inside a group-committed transaction and waits for the
+// commit. A nil error means fn's writes are durable.
+func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batch) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return ErrClosed
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		// The batch may still commit; the caller reports failure and the
+		// sender retries, which the state upsert makes harmless.
+		return ctx.Err()
+	}
+}
+
+func (s *Store) committer() {
+	defer s.wg.Done()
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.closing:
+			// Fail whatever is still queued rather than leave callers waiting.
+			for {
+				select {
+				case o := <-s.ops:
+					o.done <- ErrClosed
+				default:
+					return
+				}
+			}
+		}
+		ops := []*op{first}
+	gather:
+		for len(ops) < maxBatchOps {
+			select {
+			case o := <-s.ops:
+				ops = append(ops, o)
+			default:
+				break gather
+			}
+		}
+		start := time.Now()
+		err := s.commit(ops)
+		s.metrics.commitDuration.Observe(time.Since(start).Seconds())
+		s.metrics.commitBatchOps.Observe(float64(len(ops)))
+		if err != nil {
+			s.metrics.commitErrors.Inc()
+			s.logger.Error("Store commit failed", "ops", len(ops), "err", err)
+		}
+		for _, o := range ops {
+			o.done <- err
+		}
+	}
+}
+
+func (s *Store) commit(ops []*op) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = s.commitOnce(ops); err == nil || !retriableTxError(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// retriableTxError is a PostgreSQL deadlock or serialization failure
+// between concurrent committers or replicas; the batch is simply rerun.
+func retriableTxError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+func (s *Store) commitOnce(ops []*op) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitDeadline)
+	defer cancel()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("queue: begin: %w", err)
+	}
+	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano()}
+	defer func() {
+		for _, st := range b.stmts {
+			st.Close()
+		}
+		if err != nil {
+			tx.Rollback() //nolint:errcheck
+		}
+	}()
+	for _, o := range ops {
+		if err = o.fn(ctx, b); err != nil {
+			return err
+		}
+	}
+	if len(b.jobs) > 0 {
+		if _, err = s.client.InsertManyFastTx(ctx, tx, b.jobs); err != nil {
+			return fmt.Errorf("queue: insert jobs: %w", err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("queue: commit: %w", err)
+	}
+	s.metrics.jobsInserted.Add(float64(len(b.jobs)))
+	return nil
+}
+
+func (b *batch) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := b.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (b *batch) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := b.stmt(ctx, q)
+	if err != nil {
+		// A failed prepare resurfaces as the row's error on Scan.
+		return b.tx.QueryRowContext(ctx, b.s.rebind(q), args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (b *batch) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := b.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := b.tx.PrepareContext(ctx, b.s.rebind(q))
+	if err != nil {
+		return nil, err
+	}
+	b.stmts[q] = st
+	return st, nil
+}
+
+const (
+	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at)
+		VALUES (?, ?, 1, 0, 0, 0, ?, ?, ?)
+		ON CONFLICT (target, key) DO UPDATE SET
+			version = alertfan_state.version + 1,
+			resolved = excluded.resolved,
+			payload = excluded.payload,
+			updated_at = excluded.updated_at`
+	// Only the transaction that flips pending from 0 to 1 enqueues a job,
+	// so a (target, key) never has two live jobs; seq tells a live job
+	// from a stale one that a rescue or a retry command brought back.
+	sqlMarkPending = `UPDATE alertfan_state SET pending = 1, seq = seq + 1
+		WHERE target = ? AND key = ? AND pending = 0 RETURNING seq`
+)
+
+// markPending enqueues a delivery job for (target, key) unless one is live.
+func (b *batch) markPending(ctx context.Context, target, key, kind string) error {
+	var seq int64
+	err := b.queryRow(ctx, sqlMarkPending, target, key).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queue: mark pending: %w", err)
+	}
+	b.jobs = append(b.jobs, river.InsertManyParams{
+		Args:       deliverArgs{Target: target, Key: key, Seq: seq},
+		InsertOpts: &river.InsertOpts{Queue: kind},
+	})
+	return nil
+}
+
+// Enqueue durably stores the items' states and the jobs that deliver them.
+// It returns nil only once they are committed.
+func (s *Store) Enqueue(ctx context.Context, items []Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	// Sorting keeps row-lock order the same in every transaction, which
+	// keeps concurrent PostgreSQL committers and replicas from deadlocking.
+	sorted := make([]Item, len(items))
+	copy(sorted, items)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].Target != sorted[j].Target {
+			return sorted[i].Target < sorted[j].Target
+		}
+		return sorted[i].Key < sorted[j].Key
+	})
+	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+		for _, it := range sorted {
+			resolved := 0
+			if it.Resolved {
+				resolved = 1
+			}
+			if _, err := b.exec(ctx, sqlUpsertState, it.Target, it.Key, resolved, string(it.Payload), b.now); err != nil {
+				return fmt.Errorf("queue: upsert state: %w", err)
+			}
+			if err := b.markPending(ctx, it.Target, it.Key, it.Kind); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.metrics.itemsCommitted.Add(float64(len(items)))
+	}
+	return err
+}

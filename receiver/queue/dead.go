@@ -1,0 +1,141 @@
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// DeadLetter is a delivery that failed permanently or ran out of attempts.
+type DeadLetter struct {
+	ID        int64     `json:"id"`
+	Target    string    `json:"target"`
+	Key       string    `json:"key"`
+	Version   int64     `json:"version"`
+	Reason    string    `json:"reason"`
+	Error     string    `json:"error"`
+	Attempts  int       `json:"attempts"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ErrNotFound is returned for a dead letter id that does not exist.
+var ErrNotFound = errors.New("no such dead letter")
+
+// DeadLetters lists dead letters, oldest first.
+func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, target, key, version, reason, error, attempts, created_at FROM alertfan_dead ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("queue: list dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []DeadLetter
+	for rows.Next() {
+		var d DeadLetter
+		var at int64
+		if err := rows.Scan(&d.ID, &d.Target, &d.Key, &d.Version, &d.Reason, &d.Error, &d.Attempts, &at); err != nil {
+			return nil, err
+		}
+		d.CreatedAt = time.Unix(0, at).UTC()
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// RetryDead sends a dead letter's (target, key) again, with its newest
+// state. all retries every dead letter; otherwise id names one.
+func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) {
+	n := 0
+	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+		n = 0
+		q := `SELECT d.id, d.target, d.key FROM alertfan_dead d ORDER BY d.id`
+		args := []any{}
+		if !all {
+			q = `SELECT d.id, d.target, d.key FROM alertfan_dead d WHERE d.id = ?`
+			args = append(args, id)
+		}
+		rows, err := b.tx.QueryContext(ctx, s.rebind(q), args...)
+		if err != nil {
+			return err
+		}
+		type ref struct {
+			id          int64
+			target, key string
+		}
+		var refs []ref
+		for rows.Next() {
+			var r ref
+			if err := rows.Scan(&r.id, &r.target, &r.key); err != nil {
+				rows.Close()
+				return err
+			}
+			refs = append(refs, r)
+		}
+		rows.Close()
+		if !all && len(refs) == 0 {
+			return ErrNotFound
+		}
+		for _, r := range refs {
+			if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, r.id); err != nil {
+				return err
+			}
+			// Forget what was delivered so the newest state goes out again.
+			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0 WHERE target = ? AND key = ?`, r.target, r.key)
+			if err != nil {
+				return err
+			}
+			if k, _ := res.RowsAffected(); k == 0 {
+				continue // state was cleaned up; nothing left to send
+			}
+			kind, err := s.kindOf(r.target)
+			if err != nil {
+				return err
+			}
+			if err := b.markPending(ctx, r.target, r.key, kind); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// kindOf reads the sink kind from a target id ("receiver/kind/index"), so
+// a dead letter of a target removed by a reload can still be retried once
+// the target is back.
+func (s *Store) kindOf(target string) (string, error) {
+	if t, ok := s.target(target); ok {
+		return t.Kind, nil
+	}
+	parts := strings.Split(target, "/")
+	if len(parts) >= 3 && slices.Contains(Kinds, parts[len(parts)-2]) {
+		return parts[len(parts)-2], nil
+	}
+	return "", fmt.Errorf("target %s is not configured", target)
+}
+
+// janitor removes states of resolved alerts that were delivered long ago
+// and completed jobs River's own cleaner has not reached.
+func (s *Store) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			cutoff := time.Now().Add(-s.opts.StateRetention).UnixNano()
+			_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
+			cancel()
+			if err != nil && !errors.Is(err, sql.ErrConnDone) {
+				s.logger.Warn("State clean-up failed", "err", err)
+			}
+		}
+	}
+}

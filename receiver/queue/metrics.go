@@ -1,0 +1,166 @@
+package queue
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	deliveries      *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	attemptDuration *prometheus.HistogramVec
+	rateLimitParks  *prometheus.CounterVec
+	commitDuration  prometheus.Histogram
+	commitBatchOps  prometheus.Histogram
+	commitErrors    prometheus.Counter
+	itemsCommitted  prometheus.Counter
+	jobsInserted    prometheus.Counter
+}
+
+func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_deliveries_total",
+			Help: "Delivery attempts by sink, receiver, result (success, retry, dead) and failure reason.",
+		}, []string{"sink", "receiver", "result", "reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "alertfan_delivery_latency_seconds",
+			Help:    "Time from an alert state being accepted by intake to its delivery to the sink.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}, []string{"sink"}),
+		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "alertfan_delivery_attempt_duration_seconds",
+			Help:    "Duration of one delivery attempt, including rate-limit waits.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"sink"}),
+		rateLimitParks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_rate_limit_waits_total",
+			Help: "Deliveries parked because the proactive per-key rate limit was spent.",
+		}, []string{"sink"}),
+		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alertfan_store_commit_duration_seconds",
+			Help:    "Duration of one group-commit transaction.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		commitBatchOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alertfan_store_commit_batch_ops",
+			Help:    "Requests and acknowledgements committed together in one transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_store_commit_errors_total",
+			Help: "Group-commit transactions that failed; their requests were answered 503.",
+		}),
+		itemsCommitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_store_items_committed_total",
+			Help: "(target, key) states committed by intake.",
+		}),
+		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_store_jobs_inserted_total",
+			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.jobsInserted, &depthCollector{s: s}} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+var (
+	depthDesc = prometheus.NewDesc("alertfan_queue_jobs",
+		"Delivery jobs in the store by sink and River state (available, running, retryable, scheduled, completed, ...).",
+		[]string{"sink", "state"}, nil)
+	oldestDesc = prometheus.NewDesc("alertfan_queue_oldest_job_age_seconds",
+		"Age of the oldest job waiting to be delivered (available, retryable or scheduled), by sink.",
+		[]string{"sink"}, nil)
+	deadDesc = prometheus.NewDesc("alertfan_dead_letters",
+		"Dead letters waiting to be looked at (alertfan queue list --dead).",
+		[]string{"target"}, nil)
+	upDesc = prometheus.NewDesc("alertfan_store_up",
+		"1 when the store answered the last scrape's queries.", nil, nil)
+)
+
+// depthCollector reads queue depth from the store at scrape time, so the
+// numbers are right across replicas sharing one PostgreSQL.
+type depthCollector struct{ s *Store }
+
+func (c *depthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- depthDesc
+	ch <- oldestDesc
+	ch <- deadDesc
+	ch <- upDesc
+}
+
+func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	up := 1.0
+	defer func() { ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up) }()
+	s := c.s
+	rows, err := s.db.QueryContext(ctx, `SELECT queue, state, COUNT(*) FROM river_job GROUP BY queue, state`)
+	if err != nil {
+		up = 0
+		return
+	}
+	seen := map[[2]string]bool{}
+	for rows.Next() {
+		var q, st string
+		var n float64
+		if rows.Scan(&q, &st, &n) == nil {
+			seen[[2]string{q, st}] = true
+			ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, n, q, st)
+		}
+	}
+	rows.Close()
+	for _, k := range Kinds {
+		for _, st := range []string{"available", "running", "retryable", "scheduled"} {
+			if !seen[[2]string{k, st}] {
+				ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, 0, k, st)
+			}
+		}
+		var oldest float64
+		var ts any
+		err := s.db.QueryRowContext(ctx, s.rebind(`SELECT MIN(created_at) FROM river_job WHERE queue = ? AND state IN ('available', 'retryable', 'scheduled')`), k).Scan(&ts)
+		if err == nil {
+			if t, ok := parseTime(ts); ok {
+				oldest = time.Since(t).Seconds()
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, max(oldest, 0), k)
+	}
+	drows, err := s.db.QueryContext(ctx, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`)
+	if err != nil {
+		up = 0
+		return
+	}
+	defer drows.Close()
+	for drows.Next() {
+		var t string
+		var n float64
+		if drows.Scan(&t, &n) == nil {
+			ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, n, t)
+		}
+	}
+}
+
+// parseTime reads a timestamp as either driver returns it.
+func parseTime(v any) (time.Time, bool) {
+	switch t := v.(type) {
+	case time.Time:
+		return t, true
+	case string:
+		for _, layout := range []string{"2006-01-02 15:04:05.999999999-07:00", "2006-01-02 15:04:05.999999999", time.RFC3339Nano} {
+			if p, err := time.Parse(layout, t); err == nil {
+				return p, true
+			}
+		}
+	case []byte:
+		return parseTime(string(t))
+	}
+	return time.Time{}, false
+}

@@ -1,0 +1,179 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// recordingSink keeps what it was given and fails on demand.
+type recordingSink struct {
+	mu    sync.Mutex
+	got   []*sinks.Notification
+	fail  func(n *sinks.Notification) error
+	block chan struct{}
+}
+
+func (r *recordingSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	if r.block != nil {
+		<-r.block
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		if err := r.fail(n); err != nil {
+			return err
+		}
+	}
+	r.got = append(r.got, n)
+	return nil
+}
+
+func (r *recordingSink) all() []*sinks.Notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*sinks.Notification(nil), r.got...)
+}
+
+var _ Sink = (*recordingSink)(nil)
+
+type driverCase struct {
+	name string
+	opts func(t *testing.T) Options
+}
+
+func drivers() []driverCase {
+	return []driverCase{
+		{"sqlite", func(t *testing.T) Options {
+			return Options{Driver: DriverSQLite, Path: filepath.Join(t.TempDir(), "q.db")}
+		}},
+		{"postgres", func(t *testing.T) Options {
+			return Options{Driver: DriverPostgres, DSN: testenv.PostgresDSN(t)}
+		}},
+	}
+}
+
+func openStore(t *testing.T, opts Options, sink Sink) *Store {
+	t.Helper()
+	opts.PollInterval = 10 * time.Millisecond
+	opts.MinBackoff = 50 * time.Millisecond
+	opts.MaxBackoff = 200 * time.Millisecond
+	opts.Registerer = prometheus.NewRegistry()
+	s, err := Open(context.Background(), opts)
+	require.NoError(t, err)
+	s.SetTargets(map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}})
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Close(ctx) //nolint:errcheck
+	})
+	return s
+}
+
+func item(key, status string) Item {
+	n := sinks.Notification{Key: key, Alerts: []sinks.Alert{{Identity: key, Status: status, Labels: map[string]string{"alertname": key}}}, AcceptedAt: time.Now()}
+	b, _ := json.Marshal(n)
+	return Item{Target: "r/pagerduty/0", Kind: "pagerduty", Key: key, Resolved: status == sinks.StatusResolved, Payload: b}
+}
+
+func TestDeliverAndCoalesce(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{block: make(chan struct{})}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			// While the first delivery is held, ten updates arrive: they must
+			// coalesce into one more call carrying the newest state.
+			for i := 0; i < 9; i++ {
+				require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			}
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			close(sink.block)
+			require.Eventually(t, func() bool {
+				got := sink.all()
+				return len(got) >= 1 && got[len(got)-1].Status() == sinks.StatusResolved
+			}, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+			require.LessOrEqual(t, len(sink.all()), 2, "updates should coalesce")
+		})
+	}
+}
+
+func TestPermanentFailureIsDeadLetteredAndRetried(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			var calls int
+			var mu sync.Mutex
+			failing := true
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if failing {
+					return sinks.Permanent(sinks.ReasonClientError, fmt.Errorf("bad request"))
+				}
+				return nil
+			}}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("x", "firing")}))
+			var dead []DeadLetter
+			require.Eventually(t, func() bool {
+				var err error
+				dead, err = s.DeadLetters(ctx)
+				require.NoError(t, err)
+				return len(dead) == 1
+			}, 10*time.Second, 20*time.Millisecond)
+			require.Equal(t, sinks.ReasonClientError, dead[0].Reason)
+			time.Sleep(300 * time.Millisecond)
+			mu.Lock()
+			require.Equal(t, 1, calls, "a permanent failure must not be retried")
+			failing = false
+			mu.Unlock()
+
+			n, err := s.RetryDead(ctx, dead[0].ID, false)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+			dead, err = s.DeadLetters(ctx)
+			require.NoError(t, err)
+			require.Empty(t, dead)
+			_, err = s.RetryDead(ctx, 999, false)
+			require.ErrorIs(t, err, ErrNotFound)
+		})
+	}
+}
+
+func TestRetryableFailureIsRetried(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if calls < 3 {
+					return sinks.Retryable(sinks.ReasonServerError, 0, fmt.Errorf("503"))
+				}
+				return nil
+			}}
+			s := openStore(t, d.opts(t), sink)
+			require.NoError(t, s.Enqueue(context.Background(), []Item{item("y", "firing")}))
+			// River's scheduler moves retryable jobs back every few seconds.
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 30*time.Second, 20*time.Millisecond)
+		})
+	}
+}

@@ -1,0 +1,112 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+type dialect int
+
+const (
+	dialectSQLite dialect = iota
+	dialectPostgres
+)
+
+// rebind turns the ? placeholders every query is written with into $n for
+// PostgreSQL, so that one query text serves both databases.
+func (d dialect) rebind(q string) string {
+	if d != dialectPostgres {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// migrations are alertfan's own tables, applied in order once each. The
+// {{id}} placeholder is the dialect's auto-increment key.
+var migrations = []string{
+	// 1: latest state per (target, key) and what of it was delivered.
+	`CREATE TABLE alertfan_state (
+		target     TEXT   NOT NULL,
+		key        TEXT   NOT NULL,
+		version    BIGINT NOT NULL,
+		delivered  BIGINT NOT NULL DEFAULT 0,
+		seq        BIGINT NOT NULL DEFAULT 0,
+		pending    INTEGER NOT NULL DEFAULT 0,
+		resolved   INTEGER NOT NULL DEFAULT 0,
+		payload    TEXT   NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (target, key)
+	)`,
+	`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+	// 3: dead letters.
+	`CREATE TABLE alertfan_dead (
+		id         {{id}},
+		target     TEXT   NOT NULL,
+		key        TEXT   NOT NULL,
+		version    BIGINT NOT NULL,
+		reason     TEXT   NOT NULL,
+		error      TEXT   NOT NULL,
+		attempts   INTEGER NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	// 4: Backlog issue per alert identity. The primary key is what makes
+	// "one issue per identity" hold across crashes, retries and replicas.
+	`CREATE TABLE alertfan_backlog_issue (
+		target     TEXT   NOT NULL,
+		identity   TEXT   NOT NULL,
+		issue_id   BIGINT NOT NULL DEFAULT 0,
+		issue_key  TEXT   NOT NULL DEFAULT '',
+		state      TEXT   NOT NULL,
+		closed_at  BIGINT NOT NULL DEFAULT 0,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (target, identity)
+	)`,
+}
+
+func (s *Store) migrateOwn(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS alertfan_migration (version INTEGER PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("queue: migrations table: %w", err)
+	}
+	var have int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM alertfan_migration`).Scan(&have); err != nil {
+		return fmt.Errorf("queue: read migration version: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("queue: the database is at schema version %d, newer than this alertfan knows (%d); run a newer alertfan", have, len(migrations))
+	}
+	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if s.dialect == dialectPostgres {
+		id = "BIGSERIAL PRIMARY KEY"
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, strings.ReplaceAll(migrations[v-1], "{{id}}", id)); err != nil {
+			tx.Rollback() //nolint:errcheck
+			return fmt.Errorf("queue: migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_migration (version) VALUES (?)`), v); err != nil {
+			tx.Rollback() //nolint:errcheck
+			return fmt.Errorf("queue: record migration %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("queue: migration %d: %w", v, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+// Package queue owns durable work: the latest state of every (target, key)
+// pair, the River jobs that bring each target in line with it, the workers
+// that run them against sinks, and the dead letters. It runs on SQLite
+// (modernc, pure Go) or PostgreSQL (pgx) through one database/sql code path.
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// Storage drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// ErrClosed is returned by Enqueue once the store is shutting down.
+var ErrClosed = errors.New("queue: store is closed")
+
+// Options configure a Store.
+type Options struct {
+	Driver string
+	// Path is the SQLite file; its directory is created if missing.
+	Path string
+	// DSN is the PostgreSQL connection string. It never appears in errors.
+	DSN string
+
+	Workers      int
+	MaxAttempts  int
+	MinBackoff   time.Duration
+	MaxBackoff   time.Duration
+	JobTimeout   time.Duration
+	RescueAfter  time.Duration
+	PollInterval time.Duration
+	// StateRetention is how long a resolved, delivered state is kept.
+	StateRetention time.Duration
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Kinds are the sink kinds the queue runs workers for; each is a River
+// queue of its own so that a slow or failing kind cannot hold up another.
+var Kinds = []string{"pagerduty", "backlog"}
+
+// Store is the durable queue.
+type Store struct {
+	opts    Options
+	db      *sql.DB
+	driver  riverdriver.Driver[*sql.Tx]
+	client  *river.Client[*sql.Tx]
+	dialect dialect
+	lock    *os.File
+	logger  *slog.Logger
+	metrics *metrics
+
+	targets atomic.Pointer[map[string]Target]
+
+	ops      chan *op
+	closing  chan struct{}
+	wg       sync.WaitGroup
+	ready    atomic.Bool
+	stopOnce sync.Once
+}
+
+// Open opens (creating and migrating as needed) the store. It does not start
+// work; call Start.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 50
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 50
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = time.Second
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = 5 * time.Minute
+	}
+	if opts.JobTimeout <= 0 {
+		opts.JobTimeout = time.Minute
+	}
+	if opts.RescueAfter <= opts.JobTimeout {
+		opts.RescueAfter = opts.JobTimeout + 4*time.Minute
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 50 * time.Millisecond
+	}
+	if opts.StateRetention <= 0 {
+		opts.StateRetention = 7 * 24 * time.Hour
+	}
+	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), closing: make(chan struct{})}
+	empty := map[string]Target{}
+	s.targets.Store(&empty)
+
+	var err error
+	switch opts.Driver {
+	case DriverSQLite, "":
+		err = s.openSQLite(ctx)
+	case DriverPostgres:
+		err = s.openPostgres(ctx)
+	default:
+		err = fmt.Errorf("queue: unknown driver %q", opts.Driver)
+	}
+	if err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	if s.dialect == dialectSQLite {
+		if err := s.recoverOrphans(ctx); err != nil {
+			s.closeDB()
+			return nil, err
+		}
+	}
+	if err := s.newClient(); err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	m, err := newMetrics(s, opts.Registerer)
+	if err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+func (s *Store) openSQLite(ctx context.Context) error {
+	s.dialect = dialectSQLite
+	path := s.opts.Path
+	if path == "" {
+		path = "data/alertfan.db"
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("queue: create data directory: %w", err)
+		}
+	}
+	// One process owns an SQLite store: the lock makes a second alertfan
+	// on the same file fail loudly, and lets start-up treat every job left
+	// running as orphaned by a crash.
+	lf, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return fmt.Errorf("queue: open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return fmt.Errorf("queue: %s is in use by another alertfan process: %w", path, err)
+	}
+	s.lock = lf
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return fmt.Errorf("queue: open sqlite: %w", err)
+	}
+	// SQLite takes one writer; River's driver documentation asks for a
+	// single connection to avoid SQLITE_BUSY between its own goroutines.
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	s.db = db
+	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("queue: open sqlite %s: %w", path, err)
+	}
+	s.driver = riversqlite.New(db)
+	return nil
+}
+
+func (s *Store) openPostgres(ctx context.Context) error {
+	s.dialect = dialectPostgres
+	db, err := sql.Open("pgx", s.opts.DSN)
+	if err != nil {
+		return fmt.Errorf("queue: open postgres: %s", redact(err, s.opts.DSN))
+	}
+	db.SetMaxOpenConns(s.opts.Workers/2 + 8)
+	db.SetMaxIdleConns(s.opts.Workers/2 + 8)
+	s.db = db
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		return fmt.Errorf("queue: connect to postgres: %s", redact(err, s.opts.DSN))
+	}
+	s.driver = riverdatabasesql.New(db)
+	return nil
+}
+
+// redact keeps a DSN (which may hold a password) out of an error text.
+func redact(err error, dsn string) string {
+	msg := err.Error()
+	if dsn != "" {
+		msg = strings.ReplaceAll(msg, dsn, "<dsn>")
+	}
+	return msg
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if s.dialect == dialectPostgres {
+		// Replicas starting together must not race the migrations.
+		if _, err := s.db.ExecContext(mctx, `SELECT pg_advisory_lock(72616374)`); err != nil {
+			return fmt.Errorf("queue: migration lock: %w", err)
+		}
+		defer s.db.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(72616374)`) //nolint:errcheck
+	}
+	m, err := rivermigrate.New(s.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("queue: river migrator: %w", err)
+	}
+	if _, err := m.Migrate(mctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("queue: river migrations: %w", err)
+	}
+	return s.migrateOwn(mctx)
+}
+
+// recoverOrphans makes jobs that a killed process left running available
+// again. Only safe because the file lock proves no other process runs them.
+func (s *Store) recoverOrphans(ctx context.Context) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE state = 'running'`,
+		time.Now().UTC().Format("2006-01-02 15:04:05.999999999"))
+	if err != nil {
+		return fmt.Errorf("queue: recover orphaned jobs: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		s.logger.Warn("Recovered jobs left running by an earlier process; their targets may see the in-flight call again (same dedup key)", "jobs", n)
+	}
+	return nil
+}
+
+func (s *Store) newClient() error {
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely[deliverArgs](workers, &worker{s: s}); err != nil {
+		return err
+	}
+	queues := map[string]river.QueueConfig{}
+	for _, k := range Kinds {
+		queues[k] = river.QueueConfig{MaxWorkers: s.opts.Workers}
+	}
+	cooldown := min(5*time.Millisecond, s.opts.PollInterval)
+	client, err := river.NewClient(s.driver, &river.Config{
+		FetchCooldown:               cooldown,
+		FetchPollInterval:           s.opts.PollInterval,
+		JobTimeout:                  s.opts.JobTimeout,
+		RescueStuckJobsAfter:        s.opts.RescueAfter,
+		MaxAttempts:                 s.opts.MaxAttempts,
+		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff},
+		Queues:                      queues,
+		Workers:                     workers,
+		Logger:                      s.logger.With("component", "river"),
+		ErrorHandler:                &errorHandler{logger: s.logger},
+		CompletedJobRetentionPeriod: time.Hour,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: river client: %w", err)
+	}
+	s.client = client
+	return nil
+}
+
+// Start starts the committer and the workers.
+func (s *Store) Start(ctx context.Context) error {
+	n := 1
+	if s.dialect == dialectPostgres {
+		n = 4
+	}
+	for i := 0; i < n; i++ {
+		s.wg.Add(1)
+		go s.committer()
+	}
+	s.wg.Add(1)
+	go s.janitor()
+	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("queue: start workers: %w", err)
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Ready reports whether the store is open, migrated and running.
+func (s *Store) Ready() bool { return s.ready.Load() }
+
+// SetTargets swaps the set of targets workers deliver to; a reload calls it.
+func (s *Store) SetTargets(ts map[string]Target) {
+	cp := make(map[string]Target, len(ts))
+	for k, v := range ts {
+		cp[k] = v
+	}
+	s.targets.Store(&cp)
+}
+
+func (s *Store) target(id string) (Target, bool) {
+	t, ok := (*s.targets.Load())[id]
+	return t, ok
+}
+
+// Close stops taking work, lets running deliveries finish within ctx's
+// deadline (then cancels them; they are retried after restart), and closes
+// the database.
+func (s *Store) Close(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.ready.Store(false)
+		if s.client != nil {
+			if e := s.client.Stop(ctx); e != nil {
+				err = s.client.StopAndCancel(context.Background())
+			}
+		}
+		close(s.closing)
+		s.wg.Wait()
+		s.closeDB()
+	})
+	return err
+}
+
+func (s *Store) closeDB() {
+	if s.db != nil {
+		s.db.Close()
+	}
+	if s.lock != nil {
+		syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+		s.lock.Close()
+	}
+}
+
+// DB exposes the database for packages that keep their own durable records
+// next to the queue (the Backlog issue map) through the Store's methods.
+func (s *Store) rebind(q string) string { return s.dialect.rebind(q) }

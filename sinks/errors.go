@@ -1,0 +1,118 @@
+package sinks
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Failure reasons used as the `reason` label of delivery failure metrics.
+// Their set is closed so that metric cardinality stays bounded.
+const (
+	ReasonClientError     = "client_error"     // 4xx other than 429: permanent
+	ReasonServerError     = "server_error"     // 5xx: retryable
+	ReasonRateLimited     = "rate_limited"     // 429 from the target
+	ReasonRateLimitWait   = "rate_limit_wait"  // our own limiter says wait
+	ReasonNetwork         = "network"          // transport failure: retryable
+	ReasonTemplate        = "template"         // template failed to render: permanent
+	ReasonConfig          = "config"           // configuration cannot work: permanent
+	ReasonUnknownTarget   = "unknown_target"   // destination removed by reload
+	ReasonTimeout         = "timeout"          // request deadline: retryable
+	ReasonOther           = "other"            // anything unclassified: retryable
+	ReasonExhausted       = "attempts_exhausted"
+	ReasonUnexpectedReply = "unexpected_response"
+)
+
+// Error is the one error type for delivery failures. The queue reads it to
+// decide: retry (after RetryAfter if set, else back-off) or dead-letter.
+type Error struct {
+	Reason     string
+	Retryable  bool
+	RetryAfter time.Duration
+	// StatusCode is the HTTP status of the target's answer, 0 if none.
+	StatusCode int
+	Err        error
+}
+
+func (e *Error) Error() string {
+	kind := "permanent"
+	if e.Retryable {
+		kind = "retryable"
+	}
+	if e.Err == nil {
+		return fmt.Sprintf("%s failure (%s)", kind, e.Reason)
+	}
+	return fmt.Sprintf("%s failure (%s): %v", kind, e.Reason, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent returns an Error that must not be retried.
+func Permanent(reason string, err error) *Error {
+	return &Error{Reason: reason, Err: err}
+}
+
+// Retryable returns an Error worth retrying, after retryAfter when > 0.
+func Retryable(reason string, retryAfter time.Duration, err error) *Error {
+	return &Error{Reason: reason, Retryable: true, RetryAfter: retryAfter, Err: err}
+}
+
+// AsError finds an *Error in err's chain. An error that is not one is
+// treated as retryable with reason "other": losing an alert to an
+// unclassified error is worse than trying again.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Retryable(ReasonOther, 0, err)
+}
+
+// ClassifyStatus maps an HTTP status of a target's answer to a reason and
+// whether to retry, the way Alertmanager's notifiers do: 5xx and 429 are
+// worth retrying, every other 4xx is the request's fault and never will be.
+func ClassifyStatus(code int) (reason string, retryable bool) {
+	switch {
+	case code == http.StatusTooManyRequests:
+		return ReasonRateLimited, true
+	case code >= 500:
+		return ReasonServerError, true
+	case code == http.StatusRequestTimeout:
+		return ReasonTimeout, true
+	case code >= 400:
+		return ReasonClientError, false
+	case code >= 200 && code < 300:
+		return "", false
+	default:
+		return ReasonUnexpectedReply, true
+	}
+}
+
+// StatusError builds the Error for a non-2xx answer.
+func StatusError(code int, retryAfter time.Duration, err error) *Error {
+	reason, retryable := ClassifyStatus(code)
+	return &Error{Reason: reason, Retryable: retryable, RetryAfter: retryAfter, StatusCode: code, Err: err}
+}
+
+// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// It returns 0 when absent or unreadable.
+func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

@@ -1,0 +1,135 @@
+// Package sinks owns what every destination shares: the alert model that
+// sinks consume, the delivery error type that tells the queue whether and
+// when to retry, the HTTP status classifier and the per-key rate limiters.
+package sinks
+
+import (
+	"sort"
+	"time"
+
+	"github.com/prometheus/alertmanager/template"
+)
+
+// Alert status values, as Alertmanager spells them.
+const (
+	StatusFiring   = "firing"
+	StatusResolved = "resolved"
+)
+
+// Alert is one alert in the model every input is turned into.
+type Alert struct {
+	// Identity is stable for the life of one alert across repeats and
+	// restarts: "am:<fingerprint>", "pd:<dedup_key>" or "mackerel:<id>".
+	Identity     string            `json:"identity"`
+	Status       string            `json:"status"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
+	Fingerprint  string            `json:"fingerprint"`
+	// Action carries an input's own verb where the status cannot
+	// ("acknowledge" from a PagerDuty Events v2 sender); empty otherwise.
+	Action string `json:"action,omitempty"`
+}
+
+// Source describes the notification an alert arrived in.
+type Source struct {
+	Input             string            `json:"input"` // alertmanager | pagerduty | mackerel
+	Receiver          string            `json:"receiver,omitempty"`
+	GroupKey          string            `json:"groupKey,omitempty"`
+	ExternalURL       string            `json:"externalURL,omitempty"`
+	GroupLabels       map[string]string `json:"groupLabels,omitempty"`
+	CommonLabels      map[string]string `json:"commonLabels,omitempty"`
+	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
+	TruncatedAlerts   uint64            `json:"truncatedAlerts,omitempty"`
+}
+
+// Notification is the unit a sink delivers: the latest known state of one
+// work item of one destination (one alert, or one Alertmanager group).
+type Notification struct {
+	// Key identifies the work item within its destination: an alert
+	// identity, or the group key in group mode.
+	Key    string  `json:"key"`
+	Source Source  `json:"source"`
+	Alerts []Alert `json:"alerts"`
+	// AcceptedAt is when the newest state was accepted by intake; the
+	// accept → delivered latency is measured from it.
+	AcceptedAt time.Time `json:"acceptedAt"`
+}
+
+// Status is "resolved" when every alert is resolved, as Alertmanager decides
+// a group's status.
+func (n *Notification) Status() string {
+	for _, a := range n.Alerts {
+		if a.Status != StatusResolved {
+			return StatusFiring
+		}
+	}
+	return StatusResolved
+}
+
+// TemplateData builds Alertmanager's template data so every Alertmanager
+// template keeps working. Common labels and annotations are recomputed from
+// the alerts this notification holds, which in alert mode is exactly one.
+func (n *Notification) TemplateData() *template.Data {
+	d := &template.Data{
+		Receiver:          n.Source.Receiver,
+		Status:            n.Status(),
+		Alerts:            make(template.Alerts, 0, len(n.Alerts)),
+		GroupLabels:       template.KV{},
+		CommonLabels:      template.KV{},
+		CommonAnnotations: template.KV{},
+		RouteLabels:       template.KV{},
+		ExternalURL:       n.Source.ExternalURL,
+	}
+	for _, a := range n.Alerts {
+		d.Alerts = append(d.Alerts, template.Alert{
+			Status:       a.Status,
+			Labels:       copyKV(a.Labels),
+			Annotations:  copyKV(a.Annotations),
+			StartsAt:     a.StartsAt,
+			EndsAt:       a.EndsAt,
+			GeneratorURL: a.GeneratorURL,
+			Fingerprint:  a.Fingerprint,
+		})
+	}
+	for k, v := range n.Source.GroupLabels {
+		d.GroupLabels[k] = v
+	}
+	if len(n.Alerts) > 0 {
+		d.CommonLabels = copyKV(n.Alerts[0].Labels)
+		d.CommonAnnotations = copyKV(n.Alerts[0].Annotations)
+		for _, a := range n.Alerts[1:] {
+			intersect(d.CommonLabels, a.Labels)
+			intersect(d.CommonAnnotations, a.Annotations)
+		}
+	}
+	return d
+}
+
+func copyKV(m map[string]string) template.KV {
+	kv := make(template.KV, len(m))
+	for k, v := range m {
+		kv[k] = v
+	}
+	return kv
+}
+
+func intersect(common template.KV, other map[string]string) {
+	for k, v := range common {
+		if other[k] != v {
+			delete(common, k)
+		}
+	}
+}
+
+// SortedLabelNames returns the label names of m in order, for stable output.
+func SortedLabelNames(m map[string]string) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}

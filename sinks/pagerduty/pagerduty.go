@@ -1,0 +1,277 @@
+// Package pagerduty delivers notifications as PagerDuty Events API v2 events
+// through go-pagerduty. In group mode the event is the one Alertmanager's own
+// PagerDuty notifier sends; in alert mode every alert is its own incident.
+package pagerduty
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	pd "github.com/PagerDuty/go-pagerduty"
+	"github.com/alecthomas/units"
+	"github.com/prometheus/alertmanager/template"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+const (
+	// maxEventSize is PagerDuty's limit on one event (512 kB).
+	maxEventSize = 512000
+	// maxSummaryRunes is PagerDuty's limit on payload.summary.
+	maxSummaryRunes = 1024
+	// maxDedupKeyLen is PagerDuty's limit on dedup_key.
+	maxDedupKeyLen = 255
+	// maxLimiterWait is how long a worker may wait for the rate limiter
+	// before the job is parked and the worker freed for other targets.
+	maxLimiterWait = 2 * time.Second
+)
+
+// Event actions.
+const (
+	ActionTrigger     = "trigger"
+	ActionAcknowledge = "acknowledge"
+	ActionResolve     = "resolve"
+)
+
+// Notifier sends to one pagerduty_configs entry.
+type Notifier struct {
+	conf    *Config
+	tmpl    *template.Template
+	client  *pd.Client
+	limiter *sinks.Limiter
+	logger  *slog.Logger
+}
+
+// New builds a Notifier. limiters is shared by every config of the process
+// so that configs with the same routing key share one budget. rt may be nil.
+func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt http.RoundTripper, logger *slog.Logger) (*Notifier, error) {
+	u, err := url.Parse(conf.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	// go-pagerduty appends "/v2/enqueue" to its endpoint; the transport sends
+	// to the configured URL as it is, so any path Alertmanager users have
+	// (a proxy, the EU host, alertfan itself) keeps working.
+	httpClient := &http.Client{Transport: &captureTransport{base: rt, target: u}, Timeout: time.Duration(conf.Timeout)}
+	client := pd.NewClient("", pd.WithV2EventsAPIEndpoint(u.Scheme+"://"+u.Host))
+	client.HTTPClient = httpClient
+	n := &Notifier{
+		conf:    conf,
+		tmpl:    tmpl,
+		client:  client,
+		limiter: limiters.Get("pagerduty", string(conf.RoutingKey), conf.RateLimitPerMinute),
+		logger:  logger,
+	}
+	if err := n.checkTemplates(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Grouped reports whether the queue should key work by group instead of by
+// alert.
+func (n *Notifier) Grouped() bool { return n.conf.Mode == ModeGroup }
+
+// checkTemplates renders every template against a sample alert so that a
+// bad template is a config error naming its field, not a dead letter later.
+func (n *Notifier) checkTemplates() error {
+	sample := sinks.SampleNotification()
+	if _, err := n.Event(sample); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Deliver sends the event for the notification's current state.
+func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error {
+	ev, err := n.Event(notif)
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonTemplate, err)
+	}
+	if ev == nil {
+		return nil // resolved and send_resolved is off
+	}
+	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
+		return err
+	}
+	info := &respInfo{}
+	_, err = n.client.ManageEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
+	if err == nil {
+		return nil
+	}
+	return classify(ctx, info, err)
+}
+
+func classify(ctx context.Context, info *respInfo, err error) error {
+	if info.status != 0 && (info.status < 200 || info.status > 299) {
+		return sinks.StatusError(info.status, sinks.ParseRetryAfter(info.header, time.Now()), fmt.Errorf("pagerduty answered %d: %w", info.status, err))
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return sinks.Retryable(sinks.ReasonTimeout, 0, err)
+	case ctx.Err() != nil:
+		return sinks.Retryable(sinks.ReasonTimeout, 0, err)
+	case info.status == 0:
+		return sinks.Retryable(sinks.ReasonNetwork, 0, err)
+	default:
+		// A 2xx whose body go-pagerduty could not read: PagerDuty took the
+		// event, and sending it again would only be folded by dedup_key.
+		return sinks.Retryable(sinks.ReasonUnexpectedReply, 0, err)
+	}
+}
+
+// DedupKey is the incident key of a notification. Group mode uses
+// Alertmanager's: hex sha256 of the group key. Alert mode keeps a PagerDuty
+// sender's own dedup_key so acknowledge and resolve reach the same incident,
+// and hashes any other identity to a stable 64-character key.
+func (n *Notifier) DedupKey(notif *sinks.Notification) string {
+	if n.conf.Mode == ModeAlert {
+		if k, ok := strings.CutPrefix(notif.Key, "pd:"); ok && k != "" && len(k) <= maxDedupKeyLen {
+			return k
+		}
+	}
+	sum := sha256.Sum256([]byte(notif.Key))
+	return hex.EncodeToString(sum[:])
+}
+
+// Event renders the PagerDuty event for a notification; nil means nothing is
+// to be sent.
+func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
+	action := ActionTrigger
+	if notif.Status() == sinks.StatusResolved {
+		action = ActionResolve
+		if !n.conf.SendResolved {
+			return nil, nil
+		}
+	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == ActionAcknowledge {
+		action = ActionAcknowledge
+	}
+	data := notif.TemplateData()
+	var tmplErr error
+	tmpl := func(field, text string) string {
+		if tmplErr != nil {
+			return ""
+		}
+		s, err := n.tmpl.ExecuteTextString(text, data)
+		if err != nil {
+			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
+		}
+		return s
+	}
+	summary, _ := sinks.TruncateRunes(tmpl("description", n.conf.Description), maxSummaryRunes)
+	details, err := n.renderDetails(data)
+	if err != nil {
+		return nil, err
+	}
+	ev := &pd.V2Event{
+		RoutingKey: string(n.conf.RoutingKey),
+		Action:     action,
+		DedupKey:   n.DedupKey(notif),
+		Client:     tmpl("client", n.conf.Client),
+		ClientURL:  tmpl("client_url", n.conf.ClientURL),
+		Payload: &pd.V2Payload{
+			Summary:   summary,
+			Source:    tmpl("source", n.conf.Source),
+			Severity:  tmpl("severity", n.conf.Severity),
+			Class:     tmpl("class", n.conf.Class),
+			Component: tmpl("component", n.conf.Component),
+			Group:     tmpl("group", n.conf.Group),
+			Details:   details,
+		},
+	}
+	for i, img := range n.conf.Images {
+		im := map[string]string{
+			"src":  tmpl(fmt.Sprintf("images[%d].src", i), img.Src),
+			"alt":  tmpl(fmt.Sprintf("images[%d].alt", i), img.Alt),
+			"href": tmpl(fmt.Sprintf("images[%d].href", i), img.Href),
+		}
+		if im["src"] != "" {
+			ev.Images = append(ev.Images, im)
+		}
+	}
+	for i, l := range n.conf.Links {
+		lk := map[string]string{
+			"href": tmpl(fmt.Sprintf("links[%d].href", i), l.Href),
+			"text": tmpl(fmt.Sprintf("links[%d].text", i), l.Text),
+		}
+		if lk["href"] != "" {
+			ev.Links = append(ev.Links, lk)
+		}
+	}
+	if tmplErr != nil {
+		return nil, tmplErr
+	}
+	if ev.RoutingKey == "" {
+		return nil, errors.New("routing key is empty")
+	}
+	// As Alertmanager: an event over PagerDuty's size limit loses its custom
+	// details rather than being refused.
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	if len(b)+1 > maxEventSize {
+		ev.Payload.Details = map[string]any{"error": fmt.Sprintf(
+			"Custom details have been removed because the original event exceeds the maximum size of %s",
+			units.MetricBytes(maxEventSize).String())}
+		n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
+			"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
+	}
+	return ev, nil
+}
+
+func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
+	out := make(map[string]any, len(n.conf.Details))
+	for k, v := range n.conf.Details {
+		r, err := template.DeepCopyWithTemplate(v, func(text string) (string, error) {
+			return n.tmpl.ExecuteTextString(text, data)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("details.%s: %w", k, err)
+		}
+		out[k] = r
+	}
+	return out, nil
+}
+
+type respInfoKey struct{}
+
+// respInfo carries the status and headers of PagerDuty's answer out of the
+// transport, because go-pagerduty does not expose Retry-After.
+type respInfo struct {
+	status int
+	header http.Header
+}
+
+type captureTransport struct {
+	base   http.RoundTripper
+	target *url.URL
+}
+
+func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	u := *t.target
+	r.URL = &u
+	r.Host = u.Host
+	r.Header.Set("User-Agent", "alertfan")
+	resp, err := t.base.RoundTrip(r)
+	if info, ok := req.Context().Value(respInfoKey{}).(*respInfo); ok && resp != nil {
+		info.status = resp.StatusCode
+		info.header = resp.Header.Clone()
+	}
+	return resp, err
+}

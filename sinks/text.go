@@ -1,0 +1,44 @@
+package sinks
+
+import "time"
+
+const truncationMarker = "…"
+
+// TruncateRunes cuts s to n runes, the last one being "…", as Alertmanager
+// does for PagerDuty summaries.
+func TruncateRunes(s string, n int) (string, bool) {
+	r := []rune(s)
+	if len(r) <= n {
+		return s, false
+	}
+	if n <= 3 {
+		return string(r[:n]), true
+	}
+	return string(r[:n-1]) + truncationMarker, true
+}
+
+// SampleNotification is a firing alert with the usual labels, used to render
+// templates once at config load so that a broken template is reported then.
+func SampleNotification() *Notification {
+	t := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return &Notification{
+		Key: "am:0123456789abcdef",
+		Source: Source{
+			Input:       "alertmanager",
+			Receiver:    "sample",
+			GroupKey:    `{}:{alertname="Sample"}`,
+			ExternalURL: "http://alertmanager.example:9093",
+			GroupLabels: map[string]string{"alertname": "Sample"},
+		},
+		Alerts: []Alert{{
+			Identity:     "am:0123456789abcdef",
+			Status:       StatusFiring,
+			Labels:       map[string]string{"alertname": "Sample", "severity": "critical", "instance": "host:9100", "job": "node"},
+			Annotations:  map[string]string{"summary": "Sample summary", "description": "Sample description"},
+			StartsAt:     t,
+			GeneratorURL: "http://prometheus.example:9090/graph",
+			Fingerprint:  "0123456789abcdef",
+		}},
+		AcceptedAt: t,
+	}
+}
