@@ -89,6 +89,8 @@ type IntakeConfig struct {
 	MaxBodyBytes    int64            `yaml:"max_body_bytes,omitempty"`
 	// PagerDuty holds what the Events v2-compatible intake needs.
 	PagerDuty PagerDutyIntake `yaml:"pagerduty,omitempty"`
+	// Mackerel tunes the Mackerel webhook intake.
+	Mackerel MackerelIntake `yaml:"mackerel,omitempty"`
 	// EventsPerSecond bounds intake of /v2/enqueue (PagerDuty senders expect
 	// a 429 when a service can't take more); 0 means unlimited.
 	EventsPerSecond float64 `yaml:"events_per_second,omitempty"`
@@ -102,6 +104,14 @@ type PagerDutyIntake struct {
 	RoutingKeyFiles map[string]string `yaml:"routing_key_files,omitempty"`
 	// RequireKnownKey refuses events whose routing key is in neither map.
 	RequireKnownKey bool `yaml:"require_known_key,omitempty"`
+}
+
+// MackerelIntake tunes the Mackerel webhook intake.
+type MackerelIntake struct {
+	// RouteOtherEvents routes events other than "alert" (hostStatus,
+	// hostRegister, hostRetire, alertGroup, sample) as one-off alerts with
+	// label event=<event>; by default they are accepted and counted only.
+	RouteOtherEvents bool `yaml:"route_other_events,omitempty"`
 }
 
 // DefaultIntake is 4 MiB bodies, no token.

@@ -222,10 +222,16 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string) error
 	return nil
 }
 
-// Enqueue durably stores the items' states and the jobs that deliver them.
-// It returns nil only once they are committed.
-func (s *Store) Enqueue(ctx context.Context, items []Item) error {
-	if len(items) == 0 {
+// Memo remembers an identity's labels alongside an Enqueue.
+type Memo struct {
+	Identity string
+	Labels   []byte // JSON object
+}
+
+// Enqueue durably stores the items' states, the jobs that deliver them and
+// the memos, in one transaction. It returns nil only once all are committed.
+func (s *Store) Enqueue(ctx context.Context, items []Item, memos ...Memo) error {
+	if len(items) == 0 && len(memos) == 0 {
 		return nil
 	}
 	// Sorting keeps row-lock order the same in every transaction, which
@@ -249,6 +255,13 @@ func (s *Store) Enqueue(ctx context.Context, items []Item) error {
 			}
 			if err := b.markPending(ctx, it.Target, it.Key, it.Kind); err != nil {
 				return err
+			}
+		}
+		for _, m := range memos {
+			if _, err := b.exec(ctx, `INSERT INTO alertfan_identity (identity, labels, updated_at) VALUES (?, ?, ?)
+				ON CONFLICT (identity) DO UPDATE SET labels = excluded.labels, updated_at = excluded.updated_at`,
+				m.Identity, string(m.Labels), b.now); err != nil {
+				return fmt.Errorf("queue: remember labels: %w", err)
 			}
 		}
 		return nil

@@ -132,6 +132,9 @@ func (s *Store) janitor() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			cutoff := time.Now().Add(-s.opts.StateRetention).UnixNano()
 			_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
+			if err == nil {
+				_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_identity WHERE updated_at < ?`), cutoff)
+			}
 			cancel()
 			if err != nil && !errors.Is(err, sql.ErrConnDone) {
 				s.logger.Warn("State clean-up failed", "err", err)

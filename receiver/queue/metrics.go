@@ -81,6 +81,9 @@ var (
 	deadDesc = prometheus.NewDesc("alertfan_dead_letters",
 		"Dead letters waiting to be looked at (alertfan queue list --dead).",
 		[]string{"target"}, nil)
+	openIssuesDesc = prometheus.NewDesc("alertfan_backlog_issues_open",
+		"Backlog issues alertfan opened that are not closed yet, by target.",
+		[]string{"target"}, nil)
 	upDesc = prometheus.NewDesc("alertfan_store_up",
 		"1 when the store answered the last scrape's queries.", nil, nil)
 )
@@ -93,6 +96,7 @@ func (c *depthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- depthDesc
 	ch <- oldestDesc
 	ch <- deadDesc
+	ch <- openIssuesDesc
 	ch <- upDesc
 }
 
@@ -133,19 +137,27 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, max(oldest, 0), k)
 	}
-	drows, err := s.db.QueryContext(ctx, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`)
-	if err != nil {
+	if !c.countBy(ctx, ch, deadDesc, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`) ||
+		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`) {
 		up = 0
-		return
 	}
-	defer drows.Close()
-	for drows.Next() {
-		var t string
+}
+
+// countBy emits one gauge per row of a (label, count) query.
+func (c *depthCollector) countBy(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string) bool {
+	rows, err := c.s.db.QueryContext(ctx, q)
+	if err != nil {
+		return false
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var label string
 		var n float64
-		if drows.Scan(&t, &n) == nil {
-			ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, n, t)
+		if rows.Scan(&label, &n) == nil {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, n, label)
 		}
 	}
+	return rows.Err() == nil
 }
 
 // parseTime reads a timestamp as either driver returns it.

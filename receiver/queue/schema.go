@@ -70,9 +70,17 @@ var migrations = []string{
 		issue_id   BIGINT NOT NULL DEFAULT 0,
 		issue_key  TEXT   NOT NULL DEFAULT '',
 		state      TEXT   NOT NULL,
+		gen        BIGINT NOT NULL DEFAULT 0,
 		closed_at  BIGINT NOT NULL DEFAULT 0,
 		updated_at BIGINT NOT NULL,
 		PRIMARY KEY (target, identity)
+	)`,
+	// 5: labels last seen for an identity, so that a PagerDuty resolve or
+	// acknowledge without a payload routes like the trigger did.
+	`CREATE TABLE alertfan_identity (
+		identity   TEXT   NOT NULL PRIMARY KEY,
+		labels     TEXT   NOT NULL,
+		updated_at BIGINT NOT NULL
 	)`,
 }
 

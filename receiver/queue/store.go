@@ -356,3 +356,14 @@ func (s *Store) closeDB() {
 // DB exposes the database for packages that keep their own durable records
 // next to the queue (the Backlog issue map) through the Store's methods.
 func (s *Store) rebind(q string) string { return s.dialect.rebind(q) }
+
+// warnOnly keeps River's per-job info lines (every retry is one) out of
+// the log; alertfan logs each failure itself with its reason.
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{h.Handler.WithAttrs(as)} }
+func (h warnOnly) WithGroup(n string) slog.Handler       { return warnOnly{h.Handler.WithGroup(n)} }

@@ -33,7 +33,7 @@ const (
 	maxDedupKeyLen = 255
 	// maxLimiterWait is how long a worker may wait for the rate limiter
 	// before the job is parked and the worker freed for other targets.
-	maxLimiterWait = 2 * time.Second
+	maxLimiterWait = 10 * time.Second
 )
 
 // Event actions.
@@ -97,6 +97,9 @@ func (n *Notifier) checkTemplates() error {
 
 // Deliver sends the event for the notification's current state.
 func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error {
+	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == "change" {
+		return n.deliverChange(ctx, notif.Alerts[0])
+	}
 	ev, err := n.Event(notif)
 	if err != nil {
 		return sinks.Permanent(sinks.ReasonTemplate, err)
@@ -109,6 +112,39 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	}
 	info := &respInfo{}
 	_, err = n.client.ManageEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
+	if err == nil {
+		return nil
+	}
+	return classify(ctx, info, err)
+}
+
+// deliverChange passes a PagerDuty change event on as one.
+func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
+	details := map[string]any{}
+	for k, v := range a.Annotations {
+		if k != "summary" && !strings.HasPrefix(k, "link_") {
+			details[k] = v
+		}
+	}
+	ev := pd.ChangeEvent{
+		RoutingKey: string(n.conf.RoutingKey),
+		Payload: pd.ChangeEventPayload{
+			Summary:       a.Annotations["summary"],
+			Source:        a.Labels["source"],
+			Timestamp:     a.StartsAt.UTC().Format(time.RFC3339),
+			CustomDetails: details,
+		},
+	}
+	for _, k := range sinks.SortedLabelNames(a.Annotations) {
+		if strings.HasPrefix(k, "link_") {
+			ev.Links = append(ev.Links, pd.ChangeEventLink{Href: a.Annotations[k]})
+		}
+	}
+	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
+		return err
+	}
+	info := &respInfo{}
+	_, err := n.client.CreateChangeEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
 	if err == nil {
 		return nil
 	}
@@ -265,6 +301,9 @@ type captureTransport struct {
 func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	u := *t.target
+	if strings.HasSuffix(req.URL.Path, "/v2/change/enqueue") {
+		u.Path = strings.TrimSuffix(u.Path, "/v2/enqueue") + "/v2/change/enqueue"
+	}
 	r.URL = &u
 	r.Host = u.Host
 	r.Header.Set("User-Agent", "alertfan")
@@ -274,4 +313,19 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		info.header = resp.Header.Clone()
 	}
 	return resp, err
+}
+
+// Ping checks that the configured URL answers HTTP at all (any status),
+// without sending an event; for `check-config --online`.
+func (n *Notifier) Ping(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.conf.URL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := n.client.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s does not answer: %w", n.conf.URL, err)
+	}
+	resp.Body.Close()
+	return nil
 }

@@ -1,0 +1,269 @@
+package receiver
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/alertfan/alertfan/receiver/intake"
+	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webhook", s.handleWebhook)
+	mux.HandleFunc("POST /webhook/{receiver}", s.handleWebhook)
+	mux.HandleFunc("POST /v2/enqueue", s.handlePagerDuty)
+	mux.HandleFunc("POST /v2/change/enqueue", s.handlePagerDutyChange)
+	mux.HandleFunc("POST /mackerel", s.handleMackerel)
+	mux.HandleFunc("POST /mackerel/{token}", s.handleMackerel)
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.store.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "alertfan is not ready: the store is not open.\n") //nolint:errcheck
+			return
+		}
+		io.WriteString(w, "alertfan is Ready.\n") //nolint:errcheck
+	})
+	mux.HandleFunc("POST /-/reload", s.handleReload)
+	mux.HandleFunc("PUT /-/reload", s.handleReload)
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(s.reg, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
+	mux.HandleFunc("GET /api/v1/dead-letters", s.handleDeadList)
+	mux.HandleFunc("POST /api/v1/dead-letters/retry", s.handleDeadRetry)
+	mux.HandleFunc("POST /api/v1/dead-letters/{id}/retry", s.handleDeadRetry)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, landingPage) //nolint:errcheck
+	})
+	return mux
+}
+
+const landingPage = `<!doctype html><html><head><title>alertfan</title></head><body>
+<h1>alertfan</h1><p>Fans alerts out to PagerDuty and Backlog.</p>
+<ul><li><a href="/metrics">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
+</body></html>`
+
+// errorBody is every intake error answer: a message and, for bad input,
+// each field that is wrong.
+type errorBody struct {
+	Status string               `json:"status"`
+	Error  string               `json:"error"`
+	Errors []*intake.FieldError `json:"errors,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v) //nolint:errcheck
+}
+
+func writeError(w http.ResponseWriter, code int, msg string, err error) {
+	body := errorBody{Status: "error", Error: msg}
+	var fe *intake.FieldError
+	var fes intake.Errors
+	switch {
+	case errors.As(err, &fes):
+		body.Errors = fes
+		body.Error = msg + ": " + fes.Error()
+	case errors.As(err, &fe):
+		body.Errors = []*intake.FieldError{fe}
+		body.Error = msg + ": " + fe.Error()
+	}
+	writeJSON(w, code, body)
+}
+
+// authorized checks the intake token: a bearer token, or the password of
+// basic auth (for senders that can only put credentials in the URL), or
+// the token as a path segment (Mackerel). Digests are compared in constant
+// time so neither content nor length leaks through timing.
+func (rt *runtime) authorized(r *http.Request, pathToken string) bool {
+	if !rt.hasToken {
+		return true
+	}
+	var cand string
+	switch {
+	case pathToken != "":
+		cand = pathToken
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
+		cand = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	default:
+		if _, p, ok := r.BasicAuth(); ok {
+			cand = p
+		}
+	}
+	if cand == "" {
+		return false
+	}
+	sum := sha256.Sum256([]byte(cand))
+	return subtle.ConstantTimeCompare(sum[:], rt.tokenSum[:]) == 1
+}
+
+// readBody reads at most limit bytes; more is errTooLarge.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errTooLarge
+	}
+	return b, err
+}
+
+var errTooLarge = errors.New("body too large")
+
+// intakeRequest is what every input handler has in common: auth, size
+// limit, decode.
+func (s *server) intakeRequest(w http.ResponseWriter, r *http.Request, input, pathToken string) (*runtime, []byte, bool) {
+	rt := s.rt.Load()
+	if !rt.authorized(r, pathToken) {
+		s.metrics.notifications.WithLabelValues(input, "unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized: missing or wrong intake token", nil)
+		return nil, nil, false
+	}
+	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
+	if errors.Is(err, errTooLarge) {
+		s.metrics.notifications.WithLabelValues(input, "too_large").Inc()
+		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than intake.max_body_bytes", nil)
+		return nil, nil, false
+	}
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		writeError(w, http.StatusBadRequest, "could not read request body", nil)
+		return nil, nil, false
+	}
+	return rt, body, true
+}
+
+func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	const input = intake.InputAlertmanager
+	rt, body, ok := s.intakeRequest(w, r, input, "")
+	if !ok {
+		return
+	}
+	src, alerts, err := intake.DecodeAlertmanager(body)
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		s.logger.Debug("Invalid Alertmanager webhook", "remote", r.RemoteAddr, "err", err)
+		writeError(w, http.StatusBadRequest, "invalid Alertmanager webhook", err)
+		return
+	}
+	forced := r.PathValue("receiver")
+	if forced != "" {
+		if _, ok := rt.receivers[forced]; !ok {
+			s.metrics.notifications.WithLabelValues(input, "unknown_receiver").Inc()
+			writeError(w, http.StatusNotFound, "receiver "+quote(forced)+" is not configured", nil)
+			return
+		}
+	}
+	if err := s.accept(r.Context(), rt, src, alerts, forced, nil); err != nil {
+		s.storeUnavailable(w, input, err)
+		return
+	}
+	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": len(alerts)})
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error) {
+	s.metrics.notifications.WithLabelValues(input, "store_unavailable").Inc()
+	s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries", "input", input, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "the store cannot commit right now; retry later", nil)
+}
+
+// accept routes every alert and commits the resulting work in one
+// transaction. It returns nil only when all of it is durable.
+func (s *server) acceptMemo(r *http.Request, rt *runtime, src sinks.Source, alerts []sinks.Alert, memos []queue.Memo) error {
+	return s.accept(r.Context(), rt, src, alerts, "", memos)
+}
+
+func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string, memos []queue.Memo) error {
+	now := time.Now().UTC()
+	var items []queue.Item
+	groups := map[string]*sinks.Notification{}
+	var groupOrder []target
+	for _, a := range alerts {
+		s.metrics.alerts.WithLabelValues(src.Input, a.Status).Inc()
+		receivers := []string{forced}
+		if forced == "" {
+			receivers = rt.router.Match(a.Labels)
+		}
+		for _, recv := range receivers {
+			s.metrics.routed.WithLabelValues(recv).Inc()
+			targets := rt.receivers[recv]
+			if len(targets) == 0 {
+				s.metrics.dropped.WithLabelValues(recv).Inc()
+				continue
+			}
+			for _, t := range targets {
+				if t.grouped && src.GroupKey != "" {
+					n, ok := groups[t.ID]
+					if !ok {
+						n = &sinks.Notification{Key: src.GroupKey, Source: src, AcceptedAt: now}
+						groups[t.ID] = n
+						groupOrder = append(groupOrder, t)
+					}
+					n.Alerts = append(n.Alerts, a)
+					continue
+				}
+				n := &sinks.Notification{Key: a.Identity, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now}
+				it, err := newItem(t, n)
+				if err != nil {
+					return err
+				}
+				items = append(items, it)
+			}
+		}
+	}
+	for _, t := range groupOrder {
+		it, err := newItem(t, groups[t.ID])
+		if err != nil {
+			return err
+		}
+		items = append(items, it)
+	}
+	if err := s.store.Enqueue(ctx, items, memos...); err != nil {
+		return err
+	}
+	s.metrics.notifications.WithLabelValues(src.Input, "accepted").Inc()
+	return nil
+}
+
+func newItem(t target, n *sinks.Notification) (queue.Item, error) {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return queue.Item{}, err
+	}
+	// One-off events (PagerDuty change events, Mackerel host events) never
+	// resolve; marking them resolved lets their state be cleaned up.
+	oneOff := len(n.Alerts) == 1 && (n.Alerts[0].Action == "change" || n.Alerts[0].Action == "event")
+	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Resolved: oneOff || n.Status() == sinks.StatusResolved, Payload: b}, nil
+}
+
+func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if err := s.reload(r.Context()); err != nil {
+		s.logger.Error("Reload failed; keeping the running configuration", "err", err)
+		http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	io.WriteString(w, "OK\n") //nolint:errcheck
+}

@@ -1,0 +1,183 @@
+package receiver
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/alertfan/alertfan/receiver/intake"
+	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// pdError answers the way PagerDuty's Events API does, so that senders
+// written against PagerDuty show the reason they are used to.
+func pdError(w http.ResponseWriter, code int, status, message string, err error) {
+	body := map[string]any{"status": status, "message": message}
+	var errs []string
+	var fes intake.Errors
+	var fe *intake.FieldError
+	switch {
+	case errors.As(err, &fes):
+		for _, e := range fes {
+			errs = append(errs, e.Message)
+		}
+	case errors.As(err, &fe):
+		errs = append(errs, fe.Error())
+	}
+	if errs != nil {
+		body["errors"] = errs
+	}
+	writeJSON(w, code, body)
+}
+
+// pdIntake is the shared front of the two PagerDuty endpoints: auth by
+// intake token or known routing key, the intake rate limit, size limit.
+func (s *server) pdIntake(w http.ResponseWriter, r *http.Request) (*runtime, []byte, bool) {
+	const input = intake.InputPagerDuty
+	rt := s.rt.Load()
+	if rt.pdLimiter != nil && !rt.pdLimiter.Allow() {
+		s.metrics.notifications.WithLabelValues(input, "rate_limited").Inc()
+		w.Header().Set("Retry-After", "1")
+		pdError(w, http.StatusTooManyRequests, "throttle event", "Requests for this service are arriving too quickly. Please retry later.", nil)
+		return nil, nil, false
+	}
+	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
+	if errors.Is(err, errTooLarge) {
+		s.metrics.notifications.WithLabelValues(input, "too_large").Inc()
+		pdError(w, http.StatusRequestEntityTooLarge, "invalid event", "Request body is larger than intake.max_body_bytes", nil)
+		return nil, nil, false
+	}
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		pdError(w, http.StatusBadRequest, "invalid event", "Could not read request body", nil)
+		return nil, nil, false
+	}
+	return rt, body, true
+}
+
+// routingKeyName authorizes a PagerDuty sender: a known routing key is a
+// credential of its own (Grafana and scripts cannot send a header); else
+// the intake token is required when one is set.
+func (s *server) routingKeyName(w http.ResponseWriter, r *http.Request, rt *runtime, key string) (string, bool) {
+	name, known := rt.pdKeys[sha256.Sum256([]byte(key))]
+	if known {
+		return name, true
+	}
+	if rt.cfg.Intake.PagerDuty.RequireKnownKey {
+		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "invalid").Inc()
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", intake.Errors{{Field: "routing_key", Message: "Invalid routing key"}})
+		return "", false
+	}
+	if !rt.authorized(r, "") {
+		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
+		pdError(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong intake token, and the routing key is not one of intake.pagerduty.routing_keys", nil)
+		return "", false
+	}
+	return "", true
+}
+
+func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	const input = intake.InputPagerDuty
+	rt, body, ok := s.pdIntake(w, r)
+	if !ok {
+		return
+	}
+	res, err := intake.DecodePagerDuty(body, start.UTC())
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
+		return
+	}
+	name, ok := s.routingKeyName(w, r, rt, res.RoutingKey)
+	if !ok {
+		return
+	}
+	a := res.Alert
+	var memos []queue.Memo
+	if res.HasPayload {
+		if name != "" {
+			a.Labels["routing_key_name"] = name
+		}
+		b, _ := json.Marshal(a.Labels)
+		memos = append(memos, queue.Memo{Identity: a.Identity, Labels: b})
+	} else {
+		// An acknowledge or resolve without payload routes like its trigger.
+		if b, found, err := s.store.RecallLabels(r.Context(), a.Identity); err != nil {
+			s.storeUnavailable(w, input, err)
+			return
+		} else if found {
+			var ls map[string]string
+			if json.Unmarshal(b, &ls) == nil && len(ls) > 0 {
+				a.Labels = ls
+			}
+		} else if name != "" {
+			a.Labels["routing_key_name"] = name
+		}
+	}
+	src := sinks.Source{Input: input, Receiver: name}
+	if err := s.acceptMemo(r, rt, src, []sinks.Alert{a}, memos); err != nil {
+		s.storeUnavailable(w, input, err)
+		return
+	}
+	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Event processed", "dedup_key": res.DedupKey})
+}
+
+func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	const input = intake.InputPagerDuty
+	rt, body, ok := s.pdIntake(w, r)
+	if !ok {
+		return
+	}
+	res, err := intake.DecodePagerDutyChange(body, start.UTC())
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
+		return
+	}
+	name, ok := s.routingKeyName(w, r, rt, res.RoutingKey)
+	if !ok {
+		return
+	}
+	if name != "" {
+		res.Alert.Labels["routing_key_name"] = name
+	}
+	if err := s.acceptMemo(r, rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, nil); err != nil {
+		s.storeUnavailable(w, input, err)
+		return
+	}
+	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Change event processed"})
+}
+
+func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	const input = intake.InputMackerel
+	rt, body, ok := s.intakeRequest(w, r, input, r.PathValue("token"))
+	if !ok {
+		return
+	}
+	res, err := intake.DecodeMackerel(body, rt.cfg.Intake.Mackerel.RouteOtherEvents, start.UTC())
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		writeError(w, http.StatusBadRequest, "invalid Mackerel webhook", err)
+		return
+	}
+	if res.Alert == nil {
+		s.metrics.notifications.WithLabelValues(input, "ignored").Inc()
+		writeJSON(w, http.StatusOK, map[string]any{"status": "success", "ignored": true, "event": res.Event})
+		return
+	}
+	if err := s.acceptMemo(r, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, nil); err != nil {
+		s.storeUnavailable(w, input, err)
+		return
+	}
+	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": 1})
+}

@@ -1,0 +1,149 @@
+// Package intake owns turning what senders post — Alertmanager webhooks,
+// PagerDuty Events API v2 events, Mackerel webhooks — into the alert model
+// that routing and sinks consume. Decoders never panic and never accept half
+// a body: they either return every alert or an error naming the bad field.
+package intake
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/common/model"
+)
+
+// Inputs, as used in metrics and in sinks.Source.Input.
+const (
+	InputAlertmanager = "alertmanager"
+	InputPagerDuty    = "pagerduty"
+	InputMackerel     = "mackerel"
+)
+
+// FieldError is a validation error about one field of a body.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+// Errors is every problem found in one body.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// decodeJSON decodes strictly enough to name the field a type error is in,
+// and refuses trailing data so that two concatenated bodies are not taken
+// as one.
+func decodeJSON(body []byte, v any) error {
+	if len(body) == 0 {
+		return fieldErr("", "empty body")
+	}
+	if !utf8.Valid(body) {
+		return fieldErr("", "body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return fieldErr("", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "(root)"
+		}
+		return fieldErr(field, "must be %s, got JSON %s", goTypeName(te.Type.String()), te.Value)
+	case errors.As(err, &se):
+		return fieldErr("", "invalid JSON at byte %d: %s", se.Offset, se.Error())
+	case errors.Is(err, errUnexpectedEOF()):
+		return fieldErr("", "truncated JSON")
+	default:
+		return fieldErr("", "invalid JSON: %s", err.Error())
+	}
+}
+
+func errUnexpectedEOF() error {
+	var v any
+	return json.Unmarshal([]byte("{"), &v)
+}
+
+func goTypeName(t string) string {
+	switch {
+	case strings.HasPrefix(t, "map["):
+		return "an object"
+	case strings.HasPrefix(t, "[]"):
+		return "an array"
+	case t == "string":
+		return "a string"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "bool":
+		return "a boolean"
+	case strings.HasPrefix(t, "time."):
+		return "an RFC 3339 time string"
+	default:
+		return "an object"
+	}
+}
+
+// checkLabels validates label names and values the way Alertmanager does
+// (UTF-8 names are allowed since Alertmanager 0.27).
+func checkLabels(field string, ls map[string]string, required bool) Errors {
+	var errs Errors
+	if required && len(ls) == 0 {
+		errs = append(errs, fieldErr(field, "at least one label is required"))
+	}
+	for _, k := range sortedKeys(ls) {
+		if !model.LabelName(k).IsValid() || k == "" {
+			errs = append(errs, fieldErr(field, "invalid label name %q", truncate(k, 64)))
+			continue
+		}
+		if !utf8.ValidString(ls[k]) {
+			errs = append(errs, fieldErr(field+"."+k, "value is not valid UTF-8"))
+		}
+	}
+	return errs
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,302 @@
+package intake
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// PagerDuty Events API v2 limits, as PagerDuty documents them.
+const (
+	pdRoutingKeyLen = 32
+	pdMaxDedupKey   = 255
+	pdMaxSummary    = 1024
+)
+
+// PDEvent is a PagerDuty Events API v2 event.
+type PDEvent struct {
+	RoutingKey  string     `json:"routing_key"`
+	EventAction string     `json:"event_action"`
+	DedupKey    string     `json:"dedup_key"`
+	Payload     *PDPayload `json:"payload"`
+	Images      []PDImage  `json:"images"`
+	Links       []PDLink   `json:"links"`
+	Client      string     `json:"client"`
+	ClientURL   string     `json:"client_url"`
+}
+
+// PDPayload is an event's payload.
+type PDPayload struct {
+	Summary       string         `json:"summary"`
+	Source        string         `json:"source"`
+	Severity      string         `json:"severity"`
+	Timestamp     string         `json:"timestamp"`
+	Component     string         `json:"component"`
+	Group         string         `json:"group"`
+	Class         string         `json:"class"`
+	CustomDetails map[string]any `json:"custom_details"`
+}
+
+// PDImage and PDLink are passed on as annotations.
+type PDImage struct {
+	Src  string `json:"src"`
+	Href string `json:"href"`
+	Alt  string `json:"alt"`
+}
+
+// PDLink is a link attached to an event.
+type PDLink struct {
+	Href string `json:"href"`
+	Text string `json:"text"`
+}
+
+// PDResult is a decoded event: the alert and the routing key it came with.
+type PDResult struct {
+	RoutingKey string
+	DedupKey   string
+	Alert      sinks.Alert
+	// HasPayload is false for acknowledge/resolve events without one; the
+	// receiver then routes by the labels remembered from the trigger.
+	HasPayload bool
+}
+
+var pdSeverities = map[string]bool{"critical": true, "error": true, "warning": true, "info": true}
+
+// DecodePagerDuty decodes and validates an Events API v2 alert event. Its
+// error texts follow PagerDuty's ("… is missing or blank"), one per field.
+func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
+	var ev PDEvent
+	if err := decodeJSON(body, &ev); err != nil {
+		return nil, err
+	}
+	var errs Errors
+	switch {
+	case ev.RoutingKey == "":
+		errs = append(errs, fieldErr("routing_key", "'routing_key' is missing or blank"))
+	case len(ev.RoutingKey) != pdRoutingKeyLen:
+		errs = append(errs, fieldErr("routing_key", "Length of 'routing_key' is incorrect (should be %d characters)", pdRoutingKeyLen))
+	}
+	action := ev.EventAction
+	switch action {
+	case "trigger", "acknowledge", "resolve":
+	case "":
+		errs = append(errs, fieldErr("event_action", "'event_action' is missing or blank"))
+	default:
+		errs = append(errs, fieldErr("event_action", "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)"))
+	}
+	if len(ev.DedupKey) > pdMaxDedupKey {
+		errs = append(errs, fieldErr("dedup_key", "'dedup_key' is too long (maximum %d characters)", pdMaxDedupKey))
+	}
+	if action != "trigger" && action != "" && ev.DedupKey == "" {
+		errs = append(errs, fieldErr("dedup_key", "'dedup_key' is missing or blank (required for %s)", action))
+	}
+	var startsAt time.Time
+	if action == "trigger" {
+		errs = append(errs, checkPayload(ev.Payload, &startsAt)...)
+	} else if ev.Payload != nil && ev.Payload.Timestamp != "" {
+		if t, err := parsePDTime(ev.Payload.Timestamp); err == nil {
+			startsAt = t
+		}
+	}
+	if !utf8.ValidString(ev.DedupKey) {
+		errs = append(errs, fieldErr("dedup_key", "'dedup_key' is not valid UTF-8"))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if ev.DedupKey == "" {
+		ev.DedupKey = newDedupKey()
+	}
+	if startsAt.IsZero() {
+		startsAt = now
+	}
+	res := &PDResult{RoutingKey: ev.RoutingKey, DedupKey: ev.DedupKey, HasPayload: ev.Payload != nil && ev.Payload.Summary != ""}
+	a := sinks.Alert{
+		Identity:     "pd:" + ev.DedupKey,
+		Status:       sinks.StatusFiring,
+		Labels:       map[string]string{"alertname": "PagerDutyEvent"},
+		Annotations:  map[string]string{},
+		StartsAt:     startsAt,
+		GeneratorURL: ev.ClientURL,
+		Fingerprint:  ev.DedupKey,
+	}
+	switch action {
+	case "resolve":
+		a.Status = sinks.StatusResolved
+		a.EndsAt = now
+	case "acknowledge":
+		a.Action = "acknowledge"
+	}
+	if p := ev.Payload; p != nil {
+		setIf(a.Labels, "severity", p.Severity)
+		setIf(a.Labels, "source", p.Source)
+		setIf(a.Labels, "component", p.Component)
+		setIf(a.Labels, "group", p.Group)
+		setIf(a.Labels, "class", p.Class)
+		if p.Class != "" {
+			a.Labels["alertname"] = p.Class
+		}
+		setIf(a.Annotations, "summary", p.Summary)
+		for k, v := range p.CustomDetails {
+			a.Annotations[k] = detailString(v)
+		}
+	}
+	setIf(a.Annotations, "client", ev.Client)
+	setIf(a.Annotations, "client_url", ev.ClientURL)
+	for i, l := range ev.Links {
+		if l.Href != "" {
+			a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
+		}
+	}
+	for i, im := range ev.Images {
+		if im.Src != "" {
+			a.Annotations[fmt.Sprintf("image_%d", i)] = im.Src
+		}
+	}
+	res.Alert = a
+	return res, nil
+}
+
+func checkPayload(p *PDPayload, startsAt *time.Time) Errors {
+	if p == nil {
+		return Errors{fieldErr("payload", "'payload' is missing or blank")}
+	}
+	var errs Errors
+	switch {
+	case strings.TrimSpace(p.Summary) == "":
+		errs = append(errs, fieldErr("payload.summary", "'payload.summary' is missing or blank"))
+	case utf8.RuneCountInString(p.Summary) > pdMaxSummary:
+		errs = append(errs, fieldErr("payload.summary", "'payload.summary' is too long (maximum %d characters)", pdMaxSummary))
+	}
+	if strings.TrimSpace(p.Source) == "" {
+		errs = append(errs, fieldErr("payload.source", "'payload.source' is missing or blank"))
+	}
+	switch {
+	case p.Severity == "":
+		errs = append(errs, fieldErr("payload.severity", "'payload.severity' is missing or blank"))
+	case !pdSeverities[p.Severity]:
+		errs = append(errs, fieldErr("payload.severity", "'payload.severity' is invalid (must be one of: critical, error, warning, info)"))
+	}
+	if p.Timestamp != "" {
+		t, err := parsePDTime(p.Timestamp)
+		if err != nil {
+			errs = append(errs, fieldErr("payload.timestamp", "'payload.timestamp' is not a valid ISO 8601 date-time"))
+		}
+		*startsAt = t
+	}
+	for _, f := range []struct{ name, v string }{{"summary", p.Summary}, {"source", p.Source}, {"component", p.Component}, {"group", p.Group}, {"class", p.Class}} {
+		if !utf8.ValidString(f.v) {
+			errs = append(errs, fieldErr("payload."+f.name, "not valid UTF-8"))
+		}
+	}
+	return errs
+}
+
+func parsePDTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05Z0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("bad time %q", s)
+}
+
+func setIf(m map[string]string, k, v string) {
+	if v != "" {
+		m[k] = v
+	}
+}
+
+func detailString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func newDedupKey() string {
+	b := make([]byte, 16)
+	rand.Read(b) //nolint:errcheck // crypto/rand never fails on Linux
+	return hex.EncodeToString(b)
+}
+
+// PDChange is a decoded change event.
+type PDChange struct {
+	RoutingKey string
+	Alert      sinks.Alert
+}
+
+// DecodePagerDutyChange decodes a PagerDuty change event
+// (POST /v2/change/enqueue).
+func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
+	var ev struct {
+		RoutingKey string `json:"routing_key"`
+		Payload    *struct {
+			Summary       string         `json:"summary"`
+			Source        string         `json:"source"`
+			Timestamp     string         `json:"timestamp"`
+			CustomDetails map[string]any `json:"custom_details"`
+		} `json:"payload"`
+		Links []PDLink `json:"links"`
+	}
+	if err := decodeJSON(body, &ev); err != nil {
+		return nil, err
+	}
+	var errs Errors
+	switch {
+	case ev.RoutingKey == "":
+		errs = append(errs, fieldErr("routing_key", "'routing_key' is missing or blank"))
+	case len(ev.RoutingKey) != pdRoutingKeyLen:
+		errs = append(errs, fieldErr("routing_key", "Length of 'routing_key' is incorrect (should be %d characters)", pdRoutingKeyLen))
+	}
+	ts := now
+	if ev.Payload == nil {
+		errs = append(errs, fieldErr("payload", "'payload' is missing or blank"))
+	} else {
+		if strings.TrimSpace(ev.Payload.Summary) == "" {
+			errs = append(errs, fieldErr("payload.summary", "'payload.summary' is missing or blank"))
+		} else if utf8.RuneCountInString(ev.Payload.Summary) > pdMaxSummary {
+			errs = append(errs, fieldErr("payload.summary", "'payload.summary' is too long (maximum %d characters)", pdMaxSummary))
+		}
+		if ev.Payload.Timestamp != "" {
+			t, err := parsePDTime(ev.Payload.Timestamp)
+			if err != nil {
+				errs = append(errs, fieldErr("payload.timestamp", "'payload.timestamp' is not a valid ISO 8601 date-time"))
+			}
+			ts = t
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	key := newDedupKey()
+	a := sinks.Alert{
+		Identity:    "pdchange:" + key,
+		Status:      sinks.StatusFiring,
+		Action:      "change",
+		Labels:      map[string]string{"alertname": "PagerDutyChange", "event_type": "change"},
+		Annotations: map[string]string{"summary": ev.Payload.Summary},
+		StartsAt:    ts,
+		Fingerprint: key,
+	}
+	setIf(a.Labels, "source", ev.Payload.Source)
+	for k, v := range ev.Payload.CustomDetails {
+		a.Annotations[k] = detailString(v)
+	}
+	for i, l := range ev.Links {
+		if l.Href != "" {
+			a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
+		}
+	}
+	return &PDChange{RoutingKey: ev.RoutingKey, Alert: a}, nil
+}

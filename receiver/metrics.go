@@ -1,0 +1,56 @@
+package receiver
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	notifications   *prometheus.CounterVec
+	alerts          *prometheus.CounterVec
+	routed          *prometheus.CounterVec
+	dropped         *prometheus.CounterVec
+	intakeDuration  *prometheus.HistogramVec
+	reloadOK        prometheus.Gauge
+	reloadTimestamp prometheus.Gauge
+	targets         *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_notifications_received_total",
+			Help: "Requests received on intake endpoints, by input and outcome (accepted, invalid, too_large, unauthorized, unknown_receiver, rate_limited, store_unavailable, ignored).",
+		}, []string{"input", "outcome"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_alerts_received_total",
+			Help: "Alerts in accepted requests, by input and status.",
+		}, []string{"input", "status"}),
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_alerts_routed_total",
+			Help: "Alerts routed to each receiver (an alert routed to two receivers counts for both).",
+		}, []string{"receiver"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_alerts_dropped_total",
+			Help: "Alerts routed to a receiver that has no destinations, so nothing is sent.",
+		}, []string{"receiver"}),
+		intakeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "alertfan_intake_duration_seconds",
+			Help:    "Time to decode, route and durably commit one intake request.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"input"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alertfan_config_last_reload_successful",
+			Help: "Whether the last configuration reload attempt was successful.",
+		}),
+		reloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alertfan_config_last_reload_success_timestamp_seconds",
+			Help: "Timestamp of the last successful configuration reload.",
+		}),
+		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_config_targets",
+			Help: "Configured destinations by sink kind.",
+		}, []string{"sink"}),
+	}
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	return m
+}

@@ -1,0 +1,64 @@
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alertfan/alertfan/sinks/backlog"
+)
+
+var _ backlog.IssueStore = (*Store)(nil)
+
+// GetIssue reads the issue record of (target, identity).
+func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.IssueRecord, bool, error) {
+	var rec backlog.IssueRecord
+	var closed int64
+	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
+		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("queue: read issue record: %w", err)
+	}
+	if closed > 0 {
+		rec.ClosedAt = time.Unix(0, closed)
+	}
+	return rec, true, nil
+}
+
+// PutIssue durably writes the record; the primary key on (target,
+// identity) means there is only ever one.
+func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backlog.IssueRecord) error {
+	var closed int64
+	if !rec.ClosedAt.IsZero() {
+		closed = rec.ClosedAt.UnixNano()
+	}
+	return s.submit(ctx, func(ctx context.Context, b *batch) error {
+		_, err := b.exec(ctx, `INSERT INTO alertfan_backlog_issue (target, identity, issue_id, issue_key, state, gen, closed_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (target, identity) DO UPDATE SET issue_id = excluded.issue_id, issue_key = excluded.issue_key,
+				state = excluded.state, gen = excluded.gen, closed_at = excluded.closed_at, updated_at = excluded.updated_at`,
+			target, identity, rec.IssueID, rec.IssueKey, rec.State, rec.Gen, closed, b.now)
+		if err != nil {
+			return fmt.Errorf("queue: write issue record: %w", err)
+		}
+		return nil
+	})
+}
+
+// RecallLabels returns the labels remembered for an identity.
+func (s *Store) RecallLabels(ctx context.Context, identity string) ([]byte, bool, error) {
+	var labels string
+	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT labels FROM alertfan_identity WHERE identity = ?`), identity).Scan(&labels)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("queue: recall labels: %w", err)
+	}
+	return []byte(labels), true, nil
+}

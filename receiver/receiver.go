@@ -1,0 +1,236 @@
+// Package receiver owns alertfan's HTTP server and its wiring: the intake
+// endpoints, routing each alert to its receivers' targets, handing the work
+// to the durable queue, health, readiness, reload, metrics and the admin API.
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/alertfan/alertfan/receiver/config"
+	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/sinks"
+	"github.com/alertfan/alertfan/sinks/backlog"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigFile      string
+	ListenAddresses []string
+	WebConfigFile   string
+	Logger          *slog.Logger
+	// Transport is used for every call to a target; nil means the default.
+	Transport http.RoundTripper
+	// OnListen, when set, is told each address the server listens on.
+	OnListen func(addr net.Addr)
+	// ShutdownTimeout bounds graceful shutdown of HTTP and of running
+	// deliveries.
+	ShutdownTimeout time.Duration
+}
+
+type server struct {
+	opts     Options
+	logger   *slog.Logger
+	store    *queue.Store
+	reg      *prometheus.Registry
+	metrics  *metrics
+	rt       atomic.Pointer[runtime]
+	limiters *sinks.Limiters
+	bmetrics *backlog.Metrics
+	reloadMu sync.Mutex
+}
+
+// Run loads the config, opens the store, serves until ctx is done, then
+// shuts down gracefully. SIGHUP reloads the config.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(opts.ListenAddresses) == 0 {
+		opts.ListenAddresses = []string{":9095"}
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	logger := opts.Logger
+	if opts.WebConfigFile != "" {
+		if err := web.Validate(opts.WebConfigFile); err != nil {
+			return fmt.Errorf("web config %s: %w", opts.WebConfigFile, err)
+		}
+	}
+	cfg, err := config.Load(opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("alertfan"),
+	)
+	s := &server{
+		opts:     opts,
+		logger:   logger,
+		reg:      reg,
+		metrics:  newMetrics(reg),
+		limiters: sinks.NewLimiters(),
+		bmetrics: backlog.NewMetrics(reg),
+	}
+	store, err := queue.Open(ctx, storeOptions(cfg, logger, reg))
+	if err != nil {
+		return err
+	}
+	s.store = store
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+		defer cancel()
+		if err := store.Close(sctx); err != nil {
+			logger.Warn("Store did not close cleanly", "err", err)
+		}
+	}()
+	rt, err := buildRuntime(ctx, cfg, s.deps())
+	if err != nil {
+		return fmt.Errorf("%s: %w", opts.ConfigFile, err)
+	}
+	s.install(rt)
+	s.metrics.reloadOK.Set(1)
+	s.metrics.reloadTimestamp.SetToCurrentTime()
+	if err := store.Start(ctx); err != nil {
+		return err
+	}
+
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, len(opts.ListenAddresses))
+	for _, addr := range opts.ListenAddresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		if opts.OnListen != nil {
+			opts.OnListen(l.Addr())
+		}
+		flags := &web.FlagConfig{
+			WebListenAddresses: &[]string{addr},
+			WebSystemdSocket:   new(bool),
+			WebConfigFile:      &opts.WebConfigFile,
+		}
+		go func() { serveErr <- web.Serve(l, srv, flags, logger) }()
+	}
+	logger.Info("alertfan started", "listen", opts.ListenAddresses, "storage", cfg.Storage.Driver, "targets", len(rt.targets))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			if err := s.reload(ctx); err != nil {
+				logger.Error("Reload failed; keeping the running configuration", "err", err)
+			}
+		case err := <-serveErr:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+		case <-ctx.Done():
+			logger.Info("Shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+			defer cancel()
+			// Stop taking requests first so nothing is accepted that the
+			// store can no longer commit.
+			if err := srv.Shutdown(sctx); err != nil {
+				logger.Warn("HTTP shutdown", "err", err)
+			}
+			return nil
+		}
+	}
+}
+
+func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer) queue.Options {
+	d := cfg.Delivery
+	return queue.Options{
+		Driver:       cfg.Storage.Driver,
+		Path:         cfg.Storage.Path,
+		DSN:          string(cfg.Storage.DSN),
+		Workers:      d.Workers,
+		MaxAttempts:  d.MaxAttempts,
+		MinBackoff:   time.Duration(d.MinBackoff),
+		MaxBackoff:   time.Duration(d.MaxBackoff),
+		JobTimeout:   time.Duration(d.JobTimeout),
+		RescueAfter:  time.Duration(d.RescueAfter),
+		PollInterval: time.Duration(d.PollInterval),
+		Logger:       logger,
+		Registerer:   reg,
+	}
+}
+
+func (s *server) deps() deps {
+	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics}
+}
+
+func (s *server) install(rt *runtime) {
+	s.rt.Store(rt)
+	s.store.SetTargets(rt.targets)
+	counts := map[string]float64{}
+	for _, t := range rt.targets {
+		counts[t.Kind]++
+	}
+	for _, k := range queue.Kinds {
+		s.metrics.targets.WithLabelValues(k).Set(counts[k])
+	}
+}
+
+// reload swaps in a new config only if all of it builds; otherwise the
+// running one stays and the reload gauge goes to 0.
+func (s *server) reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	err := s.reloadLocked(ctx)
+	if err != nil {
+		s.metrics.reloadOK.Set(0)
+		return err
+	}
+	s.metrics.reloadOK.Set(1)
+	s.metrics.reloadTimestamp.SetToCurrentTime()
+	s.logger.Info("Configuration reloaded", "file", s.opts.ConfigFile)
+	return nil
+}
+
+func (s *server) reloadLocked(ctx context.Context) error {
+	cfg, err := config.Load(s.opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+	old := s.rt.Load().cfg
+	if cfg.Storage != old.Storage || cfg.Delivery != old.Delivery {
+		return errors.New("storage and delivery settings cannot change on reload; restart alertfan to apply them")
+	}
+	rt, err := buildRuntime(ctx, cfg, s.deps())
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.opts.ConfigFile, err)
+	}
+	s.install(rt)
+	return nil
+}

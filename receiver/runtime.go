@@ -1,0 +1,144 @@
+package receiver
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/alertmanager/template"
+	"golang.org/x/time/rate"
+
+	"github.com/alertfan/alertfan/receiver/config"
+	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/receiver/route"
+	"github.com/alertfan/alertfan/sinks"
+	"github.com/alertfan/alertfan/sinks/backlog"
+	"github.com/alertfan/alertfan/sinks/pagerduty"
+)
+
+// notifier is what the receiver needs from a sink beyond delivery.
+type notifier interface {
+	queue.Sink
+	// Grouped reports whether work is keyed by Alertmanager group rather
+	// than by alert.
+	Grouped() bool
+}
+
+var (
+	_ notifier = (*pagerduty.Notifier)(nil)
+	_ notifier = (*backlog.Notifier)(nil)
+)
+
+type target struct {
+	queue.Target
+	grouped bool
+}
+
+// runtime is everything derived from one config; a reload builds a new one
+// and swaps it in whole, so a request sees one config from start to end.
+type runtime struct {
+	cfg       *config.Config
+	router    *route.Route
+	receivers map[string][]target
+	targets   map[string]queue.Target
+	tokenSum  [32]byte
+	hasToken  bool
+	// pdKeys maps sha256(routing key) to its configured name.
+	pdKeys    map[[32]byte]string
+	pdLimiter *rate.Limiter
+}
+
+// deps are what building a runtime needs beyond the config.
+type deps struct {
+	limiters  *sinks.Limiters
+	transport http.RoundTripper
+	logger    *slog.Logger
+	issues    backlog.IssueStore
+	bmetrics  *backlog.Metrics
+	offline   bool
+}
+
+// TargetID names one destination: stable across reloads while the
+// receiver's list of configs keeps its order.
+func TargetID(receiver, kind string, index int) string {
+	return fmt.Sprintf("%s/%s/%d", receiver, kind, index)
+}
+
+func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, error) {
+	tree, err := route.New(cfg.Route)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := loadTemplates(cfg.Templates)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{
+		cfg:       cfg,
+		router:    tree,
+		receivers: map[string][]target{},
+		targets:   map[string]queue.Target{},
+		pdKeys:    map[[32]byte]string{},
+	}
+	d.limiters.Reset()
+	for _, r := range cfg.Receivers {
+		rt.receivers[r.Name] = nil
+		for i, pc := range r.PagerdutyConfigs {
+			id := TargetID(r.Name, "pagerduty", i)
+			n, err := pagerduty.New(pc, tmpl, d.limiters, d.transport, d.logger.With("target", id))
+			if err != nil {
+				return nil, fmt.Errorf("receivers %q: pagerduty_configs[%d]: %w", r.Name, i, err)
+			}
+			rt.add(r.Name, id, "pagerduty", n)
+		}
+		for i, bc := range r.BacklogConfigs {
+			id := TargetID(r.Name, "backlog", i)
+			n, err := backlog.New(ctx, bc, backlog.Deps{
+				ID: id, Template: tmpl, Limiters: d.limiters, Transport: d.transport,
+				Logger: d.logger.With("target", id), Issues: d.issues, Metrics: d.bmetrics, Offline: d.offline,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("receivers %q: backlog_configs[%d]: %w", r.Name, i, err)
+			}
+			rt.add(r.Name, id, "backlog", n)
+		}
+	}
+	if t := cfg.Intake.BearerToken; t != "" {
+		rt.tokenSum = sha256.Sum256([]byte(t))
+		rt.hasToken = true
+	}
+	for name, k := range cfg.Intake.PagerDuty.RoutingKeys {
+		rt.pdKeys[sha256.Sum256([]byte(k))] = name
+	}
+	if eps := cfg.Intake.EventsPerSecond; eps > 0 {
+		rt.pdLimiter = rate.NewLimiter(rate.Limit(eps), max(1, int(eps)))
+	}
+	return rt, nil
+}
+
+func (rt *runtime) add(receiver, id, kind string, n notifier) {
+	t := target{Target: queue.Target{ID: id, Kind: kind, Receiver: receiver, Sink: n}, grouped: n.Grouped()}
+	rt.receivers[receiver] = append(rt.receivers[receiver], t)
+	rt.targets[id] = t.Target
+}
+
+// loadTemplates loads Alertmanager's default templates, alertfan's Backlog
+// defaults, then the user's files, so users can override either.
+func loadTemplates(files []string) (*template.Template, error) {
+	tmpl, err := template.FromGlobs(nil)
+	if err != nil {
+		return nil, fmt.Errorf("default templates: %w", err)
+	}
+	if err := tmpl.Parse(strings.NewReader(backlog.DefaultTemplates)); err != nil {
+		return nil, fmt.Errorf("backlog default templates: %w", err)
+	}
+	for _, f := range files {
+		if err := tmpl.FromGlob(f); err != nil {
+			return nil, fmt.Errorf("templates: %s: %w", f, err)
+		}
+	}
+	return tmpl, nil
+}

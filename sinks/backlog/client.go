@@ -1,0 +1,277 @@
+package backlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// Why not a library: github.com/griffin-stewie/go-backlog (2018) cannot
+// create issues or comments and drops HTTP errors; kenzo0107/backlog has
+// been seen to take a 500 with "{}" for success, panic on a 429 without
+// moreInfo, lose the status code and put the API key in error text. The
+// dozen calls alertfan needs are small enough to own, with typed errors.
+
+// APIError is a non-2xx answer of the Backlog API.
+type APIError struct {
+	Method     string
+	Endpoint   string // path template, e.g. /api/v2/issues/:key
+	StatusCode int
+	Errors     []APIErrorItem
+	RetryAfter time.Duration
+}
+
+// APIErrorItem is one entry of Backlog's {"errors":[…]} body.
+type APIErrorItem struct {
+	Message  string `json:"message"`
+	Code     int    `json:"code"`
+	MoreInfo string `json:"moreInfo"`
+}
+
+func (e *APIError) Error() string {
+	msgs := make([]string, 0, len(e.Errors))
+	for _, it := range e.Errors {
+		m := fmt.Sprintf("%s (code %d)", it.Message, it.Code)
+		if it.MoreInfo != "" {
+			m += ": " + it.MoreInfo
+		}
+		msgs = append(msgs, m)
+	}
+	if len(msgs) == 0 {
+		msgs = append(msgs, http.StatusText(e.StatusCode))
+	}
+	return fmt.Sprintf("backlog %s %s: %d: %s", e.Method, e.Endpoint, e.StatusCode, strings.Join(msgs, "; "))
+}
+
+// Client calls the Backlog API v2 with an API key. The key travels as the
+// apiKey query parameter, as Backlog documents, and is kept out of every
+// error and log line.
+type Client struct {
+	base    string
+	apiKey  string
+	http    *http.Client
+	observe func(endpoint string, code int)
+}
+
+// NewClient returns a client for a space's root URL.
+func NewClient(base, apiKey string, rt http.RoundTripper, timeout time.Duration, observe func(endpoint string, code int)) *Client {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if observe == nil {
+		observe = func(string, int) {}
+	}
+	return &Client{base: strings.TrimSuffix(base, "/"), apiKey: apiKey, http: &http.Client{Transport: rt, Timeout: timeout}, observe: observe}
+}
+
+// do sends one request. endpoint is the path template used in errors and
+// metrics; path is the real path. form, if not nil, is sent
+// x-www-form-urlencoded.
+func (c *Client) do(ctx context.Context, method, endpoint, path string, query, form url.Values, out any) error {
+	q := url.Values{}
+	for k, v := range query {
+		q[k] = v
+	}
+	q.Set("apiKey", c.apiKey)
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path+"?"+q.Encode(), body)
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonConfig, fmt.Errorf("backlog %s %s: build request: %s", method, endpoint, c.scrub(err.Error())))
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "alertfan")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.observe(endpoint, 0)
+		// *url.Error carries the full URL, API key included: keep only the
+		// cause, scrubbed.
+		var ue *url.Error
+		cause := err
+		if errors.As(err, &ue) {
+			cause = ue.Err
+		}
+		msg := fmt.Errorf("backlog %s %s: %s", method, endpoint, c.scrub(cause.Error()))
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			return sinks.Retryable(sinks.ReasonTimeout, 0, msg)
+		}
+		return sinks.Retryable(sinks.ReasonNetwork, 0, msg)
+	}
+	defer resp.Body.Close()
+	c.observe(endpoint, resp.StatusCode)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return sinks.Retryable(sinks.ReasonNetwork, 0, fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error())))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
+		var eb struct {
+			Errors []APIErrorItem `json:"errors"`
+		}
+		if json.Unmarshal(b, &eb) == nil {
+			ae.Errors = eb.Errors
+		}
+		for i := range ae.Errors {
+			ae.Errors[i].Message = c.scrub(ae.Errors[i].Message)
+			ae.Errors[i].MoreInfo = c.scrub(ae.Errors[i].MoreInfo)
+		}
+		return sinks.StatusError(resp.StatusCode, ae.RetryAfter, ae)
+	}
+	if out == nil {
+		return nil
+	}
+	// A 2xx whose body is not what the endpoint documents is not success:
+	// taking "{}" for a created issue would lose the alert.
+	if err := json.Unmarshal(b, out); err != nil {
+		return sinks.Retryable(sinks.ReasonUnexpectedReply, 0, fmt.Errorf("backlog %s %s: %d with an unreadable body: %v", method, endpoint, resp.StatusCode, err))
+	}
+	return nil
+}
+
+func (c *Client) scrub(s string) string {
+	if c.apiKey == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, c.apiKey, "<secret>")
+	return strings.ReplaceAll(s, url.QueryEscape(c.apiKey), "<secret>")
+}
+
+// retryAfter reads Retry-After, else Backlog's X-RateLimit-Reset (epoch
+// seconds when the window resets).
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if d := sinks.ParseRetryAfter(h, now); d > 0 {
+		return d
+	}
+	if v := h.Get("X-RateLimit-Reset"); v != "" {
+		if sec, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if d := time.Unix(sec, 0).Sub(now); d > 0 {
+				return d + 100*time.Millisecond
+			}
+		}
+	}
+	return 0
+}
+
+// Named is any Backlog entity with an id and a name.
+type Named struct {
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
+}
+
+// Project is the part of a project alertfan uses.
+type Project struct {
+	ID         int64  `json:"id"`
+	ProjectKey string `json:"projectKey"`
+	Name       string `json:"name"`
+}
+
+// User is a project member.
+type User struct {
+	ID     int64  `json:"id"`
+	UserID string `json:"userId"`
+	Name   string `json:"name"`
+}
+
+// Issue is the part of an issue alertfan uses.
+type Issue struct {
+	ID          int64  `json:"id"`
+	IssueKey    string `json:"issueKey"`
+	Summary     string `json:"summary"`
+	Description string `json:"description"`
+	Status      Named  `json:"status"`
+}
+
+// GetProject returns a project by key.
+func (c *Client) GetProject(ctx context.Context, key string) (*Project, error) {
+	var p Project
+	err := c.do(ctx, http.MethodGet, "/api/v2/projects/:key", "/api/v2/projects/"+url.PathEscape(key), nil, nil, &p)
+	if err == nil && p.ID == 0 {
+		return nil, sinks.Retryable(sinks.ReasonUnexpectedReply, 0, errors.New("backlog GET /api/v2/projects/:key: answer has no project id"))
+	}
+	return &p, err
+}
+
+func (c *Client) list(ctx context.Context, endpoint, path string) ([]Named, error) {
+	var out []Named
+	return out, c.do(ctx, http.MethodGet, endpoint, path, nil, nil, &out)
+}
+
+// IssueTypes lists a project's issue types.
+func (c *Client) IssueTypes(ctx context.Context, key string) ([]Named, error) {
+	return c.list(ctx, "/api/v2/projects/:key/issueTypes", "/api/v2/projects/"+url.PathEscape(key)+"/issueTypes")
+}
+
+// Statuses lists a project's statuses.
+func (c *Client) Statuses(ctx context.Context, key string) ([]Named, error) {
+	return c.list(ctx, "/api/v2/projects/:key/statuses", "/api/v2/projects/"+url.PathEscape(key)+"/statuses")
+}
+
+// CustomFields lists a project's custom fields.
+func (c *Client) CustomFields(ctx context.Context, key string) ([]Named, error) {
+	return c.list(ctx, "/api/v2/projects/:key/customFields", "/api/v2/projects/"+url.PathEscape(key)+"/customFields")
+}
+
+// Priorities lists the space's priorities.
+func (c *Client) Priorities(ctx context.Context) ([]Named, error) {
+	return c.list(ctx, "/api/v2/priorities", "/api/v2/priorities")
+}
+
+// Resolutions lists the space's resolutions.
+func (c *Client) Resolutions(ctx context.Context) ([]Named, error) {
+	return c.list(ctx, "/api/v2/resolutions", "/api/v2/resolutions")
+}
+
+// Users lists a project's members.
+func (c *Client) Users(ctx context.Context, key string) ([]User, error) {
+	var out []User
+	return out, c.do(ctx, http.MethodGet, "/api/v2/projects/:key/users", "/api/v2/projects/"+url.PathEscape(key)+"/users", nil, nil, &out)
+}
+
+// CreateIssue adds an issue; Backlog answers 201 with the issue.
+func (c *Client) CreateIssue(ctx context.Context, form url.Values) (*Issue, error) {
+	var is Issue
+	if err := c.do(ctx, http.MethodPost, "/api/v2/issues", "/api/v2/issues", nil, form, &is); err != nil {
+		return nil, err
+	}
+	if is.IssueKey == "" {
+		return nil, sinks.Retryable(sinks.ReasonUnexpectedReply, 0, errors.New("backlog POST /api/v2/issues: answer has no issueKey"))
+	}
+	return &is, nil
+}
+
+// UpdateIssue patches an issue (status, resolution, comment, …).
+func (c *Client) UpdateIssue(ctx context.Context, key string, form url.Values) (*Issue, error) {
+	var is Issue
+	return &is, c.do(ctx, http.MethodPatch, "/api/v2/issues/:key", "/api/v2/issues/"+url.PathEscape(key), nil, form, &is)
+}
+
+// AddComment comments on an issue.
+func (c *Client) AddComment(ctx context.Context, key, content string) error {
+	var out struct {
+		ID int64 `json:"id"`
+	}
+	return c.do(ctx, http.MethodPost, "/api/v2/issues/:key/comments", "/api/v2/issues/"+url.PathEscape(key)+"/comments", nil, url.Values{"content": {content}}, &out)
+}
+
+// SearchIssues finds a project's issues by keyword.
+func (c *Client) SearchIssues(ctx context.Context, projectID int64, keyword string) ([]Issue, error) {
+	q := url.Values{"projectId[]": {strconv.FormatInt(projectID, 10)}, "keyword": {keyword}, "count": {"20"}}
+	var out []Issue
+	return out, c.do(ctx, http.MethodGet, "/api/v2/issues", "/api/v2/issues", q, nil, &out)
+}

@@ -1,0 +1,25 @@
+package backlog
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are shared by every Backlog target of the process.
+type Metrics struct {
+	issues   *prometheus.CounterVec
+	requests *prometheus.CounterVec
+}
+
+// NewMetrics registers the Backlog metrics.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		issues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_backlog_issue_actions_total",
+			Help: "Backlog issue lifecycle actions by receiver and action (created, commented, closed, reopened, adopted).",
+		}, []string{"receiver", "action"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_backlog_api_requests_total",
+			Help: "Backlog API calls by endpoint and HTTP status code (0: no answer).",
+		}, []string{"endpoint", "code"}),
+	}
+	reg.MustRegister(m.issues, m.requests)
+	return m
+}
