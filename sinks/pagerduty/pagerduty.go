@@ -4,12 +4,14 @@
 package pagerduty
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -153,7 +155,7 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 
 func classify(ctx context.Context, info *respInfo, err error) error {
 	if info.status != 0 && (info.status < 200 || info.status > 299) {
-		return sinks.StatusError(info.status, sinks.ParseRetryAfter(info.header, time.Now()), fmt.Errorf("pagerduty answered %d: %w", info.status, err))
+		return sinks.StatusError(info.status, sinks.ParseRetryAfter(info.header, time.Now()), fmt.Errorf("pagerduty answered %d: %s", info.status, info.reason()))
 	}
 	var ne net.Error
 	switch {
@@ -291,6 +293,24 @@ type respInfoKey struct{}
 type respInfo struct {
 	status int
 	header http.Header
+	body   []byte
+}
+
+// reason renders PagerDuty's error body ({"status","message","errors"}),
+// which go-pagerduty does not parse for the Events API.
+func (i *respInfo) reason() string {
+	var b struct {
+		Status  string   `json:"status"`
+		Message string   `json:"message"`
+		Errors  []string `json:"errors"`
+	}
+	if json.Unmarshal(i.body, &b) != nil || (b.Message == "" && len(b.Errors) == 0) {
+		return strings.TrimSpace(string(i.body))
+	}
+	if len(b.Errors) == 0 {
+		return b.Message
+	}
+	return b.Message + ": " + strings.Join(b.Errors, ", ")
 }
 
 type captureTransport struct {
@@ -311,6 +331,12 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if info, ok := req.Context().Value(respInfoKey{}).(*respInfo); ok && resp != nil {
 		info.status = resp.StatusCode
 		info.header = resp.Header.Clone()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			info.body = b
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
 	}
 	return resp, err
 }

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := Load("../../config.example.yml")
+	require.NoError(t, err)
+	require.Equal(t, DriverSQLite, cfg.Storage.Driver)
+	require.Equal(t, "data/alertfan.db", cfg.Storage.Path)
+	require.EqualValues(t, 4<<20, cfg.Intake.MaxBodyBytes)
+	require.Len(t, cfg.Receivers, 3)
+	pd := cfg.Receivers[1].PagerdutyConfigs[0]
+	require.Equal(t, "alert", pd.Mode)
+	require.Equal(t, 120, pd.RateLimitPerMinute)
+	require.True(t, pd.SendResolved)
+	require.Contains(t, pd.Details, "num_firing", "Alertmanager's default details apply")
+	bl := cfg.Receivers[1].BacklogConfigs[0]
+	require.Equal(t, "close", bl.OnResolved)
+	require.Equal(t, time.Hour, time.Duration(bl.ReopenWithin))
+}
+
+const minimal = `
+route:
+  receiver: r
+receivers:
+  - name: r
+`
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(minimal), ".")
+	require.NoError(t, err)
+	require.Equal(t, DefaultStorage, cfg.Storage)
+	require.Equal(t, DefaultIntake.MaxBodyBytes, cfg.Intake.MaxBodyBytes)
+	require.Equal(t, DefaultDelivery, cfg.Delivery)
+}
+
+func TestSecretFilesAndRedaction(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "key"), []byte("R0UT1NGKEYFROMFILE00000000000001\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret-token\n"), 0o600))
+	file := filepath.Join(dir, "c.yml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+intake:
+  bearer_token_file: token
+route:
+  receiver: r
+receivers:
+  - name: r
+    pagerduty_configs:
+      - routing_key_file: key
+`), 0o600))
+	cfg, err := Load(file)
+	require.NoError(t, err)
+	require.EqualValues(t, "R0UT1NGKEYFROMFILE00000000000001", cfg.Receivers[0].PagerdutyConfigs[0].RoutingKey)
+	require.EqualValues(t, "s3cret-token", cfg.Intake.BearerToken)
+	s := cfg.String()
+	require.NotContains(t, s, "R0UT1NGKEYFROMFILE")
+	require.NotContains(t, s, "s3cret-token")
+	require.Contains(t, s, "<secret>")
+}
+
+func TestBadConfigs(t *testing.T) {
+	pd := func(extra string) string {
+		return `
+route:
+  receiver: r
+receivers:
+  - name: r
+    pagerduty_configs:
+      - routing_key: 0123456789abcdef0123456789abcdef
+` + extra
+	}
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"empty", ``, "empty configuration"},
+		{"unknown top-level key", minimal + "bogus: 1\n", "field bogus not found"},
+		{"unknown key with line", "route:\n  receiver: r\n  recever: x\nreceivers:\n  - name: r\n", "line 3: field recever not found"},
+		{"unknown pagerduty key", pd("        routng_key: x\n"), "field routng_key not found"},
+		{"no route", "receivers:\n  - name: r\n", "route: missing"},
+		{"root without receiver", "route: {}\nreceivers:\n  - name: r\n", "root route must name a receiver"},
+		{"root with matchers", "route:\n  receiver: r\n  matchers: ['a=\"b\"']\nreceivers:\n  - name: r\n", "must not have matchers"},
+		{"unknown receiver", "route:\n  receiver: r\n  routes:\n    - receiver: nope\nreceivers:\n  - name: r\n", `route.routes[0]: receiver "nope" does not exist (receivers: r)`},
+		{"bad matcher", "route:\n  receiver: r\n  routes:\n    - receiver: r\n      matchers: ['sev=~\"(\"']\nreceivers:\n  - name: r\n", "route.routes[0].matchers[0]"},
+		{"duplicate receiver", "route:\n  receiver: r\nreceivers:\n  - name: r\n  - name: r\n", `"r" is defined twice`},
+		{"receiver without name", "route:\n  receiver: r\nreceivers:\n  - {}\n", "has no name"},
+		{"bad storage driver", minimal + "storage:\n  driver: mysql\n", `storage.driver: "mysql" is not one of`},
+		{"postgres without dsn", minimal + "storage:\n  driver: postgres\n", "storage.dsn or storage.dsn_file: required"},
+		{"sqlite with dsn", minimal + "storage:\n  driver: sqlite\n  dsn: postgres://x\n", "only for driver postgres"},
+		{"zero body limit", minimal + "intake:\n  max_body_bytes: -1\n", "intake.max_body_bytes: must be > 0"},
+		{"rescue shorter than timeout", minimal + "delivery:\n  job_timeout: 1m\n  rescue_after: 30s\n", "delivery.rescue_after"},
+		{"pd without key", "route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - url: http://x\n", "routing_key or routing_key_file is required"},
+		{"pd both keys", pd("        routing_key_file: k\n"), "at most one of routing_key and routing_key_file"},
+		{"pd bad mode", pd("        mode: incident\n"), `mode: "incident" is not one of`},
+		{"pd bad url", pd("        url: ftp://x\n"), `url: "ftp://x" is not an absolute http(s) URL`},
+		{"pd bad rate", pd("        rate_limit_per_minute: 0\n"), "rate_limit_per_minute: must be > 0"},
+		{"pd wrong type", pd("        rate_limit_per_minute: many\n"), "cannot unmarshal"},
+		{"pd missing key file", "route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - routing_key_file: /nonexistent/key\n", `receivers "r": pagerduty_configs[0].routing_key_file`},
+		{"backlog no project", "route:\n  receiver: r\nreceivers:\n  - name: r\n    backlog_configs:\n      - api_url: https://x.backlog.com\n        api_key: k\n        issue_type: Bug\n", "project: required"},
+		{"backlog bad on_resolved", "route:\n  receiver: r\nreceivers:\n  - name: r\n    backlog_configs:\n      - api_url: https://x.backlog.com\n        api_key: k\n        project: OPS\n        issue_type: Bug\n        on_resolved: delete\n", `on_resolved: "delete" is not one of`},
+		{"backlog url with path", "route:\n  receiver: r\nreceivers:\n  - name: r\n    backlog_configs:\n      - api_url: https://x.backlog.com/api/v2\n        api_key: k\n        project: OPS\n        issue_type: Bug\n", "without a path"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.yaml), t.TempDir())
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.want)
+		})
+	}
+}
+
+func TestErrorsNameTheFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bad.yml")
+	require.NoError(t, os.WriteFile(file, []byte("route:\n  receiver: r\n  nope: 1\nreceivers:\n  - name: r\n"), 0o600))
+	_, err := Load(file)
+	require.Error(t, err)
+	require.True(t, strings.HasPrefix(err.Error(), file+": "), err.Error())
+	require.Contains(t, err.Error(), "line 3")
+}
+
+func TestSecretNeverInErrors(t *testing.T) {
+	_, err := Parse([]byte(`
+route:
+  receiver: r
+receivers:
+  - name: r
+    pagerduty_configs:
+      - routing_key: SUPERSECRETKEY000000000000000000
+        mode: nope
+`), ".")
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "SUPERSECRETKEY")
+}

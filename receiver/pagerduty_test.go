@@ -1,0 +1,134 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+func eventsFor(pd *sinkstest.PagerDuty, action string) []sinkstest.PDEvent {
+	var out []sinkstest.PDEvent
+	for _, e := range pd.Events() {
+		if e.EventAction == action {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestPagerDutyTriggerThenResolve(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	code, _ := ts.post(t, "/webhook", firing("Disk", "h1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(eventsFor(pd, "trigger")) == 1 }, 10*time.Second, 10*time.Millisecond)
+	code, _ = ts.post(t, "/webhook", resolved("Disk", "h1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(eventsFor(pd, "resolve")) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, eventsFor(pd, "trigger")[0].DedupKey, eventsFor(pd, "resolve")[0].DedupKey, "resolve reaches the same incident")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_deliveries_total{reason="",receiver="oncall",result="success",sink="pagerduty"} 2`)
+	require.Contains(t, m, `alertfan_delivery_latency_seconds_count{sink="pagerduty"} 2`)
+}
+
+func TestPagerDutyGroupModeOneIncidentPerGroup(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), "        mode: group\n"))
+	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	body := sinkstest.Webhook("oncall", `{}:{alertname="Disk"}`, map[string]string{"alertname": "Disk"},
+		sinkstest.NamedAlert("Disk", "critical", "h1", "firing", start),
+		sinkstest.NamedAlert("Disk", "critical", "h2", "firing", start))
+	code, _ := ts.post(t, "/webhook", body)
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	var payload map[string]any
+	require.NoError(t, json.Unmarshal(pd.Events()[0].Payload, &payload))
+	require.Equal(t, "[FIRING:2] Disk (critical)", payload["summary"])
+}
+
+func TestPagerDuty429RetryAfterIsWaitedOut(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.Script(sinkstest.PDResponse{Status: 429, RetryAfter: "1"})
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	sent := time.Now()
+	code, _ := ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 20*time.Second, 10*time.Millisecond)
+	require.GreaterOrEqual(t, time.Since(sent), time.Second, "the retry waits for Retry-After")
+	require.Equal(t, 2, pd.Attempts())
+}
+
+func TestPagerDuty500IsRetried(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.Script(sinkstest.PDResponse{Status: 500}, sinkstest.PDResponse{Status: 502}, sinkstest.PDResponse{Status: 503})
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	code, _ := ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 30*time.Second, 10*time.Millisecond)
+	require.Equal(t, 4, pd.Attempts())
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_deliveries_total{reason="server_error",receiver="oncall",result="retry",sink="pagerduty"} 3`)
+}
+
+func TestPagerDuty400IsDeadLetteredNeverRetried(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.Script(sinkstest.PDResponse{Status: 400})
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	code, _ := ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+	admin := &AdminClient{URL: ts.URL}
+	var out bytes.Buffer
+	require.Eventually(t, func() bool {
+		out.Reset()
+		require.NoError(t, admin.ListDead(context.Background(), &out))
+		return bytes.Contains(out.Bytes(), []byte("client_error"))
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, out.String(), "oncall/pagerduty/0")
+	require.Contains(t, out.String(), "payload.summary", "the reason PagerDuty gave is kept")
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, 1, pd.Attempts(), "a 400 is never retried")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_deliveries_total{reason="client_error",receiver="oncall",result="dead",sink="pagerduty"} 1`)
+	require.Contains(t, m, `alertfan_dead_letters{target="oncall/pagerduty/0"} 1`)
+	require.Contains(t, ts.logs.String(), "dead-lettered")
+
+	// An operator fixes the cause and retries: delivered, dead letter gone.
+	out.Reset()
+	require.NoError(t, admin.RetryDead(context.Background(), "", &out))
+	require.Contains(t, out.String(), "re-queued 1")
+	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	out.Reset()
+	require.NoError(t, admin.ListDead(context.Background(), &out))
+	require.NotContains(t, out.String(), "client_error")
+}
+
+func TestTargetDownThenBack(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.SetDown(true)
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	for i := 0; i < 20; i++ {
+		code, _ := ts.post(t, "/webhook", firing("A", "host-"+string(rune('a'+i))))
+		require.Equal(t, 200, code)
+	}
+	time.Sleep(500 * time.Millisecond)
+	require.Empty(t, pd.Events())
+	pd.SetDown(false)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 20 }, 30*time.Second, 20*time.Millisecond)
+	seen := map[string]int{}
+	for _, e := range pd.Events() {
+		seen[e.DedupKey]++
+	}
+	require.Len(t, seen, 20, "each alert delivered once")
+}

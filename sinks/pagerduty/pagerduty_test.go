@@ -1,0 +1,225 @@
+package pagerduty
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/alertmanager/template"
+	"github.com/stretchr/testify/require"
+	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/alertfan/alertfan/sinks"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const routingKey = "0123456789abcdef0123456789abcdef"
+
+func newNotifier(t *testing.T, extra string, url string) *Notifier {
+	t.Helper()
+	var c Config
+	y := "routing_key: " + routingKey + "\n" + extra
+	if url != "" {
+		y += "\nurl: " + url + "\n"
+	}
+	require.NoError(t, yaml.UnmarshalStrict([]byte(y), &c))
+	tmpl, err := template.FromGlobs(nil)
+	require.NoError(t, err)
+	n, err := New(&c, tmpl, sinks.NewLimiters(), nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	return n
+}
+
+func groupNotification() *sinks.Notification {
+	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	mk := func(instance, status string) sinks.Alert {
+		a := sinks.Alert{
+			Identity: "am:fp-" + instance, Status: status, Fingerprint: "fp-" + instance,
+			Labels:       map[string]string{"alertname": "HighLatency", "severity": "critical", "instance": instance, "job": "api"},
+			Annotations:  map[string]string{"summary": "p99 latency above 1s", "runbook_url": "https://runbooks.example/latency"},
+			StartsAt:     start,
+			GeneratorURL: "http://prometheus.example:9090/graph?g0.expr=latency",
+		}
+		if status == sinks.StatusResolved {
+			a.EndsAt = start.Add(10 * time.Minute)
+		}
+		return a
+	}
+	return &sinks.Notification{
+		Key: `{}/{severity="critical"}:{alertname="HighLatency"}`,
+		Source: sinks.Source{
+			Input: "alertmanager", Receiver: "oncall", GroupKey: `{}/{severity="critical"}:{alertname="HighLatency"}`,
+			ExternalURL: "http://alertmanager.example:9093", GroupLabels: map[string]string{"alertname": "HighLatency"},
+		},
+		Alerts:     []sinks.Alert{mk("api-1:8080", sinks.StatusFiring), mk("api-2:8080", sinks.StatusResolved)},
+		AcceptedAt: start,
+	}
+}
+
+func golden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(path, append(got, '\n'), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create %s", path)
+	require.JSONEq(t, string(want), string(got))
+}
+
+func TestGroupModeGolden(t *testing.T) {
+	n := newNotifier(t, "mode: group", "")
+	notif := groupNotification()
+	ev, err := n.Event(notif)
+	require.NoError(t, err)
+	// Alertmanager's dedup key is the hex sha256 of the group key.
+	sum := sha256.Sum256([]byte(notif.Source.GroupKey))
+	require.Equal(t, hex.EncodeToString(sum[:]), ev.DedupKey)
+	require.Equal(t, ActionTrigger, ev.Action)
+	require.Equal(t, "[FIRING:1] HighLatency (api critical)", ev.Payload.Summary)
+	golden(t, "group_trigger.json", ev)
+
+	for i := range notif.Alerts {
+		notif.Alerts[i].Status = sinks.StatusResolved
+	}
+	ev, err = n.Event(notif)
+	require.NoError(t, err)
+	require.Equal(t, ActionResolve, ev.Action)
+	golden(t, "group_resolve.json", ev)
+}
+
+func TestAlertModeGolden(t *testing.T) {
+	n := newNotifier(t, "severity: '{{ or .CommonLabels.severity \"error\" }}'\ncomponent: '{{ .CommonLabels.job }}'\nlinks:\n  - href: '{{ .CommonAnnotations.runbook_url }}'\n    text: Runbook\n", "")
+	full := groupNotification()
+	notif := &sinks.Notification{Key: full.Alerts[0].Identity, Source: full.Source, Alerts: full.Alerts[:1], AcceptedAt: full.AcceptedAt}
+	ev, err := n.Event(notif)
+	require.NoError(t, err)
+	require.Equal(t, "critical", ev.Payload.Severity)
+	require.Equal(t, "[FIRING:1] HighLatency (api-1:8080 api critical)", ev.Payload.Summary)
+	golden(t, "alert_trigger.json", ev)
+
+	// The same alert's resolve goes to the same incident.
+	notif.Alerts = []sinks.Alert{full.Alerts[1]}
+	notif.Alerts[0].Identity = full.Alerts[0].Identity
+	ev2, err := n.Event(notif)
+	require.NoError(t, err)
+	require.Equal(t, ActionResolve, ev2.Action)
+	require.Equal(t, ev.DedupKey, ev2.DedupKey)
+}
+
+func TestDedupKeys(t *testing.T) {
+	alertMode := newNotifier(t, "", "")
+	// A PagerDuty sender's own dedup key is kept, so its acknowledge and
+	// resolve reach the same incident.
+	require.Equal(t, "sender-key", alertMode.DedupKey(&sinks.Notification{Key: "pd:sender-key"}))
+	long := alertMode.DedupKey(&sinks.Notification{Key: "am:" + strings.Repeat("x", 400)})
+	require.Len(t, long, 64)
+	group := newNotifier(t, "mode: group", "")
+	// Alertmanager's notify.Key.Hash of the group key "{}:{}".
+	require.Equal(t, "cc9772a1ec901d26ef71dae861793e4d08979fa5030a3f0a5f3ba549f1f2d0b6", group.DedupKey(&sinks.Notification{Key: "{}:{}"}))
+}
+
+func sha256hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestSummaryTruncatedAsAlertmanager(t *testing.T) {
+	n := newNotifier(t, "description: '"+strings.Repeat("é", 1030)+"'", "")
+	ev, err := n.Event(groupNotification())
+	require.NoError(t, err)
+	r := []rune(ev.Payload.Summary)
+	require.Len(t, r, 1024)
+	require.Equal(t, '…', r[1023])
+}
+
+func TestOversizeDetailsDropped(t *testing.T) {
+	n := newNotifier(t, "details:\n  big: '"+strings.Repeat("x", 600000)+"'", "")
+	ev, err := n.Event(groupNotification())
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"error": "Custom details have been removed because the original event exceeds the maximum size of 512KB"}, ev.Payload.Details)
+}
+
+func TestSendResolvedOff(t *testing.T) {
+	n := newNotifier(t, "send_resolved: false", "")
+	notif := groupNotification()
+	notif.Alerts = notif.Alerts[1:]
+	ev, err := n.Event(notif)
+	require.NoError(t, err)
+	require.Nil(t, ev)
+}
+
+func TestBadTemplateIsConfigError(t *testing.T) {
+	var c Config
+	require.NoError(t, yaml.UnmarshalStrict([]byte("routing_key: "+routingKey+"\nseverity: '{{ .Nope.Nope }'\n"), &c))
+	tmpl, _ := template.FromGlobs(nil)
+	_, err := New(&c, tmpl, sinks.NewLimiters(), nil, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "severity: template")
+}
+
+func TestDeliverClassifiesAnswers(t *testing.T) {
+	fake := sinkstest.NewPagerDuty()
+	defer fake.Close()
+	n := newNotifier(t, "rate_limit_per_minute: 60000", fake.EventsURL())
+	ctx := context.Background()
+	notif := groupNotification()
+	notif.Alerts = notif.Alerts[:1]
+
+	require.NoError(t, n.Deliver(ctx, notif))
+	require.Len(t, fake.Events(), 1)
+	require.Equal(t, routingKey, fake.Events()[0].RoutingKey)
+
+	cases := []struct {
+		name      string
+		resp      sinkstest.PDResponse
+		retryable bool
+		reason    string
+		after     time.Duration
+	}{
+		{"429 with Retry-After", sinkstest.PDResponse{Status: 429, RetryAfter: "7"}, true, sinks.ReasonRateLimited, 7 * time.Second},
+		{"500", sinkstest.PDResponse{Status: 500}, true, sinks.ReasonServerError, 0},
+		{"503", sinkstest.PDResponse{Status: 503}, true, sinks.ReasonServerError, 0},
+		{"400", sinkstest.PDResponse{Status: 400}, false, sinks.ReasonClientError, 0},
+		{"403", sinkstest.PDResponse{Status: 403, Body: `{"status":"forbidden"}`}, false, sinks.ReasonClientError, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fake.Script(c.resp)
+			err := n.Deliver(ctx, notif)
+			require.Error(t, err)
+			e := sinks.AsError(err)
+			require.Equal(t, c.retryable, e.Retryable)
+			require.Equal(t, c.reason, e.Reason)
+			require.Equal(t, c.after, e.RetryAfter)
+			require.Equal(t, c.resp.Status, e.StatusCode)
+			require.NotContains(t, err.Error(), routingKey)
+		})
+	}
+	fake.Close()
+	err := n.Deliver(ctx, notif)
+	require.Error(t, err)
+	require.Equal(t, sinks.ReasonNetwork, sinks.AsError(err).Reason)
+	require.True(t, sinks.AsError(err).Retryable)
+}
+
+func TestRateLimitSharedPerKey(t *testing.T) {
+	lims := sinks.NewLimiters()
+	a := lims.Get("pagerduty", routingKey, 120)
+	b := lims.Get("pagerduty", routingKey, 60)
+	require.Same(t, a, b)
+	require.Equal(t, 60, a.PerMinute(), "the lowest configured rate wins")
+	_ = http.StatusOK
+}
