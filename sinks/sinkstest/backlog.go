@@ -484,4 +484,3 @@ func containsID(ids []string, id int64) bool {
 	}
 	return false
 }
-

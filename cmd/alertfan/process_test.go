@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// alertfanBinary builds the real binary once per test run.
+func alertfanBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "alertfan-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "alertfan")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// child is an alertfan process.
+type child struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *bytes.Buffer
+	done chan struct{}
+}
+
+func startChild(t *testing.T, dir, addr string) *child {
+	t.Helper()
+	c := &child{addr: addr, logs: &bytes.Buffer{}, done: make(chan struct{})}
+	c.cmd = exec.Command(alertfanBinary(t), "--config.file=config.yml", "--web.listen-address="+addr, "--log.level=warn")
+	c.cmd.Dir = dir
+	c.cmd.Stdout = c.logs
+	c.cmd.Stderr = c.logs
+	require.NoError(t, c.cmd.Start())
+	go func() { c.cmd.Wait(); close(c.done) }() //nolint:errcheck
+	t.Cleanup(func() { c.kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return c
+			}
+		}
+		select {
+		case <-c.done:
+			t.Fatalf("alertfan exited: %s", c.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("alertfan not ready: %s", c.logs.String())
+	return nil
+}
+
+// kill sends SIGKILL: no shutdown code runs.
+func (c *child) kill() {
+	if c.cmd.Process != nil {
+		c.cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck
+	}
+	<-c.done
+}
+
+func (c *child) post(ctx context.Context, path string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.addr+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func sha256hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return l
+}
