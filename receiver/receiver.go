@@ -67,6 +67,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	if opts.Transport == nil {
+		opts.Transport = targetTransport()
+	}
 	logger := opts.Logger
 	if opts.WebConfigFile != "" {
 		if err := web.Validate(opts.WebConfigFile); err != nil {
@@ -233,4 +236,14 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	}
 	s.install(rt)
 	return nil
+}
+
+// targetTransport keeps enough idle connections per target host for the
+// concurrent deliveries; Go's default keeps 2 and would redial constantly.
+func targetTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 512
+	t.MaxIdleConnsPerHost = 128
+	t.IdleConnTimeout = 90 * time.Second
+	return t
 }

@@ -34,10 +34,21 @@ type op struct {
 type batch struct {
 	s     *Store
 	tx    *sql.Tx
-	jobs  []river.InsertManyParams
 	stmts map[string]*sql.Stmt
 	now   int64
+	// pending collects, per target, the keys this batch made pending; one
+	// River job per target carries them (see jobsFor).
+	pending map[string]*pendingKeys
+	order   []string
 }
+
+type pendingKeys struct {
+	kind string
+	keys []keySeq
+}
+
+// maxKeysPerJob bounds one job's work so a retry or a rescue redoes little.
+const maxKeysPerJob = 64
 
 const (
 	maxBatchOps    = 512
@@ -135,7 +146,7 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 	if err != nil {
 		return fmt.Errorf("queue: begin: %w", err)
 	}
-	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano()}
+	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano(), pending: map[string]*pendingKeys{}}
 	defer func() {
 		for _, st := range b.stmts {
 			st.Close()
@@ -149,16 +160,36 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 			return err
 		}
 	}
-	if len(b.jobs) > 0 {
-		if _, err = s.client.InsertManyFastTx(ctx, tx, b.jobs); err != nil {
+	jobs := b.jobs()
+	if len(jobs) > 0 {
+		if _, err = s.client.InsertManyFastTx(ctx, tx, jobs); err != nil {
 			return fmt.Errorf("queue: insert jobs: %w", err)
 		}
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("queue: commit: %w", err)
 	}
-	s.metrics.jobsInserted.Add(float64(len(b.jobs)))
+	s.metrics.jobsInserted.Add(float64(len(jobs)))
 	return nil
+}
+
+// jobs turns the keys made pending into River jobs: one per target and up
+// to maxKeysPerJob keys. River's cost is per job (its SQLite driver
+// inserts and completes row by row), so a burst of thousands of alerts
+// costs tens of jobs, not thousands.
+func (b *batch) jobs() []river.InsertManyParams {
+	var out []river.InsertManyParams
+	for _, target := range b.order {
+		p := b.pending[target]
+		for start := 0; start < len(p.keys); start += maxKeysPerJob {
+			end := min(start+maxKeysPerJob, len(p.keys))
+			out = append(out, river.InsertManyParams{
+				Args:       deliverArgs{Target: target, Keys: append([]keySeq(nil), p.keys[start:end]...)},
+				InsertOpts: &river.InsertOpts{Queue: p.kind},
+			})
+		}
+	}
+	return out
 }
 
 func (b *batch) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
@@ -215,10 +246,13 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string) error
 	if err != nil {
 		return fmt.Errorf("queue: mark pending: %w", err)
 	}
-	b.jobs = append(b.jobs, river.InsertManyParams{
-		Args:       deliverArgs{Target: target, Key: key, Seq: seq},
-		InsertOpts: &river.InsertOpts{Queue: kind},
-	})
+	p, ok := b.pending[target]
+	if !ok {
+		p = &pendingKeys{kind: kind}
+		b.pending[target] = p
+		b.order = append(b.order, target)
+	}
+	p.keys = append(p.keys, keySeq{Key: key, Seq: seq})
 	return nil
 }
 

@@ -27,7 +27,7 @@ var ErrNotFound = errors.New("no such dead letter")
 
 // DeadLetters lists dead letters, oldest first.
 func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, target, key, version, reason, error, attempts, created_at FROM alertfan_dead ORDER BY id`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, target, key, version, reason, error, attempts, created_at FROM alertfan_dead ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("queue: list dead letters: %w", err)
 	}

@@ -16,7 +16,7 @@ var _ backlog.IssueStore = (*Store)(nil)
 func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.IssueRecord, bool, error) {
 	var rec backlog.IssueRecord
 	var closed int64
-	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
 		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
@@ -53,7 +53,7 @@ func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backl
 // RecallLabels returns the labels remembered for an identity.
 func (s *Store) RecallLabels(ctx context.Context, identity string) ([]byte, bool, error) {
 	var labels string
-	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT labels FROM alertfan_identity WHERE identity = ?`), identity).Scan(&labels)
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT labels FROM alertfan_identity WHERE identity = ?`), identity).Scan(&labels)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}

@@ -106,7 +106,7 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 	up := 1.0
 	defer func() { ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up) }()
 	s := c.s
-	rows, err := s.db.QueryContext(ctx, `SELECT queue, state, COUNT(*) FROM river_job GROUP BY queue, state`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT queue, state, COUNT(*) FROM river_job GROUP BY queue, state`)
 	if err != nil {
 		up = 0
 		return
@@ -129,7 +129,7 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		var oldest float64
 		var ts any
-		err := s.db.QueryRowContext(ctx, s.rebind(`SELECT MIN(created_at) FROM river_job WHERE queue = ? AND state IN ('available', 'retryable', 'scheduled')`), k).Scan(&ts)
+		err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT MIN(created_at) FROM river_job WHERE queue = ? AND state IN ('available', 'retryable', 'scheduled')`), k).Scan(&ts)
 		if err == nil {
 			if t, ok := parseTime(ts); ok {
 				oldest = time.Since(t).Seconds()
@@ -145,7 +145,7 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 
 // countBy emits one gauge per row of a (label, count) query.
 func (c *depthCollector) countBy(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string) bool {
-	rows, err := c.s.db.QueryContext(ctx, q)
+	rows, err := c.s.rdb.QueryContext(ctx, q)
 	if err != nil {
 		return false
 	}

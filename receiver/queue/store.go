@@ -71,6 +71,11 @@ type Store struct {
 	client  *river.Client[*sql.Tx]
 	dialect dialect
 	lock    *os.File
+	ckdb    *sql.DB // SQLite only: the WAL checkpointer's connection
+	// rdb serves reads. On SQLite it is a pool of read-only connections:
+	// WAL readers never wait for the writer, so a worker loading states or a
+	// scrape does not hold up intake's commits. On PostgreSQL it is db.
+	rdb     *sql.DB
 	logger  *slog.Logger
 	metrics *metrics
 
@@ -179,7 +184,9 @@ func (s *Store) openSQLite(ctx context.Context) error {
 		return fmt.Errorf("queue: %s is in use by another alertfan process: %w", path, err)
 	}
 	s.lock = lf
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_txlock=immediate"
+	// Checkpoints run on a connection of their own (see checkpointer), not
+	// inside a commit, where they would stall every request behind it.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)
@@ -194,7 +201,46 @@ func (s *Store) openSQLite(ctx context.Context) error {
 		return fmt.Errorf("queue: open sqlite %s: %w", path, err)
 	}
 	s.driver = riversqlite.New(db)
+	rdb, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		return fmt.Errorf("queue: open sqlite readers: %w", err)
+	}
+	rdb.SetMaxOpenConns(4)
+	rdb.SetMaxIdleConns(4)
+	s.rdb = rdb
+	ck, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return fmt.Errorf("queue: open sqlite checkpointer: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	s.ckdb = ck
 	return nil
+}
+
+// checkpointer copies the WAL into the database file in the background.
+// PASSIVE mode never blocks the writer; once the WAL has grown large a
+// TRUNCATE checkpoint (which waits for a quiet moment) keeps it bounded.
+func (s *Store) checkpointer() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var busy, logPages, done int
+		err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done)
+		if err == nil && logPages > 20000 && done == logPages {
+			s.ckdb.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`) //nolint:errcheck
+		}
+		cancel()
+		if err != nil {
+			s.logger.Debug("WAL checkpoint failed", "err", err)
+		}
+	}
 }
 
 func (s *Store) openPostgres(ctx context.Context) error {
@@ -212,6 +258,7 @@ func (s *Store) openPostgres(ctx context.Context) error {
 		return fmt.Errorf("queue: connect to postgres: %s", redact(err, s.opts.DSN))
 	}
 	s.driver = riverdatabasesql.New(db)
+	s.rdb = db
 	return nil
 }
 
@@ -300,6 +347,10 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.janitor()
+	if s.ckdb != nil {
+		s.wg.Add(1)
+		go s.checkpointer()
+	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
 	}
@@ -344,6 +395,13 @@ func (s *Store) Close(ctx context.Context) error {
 }
 
 func (s *Store) closeDB() {
+	if s.rdb != nil && s.rdb != s.db {
+		s.rdb.Close()
+	}
+	if s.ckdb != nil {
+		s.ckdb.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`) //nolint:errcheck
+		s.ckdb.Close()
+	}
 	if s.db != nil {
 		s.db.Close()
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -32,13 +34,22 @@ type Target struct {
 	Sink     Sink
 }
 
+// keySeq names one work item and the pending generation the job owns.
+type keySeq struct {
+	Key string `json:"k"`
+	Seq int64  `json:"s"`
+}
+
 type deliverArgs struct {
-	Target string `json:"target"`
-	Key    string `json:"key"`
-	Seq    int64  `json:"seq"`
+	Target string   `json:"target"`
+	Keys   []keySeq `json:"keys"`
 }
 
 func (deliverArgs) Kind() string { return "alertfan_deliver" }
+
+// keyParallelism bounds concurrent deliveries within one job; River's
+// MaxWorkers bounds the jobs.
+const keyParallelism = 16
 
 type worker struct {
 	river.WorkerDefaults[deliverArgs]
@@ -55,7 +66,7 @@ func (s *Store) loadState(ctx context.Context, target, key string) (*state, erro
 	var st state
 	var pending int
 	var payload string
-	err := s.db.QueryRowContext(ctx, s.rebind(`SELECT version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key = ?`), target, key).
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key = ?`), target, key).
 		Scan(&st.version, &st.delivered, &st.seq, &pending, &payload)
 	if err != nil {
 		return nil, err
@@ -65,50 +76,141 @@ func (s *Store) loadState(ctx context.Context, target, key string) (*state, erro
 	return &st, nil
 }
 
-// Work delivers the newest state of one (target, key) and keeps going while
-// newer states arrive, so a burst of updates to one alert costs few calls
-// and an update that lands while a call is in flight is never lost.
+// loadStates reads the states of a job's keys in one query.
+func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
+	q := `SELECT key, version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key IN (` +
+		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
+	args := make([]any, 0, len(keys)+1)
+	args = append(args, target)
+	for _, k := range keys {
+		args = append(args, k.Key)
+	}
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(q), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]*state, len(keys))
+	for rows.Next() {
+		var st state
+		var key, payload string
+		var pending int
+		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload); err != nil {
+			return nil, err
+		}
+		st.pending = pending == 1
+		st.payload = []byte(payload)
+		out[key] = &st
+	}
+	return out, rows.Err()
+}
+
+// outcome of one key's work within a job attempt.
+type outcome struct {
+	retry      bool          // keep the key for another attempt
+	retryAfter time.Duration // > 0: the target or our limiter said when
+	park       bool          // only our own limiter asked to wait
+	err        error
+}
+
+// Work delivers the newest state of each of the job's keys, several at
+// once. A key whose delivery fails retryably keeps the job alive: River
+// retries it (or parks it until Retry-After) and keys already delivered
+// are skipped then because they are no longer pending under this seq.
 func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	s, a := w.s, job.Args
+	if len(a.Keys) == 0 {
+		return nil
+	}
+	states, err := s.loadStates(ctx, a.Target, a.Keys)
+	if err != nil {
+		return fmt.Errorf("load states: %w", err)
+	}
+	outcomes := make([]outcome, len(a.Keys))
+	sem := make(chan struct{}, keyParallelism)
+	var wg sync.WaitGroup
+	for i, k := range a.Keys {
+		st := states[k.Key]
+		if st == nil || !st.pending || st.seq != k.Seq {
+			continue // a newer job owns this key, or nothing is left to do
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			outcomes[i] = w.workKey(ctx, job, k, st)
+		}()
+	}
+	wg.Wait()
+	var retryAfter time.Duration
+	var firstErr error
+	parkOnly := true
+	for _, o := range outcomes {
+		if !o.retry {
+			continue
+		}
+		if firstErr == nil {
+			firstErr = o.err
+		}
+		parkOnly = parkOnly && (o.park || o.retryAfter > 0)
+		retryAfter = max(retryAfter, o.retryAfter)
+	}
+	switch {
+	case firstErr == nil:
+		return nil
+	case parkOnly && retryAfter > 0:
+		return river.JobSnooze(retryAfter)
+	default:
+		return firstErr
+	}
+}
+
+// workKey delivers one key and keeps going while newer states arrive, so a
+// burst of updates to one alert costs few calls and an update that lands
+// while a call is in flight is never lost.
+func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
+	s, target := w.s, job.Args.Target
 	for {
-		st, err := s.loadState(ctx, a.Target, a.Key)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("load state: %w", err)
-		}
-		if !st.pending || st.seq != a.Seq {
-			return nil // a newer job owns this key, or nothing is left to do
-		}
 		var dead *deadRecord
 		if st.delivered < st.version {
-			dead, err = w.deliver(ctx, job, st)
-			if err != nil {
-				return err
+			var o outcome
+			dead, o = w.deliver(ctx, job, k, st)
+			if o.retry {
+				return o
 			}
 		}
-		pending, err := s.ack(ctx, a, st.version, dead)
+		pending, err := s.ack(ctx, target, k, st.version, dead)
 		if err != nil {
-			return err
+			return outcome{retry: true, err: err}
 		}
 		if !pending {
-			return nil
+			return outcome{}
+		}
+		st, err = s.loadState(ctx, target, k.Key)
+		if errors.Is(err, sql.ErrNoRows) {
+			return outcome{}
+		}
+		if err != nil {
+			return outcome{retry: true, err: fmt.Errorf("load state: %w", err)}
+		}
+		if !st.pending || st.seq != k.Seq {
+			return outcome{}
 		}
 	}
 }
 
 // deliver makes one call. It returns a dead letter for a permanent failure,
-// or an error for River to retry or snooze.
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], st *state) (*deadRecord, error) {
-	s, a := w.s, job.Args
-	t, ok := s.target(a.Target)
+// or an outcome asking for a retry.
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (*deadRecord, outcome) {
+	s, id := w.s, job.Args.Target
+	t, ok := s.target(id)
 	var n sinks.Notification
 	var derr error
 	switch {
 	case !ok:
-		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", a.Target))
-		t = Target{ID: a.Target, Kind: job.Queue}
+		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", id))
+		t = Target{ID: id, Kind: job.Queue}
 	default:
 		if err := json.Unmarshal(st.payload, &n); err != nil {
 			derr = sinks.Permanent(sinks.ReasonOther, fmt.Errorf("stored state is unreadable: %w", err))
@@ -123,23 +225,23 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], st *s
 		if !n.AcceptedAt.IsZero() {
 			s.metrics.latency.WithLabelValues(t.Kind).Observe(time.Since(n.AcceptedAt).Seconds())
 		}
-		return nil, nil
+		return nil, outcome{}
 	}
 	e := sinks.AsError(derr)
-	log := s.logger.With("target", a.Target, "key", a.Key, "attempt", job.Attempt, "reason", e.Reason)
+	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
-		// Our own limiter parked the job: not a failure of the target.
+		// Our own limiter parked the key: not a failure of the target.
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-		return nil, river.JobSnooze(e.RetryAfter)
+		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}
 	}
 	if e.Retryable && job.Attempt < job.MaxAttempts {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
 		if e.RetryAfter > 0 {
 			log.Warn("Delivery failed; retrying after the target's Retry-After", "retry_after", e.RetryAfter, "err", e)
-			return nil, river.JobSnooze(e.RetryAfter)
+		} else {
+			log.Warn("Delivery failed; will retry", "err", e)
 		}
-		log.Warn("Delivery failed; will retry", "err", e)
-		return nil, e
+		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}
 	}
 	reason := e.Reason
 	if e.Retryable {
@@ -147,7 +249,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], st *s
 	}
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
-	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, nil
+	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}
 }
 
 type deadRecord struct {
@@ -163,19 +265,19 @@ const sqlAck = `UPDATE alertfan_state SET delivered = ?, pending = CASE WHEN ver
 // says whether a newer version is waiting. It outlives the job's context:
 // a delivery that happened must be recorded even during shutdown, or it
 // would be made again.
-func (s *Store) ack(ctx context.Context, a deliverArgs, version int64, dead *deadRecord) (bool, error) {
+func (s *Store) ack(ctx context.Context, target string, k keySeq, version int64, dead *deadRecord) (bool, error) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	var pending bool
 	fn := func(ctx context.Context, b *batch) error {
 		if dead != nil {
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				a.Target, a.Key, version, dead.reason, dead.err, dead.attempts, b.now); err != nil {
+				target, k.Key, version, dead.reason, dead.err, dead.attempts, b.now); err != nil {
 				return fmt.Errorf("queue: record dead letter: %w", err)
 			}
 		}
 		var p int
-		err := b.queryRow(ctx, sqlAck, version, version, a.Target, a.Key, a.Seq).Scan(&p)
+		err := b.queryRow(ctx, sqlAck, version, version, target, k.Key, k.Seq).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			pending = false
 			return nil

@@ -102,15 +102,17 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == "change" {
 		return n.deliverChange(ctx, notif.Alerts[0])
 	}
+	if notif.Status() == sinks.StatusResolved && !n.conf.SendResolved {
+		return nil
+	}
+	// Wait for the rate limiter before rendering: a parked delivery must
+	// cost nothing, since a storm parks thousands of them.
+	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
+		return err
+	}
 	ev, err := n.Event(notif)
 	if err != nil {
 		return sinks.Permanent(sinks.ReasonTemplate, err)
-	}
-	if ev == nil {
-		return nil // resolved and send_resolved is off
-	}
-	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
-		return err
 	}
 	info := &respInfo{}
 	_, err = n.client.ManageEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
