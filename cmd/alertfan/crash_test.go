@@ -191,3 +191,60 @@ func queueIdle(addr string) bool {
 	}
 	return true
 }
+
+// TestKill9BetweenBacklogCreateAndRecord kills alertfan after Backlog has
+// created the issue but before alertfan could record it; after a restart
+// the marker search finds the issue and no second one is made.
+func TestKill9BetweenBacklogCreateAndRecord(t *testing.T) {
+	const key = "crash-test-backlog-key"
+	b := sinkstest.NewBacklog(key)
+	defer b.Close()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`storage:
+  driver: sqlite
+  path: data/alertfan.db
+delivery:
+  min_backoff: 50ms
+  max_backoff: 500ms
+  poll_interval: 10ms
+route:
+  receiver: tickets
+receivers:
+  - name: tickets
+    backlog_configs:
+      - api_url: %s
+        api_key: %s
+        project: OPS
+        issue_type: Bug
+`, b.URL, key)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
+	addr := freePort(t)
+	c := startChild(t, dir, addr)
+	var once sync.Once
+	b.AfterCreate = func(*sinkstest.BacklogIssue) {
+		once.Do(func() { c.kill() })
+	}
+	start := time.Now().UTC()
+	body := sinkstest.Webhook("tickets", `{}:{alertname="DiskFull"}`, nil, sinkstest.NamedAlert("DiskFull", "critical", "db-1", "firing", start))
+	code, err := c.post(context.Background(), "/webhook", body)
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	<-c.done
+	require.Len(t, b.Issues(), 1, "the create reached Backlog")
+
+	c = startChild(t, dir, addr)
+	require.Eventually(t, func() bool { return queueIdle(c.addr) }, 30*time.Second, 50*time.Millisecond)
+	// Alertmanager repeats the alert; still one issue.
+	code, err = c.post(context.Background(), "/webhook", body)
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return queueIdle(c.addr) }, 30*time.Second, 50*time.Millisecond)
+	require.Len(t, b.Issues(), 1, "no duplicate issue after the crash")
+	var searched bool
+	for _, call := range b.Calls() {
+		if call.Method == http.MethodGet && call.Path == "/api/v2/issues" {
+			searched = true
+		}
+	}
+	require.True(t, searched, "the restart searched for the marker")
+}

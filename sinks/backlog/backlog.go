@@ -351,7 +351,9 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, identity string, rec
 			return rec, nil
 		}
 	}
-	rec.State = ""
+	// Not found: the create never happened. The next create reuses this
+	// generation's marker, so a create that did happen but is not yet
+	// searchable is still found by a later heal.
 	return rec, nil
 }
 

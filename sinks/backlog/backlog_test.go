@@ -1,0 +1,218 @@
+package backlog_test
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/sinks"
+	"github.com/alertfan/alertfan/sinks/backlog"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const apiKey = "backlog-secret-api-key"
+
+func tmpl(t *testing.T) *template.Template {
+	t.Helper()
+	tm, err := template.FromGlobs(nil)
+	require.NoError(t, err)
+	require.NoError(t, tm.Parse(strings.NewReader(backlog.DefaultTemplates)))
+	return tm
+}
+
+// store is a real SQLite-backed queue store: the issue map lives there.
+func store(t *testing.T) *queue.Store {
+	t.Helper()
+	s, err := queue.Open(context.Background(), queue.Options{Path: filepath.Join(t.TempDir(), "q.db"), Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(func() { s.Close(context.Background()) }) //nolint:errcheck
+	return s
+}
+
+func conf(t *testing.T, url, extra string) *backlog.Config {
+	t.Helper()
+	var c backlog.Config
+	y := "api_url: " + url + "\napi_key: " + apiKey + "\nproject: OPS\nissue_type: Bug\nrate_limit_per_minute: 60000\n" + extra
+	require.NoError(t, yaml.UnmarshalStrict([]byte(y), &c))
+	return &c
+}
+
+func newNotifier(t *testing.T, fake *sinkstest.Backlog, extra string, s backlog.IssueStore) (*backlog.Notifier, error) {
+	return backlog.New(context.Background(), conf(t, fake.URL, extra), backlog.Deps{
+		ID: "tickets/backlog/0", Template: tmpl(t), Issues: s, Metrics: backlog.NewMetrics(prometheus.NewRegistry()),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+}
+
+func TestNameResolution(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	cases := []struct {
+		name, extra, want string
+	}{
+		{"good", "priority: Normal\nresolution: Fixed\ncustom_fields:\n  Runbook: 'x'\nassignee: oncall\n", ""},
+		{"project", "", ""},
+		{"bad issue type", "", ""},
+		{"bad close status", "close_status: Done\n", `close_status: "Done" does not exist in Backlog; valid names: "Closed", "In Progress", "Open", "Resolved"`},
+		{"bad reopen status", "reopen_status: Reopened\n", `reopen_status: "Reopened" does not exist`},
+		{"bad constant priority", "priority: Urgent\n", `priority: "Urgent" does not exist in Backlog; valid names: "High", "Low", "Normal"`},
+		{"bad resolution", "resolution: Done\n", `resolution: "Done" does not exist`},
+		{"bad custom field", "custom_fields:\n  Owner: x\n", `custom_fields: "Owner" does not exist in Backlog; valid names: "Runbook", "Team"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := newNotifier(t, fake, c.extra, nil)
+			if c.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+	var c backlog.Config
+	require.NoError(t, yaml.UnmarshalStrict([]byte("api_url: "+fake.URL+"\napi_key: "+apiKey+"\nproject: NOPE\nissue_type: Bug\n"), &c))
+	_, err := backlog.New(context.Background(), &c, backlog.Deps{ID: "x/backlog/0", Template: tmpl(t)})
+	require.ErrorContains(t, err, `project "NOPE"`)
+	require.ErrorContains(t, err, "No project.")
+	require.NotContains(t, err.Error(), apiKey)
+
+	require.NoError(t, yaml.UnmarshalStrict([]byte("api_url: "+fake.URL+"\napi_key: wrong-key\nproject: OPS\nissue_type: Bug\n"), &c))
+	_, err = backlog.New(context.Background(), &c, backlog.Deps{ID: "x/backlog/0", Template: tmpl(t)})
+	require.ErrorContains(t, err, "401")
+	require.ErrorContains(t, err, "Authentication failure")
+	require.NotContains(t, err.Error(), "wrong-key")
+}
+
+func TestUnreachableAtStartResolvesLater(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.SetDown(true)
+	n, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err, "a Backlog outage must not stop alertfan from starting")
+	notif := sample("firing")
+	err = n.Deliver(context.Background(), notif)
+	require.Error(t, err)
+	require.True(t, sinks.AsError(err).Retryable)
+	fake.SetDown(false)
+	require.NoError(t, n.Deliver(context.Background(), notif))
+	require.Len(t, fake.Issues(), 1)
+}
+
+func sample(status string) *sinks.Notification {
+	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	a := sinks.Alert{
+		Identity: "am:c0ffee", Status: status, Fingerprint: "c0ffee",
+		Labels:       map[string]string{"alertname": "DiskFull", "severity": "critical", "instance": "db-1:9100", "team": "db"},
+		Annotations:  map[string]string{"summary": "Disk /var is 97% full", "description": "Free space on /var is below 3%.", "runbook_url": "https://runbooks.example/disk"},
+		StartsAt:     start,
+		GeneratorURL: "http://prometheus.example:9090/graph?g0.expr=disk",
+	}
+	if status == sinks.StatusResolved {
+		a.EndsAt = start.Add(30 * time.Minute)
+	}
+	return &sinks.Notification{Key: a.Identity, Source: sinks.Source{Input: "alertmanager", Receiver: "tickets", ExternalURL: "http://am.example:9093"}, Alerts: []sinks.Alert{a}, AcceptedAt: start}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create %s", path)
+	require.Equal(t, string(want), got)
+}
+
+func TestRenderedIssueGolden(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err)
+	require.NoError(t, n.Deliver(context.Background(), sample("firing")))
+	is := fake.Issues()
+	require.Len(t, is, 1)
+	golden(t, "summary.golden", is[0].Summary+"\n")
+	golden(t, "description.golden", is[0].Description)
+	require.Contains(t, is[0].Description, backlog.Marker("tickets/backlog/0", "am:c0ffee", 1))
+}
+
+func TestUnrecordedCreateIsHealedBySearch(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	s := store(t)
+	n, err := newNotifier(t, fake, "", s)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.Len(t, fake.Issues(), 1)
+	// The create reached Backlog but its recording was lost (a crash, or a
+	// timeout after Backlog did the work): the search finds it.
+	require.NoError(t, s.PutIssue(ctx, "tickets/backlog/0", "am:c0ffee", backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.Len(t, fake.Issues(), 1, "the marker search adopts the issue instead of creating another")
+	rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, backlog.StateOpen, rec.State)
+	require.Equal(t, "OPS-1", rec.IssueKey)
+}
+
+func TestClientErrorPathsAreSafe(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		resp      sinkstest.BacklogResponse
+		retryable bool
+		after     bool
+		contains  string
+	}{
+		{"500 with {} is not success", sinkstest.BacklogResponse{Status: 500, Body: `{}`}, true, false, "500"},
+		{"201 with {} is not success", sinkstest.BacklogResponse{Status: 201, Body: `{}`}, true, false, "no issueKey"},
+		{"201 with garbage", sinkstest.BacklogResponse{Status: 201, Body: `<html>`}, true, false, "unreadable body"},
+		{"429 without moreInfo", sinkstest.BacklogResponse{Status: 429, Body: `{"errors":[{"message":"Too many requests.","code":13}]}`,
+			Header: map[string]string{"X-RateLimit-Reset": "9999999999"}}, true, true, "Too many requests"},
+		{"429 with empty body", sinkstest.BacklogResponse{Status: 429, Body: ``}, true, false, "429"},
+		{"400 keeps the message", sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"Please input summary.","code":7,"moreInfo":""}]}`}, false, false, "Please input summary."},
+		{"error echoing the key is scrubbed", sinkstest.BacklogResponse{Status: 403, Body: `{"errors":[{"message":"bad key ` + apiKey + `","code":11,"moreInfo":""}]}`}, false, false, "<secret>"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// A fresh identity per case, so the scripted answer meets the create.
+			notif := sample("firing")
+			notif.Key = notif.Key + string(rune('a'+i))
+			notif.Alerts[0].Identity = notif.Key
+			fake.Script(c.resp)
+			err := n.Deliver(ctx, notif)
+			require.Error(t, err)
+			e := sinks.AsError(err)
+			require.Equal(t, c.retryable, e.Retryable, err.Error())
+			require.Equal(t, c.after, e.RetryAfter > 0)
+			require.Contains(t, err.Error(), c.contains)
+			require.NotContains(t, err.Error(), apiKey)
+		})
+	}
+	fake.Close()
+	err = n.Deliver(ctx, sample("firing"))
+	require.Error(t, err)
+	require.True(t, sinks.AsError(err).Retryable)
+	require.NotContains(t, err.Error(), apiKey, "a transport error must not carry the URL with the key")
+}
