@@ -213,7 +213,9 @@ func TestBacklogTwoReplicasOneIssue(t *testing.T) {
 	// The resolve through either replica closes it.
 	code, _ := replicas[1].post(t, "/webhook", alertAt("resolved", start))
 	require.Equal(t, 200, code)
-	waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 1 && b.StatusName(is[0].StatusID) == "Closed" })
+	waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool {
+		return len(is) == 1 && b.StatusName(is[0].StatusID) == "Closed"
+	})
 }
 
 func TestBacklog429StormStaysUnderTheRate(t *testing.T) {

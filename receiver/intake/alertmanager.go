@@ -29,8 +29,8 @@ type amAlert struct {
 	Status       string            `json:"status"`
 	Labels       map[string]string `json:"labels"`
 	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
+	StartsAt     string            `json:"startsAt"`
+	EndsAt       string            `json:"endsAt"`
 	GeneratorURL string            `json:"generatorURL"`
 	Fingerprint  string            `json:"fingerprint"`
 }
@@ -57,8 +57,16 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		}
 		errs = append(errs, checkLabels(f+".labels", a.Labels, true)...)
 		errs = append(errs, checkLabels(f+".annotations", a.Annotations, false)...)
-		if a.StartsAt.IsZero() {
+		startsAt, err := parseTime(a.StartsAt)
+		switch {
+		case err != nil:
+			errs = append(errs, fieldErr(f+".startsAt", "not an RFC 3339 time: %q", truncate(a.StartsAt, 40)))
+		case startsAt.IsZero():
 			errs = append(errs, fieldErr(f+".startsAt", "required"))
+		}
+		endsAt, err := parseTime(a.EndsAt)
+		if err != nil {
+			errs = append(errs, fieldErr(f+".endsAt", "not an RFC 3339 time: %q", truncate(a.EndsAt, 40)))
 		}
 		fp := a.Fingerprint
 		if fp == "" {
@@ -75,8 +83,8 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 			Status:       a.Status,
 			Labels:       a.Labels,
 			Annotations:  a.Annotations,
-			StartsAt:     a.StartsAt,
-			EndsAt:       a.EndsAt,
+			StartsAt:     startsAt,
+			EndsAt:       endsAt,
 			GeneratorURL: a.GeneratorURL,
 			Fingerprint:  fp,
 		})
@@ -95,4 +103,12 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		TruncatedAlerts:   m.TruncatedAlerts,
 	}
 	return src, alerts, nil
+}
+
+// parseTime reads an RFC 3339 time; empty is the zero time.
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
 }

@@ -1,0 +1,177 @@
+package intake
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func golden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	path := filepath.Join("testdata", name+".golden.json")
+	if *update {
+		require.NoError(t, os.WriteFile(path, append(got, '\n'), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create %s", path)
+	require.JSONEq(t, string(want), string(got))
+}
+
+func read(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	require.NoError(t, err)
+	return b
+}
+
+func TestGoldenDecodes(t *testing.T) {
+	src, alerts, err := DecodeAlertmanager(read(t, "alertmanager_firing.json"))
+	require.NoError(t, err)
+	golden(t, "alertmanager_firing", map[string]any{"source": src, "alerts": alerts})
+
+	for _, name := range []string{"pagerduty_trigger", "pagerduty_resolve"} {
+		res, err := DecodePagerDuty(read(t, name+".json"), now)
+		require.NoError(t, err)
+		golden(t, name, res)
+	}
+	for _, name := range []string{"mackerel_alert", "mackerel_ok"} {
+		res, err := DecodeMackerel(read(t, name+".json"), false, now)
+		require.NoError(t, err)
+		golden(t, name, res)
+	}
+	res, err := DecodeMackerel(read(t, "mackerel_host_status.json"), false, now)
+	require.NoError(t, err)
+	require.Nil(t, res.Alert, "other events are ignored by default")
+	res, err = DecodeMackerel(read(t, "mackerel_host_status.json"), true, now)
+	require.NoError(t, err)
+	golden(t, "mackerel_host_status_routed", res)
+}
+
+func TestMappings(t *testing.T) {
+	_, alerts, err := DecodeAlertmanager(read(t, "alertmanager_firing.json"))
+	require.NoError(t, err)
+	require.Equal(t, "am:3c8c0f1b5c2f7a1e", alerts[0].Identity)
+	require.Equal(t, "resolved", alerts[1].Status)
+
+	pd, err := DecodePagerDuty(read(t, "pagerduty_trigger.json"), now)
+	require.NoError(t, err)
+	a := pd.Alert
+	require.Equal(t, "pd:srv01/mysql", a.Identity)
+	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
+	require.Equal(t, "DISK at 99% on machine prod-datapipe03.example.com", a.Annotations["summary"])
+	require.Equal(t, "0.75", a.Annotations["load avg"])
+	require.Equal(t, time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), a.StartsAt.UTC())
+
+	res, err := DecodePagerDuty(read(t, "pagerduty_resolve.json"), now)
+	require.NoError(t, err)
+	require.Equal(t, "resolved", res.Alert.Status)
+	require.False(t, res.HasPayload)
+
+	ack, err := DecodePagerDuty([]byte(`{"routing_key":"R0UT1NGKEY0000000000000000000001","event_action":"acknowledge","dedup_key":"k"}`), now)
+	require.NoError(t, err)
+	require.Equal(t, "firing", ack.Alert.Status)
+	require.Equal(t, "acknowledge", ack.Alert.Action)
+
+	gen, err := DecodePagerDuty([]byte(`{"routing_key":"R0UT1NGKEY0000000000000000000001","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"}}`), now)
+	require.NoError(t, err)
+	require.Len(t, gen.DedupKey, 32, "a missing dedup_key on trigger is generated")
+
+	m, err := DecodeMackerel(read(t, "mackerel_alert.json"), false, now)
+	require.NoError(t, err)
+	require.Equal(t, "mackerel:2bj...", m.Alert.Identity)
+	require.Equal(t, map[string]string{"alertname": "loadavg5", "severity": "critical", "source": "mackerel", "org": "Macker...", "trigger": "monitor", "host": "app01", "service": "Service", "role": "Role"}, m.Alert.Labels)
+	require.Equal(t, "[CRITICAL] loadavg5 on app01: loadavg5 = 2.25536 (> 1.95885)", m.Alert.Annotations["summary"])
+	ok, err := DecodeMackerel(read(t, "mackerel_ok.json"), false, now)
+	require.NoError(t, err)
+	require.Equal(t, "resolved", ok.Alert.Status)
+	require.Equal(t, time.Unix(1473130212, 0).UTC(), ok.Alert.EndsAt)
+}
+
+func TestValidationErrors(t *testing.T) {
+	type decode func([]byte) error
+	am := func(b []byte) error { _, _, err := DecodeAlertmanager(b); return err }
+	pd := func(b []byte) error { _, err := DecodePagerDuty(b, now); return err }
+	pdc := func(b []byte) error { _, err := DecodePagerDutyChange(b, now); return err }
+	mk := func(b []byte) error { _, err := DecodeMackerel(b, false, now); return err }
+	const rk = `"routing_key":"R0UT1NGKEY0000000000000000000001"`
+	cases := []struct {
+		name  string
+		dec   decode
+		body  string
+		field string
+		msg   string
+	}{
+		{"am empty body", am, ``, "", "empty body"},
+		{"am not json", am, `nope`, "", "invalid JSON"},
+		{"am truncated", am, `{"version":"4"`, "", "JSON"},
+		{"am trailing data", am, `{"version":"4"} {}`, "", "unexpected data"},
+		{"am not utf-8", am, "{\"version\":\"\xff\"}", "", "UTF-8"},
+		{"am version type", am, `{"version":4}`, "version", "must be a string"},
+		{"am alerts type", am, `{"version":"4","alerts":{}}`, "alerts", "must be an array"},
+		{"am labels type", am, `{"version":"4","alerts":[{"labels":[]}]}`, "alerts.labels", "must be an object"},
+		{"am label value type", am, `{"version":"4","alerts":[{"labels":{"a":1}}]}`, "alerts.labels", "must be a string"},
+		{"am startsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"yesterday"}]}`, "alerts[0].startsAt", "RFC 3339"},
+		{"am endsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"later"}]}`, "alerts[0].endsAt", "RFC 3339"},
+		{"am wrong version", am, `{"version":"3","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "version", `must be "4"`},
+		{"am no alerts", am, `{"version":"4","alerts":[]}`, "alerts", "at least one alert"},
+		{"am bad status", am, `{"version":"4","alerts":[{"status":"x","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "alerts[0].status", "firing"},
+		{"am no labels", am, `{"version":"4","alerts":[{"status":"firing","startsAt":"2026-01-01T00:00:00Z"}]}`, "alerts[0].labels", "at least one label"},
+		{"am empty label name", am, `{"version":"4","alerts":[{"status":"firing","labels":{"":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "alerts[0].labels", "invalid label name"},
+		{"am no startsAt", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`, "alerts[0].startsAt", "required"},
+		{"am long fingerprint", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"` + strings.Repeat("f", 65) + `"}]}`, "alerts[0].fingerprint", "longer"},
+
+		{"pd no routing key", pd, `{"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"}}`, "routing_key", "'routing_key' is missing or blank"},
+		{"pd short routing key", pd, `{"routing_key":"abc","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"}}`, "routing_key", "should be 32 characters"},
+		{"pd no action", pd, `{` + rk + `}`, "event_action", "'event_action' is missing or blank"},
+		{"pd bad action", pd, `{` + rk + `,"event_action":"snooze"}`, "event_action", "'event_action' is invalid"},
+		{"pd no payload", pd, `{` + rk + `,"event_action":"trigger"}`, "payload", "'payload' is missing"},
+		{"pd no summary", pd, `{` + rk + `,"event_action":"trigger","payload":{"source":"h","severity":"info"}}`, "payload.summary", "missing or blank"},
+		{"pd long summary", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"` + strings.Repeat("x", 1025) + `","source":"h","severity":"info"}}`, "payload.summary", "too long"},
+		{"pd no source", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","severity":"info"}}`, "payload.source", "missing or blank"},
+		{"pd bad severity", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"fatal"}}`, "payload.severity", "must be one of"},
+		{"pd bad timestamp", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","timestamp":"noon"}}`, "payload.timestamp", "ISO 8601"},
+		{"pd resolve without dedup", pd, `{` + rk + `,"event_action":"resolve"}`, "dedup_key", "required for resolve"},
+		{"pd long dedup", pd, `{` + rk + `,"event_action":"resolve","dedup_key":"` + strings.Repeat("d", 256) + `"}`, "dedup_key", "too long"},
+		{"pd custom_details type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":[1]}}`, "payload.custom_details", "must be an object"},
+		{"pd change no summary", pdc, `{` + rk + `,"payload":{"source":"x"}}`, "payload.summary", "missing"},
+		{"pd change no payload", pdc, `{` + rk + `}`, "payload", "missing"},
+
+		{"mackerel no event", mk, `{}`, "event", "required"},
+		{"mackerel no alert", mk, `{"event":"alert"}`, "alert", "required"},
+		{"mackerel no id", mk, `{"event":"alert","alert":{"status":"critical"}}`, "alert.id", "required"},
+		{"mackerel bad status", mk, `{"event":"alert","alert":{"id":"x","status":"bad"}}`, "alert.status", "must be one of"},
+		{"mackerel metricValue type", mk, `{"event":"alert","alert":{"id":"x","status":"ok","metricValue":"high"}}`, "alert.metricValue", "must be a number"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.dec([]byte(c.body))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.msg)
+			if c.field != "" {
+				var fields []string
+				var es Errors
+				var fe *FieldError
+				if errorsAs(err, &es) {
+					for _, e := range es {
+						fields = append(fields, e.Field)
+					}
+				} else if errorsAs(err, &fe) {
+					fields = append(fields, fe.Field)
+				}
+				require.Contains(t, fields, c.field, err.Error())
+			}
+		})
+	}
+}
