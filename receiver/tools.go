@@ -179,3 +179,22 @@ func oneLine(s string, n int) string {
 	}
 	return s
 }
+
+// HealthCheck asks a running alertfan whether it is healthy.
+func HealthCheck(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/-/healthy", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/-/healthy: %s", url, resp.Status)
+	}
+	return nil
+}

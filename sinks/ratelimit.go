@@ -28,8 +28,14 @@ func NewLimiters() *Limiters { return &Limiters{m: map[string]*Limiter{}} }
 type Limiter struct {
 	lim       *rate.Limiter
 	perMinute int
-	// Waits counts how long callers were held back, for metrics.
-	onWait func(time.Duration)
+
+	mu sync.Mutex
+	// demand estimates calls parked for this key and not yet made; it
+	// drains at the limiter's rate. A parked call comes back after
+	// demand/rate, about when its turn comes, instead of all parked calls
+	// polling the limiter together.
+	demand float64
+	last   time.Time
 }
 
 // Get returns the limiter for (kind, key), created or lowered to perMinute.
@@ -93,6 +99,56 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 		r.Cancel()
 		return d, ctx.Err()
 	}
+}
+
+// Admit tells whether a call could be made within maxWait. If not, the
+// call is counted as parked and the returned duration says when to come
+// back; nothing is reserved either way.
+func (l *Limiter) Admit(maxWait time.Duration) time.Duration {
+	now := time.Now()
+	r := l.lim.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	r.CancelAt(now)
+	if d <= maxWait {
+		return 0
+	}
+	perSec := float64(l.lim.Limit())
+	if perSec <= 0 {
+		return d
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.demand = max(0, l.demand-now.Sub(l.last).Seconds()*perSec)
+	}
+	l.last = now
+	l.demand++
+	return max(d, time.Duration(l.demand/perSec*float64(time.Second)))
+}
+
+// Schedule books n calls and returns when the first of them can expect a
+// token, given the calls booked or parked before it (0 when that is within
+// maxWait). The queue uses it to schedule a delivery job for its turn
+// instead of fetching and parking it again and again.
+func (l *Limiter) Schedule(n int, maxWait time.Duration) time.Duration {
+	perSec := float64(l.lim.Limit())
+	if perSec <= 0 || n <= 0 {
+		return 0
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.demand = max(0, l.demand-now.Sub(l.last).Seconds()*perSec)
+	}
+	l.last = now
+	ahead := l.demand
+	l.demand += float64(n)
+	d := time.Duration(ahead / perSec * float64(time.Second))
+	if d <= maxWait {
+		return 0
+	}
+	return d
 }
 
 // PerMinute is the rate in force.

@@ -51,6 +51,9 @@ func run(args []string) int {
 	queueRetryID := queueRetry.Arg("id", "Dead letter id.").String()
 	queueRetryAll := queueRetry.Flag("all", "Re-queue every dead letter.").Bool()
 
+	health := app.Command("healthcheck", "Exit 0 when a running alertfan answers /-/healthy (for container HEALTHCHECKs).")
+	healthURL := health.Flag("alertfan.url", "URL of the running alertfan.").Default("http://127.0.0.1:9095").String()
+
 	app.Command("version", "Print version information.")
 
 	cmd, err := app.Parse(args)
@@ -94,6 +97,8 @@ func run(args []string) int {
 			}
 			err = c.RetryDead(ctx, *queueRetryID, os.Stdout)
 		}
+	case health.FullCommand():
+		err = receiver.HealthCheck(ctx, *healthURL)
 	case "version":
 		fmt.Println(version.Print("alertfan"))
 	}

@@ -177,15 +177,28 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 // to maxKeysPerJob keys. River's cost is per job (its SQLite driver
 // inserts and completes row by row), so a burst of thousands of alerts
 // costs tens of jobs, not thousands.
+//
+// A job for a rate-limited target is scheduled for when the limit will
+// admit it, so a storm is drained at the allowed rate without the job being
+// fetched, parked and fetched again (each a write on the store).
 func (b *batch) jobs() []river.InsertManyParams {
 	var out []river.InsertManyParams
+	now := time.Now()
 	for _, target := range b.order {
 		p := b.pending[target]
+		t, _ := b.s.target(target)
+		sch, _ := t.Sink.(scheduler)
 		for start := 0; start < len(p.keys); start += maxKeysPerJob {
 			end := min(start+maxKeysPerJob, len(p.keys))
+			opts := &river.InsertOpts{Queue: p.kind}
+			if sch != nil {
+				if d := sch.Schedule(end - start); d > 0 {
+					opts.ScheduledAt = now.Add(d)
+				}
+			}
 			out = append(out, river.InsertManyParams{
 				Args:       deliverArgs{Target: target, Keys: append([]keySeq(nil), p.keys[start:end]...)},
-				InsertOpts: &river.InsertOpts{Queue: p.kind},
+				InsertOpts: opts,
 			})
 		}
 	}

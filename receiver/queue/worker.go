@@ -51,6 +51,18 @@ func (deliverArgs) Kind() string { return "alertfan_deliver" }
 // MaxWorkers bounds the jobs.
 const keyParallelism = 16
 
+// admitter is implemented by sinks with a proactive rate limit.
+type admitter interface {
+	// Admit returns 0 when a delivery may start now, else how long to park.
+	Admit() time.Duration
+}
+
+// scheduler is implemented by sinks with a proactive rate limit: it books
+// keys deliveries and says how long their job should wait before running.
+type scheduler interface {
+	Schedule(keys int) time.Duration
+}
+
 type worker struct {
 	river.WorkerDefaults[deliverArgs]
 	s *Store
@@ -154,7 +166,11 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 			firstErr = o.err
 		}
 		parkOnly = parkOnly && (o.park || o.retryAfter > 0)
-		retryAfter = max(retryAfter, o.retryAfter)
+		// Come back when the first parked key's turn comes; the others
+		// park again then with fresh estimates.
+		if retryAfter == 0 || o.retryAfter < retryAfter {
+			retryAfter = o.retryAfter
+		}
 	}
 	switch {
 	case firstErr == nil:
@@ -207,6 +223,12 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	t, ok := s.target(id)
 	var n sinks.Notification
 	var derr error
+	if ad, isAd := t.Sink.(admitter); ok && isAd {
+		if d := ad.Admit(); d > 0 {
+			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
+			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}
+		}
+	}
 	switch {
 	case !ok:
 		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", id))

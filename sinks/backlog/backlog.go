@@ -149,6 +149,15 @@ func (n *Notifier) Check(ctx context.Context) error {
 	return err
 }
 
+// Admit says whether a delivery could start within the rate limiter's
+// patience; otherwise how long to park it. It lets the queue skip parked
+// work before loading or decoding anything.
+func (n *Notifier) Admit() time.Duration { return n.limiter.Admit(maxLimiterWait) }
+
+// Schedule books calls for keys deliveries and says how long the job
+// carrying them should wait before it runs.
+func (n *Notifier) Schedule(keys int) time.Duration { return n.limiter.Schedule(keys, maxLimiterWait) }
+
 // Grouped is false: Backlog issues are always per alert.
 func (n *Notifier) Grouped() bool { return false }
 

@@ -83,6 +83,15 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 	return n, nil
 }
 
+// Admit says whether a delivery could start within the rate limiter's
+// patience; otherwise how long to park it. It lets the queue skip parked
+// work before loading or decoding anything.
+func (n *Notifier) Admit() time.Duration { return n.limiter.Admit(maxLimiterWait) }
+
+// Schedule books calls for keys deliveries and says how long the job
+// carrying them should wait before it runs.
+func (n *Notifier) Schedule(keys int) time.Duration { return n.limiter.Schedule(keys, maxLimiterWait) }
+
 // Grouped reports whether the queue should key work by group instead of by
 // alert.
 func (n *Notifier) Grouped() bool { return n.conf.Mode == ModeGroup }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -91,6 +92,11 @@ type Backlog struct {
 // NewBacklog starts a fake with project OPS, Backlog's default issue
 // types, statuses, priorities and resolutions.
 func NewBacklog(apiKey string) *Backlog {
+	return NewBacklogOn(nil, apiKey)
+}
+
+// NewBacklogOn starts the fake on l (a loopback port when nil).
+func NewBacklogOn(l net.Listener, apiKey string) *Backlog {
 	b := &Backlog{
 		APIKey:      apiKey,
 		ProjectKey:  "OPS",
@@ -106,7 +112,7 @@ func NewBacklog(apiKey string) *Backlog {
 		nextID:      1,
 		nextKey:     1,
 	}
-	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
+	b.Server = startOn(l, http.HandlerFunc(b.serve))
 	return b
 }
 

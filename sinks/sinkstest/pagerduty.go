@@ -7,6 +7,7 @@ package sinkstest
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -54,12 +55,28 @@ type PagerDuty struct {
 
 // NewPagerDuty starts a fake on a loopback port.
 func NewPagerDuty() *PagerDuty {
+	return NewPagerDutyOn(nil)
+}
+
+// NewPagerDutyOn starts a fake on l (a loopback port when nil).
+func NewPagerDutyOn(l net.Listener) *PagerDuty {
 	p := &PagerDuty{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v2/enqueue", func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, false) })
 	mux.HandleFunc("/v2/change/enqueue", func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, true) })
-	p.Server = httptest.NewServer(mux)
+	p.Server = startOn(l, mux)
 	return p
+}
+
+func startOn(l net.Listener, h http.Handler) *httptest.Server {
+	if l == nil {
+		return httptest.NewServer(h)
+	}
+	s := httptest.NewUnstartedServer(h)
+	s.Listener.Close()
+	s.Listener = l
+	s.Start()
+	return s
 }
 
 // URL of the events endpoint.

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# Static alertfan (the SQLite driver is pure Go, so CGO is off) on a
+# distroless base, running as non-root with its store on the /data volume.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG BUILD_DATE=unknown
+RUN CGO_ENABLED=0 go build -trimpath -o /out/alertfan \
+      -ldflags "-s -w \
+        -X github.com/prometheus/common/version.Version=${VERSION} \
+        -X github.com/prometheus/common/version.Revision=${REVISION} \
+        -X github.com/prometheus/common/version.Branch=main \
+        -X github.com/prometheus/common/version.BuildUser=docker \
+        -X github.com/prometheus/common/version.BuildDate=${BUILD_DATE}" \
+      ./cmd/alertfan \
+ && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/alertfan-demo-targets ./cmd/alertfan-demo-targets \
+ && mkdir -p /out/data
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/alertfan /out/alertfan-demo-targets /usr/local/bin/
+COPY --from=build --chown=65532:65532 /out/data /data
+COPY config.example.yml /etc/alertfan/config.yml
+USER 65532:65532
+# data/alertfan.db in the config resolves against the working directory.
+WORKDIR /
+VOLUME ["/data"]
+EXPOSE 9095
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
+  CMD ["/usr/local/bin/alertfan", "healthcheck", "--alertfan.url=http://127.0.0.1:9095"]
+ENTRYPOINT ["/usr/local/bin/alertfan"]
+CMD ["--config.file=/etc/alertfan/config.yml"]
