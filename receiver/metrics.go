@@ -51,6 +51,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Configured destinations by sink kind.",
 		}, []string{"sink"}),
 	}
+	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
+		m.notifications.WithLabelValues(in, "accepted")
+		m.intakeDuration.WithLabelValues(in)
+		for _, st := range []string{"firing", "resolved"} {
+			m.alerts.WithLabelValues(in, st)
+		}
+	}
 	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
 	return m
 }

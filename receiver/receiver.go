@@ -203,6 +203,17 @@ func (s *server) install(rt *runtime) {
 	for _, k := range queue.Kinds {
 		s.metrics.targets.WithLabelValues(k).Set(counts[k])
 	}
+	for name, ts := range rt.receivers {
+		s.metrics.routed.WithLabelValues(name)
+		if len(ts) == 0 {
+			s.metrics.dropped.WithLabelValues(name)
+		}
+		for _, t := range ts {
+			if t.Kind == "backlog" {
+				s.bmetrics.Init(name)
+			}
+		}
+	}
 }
 
 // reload swaps in a new config only if all of it builds; otherwise the

@@ -62,6 +62,11 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
 		}),
 	}
+	for _, k := range Kinds {
+		m.latency.WithLabelValues(k)
+		m.attemptDuration.WithLabelValues(k)
+		m.rateLimitParks.WithLabelValues(k)
+	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
 		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.jobsInserted, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
@@ -137,24 +142,40 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, max(oldest, 0), k)
 	}
-	if !c.countBy(ctx, ch, deadDesc, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`) ||
-		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`) {
+	targets := *s.targets.Load()
+	var all, backlogs []string
+	for id, t := range targets {
+		all = append(all, id)
+		if t.Kind == "backlog" {
+			backlogs = append(backlogs, id)
+		}
+	}
+	if !c.countBy(ctx, ch, deadDesc, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`, all) ||
+		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`, backlogs) {
 		up = 0
 	}
 }
 
-// countBy emits one gauge per row of a (label, count) query.
-func (c *depthCollector) countBy(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string) bool {
+// countBy emits one gauge per row of a (label, count) query, and 0 for
+// each of zeros that has no row.
+func (c *depthCollector) countBy(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string, zeros []string) bool {
 	rows, err := c.s.rdb.QueryContext(ctx, q)
 	if err != nil {
 		return false
 	}
 	defer rows.Close()
+	seen := map[string]bool{}
 	for rows.Next() {
 		var label string
 		var n float64
 		if rows.Scan(&label, &n) == nil {
+			seen[label] = true
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, n, label)
+		}
+	}
+	for _, z := range zeros {
+		if !seen[z] {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, 0, z)
 		}
 	}
 	return rows.Err() == nil

@@ -366,6 +366,9 @@ func (s *Store) SetTargets(ts map[string]Target) {
 	cp := make(map[string]Target, len(ts))
 	for k, v := range ts {
 		cp[k] = v
+		// Export the series a target will have from the start, so that
+		// rates and alert rules see 0 rather than nothing.
+		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
 	}
 	s.targets.Store(&cp)
 }

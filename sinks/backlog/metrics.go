@@ -23,3 +23,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.issues, m.requests)
 	return m
 }
+
+// Init exports a receiver's action series at 0 before the first action.
+func (m *Metrics) Init(receiver string) {
+	for _, a := range []string{"created", "commented", "closed", "reopened", "adopted"} {
+		m.issues.WithLabelValues(receiver, a)
+	}
+}
