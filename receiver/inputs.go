@@ -80,20 +80,29 @@ func (s *server) routingKeyName(w http.ResponseWriter, r *http.Request, rt *runt
 	return "", true
 }
 
+// decodePD is the front both PagerDuty endpoints share: intake checks,
+// decoding with PagerDuty-shaped 400s, and the routing key's name (which
+// also authorizes the sender).
+func decodePD[T any](s *server, w http.ResponseWriter, r *http.Request, start time.Time,
+	decode func([]byte, time.Time) (T, error), routingKey func(T) string) (rt *runtime, res T, name string, ok bool) {
+	rt, body, ok := s.pdIntake(w, r)
+	if !ok {
+		return nil, res, "", false
+	}
+	res, err := decode(body, start.UTC())
+	if err != nil {
+		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "invalid").Inc()
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
+		return nil, res, "", false
+	}
+	name, ok = s.routingKeyName(w, r, rt, routingKey(res))
+	return rt, res, name, ok
+}
+
 func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	const input = intake.InputPagerDuty
-	rt, body, ok := s.pdIntake(w, r)
-	if !ok {
-		return
-	}
-	res, err := intake.DecodePagerDuty(body, start.UTC())
-	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
-		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
-		return
-	}
-	name, ok := s.routingKeyName(w, r, rt, res.RoutingKey)
+	rt, res, name, ok := decodePD(s, w, r, start, intake.DecodePagerDuty, func(p *intake.PDResult) string { return p.RoutingKey })
 	if !ok {
 		return
 	}
@@ -131,17 +140,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	const input = intake.InputPagerDuty
-	rt, body, ok := s.pdIntake(w, r)
-	if !ok {
-		return
-	}
-	res, err := intake.DecodePagerDutyChange(body, start.UTC())
-	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
-		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
-		return
-	}
-	name, ok := s.routingKeyName(w, r, rt, res.RoutingKey)
+	rt, res, name, ok := decodePD(s, w, r, start, intake.DecodePagerDutyChange, func(p *intake.PDChange) string { return p.RoutingKey })
 	if !ok {
 		return
 	}

@@ -42,7 +42,16 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
+	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
+	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
 	flag.Parse()
+	if *driveURL != "" {
+		if err := drive(*driveURL, *driveRate, *duration); err != nil {
+			fmt.Fprintln(os.Stderr, "alertfan-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *baseline != "" {
 		serveBaseline(*baseline)
 		return

@@ -75,7 +75,7 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	require.NoError(t, err)
 	writeFile(t, filepath.Join(authDir, "web.yml"), "basic_auth_users:\n  prometheus: "+string(hash)+"\n")
 	writeFile(t, filepath.Join(dir, "scrape_password"), "scrape-secret\n")
-	auth := startChildArgs(t, authDir, authAddr, "--web.config.file=web.yml")
+	auth := startChild(t, authDir, authAddr, "--web.config.file=web.yml")
 
 	// Alertmanager: deploy/alertmanager/alertmanager.yml.
 	am := readFile(t, filepath.Join(repo, "deploy", "alertmanager", "alertmanager.yml"))
@@ -195,21 +195,6 @@ func countIssues(b *sinkstest.Backlog, s string) int {
 		}
 	}
 	return n
-}
-
-func startChildArgs(t *testing.T, dir, addr string, extra ...string) *child {
-	t.Helper()
-	c := &child{addr: addr, logs: &bytes.Buffer{}, done: make(chan struct{})}
-	args := append([]string{"--config.file=config.yml", "--web.listen-address=" + addr, "--log.level=warn"}, extra...)
-	c.cmd = exec.Command(alertfanBinary(t), args...)
-	c.cmd.Dir = dir
-	c.cmd.Stdout = c.logs
-	c.cmd.Stderr = c.logs
-	require.NoError(t, c.cmd.Start())
-	go func() { c.cmd.Wait(); close(c.done) }() //nolint:errcheck
-	t.Cleanup(func() { c.kill() })
-	waitTCP(t, addr, c.logs)
-	return c
 }
 
 // startService runs Prometheus or Alertmanager until the test ends.

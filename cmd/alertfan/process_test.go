@@ -60,10 +60,13 @@ type child struct {
 	done chan struct{}
 }
 
-func startChild(t *testing.T, dir, addr string) *child {
+// startChild starts alertfan in dir and waits until it is ready (or, behind
+// basic auth, until it answers 401).
+func startChild(t *testing.T, dir, addr string, extra ...string) *child {
 	t.Helper()
 	c := &child{addr: addr, logs: &bytes.Buffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(alertfanBinary(t), "--config.file=config.yml", "--web.listen-address="+addr, "--log.level=warn")
+	args := append([]string{"--config.file=config.yml", "--web.listen-address=" + addr, "--log.level=warn"}, extra...)
+	c.cmd = exec.Command(alertfanBinary(t), args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.logs
 	c.cmd.Stderr = c.logs
@@ -75,7 +78,7 @@ func startChild(t *testing.T, dir, addr string) *child {
 		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 || resp.StatusCode == 401 {
 				return c
 			}
 		}

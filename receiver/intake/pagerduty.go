@@ -75,13 +75,7 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, err
 	}
-	var errs Errors
-	switch {
-	case ev.RoutingKey == "":
-		errs = append(errs, fieldErr("routing_key", "'routing_key' is missing or blank"))
-	case len(ev.RoutingKey) != pdRoutingKeyLen:
-		errs = append(errs, fieldErr("routing_key", "Length of 'routing_key' is incorrect (should be %d characters)", pdRoutingKeyLen))
-	}
+	errs := checkRoutingKey(ev.RoutingKey)
 	action := ev.EventAction
 	switch action {
 	case "trigger", "acknowledge", "resolve":
@@ -161,6 +155,16 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 	}
 	res.Alert = a
 	return res, nil
+}
+
+func checkRoutingKey(k string) Errors {
+	switch {
+	case k == "":
+		return Errors{fieldErr("routing_key", "'routing_key' is missing or blank")}
+	case len(k) != pdRoutingKeyLen:
+		return Errors{fieldErr("routing_key", "Length of 'routing_key' is incorrect (should be %d characters)", pdRoutingKeyLen)}
+	}
+	return nil
 }
 
 func checkPayload(p *PDPayload, startsAt *time.Time) Errors {
@@ -252,13 +256,7 @@ func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, err
 	}
-	var errs Errors
-	switch {
-	case ev.RoutingKey == "":
-		errs = append(errs, fieldErr("routing_key", "'routing_key' is missing or blank"))
-	case len(ev.RoutingKey) != pdRoutingKeyLen:
-		errs = append(errs, fieldErr("routing_key", "Length of 'routing_key' is incorrect (should be %d characters)", pdRoutingKeyLen))
-	}
+	errs := checkRoutingKey(ev.RoutingKey)
 	ts := now
 	if ev.Payload == nil {
 		errs = append(errs, fieldErr("payload", "'payload' is missing or blank"))

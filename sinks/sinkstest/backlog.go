@@ -415,21 +415,21 @@ func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
 		return
 	}
-	if v := r.PostForm.Get("statusId"); v != "" {
+	for _, f := range []struct {
+		name  string
+		valid map[string]int64
+		dst   *int64
+	}{{"statusId", b.Statuses, &is.StatusID}, {"resolutionId", b.Resolutions, &is.Resolution}} {
+		v := r.PostForm.Get(f.name)
+		if v == "" {
+			continue
+		}
 		id, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || !hasValue(b.Statuses, id) {
-			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid statusId.")
+		if err != nil || !hasValue(f.valid, id) {
+			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid "+f.name+".")
 			return
 		}
-		is.StatusID = id
-	}
-	if v := r.PostForm.Get("resolutionId"); v != "" {
-		id, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || !hasValue(b.Resolutions, id) {
-			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid resolutionId.")
-			return
-		}
-		is.Resolution = id
+		*f.dst = id
 	}
 	if v := r.PostForm.Get("summary"); v != "" {
 		is.Summary = v
