@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -21,6 +22,17 @@ import (
 
 func main() {
 	os.Exit(run(os.Args[1:]))
+}
+
+// Release builds stamp the version with -ldflags (see Dockerfile); a plain
+// `go build` still says what it is rather than printing nothing.
+func init() {
+	if version.Version == "" {
+		version.Version = "dev"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			version.Version = bi.Main.Version
+		}
+	}
 }
 
 func run(args []string) int {

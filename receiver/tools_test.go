@@ -1,0 +1,64 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+func TestCheckConfigOnline(t *testing.T) {
+	b := sinkstest.NewBacklog(backlogKey)
+	defer b.Close()
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yml")
+	good := backlogConfig(b.URL, "") + `
+  - name: pd
+    pagerduty_configs:
+      - routing_key: ` + testRoutingKey + `
+        url: ` + pd.EventsURL() + "\n"
+	require.NoError(t, os.WriteFile(file, []byte(good), 0o600))
+
+	var out bytes.Buffer
+	require.NoError(t, CheckConfig(context.Background(), file, false, &out))
+	require.Contains(t, out.String(), "SUCCESS")
+	require.Empty(t, b.Calls(), "without --online Backlog is not called")
+
+	out.Reset()
+	require.NoError(t, CheckConfig(context.Background(), file, true, &out))
+	require.Contains(t, out.String(), "tickets/backlog/0: OK")
+	require.Contains(t, out.String(), "pd/pagerduty/0: OK")
+
+	bad := strings.Replace(good, "issue_type: Bug", "issue_type: Incident", 1)
+	require.NoError(t, os.WriteFile(file, []byte(bad), 0o600))
+	out.Reset()
+	err := CheckConfig(context.Background(), file, true, &out)
+	require.ErrorContains(t, err, `issue_type: "Incident" does not exist in Backlog; valid names: "Bug", "Other", "Request", "Task"`)
+
+	pd.Close()
+	require.NoError(t, os.WriteFile(file, []byte(good), 0o600))
+	err = CheckConfig(context.Background(), file, true, &out)
+	require.ErrorContains(t, err, "pd/pagerduty/0")
+	require.NotContains(t, err.Error(), backlogKey)
+	require.NotContains(t, err.Error(), testRoutingKey)
+}
+
+func TestRoutesTest(t *testing.T) {
+	var out bytes.Buffer
+	recv, err := RoutesTest("../config.example.yml", []string{"severity=critical", "team=db"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, []string{"oncall-and-ticket"}, recv)
+	recv, err = RoutesTest("../config.example.yml", []string{`severity="warning"`, "team=db"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, []string{"db-tickets"}, recv)
+	_, err = RoutesTest("../config.example.yml", []string{"novalue"}, &out)
+	require.ErrorContains(t, err, "want name=value")
+}
