@@ -186,7 +186,7 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	s.lock = lf
 	// Checkpoints run on a connection of their own (see checkpointer), not
 	// inside a commit, where they would stall every request behind it.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)
@@ -218,8 +218,9 @@ func (s *Store) openSQLite(ctx context.Context) error {
 }
 
 // checkpointer copies the WAL into the database file in the background.
-// PASSIVE mode never blocks the writer; once the WAL has grown large a
-// TRUNCATE checkpoint (which waits for a quiet moment) keeps it bounded.
+// PASSIVE mode never blocks the writer (RESTART and TRUNCATE do, for as long
+// as they take); once a checkpoint is complete the writer starts the WAL
+// over by itself, and journal_size_limit trims the file when it does.
 func (s *Store) checkpointer() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -233,9 +234,6 @@ func (s *Store) checkpointer() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var busy, logPages, done int
 		err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done)
-		if err == nil && logPages > 20000 && done == logPages {
-			s.ckdb.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`) //nolint:errcheck
-		}
 		cancel()
 		if err != nil {
 			s.logger.Debug("WAL checkpoint failed", "err", err)
