@@ -28,7 +28,7 @@ sed -e 's#alertmanager:9093#127.0.0.1:19093#; s#alertfan:9095#127.0.0.1:19095#; 
 
 targets() { "$work/alertfan-demo-targets" --pagerduty.listen-address=127.0.0.1:18080 --backlog.listen-address=127.0.0.1:18081 --status.listen-address=127.0.0.1:18082 > "$work/targets.log" 2>&1 & echo $!; }
 tp=$(targets); pids+=("$tp")
-(cd "$work" && ./alertfan --config.file=config.yml --web.listen-address=127.0.0.1:19095 --log.level=warn > alertfan.log 2>&1) & pids+=($!)
+(cd "$work" && exec ./alertfan --config.file=config.yml --web.listen-address=127.0.0.1:19095 --log.level=warn > alertfan.log 2>&1) & pids+=($!)
 prometheus-alertmanager --config.file="$work/alertmanager.yml" --storage.path="$work/am" --web.listen-address=127.0.0.1:19093 --cluster.listen-address= > "$work/am.log" 2>&1 & pids+=($!)
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" --web.listen-address=127.0.0.1:19090 --rules.alert.resend-delay=10s > "$work/prom.log" 2>&1 & pids+=($!)
 sleep 5
