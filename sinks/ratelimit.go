@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Limiters hands out one token-bucket limiter per API key, so that configs
@@ -24,18 +22,30 @@ type Limiters struct {
 // NewLimiters returns an empty registry.
 func NewLimiters() *Limiters { return &Limiters{m: map[string]*Limiter{}} }
 
-// Limiter paces calls for one key.
+// Limiter paces calls for one key: each call starts at least 60/N seconds
+// after the previous one, so no window of a minute ever holds more than N
+// calls — which is how Backlog counts. (A token bucket with a burst of one
+// would allow N+1 when a call runs late and the next follows at once.)
 type Limiter struct {
-	lim       *rate.Limiter
+	mu        sync.Mutex
+	interval  time.Duration
+	next      time.Time // earliest start of the next call
 	perMinute int
-
-	mu sync.Mutex
-	// demand estimates calls parked for this key and not yet made; it
-	// drains at the limiter's rate. A parked call comes back after
-	// demand/rate, about when its turn comes, instead of all parked calls
-	// polling the limiter together.
+	// demand estimates calls booked or parked for this key and not yet
+	// made; it drains at the limiter's rate. Parked or scheduled work comes
+	// back about when its turn comes instead of polling the limiter.
 	demand float64
 	last   time.Time
+}
+
+func newLimiter(perMinute int) *Limiter {
+	return &Limiter{perMinute: perMinute, interval: interval(perMinute)}
+}
+
+// interval leaves 1% headroom: a call that starts a few milliseconds late
+// (goroutine scheduling, GC) must not let N+1 calls into one minute.
+func interval(perMinute int) time.Duration {
+	return time.Duration(1.01 * float64(time.Minute) / float64(perMinute))
 }
 
 // Get returns the limiter for (kind, key), created or lowered to perMinute.
@@ -48,108 +58,123 @@ func (l *Limiters) Get(kind, key string, perMinute int) *Limiter {
 	defer l.mu.Unlock()
 	lim, ok := l.m[id]
 	if !ok {
-		lim = &Limiter{lim: rate.NewLimiter(perMinuteLimit(perMinute), burst(perMinute)), perMinute: perMinute}
+		lim = newLimiter(perMinute)
 		l.m[id] = lim
 		return lim
 	}
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
 	if perMinute < lim.perMinute {
 		lim.perMinute = perMinute
-		lim.lim.SetLimit(perMinuteLimit(perMinute))
-		lim.lim.SetBurst(burst(perMinute))
+		lim.interval = interval(perMinute)
 	}
 	return lim
 }
 
-// Reset forgets which rates were configured (not the buckets' state), so a
-// reload that raises a key's rate takes effect.
+// Reset forgets which rates were configured (not when the next call may
+// start), so a reload that raises a key's rate takes effect.
 func (l *Limiters) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, lim := range l.m {
+		lim.mu.Lock()
 		lim.perMinute = int(^uint(0) >> 1)
+		lim.mu.Unlock()
 	}
 }
 
-func perMinuteLimit(n int) rate.Limit { return rate.Limit(float64(n) / 60) }
+// reserve books the next start time and returns the wait until it.
+func (l *Limiter) reserve(now time.Time) (time.Time, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.next
+	if t.Before(now) {
+		t = now
+	}
+	l.next = t.Add(l.interval)
+	return t, t.Sub(now)
+}
 
-// burst of one keeps the pace even: a target that counts per minute window
-// must never see a minute's budget spent in the first second and then a
-// second minute's budget right after the window turns.
-func burst(int) int { return 1 }
+// cancel gives a booked start back if no later one was booked after it.
+func (l *Limiter) cancel(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next.Equal(t.Add(l.interval)) {
+		l.next = t
+	}
+}
 
 // Wait blocks until a call may be made. If the wait would be longer than
-// maxWait it takes nothing and returns a retryable Error carrying the wait,
-// so the queue can park the job instead of holding a worker.
+// maxWait it books nothing and returns a retryable Error carrying the wait,
+// so the queue can park the work instead of holding a worker.
 func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
-	r := l.lim.Reserve()
-	d := r.Delay()
+	t, d := l.reserve(time.Now())
 	if d == 0 {
 		return 0, nil
 	}
 	if d > maxWait {
-		r.Cancel()
+		l.cancel(t)
 		return d, Retryable(ReasonRateLimitWait, d, nil)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	select {
-	case <-t.C:
+	case <-timer.C:
 		return d, nil
 	case <-ctx.Done():
-		r.Cancel()
+		l.cancel(t)
 		return d, ctx.Err()
 	}
 }
 
 // Admit tells whether a call could be made within maxWait. If not, the
 // call is counted as parked and the returned duration says when to come
-// back; nothing is reserved either way.
+// back; nothing is booked either way.
 func (l *Limiter) Admit(maxWait time.Duration) time.Duration {
 	now := time.Now()
-	r := l.lim.ReserveN(now, 1)
-	d := r.DelayFrom(now)
-	r.CancelAt(now)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := max(0, l.next.Sub(now))
 	if d <= maxWait {
 		return 0
 	}
-	perSec := float64(l.lim.Limit())
-	if perSec <= 0 {
-		return d
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.demand = max(0, l.demand-now.Sub(l.last).Seconds()*perSec)
-	}
-	l.last = now
+	l.drain(now)
 	l.demand++
-	return max(d, time.Duration(l.demand/perSec*float64(time.Second)))
+	return max(d, time.Duration(l.demand*float64(l.interval)))
 }
 
-// Schedule books n calls and returns when the first of them can expect a
-// token, given the calls booked or parked before it (0 when that is within
+// Schedule books n calls and returns when the first of them can expect its
+// turn, given the calls booked or parked before it (0 when that is within
 // maxWait). The queue uses it to schedule a delivery job for its turn
 // instead of fetching and parking it again and again.
 func (l *Limiter) Schedule(n int, maxWait time.Duration) time.Duration {
-	perSec := float64(l.lim.Limit())
-	if perSec <= 0 || n <= 0 {
+	if n <= 0 {
 		return 0
 	}
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.demand = max(0, l.demand-now.Sub(l.last).Seconds()*perSec)
-	}
-	l.last = now
+	l.drain(now)
 	ahead := l.demand
 	l.demand += float64(n)
-	d := time.Duration(ahead / perSec * float64(time.Second))
+	d := time.Duration(ahead * float64(l.interval))
 	if d <= maxWait {
 		return 0
 	}
 	return d
 }
 
+// drain removes from demand the calls the rate has allowed since last.
+func (l *Limiter) drain(now time.Time) {
+	if !l.last.IsZero() && l.interval > 0 {
+		l.demand = max(0, l.demand-float64(now.Sub(l.last))/float64(l.interval))
+	}
+	l.last = now
+}
+
 // PerMinute is the rate in force.
-func (l *Limiter) PerMinute() int { return l.perMinute }
+func (l *Limiter) PerMinute() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.perMinute
+}
