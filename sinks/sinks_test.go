@@ -150,8 +150,8 @@ func TestLimiterParksAndSchedules(t *testing.T) {
 	l2 := lims.Get("pagerduty", "other", 60)
 	require.Zero(t, l2.Schedule(3, 0))
 	d = l2.Schedule(5, 0)
-	require.InDelta(t, 3*time.Second, d, float64(50*time.Millisecond))
-	require.InDelta(t, 8*time.Second, l2.Schedule(1, 0), float64(50*time.Millisecond))
+	require.InDelta(t, 3*l2.interval, d, float64(50*time.Millisecond))
+	require.InDelta(t, 8*l2.interval, l2.Schedule(1, 0), float64(50*time.Millisecond))
 }
 
 func TestLimitersShareKeysLowestRateWins(t *testing.T) {
