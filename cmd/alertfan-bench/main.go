@@ -436,8 +436,6 @@ func startAlertfan(work, name, bin, pdURL string, perMinute int) (*proc, error) 
 	cfg := fmt.Sprintf(`storage:
   driver: sqlite
   path: data/alertfan.db
-delivery:
-  poll_interval: 20ms
 route:
   receiver: bench
 receivers:

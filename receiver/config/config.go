@@ -154,8 +154,10 @@ type DeliveryConfig struct {
 	// RescueAfter is when a job left running by a dead replica is taken
 	// over (PostgreSQL; SQLite recovers at start since one process owns it).
 	RescueAfter model.Duration `yaml:"rescue_after,omitempty"`
-	// PollInterval is how often idle workers look for jobs; it bounds the
-	// accept → delivered latency when no notification wakes them.
+	// PollInterval is how often workers look for jobs nothing woke them
+	// for (retries, other replicas' work). 0 picks per driver: 1s on SQLite,
+	// where every insert wakes the workers after its commit, 100ms on
+	// PostgreSQL, where another replica's inserts are only seen by polling.
 	PollInterval model.Duration `yaml:"poll_interval,omitempty"`
 }
 
@@ -167,7 +169,6 @@ var DefaultDelivery = DeliveryConfig{
 	MaxBackoff:   model.Duration(5 * time.Minute),
 	JobTimeout:   model.Duration(time.Minute),
 	RescueAfter:  model.Duration(5 * time.Minute),
-	PollInterval: model.Duration(50 * time.Millisecond),
 }
 
 // UnmarshalYAML applies defaults and validates.
@@ -192,8 +193,8 @@ func (c *DeliveryConfig) validate() error {
 		return errors.New("delivery.job_timeout: must be > 0")
 	case c.RescueAfter <= c.JobTimeout:
 		return errors.New("delivery.rescue_after: must be longer than job_timeout, or a slow job would run twice")
-	case c.PollInterval < model.Duration(time.Millisecond):
-		return errors.New("delivery.poll_interval: must be >= 1ms")
+	case c.PollInterval != 0 && c.PollInterval < model.Duration(time.Millisecond):
+		return errors.New("delivery.poll_interval: must be >= 1ms (or 0 for the driver's default)")
 	}
 	return nil
 }

@@ -116,7 +116,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.RescueAfter = opts.JobTimeout + 4*time.Minute
 	}
 	if opts.PollInterval <= 0 {
-		opts.PollInterval = 50 * time.Millisecond
+		// River wakes this process's workers when it inserts jobs; polling
+		// only finds retries and work inserted elsewhere. On SQLite that
+		// wake-up lands after the commit (one connection), and every poll
+		// costs ~1 ms of CPU in the driver, so poll slowly; on PostgreSQL the
+		// wake-up can run before the commit and other replicas insert too.
+		opts.PollInterval = time.Second
+		if opts.Driver == DriverPostgres {
+			opts.PollInterval = 100 * time.Millisecond
+		}
 	}
 	if opts.StateRetention <= 0 {
 		opts.StateRetention = 7 * 24 * time.Hour
