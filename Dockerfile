@@ -23,7 +23,10 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/alertfan \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/alertfan /out/alertfan-demo-targets /usr/local/bin/
 COPY --from=build --chown=65532:65532 /out/data /data
+# The example config and its demo secrets, so the image starts as it is
+# (in demo mode); mount your own config and secrets over them.
 COPY config.example.yml /etc/alertfan/config.yml
+COPY deploy/secrets /etc/alertfan/deploy/secrets
 USER 65532:65532
 # data/alertfan.db in the config resolves against the working directory.
 WORKDIR /
