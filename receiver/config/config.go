@@ -163,12 +163,12 @@ type DeliveryConfig struct {
 
 // DefaultDelivery keeps retrying for about four hours before dead-lettering.
 var DefaultDelivery = DeliveryConfig{
-	Workers:      50,
-	MaxAttempts:  50,
-	MinBackoff:   model.Duration(time.Second),
-	MaxBackoff:   model.Duration(5 * time.Minute),
-	JobTimeout:   model.Duration(time.Minute),
-	RescueAfter:  model.Duration(5 * time.Minute),
+	Workers:     50,
+	MaxAttempts: 50,
+	MinBackoff:  model.Duration(time.Second),
+	MaxBackoff:  model.Duration(5 * time.Minute),
+	JobTimeout:  model.Duration(time.Minute),
+	RescueAfter: model.Duration(5 * time.Minute),
 }
 
 // UnmarshalYAML applies defaults and validates.

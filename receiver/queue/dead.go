@@ -118,27 +118,17 @@ func (s *Store) kindOf(target string) (string, error) {
 	return "", fmt.Errorf("target %s is not configured", target)
 }
 
-// janitor removes states of resolved alerts that were delivered long ago
-// and completed jobs River's own cleaner has not reached.
+// janitor removes the states of resolved alerts delivered longer ago than
+// the retention, and labels remembered for identities not seen as long.
 func (s *Store) janitor() {
-	defer s.wg.Done()
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			cutoff := time.Now().Add(-s.opts.StateRetention).UnixNano()
-			_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
-			if err == nil {
-				_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_identity WHERE updated_at < ?`), cutoff)
-			}
-			cancel()
-			if err != nil && !errors.Is(err, sql.ErrConnDone) {
-				s.logger.Warn("State clean-up failed", "err", err)
-			}
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cutoff := time.Now().Add(-s.opts.StateRetention).UnixNano()
+	_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
+	if err == nil {
+		_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_identity WHERE updated_at < ?`), cutoff)
+	}
+	if err != nil && !errors.Is(err, sql.ErrConnDone) {
+		s.logger.Warn("State clean-up failed", "err", err)
 	}
 }

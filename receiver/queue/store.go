@@ -230,21 +230,25 @@ func (s *Store) openSQLite(ctx context.Context) error {
 // as they take); once a checkpoint is complete the writer starts the WAL
 // over by itself, and journal_size_limit trims the file when it does.
 func (s *Store) checkpointer() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var busy, logPages, done int
+	if err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done); err != nil {
+		s.logger.Debug("WAL checkpoint failed", "err", err)
+	}
+}
+
+// every runs fn every d until the store closes.
+func (s *Store) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.closing:
 			return
 		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		var busy, logPages, done int
-		err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done)
-		cancel()
-		if err != nil {
-			s.logger.Debug("WAL checkpoint failed", "err", err)
+			fn()
 		}
 	}
 }
@@ -352,10 +356,10 @@ func (s *Store) Start(ctx context.Context) error {
 		go s.committer()
 	}
 	s.wg.Add(1)
-	go s.janitor()
+	go s.every(10*time.Minute, s.janitor)
 	if s.ckdb != nil {
 		s.wg.Add(1)
-		go s.checkpointer()
+		go s.every(time.Second, s.checkpointer)
 	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
@@ -420,8 +424,7 @@ func (s *Store) closeDB() {
 	}
 }
 
-// DB exposes the database for packages that keep their own durable records
-// next to the queue (the Backlog issue map) through the Store's methods.
+// rebind adapts a query written with ? placeholders to the store's dialect.
 func (s *Store) rebind(q string) string { return s.dialect.rebind(q) }
 
 // warnOnly keeps River's per-job info lines (every retry is one) out of
