@@ -334,7 +334,7 @@ func (s *Store) newClient() error {
 		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff},
 		Queues:                      queues,
 		Workers:                     workers,
-		Logger:                      s.logger.With("component", "river"),
+		Logger:                      slog.New(warnOnly{s.logger.Handler()}).With("component", "river"),
 		ErrorHandler:                &errorHandler{logger: s.logger},
 		CompletedJobRetentionPeriod: time.Hour,
 	})
