@@ -189,3 +189,51 @@ receivers:
 	require.Empty(t, missing, "dashboard queries use metrics alertfan does not export")
 	require.Greater(t, used, 15)
 }
+
+// The Dockerfile's build, run here without Docker: the same go build line,
+// taken from the Dockerfile, makes a static binary whose `version` and
+// alertfan_build_info show the stamped version.
+func TestDockerfileBuildStampsVersion(t *testing.T) {
+	df, err := os.ReadFile("../Dockerfile")
+	require.NoError(t, err)
+	text := strings.ReplaceAll(string(df), "\\\n", " ")
+	m := regexp.MustCompile(`RUN (CGO_ENABLED=0 go build .*?\./cmd/alertfan)\s`).FindStringSubmatch(text)
+	require.NotNil(t, m, "Dockerfile has no CGO_ENABLED=0 go build of ./cmd/alertfan")
+	for _, want := range []string{"USER 65532", "VOLUME [\"/data\"]", "EXPOSE 9095", "HEALTHCHECK", "alertfan\", \"healthcheck\""} {
+		require.Contains(t, string(df), want)
+	}
+	out := filepath.Join(t.TempDir(), "alertfan")
+	cmdline := strings.NewReplacer("${VERSION}", "9.8.7", "${REVISION}", "abc123", "${BUILD_DATE}", "20261128", "/out/alertfan", out).Replace(m[1])
+	cmd := exec.Command("sh", "-c", cmdline)
+	cmd.Dir = ".."
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s\n%s", cmdline, b)
+	ver, err := exec.Command(out, "version").CombinedOutput()
+	require.NoError(t, err)
+	require.Contains(t, string(ver), "version 9.8.7")
+	require.Contains(t, string(ver), "revision: abc123")
+	if f, err := exec.LookPath("file"); err == nil {
+		info, _ := exec.Command(f, out).CombinedOutput()
+		require.Contains(t, string(info), "statically linked")
+	}
+	// alertfan_build_info carries it too.
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.yml"), []byte("route:\n  receiver: r\nreceivers:\n  - name: r\n"), 0o600))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	p := exec.Command(out, "--config.file=c.yml", "--web.listen-address="+addr)
+	p.Dir = dir
+	require.NoError(t, p.Start())
+	defer func() { p.Process.Kill(); p.Wait() }() //nolint:errcheck
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `alertfan_build_info{`) && strings.Contains(string(b), `version="9.8.7"`)
+	}, 20*time.Second, 100*time.Millisecond)
+}
