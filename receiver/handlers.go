@@ -190,12 +190,8 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 	writeError(w, http.StatusServiceUnavailable, "the store cannot commit right now; retry later", nil)
 }
 
-// accept routes every alert and commits the resulting work in one
-// transaction. It returns nil only when all of it is durable.
-func (s *server) acceptMemo(r *http.Request, rt *runtime, src sinks.Source, alerts []sinks.Alert, memos []queue.Memo) error {
-	return s.accept(r.Context(), rt, src, alerts, "", memos)
-}
-
+// accept routes every alert and commits the resulting work, and the memos,
+// in one transaction. It returns nil only when all of it is durable.
 func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string, memos []queue.Memo) error {
 	now := time.Now().UTC()
 	var items []queue.Item
@@ -253,9 +249,7 @@ func newItem(t target, n *sinks.Notification) (queue.Item, error) {
 	if err != nil {
 		return queue.Item{}, err
 	}
-	// One-off events (PagerDuty change events, Mackerel host events) never
-	// resolve; marking them resolved lets their state be cleaned up.
-	oneOff := len(n.Alerts) == 1 && (n.Alerts[0].Action == "change" || n.Alerts[0].Action == "event")
+	oneOff := len(n.Alerts) == 1 && n.Alerts[0].OneOff()
 	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Resolved: oneOff || n.Status() == sinks.StatusResolved, Payload: b}, nil
 }
 

@@ -129,7 +129,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	src := sinks.Source{Input: input, Receiver: name}
-	if err := s.acceptMemo(r, rt, src, []sinks.Alert{a}, memos); err != nil {
+	if err := s.accept(r.Context(), rt, src, []sinks.Alert{a}, "", memos); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -147,7 +147,7 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	if name != "" {
 		res.Alert.Labels["routing_key_name"] = name
 	}
-	if err := s.acceptMemo(r, rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, nil); err != nil {
+	if err := s.accept(r.Context(), rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, "", nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -173,7 +173,7 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "success", "ignored": true, "event": res.Event})
 		return
 	}
-	if err := s.acceptMemo(r, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, nil); err != nil {
+	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,7 +46,7 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 		return nil
 	}
 	var errs []string
-	for _, id := range sortedTargetIDs(rt.targets) {
+	for _, id := range slices.Sorted(maps.Keys(rt.targets)) {
 		t := rt.targets[id]
 		octx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		var cerr error
@@ -67,15 +68,6 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 		return errors.New("online check failed: " + strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-func sortedTargetIDs(m map[string]queue.Target) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // RoutesTest prints the receivers a label set reaches, like

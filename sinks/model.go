@@ -4,7 +4,6 @@
 package sinks
 
 import (
-	"sort"
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
@@ -14,6 +13,16 @@ import (
 const (
 	StatusFiring   = "firing"
 	StatusResolved = "resolved"
+)
+
+// Alert actions: what an input said beyond firing or resolved.
+const (
+	// ActionAcknowledge is a PagerDuty sender's acknowledge.
+	ActionAcknowledge = "acknowledge"
+	// ActionChange is a PagerDuty change event.
+	ActionChange = "change"
+	// ActionEvent is a Mackerel event other than an alert.
+	ActionEvent = "event"
 )
 
 // Alert is one alert in the model every input is turned into.
@@ -28,10 +37,15 @@ type Alert struct {
 	EndsAt       time.Time         `json:"endsAt"`
 	GeneratorURL string            `json:"generatorURL,omitempty"`
 	Fingerprint  string            `json:"fingerprint"`
-	// Action carries an input's own verb where the status cannot
-	// ("acknowledge" from a PagerDuty Events v2 sender); empty otherwise.
+	// Action carries an input's own verb where the status cannot (one of
+	// the Action constants); empty otherwise.
 	Action string `json:"action,omitempty"`
 }
+
+// OneOff reports whether the alert is an event that never resolves (a
+// change event, a Mackerel host event), so its state can be cleaned up
+// once delivered.
+func (a *Alert) OneOff() bool { return a.Action == ActionChange || a.Action == ActionEvent }
 
 // Source describes the notification an alert arrived in.
 type Source struct {
@@ -122,14 +136,4 @@ func intersect(common template.KV, other map[string]string) {
 			delete(common, k)
 		}
 	}
-}
-
-// SortedLabelNames returns the label names of m in order, for stable output.
-func SortedLabelNames(m map[string]string) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }

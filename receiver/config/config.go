@@ -6,10 +6,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -256,7 +257,7 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	var refErr error
 	tree.Walk(func(n *route.Route) {
 		if refErr == nil && !names[n.Receiver] {
-			refErr = fmt.Errorf("%s: receiver %q does not exist (receivers: %s)", n.Path, n.Receiver, strings.Join(sortedKeys(names), ", "))
+			refErr = fmt.Errorf("%s: receiver %q does not exist (receivers: %s)", n.Path, n.Receiver, strings.Join(slices.Sorted(maps.Keys(names)), ", "))
 		}
 	})
 	return refErr
@@ -366,13 +367,4 @@ func (c *Config) String() string {
 		return fmt.Sprintf("<error creating config string: %s>", err)
 	}
 	return string(b)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

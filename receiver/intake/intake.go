@@ -8,7 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -120,7 +121,7 @@ func checkLabels(field string, ls map[string]string, required bool) Errors {
 	if required && len(ls) == 0 {
 		errs = append(errs, fieldErr(field, "at least one label is required"))
 	}
-	for _, k := range sortedKeys(ls) {
+	for _, k := range slices.Sorted(maps.Keys(ls)) {
 		if !model.LabelName(k).IsValid() || k == "" {
 			errs = append(errs, fieldErr(field, "invalid label name %q", truncate(k, 64)))
 			continue
@@ -137,13 +138,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -207,7 +207,7 @@ func mackerelEvent(m *mackerelWebhook, body []byte, now time.Time) *sinks.Alert 
 	a := &sinks.Alert{
 		Identity:    "mackerel:event:" + id,
 		Status:      sinks.StatusFiring,
-		Action:      "event",
+		Action:      sinks.ActionEvent,
 		Labels:      map[string]string{"alertname": "mackerel_" + m.Event, "event": m.Event, "source": "mackerel"},
 		Annotations: map[string]string{"summary": "Mackerel " + m.Event},
 		StartsAt:    now,

@@ -125,7 +125,7 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 		a.Status = sinks.StatusResolved
 		a.EndsAt = now
 	case "acknowledge":
-		a.Action = "acknowledge"
+		a.Action = sinks.ActionAcknowledge
 	}
 	if p := ev.Payload; p != nil {
 		setIf(a.Labels, "severity", p.Severity)
@@ -281,7 +281,7 @@ func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
 	a := sinks.Alert{
 		Identity:    "pdchange:" + key,
 		Status:      sinks.StatusFiring,
-		Action:      "change",
+		Action:      sinks.ActionChange,
 		Labels:      map[string]string{"alertname": "PagerDutyChange", "event_type": "change"},
 		Annotations: map[string]string{"summary": ev.Payload.Summary},
 		StartsAt:    ts,

@@ -74,20 +74,6 @@ type state struct {
 	payload                 []byte
 }
 
-func (s *Store) loadState(ctx context.Context, target, key string) (*state, error) {
-	var st state
-	var pending int
-	var payload string
-	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key = ?`), target, key).
-		Scan(&st.version, &st.delivered, &st.seq, &pending, &payload)
-	if err != nil {
-		return nil, err
-	}
-	st.pending = pending == 1
-	st.payload = []byte(payload)
-	return &st, nil
-}
-
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
 	q := `SELECT key, version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key IN (` +
@@ -203,14 +189,12 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 		if !pending {
 			return outcome{}
 		}
-		st, err = s.loadState(ctx, target, k.Key)
-		if errors.Is(err, sql.ErrNoRows) {
-			return outcome{}
-		}
+		states, err := s.loadStates(ctx, target, []keySeq{k})
 		if err != nil {
 			return outcome{retry: true, err: fmt.Errorf("load state: %w", err)}
 		}
-		if !st.pending || st.seq != k.Seq {
+		st = states[k.Key]
+		if st == nil || !st.pending || st.seq != k.Seq {
 			return outcome{}
 		}
 	}

@@ -297,7 +297,7 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if len(notif.Alerts) != 1 {
 		return sinks.Permanent(sinks.ReasonConfig, fmt.Errorf("backlog delivers one alert at a time, got %d", len(notif.Alerts)))
 	}
-	if notif.Alerts[0].Action == "change" {
+	if notif.Alerts[0].Action == sinks.ActionChange {
 		// A PagerDuty change event has no issue to belong to.
 		n.d.Logger.Debug("Ignoring a change event; Backlog issues follow alerts")
 		return nil
@@ -477,7 +477,7 @@ func (n *Notifier) repeat(ctx context.Context, identity string, rec IssueRecord,
 	a := notif.Alerts[0]
 	var msg string
 	switch {
-	case a.Action == "acknowledge":
+	case a.Action == sinks.ActionAcknowledge:
 		msg = "Acknowledged by the sender at " + notif.AcceptedAt.UTC().Format(time.RFC3339) + "."
 	case n.conf.OnRepeat == OnRepeatComment:
 		msg = "Still firing at " + notif.AcceptedAt.UTC().Format(time.RFC3339) + "."

@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,7 +110,7 @@ func (n *Notifier) checkTemplates() error {
 
 // Deliver sends the event for the notification's current state.
 func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error {
-	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == "change" {
+	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionChange {
 		return n.deliverChange(ctx, notif.Alerts[0])
 	}
 	if notif.Status() == sinks.StatusResolved && !n.conf.SendResolved {
@@ -148,7 +150,7 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 			CustomDetails: details,
 		},
 	}
-	for _, k := range sinks.SortedLabelNames(a.Annotations) {
+	for _, k := range slices.Sorted(maps.Keys(a.Annotations)) {
 		if strings.HasPrefix(k, "link_") {
 			ev.Links = append(ev.Links, pd.ChangeEventLink{Href: a.Annotations[k]})
 		}
@@ -206,7 +208,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 		if !n.conf.SendResolved {
 			return nil, nil
 		}
-	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == ActionAcknowledge {
+	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge {
 		action = ActionAcknowledge
 	}
 	data := notif.TemplateData()
