@@ -81,7 +81,7 @@ func TestBacklogLifecycle(t *testing.T) {
 			require.Len(t, is, 1)
 			require.Empty(t, is[0].Comments)
 		}},
-		{"repeat with on_repeat comment", "        on_repeat: comment\n", []string{"firing", "firing"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
+		{"repeat with on_repeat comment comments on a change, not on a resend", "        on_repeat: comment\n", []string{"firing", "firing", "changed"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
 			require.Len(t, is, 1)
 			require.Len(t, is[0].Comments, 1)
 			require.Contains(t, is[0].Comments[0], "Still firing")
@@ -102,18 +102,23 @@ func TestBacklogLifecycle(t *testing.T) {
 			require.Equal(t, "Open", b.StatusName(is[0].StatusID))
 			require.Empty(t, is[0].Comments)
 		}},
-		{"firing again within reopen_within reopens", "", []string{"firing", "resolved", "firing"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
+		{"stale firing after the resolve changes nothing", "", []string{"firing", "resolved", "firing"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
+			require.Len(t, is, 1)
+			require.Equal(t, "Closed", b.StatusName(is[0].StatusID))
+			require.Len(t, is[0].Comments, 1)
+		}},
+		{"firing again within reopen_within reopens", "", []string{"firing", "resolved", "refire"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
 			require.Len(t, is, 1)
 			require.Equal(t, "Open", b.StatusName(is[0].StatusID))
 			require.Len(t, is[0].Comments, 2)
 			require.Contains(t, is[0].Comments[1], "Firing again")
 		}},
-		{"firing again after reopen_within opens a new issue", "        reopen_within: 1ms\n", []string{"firing", "resolved", "wait", "firing"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
+		{"firing again after reopen_within opens a new issue", "        reopen_within: 1ms\n", []string{"firing", "resolved", "wait", "refire"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
 			require.Len(t, is, 2)
 			require.Equal(t, "Closed", b.StatusName(is[0].StatusID))
 			require.Equal(t, "Open", b.StatusName(is[1].StatusID))
 		}},
-		{"firing again after a comment-resolve comments", "        on_resolved: comment\n", []string{"firing", "resolved", "firing"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
+		{"firing again after a comment-resolve comments", "        on_resolved: comment\n", []string{"firing", "resolved", "refire"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
 			require.Len(t, is, 1)
 			require.Len(t, is[0].Comments, 2)
 		}},
@@ -131,8 +136,17 @@ func TestBacklogLifecycle(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 					continue
 				}
-				code, body := ts.post(t, "/webhook", alertAt(st, start))
-				require.Equal(t, 200, code, "%v", body)
+				body := alertAt(st, start)
+				switch st {
+				case "refire": // a new occurrence: a later startsAt
+					body = alertAt("firing", start.Add(2*time.Minute))
+				case "changed":
+					a := sinkstest.NamedAlert("DiskFull", "critical", "db-1", "firing", start)
+					a.Annotations["summary"] = "DiskFull on db-1: 99%"
+					body = sinkstest.Webhook("tickets", `{}:{alertname="DiskFull"}`, map[string]string{"alertname": "DiskFull"}, a)
+				}
+				code, resp := ts.post(t, "/webhook", body)
+				require.Equal(t, 200, code, "%v", resp)
 				settle(t, ts)
 			}
 			c.check(t, b, b.Issues())

@@ -170,7 +170,7 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.accept(r.Context(), rt, src, alerts, forced, nil); err != nil {
+	if err := s.accept(r.Context(), rt, src, alerts, forced); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -190,15 +190,40 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 	writeError(w, http.StatusServiceUnavailable, "the store cannot commit right now; retry later", nil)
 }
 
-// accept routes every alert and commits the resulting work, and the memos,
-// in one transaction. It returns nil only when all of it is durable.
-func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string, memos []queue.Memo) error {
+// accept routes every alert and commits the resulting work in one
+// transaction. It returns nil only when all of it is durable.
+//
+// Routing gives each alert the targets its labels reach now; the queue adds
+// every target that holds the alert open (sticky destinations), drops
+// updates older than what it accepted (staleness), and folds repeats.
+func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string) error {
 	now := time.Now().UTC()
-	var items []queue.Item
-	groups := map[string]*sinks.Notification{}
-	var groupOrder []target
-	for _, a := range alerts {
+	in := &queue.Intake{Updates: make([]queue.Update, 0, len(alerts))}
+	type group struct {
+		t       target
+		members []int
+	}
+	var groups []*group
+	byTarget := map[string]*group{}
+	for i := range alerts {
+		a := alerts[i]
 		s.metrics.alerts.WithLabelValues(src.Input, a.Status).Inc()
+		labels, err := json.Marshal(a.Labels)
+		if err != nil {
+			return err
+		}
+		u := queue.Update{
+			Identity: a.Identity,
+			Input:    src.Input,
+			Want:     wantOf(&a),
+			StartsAt: a.StartsAt,
+			EndsAt:   a.EndsAt,
+			Ordered:  src.Input != intake.InputPagerDuty,
+			Labels:   labels,
+		}
+		single := func(t queue.Target) (queue.Item, error) {
+			return newItem(t, &sinks.Notification{Key: a.Identity, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now})
+		}
 		receivers := []string{forced}
 		if forced == "" {
 			receivers = rt.router.Match(a.Labels)
@@ -212,45 +237,93 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 			}
 			for _, t := range targets {
 				if t.grouped && src.GroupKey != "" {
-					n, ok := groups[t.ID]
+					g, ok := byTarget[t.ID]
 					if !ok {
-						n = &sinks.Notification{Key: src.GroupKey, Source: src, AcceptedAt: now}
-						groups[t.ID] = n
-						groupOrder = append(groupOrder, t)
+						g = &group{t: t}
+						byTarget[t.ID] = g
+						groups = append(groups, g)
 					}
-					n.Alerts = append(n.Alerts, a)
+					g.members = append(g.members, i)
 					continue
 				}
-				n := &sinks.Notification{Key: a.Identity, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now}
-				it, err := newItem(t, n)
+				it, err := single(t.Target)
 				if err != nil {
 					return err
 				}
-				items = append(items, it)
+				u.Items = append(u.Items, it)
 			}
 		}
-	}
-	for _, t := range groupOrder {
-		it, err := newItem(t, groups[t.ID])
-		if err != nil {
-			return err
+		if a.Identity != "" && !a.OneOff() {
+			u.Sticky = func(id string) (queue.Item, bool) {
+				t, ok := s.store.Target(id)
+				if !ok {
+					return queue.Item{}, false
+				}
+				it, err := single(t)
+				return it, err == nil
+			}
 		}
-		items = append(items, it)
+		in.Updates = append(in.Updates, u)
 	}
-	if err := s.store.Enqueue(ctx, items, memos...); err != nil {
+	for _, g := range groups {
+		build := func(keep []bool) (queue.Item, bool) {
+			n := &sinks.Notification{Key: src.GroupKey, Source: src, AcceptedAt: now}
+			for j, m := range g.members {
+				if keep == nil || keep[j] {
+					n.Alerts = append(n.Alerts, alerts[m])
+				}
+			}
+			if len(n.Alerts) == 0 {
+				return queue.Item{}, false
+			}
+			it, err := newItem(g.t.Target, n)
+			return it, err == nil
+		}
+		it, ok := build(nil)
+		if !ok {
+			continue
+		}
+		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build})
+	}
+	res, err := s.store.Accept(ctx, in)
+	if err != nil {
 		return err
 	}
+	for input, n := range res.StaleByInput {
+		s.metrics.stale.WithLabelValues(input).Add(float64(n))
+		s.logger.Debug("Dropped stale alert updates: older than what was accepted for the alert", "input", input, "count", n)
+	}
+	s.metrics.sticky.Add(float64(res.Sticky))
 	s.metrics.notifications.WithLabelValues(src.Input, "accepted").Inc()
 	return nil
 }
 
-func newItem(t target, n *sinks.Notification) (queue.Item, error) {
+// wantOf is the lifecycle phase an alert's update asks its targets for.
+func wantOf(a *sinks.Alert) queue.Phase {
+	switch {
+	case a.OneOff():
+		return queue.PhaseEvent
+	case a.Status == sinks.StatusResolved:
+		return queue.PhaseResolved
+	case a.Action == sinks.ActionAcknowledge:
+		return queue.PhaseAcknowledged
+	}
+	return queue.PhaseTriggered
+}
+
+func newItem(t queue.Target, n *sinks.Notification) (queue.Item, error) {
 	b, err := json.Marshal(n)
 	if err != nil {
 		return queue.Item{}, err
 	}
-	oneOff := len(n.Alerts) == 1 && n.Alerts[0].OneOff()
-	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Resolved: oneOff || n.Status() == sinks.StatusResolved, Payload: b}, nil
+	want := queue.PhaseTriggered
+	switch {
+	case len(n.Alerts) == 1:
+		want = wantOf(&n.Alerts[0])
+	case n.Status() == sinks.StatusResolved:
+		want = queue.PhaseResolved
+	}
+	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Want: want, Digest: n.Digest(), Payload: b}, nil
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/alertfan/alertfan/receiver/intake"
-	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/sinks"
 )
 
@@ -107,15 +106,13 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := res.Alert
-	var memos []queue.Memo
-	if res.HasPayload {
-		if name != "" {
-			a.Labels["routing_key_name"] = name
-		}
-		b, _ := json.Marshal(a.Labels)
-		memos = append(memos, queue.Memo{Identity: a.Identity, Labels: b})
-	} else {
-		// An acknowledge or resolve without payload routes like its trigger.
+	if name != "" {
+		a.Labels["routing_key_name"] = name
+	}
+	if !res.HasPayload {
+		// An acknowledge or resolve without payload is rendered with the
+		// trigger's labels; the targets that hold the trigger open get it
+		// whatever it routes to (sticky destinations, in the queue).
 		if b, found, err := s.store.RecallLabels(r.Context(), a.Identity); err != nil {
 			s.storeUnavailable(w, input, err)
 			return
@@ -124,12 +121,10 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 			if json.Unmarshal(b, &ls) == nil && len(ls) > 0 {
 				a.Labels = ls
 			}
-		} else if name != "" {
-			a.Labels["routing_key_name"] = name
 		}
 	}
 	src := sinks.Source{Input: input, Receiver: name}
-	if err := s.accept(r.Context(), rt, src, []sinks.Alert{a}, "", memos); err != nil {
+	if err := s.accept(r.Context(), rt, src, []sinks.Alert{a}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -147,7 +142,7 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	if name != "" {
 		res.Alert.Labels["routing_key_name"] = name
 	}
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, "", nil); err != nil {
+	if err := s.accept(r.Context(), rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -173,7 +168,7 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "success", "ignored": true, "event": res.Event})
 		return
 	}
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {
+	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}

@@ -9,6 +9,9 @@ type metrics struct {
 	alerts          *prometheus.CounterVec
 	routed          *prometheus.CounterVec
 	dropped         *prometheus.CounterVec
+	stale           *prometheus.CounterVec
+	sticky          prometheus.Counter
+	expired         *prometheus.CounterVec
 	intakeDuration  *prometheus.HistogramVec
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -33,6 +36,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_alerts_dropped_total",
 			Help: "Alerts routed to a receiver that has no destinations, so nothing is sent.",
 		}, []string{"receiver"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_stale_updates_total",
+			Help: "Alert updates older than what was already accepted for the alert (an HA replica's late firing after a resolve, an old occurrence's resolve); they change nothing.",
+		}, []string{"input"}),
+		sticky: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_sticky_deliveries_total",
+			Help: "Updates sent to a target because it holds the alert open, although the update's labels no longer route there.",
+		}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_alerts_expired_total",
+			Help: "Open alerts resolved by alertfan because their sender did not refresh them within the receiver's resolve_after.",
+		}, []string{"receiver"}),
 		intakeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "alertfan_intake_duration_seconds",
 			Help:    "Time to decode, route and durably commit one intake request.",
@@ -54,10 +69,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
 		m.notifications.WithLabelValues(in, "accepted")
 		m.intakeDuration.WithLabelValues(in)
+		m.stale.WithLabelValues(in)
 		for _, st := range []string{"firing", "resolved"} {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
 	return m
 }

@@ -142,6 +142,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		go func() { serveErr <- web.Serve(l, srv, flags, logger) }()
 	}
+	go s.expireLoop(ctx)
 	logger.Info("alertfan started", "listen", opts.ListenAddresses, "storage", cfg.Storage.Driver, "targets", len(rt.targets))
 
 	hup := make(chan os.Signal, 1)
@@ -184,6 +185,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		JobTimeout:   time.Duration(d.JobTimeout),
 		RescueAfter:  time.Duration(d.RescueAfter),
 		PollInterval: time.Duration(d.PollInterval),
+		MaxAge:       time.Duration(d.MaxAge),
 		Logger:       logger,
 		Registerer:   reg,
 	}

@@ -4,6 +4,9 @@
 package sinks
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
@@ -136,4 +139,32 @@ func intersect(common template.KV, other map[string]string) {
 			delete(common, k)
 		}
 	}
+}
+
+// Digest identifies what a notification says, not when it was sent: the
+// alerts' identities, statuses, actions, labels, annotations, start times
+// and generator URLs, and the end time of resolved ones. Alertmanager's
+// resends and HA replicas' copies of one state have the same digest (a
+// firing alert's endsAt is Alertmanager's moving guess and is left out).
+func (n *Notification) Digest() string {
+	type content struct {
+		Identity     string            `json:"i"`
+		Status       string            `json:"s"`
+		Action       string            `json:"a,omitempty"`
+		Labels       map[string]string `json:"l"`
+		Annotations  map[string]string `json:"n,omitempty"`
+		StartsAt     time.Time         `json:"b"`
+		EndsAt       time.Time         `json:"e"`
+		GeneratorURL string            `json:"g,omitempty"`
+	}
+	cs := make([]content, len(n.Alerts))
+	for i, a := range n.Alerts {
+		cs[i] = content{a.Identity, a.Status, a.Action, a.Labels, a.Annotations, a.StartsAt, time.Time{}, a.GeneratorURL}
+		if a.Status == StatusResolved {
+			cs[i].EndsAt = a.EndsAt
+		}
+	}
+	b, _ := json.Marshal(cs) // maps marshal with sorted keys: stable
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }

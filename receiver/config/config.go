@@ -160,6 +160,11 @@ type DeliveryConfig struct {
 	// where every insert wakes the workers after its commit, 100ms on
 	// PostgreSQL, where another replica's inserts are only seen by polling.
 	PollInterval model.Duration `yaml:"poll_interval,omitempty"`
+	// MaxAge bounds how long one delivery keeps failing (from its first
+	// failed attempt) before it is dead-lettered, whatever max_attempts
+	// allows. Only the target's answers count; alertfan's own pacing
+	// waits for the rate limit do not.
+	MaxAge model.Duration `yaml:"max_age,omitempty"`
 }
 
 // DefaultDelivery keeps retrying for about four hours before dead-lettering.
@@ -170,6 +175,7 @@ var DefaultDelivery = DeliveryConfig{
 	MaxBackoff:  model.Duration(5 * time.Minute),
 	JobTimeout:  model.Duration(time.Minute),
 	RescueAfter: model.Duration(5 * time.Minute),
+	MaxAge:      model.Duration(12 * time.Hour),
 }
 
 // UnmarshalYAML applies defaults and validates.
@@ -196,6 +202,8 @@ func (c *DeliveryConfig) validate() error {
 		return errors.New("delivery.rescue_after: must be longer than job_timeout, or a slow job would run twice")
 	case c.PollInterval != 0 && c.PollInterval < model.Duration(time.Millisecond):
 		return errors.New("delivery.poll_interval: must be >= 1ms (or 0 for the driver's default)")
+	case c.MaxAge < 0:
+		return errors.New("delivery.max_age: must be >= 0 (0: no bound but max_attempts)")
 	}
 	return nil
 }
@@ -205,6 +213,13 @@ type Receiver struct {
 	Name             string              `yaml:"name"`
 	PagerdutyConfigs []*pagerduty.Config `yaml:"pagerduty_configs,omitempty"`
 	BacklogConfigs   []*backlog.Config   `yaml:"backlog_configs,omitempty"`
+	// ResolveAfter, when set, resolves at this receiver's destinations an
+	// alert its sender has not refreshed for that long (silenced,
+	// inhibited, or forgotten by an Alertmanager restart: Alertmanager
+	// issue #226). It must be longer than the sender's resend interval
+	// (Alertmanager's repeat_interval, 4h by default). A later firing
+	// opens the alert again.
+	ResolveAfter model.Duration `yaml:"resolve_after,omitempty"`
 }
 
 var receiverName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
@@ -220,6 +235,9 @@ func (r *Receiver) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if !receiverName.MatchString(r.Name) {
 		return fmt.Errorf("receivers: name %q may hold only letters, digits and _ . : -", r.Name)
+	}
+	if r.ResolveAfter != 0 && r.ResolveAfter < model.Duration(time.Minute) {
+		return fmt.Errorf("receivers %q: resolve_after: must be at least 1m (or unset), got %s", r.Name, r.ResolveAfter)
 	}
 	return nil
 }

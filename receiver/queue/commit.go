@@ -14,13 +14,22 @@ import (
 
 // Item is one (target, key) state to store, as intake produces it.
 type Item struct {
-	Target   string
-	Kind     string
-	Key      string
-	Resolved bool
+	Target string
+	Kind   string
+	Key    string
+	// Want is the phase the state asks for (PhaseTriggered,
+	// PhaseAcknowledged, PhaseResolved or PhaseEvent).
+	Want Phase
+	// Digest identifies the state's content (not its arrival): an update
+	// with the digest already sent is a repeat and costs no call.
+	Digest string
 	// Payload is the JSON of the sinks.Notification to deliver.
 	Payload []byte
 }
+
+// closed reports whether the item leaves the key with nothing open at its
+// target (resolved, or a one-off event), so its state may be cleaned up.
+func (it *Item) closed() bool { return it.Want == PhaseResolved || it.Want == PhaseEvent }
 
 // op is one unit of work for the committer. Ops from many requests and
 // workers share one transaction, so one fsync covers them all (group
@@ -28,7 +37,19 @@ type Item struct {
 type op struct {
 	fn   func(ctx context.Context, b *batch) error
 	done chan error
+	// own is an error that is this op's alone (see OpError): the batch
+	// commits without it and only this op's caller sees it.
+	own error
 }
+
+// OpError marks an op's error as its caller's alone — not found, conflict,
+// bad input — rather than a store failure. An op returns one only before
+// it has written anything, so the batch it shares with other requests
+// commits without it, and no other request fails or counts a commit error.
+type OpError struct{ Err error }
+
+func (e *OpError) Error() string { return e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
 
 // batch is the transaction ops run in.
 type batch struct {
@@ -117,6 +138,10 @@ func (s *Store) committer() {
 			s.logger.Error("Store commit failed", "ops", len(ops), "err", err)
 		}
 		for _, o := range ops {
+			if err == nil && o.own != nil {
+				o.done <- o.own
+				continue
+			}
 			o.done <- err
 		}
 	}
@@ -156,7 +181,13 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 		}
 	}()
 	for _, o := range ops {
+		o.own = nil
 		if err = o.fn(ctx, b); err != nil {
+			var own *OpError
+			if errors.As(err, &own) {
+				o.own, err = own.Err, nil
+				continue
+			}
 			return err
 		}
 	}
@@ -235,19 +266,50 @@ func (b *batch) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 }
 
 const (
-	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at)
-		VALUES (?, ?, 1, 0, 0, 0, ?, ?, ?)
+	// fire_payload keeps the newest firing content once an acknowledge or
+	// a resolve replaces the payload (SET expressions read the old row).
+	// A repeat — same content, same wanted phase, already there and
+	// nothing pending — changes nothing and returns no row.
+	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest)
+		VALUES (?, ?, 1, 0, 0, 0, ?, ?, ?, ?, ?)
 		ON CONFLICT (target, key) DO UPDATE SET
 			version = alertfan_state.version + 1,
 			resolved = excluded.resolved,
+			fire_payload = CASE WHEN excluded.want = 'triggered' THEN ''
+				WHEN alertfan_state.want = 'triggered' THEN alertfan_state.payload
+				ELSE alertfan_state.fire_payload END,
 			payload = excluded.payload,
-			updated_at = excluded.updated_at`
+			want = excluded.want,
+			digest = excluded.digest,
+			updated_at = excluded.updated_at
+		WHERE NOT (alertfan_state.pending = 0 AND alertfan_state.want = excluded.want AND alertfan_state.phase = excluded.want
+			AND alertfan_state.digest = excluded.digest AND alertfan_state.delivered = alertfan_state.version AND excluded.want <> 'event')
+		RETURNING version`
 	// Only the transaction that flips pending from 0 to 1 enqueues a job,
 	// so a (target, key) never has two live jobs; seq tells a live job
 	// from a stale one that a rescue or a retry command brought back.
 	sqlMarkPending = `UPDATE alertfan_state SET pending = 1, seq = seq + 1
 		WHERE target = ? AND key = ? AND pending = 0 RETURNING seq`
 )
+
+// putItem upserts one (target, key) state and makes sure a job will
+// deliver it. A pure repeat of what the target already has is a no-op.
+func (b *batch) putItem(ctx context.Context, it Item) error {
+	closed := 0
+	if it.closed() {
+		closed = 1
+	}
+	var version int64
+	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest).Scan(&version)
+	if errors.Is(err, sql.ErrNoRows) {
+		b.s.metrics.repeats.Inc()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queue: upsert state: %w", err)
+	}
+	return b.markPending(ctx, it.Target, it.Key, it.Kind)
+}
 
 // markPending enqueues a delivery job for (target, key) unless one is live.
 func (b *batch) markPending(ctx context.Context, target, key, kind string) error {
@@ -269,16 +331,11 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string) error
 	return nil
 }
 
-// Memo remembers an identity's labels alongside an Enqueue.
-type Memo struct {
-	Identity string
-	Labels   []byte // JSON object
-}
-
-// Enqueue durably stores the items' states, the jobs that deliver them and
-// the memos, in one transaction. It returns nil only once all are committed.
-func (s *Store) Enqueue(ctx context.Context, items []Item, memos ...Memo) error {
-	if len(items) == 0 && len(memos) == 0 {
+// Enqueue durably stores the items' states and the jobs that deliver them,
+// in one transaction, without the alert-level rules of Accept (staleness,
+// sticky targets). It returns nil only once all are committed.
+func (s *Store) Enqueue(ctx context.Context, items []Item) error {
+	if len(items) == 0 {
 		return nil
 	}
 	// Sorting keeps row-lock order the same in every transaction, which
@@ -293,22 +350,8 @@ func (s *Store) Enqueue(ctx context.Context, items []Item, memos ...Memo) error 
 	})
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		for _, it := range sorted {
-			resolved := 0
-			if it.Resolved {
-				resolved = 1
-			}
-			if _, err := b.exec(ctx, sqlUpsertState, it.Target, it.Key, resolved, string(it.Payload), b.now); err != nil {
-				return fmt.Errorf("queue: upsert state: %w", err)
-			}
-			if err := b.markPending(ctx, it.Target, it.Key, it.Kind); err != nil {
+			if err := b.putItem(ctx, it); err != nil {
 				return err
-			}
-		}
-		for _, m := range memos {
-			if _, err := b.exec(ctx, `INSERT INTO alertfan_identity (identity, labels, updated_at) VALUES (?, ?, ?)
-				ON CONFLICT (identity) DO UPDATE SET labels = excluded.labels, updated_at = excluded.updated_at`,
-				m.Identity, string(m.Labels), b.now); err != nil {
-				return fmt.Errorf("queue: remember labels: %w", err)
 			}
 		}
 		return nil

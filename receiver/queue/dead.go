@@ -76,14 +76,15 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 		}
 		rows.Close()
 		if !all && len(refs) == 0 {
-			return ErrNotFound
+			// Nothing written yet: the caller's error, not the batch's.
+			return &OpError{Err: ErrNotFound}
 		}
 		for _, r := range refs {
 			if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, r.id); err != nil {
 				return err
 			}
 			// Forget what was delivered so the newest state goes out again.
-			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0 WHERE target = ? AND key = ?`, r.target, r.key)
+			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0, sent_digest = '' WHERE target = ? AND key = ?`, r.target, r.key)
 			if err != nil {
 				return err
 			}
@@ -119,7 +120,8 @@ func (s *Store) kindOf(target string) (string, error) {
 }
 
 // janitor removes the states of resolved alerts delivered longer ago than
-// the retention, and labels remembered for identities not seen as long.
+// the retention, and the alert states not seen as long that nothing holds
+// open.
 func (s *Store) janitor() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -127,6 +129,12 @@ func (s *Store) janitor() {
 	_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
 	if err == nil {
 		_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_identity WHERE updated_at < ?`), cutoff)
+	}
+	if err == nil {
+		// An alert's own state goes once nothing holds it open; a firing
+		// still open somewhere stays, so resolve_after can still end it.
+		_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_alert WHERE seen_at < ?
+			AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.key = alertfan_alert.identity AND st.resolved = 0)`), cutoff)
 	}
 	if err != nil && !errors.Is(err, sql.ErrConnDone) {
 		s.logger.Warn("State clean-up failed", "err", err)

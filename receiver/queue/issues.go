@@ -49,16 +49,3 @@ func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backl
 		return nil
 	})
 }
-
-// RecallLabels returns the labels remembered for an identity.
-func (s *Store) RecallLabels(ctx context.Context, identity string) ([]byte, bool, error) {
-	var labels string
-	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT labels FROM alertfan_identity WHERE identity = ?`), identity).Scan(&labels)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("queue: recall labels: %w", err)
-	}
-	return []byte(labels), true, nil
-}

@@ -16,6 +16,8 @@ type metrics struct {
 	commitBatchOps  prometheus.Histogram
 	commitErrors    prometheus.Counter
 	itemsCommitted  prometheus.Counter
+	repeats         prometheus.Counter
+	skipped         prometheus.Counter
 	jobsInserted    prometheus.Counter
 }
 
@@ -57,6 +59,14 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_store_items_committed_total",
 			Help: "(target, key) states committed by intake.",
 		}),
+		repeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_store_repeats_total",
+			Help: "(target, key) updates that repeated what the target already has (Alertmanager resends, HA duplicates) and made no work.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_deliveries_skipped_total",
+			Help: "Work items that needed no call: a resolve whose trigger was never sent, a repeat of what the target has.",
+		}),
 		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_store_jobs_inserted_total",
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
@@ -68,7 +78,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.jobsInserted, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.jobsInserted, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

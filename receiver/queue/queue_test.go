@@ -18,13 +18,18 @@ import (
 
 // recordingSink keeps what it was given and fails on demand.
 type recordingSink struct {
-	mu    sync.Mutex
-	got   []*sinks.Notification
-	fail  func(n *sinks.Notification) error
-	block chan struct{}
+	mu      sync.Mutex
+	got     []*sinks.Notification
+	fail    func(n *sinks.Notification) error
+	block   chan struct{}
+	entered chan struct{} // closed when the first call starts, if set
+	once    sync.Once
 }
 
 func (r *recordingSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	if r.entered != nil {
+		r.once.Do(func() { close(r.entered) })
+	}
 	if r.block != nil {
 		<-r.block
 	}
@@ -84,16 +89,21 @@ func openStore(t *testing.T, opts Options, sink Sink) *Store {
 func item(key, status string) Item {
 	n := sinks.Notification{Key: key, Alerts: []sinks.Alert{{Identity: key, Status: status, Labels: map[string]string{"alertname": key}}}, AcceptedAt: time.Now()}
 	b, _ := json.Marshal(n)
-	return Item{Target: "r/pagerduty/0", Kind: "pagerduty", Key: key, Resolved: status == sinks.StatusResolved, Payload: b}
+	want := PhaseTriggered
+	if status == sinks.StatusResolved {
+		want = PhaseResolved
+	}
+	return Item{Target: "r/pagerduty/0", Kind: "pagerduty", Key: key, Want: want, Digest: status, Payload: b}
 }
 
 func TestDeliverAndCoalesce(t *testing.T) {
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
-			sink := &recordingSink{block: make(chan struct{})}
+			sink := &recordingSink{block: make(chan struct{}), entered: make(chan struct{})}
 			s := openStore(t, d.opts(t), sink)
 			ctx := context.Background()
 			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			<-sink.entered
 			// While the first delivery is held, ten updates arrive: they must
 			// coalesce into one more call carrying the newest state.
 			for i := 0; i < 9; i++ {

@@ -82,6 +82,34 @@ var migrations = []string{
 		labels     TEXT   NOT NULL,
 		updated_at BIGINT NOT NULL
 	)`,
+	// 6–11: the lifecycle. want is the phase the newest state asks for,
+	// phase what the target was last brought to; fire_payload keeps the
+	// newest firing content once an acknowledge or resolve replaced it, so
+	// a target that never got the trigger gets it first; digest and
+	// sent_digest tell a repeat from a change.
+	`ALTER TABLE alertfan_state ADD COLUMN want TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE alertfan_state ADD COLUMN phase TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE alertfan_state ADD COLUMN fire_payload TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE alertfan_state ADD COLUMN digest TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE alertfan_state ADD COLUMN sent_digest TEXT NOT NULL DEFAULT ''`,
+	`UPDATE alertfan_state SET
+		want = CASE WHEN resolved = 1 THEN 'resolved' ELSE 'triggered' END,
+		phase = CASE WHEN delivered = 0 THEN '' WHEN resolved = 1 THEN 'resolved' ELSE 'triggered' END`,
+	// 12: the targets holding an alert open, for sticky destinations.
+	`CREATE INDEX alertfan_state_open ON alertfan_state (key) WHERE resolved = 0`,
+	// 13: the newest accepted state of every alert identity, whatever it
+	// routes to: what tells a stale update (an HA replica's late firing)
+	// from a new occurrence, and when its sender last refreshed it.
+	`CREATE TABLE alertfan_alert (
+		identity  TEXT   NOT NULL PRIMARY KEY,
+		input     TEXT   NOT NULL,
+		status    TEXT   NOT NULL,
+		starts_at BIGINT NOT NULL,
+		ends_at   BIGINT NOT NULL,
+		labels    TEXT   NOT NULL,
+		seen_at   BIGINT NOT NULL
+	)`,
+	`CREATE INDEX alertfan_alert_seen ON alertfan_alert (seen_at)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

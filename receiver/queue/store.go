@@ -52,6 +52,9 @@ type Options struct {
 	JobTimeout   time.Duration
 	RescueAfter  time.Duration
 	PollInterval time.Duration
+	// MaxAge bounds how long a delivery keeps failing before it is
+	// dead-lettered, whatever max_attempts says; 0 means no bound.
+	MaxAge time.Duration
 	// StateRetention is how long a resolved, delivered state is kept.
 	StateRetention time.Duration
 
@@ -80,6 +83,12 @@ type Store struct {
 	metrics *metrics
 
 	targets atomic.Pointer[map[string]Target]
+	// retired are targets a reload removed: they still take the resolves
+	// of alerts they hold open (sticky destinations).
+	retired atomic.Pointer[map[string]Target]
+
+	unrecorded unrecorded
+	retryHints sync.Map
 
 	ops      chan *op
 	closing  chan struct{}
@@ -130,8 +139,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.StateRetention = 7 * 24 * time.Hour
 	}
 	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), closing: make(chan struct{})}
-	empty := map[string]Target{}
+	empty, noneRetired := map[string]Target{}, map[string]Target{}
 	s.targets.Store(&empty)
+	s.retired.Store(&noneRetired)
 
 	var err error
 	switch opts.Driver {
@@ -331,7 +341,7 @@ func (s *Store) newClient() error {
 		JobTimeout:                  s.opts.JobTimeout,
 		RescueStuckJobsAfter:        s.opts.RescueAfter,
 		MaxAttempts:                 s.opts.MaxAttempts,
-		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff},
+		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff, hints: &s.retryHints},
 		Queues:                      queues,
 		Workers:                     workers,
 		Logger:                      slog.New(warnOnly{s.logger.Handler()}).With("component", "river"),
@@ -372,6 +382,9 @@ func (s *Store) Start(ctx context.Context) error {
 func (s *Store) Ready() bool { return s.ready.Load() }
 
 // SetTargets swaps the set of targets workers deliver to; a reload calls it.
+// A target the new set lacks is kept as retired: it no longer receives new
+// alerts, but still takes the acknowledges and resolves of alerts it holds
+// open, so a reload that moves a route never strands an open incident.
 func (s *Store) SetTargets(ts map[string]Target) {
 	cp := make(map[string]Target, len(ts))
 	for k, v := range ts {
@@ -380,13 +393,32 @@ func (s *Store) SetTargets(ts map[string]Target) {
 		// rates and alert rules see 0 rather than nothing.
 		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
 	}
+	retired := map[string]Target{}
+	for id, t := range *s.retired.Load() {
+		if _, back := cp[id]; !back {
+			retired[id] = t
+		}
+	}
+	for id, t := range *s.targets.Load() {
+		if _, kept := cp[id]; !kept {
+			retired[id] = t
+		}
+	}
+	s.retired.Store(&retired)
 	s.targets.Store(&cp)
 }
 
+// target finds a configured target, or a retired one.
 func (s *Store) target(id string) (Target, bool) {
-	t, ok := (*s.targets.Load())[id]
+	if t, ok := (*s.targets.Load())[id]; ok {
+		return t, true
+	}
+	t, ok := (*s.retired.Load())[id]
 	return t, ok
 }
+
+// Target returns the target with the id, configured or retired.
+func (s *Store) Target(id string) (Target, bool) { return s.target(id) }
 
 // Close stops taking work, lets running deliveries finish within ctx's
 // deadline (then cancels them; they are retried after restart), and closes

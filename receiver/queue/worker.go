@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -72,11 +73,14 @@ type state struct {
 	version, delivered, seq int64
 	pending                 bool
 	payload                 []byte
+	want, phase             Phase
+	firePayload             []byte
+	digest, sentDigest      string
 }
 
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
-	q := `SELECT key, version, delivered, seq, pending, payload FROM alertfan_state WHERE target = ? AND key IN (` +
+	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, target)
@@ -91,13 +95,14 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 	out := make(map[string]*state, len(keys))
 	for rows.Next() {
 		var st state
-		var key, payload string
+		var key, payload, fire string
 		var pending int
-		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload); err != nil {
+		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
 		st.payload = []byte(payload)
+		st.firePayload = []byte(fire)
 		out[key] = &st
 	}
 	return out, rows.Err()
@@ -113,8 +118,12 @@ type outcome struct {
 
 // Work delivers the newest state of each of the job's keys, several at
 // once. A key whose delivery fails retryably keeps the job alive: River
-// retries it (or parks it until Retry-After) and keys already delivered
-// are skipped then because they are no longer pending under this seq.
+// retries it and keys already delivered are skipped then because they are
+// no longer pending under this seq.
+//
+// Only alertfan's own pacing parks a job without spending an attempt
+// (River's snooze); every answer of the target — a Retry-After included —
+// is an attempt that counts toward max_attempts and max_age.
 func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	s, a := w.s, job.Args
 	if len(a.Keys) == 0 {
@@ -130,6 +139,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	for i, k := range a.Keys {
 		st := states[k.Key]
 		if st == nil || !st.pending || st.seq != k.Seq {
+			s.unrecorded.drop(a.Target, k)
 			continue // a newer job owns this key, or nothing is left to do
 		}
 		wg.Add(1)
@@ -141,7 +151,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		}()
 	}
 	wg.Wait()
-	var retryAfter time.Duration
+	var parkAfter, targetAfter time.Duration
 	var firstErr error
 	parkOnly := true
 	for _, o := range outcomes {
@@ -151,39 +161,61 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		if firstErr == nil {
 			firstErr = o.err
 		}
-		parkOnly = parkOnly && (o.park || o.retryAfter > 0)
-		// Come back when the first parked key's turn comes; the others
-		// park again then with fresh estimates.
-		if retryAfter == 0 || o.retryAfter < retryAfter {
-			retryAfter = o.retryAfter
+		parkOnly = parkOnly && o.park
+		// Come back when the first waiting key's turn comes; the others
+		// wait again then with fresh estimates.
+		if o.park && (parkAfter == 0 || o.retryAfter < parkAfter) {
+			parkAfter = o.retryAfter
+		}
+		if !o.park && o.retryAfter > targetAfter {
+			targetAfter = o.retryAfter
 		}
 	}
 	switch {
 	case firstErr == nil:
 		return nil
-	case parkOnly && retryAfter > 0:
-		return river.JobSnooze(retryAfter)
+	case parkOnly && parkAfter > 0:
+		return river.JobSnooze(parkAfter)
 	default:
+		if targetAfter > 0 {
+			s.retryHints.Store(job.ID, time.Now().Add(targetAfter))
+		}
 		return firstErr
 	}
 }
 
-// workKey delivers one key and keeps going while newer states arrive, so a
-// burst of updates to one alert costs few calls and an update that lands
-// while a call is in flight is never lost.
+// ackRecord is the outcome of one key's work: the version handled, the
+// phase the target reached, the content digest it now has, and a dead
+// letter when the delivery failed for good.
+type ackRecord struct {
+	version int64
+	phase   Phase
+	digest  string
+	dead    *deadRecord
+}
+
+// workKey brings one key's target in line with its newest state and keeps
+// going while newer states arrive, so a burst of updates to one alert
+// costs few calls and an update that lands while a call is in flight is
+// never lost.
 func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
 	s, target := w.s, job.Args.Target
 	for {
-		var dead *deadRecord
-		if st.delivered < st.version {
-			var o outcome
-			dead, o = w.deliver(ctx, job, k, st)
-			if o.retry {
-				return o
+		// An outcome whose bookkeeping write failed is written again; the
+		// call it records is never made twice.
+		rec, ok := s.unrecorded.take(target, k)
+		if !ok {
+			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
+			if st.delivered < st.version {
+				var o outcome
+				if rec, o = w.advance(ctx, job, k, st); o.retry {
+					return o
+				}
 			}
 		}
-		pending, err := s.ack(ctx, target, k, st.version, dead)
+		pending, err := s.ack(ctx, target, k, rec)
 		if err != nil {
+			s.unrecorded.put(target, k, rec)
 			return outcome{retry: true, err: err}
 		}
 		if !pending {
@@ -200,9 +232,44 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 }
 
+// advance makes the calls plan asks for, in order. A call that fails
+// retryably after an earlier one succeeded records the phase reached, so
+// the retry does not repeat the earlier call.
+func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome) {
+	s := w.s
+	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
+	steps := plan(st)
+	if len(steps) == 0 {
+		if st.want == PhaseResolved {
+			rec.phase = PhaseResolved // nothing open there: nothing to resolve
+		}
+		rec.digest = st.digest
+		s.metrics.skipped.Inc()
+		return rec, outcome{}
+	}
+	for i, sp := range steps {
+		dead, o := w.deliver(ctx, job, k, sp.payload)
+		if o.retry {
+			if i > 0 {
+				if err := s.setPhase(ctx, job.Args.Target, k, rec.phase); err != nil {
+					s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
+				}
+			}
+			return rec, o
+		}
+		if dead != nil {
+			rec.dead = dead
+			return rec, outcome{}
+		}
+		rec.phase = sp.to
+	}
+	rec.digest = st.digest
+	return rec, outcome{}
+}
+
 // deliver makes one call. It returns a dead letter for a permanent failure,
 // or an outcome asking for a retry.
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (*deadRecord, outcome) {
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte) (*deadRecord, outcome) {
 	s, id := w.s, job.Args.Target
 	t, ok := s.target(id)
 	var n sinks.Notification
@@ -218,7 +285,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", id))
 		t = Target{ID: id, Kind: job.Queue}
 	default:
-		if err := json.Unmarshal(st.payload, &n); err != nil {
+		if err := json.Unmarshal(payload, &n); err != nil {
 			derr = sinks.Permanent(sinks.ReasonOther, fmt.Errorf("stored state is unreadable: %w", err))
 			break
 		}
@@ -240,7 +307,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}
 	}
-	if e.Retryable && job.Attempt < job.MaxAttempts {
+	if e.Retryable && job.Attempt < job.MaxAttempts && !s.tooOld(job.JobRow) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
 		if e.RetryAfter > 0 {
 			log.Warn("Delivery failed; retrying after the target's Retry-After", "retry_after", e.RetryAfter, "err", e)
@@ -258,32 +325,41 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}
 }
 
+// tooOld reports whether a job has been failing for longer than max_age.
+func (s *Store) tooOld(job *rivertype.JobRow) bool {
+	if s.opts.MaxAge <= 0 || len(job.Errors) == 0 {
+		return false
+	}
+	return time.Since(job.Errors[0].At) > s.opts.MaxAge
+}
+
 type deadRecord struct {
 	reason   string
 	err      string
 	attempts int
 }
 
-const sqlAck = `UPDATE alertfan_state SET delivered = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END
+const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END
 	WHERE target = ? AND key = ? AND seq = ? RETURNING pending`
 
-// ack records that version was handled (delivered or dead-lettered) and
-// says whether a newer version is waiting. It outlives the job's context:
-// a delivery that happened must be recorded even during shutdown, or it
-// would be made again.
-func (s *Store) ack(ctx context.Context, target string, k keySeq, version int64, dead *deadRecord) (bool, error) {
+// ack records that a version was handled (delivered, needed no call, or
+// dead-lettered) and the phase the target reached, and says whether a
+// newer version is waiting. It outlives the job's context: a delivery that
+// happened must be recorded even during shutdown, or it would be made
+// again.
+func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord) (bool, error) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	var pending bool
 	fn := func(ctx context.Context, b *batch) error {
-		if dead != nil {
+		if rec.dead != nil {
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				target, k.Key, version, dead.reason, dead.err, dead.attempts, b.now); err != nil {
+				target, k.Key, rec.version, rec.dead.reason, rec.dead.err, rec.dead.attempts, b.now); err != nil {
 				return fmt.Errorf("queue: record dead letter: %w", err)
 			}
 		}
 		var p int
-		err := b.queryRow(ctx, sqlAck, version, version, target, k.Key, k.Seq).Scan(&p)
+		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.version, target, k.Key, k.Seq).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			pending = false
 			return nil
@@ -307,11 +383,64 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, version int64,
 	return false, fmt.Errorf("record delivery: %w", err)
 }
 
+// setPhase records the phase a target reached part-way through a plan.
+func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
+	defer cancel()
+	return s.submit(actx, func(ctx context.Context, b *batch) error {
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ? WHERE target = ? AND key = ? AND seq = ?`, phase, target, k.Key, k.Seq)
+		return err
+	})
+}
+
+// unrecorded keeps, in memory, outcomes of calls that were made but whose
+// bookkeeping write failed (disk full, PostgreSQL away), so a retry writes
+// the outcome again instead of making the call again. Only a crash loses
+// them, and then only calls in flight can repeat.
+type unrecorded struct {
+	mu sync.Mutex
+	m  map[string]ackRecord
+}
+
+func unrecordedKey(target string, k keySeq) string {
+	return target + "\x00" + k.Key + "\x00" + strconv.FormatInt(k.Seq, 10)
+}
+
+func (u *unrecorded) put(target string, k keySeq, rec ackRecord) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]ackRecord{}
+	}
+	u.m[unrecordedKey(target, k)] = rec
+}
+
+func (u *unrecorded) take(target string, k keySeq) (ackRecord, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	rec, ok := u.m[unrecordedKey(target, k)]
+	delete(u.m, unrecordedKey(target, k))
+	return rec, ok
+}
+
+func (u *unrecorded) drop(target string, k keySeq) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, unrecordedKey(target, k))
+}
+
 // backoff is exponential with ±20% jitter between min and max, so that a
 // target coming back is not hit by every queued job at the same instant.
-type backoff struct{ min, max time.Duration }
+// A target's Retry-After, when one was given, sets the next attempt instead.
+type backoff struct {
+	min, max time.Duration
+	hints    *sync.Map // job id → time.Time the target asked to wait until
+}
 
 func (b *backoff) NextRetry(job *rivertype.JobRow) time.Time {
+	if v, ok := b.hints.LoadAndDelete(job.ID); ok {
+		return v.(time.Time)
+	}
 	d := b.min
 	for i := 1; i < job.Attempt && d < b.max; i++ {
 		d *= 2

@@ -1,0 +1,73 @@
+package receiver
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// expireEvery is how often alerts not refreshed within resolve_after are
+// looked for; a minute late is nothing next to resolve_after's hours.
+const expireEvery = 30 * time.Second
+
+// ReasonAnnotation is the annotation alertfan adds to an alert it resolves
+// on its own, saying why (templates can show it).
+const ReasonAnnotation = "alertfan_resolved_reason"
+
+func (s *server) expireLoop(ctx context.Context) {
+	t := time.NewTicker(expireEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.expire(ctx, time.Now())
+		}
+	}
+}
+
+// expire resolves, for every receiver with resolve_after, the alerts its
+// alert-mode targets hold open that no sender refreshed since.
+func (s *server) expire(ctx context.Context, now time.Time) {
+	rt := s.rt.Load()
+	for _, r := range rt.cfg.Receivers {
+		after := time.Duration(r.ResolveAfter)
+		if after <= 0 {
+			continue
+		}
+		reason := "not refreshed by its sender within resolve_after (" + r.ResolveAfter.String() + "); resolved by alertfan"
+		for _, t := range rt.receivers[r.Name] {
+			if t.grouped {
+				continue
+			}
+			n, err := s.store.Expire(ctx, t.ID, t.Kind, now.Add(-after), func(_ string, payload []byte) ([]byte, bool) {
+				var notif sinks.Notification
+				if json.Unmarshal(payload, &notif) != nil {
+					return nil, false
+				}
+				for i := range notif.Alerts {
+					a := &notif.Alerts[i]
+					a.Status, a.EndsAt, a.Action = sinks.StatusResolved, now.UTC(), ""
+					if a.Annotations == nil {
+						a.Annotations = map[string]string{}
+					}
+					a.Annotations[ReasonAnnotation] = reason
+				}
+				notif.AcceptedAt = now.UTC()
+				b, err := json.Marshal(&notif)
+				return b, err == nil
+			})
+			if err != nil {
+				s.logger.Warn("Could not resolve alerts past resolve_after; will try again", "receiver", r.Name, "err", err)
+				continue
+			}
+			if n > 0 {
+				s.metrics.expired.WithLabelValues(r.Name).Add(float64(n))
+				s.logger.Info("Resolved alerts their sender stopped refreshing", "receiver", r.Name, "target", t.ID, "alerts", n, "resolve_after", r.ResolveAfter)
+			}
+		}
+	}
+}

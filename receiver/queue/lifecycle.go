@@ -1,0 +1,393 @@
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Phase is where one (target, key) stands in its destination's lifecycle:
+// the phase the newest accepted state asks for (want) and the phase the
+// target was last brought to. PagerDuty: none → triggered → acknowledged →
+// resolved. Backlog maps triggered and acknowledged to an open issue and
+// resolved to a closed one (the sink keeps reopen/new-issue itself).
+type Phase = string
+
+// Phases. PhaseNone is a target that has been sent nothing for the key.
+const (
+	PhaseNone         Phase = ""
+	PhaseTriggered    Phase = "triggered"
+	PhaseAcknowledged Phase = "acknowledged"
+	PhaseResolved     Phase = "resolved"
+	// PhaseEvent is a one-off (a change event, a Mackerel host event): sent
+	// once per accepted version, never resolved.
+	PhaseEvent Phase = "event"
+)
+
+// step is one call a worker makes to move a target toward the wanted phase.
+type step struct {
+	payload []byte
+	to      Phase
+}
+
+// plan is the lifecycle rule shared by every sink: the calls that bring a
+// target from the phase it is in to the phase the newest state wants, in
+// the order the destination's API needs, each once.
+//
+//   - A repeat (same phase, same content digest) needs no call: Alertmanager
+//     resends and HA replicas fold into what was already sent.
+//   - An acknowledge for a target that never got the trigger sends the
+//     trigger first (PagerDuty ignores an acknowledge for an unknown
+//     dedup_key; a Backlog issue takes its content from the trigger).
+//   - A resolve for a target whose trigger was never sent needs no call
+//     (the alert came and went while the target was down or rate-limited).
+//     A resolve for a key alertfan never saw firing is passed on: a relay
+//     forwards what its sender said.
+func plan(st *state) []step {
+	fire := st.firePayload
+	if st.want == PhaseTriggered {
+		fire = st.payload
+	}
+	same := st.digest != "" && st.digest == st.sentDigest
+	switch st.want {
+	case PhaseTriggered:
+		if (st.phase == PhaseTriggered || st.phase == PhaseAcknowledged) && same {
+			return nil
+		}
+		to := PhaseTriggered
+		if st.phase == PhaseAcknowledged {
+			to = PhaseAcknowledged // a new trigger leaves an acknowledged incident acknowledged
+		}
+		return []step{{st.payload, to}}
+	case PhaseAcknowledged:
+		if st.phase == PhaseAcknowledged && same {
+			return nil
+		}
+		var steps []step
+		if (st.phase == PhaseNone || st.phase == PhaseResolved) && len(fire) > 0 {
+			steps = append(steps, step{fire, PhaseTriggered})
+		}
+		return append(steps, step{st.payload, PhaseAcknowledged})
+	case PhaseResolved:
+		switch {
+		case st.phase == PhaseResolved:
+			return nil
+		case st.phase == PhaseNone && len(fire) > 0:
+			return nil
+		}
+		return []step{{st.payload, PhaseResolved}}
+	default: // PhaseEvent, or a state written before phases existed
+		return []step{{st.payload, st.phase}}
+	}
+}
+
+// Update is one alert's newly accepted state and the work it makes.
+type Update struct {
+	// Identity is the alert's identity ("am:<fingerprint>", …).
+	Identity string
+	Input    string
+	// Want is the phase the alert asks for: PhaseTriggered (firing),
+	// PhaseAcknowledged, PhaseResolved, or PhaseEvent (no lifecycle).
+	Want     Phase
+	StartsAt time.Time
+	EndsAt   time.Time
+	// Ordered says the input carries occurrence times (Alertmanager's
+	// startsAt/endsAt, Mackerel's openedAt/closedAt), so the update is
+	// ordered by them rather than by arrival.
+	Ordered bool
+	// Labels is the JSON object of the alert's labels, remembered so that
+	// an update without labels (a PagerDuty resolve) can be rendered.
+	Labels []byte
+	// Items are the alert-mode work items for the targets its labels route
+	// to.
+	Items []Item
+	// Sticky builds the item for a target that holds this alert open (it
+	// got, or has queued, the trigger) but that the labels no longer route
+	// to. It returns false when it cannot (a target unknown to this config).
+	Sticky func(target string) (Item, bool)
+}
+
+// GroupItem is a work item made of several alerts (PagerDuty group mode).
+type GroupItem struct {
+	Item
+	// Members index the Updates whose alerts the item carries.
+	Members []int
+	// Rebuild makes the item again from the members still fresh (keep[i]
+	// for Members[i]); false means none is.
+	Rebuild func(keep []bool) (Item, bool)
+}
+
+// Intake is what one request makes.
+type Intake struct {
+	Updates []Update
+	Groups  []GroupItem
+}
+
+// Accepted reports what Accept did.
+type Accepted struct {
+	// Stale counts updates older than what was accepted for their alert;
+	// they changed nothing.
+	Stale int
+	// StaleByInput breaks Stale down by input.
+	StaleByInput map[string]int
+	// Sticky counts items added for targets that held an alert open.
+	Sticky int
+	Items  int
+}
+
+// alertRow is an identity's newest accepted state.
+type alertRow struct {
+	status           Phase
+	startsAt, endsAt int64
+}
+
+// isStale is the ordering rule. An Alertmanager alert occurrence is
+// (fingerprint, startsAt); Alertmanager HA replicas each send, so a firing
+// from one replica can arrive after another replica's resolve
+// (https://github.com/prometheus/alertmanager/issues/2447, #4008).
+//
+//   - An update of an older occurrence (earlier startsAt) is stale.
+//   - A firing or acknowledge whose startsAt is not later than the endsAt of
+//     a resolve already accepted is stale; a later startsAt is a new
+//     occurrence and fires again.
+//   - For inputs without occurrence times (PagerDuty events), arrival order
+//     rules, but an acknowledge after a resolve is stale: PagerDuty itself
+//     ignores it, and it must not reopen anything.
+func isStale(prev alertRow, u *Update) bool {
+	if u.Want == PhaseEvent {
+		return false
+	}
+	starts := u.StartsAt.UnixNano()
+	if !u.Ordered {
+		return prev.status == PhaseResolved && u.Want == PhaseAcknowledged
+	}
+	switch {
+	case starts < prev.startsAt:
+		return true
+	case prev.status == PhaseResolved && u.Want != PhaseResolved:
+		return starts <= max(prev.endsAt, prev.startsAt)
+	}
+	return false
+}
+
+const (
+	sqlGetAlert    = `SELECT status, starts_at, ends_at FROM alertfan_alert WHERE identity = ?`
+	sqlUpsertAlert = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
+			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
+			seen_at = excluded.seen_at`
+	sqlOpenTargets = `SELECT target FROM alertfan_state WHERE key = ? AND resolved = 0`
+)
+
+// Accept durably stores what one request makes, in one group-committed
+// transaction: each alert's newest state (stale ones are dropped), the
+// state of every (target, key) it reaches — the targets its labels route
+// to plus every target that holds it open (sticky destinations) — and the
+// jobs that deliver them. It returns nil only once all is committed.
+func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
+	var res Accepted
+	ups := make([]int, len(in.Updates))
+	for i := range ups {
+		ups[i] = i
+	}
+	// One lock order in every transaction keeps concurrent PostgreSQL
+	// committers and replicas from deadlocking.
+	sort.SliceStable(ups, func(a, b int) bool { return in.Updates[ups[a]].Identity < in.Updates[ups[b]].Identity })
+	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+		res = Accepted{}
+		fresh := make([]bool, len(in.Updates))
+		for _, i := range ups {
+			u := &in.Updates[i]
+			ok, err := b.acceptUpdate(ctx, u, &res)
+			if err != nil {
+				return err
+			}
+			fresh[i] = ok
+		}
+		for _, g := range in.Groups {
+			it, keep := g.Item, true
+			if !allFresh(fresh, g.Members) && g.Rebuild != nil {
+				k := make([]bool, len(g.Members))
+				for j, m := range g.Members {
+					k[j] = fresh[m]
+				}
+				it, keep = g.Rebuild(k)
+			}
+			if !keep {
+				continue
+			}
+			if err := b.putItem(ctx, it); err != nil {
+				return err
+			}
+			res.Items++
+		}
+		return nil
+	})
+	if err == nil {
+		s.metrics.itemsCommitted.Add(float64(res.Items))
+	}
+	return res, err
+}
+
+func allFresh(fresh []bool, members []int) bool {
+	for _, m := range members {
+		if !fresh[m] {
+			return false
+		}
+	}
+	return true
+}
+
+// acceptUpdate applies one alert's update inside the batch; false means it
+// was stale.
+func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (bool, error) {
+	if u.Identity != "" && u.Want != PhaseEvent {
+		var prev alertRow
+		err := b.queryRow(ctx, sqlGetAlert, u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return false, fmt.Errorf("queue: read alert state: %w", err)
+		default:
+			if isStale(prev, u) {
+				res.Stale++
+				if res.StaleByInput == nil {
+					res.StaleByInput = map[string]int{}
+				}
+				res.StaleByInput[u.Input]++
+				return false, nil
+			}
+		}
+		ends := u.EndsAt
+		if u.Want == PhaseResolved && ends.IsZero() {
+			ends = time.Unix(0, b.now)
+		}
+		if u.Want != PhaseResolved {
+			ends = time.Time{} // a firing's endsAt is only Alertmanager's guess
+		}
+		labels := string(u.Labels)
+		if labels == "" {
+			labels = "{}"
+		}
+		if _, err := b.exec(ctx, sqlUpsertAlert, u.Identity, u.Input, u.Want, u.StartsAt.UnixNano(), unixNano(ends), labels, b.now); err != nil {
+			return false, fmt.Errorf("queue: write alert state: %w", err)
+		}
+	}
+	// Targets holding the alert open hear about every later update,
+	// whatever its labels route to now.
+	if u.Identity != "" && u.Sticky != nil {
+		open, err := b.openTargets(ctx, u.Identity)
+		if err != nil {
+			return false, err
+		}
+		routed := make(map[string]bool, len(u.Items))
+		for _, it := range u.Items {
+			routed[it.Target] = true
+		}
+		for _, t := range open {
+			if routed[t] {
+				continue
+			}
+			if it, ok := u.Sticky(t); ok {
+				u.Items = append(u.Items, it)
+				res.Sticky++
+			}
+		}
+	}
+	sort.SliceStable(u.Items, func(i, j int) bool { return u.Items[i].Target < u.Items[j].Target })
+	for _, it := range u.Items {
+		if err := b.putItem(ctx, it); err != nil {
+			return false, err
+		}
+		res.Items++
+	}
+	return true, nil
+}
+
+func (b *batch) openTargets(ctx context.Context, key string) ([]string, error) {
+	st, err := b.stmt(ctx, sqlOpenTargets)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open targets: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open targets: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// RecallLabels returns the labels last accepted for an identity (a JSON
+// object), so that an update that carries none (a PagerDuty resolve or
+// acknowledge without payload) is rendered with the trigger's labels.
+func (s *Store) RecallLabels(ctx context.Context, identity string) ([]byte, bool, error) {
+	var labels string
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT labels FROM alertfan_alert WHERE identity = ?`), identity).Scan(&labels)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("queue: recall labels: %w", err)
+	}
+	return []byte(labels), true, nil
+}
+
+// Refire is what Expire needs to turn a stored firing state into the
+// resolve it sends: the new payload, or false to leave the key alone.
+type Refire func(key string, payload []byte) ([]byte, bool)
+
+// Expire resolves, at target, every alert it holds open whose sender has
+// not refreshed it since cutoff (resolve_after). The alert's own state is
+// not changed: a later refresh by the sender fires it again.
+func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Time, resolve Refire) (int, error) {
+	n := 0
+	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+		n = 0
+		rows, err := b.tx.QueryContext(ctx, s.rebind(`SELECT st.key, st.payload FROM alertfan_state st JOIN alertfan_alert a ON a.identity = st.key
+			WHERE st.target = ? AND st.resolved = 0 AND st.want <> ? AND a.seen_at < ? ORDER BY st.key`), target, PhaseEvent, cutoff.UnixNano())
+		if err != nil {
+			return fmt.Errorf("queue: find unrefreshed alerts: %w", err)
+		}
+		var items []Item
+		for rows.Next() {
+			var key, payload string
+			if err := rows.Scan(&key, &payload); err != nil {
+				rows.Close()
+				return err
+			}
+			if p, ok := resolve(key, []byte(payload)); ok {
+				items = append(items, Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: "expired"})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := b.putItem(ctx, it); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
