@@ -9,21 +9,28 @@ import (
 )
 
 // expireEvery is how often alerts not refreshed within resolve_after are
-// looked for; a minute late is nothing next to resolve_after's hours.
-const expireEvery = 30 * time.Second
+// looked for: a quarter of the shortest resolve_after, between 250ms and
+// 30s (late by a few seconds is nothing next to resolve_after's hours).
+func expireEvery(rt *runtime) time.Duration {
+	every := 30 * time.Second
+	for _, r := range rt.cfg.Receivers {
+		if d := time.Duration(r.ResolveAfter) / 4; d > 0 && d < every {
+			every = max(d, 250*time.Millisecond)
+		}
+	}
+	return every
+}
 
 // ReasonAnnotation is the annotation alertfan adds to an alert it resolves
 // on its own, saying why (templates can show it).
 const ReasonAnnotation = "alertfan_resolved_reason"
 
 func (s *server) expireLoop(ctx context.Context) {
-	t := time.NewTicker(expireEvery)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(expireEvery(s.rt.Load())):
 			s.expire(ctx, time.Now())
 		}
 	}

@@ -236,8 +236,8 @@ func (r *Receiver) UnmarshalYAML(unmarshal func(any) error) error {
 	if !receiverName.MatchString(r.Name) {
 		return fmt.Errorf("receivers: name %q may hold only letters, digits and _ . : -", r.Name)
 	}
-	if r.ResolveAfter != 0 && r.ResolveAfter < model.Duration(time.Minute) {
-		return fmt.Errorf("receivers %q: resolve_after: must be at least 1m (or unset), got %s", r.Name, r.ResolveAfter)
+	if r.ResolveAfter < 0 || (r.ResolveAfter != 0 && r.ResolveAfter < model.Duration(time.Second)) {
+		return fmt.Errorf("receivers %q: resolve_after: must be at least 1s (or unset), got %s", r.Name, r.ResolveAfter)
 	}
 	return nil
 }
