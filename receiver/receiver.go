@@ -38,8 +38,8 @@ type Options struct {
 	Transport http.RoundTripper
 	// OnListen, when set, is told each address the server listens on.
 	OnListen func(addr net.Addr)
-	// ShutdownTimeout bounds graceful shutdown of HTTP and of running
-	// deliveries.
+	// ShutdownTimeout bounds graceful shutdown as a whole: intake requests
+	// in flight and calls in flight to targets (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 }
 
@@ -65,7 +65,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.ListenAddresses = []string{":9095"}
 	}
 	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = 30 * time.Second
+		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if opts.Transport == nil {
 		opts.Transport = targetTransport()
@@ -101,6 +101,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	s.store = store
 	defer func() {
+		// A no-op after a clean shutdown; on an error path it stops what
+		// started.
 		sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 		defer cancel()
 		if err := store.Close(sctx); err != nil {
@@ -159,17 +161,38 @@ func Run(ctx context.Context, opts Options) error {
 				return fmt.Errorf("http server: %w", err)
 			}
 		case <-ctx.Done():
-			logger.Info("Shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
-			defer cancel()
-			// Stop taking requests first so nothing is accepted that the
-			// store can no longer commit.
-			if err := srv.Shutdown(sctx); err != nil {
-				logger.Warn("HTTP shutdown", "err", err)
-			}
+			s.shutdown(srv, store)
 			return nil
 		}
 	}
+}
+
+// DefaultShutdownTimeout fits Docker's default 10 s stop grace period with
+// room for the process to exit.
+const DefaultShutdownTimeout = 7 * time.Second
+
+// shutdown stops within opts.ShutdownTimeout: readiness goes false and
+// workers start no new call at once; intake requests in flight are
+// answered (new ones are refused) while calls in flight finish; what is
+// left at the deadline is cancelled and stays in the queue for the next
+// start. Nothing accepted is lost, nothing is left running.
+func (s *server) shutdown(srv *http.Server, store *queue.Store) {
+	start := time.Now()
+	s.logger.Info("Shutting down: intake closed, finishing calls in flight", "timeout", s.opts.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- store.StopWorkers(sctx) }()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.logger.Warn("HTTP shutdown did not finish in time", "err", err)
+	}
+	if err := <-stopped; err != nil {
+		s.logger.Warn("Calls in flight were cancelled at the shutdown deadline; they are retried after restart", "err", err)
+	}
+	if err := store.Close(sctx); err != nil {
+		s.logger.Warn("Store did not close cleanly", "err", err)
+	}
+	s.logger.Info("Stopped", "took", time.Since(start).Round(time.Millisecond))
 }
 
 func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer) queue.Options {
@@ -248,6 +271,11 @@ func (s *server) reloadLocked(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", s.opts.ConfigFile, err)
 	}
 	s.install(rt)
+	// Queued work meets the new rate limits now, not at the times planned
+	// under the old ones.
+	if err := s.store.Replan(ctx); err != nil {
+		s.logger.Warn("Could not re-plan queued work after the reload; it runs at its planned times", "err", err)
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@ const (
 	ReasonServerError     = "server_error"    // 5xx: retryable
 	ReasonRateLimited     = "rate_limited"    // 429 from the target
 	ReasonRateLimitWait   = "rate_limit_wait" // our own limiter says wait
+	ReasonTargetDown      = "target_down"     // held while the target is down and another call probes it
 	ReasonNetwork         = "network"         // transport failure: retryable
 	ReasonTemplate        = "template"        // template failed to render: permanent
 	ReasonConfig          = "config"          // configuration cannot work: permanent

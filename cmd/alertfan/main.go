@@ -42,6 +42,8 @@ func run(args []string) int {
 
 	serve := app.Command("serve", "Run the server (default).").Default()
 	configFile := app.Flag("config.file", "alertfan configuration file.").Default("config.yml").String()
+	shutdownTimeout := serve.Flag("shutdown-timeout", "On SIGTERM: how long intake requests and calls in flight may take before they are cancelled (and retried after restart). Keep it under the container's stop grace period (Docker: 10s).").
+		Default(receiver.DefaultShutdownTimeout.String()).Duration()
 	webFlags := kingpinflag.AddFlags(app, ":9095")
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
@@ -85,6 +87,7 @@ func run(args []string) int {
 			ListenAddresses: *webFlags.WebListenAddresses,
 			WebConfigFile:   *webFlags.WebConfigFile,
 			Logger:          logger,
+			ShutdownTimeout: *shutdownTimeout,
 		})
 	case check.FullCommand():
 		err = receiver.CheckConfig(ctx, *checkFile, *checkOnline, os.Stdout)

@@ -18,6 +18,7 @@ type metrics struct {
 	itemsCommitted  prometheus.Counter
 	repeats         prometheus.Counter
 	skipped         prometheus.Counter
+	targetUp        *prometheus.GaugeVec
 	jobsInserted    prometheus.Counter
 }
 
@@ -67,6 +68,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_deliveries_skipped_total",
 			Help: "Work items that needed no call: a resolve whose trigger was never sent, a repeat of what the target has.",
 		}),
+		targetUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_target_up",
+			Help: "0 while a target is down (network errors, timeouts, 5xx): its deliveries are held and one call at a time probes it; 1 otherwise.",
+		}, []string{"target"}),
 		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_store_jobs_inserted_total",
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
@@ -78,7 +83,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.jobsInserted, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -89,6 +89,12 @@ type Store struct {
 
 	unrecorded unrecorded
 	retryHints sync.Map
+	health     health
+
+	// draining is set when shutdown begins: workers hand keys back
+	// instead of starting calls.
+	draining    atomic.Bool
+	stopWorkers sync.Once
 
 	ops      chan *op
 	closing  chan struct{}
@@ -371,10 +377,17 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.every(time.Second, s.checkpointer)
 	}
+	s.wg.Add(1)
+	go s.every(replanEvery, s.replanDone)
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
 	}
 	s.ready.Store(true)
+	// Work planned by an earlier process (or before a restart changed a
+	// rate limit) meets the limits as they are now.
+	if err := s.Replan(ctx); err != nil {
+		s.logger.Warn("Could not re-plan queued work at start; it runs at its planned times", "err", err)
+	}
 	return nil
 }
 
@@ -392,6 +405,9 @@ func (s *Store) SetTargets(ts map[string]Target) {
 		// Export the series a target will have from the start, so that
 		// rates and alert rules see 0 rather than nothing.
 		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
+		if _, down := s.Down()[k]; !down {
+			s.metrics.targetUp.WithLabelValues(k).Set(1)
+		}
 	}
 	retired := map[string]Target{}
 	for id, t := range *s.retired.Load() {
@@ -420,18 +436,40 @@ func (s *Store) target(id string) (Target, bool) {
 // Target returns the target with the id, configured or retired.
 func (s *Store) Target(id string) (Target, bool) { return s.target(id) }
 
-// Close stops taking work, lets running deliveries finish within ctx's
-// deadline (then cancels them; they are retried after restart), and closes
-// the database.
+// errDraining hands a key back to the queue during shutdown.
+var errDraining = errors.New("queue: shutting down; handed back to the queue")
+
+// StopWorkers stops deliveries for a shutdown: the store is no longer
+// ready, workers start no new call and hand their remaining keys back to
+// the queue, and calls in flight get until ctx's deadline; then they are
+// cancelled (and retried after restart). Intake keeps committing until
+// Close, so requests in flight still get their answer.
+func (s *Store) StopWorkers(ctx context.Context) error {
+	var err error
+	s.stopWorkers.Do(func() {
+		s.ready.Store(false)
+		s.draining.Store(true)
+		if s.client == nil {
+			return
+		}
+		if e := s.client.Stop(ctx); e != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			err = s.client.StopAndCancel(cctx)
+			if err == nil {
+				err = fmt.Errorf("queue: deliveries still running at the shutdown deadline were cancelled: %w", e)
+			}
+		}
+	})
+	return err
+}
+
+// Close stops the workers (see StopWorkers, within ctx's deadline), then
+// the committer, and closes the database.
 func (s *Store) Close(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
-		s.ready.Store(false)
-		if s.client != nil {
-			if e := s.client.Stop(ctx); e != nil {
-				err = s.client.StopAndCancel(context.Background())
-			}
-		}
+		err = s.StopWorkers(ctx)
 		close(s.closing)
 		s.wg.Wait()
 		s.closeDB()

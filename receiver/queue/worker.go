@@ -274,8 +274,23 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	t, ok := s.target(id)
 	var n sinks.Notification
 	var derr error
+	if s.draining.Load() {
+		// Shutting down: hand the key back to the queue, uncalled.
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}
+	}
+	var probe bool
+	if ok {
+		var wait time.Duration
+		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
+			// The target is down and another delivery is probing it.
+			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}
+		}
+	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(); d > 0 {
+			if probe {
+				s.health.released(id)
+			}
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}
 		}
@@ -294,6 +309,9 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}
 	if derr == nil {
+		if ok {
+			s.targetAnswered(t)
+		}
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "success", "").Inc()
 		if !n.AcceptedAt.IsZero() {
 			s.metrics.latency.WithLabelValues(t.Kind).Observe(time.Since(n.AcceptedAt).Seconds())
@@ -304,16 +322,20 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
 		// Our own limiter parked the key: not a failure of the target.
+		if probe {
+			s.health.released(id)
+		}
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}
 	}
+	if ok {
+		s.targetFailed(t, e)
+	}
 	if e.Retryable && job.Attempt < job.MaxAttempts && !s.tooOld(job.JobRow) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
-		if e.RetryAfter > 0 {
-			log.Warn("Delivery failed; retrying after the target's Retry-After", "retry_after", e.RetryAfter, "err", e)
-		} else {
-			log.Warn("Delivery failed; will retry", "err", e)
-		}
+		// One line per target state change is logged (targetFailed); each
+		// attempt only at debug.
+		log.Debug("Delivery failed; will retry", "retry_after", e.RetryAfter, "err", e)
 		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}
 	}
 	reason := e.Reason

@@ -1,0 +1,163 @@
+package queue
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// maxProbeInterval caps how long a down target waits between probes, so a
+// target that comes back is noticed within seconds, whatever the back-off
+// of the work waiting for it has grown to.
+const maxProbeInterval = 5 * time.Second
+
+// health tracks whether each target answers. While a target is down one
+// delivery at a time probes it, at the back-off rate, and the rest of its
+// work waits without calling it (and without spending attempts); the
+// first success releases the waiting work at once, to go out at the rate
+// limit. Only failures that say the target is unwell count: network
+// errors, timeouts and 5xx — not a 429 (the target is fine, alertfan is
+// fast) and not a 4xx (the target answered; the request was wrong).
+type health struct {
+	mu sync.Mutex
+	m  map[string]*targetHealth
+}
+
+type targetHealth struct {
+	down      bool
+	since     time.Time
+	failures  int       // consecutive
+	nextProbe time.Time // while down: when the next probe may start
+	probing   bool
+	held      int // deliveries held back since it went down
+}
+
+// downFailure reports whether a failure says the target is unwell.
+func downFailure(e *sinks.Error) bool {
+	if !e.Retryable {
+		return false
+	}
+	switch e.Reason {
+	case sinks.ReasonNetwork, sinks.ReasonTimeout, sinks.ReasonServerError, sinks.ReasonUnexpectedReply:
+		return true
+	}
+	return false
+}
+
+// admit says whether a delivery to target may call it now. While the
+// target is down only one probe at a time may, once its time has come;
+// the others are told how long to wait.
+func (h *health) admit(target string, now time.Time) (probe bool, wait time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	th := h.m[target]
+	if th == nil || !th.down {
+		return false, 0
+	}
+	if th.probing || now.Before(th.nextProbe) {
+		th.held++
+		return false, max(th.nextProbe.Sub(now), 100*time.Millisecond)
+	}
+	th.probing = true
+	return true, 0
+}
+
+// failed records a failure that says the target is unwell and whether it
+// just went down.
+func (h *health) failed(target string, now time.Time, minBackoff time.Duration) (wentDown bool, failures int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]*targetHealth{}
+	}
+	th := h.m[target]
+	if th == nil {
+		th = &targetHealth{}
+		h.m[target] = th
+	}
+	th.failures++
+	th.probing = false
+	wentDown = !th.down
+	if wentDown {
+		th.down, th.since, th.held = true, now, 0
+	}
+	d := minBackoff
+	for i := 1; i < th.failures && d < maxProbeInterval; i++ {
+		d *= 2
+	}
+	th.nextProbe = now.Add(min(d, maxProbeInterval))
+	return wentDown, th.failures
+}
+
+// answered records that the target answered (a success, or a failure that
+// is not its fault) and whether it just came back.
+func (h *health) answered(target string) (cameBack bool, th targetHealth) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.m[target]
+	if t == nil {
+		return false, targetHealth{}
+	}
+	th = *t
+	delete(h.m, target)
+	return th.down, th
+}
+
+// released ends a probe that made no call (the limiter parked it), so
+// another delivery may probe.
+func (h *health) released(target string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if th := h.m[target]; th != nil {
+		th.probing = false
+	}
+}
+
+// Down lists the targets that are down now, with when they went down.
+func (s *Store) Down() map[string]time.Time {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	out := map[string]time.Time{}
+	for id, th := range s.health.m {
+		if th.down {
+			out[id] = th.since
+		}
+	}
+	return out
+}
+
+// targetFailed and targetAnswered are the worker's side: state changes
+// are logged once each (not once per attempt), and a target that comes
+// back gets its waiting work released.
+func (s *Store) targetFailed(t Target, e *sinks.Error) {
+	if !downFailure(e) {
+		s.targetAnswered(t)
+		return
+	}
+	wentDown, n := s.health.failed(t.ID, time.Now(), s.opts.MinBackoff)
+	if wentDown {
+		s.metrics.targetUp.WithLabelValues(t.ID).Set(0)
+		s.logger.Warn("Target is down; holding its deliveries and probing it with one call at a time", "target", t.ID, "reason", e.Reason, "err", e)
+	} else {
+		s.logger.Debug("Target still down", "target", t.ID, "failures", n, "err", e)
+	}
+}
+
+func (s *Store) targetAnswered(t Target) {
+	back, th := s.health.answered(t.ID)
+	if !back {
+		return
+	}
+	s.metrics.targetUp.WithLabelValues(t.ID).Set(1)
+	s.logger.Info("Target is back; releasing its waiting deliveries", "target", t.ID,
+		"down_for", time.Since(th.since).Round(time.Millisecond), "failed_calls", th.failures, "held_deliveries", th.held)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := s.wake(ctx, t.ID, true); err != nil {
+			s.logger.Debug("Could not release a recovered target's work; it follows its back-off", "target", t.ID, "err", err)
+		}
+	}()
+}

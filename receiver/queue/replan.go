@@ -1,0 +1,130 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// replanEvery is how often waiting jobs are checked against the present:
+// a job scheduled for later whose keys all need no call any more (their
+// alert resolved before the trigger was sent) leaves the queue at once.
+const replanEvery = 2 * time.Second
+
+// dbTime is a timestamp as River stores it in the store's dialect.
+func (s *Store) dbTime(t time.Time) any {
+	if s.dialect == dialectSQLite {
+		return t.UTC().Format("2006-01-02 15:04:05.999999999")
+	}
+	return t.UTC()
+}
+
+// jobTargetExpr reads a delivery job's target from its JSON args.
+func (s *Store) jobTargetExpr() string {
+	if s.dialect == dialectSQLite {
+		return `json_extract(args, '$.target')`
+	}
+	return `args->>'target'`
+}
+
+// wake makes waiting delivery jobs available now: every parked or
+// scheduled one (target empty), or those of one target, including its
+// retries (a target that recovered). Their keys then meet the limiter and
+// the target as they are now, not as they were when the wait was planned.
+func (s *Store) wake(ctx context.Context, target string, retries bool) (int64, error) {
+	states := `'scheduled'`
+	if retries {
+		states = `'scheduled', 'retryable'`
+	}
+	q := `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE kind = 'alertfan_deliver' AND state IN (` + states + `)`
+	args := []any{s.dbTime(time.Now())}
+	if target != "" {
+		q += ` AND ` + s.jobTargetExpr() + ` = ?`
+		args = append(args, target)
+	}
+	var n int64
+	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+		res, err := b.tx.ExecContext(ctx, s.rebind(q), args...)
+		if err != nil {
+			return fmt.Errorf("queue: wake jobs: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+// Replan makes every parked or scheduled delivery job available now, so
+// that rates changed by a reload or a restart take effect on queued work
+// at once: each key meets the limiter as it is now and parks again only
+// for as long as the new rate needs.
+func (s *Store) Replan(ctx context.Context) error {
+	n, err := s.wake(ctx, "", false)
+	if err == nil && n > 0 {
+		s.logger.Info("Re-planned queued deliveries for the current rate limits", "jobs", n)
+	}
+	return err
+}
+
+// replanDone finds waiting jobs none of whose keys needs a call any more
+// and makes them available now, so they complete at once instead of
+// sitting in the queue (and in its depth and age metrics) until their
+// planned turn.
+func (s *Store) replanDone() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, args FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
+	if err != nil {
+		return
+	}
+	type job struct {
+		id   int64
+		args deliverArgs
+	}
+	var jobs []job
+	for rows.Next() {
+		var j job
+		var raw []byte
+		if rows.Scan(&j.id, &raw) == nil && json.Unmarshal(raw, &j.args) == nil {
+			jobs = append(jobs, j)
+		}
+	}
+	rows.Close()
+	var done []any
+	for _, j := range jobs {
+		if len(j.args.Keys) == 0 {
+			continue
+		}
+		states, err := s.loadStates(ctx, j.args.Target, j.args.Keys)
+		if err != nil {
+			return
+		}
+		idle := true
+		for _, k := range j.args.Keys {
+			st := states[k.Key]
+			if st != nil && st.pending && st.seq == k.Seq && len(plan(st)) > 0 {
+				idle = false
+				break
+			}
+		}
+		if idle {
+			done = append(done, j.id)
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+	q := `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE state IN ('scheduled', 'retryable') AND id IN (` +
+		strings.TrimSuffix(strings.Repeat("?,", len(done)), ",") + `)`
+	args := append([]any{s.dbTime(time.Now())}, done...)
+	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
+		_, err := b.tx.ExecContext(ctx, s.rebind(q), args...)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		s.logger.Debug("Could not release jobs that need no call", "err", err)
+	}
+}
