@@ -323,7 +323,7 @@ func newItem(t queue.Target, n *sinks.Notification) (queue.Item, error) {
 	case n.Status() == sinks.StatusResolved:
 		want = queue.PhaseResolved
 	}
-	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Want: want, Digest: n.Digest(), Payload: b}, nil
+	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Want: want, Digest: n.Digest(), Payload: b, Priority: n.Priority()}, nil
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,16 +27,27 @@ func NewLimiters() *Limiters { return &Limiters{m: map[string]*Limiter{}} }
 // after the previous one, so no window of a minute ever holds more than N
 // calls — which is how Backlog counts. (A token bucket with a burst of one
 // would allow N+1 when a call runs late and the next follows at once.)
+//
+// When the key's budget is the bottleneck, calls are served by priority
+// class (see Priority), FIFO within a class: each free slot goes to the
+// best waiting call, and estimates for parked work count only the work of
+// its class and better.
 type Limiter struct {
 	mu        sync.Mutex
 	interval  time.Duration
 	next      time.Time // earliest start of the next call
 	perMinute int
-	// demand estimates calls booked or parked for this key and not yet
-	// made; it drains at the limiter's rate. Parked or scheduled work comes
-	// back about when its turn comes instead of polling the limiter.
-	demand float64
-	last   time.Time
+	// demand estimates, per class, calls booked or parked for this key and
+	// not yet made; it drains at the limiter's rate, best class first.
+	// Parked or scheduled work comes back about when its turn comes
+	// instead of polling the limiter.
+	demand  [NumPriorities]float64
+	last    time.Time
+	waiters waiterHeap
+	seq     uint64
+	timer   *time.Timer
+	// onGrant, in tests, sees each call's start.
+	onGrant func(time.Time)
 }
 
 func newLimiter(perMinute int) *Limiter {
@@ -83,80 +95,109 @@ func (l *Limiters) Reset() {
 	}
 }
 
-// reserve books the next start time and returns the wait until it.
-func (l *Limiter) reserve(now time.Time) (time.Time, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t := l.next
-	if t.Before(now) {
-		t = now
-	}
-	l.next = t.Add(l.interval)
-	return t, t.Sub(now)
-}
-
-// cancel gives a booked start back if no later one was booked after it.
-func (l *Limiter) cancel(t time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.next.Equal(t.Add(l.interval)) {
-		l.next = t
-	}
-}
-
-// Wait blocks until a call may be made. If the wait would be longer than
-// maxWait it books nothing and returns a retryable Error carrying the wait,
-// so the queue can park the work instead of holding a worker.
+// Wait blocks until a call may be made; the call's priority class comes
+// from ctx (WithPriority). If the wait would be longer than maxWait it
+// books nothing and returns a retryable Error carrying the wait, so the
+// queue can park the work instead of holding a worker.
 func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
-	t, d := l.reserve(time.Now())
-	if d == 0 {
+	class := PriorityFrom(ctx)
+	now := time.Now()
+	l.mu.Lock()
+	base := max(0, l.next.Sub(now))
+	if base == 0 && len(l.waiters) == 0 {
+		l.next = now.Add(l.interval)
+		if l.onGrant != nil {
+			l.onGrant(now)
+		}
+		l.mu.Unlock()
 		return 0, nil
 	}
+	d := base + time.Duration(l.waiters.ahead(class))*l.interval
 	if d > maxWait {
-		l.cancel(t)
+		l.mu.Unlock()
 		return d, Retryable(ReasonRateLimitWait, d, nil)
 	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
+	w := &waiter{class: class, seq: l.seq, ready: make(chan struct{})}
+	l.seq++
+	heap.Push(&l.waiters, w)
+	l.arm(now)
+	l.mu.Unlock()
 	select {
-	case <-timer.C:
+	case <-w.ready:
 		return d, nil
 	case <-ctx.Done():
-		l.cancel(t)
+		l.mu.Lock()
+		if !w.granted {
+			heap.Remove(&l.waiters, w.index)
+		}
+		l.mu.Unlock()
 		return d, ctx.Err()
 	}
 }
 
-// Admit tells whether a call could be made within maxWait. If not, the
-// call is counted as parked and the returned duration says when to come
-// back; nothing is booked either way.
-func (l *Limiter) Admit(maxWait time.Duration) time.Duration {
+// arm makes sure the next free slot is handed to the best waiter.
+func (l *Limiter) arm(now time.Time) {
+	if l.timer != nil || len(l.waiters) == 0 {
+		return
+	}
+	l.timer = time.AfterFunc(max(0, l.next.Sub(now)), l.dispatch)
+}
+
+func (l *Limiter) dispatch() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.timer = nil
+	now := time.Now()
+	if len(l.waiters) == 0 {
+		return
+	}
+	if now.Before(l.next) {
+		l.arm(now)
+		return
+	}
+	w := heap.Pop(&l.waiters).(*waiter)
+	w.granted = true
+	close(w.ready)
+	l.next = now.Add(l.interval)
+	if l.onGrant != nil {
+		l.onGrant(now)
+	}
+	l.arm(now)
+}
+
+// Admit tells whether a call of the class could be made within maxWait.
+// If not, the call is counted as parked and the returned duration says
+// when to come back; nothing is booked either way.
+func (l *Limiter) Admit(class int, maxWait time.Duration) time.Duration {
+	class = clampPriority(class)
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d := max(0, l.next.Sub(now))
+	d := max(0, l.next.Sub(now)) + time.Duration(l.waiters.ahead(class))*l.interval
 	if d <= maxWait {
 		return 0
 	}
 	l.drain(now)
-	l.demand++
-	return max(d, time.Duration(l.demand*float64(l.interval)))
+	l.demand[class]++
+	return max(d, time.Duration(l.ahead(class)*float64(l.interval)))
 }
 
-// Schedule books n calls and returns when the first of them can expect its
-// turn, given the calls booked or parked before it (0 when that is within
-// maxWait). The queue uses it to schedule a delivery job for its turn
-// instead of fetching and parking it again and again.
-func (l *Limiter) Schedule(n int, maxWait time.Duration) time.Duration {
+// Schedule books n calls of the class and returns when the first of them
+// can expect its turn, given the calls of its class and better booked or
+// parked before it (0 when that is within maxWait). The queue uses it to
+// schedule a delivery job for its turn instead of fetching and parking it
+// again and again.
+func (l *Limiter) Schedule(n, class int, maxWait time.Duration) time.Duration {
 	if n <= 0 {
 		return 0
 	}
+	class = clampPriority(class)
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.drain(now)
-	ahead := l.demand
-	l.demand += float64(n)
+	ahead := l.ahead(class)
+	l.demand[class] += float64(n)
 	d := time.Duration(ahead * float64(l.interval))
 	if d <= maxWait {
 		return 0
@@ -164,10 +205,25 @@ func (l *Limiter) Schedule(n int, maxWait time.Duration) time.Duration {
 	return d
 }
 
-// drain removes from demand the calls the rate has allowed since last.
+// ahead is the demand that goes before a call of the class.
+func (l *Limiter) ahead(class int) float64 {
+	var a float64
+	for c := 0; c <= class; c++ {
+		a += l.demand[c]
+	}
+	return a
+}
+
+// drain removes from demand the calls the rate has allowed since last,
+// best class first (that is the order they are served in).
 func (l *Limiter) drain(now time.Time) {
 	if !l.last.IsZero() && l.interval > 0 {
-		l.demand = max(0, l.demand-float64(now.Sub(l.last))/float64(l.interval))
+		served := float64(now.Sub(l.last)) / float64(l.interval)
+		for c := range l.demand {
+			take := min(served, l.demand[c])
+			l.demand[c] -= take
+			served -= take
+		}
 	}
 	l.last = now
 }
@@ -177,4 +233,50 @@ func (l *Limiter) PerMinute() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.perMinute
+}
+
+// waiter is a call waiting for a slot.
+type waiter struct {
+	class   int
+	seq     uint64
+	ready   chan struct{}
+	index   int
+	granted bool
+}
+
+// waiterHeap orders waiting calls: best class first, then first come.
+type waiterHeap []*waiter
+
+func (h waiterHeap) Len() int { return len(h) }
+func (h waiterHeap) Less(i, j int) bool {
+	if h[i].class != h[j].class {
+		return h[i].class < h[j].class
+	}
+	return h[i].seq < h[j].seq
+}
+func (h waiterHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *waiterHeap) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+func (h *waiterHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return w
+}
+
+// ahead counts the waiters a call of the class waits behind.
+func (h waiterHeap) ahead(class int) int {
+	n := 0
+	for _, w := range h {
+		if w.class <= class {
+			n++
+		}
+	}
+	return n
 }

@@ -25,6 +25,9 @@ type Item struct {
 	Digest string
 	// Payload is the JSON of the sinks.Notification to deliver.
 	Payload []byte
+	// Priority is the item's class for its target's rate-limit budget
+	// (sinks.PriorityClose … sinks.PriorityInfo).
+	Priority int
 }
 
 // closed reports whether the item leaves the key with nothing open at its
@@ -57,10 +60,15 @@ type batch struct {
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
 	now   int64
-	// pending collects, per target, the keys this batch made pending; one
-	// River job per target carries them (see jobsFor).
-	pending map[string]*pendingKeys
-	order   []string
+	// pending collects, per (target, priority class), the keys this batch
+	// made pending; one River job per pair carries them (see jobs).
+	pending map[pendingGroup]*pendingKeys
+	order   []pendingGroup
+}
+
+type pendingGroup struct {
+	target string
+	class  int
 }
 
 type pendingKeys struct {
@@ -171,7 +179,7 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 	if err != nil {
 		return fmt.Errorf("queue: begin: %w", err)
 	}
-	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano(), pending: map[string]*pendingKeys{}}
+	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano(), pending: map[pendingGroup]*pendingKeys{}}
 	defer func() {
 		for _, st := range b.stmts {
 			st.Close()
@@ -215,20 +223,22 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 func (b *batch) jobs() []river.InsertManyParams {
 	var out []river.InsertManyParams
 	now := time.Now()
-	for _, target := range b.order {
-		p := b.pending[target]
-		t, _ := b.s.target(target)
+	for _, g := range b.order {
+		p := b.pending[g]
+		t, _ := b.s.target(g.target)
 		sch, _ := t.Sink.(scheduler)
 		for start := 0; start < len(p.keys); start += maxKeysPerJob {
 			end := min(start+maxKeysPerJob, len(p.keys))
-			opts := &river.InsertOpts{Queue: p.kind}
+			// River fetches available jobs by priority (1 first), so the
+			// class also orders work that is not rate-limited.
+			opts := &river.InsertOpts{Queue: p.kind, Priority: max(1, min(g.class, 4))}
 			if sch != nil {
-				if d := sch.Schedule(end - start); d > 0 {
+				if d := sch.Schedule(end-start, g.class); d > 0 {
 					opts.ScheduledAt = now.Add(d)
 				}
 			}
 			out = append(out, river.InsertManyParams{
-				Args:       deliverArgs{Target: target, Keys: append([]keySeq(nil), p.keys[start:end]...)},
+				Args:       deliverArgs{Target: g.target, Class: g.class, Keys: append([]keySeq(nil), p.keys[start:end]...)},
 				InsertOpts: opts,
 			})
 		}
@@ -308,11 +318,11 @@ func (b *batch) putItem(ctx context.Context, it Item) error {
 	if err != nil {
 		return fmt.Errorf("queue: upsert state: %w", err)
 	}
-	return b.markPending(ctx, it.Target, it.Key, it.Kind)
+	return b.markPending(ctx, it.Target, it.Key, it.Kind, it.Priority)
 }
 
 // markPending enqueues a delivery job for (target, key) unless one is live.
-func (b *batch) markPending(ctx context.Context, target, key, kind string) error {
+func (b *batch) markPending(ctx context.Context, target, key, kind string, class int) error {
 	var seq int64
 	err := b.queryRow(ctx, sqlMarkPending, target, key).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -321,11 +331,12 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string) error
 	if err != nil {
 		return fmt.Errorf("queue: mark pending: %w", err)
 	}
-	p, ok := b.pending[target]
+	g := pendingGroup{target: target, class: class}
+	p, ok := b.pending[g]
 	if !ok {
 		p = &pendingKeys{kind: kind}
-		b.pending[target] = p
-		b.order = append(b.order, target)
+		b.pending[g] = p
+		b.order = append(b.order, g)
 	}
 	p.keys = append(p.keys, keySeq{Key: key, Seq: seq})
 	return nil

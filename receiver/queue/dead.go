@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // DeadLetter is a delivery that failed permanently or ran out of attempts.
@@ -95,7 +97,7 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 			if err != nil {
 				return err
 			}
-			if err := b.markPending(ctx, r.target, r.key, kind); err != nil {
+			if err := b.markPending(ctx, r.target, r.key, kind, sinks.PriorityWarning); err != nil {
 				return err
 			}
 			n++

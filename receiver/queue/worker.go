@@ -42,8 +42,10 @@ type keySeq struct {
 }
 
 type deliverArgs struct {
-	Target string   `json:"target"`
-	Keys   []keySeq `json:"keys"`
+	Target string `json:"target"`
+	// Class is the keys' priority class for the target's rate limit.
+	Class int      `json:"class,omitempty"`
+	Keys  []keySeq `json:"keys"`
 }
 
 func (deliverArgs) Kind() string { return "alertfan_deliver" }
@@ -54,14 +56,25 @@ const keyParallelism = 16
 
 // admitter is implemented by sinks with a proactive rate limit.
 type admitter interface {
-	// Admit returns 0 when a delivery may start now, else how long to park.
-	Admit() time.Duration
+	// Admit returns 0 when a delivery of the priority class may start
+	// now, else how long to park.
+	Admit(class int) time.Duration
 }
 
 // scheduler is implemented by sinks with a proactive rate limit: it books
-// keys deliveries and says how long their job should wait before running.
+// keys deliveries of a priority class and says how long their job should
+// wait before running.
 type scheduler interface {
-	Schedule(keys int) time.Duration
+	Schedule(keys, class int) time.Duration
+}
+
+// PriorityAging moves waiting work up one priority class per period, so
+// that a steady flow of better work never starves worse work.
+const PriorityAging = 5 * time.Minute
+
+// effectiveClass is a job's class after aging.
+func effectiveClass(job *rivertype.JobRow, class int) int {
+	return max(0, class-int(time.Since(job.CreatedAt)/PriorityAging))
 }
 
 type worker struct {
@@ -133,6 +146,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	if err != nil {
 		return fmt.Errorf("load states: %w", err)
 	}
+	ctx = sinks.WithPriority(ctx, effectiveClass(job.JobRow, a.Class))
 	outcomes := make([]outcome, len(a.Keys))
 	sem := make(chan struct{}, keyParallelism)
 	var wg sync.WaitGroup
@@ -287,7 +301,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		}
 	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
-		if d := ad.Admit(); d > 0 {
+		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
 			if probe {
 				s.health.released(id)
 			}

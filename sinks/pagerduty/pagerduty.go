@@ -88,11 +88,11 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 // Admit says whether a delivery could start within the rate limiter's
 // patience; otherwise how long to park it. It lets the queue skip parked
 // work before loading or decoding anything.
-func (n *Notifier) Admit() time.Duration { return n.limiter.Admit(maxLimiterWait) }
+func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class, maxLimiterWait) }
 
 // Schedule books calls for keys deliveries and says how long the job
 // carrying them should wait before it runs.
-func (n *Notifier) Schedule(keys int) time.Duration { return n.limiter.Schedule(keys, maxLimiterWait) }
+func (n *Notifier) Schedule(keys, class int) time.Duration { return n.limiter.Schedule(keys, class, maxLimiterWait) }
 
 // Grouped reports whether the queue should key work by group instead of by
 // alert.
