@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -100,6 +101,9 @@ func (l *Limiters) Reset() {
 // books nothing and returns a retryable Error carrying the wait, so the
 // queue can park the work instead of holding a worker.
 func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
+	if p, ok := ctx.Value(prepaidKey{}).(*atomic.Bool); ok && p.CompareAndSwap(true, false) {
+		return 0, nil // the caller already waited for this call's slot
+	}
 	class := PriorityFrom(ctx)
 	now := time.Now()
 	l.mu.Lock()
@@ -279,4 +283,16 @@ func (h waiterHeap) ahead(class int) int {
 		}
 	}
 	return n
+}
+
+type prepaidKey struct{}
+
+// WithPrepaid marks ctx as holding one call's slot already waited for: the
+// next Wait under it returns at once, later ones wait as usual. The queue
+// paces a call, looks at the alert's state once more, and only then lets
+// the sink make the call.
+func WithPrepaid(ctx context.Context) context.Context {
+	p := &atomic.Bool{}
+	p.Store(true)
+	return context.WithValue(ctx, prepaidKey{}, p)
 }

@@ -62,6 +62,7 @@ func (s *Store) wake(ctx context.Context, target string, retries bool) (int64, e
 // at once: each key meets the limiter as it is now and parks again only
 // for as long as the new rate needs.
 func (s *Store) Replan(ctx context.Context) error {
+	s.replanGen.Add(1)
 	n, err := s.wake(ctx, "", false)
 	if err == nil && n > 0 {
 		s.logger.Info("Re-planned queued deliveries for the current rate limits", "jobs", n)
@@ -76,8 +77,13 @@ func (s *Store) Replan(ctx context.Context) error {
 func (s *Store) replanDone() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, args FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
+	args := `args`
+	if s.dialect == dialectSQLite {
+		args = `json(args)` // River's SQLite driver keeps args as JSONB
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, `+args+` FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
 	if err != nil {
+		s.logger.Debug("Could not look for jobs that need no call", "err", err)
 		return
 	}
 	type job struct {
@@ -119,9 +125,9 @@ func (s *Store) replanDone() {
 	}
 	q := `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE state IN ('scheduled', 'retryable') AND id IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(done)), ",") + `)`
-	args := append([]any{s.dbTime(time.Now())}, done...)
+	qargs := append([]any{s.dbTime(time.Now())}, done...)
 	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
-		_, err := b.tx.ExecContext(ctx, s.rebind(q), args...)
+		_, err := b.tx.ExecContext(ctx, s.rebind(q), qargs...)
 		return err
 	})
 	if err != nil && !errors.Is(err, ErrClosed) {

@@ -93,7 +93,10 @@ type Store struct {
 
 	// draining is set when shutdown begins: workers hand keys back
 	// instead of starting calls.
-	draining    atomic.Bool
+	draining atomic.Bool
+	// replanGen counts re-plans: a job that was running during one parks
+	// its keys briefly, not for a turn estimated under the old limits.
+	replanGen   atomic.Int64
 	stopWorkers sync.Once
 
 	ops      chan *op

@@ -68,6 +68,21 @@ type scheduler interface {
 	Schedule(keys, class int) time.Duration
 }
 
+// pacer is implemented by sinks with a proactive rate limit: Pace waits
+// for a call's turn (its priority class comes from ctx) and returns a
+// sinks.Error with ReasonRateLimitWait when the turn is too far off. The
+// worker paces before it takes its last look at the state, then lets the
+// sink make the call on the slot it waited for (sinks.WithPrepaid).
+type pacer interface {
+	Pace(ctx context.Context, maxWait time.Duration) error
+}
+
+// maxPaceWait bounds how long a key waits in-process for its turn; a later
+// turn parks the key (its job is snoozed), so that few keys sit holding a
+// state that may change before their call — and a queued trigger whose
+// alert resolves is dropped by a re-plan, not sent.
+const maxPaceWait = 2 * time.Second
+
 // PriorityAging moves waiting work up one priority class per period, so
 // that a steady flow of better work never starves worse work.
 const PriorityAging = 5 * time.Minute
@@ -147,6 +162,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		return fmt.Errorf("load states: %w", err)
 	}
 	ctx = sinks.WithPriority(ctx, effectiveClass(job.JobRow, a.Class))
+	gen := s.replanGen.Load()
 	outcomes := make([]outcome, len(a.Keys))
 	sem := make(chan struct{}, keyParallelism)
 	var wg sync.WaitGroup
@@ -189,6 +205,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	case firstErr == nil:
 		return nil
 	case parkOnly && parkAfter > 0:
+		if s.replanGen.Load() != gen {
+			parkAfter = min(parkAfter, 100*time.Millisecond)
+		}
 		return river.JobSnooze(parkAfter)
 	default:
 		if targetAfter > 0 {
@@ -222,8 +241,15 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
 			if st.delivered < st.version {
 				var o outcome
-				if rec, o = w.advance(ctx, job, k, st); o.retry {
+				var moved *state
+				if rec, o, moved = w.advance(ctx, job, k, st); o.retry {
 					return o
+				}
+				if moved != nil {
+					// A newer state arrived while the call waited for its
+					// turn: plan again from it, nothing was sent for the old.
+					st = moved
+					continue
 				}
 			}
 		}
@@ -248,8 +274,11 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 
 // advance makes the calls plan asks for, in order. A call that fails
 // retryably after an earlier one succeeded records the phase reached, so
-// the retry does not repeat the earlier call.
-func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome) {
+// the retry does not repeat the earlier call. When a call had to wait for
+// the rate limit and a newer state arrived meanwhile, nothing more is sent
+// and the newer state is returned to plan from (a trigger whose alert
+// resolved while it waited is never sent).
+func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
 	steps := plan(st)
@@ -259,45 +288,49 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		}
 		rec.digest = st.digest
 		s.metrics.skipped.Inc()
-		return rec, outcome{}
+		return rec, outcome{}, nil
 	}
 	for i, sp := range steps {
-		dead, o := w.deliver(ctx, job, k, sp.payload)
-		if o.retry {
-			if i > 0 {
-				if err := s.setPhase(ctx, job.Args.Target, k, rec.phase); err != nil {
-					s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
-				}
+		dead, o, moved := w.deliver(ctx, job, k, sp.payload, st.version)
+		if (o.retry || moved != nil) && i > 0 {
+			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase); err != nil {
+				s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
 			}
-			return rec, o
+		}
+		if moved != nil {
+			moved.phase = rec.phase
+			return rec, outcome{}, moved
+		}
+		if o.retry {
+			return rec, o, nil
 		}
 		if dead != nil {
 			rec.dead = dead
-			return rec, outcome{}
+			return rec, outcome{}, nil
 		}
 		rec.phase = sp.to
 	}
 	rec.digest = st.digest
-	return rec, outcome{}
+	return rec, outcome{}, nil
 }
 
 // deliver makes one call. It returns a dead letter for a permanent failure,
 // or an outcome asking for a retry.
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte) (*deadRecord, outcome) {
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte, version int64) (*deadRecord, outcome, *state) {
 	s, id := w.s, job.Args.Target
 	t, ok := s.target(id)
 	var n sinks.Notification
 	var derr error
 	if s.draining.Load() {
 		// Shutting down: hand the key back to the queue, uncalled.
-		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil
 	}
 	var probe bool
 	if ok {
 		var wait time.Duration
 		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
 			// The target is down and another delivery is probing it.
-			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}
+			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil
 		}
 	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
@@ -306,7 +339,30 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 				s.health.released(id)
 			}
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}
+			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}, nil
+		}
+	}
+	if pc, isPc := t.Sink.(pacer); ok && isPc {
+		// Wait for the call's turn here, then look at the state again: the
+		// alert may have moved on while the call waited.
+		if err := pc.Pace(ctx, maxPaceWait); err != nil {
+			if probe {
+				s.health.released(id)
+			}
+			e := sinks.AsError(err)
+			if e.Reason == sinks.ReasonRateLimitWait {
+				s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
+				return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil
+			}
+			return nil, outcome{retry: true, err: e}, nil
+		}
+		ctx = sinks.WithPrepaid(ctx)
+		states, err := s.loadStates(ctx, id, []keySeq{k})
+		if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
+			if probe {
+				s.health.released(id)
+			}
+			return nil, outcome{}, st
 		}
 	}
 	switch {
@@ -330,7 +386,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if !n.AcceptedAt.IsZero() {
 			s.metrics.latency.WithLabelValues(t.Kind).Observe(time.Since(n.AcceptedAt).Seconds())
 		}
-		return nil, outcome{}
+		return nil, outcome{}, nil
 	}
 	e := sinks.AsError(derr)
 	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
@@ -340,7 +396,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			s.health.released(id)
 		}
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}
+		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil
 	}
 	if ok {
 		s.targetFailed(t, e)
@@ -350,7 +406,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// One line per target state change is logged (targetFailed); each
 		// attempt only at debug.
 		log.Debug("Delivery failed; will retry", "retry_after", e.RetryAfter, "err", e)
-		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}
+		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}, nil
 	}
 	reason := e.Reason
 	if e.Retryable {
@@ -358,7 +414,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
-	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}
+	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil
 }
 
 // tooOld reports whether a job has been failing for longer than max_age.

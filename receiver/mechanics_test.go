@@ -1,0 +1,205 @@
+package receiver
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+// storm posts n alerts of one severity in notifications of 50, as one
+// Alertmanager group per notification would.
+func storm(t *testing.T, ts *testServer, prefix, severity, status string, n int) {
+	t.Helper()
+	for i := 0; i < n; i += 50 {
+		var as []sinkstest.WebhookAlert
+		for k := i; k < min(n, i+50); k++ {
+			as = append(as, sinkstest.NamedAlert(prefix, severity, fmt.Sprintf("host-%05d", k), status, t0))
+		}
+		code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", fmt.Sprintf(`{}:{alertname=%q,batch="%d"}`, prefix, i), nil, as...))
+		require.Equal(t, 200, code, "%v", body)
+	}
+}
+
+func pdRateConfig(url string, perMinute int, delivery string) string {
+	return strings.Replace(pdConfig(url, ""), "rate_limit_per_minute: 60000", fmt.Sprintf("rate_limit_per_minute: %d", perMinute), 1) + delivery
+}
+
+func countActions(pd *sinkstest.PagerDuty) map[string]int {
+	out := map[string]int{}
+	for _, e := range pd.Events() {
+		out[e.EventAction]++
+	}
+	return out
+}
+
+// Queued work follows the present: a reload that raises a key's rate
+// limit releases the work queued under the old one at once.
+func TestReloadRaisingTheRateReleasesQueuedWork(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdRateConfig(pd.EventsURL(), 60, ""))
+	storm(t, ts, "Storm", "warning", "firing", 300)
+	time.Sleep(1500 * time.Millisecond)
+	require.Less(t, len(pd.Events()), 10, "held at 60/min")
+
+	require.NoError(t, os.WriteFile(ts.cfg, []byte(strings.Replace(mustRead(t, ts.cfg), "rate_limit_per_minute: 60\n", "rate_limit_per_minute: 600000\n", 1)), 0o600))
+	reloaded := time.Now()
+	code, body := ts.post(t, "/-/reload", nil)
+	require.Equal(t, 200, code, "%v", body)
+	require.Eventually(t, func() bool { return countActions(pd)["trigger"] == 300 }, 10*time.Second, 20*time.Millisecond)
+	t.Logf("300 alerts queued at 60/min delivered %v after the reload raised the rate", time.Since(reloaded).Round(time.Millisecond))
+}
+
+// The same after a restart with the higher rate.
+func TestRestartWithAHigherRateReleasesQueuedWork(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	ts := startServerIn(t, dir, pdRateConfig(pd.EventsURL(), 60, ""))
+	storm(t, ts, "Storm", "warning", "firing", 300)
+	time.Sleep(time.Second)
+	ts.stop()
+	before := len(pd.Events())
+	require.Less(t, before, 10)
+
+	restarted := time.Now()
+	startServerIn(t, dir, pdRateConfig(pd.EventsURL(), 600000, ""))
+	require.Eventually(t, func() bool { return countActions(pd)["trigger"] >= 300 }, 10*time.Second, 20*time.Millisecond)
+	t.Logf("delivered %v after the restart", time.Since(restarted).Round(time.Millisecond))
+}
+
+// A storm that resolves while it is queued leaves the queue within
+// seconds: the triggers never sent need no call, and each one that was
+// sent gets its resolve.
+func TestStormResolvedWhileQueuedLeavesTheQueue(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdRateConfig(pd.EventsURL(), 60, ""))
+	storm(t, ts, "Storm", "warning", "firing", 200)
+	time.Sleep(1500 * time.Millisecond)
+	storm(t, ts, "Storm", "warning", "resolved", 200)
+	resolved := time.Now()
+	settleAll(t, ts)
+	took := time.Since(resolved)
+	triggered, got := map[string]bool{}, map[string]int{}
+	for _, e := range pd.Events() {
+		got[e.EventAction]++
+		if e.EventAction == "trigger" {
+			triggered[e.DedupKey] = true
+			require.True(t, e.Received.Before(resolved), "no trigger is sent after its alert resolved")
+		} else {
+			require.True(t, triggered[e.DedupKey], "a resolve only for a trigger that was sent")
+		}
+	}
+	t.Logf("queue empty %v after the storm resolved; PagerDuty got %v", took.Round(time.Millisecond), got)
+	require.Equal(t, got["trigger"], got["resolve"], "every sent trigger resolved, nothing else: %v", got)
+	require.Less(t, got["trigger"], 10)
+	// The resolves of the sent triggers go out at the rate (1/s); every
+	// other queued trigger leaves the queue within seconds.
+	require.Less(t, took, time.Duration(got["resolve"])*1010*time.Millisecond+5*time.Second)
+}
+
+// When a key's budget is the bottleneck, a critical alert that arrives
+// behind 2,000 warnings goes out within one pacing slot plus a second.
+func TestCriticalOvertakesQueuedWarnings(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	var mu sync.Mutex
+	var criticalAt time.Time
+	pd.OnEvent = func(e sinkstest.PDEvent) {
+		if strings.Contains(string(e.Payload), "Critical") {
+			mu.Lock()
+			criticalAt = e.Received
+			mu.Unlock()
+		}
+	}
+	ts := startServer(t, pdRateConfig(pd.EventsURL(), 120, ""))
+	storm(t, ts, "Warn", "warning", "firing", 2000)
+	time.Sleep(2 * time.Second)
+	sent := time.Now()
+	code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", `{}:{alertname="Critical"}`, nil,
+		sinkstest.NamedAlert("Critical", "critical", "db-1", "firing", t0)))
+	require.Equal(t, 200, code, "%v", body)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !criticalAt.IsZero()
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	took := criticalAt.Sub(sent)
+	mu.Unlock()
+	t.Logf("critical delivered %v after it arrived, behind %d queued warnings", took.Round(time.Millisecond), 2000-len(pd.Events()))
+	require.Less(t, took, 500*time.Millisecond+time.Second, "one pacing slot (0.5 s at 120/min) plus 1 s")
+}
+
+// Every answer of the target counts as an attempt, Retry-After included:
+// max_attempts: 2 against a target answering 503 with Retry-After: 1 is
+// a dead letter after two calls.
+func TestRetryAfterCountsAsAnAttempt(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	for i := 0; i < 20; i++ {
+		pd.Script(sinkstest.PDResponse{Status: 503, RetryAfter: "1", Body: `{"status":"unavailable"}`})
+	}
+	ts := startServer(t, pdConfig(pd.EventsURL(), "")+`
+delivery:
+  max_attempts: 2
+  min_backoff: 50ms
+  max_backoff: 200ms
+  poll_interval: 10ms
+  job_timeout: 15s
+  rescue_after: 20s
+`)
+	code, body := ts.post(t, "/webhook", firing("Flaky", "db-1"))
+	require.Equal(t, 200, code, "%v", body)
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_dead_letters{target="oncall/pagerduty/0"} 1`)
+	}, 10*time.Second, 50*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
+	require.Equal(t, 2, pd.Attempts(), "two attempts, then a dead letter; never retried forever")
+}
+
+// A target that comes back gets its queue back at once: while it is down
+// one call at a time probes it, and the first success releases the rest,
+// however long their back-off had grown.
+func TestRecoveredTargetGetsItsQueueAtOnce(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.SetDown(true)
+	ts := startServer(t, pdConfig(pd.EventsURL(), "")+`
+delivery:
+  min_backoff: 1s
+  max_backoff: 5m
+  poll_interval: 50ms
+  job_timeout: 15s
+  rescue_after: 20s
+`)
+	storm(t, ts, "Outage", "critical", "firing", 200)
+	const outage = 12 * time.Second
+	time.Sleep(outage)
+	during := pd.Attempts()
+	pd.SetDown(false)
+	up := time.Now()
+	require.Eventually(t, func() bool { return countActions(pd)["trigger"] == 200 }, 10*time.Second, 20*time.Millisecond)
+	t.Logf("200 alerts, %v outage: %d calls during it, all delivered %v after recovery", outage, during, time.Since(up).Round(time.Millisecond))
+	require.Less(t, during, 120, "a down target is probed, not hammered by every job")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_target_up{target="oncall/pagerduty/0"} 1`)
+	require.Equal(t, 1, strings.Count(ts.logs.String(), "Target is down"), "one line per state change")
+	require.Equal(t, 1, strings.Count(ts.logs.String(), "Target is back"))
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
