@@ -82,6 +82,9 @@ var migrations = []string{
 		labels     TEXT   NOT NULL,
 		updated_at BIGINT NOT NULL
 	)`,
+	// 6 (branch backlog): hash of the Backlog description last written,
+	// so group-mode issues are rewritten only when their alerts change.
+	`ALTER TABLE alertfan_backlog_issue ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
