@@ -104,9 +104,12 @@ func TestPeopleWin(t *testing.T) {
 			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
 		},
 		{
-			name:   "deleted between read and write: the 404 of the update is the gone path",
-			extra:  "on_repeat: comment\n",
-			steps:  []step{{deliver: "firing"}, {person: func(b *sinkstest.Backlog) { b.Script(sinkstest.BacklogResponse{Status: 200, Body: `{"id":1,"issueKey":"OPS-1","status":{"id":1}}`}); del(b) }}, {deliver: "firing"}},
+			name:  "deleted between read and write: the 404 of the update is the gone path",
+			extra: "on_repeat: comment\n",
+			steps: []step{{deliver: "firing"}, {person: func(b *sinkstest.Backlog) {
+				b.Script(sinkstest.BacklogResponse{Status: 200, Body: `{"id":1,"issueKey":"OPS-1","status":{"id":1}}`})
+				del(b)
+			}}, {deliver: "firing"}},
 			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
 		},
 	}

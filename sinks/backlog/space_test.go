@@ -62,7 +62,6 @@ func (h *harness) fallbacks(field string) float64 {
 	return 0
 }
 
-
 // Defaults must work in a space of either language (case 12).
 func TestDefaultsWorkInEverySpace(t *testing.T) {
 	for _, sp := range spaces {
