@@ -402,8 +402,10 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 		return w.create(ctx)
 	case rec.State == StateOpen:
 		return w.repeat(ctx)
-	case rec.State == StateResolved, rec.State == StatePersonClosed:
+	case rec.State == StateResolved:
 		return w.refire(ctx, false)
+	case rec.State == StatePersonClosed:
+		return w.afterPersonClosed(ctx)
 	default: // closed by alertfan
 		if n.conf.ReopenWithin > 0 && time.Since(rec.ClosedAt) <= time.Duration(n.conf.ReopenWithin) {
 			return w.refire(ctx, true)
@@ -625,18 +627,57 @@ func (w *work) isClosed(is *Issue) bool {
 }
 
 // personClosed applies the policy for a firing alert whose issue a person
-// closed or deleted: a new issue, unless the person's resolution is one of
-// skip_reopen_resolutions (then nothing is sent).
-func (w *work) personClosed(ctx context.Context, is *Issue) error {
-	if is != nil && is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID] {
-		w.n.d.Logger.Info("A person closed the issue with a resolution listed in skip_reopen_resolutions; not reopening", "issue", w.rec.IssueKey, "resolution", is.Resolution.Name)
-		if w.rec.State != StatePersonClosed {
-			w.rec.State, w.rec.ClosedAt = StatePersonClosed, time.Now()
-			return w.n.put(ctx, w.key, w.rec)
-		}
+// closed (is != nil) or deleted (is == nil):
+//   - deleted: a new issue;
+//   - closed, and this is a new occurrence (an alert that fired again after
+//     resolving, or an alert joining the group): a new issue, unless the
+//     person's resolution is one of skip_reopen_resolutions;
+//   - closed, same occurrence still firing, or a skip resolution: nothing
+//     is sent; the record remembers the person's close and the occurrence
+//     (in ClosedAt) so later repeats stay quiet.
+func (w *work) personClosed(ctx context.Context, is *Issue, newOccurrence bool) error {
+	if is == nil {
+		return w.createNew(ctx)
+	}
+	skip := is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID]
+	if newOccurrence && !skip {
+		return w.createNew(ctx)
+	}
+	if skip {
+		w.n.d.Logger.Info("A person closed the issue with a resolution listed in skip_reopen_resolutions; not opening another", "issue", w.rec.IssueKey, "resolution", is.Resolution.Name)
+	}
+	return w.markPersonClosed(ctx)
+}
+
+func (w *work) markPersonClosed(ctx context.Context) error {
+	since := w.data.FiringSince
+	if w.rec.State == StatePersonClosed && !since.After(w.rec.ClosedAt) {
 		return nil
 	}
-	return w.createNew(ctx)
+	w.rec.State, w.rec.ClosedAt = StatePersonClosed, since
+	return w.n.put(ctx, w.key, w.rec)
+}
+
+// afterPersonClosed handles a firing notification for an issue a person
+// closed earlier: read it again, since the person may have reopened it.
+func (w *work) afterPersonClosed(ctx context.Context) error {
+	is, err := w.current(ctx)
+	if err != nil {
+		return err
+	}
+	if is != nil && !w.isClosed(is) {
+		// Reopened by a person: a new occurrence is reported like any
+		// firing again, the same one like a repeat.
+		if w.data.FiringSince.After(w.rec.ClosedAt) {
+			return w.refireOn(ctx, is, false)
+		}
+		w.rec.State, w.rec.ClosedAt = StateOpen, time.Time{}
+		if err := w.n.put(ctx, w.key, w.rec); err != nil {
+			return err
+		}
+		return w.repeat(ctx)
+	}
+	return w.personClosed(ctx, is, w.data.FiringSince.After(w.rec.ClosedAt))
 }
 
 // repeat handles a firing notification whose issue is open: nothing, a
@@ -668,7 +709,9 @@ func (w *work) repeat(ctx context.Context) error {
 		return err
 	}
 	if is == nil || w.isClosed(is) {
-		return w.personClosed(ctx, is)
+		// Still the same occurrence: a person closed the issue while the
+		// alert fires. Nothing goes into a closed issue.
+		return w.personClosed(ctx, is, false)
 	}
 	if msg != "" {
 		form.Set("comment", msg)
@@ -705,7 +748,11 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	}
 	_, err := n.client.UpdateIssue(ctx, w.rec.IssueKey, form)
 	if isNotFound(err) {
-		return w.personClosed(ctx, nil)
+		n.d.Logger.Warn("Backlog issue no longer exists", "issue", w.rec.IssueKey, "key", w.key)
+		if w.notif.Status() == sinks.StatusResolved {
+			return w.markPersonClosed(ctx)
+		}
+		return w.personClosed(ctx, nil, true)
 	}
 	if err != nil {
 		return err
@@ -727,20 +774,24 @@ func isNotFound(err error) bool {
 // alertfan closed (reopen), or comment on one left open at resolve. A
 // person's close or delete in between is honoured (personClosed).
 func (w *work) refire(ctx context.Context, reopen bool) error {
-	n := w.n
 	is, err := w.current(ctx)
 	if err != nil {
 		return err
 	}
+	return w.refireOn(ctx, is, reopen)
+}
+
+// refireOn is refire once the issue has been read.
+func (w *work) refireOn(ctx context.Context, is *Issue, reopen bool) error {
+	n := w.n
 	closed := is != nil && w.isClosed(is)
 	switch {
 	case is == nil:
 		return w.createNew(ctx)
-	case w.rec.State == StatePersonClosed && closed:
-		return w.personClosed(ctx, is)
 	case !reopen && closed:
-		// Left open by alertfan, closed since by a person.
-		return w.personClosed(ctx, is)
+		// Left open by alertfan at resolve, closed since by a person; this
+		// firing is a new occurrence.
+		return w.personClosed(ctx, is, true)
 	}
 	msg, err := w.comment("refire_comment", n.conf.RefireComment)
 	if err != nil {
@@ -794,8 +845,7 @@ func (w *work) resolved(ctx context.Context) error {
 	}
 	if is == nil || w.isClosed(is) {
 		n.d.Logger.Info("The issue was closed or deleted by a person; the resolve changes nothing", "issue", w.rec.IssueKey)
-		w.rec.State, w.rec.ClosedAt = StatePersonClosed, time.Now()
-		return n.put(ctx, w.key, w.rec)
+		return w.markPersonClosed(ctx)
 	}
 	form := url.Values{}
 	if msg != "" {

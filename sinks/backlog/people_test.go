@@ -112,7 +112,31 @@ func TestPeopleWin(t *testing.T) {
 			}}, {deliver: "firing"}},
 			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
 		},
-	}
+
+		{
+			name:   "closed by a person while still firing: repeats stay quiet, the resolve too, a new occurrence opens a new issue",
+			extra:  "on_repeat: comment\n",
+			steps:  []step{{deliver: "firing"}, {person: closeAs(0)}, {deliver: "firing"}, {deliver: "firing"}, {deliver: "resolved"}, {deliver: "refire"}},
+			issues: 2, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues"},
+			check: func(t *testing.T, b *sinkstest.Backlog) {
+				is, _ := b.Issue("OPS-1")
+				require.Empty(t, is.Comments, "nothing written into the closed issue")
+			},
+		},
+		{
+			name:   "an acknowledge after a person closed it: nothing",
+			steps:  []step{{deliver: "firing"}, {person: closeAs(0)}, {deliver: "ack"}},
+			issues: 1, writes: []string{"POST /api/v2/issues"},
+		},
+		{
+			name:  "deleted between read and close: the resolve creates nothing",
+			extra: "",
+			steps: []step{{deliver: "firing"}, {person: func(b *sinkstest.Backlog) {
+				b.Script(sinkstest.BacklogResponse{Status: 200, Body: `{"id":1,"issueKey":"OPS-1","status":{"id":1}}`})
+				del(b)
+			}}, {deliver: "resolved"}, {deliver: "resolved"}},
+			issues: 0, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1"},
+		}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			fake := sinkstest.NewBacklog(apiKey)
@@ -130,6 +154,9 @@ func TestPeopleWin(t *testing.T) {
 				case "refire":
 					n = sample("firing")
 					n.Alerts[0].StartsAt = n.Alerts[0].StartsAt.Add(time.Hour)
+				case "ack":
+					n = sample("firing")
+					n.Alerts[0].Action = sinks.ActionAcknowledge
 				default:
 					n = sample(s.deliver)
 				}
