@@ -792,6 +792,11 @@ func (w *work) refireOn(ctx context.Context, is *Issue, reopen bool) error {
 		// Left open by alertfan at resolve, closed since by a person; this
 		// firing is a new occurrence.
 		return w.personClosed(ctx, is, true)
+	case closed && is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID] &&
+		(w.ids.resolution == nil || *w.ids.resolution != is.Resolution.ID):
+		// alertfan closed it, and a person has since set a resolution
+		// listed in skip_reopen_resolutions: theirs is the last word.
+		return w.personClosed(ctx, is, true)
 	}
 	msg, err := w.comment("refire_comment", n.conf.RefireComment)
 	if err != nil {

@@ -124,6 +124,12 @@ func TestPeopleWin(t *testing.T) {
 			},
 		},
 		{
+			name:   "closed by alertfan, a person then set Won't Fix (in skip_reopen_resolutions): refire sends nothing",
+			extra:  "skip_reopen_resolutions: [\"Won't Fix\"]\n",
+			steps:  []step{{deliver: "firing"}, {deliver: "resolved"}, {person: closeAs(1)}, {deliver: "refire"}, {deliver: "refire"}},
+			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1"},
+		},
+		{
 			name:   "an acknowledge after a person closed it: nothing",
 			steps:  []step{{deliver: "firing"}, {person: closeAs(0)}, {deliver: "ack"}},
 			issues: 1, writes: []string{"POST /api/v2/issues"},
@@ -137,42 +143,45 @@ func TestPeopleWin(t *testing.T) {
 			}}, {deliver: "resolved"}, {deliver: "resolved"}},
 			issues: 0, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1"},
 		}}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			fake := sinkstest.NewBacklog(apiKey)
-			defer fake.Close()
-			h, err := newHarness(t, fake, "resolution: Fixed\n"+c.extra)
-			require.NoError(t, err)
-			ctx := context.Background()
-			for _, s := range c.steps {
-				if s.person != nil {
-					s.person(fake)
-					continue
+	for _, sp := range spaces {
+		for _, c := range cases {
+			t.Run(sp.name+"/"+c.name, func(t *testing.T) {
+				fake := sp.new(apiKey)
+				defer fake.Close()
+				fake.IssueTypes["Bug"] = 2005
+				h, err := newHarness(t, fake, "resolution: Fixed\n"+c.extra)
+				require.NoError(t, err)
+				ctx := context.Background()
+				for _, s := range c.steps {
+					if s.person != nil {
+						s.person(fake)
+						continue
+					}
+					var n *sinks.Notification
+					switch s.deliver {
+					case "refire":
+						n = sample("firing")
+						n.Alerts[0].StartsAt = n.Alerts[0].StartsAt.Add(time.Hour)
+					case "ack":
+						n = sample("firing")
+						n.Alerts[0].Action = sinks.ActionAcknowledge
+					default:
+						n = sample(s.deliver)
+					}
+					require.NoError(t, h.n.Deliver(ctx, n))
 				}
-				var n *sinks.Notification
-				switch s.deliver {
-				case "refire":
-					n = sample("firing")
-					n.Alerts[0].StartsAt = n.Alerts[0].StartsAt.Add(time.Hour)
-				case "ack":
-					n = sample("firing")
-					n.Alerts[0].Action = sinks.ActionAcknowledge
-				default:
-					n = sample(s.deliver)
+				require.Len(t, fake.Issues(), c.issues)
+				var writes []string
+				for _, call := range fake.Calls() {
+					if call.Method != http.MethodGet {
+						writes = append(writes, call.Method+" "+call.Path)
+					}
 				}
-				require.NoError(t, h.n.Deliver(ctx, n))
-			}
-			require.Len(t, fake.Issues(), c.issues)
-			var writes []string
-			for _, call := range fake.Calls() {
-				if call.Method != http.MethodGet {
-					writes = append(writes, call.Method+" "+call.Path)
+				require.Equal(t, c.writes, writes)
+				if c.check != nil {
+					c.check(t, fake)
 				}
-			}
-			require.Equal(t, c.writes, writes)
-			if c.check != nil {
-				c.check(t, fake)
-			}
-		})
+			})
+		}
 	}
 }
