@@ -106,6 +106,15 @@ func constantOutputs(text string) []string {
 		return nil
 	}
 	var out []string
+	add := func(s string) {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	// walk visits a list whose output is the whole rendered value (a
+	// branch of an if/with/range that is alone in a list that is itself
+	// the whole value): a constant list there is a value the template can
+	// render. Text around a control node makes its branches fragments.
 	var walk func(l *parse.ListNode, branch bool)
 	walk = func(l *parse.ListNode, branch bool) {
 		if l == nil {
@@ -113,35 +122,67 @@ func constantOutputs(text string) []string {
 		}
 		allText := true
 		var sb strings.Builder
+		var controls []parse.Node
 		for _, n := range l.Nodes {
-			if tn, ok := n.(*parse.TextNode); ok {
-				sb.Write(tn.Text)
+			switch n := n.(type) {
+			case *parse.TextNode:
+				sb.Write(n.Text)
 				continue
+			case *parse.ActionNode:
+				// {{ "High" }} is text too.
+				if s, ok := stringAction(n); ok {
+					sb.WriteString(s)
+					continue
+				}
 			}
 			allText = false
+			controls = append(controls, n)
 		}
-		if branch && allText {
-			if s := strings.TrimSpace(sb.String()); s != "" && !slices.Contains(out, s) {
-				out = append(out, s)
+		if allText {
+			if branch {
+				add(sb.String())
 			}
 			return
 		}
-		for _, n := range l.Nodes {
-			switch n := n.(type) {
-			case *parse.IfNode:
-				walk(n.List, true)
-				walk(n.ElseList, true)
-			case *parse.WithNode:
-				walk(n.List, true)
-				walk(n.ElseList, true)
-			case *parse.RangeNode:
-				walk(n.List, true)
-				walk(n.ElseList, true)
+		if len(controls) != 1 || strings.TrimSpace(sb.String()) != "" {
+			return // the value is built from parts: no branch is a whole value
+		}
+		switch n := controls[0].(type) {
+		case *parse.ActionNode:
+			// {{ or .CommonLabels.env "prod" }}: "prod" is a whole value.
+			cmds := n.Pipe.Cmds
+			if len(n.Pipe.Decl) == 0 && len(cmds) > 0 {
+				c := cmds[len(cmds)-1]
+				if id, ok := c.Args[0].(*parse.IdentifierNode); ok && id.Ident == "or" {
+					for _, a := range c.Args[1:] {
+						if sn, ok := a.(*parse.StringNode); ok {
+							add(sn.Text)
+						}
+					}
+				}
 			}
+		case *parse.IfNode:
+			walk(n.List, true)
+			walk(n.ElseList, true)
+		case *parse.WithNode:
+			walk(n.List, true)
+			walk(n.ElseList, true)
 		}
 	}
 	walk(tr.Root, false)
 	return out
+}
+
+// stringAction reports whether an action only prints a string constant.
+func stringAction(n *parse.ActionNode) (string, bool) {
+	if len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+		return "", false
+	}
+	sn, ok := n.Pipe.Cmds[0].Args[0].(*parse.StringNode)
+	if !ok {
+		return "", false
+	}
+	return sn.Text, true
 }
 
 // Custom field types, the typeId of get-custom-field-list

@@ -18,9 +18,17 @@ func TestConstantOutputs(t *testing.T) {
 		{`{{ with .CommonLabels.env }}{{ . }}{{ else }}prod{{ end }}`, []string{"prod"}},
 		{`{{ .CommonLabels.env }}`, nil},
 		{`{{ if .CommonLabels.env }}env-{{ .CommonLabels.env }}{{ end }}`, nil},
-		{`{{ range .Alerts }}x{{ end }}`, []string{"x"}},
+		{`{{ range .Alerts }}x{{ end }}`, nil},
+		{`{{ if .CommonLabels.x }}A{{ end }}-suffix`, nil},
+		{`  {{ if .CommonLabels.x }} A {{ else }}B{{ end }}
+`, []string{"A", "B"}},
+		{`{{ if .CommonLabels.x }}pre-{{ if .CommonLabels.y }}A{{ end }}{{ end }}`, nil},
 		{`{{ if unknownFunc . }}A{{ end }}`, []string{"A"}},
 		{`{{ if`, nil},
+		{`{{ if .CommonLabels.page }}{{ "High" }}{{ else }}{{ "Low" }}{{ end }}`, []string{"High", "Low"}},
+		{`{{ or .CommonLabels.priority "Normal" }}`, []string{"Normal"}},
+		{`{{ .CommonLabels.env | or "stg" }}`, []string{"stg"}},
+		{`{{ if .CommonLabels.x }}{{ or .CommonLabels.y "A" "B" }}{{ else }}C{{ end }}`, []string{"A", "B", "C"}},
 	}
 	for _, c := range cases {
 		t.Run(c.text, func(t *testing.T) {
