@@ -240,30 +240,35 @@ func TestRenderedPriorityFallsBack(t *testing.T) {
 
 // Every value written stays within Backlog's limits, cut with "…".
 func TestLimits(t *testing.T) {
-	fake := sinkstest.NewBacklog(apiKey)
-	defer fake.Close()
-	h, err := newHarness(t, fake, "on_repeat: comment\nrepeat_comment: '{{ .CommonAnnotations.huge }}'\n")
-	require.NoError(t, err)
-	notif := sample("firing")
-	a := &notif.Alerts[0]
-	a.Annotations["summary"] = strings.Repeat("長い要約 ", 200) + "\nsecond line"
-	a.Annotations["huge"] = strings.Repeat("x", sinkstest.BacklogMaxBody+500)
-	a.Annotations["description"] = strings.Repeat("y", sinkstest.BacklogMaxBody+500)
-	ctx := context.Background()
-	require.NoError(t, h.n.Deliver(ctx, notif))
-	is := fake.Issues()
-	require.Len(t, is, 1)
-	require.Equal(t, sinkstest.BacklogMaxSummary, len([]rune(is[0].Summary)))
-	require.True(t, strings.HasSuffix(is[0].Summary, "…"))
-	require.NotContains(t, is[0].Summary, "\n")
-	require.LessOrEqual(t, len([]rune(is[0].Description)), sinkstest.BacklogMaxBody)
-	require.Contains(t, is[0].Description, "…")
-	require.Contains(t, is[0].Description, backlog.Marker("tickets/backlog/0", "am:c0ffee", 1), "the marker survives the cut")
-	require.NoError(t, h.n.Deliver(ctx, notif))
-	is = fake.Issues()
-	require.Len(t, is[0].Comments, 1)
-	require.Equal(t, sinkstest.BacklogMaxBody, len([]rune(is[0].Comments[0])))
-	require.Zero(t, fake.CountStatus(400))
+	for _, sp := range spaces {
+		t.Run(sp.name, func(t *testing.T) {
+			fake := sp.new(apiKey)
+			defer fake.Close()
+			fake.IssueTypes["Bug"] = 2005
+			h, err := newHarness(t, fake, "on_repeat: comment\nrepeat_comment: '{{ .CommonAnnotations.huge }}'\n")
+			require.NoError(t, err)
+			notif := sample("firing")
+			a := &notif.Alerts[0]
+			a.Annotations["summary"] = strings.Repeat("長い要約 ", 200) + "\nsecond line"
+			a.Annotations["huge"] = strings.Repeat("x", sinkstest.BacklogMaxBody+500)
+			a.Annotations["description"] = strings.Repeat("y", sinkstest.BacklogMaxBody+500)
+			ctx := context.Background()
+			require.NoError(t, h.n.Deliver(ctx, notif))
+			is := fake.Issues()
+			require.Len(t, is, 1)
+			require.Equal(t, sinkstest.BacklogMaxSummary, len([]rune(is[0].Summary)))
+			require.True(t, strings.HasSuffix(is[0].Summary, "…"))
+			require.NotContains(t, is[0].Summary, "\n")
+			require.LessOrEqual(t, len([]rune(is[0].Description)), sinkstest.BacklogMaxBody)
+			require.Contains(t, is[0].Description, "…")
+			require.Contains(t, is[0].Description, backlog.Marker("tickets/backlog/0", "am:c0ffee", 1), "the marker survives the cut")
+			require.NoError(t, h.n.Deliver(ctx, notif))
+			is = fake.Issues()
+			require.Len(t, is[0].Comments, 1)
+			require.Equal(t, sinkstest.BacklogMaxBody, len([]rune(is[0].Comments[0])))
+			require.Zero(t, fake.CountStatus(400))
+		})
+	}
 }
 
 // The default description keeps one table row per label and annotation in
