@@ -10,6 +10,7 @@ import (
 
 	"github.com/alertfan/alertfan/sinks"
 	"github.com/alertfan/alertfan/sinks/backlog"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
 // groupNotif is what the receiver hands a group-mode sink: every alert of
@@ -77,4 +78,25 @@ func TestGroupMode(t *testing.T) {
 			require.Contains(t, is.Summary, "(2 firing)", "the summary is from the create")
 		})
 	}
+}
+
+// A group issue whose create was not recorded is adopted by its marker, as
+// per-alert issues are: no second issue for the group.
+func TestGroupModeUnrecordedCreateIsHealed(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	h, err := newHarness(t, fake, "mode: group\n")
+	require.NoError(t, err)
+	ctx := context.Background()
+	key := `{}:{alertname="DiskFull"}`
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "firing"})))
+	require.NoError(t, h.store.PutIssue(ctx, "tickets/backlog/0", key, backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "firing", "db-2": "firing"})))
+	is := fake.Issues()
+	require.Len(t, is, 1)
+	require.Contains(t, is[0].Description, "db-2", "adopted, then brought up to date")
+	rec, ok, err := h.store.GetIssue(ctx, "tickets/backlog/0", key)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, backlog.StateOpen, rec.State)
 }
