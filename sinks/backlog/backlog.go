@@ -474,8 +474,20 @@ type work struct {
 	data  *Data
 }
 
-// render executes a template for the project's notation.
+// render executes a template whose output Backlog renders in the project's
+// notation (description, comments): escaped values are escaped for it.
 func (w *work) render(field, text string) (string, error) {
+	return w.exec(field, text, w.ids.rule)
+}
+
+// renderPlain executes a template whose output Backlog shows as typed
+// (summary, priority, assignee, custom fields): escaped values stay as
+// they are.
+func (w *work) renderPlain(field, text string) (string, error) {
+	return w.exec(field, text, RulePlain)
+}
+
+func (w *work) exec(field, text, rule string) (string, error) {
 	if text == "" {
 		return "", nil
 	}
@@ -483,7 +495,7 @@ func (w *work) render(field, text string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
-	return strings.TrimSpace(applyRule(s, w.ids.rule)), nil
+	return strings.TrimSpace(applyRule(s, rule)), nil
 }
 
 // description renders the description with the marker, cut to the limit,
@@ -549,7 +561,7 @@ func (w *work) create(ctx context.Context) error {
 
 func (w *work) issueForm(gen int64) (url.Values, string, error) {
 	n, ids := w.n, w.ids
-	summary, err := w.render("summary", n.conf.Summary)
+	summary, err := w.renderPlain("summary", n.conf.Summary)
 	if err != nil {
 		return nil, "", err
 	}
@@ -567,7 +579,7 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 		"issueTypeId": {strconv.FormatInt(ids.issueTypeID, 10)},
 		"description": {desc},
 	}
-	prio, err := w.render("priority", n.conf.Priority)
+	prio, err := w.renderPlain("priority", n.conf.Priority)
 	if err != nil {
 		return nil, "", err
 	}
@@ -577,7 +589,7 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 		pid = ids.defaultPriority
 	}
 	form.Set("priorityId", strconv.FormatInt(pid, 10))
-	assignee, err := w.render("assignee", n.conf.Assignee)
+	assignee, err := w.renderPlain("assignee", n.conf.Assignee)
 	if err != nil {
 		return nil, "", err
 	}
@@ -589,7 +601,7 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(n.conf.CustomFields)) {
-		v, err := w.render("custom_fields."+name, n.conf.CustomFields[name])
+		v, err := w.renderPlain("custom_fields."+name, n.conf.CustomFields[name])
 		if err != nil {
 			return nil, "", err
 		}

@@ -29,6 +29,9 @@ const (
 const (
 	RuleMarkdown = "markdown"
 	RuleBacklog  = "backlog"
+	// RulePlain is for fields Backlog does not render (summary, custom
+	// fields): escaped values are left as they are.
+	RulePlain = "plain"
 )
 
 func truncate(s string, n int) (string, bool) { return sinks.TruncateRunes(s, n) }
@@ -72,6 +75,9 @@ func strip(s string) string {
 func applyRule(s, rule string) string {
 	return sentinelRE.ReplaceAllStringFunc(s, func(m string) string {
 		sub := sentinelRE.FindStringSubmatch(m)
+		if rule == RulePlain {
+			return sub[2]
+		}
 		if sub[1] == kindCell {
 			return escapeCell(sub[2], rule)
 		}

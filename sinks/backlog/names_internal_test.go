@@ -51,6 +51,7 @@ func TestEscaping(t *testing.T) {
 		{"backlog cell markup", "''b'' [[x]] {code}", RuleBacklog, kindCell, "'\u200b'b'\u200b' [\u200b[x]\u200b] {\u200bcode}"},
 		{"backlog text heading", "* not a heading\n- not a list", RuleBacklog, kindText, "\u200b* not a heading\n\u200b- not a list"},
 		{"backlog text html passes", "<b>x</b>", RuleBacklog, kindText, "<b>x</b>"},
+		{"plain fields keep the value", "a|*b*\nc", RulePlain, kindCell, "a|*b*\nc"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
