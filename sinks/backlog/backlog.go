@@ -505,10 +505,42 @@ func (w *work) description(gen int64) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	sum := sha256.Sum256([]byte(d))
 	tail := "\n\n---\n" + Marker(w.n.d.ID, w.key, gen)
 	d, _ = truncate(d, maxBody-len([]rune(tail)))
-	return d + tail, hex.EncodeToString(sum[:8]), nil
+	return d + tail, hashBody(d), nil
+}
+
+// hashBody hashes a description without its marker, as written or as
+// read back (line endings and surrounding space normalized).
+func hashBody(s string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n"))))
+	return hex.EncodeToString(sum[:8])
+}
+
+// personEdited reports whether the issue's description is no longer the
+// one alertfan wrote last: a person edited it, and alertfan leaves it be.
+func (w *work) personEdited(is *Issue) bool {
+	if w.rec.ContentHash == "" {
+		return false // written before hashes were kept, or adopted
+	}
+	marker := Marker(w.n.d.ID, w.key, w.rec.Gen)
+	i := strings.LastIndex(is.Description, marker)
+	if i < 0 {
+		return true
+	}
+	body := strings.TrimSuffix(strings.TrimSpace(is.Description[:i]), "---")
+	return hashBody(body) != w.rec.ContentHash
+}
+
+// keepPersonEdits drops a description update from form when a person has
+// edited the description since alertfan wrote it.
+func (w *work) keepPersonEdits(form url.Values, is *Issue, hash *string) {
+	if form.Get("description") == "" || !w.personEdited(is) {
+		return
+	}
+	w.n.d.Logger.Info("The issue's description was edited by a person; not rewriting it", "issue", w.rec.IssueKey)
+	form.Del("description")
+	*hash = ""
 }
 
 func (w *work) comment(field, text string) (string, error) {
@@ -725,8 +757,12 @@ func (w *work) repeat(ctx context.Context) error {
 		// alert fires. Nothing goes into a closed issue.
 		return w.personClosed(ctx, is, false)
 	}
+	w.keepPersonEdits(form, is, &hash)
 	if msg != "" {
 		form.Set("comment", msg)
+	}
+	if len(form) == 0 {
+		return nil
 	}
 	return w.update(ctx, form, "commented", func(rec *IssueRecord) {
 		if hash != "" {
@@ -822,6 +858,7 @@ func (w *work) refireOn(ctx context.Context, is *Issue, reopen bool) error {
 	if err != nil {
 		return err
 	}
+	w.keepPersonEdits(form, is, &hash)
 	action := "commented"
 	if closed {
 		// Closed by alertfan within reopen_within: reopen it.
@@ -872,6 +909,7 @@ func (w *work) resolved(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.keepPersonEdits(form, is, &hash)
 	if n.conf.OnResolved == OnResolvedComment {
 		if len(form) == 0 {
 			w.rec.State = StateResolved

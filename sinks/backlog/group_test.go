@@ -100,3 +100,27 @@ func TestGroupModeUnrecordedCreateIsHealed(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, backlog.StateOpen, rec.State)
 }
+
+// A description a person edited is not rewritten (group mode and
+// update_description); comments still go in.
+func TestPersonEditedDescriptionIsKept(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	h, err := newHarness(t, fake, "mode: group\n")
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "firing"})))
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "firing", "db-2": "firing"})))
+	is := fake.Issues()[0]
+	require.Contains(t, is.Description, "db-2", "alertfan's own description is kept up to date")
+
+	edited := "Root cause: full disk on the db hosts.\n\n" + is.Description
+	fake.PersonEditsDescription(is.Key, edited)
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "firing", "db-2": "firing", "db-3": "firing"})))
+	got, _ := fake.Issue(is.Key)
+	require.Equal(t, edited, got.Description, "a person's edit wins")
+	require.NoError(t, h.n.Deliver(ctx, groupNotif(map[string]string{"db-1": "resolved", "db-2": "resolved", "db-3": "resolved"})))
+	got, _ = fake.Issue(is.Key)
+	require.Equal(t, edited, got.Description)
+	require.EqualValues(t, 4, got.StatusID, "the group still closes")
+}

@@ -262,6 +262,15 @@ func (b *Backlog) PersonUpdates(key string, statusID int64, resolution *int64) {
 	}
 }
 
+// PersonEditsDescription replaces an issue's description as a person would.
+func (b *Backlog) PersonEditsDescription(key, description string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if is, ok := b.issues[key]; ok {
+		is.Description = description
+	}
+}
+
 // PersonDeletes deletes an issue as a person would.
 func (b *Backlog) PersonDeletes(key string) {
 	b.mu.Lock()
