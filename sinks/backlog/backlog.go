@@ -89,10 +89,11 @@ type Notifier struct {
 
 // resolved holds names turned into ids.
 type resolved struct {
-	projectID    int64
-	rule         string
-	issueTypeID  int64
-	closeStatus  int64
+	projectID   int64
+	rule        string
+	issueTypeID int64
+	// closeStatus is nil unless on_resolved is close.
+	closeStatus  *int64
 	reopenStatus int64
 	// resolution is nil when none is configured: "Fixed" is id 0.
 	resolution      *int64
@@ -243,9 +244,11 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 	}
 	st := newNameTable("close_status", statuses, builtinStatuses)
 	if conf.OnResolved == OnResolvedClose {
-		if r.closeStatus, err = st.must(conf.CloseStatus); err != nil {
+		id, err := st.must(conf.CloseStatus)
+		if err != nil {
 			return nil, err
 		}
+		r.closeStatus = &id
 	}
 	st.field = "reopen_status"
 	if r.reopenStatus, err = st.must(conf.ReopenStatus); err != nil {
@@ -667,7 +670,7 @@ func (w *work) current(ctx context.Context) (*Issue, error) {
 }
 
 func (w *work) isClosed(is *Issue) bool {
-	return is.Status.ID == statusClosed || (w.ids.closeStatus != 0 && is.Status.ID == w.ids.closeStatus)
+	return is.Status.ID == statusClosed || (w.ids.closeStatus != nil && is.Status.ID == *w.ids.closeStatus)
 }
 
 // personClosed applies the policy for a firing alert whose issue a person
@@ -922,7 +925,7 @@ func (w *work) resolved(ctx context.Context) error {
 			}
 		})
 	}
-	form.Set("statusId", strconv.FormatInt(w.ids.closeStatus, 10))
+	form.Set("statusId", strconv.FormatInt(*w.ids.closeStatus, 10))
 	if w.ids.resolution != nil {
 		form.Set("resolutionId", strconv.FormatInt(*w.ids.resolution, 10))
 	}

@@ -372,3 +372,24 @@ func TestCommentTemplates(t *testing.T) {
 }
 
 var _ = sinks.StatusFiring
+
+func TestAssignee(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	h, err := newHarness(t, fake, "assignee: '{{ .CommonLabels.owner }}'\n")
+	require.NoError(t, err)
+	ctx := context.Background()
+	n := sample("firing")
+	n.Alerts[0].Labels["owner"] = "oncall"
+	require.NoError(t, h.n.Deliver(ctx, n))
+	other := sample("firing")
+	other.Key, other.Alerts[0].Identity = "am:b", "am:b"
+	other.Alerts[0].Labels["owner"] = "bob"
+	require.NoError(t, h.n.Deliver(ctx, other))
+	is := fake.Issues()
+	require.Len(t, is, 2)
+	require.NotNil(t, is[0].AssigneeID)
+	require.EqualValues(t, fake.Users["oncall"], *is[0].AssigneeID)
+	require.Nil(t, is[1].AssigneeID, "an unknown rendered assignee leaves the issue unassigned")
+	require.Equal(t, 1.0, h.fallbacks("assignee"))
+}

@@ -84,8 +84,9 @@ type BacklogIssue struct {
 	Description string
 	IssueTypeID int64
 	PriorityID  int64
-	AssigneeID  int64
-	StatusID    int64
+	// AssigneeID is nil when nobody is assigned.
+	AssigneeID *int64
+	StatusID   int64
 	// Resolution is nil until one is set: Backlog's "Fixed" is id 0.
 	Resolution *int64
 	// Custom holds customField_{id} values as sent (repeated for
@@ -295,6 +296,10 @@ func copyIssue(is *BacklogIssue) BacklogIssue {
 	if is.Resolution != nil {
 		r := *is.Resolution
 		c.Resolution = &r
+	}
+	if is.AssigneeID != nil {
+		a := *is.AssigneeID
+		c.AssigneeID = &a
 	}
 	return c
 }
@@ -720,7 +725,7 @@ func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
 			bad("Please input valid assigneeId.")
 			return
 		}
-		is.AssigneeID = a
+		is.AssigneeID = &a
 	}
 	b.mu.Lock()
 	is.ID = b.nextID
