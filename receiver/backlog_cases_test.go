@@ -218,3 +218,44 @@ func TestBacklogGroupModeEndToEnd(t *testing.T) {
 	require.Len(t, is, 1)
 	require.Contains(t, is[0].Description, "0 firing, 3 resolved")
 }
+
+// People win through the real queue: a person closes the issue as Won't
+// Fix; the resolve writes nothing into it, and with Won't Fix listed in
+// skip_reopen_resolutions a later occurrence opens no new issue. A deleted
+// issue is replaced at the next firing.
+func TestBacklogPersonClosedThroughTheQueue(t *testing.T) {
+	b := sinkstest.NewBacklogJa(backlogKey)
+	defer b.Close()
+	b.IssueTypes["Bug"] = 2005
+	ts := startServer(t, backlogConfig(b.URL, "        skip_reopen_resolutions: [対応しない]\n"))
+	start := time.Now().UTC().Add(-time.Hour)
+	step := func(status string, at time.Time) {
+		code, body := ts.post(t, "/webhook", alertAt(status, at))
+		require.Equal(t, 200, code, "%v", body)
+		settle(t, ts)
+	}
+	writes := func() int {
+		n := 0
+		for _, c := range b.Calls() {
+			if c.Method != "GET" {
+				n++
+			}
+		}
+		return n
+	}
+	step("firing", start)
+	require.Len(t, b.Issues(), 1)
+	wontFix := int64(1)
+	b.PersonUpdates("OPS-1", 4, &wontFix)
+	step("resolved", start)
+	step("firing", start.Add(30*time.Minute))
+	require.Equal(t, 1, writes(), "only the create: no comment, no close, no reopen, no new issue")
+	is, _ := b.Issue("OPS-1")
+	require.Empty(t, is.Comments)
+
+	b.PersonDeletes("OPS-1")
+	step("resolved", start.Add(30*time.Minute))
+	step("firing", start.Add(40*time.Minute))
+	require.Len(t, b.Issues(), 1)
+	require.Equal(t, "OPS-2", b.Issues()[0].Key, "the deleted issue is replaced")
+}

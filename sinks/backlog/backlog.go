@@ -41,11 +41,15 @@ type IssueRecord struct {
 	State    string
 	// Gen counts issues made for the identity; it is part of the marker so
 	// that a new issue after reopen_within is not mistaken for the old one.
-	Gen      int64
+	Gen int64
+	// ClosedAt is when alertfan closed the issue (StateClosed, for
+	// reopen_within), or, in StatePersonClosed, the startsAt of the
+	// occurrence that was firing when the person's close was seen: a later
+	// one is a new occurrence.
 	ClosedAt time.Time
 	// ContentHash is the hash of the description last written, so a
 	// description update is sent only when it changes (group mode,
-	// update_description).
+	// update_description) and never over a person's edit.
 	ContentHash string
 }
 
