@@ -89,7 +89,8 @@ func TestBacklogLifecycle(t *testing.T) {
 		{"resolve closes with resolution", "", []string{"firing", "resolved"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {
 			require.Len(t, is, 1)
 			require.Equal(t, "Closed", b.StatusName(is[0].StatusID))
-			require.Equal(t, b.Resolutions["Fixed"], is[0].Resolution)
+			require.NotNil(t, is[0].Resolution, "resolution Fixed (id 0) must be sent")
+			require.Equal(t, b.Resolutions["Fixed"], *is[0].Resolution)
 			require.Contains(t, is[0].Comments[0], "Resolved at")
 		}},
 		{"resolve comments", "        on_resolved: comment\n", []string{"firing", "resolved"}, func(t *testing.T, b *sinkstest.Backlog, is []sinkstest.BacklogIssue) {

@@ -16,8 +16,8 @@ var _ backlog.IssueStore = (*Store)(nil)
 func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.IssueRecord, bool, error) {
 	var rec backlog.IssueRecord
 	var closed int64
-	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
-		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed)
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at, content_hash FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
+		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed, &rec.ContentHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
 	}
@@ -38,11 +38,12 @@ func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backl
 		closed = rec.ClosedAt.UnixNano()
 	}
 	return s.submit(ctx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `INSERT INTO alertfan_backlog_issue (target, identity, issue_id, issue_key, state, gen, closed_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := b.exec(ctx, `INSERT INTO alertfan_backlog_issue (target, identity, issue_id, issue_key, state, gen, closed_at, content_hash, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (target, identity) DO UPDATE SET issue_id = excluded.issue_id, issue_key = excluded.issue_key,
-				state = excluded.state, gen = excluded.gen, closed_at = excluded.closed_at, updated_at = excluded.updated_at`,
-			target, identity, rec.IssueID, rec.IssueKey, rec.State, rec.Gen, closed, b.now)
+				state = excluded.state, gen = excluded.gen, closed_at = excluded.closed_at, content_hash = excluded.content_hash,
+				updated_at = excluded.updated_at`,
+			target, identity, rec.IssueID, rec.IssueKey, rec.State, rec.Gen, closed, rec.ContentHash, b.now)
 		if err != nil {
 			return fmt.Errorf("queue: write issue record: %w", err)
 		}

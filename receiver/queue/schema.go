@@ -110,6 +110,9 @@ var migrations = []string{
 		seen_at   BIGINT NOT NULL
 	)`,
 	`CREATE INDEX alertfan_alert_seen ON alertfan_alert (seen_at)`,
+	// 15: hash of the Backlog description last written,
+	// so group-mode issues are rewritten only when their alerts change.
+	`ALTER TABLE alertfan_backlog_issue ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

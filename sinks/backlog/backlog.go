@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +28,10 @@ const (
 	StateOpen     = "open"
 	StateResolved = "resolved" // alert resolved, issue left open (on_resolved comment|none)
 	StateClosed   = "closed"
+	// StatePersonClosed: a person closed (or deleted) the issue while
+	// alertfan held it open. A new firing opens a new issue, unless the
+	// person's resolution is in skip_reopen_resolutions.
+	StatePersonClosed = "person_closed"
 )
 
 // IssueRecord is what alertfan remembers about an identity's issue.
@@ -35,8 +41,16 @@ type IssueRecord struct {
 	State    string
 	// Gen counts issues made for the identity; it is part of the marker so
 	// that a new issue after reopen_within is not mistaken for the old one.
-	Gen      int64
+	Gen int64
+	// ClosedAt is when alertfan closed the issue (StateClosed, for
+	// reopen_within), or, in StatePersonClosed, the startsAt of the
+	// occurrence that was firing when the person's close was seen: a later
+	// one is a new occurrence.
 	ClosedAt time.Time
+	// ContentHash is the hash of the description last written, so a
+	// description update is sent only when it changes (group mode,
+	// update_description) and never over a person's edit.
+	ContentHash string
 }
 
 // IssueStore keeps identity → issue durably. The queue serializes work per
@@ -63,7 +77,6 @@ type Deps struct {
 
 const (
 	maxLimiterWait = 10 * time.Second
-	maxSummary     = 255
 	resolveTimeout = 15 * time.Second
 )
 
@@ -80,14 +93,19 @@ type Notifier struct {
 
 // resolved holds names turned into ids.
 type resolved struct {
-	projectID    int64
-	issueTypeID  int64
-	closeStatus  int64
+	projectID   int64
+	rule        string
+	issueTypeID int64
+	// closeStatus is nil unless on_resolved is close.
+	closeStatus  *int64
 	reopenStatus int64
-	resolution   int64
-	priorities   map[string]int64
-	customFields map[string]int64
-	users        map[string]int64
+	// resolution is nil when none is configured: "Fixed" is id 0.
+	resolution      *int64
+	skipResolutions map[int64]bool
+	priorities      *nameTable
+	defaultPriority int64
+	fields          map[string]*field
+	users           map[string]int64
 }
 
 // ConfigError is a config that the Backlog API shows cannot work: a name
@@ -164,17 +182,21 @@ func (n *Notifier) Pace(ctx context.Context, maxWait time.Duration) error {
 
 // Schedule books calls for keys deliveries and says how long the job
 // carrying them should wait before it runs.
-func (n *Notifier) Schedule(keys, class int) time.Duration { return n.limiter.Schedule(keys, class, maxLimiterWait) }
+func (n *Notifier) Schedule(keys, class int) time.Duration {
+	return n.limiter.Schedule(keys, class, maxLimiterWait)
+}
 
-// Grouped is false: Backlog issues are always per alert.
-func (n *Notifier) Grouped() bool { return false }
+// Grouped reports whether work is keyed by Alertmanager group (mode: group).
+func (n *Notifier) Grouped() bool { return n.conf.Mode == ModeGroup }
 
 func (n *Notifier) checkTemplates() error {
 	sample := sinks.SampleNotification()
-	data := sample.TemplateData()
-	for field, text := range n.templateFields() {
-		if _, err := n.d.Template.ExecuteTextString(text, data); err != nil {
-			return fmt.Errorf("%s: template %q: %w", field, text, err)
+	for _, rule := range []string{RuleMarkdown, RuleBacklog} {
+		data := newData(sample, rule)
+		for field, text := range n.templateFields() {
+			if _, err := n.d.Template.ExecuteTextString(text, data); err != nil {
+				return fmt.Errorf("%s: template %q: %w", field, text, err)
+			}
 		}
 	}
 	return nil
@@ -182,10 +204,14 @@ func (n *Notifier) checkTemplates() error {
 
 func (n *Notifier) templateFields() map[string]string {
 	f := map[string]string{
-		"summary":     n.conf.Summary,
-		"description": n.conf.Description,
-		"priority":    n.conf.Priority,
-		"assignee":    n.conf.Assignee,
+		"summary":          n.conf.Summary,
+		"description":      n.conf.Description,
+		"priority":         n.conf.Priority,
+		"assignee":         n.conf.Assignee,
+		"repeat_comment":   n.conf.RepeatComment,
+		"ack_comment":      n.conf.AckComment,
+		"resolved_comment": n.conf.ResolvedComment,
+		"refire_comment":   n.conf.RefireComment,
 	}
 	for k, v := range n.conf.CustomFields {
 		f["custom_fields."+k] = v
@@ -194,6 +220,9 @@ func (n *Notifier) templateFields() map[string]string {
 }
 
 // resolve turns names into ids once; concurrent deliveries share the result.
+// Everything that could only fail alert by alert is checked here instead:
+// each constant a priority, assignee or custom field template can render,
+// custom fields the issue type requires.
 func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -212,85 +241,134 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 	if err != nil {
 		return nil, asConfig(fmt.Sprintf("project %q", conf.Project), err)
 	}
-	r := &resolved{projectID: proj.ID, priorities: map[string]int64{}, customFields: map[string]int64{}, users: map[string]int64{}}
+	r := &resolved{projectID: proj.ID, rule: proj.TextFormattingRule, fields: map[string]*field{}, users: map[string]int64{}, skipResolutions: map[int64]bool{}}
+	if r.rule != RuleBacklog {
+		r.rule = RuleMarkdown
+	}
 	types, err := c.IssueTypes(ctx, conf.Project)
 	if err != nil {
 		return nil, asConfig("issue types", err)
 	}
-	if r.issueTypeID, err = pick("issue_type", conf.IssueType, types); err != nil {
+	if r.issueTypeID, err = newNameTable("issue_type", types, nil).must(conf.IssueType); err != nil {
 		return nil, err
 	}
 	statuses, err := c.Statuses(ctx, conf.Project)
 	if err != nil {
 		return nil, asConfig("statuses", err)
 	}
+	st := newNameTable("close_status", statuses, builtinStatuses)
 	if conf.OnResolved == OnResolvedClose {
-		if r.closeStatus, err = pick("close_status", conf.CloseStatus, statuses); err != nil {
+		id, err := st.must(conf.CloseStatus)
+		if err != nil {
 			return nil, err
 		}
+		r.closeStatus = &id
 	}
-	if r.reopenStatus, err = pick("reopen_status", conf.ReopenStatus, statuses); err != nil {
+	st.field = "reopen_status"
+	if r.reopenStatus, err = st.must(conf.ReopenStatus); err != nil {
 		return nil, err
 	}
 	prios, err := c.Priorities(ctx)
 	if err != nil {
 		return nil, asConfig("priorities", err)
 	}
-	for _, p := range prios {
-		r.priorities[p.Name] = p.ID
-	}
-	if !strings.Contains(conf.Priority, "{{") {
-		if _, err := pick("priority", conf.Priority, prios); err != nil {
+	r.priorities = newNameTable("priority", prios, builtinPriorities)
+	for _, v := range constantOutputs(conf.Priority) {
+		if _, err := r.priorities.must(v); err != nil {
 			return nil, err
 		}
 	}
-	if conf.Resolution != "" {
+	r.priorities.field = "default_priority"
+	if r.defaultPriority, err = r.priorities.must(conf.DefaultPriority); err != nil {
+		return nil, err
+	}
+	r.priorities.field = "priority"
+	if conf.Resolution != "" || len(conf.SkipReopenResolutions) > 0 {
 		res, err := c.Resolutions(ctx)
 		if err != nil {
 			return nil, asConfig("resolutions", err)
 		}
-		if r.resolution, err = pick("resolution", conf.Resolution, res); err != nil {
-			return nil, err
-		}
-	}
-	if len(conf.CustomFields) > 0 {
-		cfs, err := c.CustomFields(ctx, conf.Project)
-		if err != nil {
-			return nil, asConfig("custom fields", err)
-		}
-		for name := range conf.CustomFields {
-			id, err := pick("custom_fields", name, cfs)
+		rt := newNameTable("resolution", res, builtinResolutions)
+		if conf.Resolution != "" {
+			id, err := rt.must(conf.Resolution)
 			if err != nil {
 				return nil, err
 			}
-			r.customFields[name] = id
+			r.resolution = &id
 		}
+		rt.field = "skip_reopen_resolutions"
+		for _, name := range conf.SkipReopenResolutions {
+			id, err := rt.must(name)
+			if err != nil {
+				return nil, err
+			}
+			r.skipResolutions[id] = true
+		}
+	}
+	cfs, err := c.CustomFields(ctx, conf.Project)
+	if err != nil {
+		return nil, asConfig("custom fields", err)
+	}
+	if err := r.resolveFields(conf, cfs); err != nil {
+		return nil, err
 	}
 	if conf.Assignee != "" {
 		users, err := c.Users(ctx, conf.Project)
 		if err != nil {
 			return nil, asConfig("project users", err)
 		}
+		var names []string
 		for _, u := range users {
 			r.users[u.UserID] = u.ID
 			r.users[u.Name] = u.ID
 			r.users[strconv.FormatInt(u.ID, 10)] = u.ID
+			names = append(names, strconv.Quote(u.UserID))
+		}
+		sort.Strings(names)
+		for _, v := range constantOutputs(conf.Assignee) {
+			if _, ok := r.users[v]; !ok {
+				return nil, &ConfigError{fmt.Errorf("assignee: %q is not a member of project %s; members: %s", v, conf.Project, strings.Join(names, ", "))}
+			}
 		}
 	}
 	n.ids = r
 	return r, nil
 }
 
-func pick(field, name string, list []Named) (int64, error) {
-	names := make([]string, 0, len(list))
-	for _, it := range list {
-		if it.Name == name {
-			return it.ID, nil
-		}
-		names = append(names, strconv.Quote(it.Name))
+func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
+	byName := map[string]CustomField{}
+	var names []string
+	for _, f := range cfs {
+		byName[f.Name] = f
+		names = append(names, strconv.Quote(f.Name))
 	}
 	sort.Strings(names)
-	return 0, &ConfigError{fmt.Errorf("%s: %q does not exist in Backlog; valid names: %s", field, name, strings.Join(names, ", "))}
+	for name, text := range conf.CustomFields {
+		cf, ok := byName[name]
+		if !ok {
+			return &ConfigError{fmt.Errorf("custom_fields: %q does not exist in Backlog; valid names: %s", name, strings.Join(names, ", "))}
+		}
+		f := &field{CustomField: cf, conf: name}
+		if _, known := fieldTypeNames[cf.TypeID]; !known {
+			return &ConfigError{fmt.Errorf("custom_fields.%s: field %q has type %d, which alertfan does not know", name, cf.Name, cf.TypeID)}
+		}
+		for _, v := range constantOutputs(text) {
+			if _, err := f.convert(v); err != nil {
+				return &ConfigError{err}
+			}
+		}
+		r.fields[name] = f
+	}
+	// A required field that is not configured makes every create fail.
+	for _, cf := range cfs {
+		if !cf.Required || (len(cf.ApplicableIssueTypes) > 0 && !slices.Contains(cf.ApplicableIssueTypes, r.issueTypeID)) {
+			continue
+		}
+		if _, ok := conf.CustomFields[cf.Name]; !ok {
+			return &ConfigError{fmt.Errorf("custom_fields: %q is required for issue type %q in Backlog; set it", cf.Name, conf.IssueType)}
+		}
+	}
+	return nil
 }
 
 // Marker is the token put in every issue's description so that a create
@@ -300,12 +378,14 @@ func Marker(target, identity string, gen int64) string {
 	return "alertfan-" + hex.EncodeToString(sum[:12])
 }
 
-// Deliver brings the identity's issue in line with the alert's state.
+// Deliver brings the key's issue in line with the notification's state.
+// It reads the issue before changing one it already has, so that what a
+// person did to it wins (see ARCHITECTURE.md, Backlog state machine).
 func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error {
-	if len(notif.Alerts) != 1 {
-		return sinks.Permanent(sinks.ReasonConfig, fmt.Errorf("backlog delivers one alert at a time, got %d", len(notif.Alerts)))
+	if len(notif.Alerts) == 0 || (n.conf.Mode == ModeAlert && len(notif.Alerts) != 1) {
+		return sinks.Permanent(sinks.ReasonConfig, fmt.Errorf("backlog in %s mode got %d alerts", n.conf.Mode, len(notif.Alerts)))
 	}
-	if notif.Alerts[0].Action == sinks.ActionChange {
+	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionChange {
 		// A PagerDuty change event has no issue to belong to.
 		n.d.Logger.Debug("Ignoring a change event; Backlog issues follow alerts")
 		return nil
@@ -318,41 +398,43 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 		}
 		return err
 	}
-	identity := notif.Alerts[0].Identity
-	rec, found, err := n.d.Issues.GetIssue(ctx, n.d.ID, identity)
+	key := notif.Alerts[0].Identity
+	if n.conf.Mode == ModeGroup {
+		key = notif.Key
+	}
+	rec, found, err := n.d.Issues.GetIssue(ctx, n.d.ID, key)
 	if err != nil {
 		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("read issue record: %w", err))
 	}
-	a := notif.Alerts[0]
 	if found && rec.State == StateCreating {
-		if rec, err = n.heal(ctx, ids, identity, rec); err != nil {
+		if rec, err = n.heal(ctx, ids, key, rec); err != nil {
 			return err
 		}
 	}
+	w := &work{n: n, ids: ids, key: key, rec: rec, notif: notif, data: newData(notif, ids.rule)}
 	switch {
-	case a.Status == sinks.StatusResolved:
-		return n.resolved(ctx, ids, identity, rec, notif)
+	case notif.Status() == sinks.StatusResolved:
+		return w.resolved(ctx)
 	case !found || rec.State == "" || rec.State == StateCreating:
-		return n.create(ctx, ids, identity, rec, notif)
+		return w.create(ctx)
 	case rec.State == StateOpen:
-		return n.repeat(ctx, identity, rec, notif)
+		return w.repeat(ctx)
 	case rec.State == StateResolved:
-		return n.refire(ctx, identity, rec, notif, false)
-	default: // closed
+		return w.refire(ctx, false)
+	case rec.State == StatePersonClosed:
+		return w.afterPersonClosed(ctx)
+	default: // closed by alertfan
 		if n.conf.ReopenWithin > 0 && time.Since(rec.ClosedAt) <= time.Duration(n.conf.ReopenWithin) {
-			return n.refire(ctx, identity, rec, notif, true)
+			return w.refire(ctx, true)
 		}
-		return n.create(ctx, ids, identity, IssueRecord{Gen: rec.Gen}, notif)
+		return w.createNew(ctx)
 	}
 }
 
 // heal settles a create whose outcome was not recorded: if an issue with
 // the marker exists it is adopted, else the record is cleared for a create.
-func (n *Notifier) heal(ctx context.Context, ids *resolved, identity string, rec IssueRecord) (IssueRecord, error) {
-	marker := Marker(n.d.ID, identity, rec.Gen)
-	if err := n.wait(ctx); err != nil {
-		return rec, err
-	}
+func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec IssueRecord) (IssueRecord, error) {
+	marker := Marker(n.d.ID, key, rec.Gen)
 	issues, err := n.client.SearchIssues(ctx, ids.projectID, marker)
 	if err != nil {
 		return rec, err
@@ -360,7 +442,7 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, identity string, rec
 	for _, is := range issues {
 		if strings.Contains(is.Description, marker) {
 			rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
-			if err := n.put(ctx, identity, rec); err != nil {
+			if err := n.put(ctx, key, rec); err != nil {
 				return rec, err
 			}
 			n.count("adopted")
@@ -374,8 +456,8 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, identity string, rec
 	return rec, nil
 }
 
-func (n *Notifier) put(ctx context.Context, identity string, rec IssueRecord) error {
-	if err := n.d.Issues.PutIssue(ctx, n.d.ID, identity, rec); err != nil {
+func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {
+	if err := n.d.Issues.PutIssue(ctx, n.d.ID, key, rec); err != nil {
 		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("record issue: %w", err))
 	}
 	return nil
@@ -392,22 +474,124 @@ func (n *Notifier) count(action string) {
 	}
 }
 
-func (n *Notifier) create(ctx context.Context, ids *resolved, identity string, rec IssueRecord, notif *sinks.Notification) error {
-	form, err := n.issueForm(ids, notif)
-	if err != nil {
-		return sinks.Permanent(sinks.ReasonTemplate, err)
+func (n *Notifier) fallback(field string, err error) {
+	n.d.Logger.Warn("A rendered value does not exist in Backlog; using the fallback", "field", field, "err", err)
+	if n.d.Metrics != nil {
+		n.d.Metrics.fallbacks.WithLabelValues(n.d.Receiver, field).Inc()
 	}
+}
+
+// work is one delivery.
+type work struct {
+	n     *Notifier
+	ids   *resolved
+	key   string
+	rec   IssueRecord
+	notif *sinks.Notification
+	data  *Data
+}
+
+// render executes a template whose output Backlog renders in the project's
+// notation (description, comments): escaped values are escaped for it.
+func (w *work) render(field, text string) (string, error) {
+	return w.exec(field, text, w.ids.rule)
+}
+
+// renderPlain executes a template whose output Backlog shows as typed
+// (summary, priority, assignee, custom fields): escaped values stay as
+// they are.
+func (w *work) renderPlain(field, text string) (string, error) {
+	return w.exec(field, text, RulePlain)
+}
+
+func (w *work) exec(field, text, rule string) (string, error) {
+	if text == "" {
+		return "", nil
+	}
+	s, err := w.n.d.Template.ExecuteTextString(text, w.data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return strings.TrimSpace(applyRule(s, rule)), nil
+}
+
+// description renders the description with the marker, cut to the limit,
+// and its hash.
+func (w *work) description(gen int64) (string, string, error) {
+	d, err := w.render("description", w.n.conf.Description)
+	if err != nil {
+		return "", "", err
+	}
+	tail := "\n\n---\n" + Marker(w.n.d.ID, w.key, gen)
+	d, _ = truncate(d, maxBody-len([]rune(tail)))
+	return d + tail, hashBody(d), nil
+}
+
+// hashBody hashes a description without its marker, as written or as
+// read back (line endings and surrounding space normalized).
+func hashBody(s string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n"))))
+	return hex.EncodeToString(sum[:8])
+}
+
+// personEdited reports whether the issue's description is no longer the
+// one alertfan wrote last: a person edited it, and alertfan leaves it be.
+func (w *work) personEdited(is *Issue) bool {
+	if w.rec.ContentHash == "" {
+		return false // written before hashes were kept, or adopted
+	}
+	marker := Marker(w.n.d.ID, w.key, w.rec.Gen)
+	i := strings.LastIndex(is.Description, marker)
+	if i < 0 {
+		return true
+	}
+	body := strings.TrimSuffix(strings.TrimSpace(is.Description[:i]), "---")
+	return hashBody(body) != w.rec.ContentHash
+}
+
+// keepPersonEdits drops a description update from form when a person has
+// edited the description since alertfan wrote it.
+func (w *work) keepPersonEdits(form url.Values, is *Issue, hash *string) {
+	if form.Get("description") == "" || !w.personEdited(is) {
+		return
+	}
+	w.n.d.Logger.Info("The issue's description was edited by a person; not rewriting it", "issue", w.rec.IssueKey)
+	form.Del("description")
+	*hash = ""
+}
+
+func (w *work) comment(field, text string) (string, error) {
+	c, err := w.render(field, text)
+	if err != nil {
+		return "", err
+	}
+	c, _ = truncate(c, maxBody)
+	return c, nil
+}
+
+// createNew opens a new issue (a new generation) for the key.
+func (w *work) createNew(ctx context.Context) error {
+	w.rec = IssueRecord{Gen: w.rec.Gen}
+	return w.create(ctx)
+}
+
+func (w *work) create(ctx context.Context) error {
+	n := w.n
+	rec := w.rec
 	if rec.State != StateCreating {
 		rec = IssueRecord{Gen: rec.Gen + 1, State: StateCreating}
 	}
-	marker := Marker(n.d.ID, identity, rec.Gen)
-	form.Set("description", form.Get("description")+"\n\n---\n"+marker)
+	form, hash, err := w.issueForm(rec.Gen)
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonTemplate, err)
+	}
+	rec.ContentHash = hash
 	if err := n.wait(ctx); err != nil {
 		return err
 	}
 	// Recorded before the call: if the outcome is lost, the next attempt
 	// searches for the marker instead of creating a second issue.
-	if err := n.put(ctx, identity, rec); err != nil {
+	if err := n.put(ctx, w.key, rec); err != nil {
 		return err
 	}
 	is, err := n.client.CreateIssue(ctx, form)
@@ -415,113 +599,235 @@ func (n *Notifier) create(ctx context.Context, ids *resolved, identity string, r
 		return err
 	}
 	rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
-	if err := n.put(ctx, identity, rec); err != nil {
+	if err := n.put(ctx, w.key, rec); err != nil {
 		return err
 	}
+	w.rec = rec
 	n.count("created")
-	n.d.Logger.Info("Created Backlog issue", "issue", is.IssueKey, "identity", identity)
+	n.d.Logger.Info("Created Backlog issue", "issue", is.IssueKey, "key", w.key)
 	return nil
 }
 
-func (n *Notifier) issueForm(ids *resolved, notif *sinks.Notification) (url.Values, error) {
-	data := notif.TemplateData()
-	var tmplErr error
-	tmpl := func(field, text string) string {
-		if tmplErr != nil || text == "" {
-			return ""
-		}
-		s, err := n.d.Template.ExecuteTextString(text, data)
-		if err != nil {
-			tmplErr = fmt.Errorf("%s: %w", field, err)
-		}
-		return strings.TrimSpace(s)
+func (w *work) issueForm(gen int64) (url.Values, string, error) {
+	n, ids := w.n, w.ids
+	summary, err := w.renderPlain("summary", n.conf.Summary)
+	if err != nil {
+		return nil, "", err
 	}
-	summary, _ := sinks.TruncateRunes(tmpl("summary", n.conf.Summary), maxSummary)
+	summary, _ = truncate(oneLine(summary), maxSummary)
+	if summary == "" {
+		return nil, "", errors.New("summary: rendered empty")
+	}
+	desc, hash, err := w.description(gen)
+	if err != nil {
+		return nil, "", err
+	}
 	form := url.Values{
 		"projectId":   {strconv.FormatInt(ids.projectID, 10)},
 		"summary":     {summary},
 		"issueTypeId": {strconv.FormatInt(ids.issueTypeID, 10)},
-		"description": {tmpl("description", n.conf.Description)},
+		"description": {desc},
 	}
-	prio := tmpl("priority", n.conf.Priority)
-	assignee := tmpl("assignee", n.conf.Assignee)
-	custom := map[string]string{}
-	for name, text := range n.conf.CustomFields {
-		custom[name] = tmpl("custom_fields."+name, text)
+	prio, err := w.renderPlain("priority", n.conf.Priority)
+	if err != nil {
+		return nil, "", err
 	}
-	if tmplErr != nil {
-		return nil, tmplErr
-	}
-	if summary == "" {
-		return nil, errors.New("summary: rendered empty")
-	}
-	pid, ok := ids.priorities[prio]
+	pid, ok := ids.priorities.lookup(prio)
 	if !ok {
-		names := make([]string, 0, len(ids.priorities))
-		for k := range ids.priorities {
-			names = append(names, strconv.Quote(k))
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("priority: rendered %q, which is not a Backlog priority; valid: %s", prio, strings.Join(names, ", "))
+		n.fallback("priority", ids.priorities.errorFor(prio))
+		pid = ids.defaultPriority
 	}
 	form.Set("priorityId", strconv.FormatInt(pid, 10))
+	assignee, err := w.renderPlain("assignee", n.conf.Assignee)
+	if err != nil {
+		return nil, "", err
+	}
 	if assignee != "" {
-		uid, ok := ids.users[assignee]
-		if !ok {
-			return nil, fmt.Errorf("assignee: %q is not a member of project %s", assignee, n.conf.Project)
-		}
-		form.Set("assigneeId", strconv.FormatInt(uid, 10))
-	}
-	for name, v := range custom {
-		if v != "" {
-			form.Set(fmt.Sprintf("customField_%d", ids.customFields[name]), v)
+		if uid, ok := ids.users[assignee]; ok {
+			form.Set("assigneeId", strconv.FormatInt(uid, 10))
+		} else {
+			n.fallback("assignee", fmt.Errorf("assignee: %q is not a member of project %s; leaving the issue unassigned", assignee, n.conf.Project))
 		}
 	}
-	return form, nil
+	for _, name := range slices.Sorted(maps.Keys(n.conf.CustomFields)) {
+		v, err := w.renderPlain("custom_fields."+name, n.conf.CustomFields[name])
+		if err != nil {
+			return nil, "", err
+		}
+		f := ids.fields[name]
+		fv, err := f.convert(v)
+		if err != nil {
+			n.fallback("custom_fields."+name, fmt.Errorf("%w; the field is left empty", err))
+			continue
+		}
+		k := fmt.Sprintf("customField_%d", f.ID)
+		for _, val := range fv.values {
+			form.Add(k, val)
+		}
+		if fv.other != "" {
+			form.Set(k+"_otherValue", fv.other)
+		}
+	}
+	return form, hash, nil
 }
 
-// repeat handles a firing alert whose issue is open: nothing, or a comment.
-func (n *Notifier) repeat(ctx context.Context, identity string, rec IssueRecord, notif *sinks.Notification) error {
-	a := notif.Alerts[0]
-	var msg string
-	switch {
-	case a.Action == sinks.ActionAcknowledge:
-		msg = "Acknowledged by the sender at " + notif.AcceptedAt.UTC().Format(time.RFC3339) + "."
-	case n.conf.OnRepeat == OnRepeatComment:
-		msg = "Still firing at " + notif.AcceptedAt.UTC().Format(time.RFC3339) + "."
-	default:
+// current reads the issue before alertfan changes it. It returns nil, nil
+// when the issue no longer exists in Backlog. Reads do not take from the
+// write budget that rate_limit_per_minute paces.
+func (w *work) current(ctx context.Context) (*Issue, error) {
+	is, err := w.n.client.GetIssue(ctx, w.rec.IssueKey)
+	if isNotFound(err) {
+		w.n.d.Logger.Warn("Backlog issue no longer exists", "issue", w.rec.IssueKey, "key", w.key)
+		return nil, nil
+	}
+	return is, err
+}
+
+func (w *work) isClosed(is *Issue) bool {
+	return is.Status.ID == statusClosed || (w.ids.closeStatus != nil && is.Status.ID == *w.ids.closeStatus)
+}
+
+// personClosed applies the policy for a firing alert whose issue a person
+// closed (is != nil) or deleted (is == nil):
+//   - deleted: a new issue;
+//   - closed, and this is a new occurrence (an alert that fired again after
+//     resolving, or an alert joining the group): a new issue, unless the
+//     person's resolution is one of skip_reopen_resolutions;
+//   - closed, same occurrence still firing, or a skip resolution: nothing
+//     is sent; the record remembers the person's close and the occurrence
+//     (in ClosedAt) so later repeats stay quiet.
+func (w *work) personClosed(ctx context.Context, is *Issue, newOccurrence bool) error {
+	if is == nil {
+		return w.createNew(ctx)
+	}
+	skip := is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID]
+	if newOccurrence && !skip {
+		return w.createNew(ctx)
+	}
+	if skip {
+		w.n.d.Logger.Info("A person closed the issue with a resolution listed in skip_reopen_resolutions; not opening another", "issue", w.rec.IssueKey, "resolution", is.Resolution.Name)
+	}
+	return w.markPersonClosed(ctx)
+}
+
+func (w *work) markPersonClosed(ctx context.Context) error {
+	since := w.data.FiringSince
+	if w.rec.State == StatePersonClosed && !since.After(w.rec.ClosedAt) {
 		return nil
 	}
-	return n.comment(ctx, identity, rec, msg, notif)
+	w.rec.State, w.rec.ClosedAt = StatePersonClosed, since
+	return w.n.put(ctx, w.key, w.rec)
 }
 
-func (n *Notifier) comment(ctx context.Context, identity string, rec IssueRecord, msg string, notif *sinks.Notification) error {
+// afterPersonClosed handles a firing notification for an issue a person
+// closed earlier: read it again, since the person may have reopened it.
+func (w *work) afterPersonClosed(ctx context.Context) error {
+	is, err := w.current(ctx)
+	if err != nil {
+		return err
+	}
+	if is != nil && !w.isClosed(is) {
+		// Reopened by a person: a new occurrence is reported like any
+		// firing again, the same one like a repeat.
+		if w.data.FiringSince.After(w.rec.ClosedAt) {
+			return w.refireOn(ctx, is, false)
+		}
+		w.rec.State, w.rec.ClosedAt = StateOpen, time.Time{}
+		if err := w.n.put(ctx, w.key, w.rec); err != nil {
+			return err
+		}
+		return w.repeat(ctx)
+	}
+	return w.personClosed(ctx, is, w.data.FiringSince.After(w.rec.ClosedAt))
+}
+
+// repeat handles a firing notification whose issue is open: nothing, a
+// comment (on_repeat: comment, or an acknowledge), and in group mode or
+// with update_description a description rewrite when it changed.
+func (w *work) repeat(ctx context.Context) error {
+	n := w.n
+	var msg string
+	var err error
+	switch {
+	case len(w.notif.Alerts) == 1 && w.notif.Alerts[0].Action == sinks.ActionAcknowledge:
+		msg, err = w.comment("ack_comment", n.conf.AckComment)
+	case n.conf.OnRepeat == OnRepeatComment:
+		msg, err = w.comment("repeat_comment", n.conf.RepeatComment)
+	}
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonTemplate, err)
+	}
+	form := url.Values{}
+	hash, err := w.descriptionUpdate(form)
+	if err != nil {
+		return err
+	}
+	if msg == "" && len(form) == 0 {
+		return nil
+	}
+	is, err := w.current(ctx)
+	if err != nil {
+		return err
+	}
+	if is == nil || w.isClosed(is) {
+		// Still the same occurrence: a person closed the issue while the
+		// alert fires. Nothing goes into a closed issue.
+		return w.personClosed(ctx, is, false)
+	}
+	w.keepPersonEdits(form, is, &hash)
+	if msg != "" {
+		form.Set("comment", msg)
+	}
+	if len(form) == 0 {
+		return nil
+	}
+	return w.update(ctx, form, "commented", func(rec *IssueRecord) {
+		if hash != "" {
+			rec.ContentHash = hash
+		}
+	})
+}
+
+// descriptionUpdate adds the description to form when it is kept up to
+// date and changed since last written; it returns the new hash.
+func (w *work) descriptionUpdate(form url.Values) (string, error) {
+	if w.n.conf.Mode != ModeGroup && !w.n.conf.UpdateDescription {
+		return "", nil
+	}
+	d, hash, err := w.description(w.rec.Gen)
+	if err != nil {
+		return "", sinks.Permanent(sinks.ReasonTemplate, err)
+	}
+	if hash == w.rec.ContentHash {
+		return "", nil
+	}
+	form.Set("description", d)
+	return hash, nil
+}
+
+// update PATCHes the issue and records the outcome.
+func (w *work) update(ctx context.Context, form url.Values, action string, change func(*IssueRecord)) error {
+	n := w.n
 	if err := n.wait(ctx); err != nil {
 		return err
 	}
-	err := n.client.AddComment(ctx, rec.IssueKey, msg)
+	_, err := n.client.UpdateIssue(ctx, w.rec.IssueKey, form)
 	if isNotFound(err) {
-		return n.gone(ctx, identity, rec, notif)
+		n.d.Logger.Warn("Backlog issue no longer exists", "issue", w.rec.IssueKey, "key", w.key)
+		if w.notif.Status() == sinks.StatusResolved {
+			return w.markPersonClosed(ctx)
+		}
+		return w.personClosed(ctx, nil, true)
 	}
 	if err != nil {
 		return err
 	}
-	n.count("commented")
+	change(&w.rec)
+	if err := n.put(ctx, w.key, w.rec); err != nil {
+		return err
+	}
+	n.count(action)
 	return nil
-}
-
-// gone handles an issue deleted in Backlog: a firing alert gets a new one.
-func (n *Notifier) gone(ctx context.Context, identity string, rec IssueRecord, notif *sinks.Notification) error {
-	n.d.Logger.Warn("Backlog issue no longer exists", "issue", rec.IssueKey, "identity", identity)
-	if notif.Alerts[0].Status == sinks.StatusResolved {
-		rec.State, rec.ClosedAt = StateClosed, time.Now()
-		return n.put(ctx, identity, rec)
-	}
-	ids, err := n.resolve(ctx)
-	if err != nil {
-		return err
-	}
-	return n.create(ctx, ids, identity, IssueRecord{Gen: rec.Gen}, notif)
 }
 
 func isNotFound(err error) bool {
@@ -529,79 +835,118 @@ func isNotFound(err error) bool {
 	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound
 }
 
-// refire handles an alert firing again: reopen a closed issue, or comment
-// on one left open at resolve.
-func (n *Notifier) refire(ctx context.Context, identity string, rec IssueRecord, notif *sinks.Notification, reopen bool) error {
-	msg := "Firing again at " + notif.Alerts[0].StartsAt.UTC().Format(time.RFC3339) + "."
-	if !reopen {
-		if err := n.comment(ctx, identity, rec, msg, notif); err != nil {
-			return err
-		}
-		rec.State = StateOpen
-		return n.put(ctx, identity, rec)
-	}
-	ids, err := n.resolve(ctx)
+// refire handles an alert firing again after a resolve: reopen the issue
+// alertfan closed (reopen), or comment on one left open at resolve. A
+// person's close or delete in between is honoured (personClosed).
+func (w *work) refire(ctx context.Context, reopen bool) error {
+	is, err := w.current(ctx)
 	if err != nil {
 		return err
 	}
-	if err := n.wait(ctx); err != nil {
-		return err
-	}
-	form := url.Values{"statusId": {strconv.FormatInt(ids.reopenStatus, 10)}, "comment": {msg}}
-	_, err = n.client.UpdateIssue(ctx, rec.IssueKey, form)
-	if isNotFound(err) {
-		return n.gone(ctx, identity, rec, notif)
-	}
-	if err != nil {
-		return err
-	}
-	rec.State, rec.ClosedAt = StateOpen, time.Time{}
-	if err := n.put(ctx, identity, rec); err != nil {
-		return err
-	}
-	n.count("reopened")
-	return nil
+	return w.refireOn(ctx, is, reopen)
 }
 
-func (n *Notifier) resolved(ctx context.Context, ids *resolved, identity string, rec IssueRecord, notif *sinks.Notification) error {
-	if rec.State != StateOpen {
-		return nil // never created, or already closed / resolved
+// refireOn is refire once the issue has been read.
+func (w *work) refireOn(ctx context.Context, is *Issue, reopen bool) error {
+	n := w.n
+	closed := is != nil && w.isClosed(is)
+	switch {
+	case is == nil:
+		return w.createNew(ctx)
+	case !reopen && closed:
+		// Left open by alertfan at resolve, closed since by a person; this
+		// firing is a new occurrence.
+		return w.personClosed(ctx, is, true)
+	case closed && is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID] &&
+		(w.ids.resolution == nil || *w.ids.resolution != is.Resolution.ID):
+		// alertfan closed it, and a person has since set a resolution
+		// listed in skip_reopen_resolutions: theirs is the last word.
+		return w.personClosed(ctx, is, true)
 	}
-	a := notif.Alerts[0]
-	ended := a.EndsAt
-	if ended.IsZero() {
-		ended = notif.AcceptedAt
+	msg, err := w.comment("refire_comment", n.conf.RefireComment)
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonTemplate, err)
 	}
-	msg := "Resolved at " + ended.UTC().Format(time.RFC3339) + "."
-	switch n.conf.OnResolved {
-	case OnResolvedNone:
-		rec.State = StateResolved
-		return n.put(ctx, identity, rec)
-	case OnResolvedComment:
-		if err := n.comment(ctx, identity, rec, msg, notif); err != nil {
-			return err
-		}
-		rec.State = StateResolved
-		return n.put(ctx, identity, rec)
+	form := url.Values{}
+	if msg != "" {
+		form.Set("comment", msg)
 	}
-	if err := n.wait(ctx); err != nil {
-		return err
-	}
-	form := url.Values{"statusId": {strconv.FormatInt(ids.closeStatus, 10)}, "comment": {msg}}
-	if ids.resolution != 0 {
-		form.Set("resolutionId", strconv.FormatInt(ids.resolution, 10))
-	}
-	_, err := n.client.UpdateIssue(ctx, rec.IssueKey, form)
-	if isNotFound(err) {
-		return n.gone(ctx, identity, rec, notif)
-	}
+	hash, err := w.descriptionUpdate(form)
 	if err != nil {
 		return err
 	}
-	rec.State, rec.ClosedAt = StateClosed, time.Now()
-	if err := n.put(ctx, identity, rec); err != nil {
+	w.keepPersonEdits(form, is, &hash)
+	action := "commented"
+	if closed {
+		// Closed by alertfan within reopen_within: reopen it.
+		form.Set("statusId", strconv.FormatInt(w.ids.reopenStatus, 10))
+		action = "reopened"
+	}
+	if len(form) == 0 {
+		w.rec.State, w.rec.ClosedAt = StateOpen, time.Time{}
+		return n.put(ctx, w.key, w.rec)
+	}
+	return w.update(ctx, form, action, func(rec *IssueRecord) {
+		rec.State, rec.ClosedAt = StateOpen, time.Time{}
+		if hash != "" {
+			rec.ContentHash = hash
+		}
+	})
+}
+
+// resolved handles a resolve: close (status + resolution) or comment or
+// nothing, as configured. An issue a person already closed or deleted is
+// left alone.
+func (w *work) resolved(ctx context.Context) error {
+	n := w.n
+	if w.rec.State != StateOpen {
+		return nil // never created, or already closed / resolved
+	}
+	if n.conf.OnResolved == OnResolvedNone {
+		w.rec.State = StateResolved
+		return n.put(ctx, w.key, w.rec)
+	}
+	msg, err := w.comment("resolved_comment", n.conf.ResolvedComment)
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonTemplate, err)
+	}
+	is, err := w.current(ctx)
+	if err != nil {
 		return err
 	}
-	n.count("closed")
-	return nil
+	if is == nil || w.isClosed(is) {
+		n.d.Logger.Info("The issue was closed or deleted by a person; the resolve changes nothing", "issue", w.rec.IssueKey)
+		return w.markPersonClosed(ctx)
+	}
+	form := url.Values{}
+	if msg != "" {
+		form.Set("comment", msg)
+	}
+	hash, err := w.descriptionUpdate(form)
+	if err != nil {
+		return err
+	}
+	w.keepPersonEdits(form, is, &hash)
+	if n.conf.OnResolved == OnResolvedComment {
+		if len(form) == 0 {
+			w.rec.State = StateResolved
+			return n.put(ctx, w.key, w.rec)
+		}
+		return w.update(ctx, form, "commented", func(rec *IssueRecord) {
+			rec.State = StateResolved
+			if hash != "" {
+				rec.ContentHash = hash
+			}
+		})
+	}
+	form.Set("statusId", strconv.FormatInt(*w.ids.closeStatus, 10))
+	if w.ids.resolution != nil {
+		form.Set("resolutionId", strconv.FormatInt(*w.ids.resolution, 10))
+	}
+	return w.update(ctx, form, "closed", func(rec *IssueRecord) {
+		rec.State, rec.ClosedAt = StateClosed, time.Now()
+		if hash != "" {
+			rec.ContentHash = hash
+		}
+	})
 }

@@ -27,7 +27,7 @@ const apiKey = "backlog-secret-api-key"
 
 func tmpl(t *testing.T) *template.Template {
 	t.Helper()
-	tm, err := template.FromGlobs(nil)
+	tm, err := template.FromGlobs(nil, backlog.TemplateFuncs)
 	require.NoError(t, err)
 	require.NoError(t, tm.Parse(strings.NewReader(backlog.DefaultTemplates)))
 	return tm

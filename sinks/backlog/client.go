@@ -174,11 +174,32 @@ type Named struct {
 	Name string `json:"name"`
 }
 
-// Project is the part of a project alertfan uses.
+// Project is the part of a project alertfan uses
+// (https://developer.nulab.com/docs/backlog/api/2/get-project/).
 type Project struct {
 	ID         int64  `json:"id"`
 	ProjectKey string `json:"projectKey"`
 	Name       string `json:"name"`
+	// TextFormattingRule is "markdown" or "backlog" (Backlog notation).
+	TextFormattingRule string `json:"textFormattingRule"`
+}
+
+// CustomField is one entry of get-custom-field-list
+// (https://developer.nulab.com/docs/backlog/api/2/get-custom-field-list/).
+type CustomField struct {
+	ID                   int64   `json:"id"`
+	TypeID               int     `json:"typeId"`
+	Name                 string  `json:"name"`
+	Required             bool    `json:"required"`
+	UseIssueType         bool    `json:"useIssueType"`
+	ApplicableIssueTypes []int64 `json:"applicableIssueTypes"`
+	Items                []Named `json:"items"`
+	AllowAddItem         bool    `json:"allowAddItem"`
+	// AllowInput is the "other" free-text choice of checkbox and radio
+	// fields, sent as customField_{id}_otherValue.
+	AllowInput bool     `json:"allowInput"`
+	Min        *float64 `json:"min"`
+	Max        *float64 `json:"max"`
 }
 
 // User is a project member.
@@ -195,6 +216,8 @@ type Issue struct {
 	Summary     string `json:"summary"`
 	Description string `json:"description"`
 	Status      Named  `json:"status"`
+	// Resolution is nil when unset; "Fixed" is id 0.
+	Resolution *Named `json:"resolution"`
 }
 
 // GetProject returns a project by key.
@@ -222,9 +245,23 @@ func (c *Client) Statuses(ctx context.Context, key string) ([]Named, error) {
 	return c.list(ctx, "/api/v2/projects/:key/statuses", "/api/v2/projects/"+url.PathEscape(key)+"/statuses")
 }
 
-// CustomFields lists a project's custom fields.
-func (c *Client) CustomFields(ctx context.Context, key string) ([]Named, error) {
-	return c.list(ctx, "/api/v2/projects/:key/customFields", "/api/v2/projects/"+url.PathEscape(key)+"/customFields")
+// CustomFields lists a project's custom fields with their types and items.
+func (c *Client) CustomFields(ctx context.Context, key string) ([]CustomField, error) {
+	var out []CustomField
+	return out, c.do(ctx, http.MethodGet, "/api/v2/projects/:key/customFields", "/api/v2/projects/"+url.PathEscape(key)+"/customFields", nil, nil, &out)
+}
+
+// GetIssue reads an issue's current state
+// (https://developer.nulab.com/docs/backlog/api/2/get-issue/).
+func (c *Client) GetIssue(ctx context.Context, key string) (*Issue, error) {
+	var is Issue
+	if err := c.do(ctx, http.MethodGet, "/api/v2/issues/:key", "/api/v2/issues/"+url.PathEscape(key), nil, nil, &is); err != nil {
+		return nil, err
+	}
+	if is.IssueKey == "" {
+		return nil, sinks.Retryable(sinks.ReasonUnexpectedReply, 0, errors.New("backlog GET /api/v2/issues/:key: answer has no issueKey"))
+	}
+	return &is, nil
 }
 
 // Priorities lists the space's priorities.

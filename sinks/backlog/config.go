@@ -24,11 +24,29 @@ const (
 	OnRepeatComment = "comment"
 )
 
-// DefaultConfig is what an entry gets for every key it leaves out.
+// Issue modes.
+const (
+	// ModeAlert keeps one issue per alert identity.
+	ModeAlert = "alert"
+	// ModeGroup keeps one issue per Alertmanager group key, like the
+	// PagerDuty sink's group mode.
+	ModeGroup = "group"
+)
+
+// DefaultConfig is what an entry gets for every key it leaves out. Names
+// here are Backlog's built-in ones, which alertfan resolves by their fixed
+// ids in a space of any language (see names.go): High/高 = 2,
+// Normal/中 = 3, Open/未対応 = 1, Closed/完了 = 4.
 var DefaultConfig = Config{
+	Mode:               ModeAlert,
 	Priority:           "{{ if eq .CommonLabels.severity \"critical\" }}High{{ else }}Normal{{ end }}",
+	DefaultPriority:    "Normal",
 	Summary:            `{{ template "backlog.default.summary" . }}`,
 	Description:        `{{ template "backlog.default.description" . }}`,
+	RepeatComment:      `{{ template "backlog.default.repeat" . }}`,
+	AckComment:         `{{ template "backlog.default.acknowledged" . }}`,
+	ResolvedComment:    `{{ template "backlog.default.resolved" . }}`,
+	RefireComment:      `{{ template "backlog.default.refire" . }}`,
 	OnResolved:         OnResolvedClose,
 	OnRepeat:           OnRepeatNone,
 	CloseStatus:        "Closed",
@@ -46,18 +64,37 @@ type Config struct {
 	// Project is a project key ("OPS"); IssueType, CloseStatus,
 	// ReopenStatus and Resolution are names. All are resolved to ids
 	// through the API at start and on reload.
+	// Mode is alert (one issue per alert, default) or group (one issue per
+	// Alertmanager group, its description kept up to date).
+	Mode         string `yaml:"mode,omitempty"`
 	Project      string `yaml:"project"`
 	IssueType    string `yaml:"issue_type"`
 	CloseStatus  string `yaml:"close_status,omitempty"`
 	ReopenStatus string `yaml:"reopen_status,omitempty"`
 	Resolution   string `yaml:"resolution,omitempty"`
+	// SkipReopenResolutions are resolution names: when a person closed
+	// the issue with one of them, a new firing opens no issue (jiralert's
+	// wont_fix_resolution).
+	SkipReopenResolutions []string `yaml:"skip_reopen_resolutions,omitempty"`
 	// Priority, Summary, Description, Assignee and CustomFields' values are
 	// templates over Alertmanager's template data of the one alert.
-	Priority     string            `yaml:"priority,omitempty"`
-	Summary      string            `yaml:"summary,omitempty"`
-	Description  string            `yaml:"description,omitempty"`
-	Assignee     string            `yaml:"assignee,omitempty"`
-	CustomFields map[string]string `yaml:"custom_fields,omitempty"`
+	Priority string `yaml:"priority,omitempty"`
+	// DefaultPriority is used when Priority renders a name the space does
+	// not have (with a warning and alertfan_backlog_fallbacks_total).
+	DefaultPriority string            `yaml:"default_priority,omitempty"`
+	Summary         string            `yaml:"summary,omitempty"`
+	Description     string            `yaml:"description,omitempty"`
+	Assignee        string            `yaml:"assignee,omitempty"`
+	CustomFields    map[string]string `yaml:"custom_fields,omitempty"`
+
+	// Comment texts (templates in the project's notation) and whether
+	// repeats and resolves also rewrite the description (always in group
+	// mode).
+	RepeatComment     string `yaml:"repeat_comment,omitempty"`
+	AckComment        string `yaml:"ack_comment,omitempty"`
+	ResolvedComment   string `yaml:"resolved_comment,omitempty"`
+	RefireComment     string `yaml:"refire_comment,omitempty"`
+	UpdateDescription bool   `yaml:"update_description,omitempty"`
 
 	OnResolved         string         `yaml:"on_resolved,omitempty"`
 	OnRepeat           string         `yaml:"on_repeat,omitempty"`
@@ -95,6 +132,14 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.IssueType == "" {
 		return errors.New("issue_type: required (an issue type name of the project, e.g. Bug)")
+	}
+	switch c.Mode {
+	case ModeAlert, ModeGroup:
+	default:
+		return fmt.Errorf("mode: %q is not one of alert, group", c.Mode)
+	}
+	if c.DefaultPriority == "" || strings.Contains(c.DefaultPriority, "{{") {
+		return errors.New("default_priority: must be a priority name or id, not empty or a template")
 	}
 	switch c.OnResolved {
 	case OnResolvedClose, OnResolvedComment, OnResolvedNone:

@@ -4,8 +4,9 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are shared by every Backlog target of the process.
 type Metrics struct {
-	issues   *prometheus.CounterVec
-	requests *prometheus.CounterVec
+	issues    *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
 }
 
 // NewMetrics registers the Backlog metrics.
@@ -19,8 +20,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "alertfan_backlog_api_requests_total",
 			Help: "Backlog API calls by endpoint and HTTP status code (0: no answer).",
 		}, []string{"endpoint", "code"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_backlog_fallbacks_total",
+			Help: "Rendered values that do not exist in Backlog (priority, assignee, custom field item), replaced by the configured fallback, by receiver and field.",
+		}, []string{"receiver", "field"}),
 	}
-	reg.MustRegister(m.issues, m.requests)
+	reg.MustRegister(m.issues, m.requests, m.fallbacks)
 	return m
 }
 
@@ -29,4 +34,5 @@ func (m *Metrics) Init(receiver string) {
 	for _, a := range []string{"created", "commented", "closed", "reopened", "adopted"} {
 		m.issues.WithLabelValues(receiver, a)
 	}
+	m.fallbacks.WithLabelValues(receiver, "priority")
 }

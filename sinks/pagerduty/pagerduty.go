@@ -100,7 +100,9 @@ func (n *Notifier) Pace(ctx context.Context, maxWait time.Duration) error {
 
 // Schedule books calls for keys deliveries and says how long the job
 // carrying them should wait before it runs.
-func (n *Notifier) Schedule(keys, class int) time.Duration { return n.limiter.Schedule(keys, class, maxLimiterWait) }
+func (n *Notifier) Schedule(keys, class int) time.Duration {
+	return n.limiter.Schedule(keys, class, maxLimiterWait)
+}
 
 // Grouped reports whether the queue should key work by group instead of by
 // alert.

@@ -4,15 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Backlog error codes, as the API documents them.
@@ -24,6 +28,53 @@ const (
 	BacklogTooManyRequestsError = 13
 )
 
+// Limits the fake enforces, as Backlog documents or answers them: an issue
+// summary is at most 255 characters (add-issue,
+// https://developer.nulab.com/docs/backlog/api/2/add-issue/); a text custom
+// field at most 255. Description and comment bodies are refused above
+// BacklogMaxBody characters.
+const (
+	BacklogMaxSummary   = 255
+	BacklogMaxTextField = 255
+	BacklogMaxBody      = 100000
+)
+
+// Custom field types (typeId of get-custom-field-list,
+// https://developer.nulab.com/docs/backlog/api/2/get-custom-field-list/).
+const (
+	BacklogFieldText     = 1
+	BacklogFieldSentence = 2
+	BacklogFieldNumeric  = 3
+	BacklogFieldDate     = 4
+	BacklogFieldList     = 5
+	BacklogFieldMulti    = 6
+	BacklogFieldCheckbox = 7
+	BacklogFieldRadio    = 8
+)
+
+// BacklogItem is one choice of a list, checkbox or radio field.
+type BacklogItem struct {
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
+}
+
+// BacklogCustomField is a project custom field.
+type BacklogCustomField struct {
+	ID       int64
+	TypeID   int
+	Name     string
+	Required bool
+	// ApplicableIssueTypes limits the field to these issue type ids
+	// (useIssueType); empty means every type.
+	ApplicableIssueTypes []int64
+	Items                []BacklogItem
+	// AllowAddItem lets users add items (list types); AllowInput is the
+	// "other" free-text choice of checkbox and radio fields.
+	AllowAddItem bool
+	AllowInput   bool
+	Min, Max     *float64
+}
+
 // BacklogIssue is an issue in the fake.
 type BacklogIssue struct {
 	ID          int64
@@ -33,12 +84,17 @@ type BacklogIssue struct {
 	Description string
 	IssueTypeID int64
 	PriorityID  int64
-	AssigneeID  int64
-	StatusID    int64
-	Resolution  int64
-	Custom      map[string]string
-	Comments    []string
-	Created     time.Time
+	// AssigneeID is nil when nobody is assigned.
+	AssigneeID *int64
+	StatusID   int64
+	// Resolution is nil until one is set: Backlog's "Fixed" is id 0.
+	Resolution *int64
+	// Custom holds customField_{id} values as sent (repeated for
+	// multiple-choice fields); Other holds customField_{id}_otherValue.
+	Custom   map[string][]string
+	Other    map[string]string
+	Comments []string
+	Created  time.Time
 }
 
 // BacklogCall is one request the fake answered.
@@ -47,6 +103,7 @@ type BacklogCall struct {
 	Path   string
 	Status int
 	At     time.Time
+	Form   url.Values
 }
 
 // BacklogResponse scripts one answer.
@@ -56,19 +113,27 @@ type BacklogResponse struct {
 	Header map[string]string
 }
 
-// Backlog is a fake Backlog API v2 for one space with one project.
+// Backlog is a fake Backlog API v2 for one space with one project. It
+// follows the API reference (https://developer.nulab.com/docs/backlog/):
+// real ids (statuses 1–4, resolutions 0–4, priorities 2–4), names in the
+// space's language, custom fields with types and items, length limits, the
+// project's textFormattingRule, {"errors":[…]} error bodies and the
+// X-RateLimit-* headers.
 type Backlog struct {
 	*httptest.Server
 
 	APIKey      string
 	ProjectKey  string
 	ProjectID   int64
-	IssueTypes  map[string]int64
-	Statuses    map[string]int64
-	Priorities  map[string]int64
-	Resolutions map[string]int64
-	Fields      map[string]int64
-	Users       map[string]int64
+	ProjectName string
+	// TextFormattingRule is "markdown" or "backlog" (get-project).
+	TextFormattingRule string
+	IssueTypes         map[string]int64
+	Statuses           map[string]int64
+	Priorities         map[string]int64
+	Resolutions        map[string]int64
+	CustomFields       []BacklogCustomField
+	Users              map[string]int64
 	// UpdateLimit is how many POST/PATCH/DELETE calls one API key may make
 	// per Window; 0 means no limit.
 	UpdateLimit int
@@ -89,31 +154,154 @@ type Backlog struct {
 	AfterCreate func(*BacklogIssue)
 }
 
-// NewBacklog starts a fake with project OPS, Backlog's default issue
-// types, statuses, priorities and resolutions.
+// NewBacklog starts a fake English-language space with project OPS and
+// Backlog's default issue types, statuses, priorities and resolutions.
 func NewBacklog(apiKey string) *Backlog {
 	return NewBacklogOn(nil, apiKey)
 }
 
-// NewBacklogOn starts the fake on l (a loopback port when nil).
+// NewBacklogOn starts the English fake on l (a loopback port when nil).
 func NewBacklogOn(l net.Listener, apiKey string) *Backlog {
-	b := &Backlog{
-		APIKey:      apiKey,
-		ProjectKey:  "OPS",
-		ProjectID:   1001,
-		IssueTypes:  map[string]int64{"Bug": 2001, "Task": 2002, "Request": 2003, "Other": 2004},
-		Statuses:    map[string]int64{"Open": 1, "In Progress": 2, "Resolved": 3, "Closed": 4},
-		Priorities:  map[string]int64{"High": 2, "Normal": 3, "Low": 4},
-		Resolutions: map[string]int64{"Fixed": 0, "Won't Fix": 1, "Invalid": 2, "Duplication": 3, "Cannot Reproduce": 4},
-		Fields:      map[string]int64{"Runbook": 3001, "Team": 3002},
-		Users:       map[string]int64{"oncall": 4001, "alice": 4002},
-		Window:      time.Minute,
-		issues:      map[string]*BacklogIssue{},
-		nextID:      1,
-		nextKey:     1,
-	}
+	b := newBacklog(apiKey)
 	b.Server = startOn(l, http.HandlerFunc(b.serve))
 	return b
+}
+
+// NewBacklogJa starts a fake Japanese-language space: the same ids, the
+// names a Japanese space shows (未対応/処理中/処理済み/完了, 高/中/低,
+// 対応済み/対応しない/無効/重複/再現しない, バグ/タスク/要望/その他) and
+// Backlog notation as the project's formatting rule.
+func NewBacklogJa(apiKey string) *Backlog {
+	b := newBacklog(apiKey)
+	b.ProjectName = "運用"
+	b.TextFormattingRule = "backlog"
+	b.IssueTypes = map[string]int64{"バグ": 2001, "タスク": 2002, "要望": 2003, "その他": 2004}
+	b.Statuses = map[string]int64{"未対応": 1, "処理中": 2, "処理済み": 3, "完了": 4}
+	b.Priorities = map[string]int64{"高": 2, "中": 3, "低": 4}
+	b.Resolutions = map[string]int64{"対応済み": 0, "対応しない": 1, "無効": 2, "重複": 3, "再現しない": 4}
+	b.CustomFields = []BacklogCustomField{
+		{ID: 3001, TypeID: BacklogFieldText, Name: "手順書"},
+		{ID: 3002, TypeID: BacklogFieldText, Name: "チーム"},
+	}
+	b.Server = startOn(nil, http.HandlerFunc(b.serve))
+	return b
+}
+
+func newBacklog(apiKey string) *Backlog {
+	return &Backlog{
+		APIKey:             apiKey,
+		ProjectKey:         "OPS",
+		ProjectID:          1001,
+		ProjectName:        "Operations",
+		TextFormattingRule: "markdown",
+		IssueTypes:         map[string]int64{"Bug": 2001, "Task": 2002, "Request": 2003, "Other": 2004},
+		Statuses:           map[string]int64{"Open": 1, "In Progress": 2, "Resolved": 3, "Closed": 4},
+		Priorities:         map[string]int64{"High": 2, "Normal": 3, "Low": 4},
+		Resolutions:        map[string]int64{"Fixed": 0, "Won't Fix": 1, "Invalid": 2, "Duplicate": 3, "Cannot Reproduce": 4},
+		CustomFields: []BacklogCustomField{
+			{ID: 3001, TypeID: BacklogFieldText, Name: "Runbook"},
+			{ID: 3002, TypeID: BacklogFieldText, Name: "Team"},
+		},
+		Users:   map[string]int64{"oncall": 4001, "alice": 4002},
+		Window:  time.Minute,
+		issues:  map[string]*BacklogIssue{},
+		nextID:  1,
+		nextKey: 1,
+	}
+}
+
+// AllFieldTypes replaces the project's custom fields with one of each type
+// (ids 3101–3108, list items from 5001): Note (text), Details (sentence),
+// Cost (numeric, 0–1000), Due (date), Environment (single list: prod, stg),
+// Regions (multiple list: tokyo, osaka), Impact (checkbox: users, billing,
+// with "other"), Severity (radio: sev1, sev2, with "other"). ja gives the
+// fields Japanese names (メモ, 詳細, 費用, 期限, 環境, 地域, 影響, 重大度).
+func (b *Backlog) AllFieldTypes(ja bool) {
+	n := func(en, jp string) string {
+		if ja {
+			return jp
+		}
+		return en
+	}
+	lo, hi := 0.0, 1000.0
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.CustomFields = []BacklogCustomField{
+		{ID: 3101, TypeID: BacklogFieldText, Name: n("Note", "メモ")},
+		{ID: 3102, TypeID: BacklogFieldSentence, Name: n("Details", "詳細")},
+		{ID: 3103, TypeID: BacklogFieldNumeric, Name: n("Cost", "費用"), Min: &lo, Max: &hi},
+		{ID: 3104, TypeID: BacklogFieldDate, Name: n("Due", "期限")},
+		{ID: 3105, TypeID: BacklogFieldList, Name: n("Environment", "環境"), Items: []BacklogItem{{5001, "prod"}, {5002, "stg"}}},
+		{ID: 3106, TypeID: BacklogFieldMulti, Name: n("Regions", "地域"), Items: []BacklogItem{{5011, "tokyo"}, {5012, "osaka"}}},
+		{ID: 3107, TypeID: BacklogFieldCheckbox, Name: n("Impact", "影響"), Items: []BacklogItem{{5021, "users"}, {5022, "billing"}}, AllowInput: true},
+		{ID: 3108, TypeID: BacklogFieldRadio, Name: n("Severity", "重大度"), Items: []BacklogItem{{5031, "sev1"}, {5032, "sev2"}}, AllowInput: true},
+	}
+}
+
+// Issue returns one issue by key.
+func (b *Backlog) Issue(key string) (BacklogIssue, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	is, ok := b.issues[key]
+	if !ok {
+		return BacklogIssue{}, false
+	}
+	return copyIssue(is), true
+}
+
+// PersonUpdates changes an issue as a person would in the web UI: its
+// status and, when not nil, its resolution.
+func (b *Backlog) PersonUpdates(key string, statusID int64, resolution *int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if is, ok := b.issues[key]; ok {
+		is.StatusID = statusID
+		if resolution != nil {
+			r := *resolution
+			is.Resolution = &r
+		}
+	}
+}
+
+// PersonEditsDescription replaces an issue's description as a person would.
+func (b *Backlog) PersonEditsDescription(key, description string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if is, ok := b.issues[key]; ok {
+		is.Description = description
+	}
+}
+
+// PersonDeletes deletes an issue as a person would.
+func (b *Backlog) PersonDeletes(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.issues, key)
+	for i, k := range b.order {
+		if k == key {
+			b.order = append(b.order[:i:i], b.order[i+1:]...)
+			break
+		}
+	}
+}
+
+func copyIssue(is *BacklogIssue) BacklogIssue {
+	c := *is
+	c.Comments = append([]string(nil), is.Comments...)
+	c.Custom = map[string][]string{}
+	for k, v := range is.Custom {
+		c.Custom[k] = append([]string(nil), v...)
+	}
+	c.Other = maps.Clone(is.Other)
+	if is.Resolution != nil {
+		r := *is.Resolution
+		c.Resolution = &r
+	}
+	if is.AssigneeID != nil {
+		a := *is.AssigneeID
+		c.AssigneeID = &a
+	}
+	return c
 }
 
 // Script queues answers given before normal handling resumes.
@@ -136,9 +324,7 @@ func (b *Backlog) Issues() []BacklogIssue {
 	defer b.mu.Unlock()
 	out := make([]BacklogIssue, 0, len(b.order))
 	for _, k := range b.order {
-		is := *b.issues[k]
-		is.Comments = append([]string(nil), is.Comments...)
-		out = append(out, is)
+		out = append(out, copyIssue(b.issues[k]))
 	}
 	return out
 }
@@ -197,7 +383,7 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 	w := &backlogWriter{ResponseWriter: rw, status: 200}
 	defer func() {
 		b.mu.Lock()
-		b.calls = append(b.calls, BacklogCall{Method: r.Method, Path: r.URL.Path, Status: w.status, At: time.Now()})
+		b.calls = append(b.calls, BacklogCall{Method: r.Method, Path: r.URL.Path, Status: w.status, At: time.Now(), Form: r.PostForm})
 		b.mu.Unlock()
 	}()
 	if r.URL.Query().Get("apiKey") != b.APIKey {
@@ -222,23 +408,29 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		backlogErr(w, http.StatusServiceUnavailable, BacklogInternalError, "Service Unavailable")
 		return
 	}
-	if r.Method != http.MethodGet && b.UpdateLimit > 0 {
-		now := time.Now()
-		if now.Sub(b.windowStart) >= b.Window {
-			b.windowStart, b.windowCount = now, 0
-		}
-		reset := b.windowStart.Add(b.Window)
-		w.Header().Set("X-RateLimit-Limit", strconv.Itoa(b.UpdateLimit))
-		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
-		if b.windowCount >= b.UpdateLimit {
+	// Every answer carries the rate-limit headers
+	// (https://developer.nulab.com/docs/backlog/rate-limit/).
+	limit := b.UpdateLimit
+	if limit == 0 {
+		limit = 1 << 20
+	}
+	now := time.Now()
+	if now.Sub(b.windowStart) >= b.Window {
+		b.windowStart, b.windowCount = now, 0
+	}
+	reset := b.windowStart.Add(b.Window)
+	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(limit))
+	w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+	if r.Method != http.MethodGet {
+		if b.windowCount >= limit {
 			b.mu.Unlock()
 			w.Header().Set("X-RateLimit-Remaining", "0")
 			backlogErr(w, http.StatusTooManyRequests, BacklogTooManyRequestsError, "Too many requests.")
 			return
 		}
 		b.windowCount++
-		w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(b.UpdateLimit-b.windowCount))
 	}
+	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(limit-b.windowCount))
 	b.mu.Unlock()
 
 	if r.Method == http.MethodPost || r.Method == http.MethodPatch {
@@ -269,6 +461,8 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		b.createIssue(w, r)
 	case parts[0] == "issues" && len(parts) == 1 && r.Method == http.MethodGet:
 		b.searchIssues(w, r)
+	case parts[0] == "issues" && len(parts) == 2 && r.Method == http.MethodGet:
+		b.getIssue(w, parts[1])
 	case parts[0] == "issues" && len(parts) == 2 && r.Method == http.MethodPatch:
 		b.updateIssue(w, r, parts[1])
 	case parts[0] == "issues" && len(parts) == 3 && parts[2] == "comments" && r.Method == http.MethodPost:
@@ -293,7 +487,9 @@ func (b *Backlog) serveProject(w http.ResponseWriter, rest []string) {
 		return
 	}
 	if len(rest) == 1 {
-		backlogJSON(w, 200, map[string]any{"id": b.ProjectID, "projectKey": b.ProjectKey, "name": "Operations", "textFormattingRule": "markdown", "archived": false})
+		backlogJSON(w, 200, map[string]any{"id": b.ProjectID, "projectKey": b.ProjectKey, "name": b.ProjectName,
+			"chartEnabled": false, "subtaskingEnabled": false, "projectLeaderCanEditProjectLeader": false,
+			"textFormattingRule": b.TextFormattingRule, "archived": false, "displayOrder": 0})
 		return
 	}
 	switch rest[1] {
@@ -305,13 +501,40 @@ func (b *Backlog) serveProject(w http.ResponseWriter, rest []string) {
 		}
 		backlogJSON(w, 200, list)
 	case "statuses":
-		backlogJSON(w, 200, namedList(b.Statuses))
-	case "customFields":
-		list := namedList(b.Fields)
+		list := namedList(b.Statuses)
 		for _, it := range list {
-			it["typeId"] = 1
+			it["projectId"] = b.ProjectID
+			it["color"] = "#ed8077"
+			it["displayOrder"] = it["id"].(int64) * 1000
 		}
 		backlogJSON(w, 200, list)
+	case "customFields":
+		b.mu.Lock()
+		fields := append([]BacklogCustomField(nil), b.CustomFields...)
+		b.mu.Unlock()
+		out := []map[string]any{}
+		for _, f := range fields {
+			m := map[string]any{"id": f.ID, "typeId": f.TypeID, "name": f.Name, "description": "", "required": f.Required,
+				"useIssueType": len(f.ApplicableIssueTypes) > 0, "applicableIssueTypes": nonNil(f.ApplicableIssueTypes), "displayOrder": f.ID}
+			switch f.TypeID {
+			case BacklogFieldList, BacklogFieldMulti, BacklogFieldCheckbox, BacklogFieldRadio:
+				items := []map[string]any{}
+				for i, it := range f.Items {
+					items = append(items, map[string]any{"id": it.ID, "name": it.Name, "displayOrder": i})
+				}
+				m["items"] = items
+				m["allowAddItem"] = f.AllowAddItem
+				if f.TypeID == BacklogFieldCheckbox || f.TypeID == BacklogFieldRadio {
+					m["allowInput"] = f.AllowInput
+				}
+			case BacklogFieldNumeric:
+				m["min"], m["max"], m["initialValue"], m["unit"] = f.Min, f.Max, nil, ""
+			case BacklogFieldDate:
+				m["min"], m["max"], m["initialValueType"] = nil, nil, 1
+			}
+			out = append(out, m)
+		}
+		backlogJSON(w, 200, out)
 	case "users":
 		out := []map[string]any{}
 		for name, id := range b.Users {
@@ -321,6 +544,13 @@ func (b *Backlog) serveProject(w http.ResponseWriter, rest []string) {
 	default:
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No such API.")
 	}
+}
+
+func nonNil(ids []int64) []int64 {
+	if ids == nil {
+		return []int64{}
+	}
+	return ids
 }
 
 func formInt(r *http.Request, k string) (int64, bool) {
@@ -341,54 +571,161 @@ func hasValue(m map[string]int64, id int64) bool {
 	return false
 }
 
+func nameOf(m map[string]int64, id int64) string {
+	for k, v := range m {
+		if v == id {
+			return k
+		}
+	}
+	return ""
+}
+
 func (b *Backlog) issueJSON(is *BacklogIssue) map[string]any {
+	var res any
+	if is.Resolution != nil {
+		res = map[string]any{"id": *is.Resolution, "name": nameOf(b.Resolutions, *is.Resolution)}
+	}
 	return map[string]any{
 		"id": is.ID, "projectId": is.ProjectID, "issueKey": is.Key, "keyId": is.ID,
 		"summary": is.Summary, "description": is.Description,
-		"issueType": map[string]any{"id": is.IssueTypeID},
-		"priority":  map[string]any{"id": is.PriorityID},
-		"status":    map[string]any{"id": is.StatusID, "name": b.StatusName(is.StatusID)},
-		"created":   is.Created.UTC().Format(time.RFC3339),
+		"issueType":  map[string]any{"id": is.IssueTypeID, "name": nameOf(b.IssueTypes, is.IssueTypeID)},
+		"priority":   map[string]any{"id": is.PriorityID, "name": nameOf(b.Priorities, is.PriorityID)},
+		"status":     map[string]any{"id": is.StatusID, "name": b.StatusName(is.StatusID)},
+		"resolution": res,
+		"created":    is.Created.UTC().Format(time.RFC3339),
 	}
 }
 
+func runes(s string) int { return utf8.RuneCountInString(s) }
+
+// customValues checks customField_* parameters as add-issue documents them:
+// list, checkbox and radio fields take item ids (multiple and checkbox
+// repeated), _otherValue only where the field has the "other" choice,
+// numeric a number within min/max, date yyyy-MM-dd, text at most 255
+// characters. Required fields applicable to the issue type must be set.
+func (b *Backlog) customValues(r *http.Request, issueType int64) (map[string][]string, map[string]string, string) {
+	custom, other := map[string][]string{}, map[string]string{}
+	b.mu.Lock()
+	fields := append([]BacklogCustomField(nil), b.CustomFields...)
+	b.mu.Unlock()
+	byID := map[string]BacklogCustomField{}
+	for _, f := range fields {
+		byID[strconv.FormatInt(f.ID, 10)] = f
+	}
+	for k, vs := range r.PostForm {
+		rest, ok := strings.CutPrefix(k, "customField_")
+		if !ok {
+			continue
+		}
+		id, isOther := strings.CutSuffix(rest, "_otherValue")
+		f, ok := byID[id]
+		if !ok {
+			return nil, nil, "No such custom field: " + k + "."
+		}
+		if isOther {
+			if !f.AllowInput || (f.TypeID != BacklogFieldCheckbox && f.TypeID != BacklogFieldRadio) {
+				return nil, nil, "Custom field " + f.Name + " has no other value."
+			}
+			other[k] = vs[0]
+			continue
+		}
+		if len(vs) > 1 && f.TypeID != BacklogFieldMulti && f.TypeID != BacklogFieldCheckbox {
+			return nil, nil, "Custom field " + f.Name + " takes one value."
+		}
+		for _, v := range vs {
+			switch f.TypeID {
+			case BacklogFieldText:
+				if runes(v) > BacklogMaxTextField || strings.ContainsAny(v, "\r\n") {
+					return nil, nil, "Please input " + f.Name + " within 255 characters in one line."
+				}
+			case BacklogFieldSentence:
+				if runes(v) > BacklogMaxBody {
+					return nil, nil, "Custom field " + f.Name + " is too long."
+				}
+			case BacklogFieldNumeric:
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return nil, nil, "Please input a number for " + f.Name + "."
+				}
+				if (f.Min != nil && n < *f.Min) || (f.Max != nil && n > *f.Max) {
+					return nil, nil, "Custom field " + f.Name + " is out of range."
+				}
+			case BacklogFieldDate:
+				if _, err := time.Parse("2006-01-02", v); err != nil {
+					return nil, nil, "Please input " + f.Name + " as yyyy-MM-dd."
+				}
+			default:
+				n, err := strconv.ParseInt(v, 10, 64)
+				found := false
+				for _, it := range f.Items {
+					found = found || (err == nil && it.ID == n)
+				}
+				if !found {
+					return nil, nil, "Please input a valid item id for " + f.Name + "."
+				}
+			}
+		}
+		custom[k] = vs
+	}
+	for _, f := range fields {
+		if !f.Required || (len(f.ApplicableIssueTypes) > 0 && !slices.Contains(f.ApplicableIssueTypes, issueType)) {
+			continue
+		}
+		k := "customField_" + strconv.FormatInt(f.ID, 10)
+		if len(custom[k]) == 0 && other[k+"_otherValue"] == "" {
+			return nil, nil, "Please input " + f.Name + "."
+		}
+	}
+	return custom, other, ""
+}
+
 func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
+	bad := func(msg string) { backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, msg) }
 	pid, ok := formInt(r, "projectId")
 	if !ok || pid != b.ProjectID {
-		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid projectId.")
+		bad("Please input valid projectId.")
 		return
 	}
 	summary := r.PostForm.Get("summary")
 	if strings.TrimSpace(summary) == "" {
-		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input summary.")
+		bad("Please input summary.")
 		return
 	}
-	if len([]rune(summary)) > 255 {
-		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Summary is too long.")
+	if runes(summary) > BacklogMaxSummary {
+		bad("Please input summary within 255 characters.")
+		return
+	}
+	if strings.ContainsAny(summary, "\r\n") {
+		bad("Summary must be one line.")
+		return
+	}
+	desc := r.PostForm.Get("description")
+	if runes(desc) > BacklogMaxBody {
+		bad("Description is too long.")
 		return
 	}
 	tid, ok := formInt(r, "issueTypeId")
 	if !ok || !hasValue(b.IssueTypes, tid) {
-		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid issueTypeId.")
+		bad("Please input valid issueTypeId.")
 		return
 	}
 	prio, ok := formInt(r, "priorityId")
 	if !ok || !hasValue(b.Priorities, prio) {
-		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid priorityId.")
+		bad("Please input valid priorityId.")
 		return
 	}
-	is := &BacklogIssue{ProjectID: pid, Summary: summary, Description: r.PostForm.Get("description"), IssueTypeID: tid, PriorityID: prio, StatusID: b.Statuses["Open"], Custom: map[string]string{}, Created: time.Now()}
+	custom, other, msg := b.customValues(r, tid)
+	if msg != "" {
+		bad(msg)
+		return
+	}
+	is := &BacklogIssue{ProjectID: pid, Summary: summary, Description: desc, IssueTypeID: tid, PriorityID: prio, StatusID: 1, Custom: custom, Other: other, Created: time.Now()}
 	if a, ok := formInt(r, "assigneeId"); ok {
 		if !hasValue(b.Users, a) {
-			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid assigneeId.")
+			bad("Please input valid assigneeId.")
 			return
 		}
-		is.AssigneeID = a
-	}
-	for k, v := range r.PostForm {
-		if strings.HasPrefix(k, "customField_") {
-			is.Custom[k] = v[0]
-		}
+		is.AssigneeID = &a
 	}
 	b.mu.Lock()
 	is.ID = b.nextID
@@ -407,7 +744,7 @@ func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
 	backlogJSON(w, http.StatusCreated, b.issueJSON(&cp))
 }
 
-func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string) {
+func (b *Backlog) getIssue(w http.ResponseWriter, key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	is, ok := b.issues[key]
@@ -415,28 +752,61 @@ func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
 		return
 	}
+	backlogJSON(w, http.StatusOK, b.issueJSON(is))
+}
+
+func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string) {
+	bad := func(msg string) { backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, msg) }
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	is, ok := b.issues[key]
+	if !ok {
+		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
+		return
+	}
+	next := *is
 	for _, f := range []struct {
 		name  string
 		valid map[string]int64
-		dst   *int64
-	}{{"statusId", b.Statuses, &is.StatusID}, {"resolutionId", b.Resolutions, &is.Resolution}} {
-		v := r.PostForm.Get(f.name)
-		if v == "" {
+		set   func(int64)
+	}{
+		{"statusId", b.Statuses, func(id int64) { next.StatusID = id }},
+		{"resolutionId", b.Resolutions, func(id int64) { next.Resolution = &id }},
+		{"priorityId", b.Priorities, func(id int64) { next.PriorityID = id }},
+	} {
+		if _, set := r.PostForm[f.name]; !set {
 			continue
 		}
-		id, err := strconv.ParseInt(v, 10, 64)
+		id, err := strconv.ParseInt(r.PostForm.Get(f.name), 10, 64)
 		if err != nil || !hasValue(f.valid, id) {
-			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input valid "+f.name+".")
+			bad("Please input valid " + f.name + ".")
 			return
 		}
-		*f.dst = id
+		f.set(id)
 	}
-	if v := r.PostForm.Get("summary"); v != "" {
-		is.Summary = v
+	if v, set := r.PostForm["summary"]; set {
+		if strings.TrimSpace(v[0]) == "" || runes(v[0]) > BacklogMaxSummary || strings.ContainsAny(v[0], "\r\n") {
+			bad("Please input summary within 255 characters.")
+			return
+		}
+		next.Summary = v[0]
 	}
-	if c := r.PostForm.Get("comment"); c != "" {
-		is.Comments = append(is.Comments, c)
+	if v, set := r.PostForm["description"]; set {
+		if runes(v[0]) > BacklogMaxBody {
+			bad("Description is too long.")
+			return
+		}
+		next.Description = v[0]
 	}
+	c := r.PostForm.Get("comment")
+	if runes(c) > BacklogMaxBody {
+		bad("Comment is too long.")
+		return
+	}
+	if c != "" {
+		next.Comments = append(next.Comments, c)
+	}
+	*is = next
 	backlogJSON(w, http.StatusOK, b.issueJSON(is))
 }
 
@@ -451,6 +821,10 @@ func (b *Backlog) addComment(w http.ResponseWriter, r *http.Request, key string)
 	}
 	if strings.TrimSpace(content) == "" {
 		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Please input content.")
+		return
+	}
+	if runes(content) > BacklogMaxBody {
+		backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Content is too long.")
 		return
 	}
 	is.Comments = append(is.Comments, content)

@@ -1,0 +1,184 @@
+package backlog
+
+import (
+	"regexp"
+	"strings"
+	tmpltext "text/template"
+	"time"
+
+	htmltemplate "html/template"
+
+	"github.com/prometheus/alertmanager/template"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// Limits on what alertfan writes. Backlog's add-issue reference
+// (https://developer.nulab.com/docs/backlog/api/2/add-issue/) and its
+// answers cap an issue summary at 255 characters, and a text custom field
+// likewise; alertfan keeps descriptions, comments and sentence fields under
+// maxBody characters. Longer values are cut with "…" so that Backlog never
+// refuses them.
+const (
+	maxSummary   = 255
+	maxTextField = 255
+	maxBody      = 100000
+)
+
+// Text formatting rules of a project (get-project's textFormattingRule).
+const (
+	RuleMarkdown = "markdown"
+	RuleBacklog  = "backlog"
+	// RulePlain is for fields Backlog does not render (summary, custom
+	// fields): escaped values are left as they are.
+	RulePlain = "plain"
+)
+
+func truncate(s string, n int) (string, bool) { return sinks.TruncateRunes(s, n) }
+
+// oneLine joins a value's lines with single spaces.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Escaping is done in two steps because one template set serves every
+// project: the template functions wrap a value between private-use
+// sentinels, and the Notifier rewrites the wrapped parts for its own
+// project's formatting rule after rendering.
+const (
+	sentinelOpen  = "\uE000"
+	sentinelClose = "\uE001"
+	kindText      = "t"
+	kindCell      = "c"
+)
+
+var sentinelRE = regexp.MustCompile(sentinelOpen + `([tc])([^` + sentinelOpen + sentinelClose + `]*)` + sentinelClose)
+
+// TemplateFuncs adds alertfan's Backlog functions to a template set
+// (template.FromGlobs(nil, backlog.TemplateFuncs)):
+//
+//   - backlogEscape: a value as literal text in the project's notation;
+//   - backlogCell: a value as one table cell (newlines become line breaks
+//     inside the cell, "|" cannot end it).
+func TemplateFuncs(text *tmpltext.Template, html *htmltemplate.Template) {
+	fm := map[string]any{
+		"backlogEscape": func(s string) string { return sentinelOpen + kindText + strip(s) + sentinelClose },
+		"backlogCell":   func(s string) string { return sentinelOpen + kindCell + strip(s) + sentinelClose },
+	}
+	text.Funcs(fm)
+	html.Funcs(fm)
+}
+
+func strip(s string) string {
+	return strings.NewReplacer(sentinelOpen, "", sentinelClose, "").Replace(s)
+}
+
+// applyRule replaces the escaped parts of a rendered text for rule.
+func applyRule(s, rule string) string {
+	return sentinelRE.ReplaceAllStringFunc(s, func(m string) string {
+		sub := sentinelRE.FindStringSubmatch(m)
+		if rule == RulePlain {
+			return sub[2]
+		}
+		if sub[1] == kindCell {
+			return escapeCell(sub[2], rule)
+		}
+		return escapeText(sub[2], rule)
+	})
+}
+
+// Markdown: CommonMark backslash escapes for the characters that start
+// emphasis, links, code, HTML or tables anywhere in a line. "_" only starts
+// emphasis at a word boundary, so runbook_url stays as it is.
+var mdInline = strings.NewReplacer(
+	`\`, `\\`, "`", "\\`", `*`, `\*`, `[`, `\[`, `]`, `\]`,
+	`<`, `\<`, `>`, `\>`, `|`, `\|`, `~`, `\~`,
+)
+
+var mdUnderscore = regexp.MustCompile(`(^|[^\p{L}\p{N}])_|_([^\p{L}\p{N}]|$)`)
+
+func mdEscape(s string) string {
+	s = mdInline.Replace(s)
+	return mdUnderscore.ReplaceAllStringFunc(s, func(m string) string { return strings.Replace(m, "_", `\_`, 1) })
+}
+
+// Backlog notation (the "Backlog" text formatting rule of Backlog's help
+// pages) has no escape character: markup pairs are broken with a zero-width space, a
+// table cell's "|" becomes a full-width "｜" and a line break inside a cell
+// is "&br;".
+var blInline = strings.NewReplacer(
+	"''", "'\u200b'", "%%", "%\u200b%", "[[", "[\u200b[", "]]", "]\u200b]",
+	"{", "{\u200b", "&br;", "&\u200bbr;",
+)
+
+func escapeText(s, rule string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if rule == RuleBacklog {
+			l = blInline.Replace(l)
+			if t := strings.TrimLeft(l, " \t"); t != "" && strings.ContainsRune("*-+#>|", rune(t[0])) {
+				l = "\u200b" + l
+			}
+		} else {
+			l = mdEscape(l)
+			t := strings.TrimLeft(l, " \t")
+			switch {
+			case t == "":
+			case strings.ContainsRune("#-+=", rune(t[0])):
+				l = l[:len(l)-len(t)] + `\` + t
+			case orderedRE.MatchString(t):
+				l = l[:len(l)-len(t)] + orderedRE.ReplaceAllString(t, `$1\.`)
+			}
+		}
+		lines[i] = l
+	}
+	return strings.Join(lines, "\n")
+}
+
+var orderedRE = regexp.MustCompile(`^(\d+)\.`)
+
+func escapeCell(s string, rule string) string {
+	s = strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n"))
+	if rule == RuleBacklog {
+		s = blInline.Replace(s)
+		s = strings.ReplaceAll(s, "|", "｜")
+		return strings.ReplaceAll(s, "\n", "&br;")
+	}
+	s = mdEscape(s)
+	return strings.ReplaceAll(s, "\n", "<br>")
+}
+
+// Data is what Backlog templates see: Alertmanager's template data (so
+// every Alertmanager template works) plus the project's formatting rule
+// and the times of the transition being reported.
+type Data struct {
+	*template.Data
+	// TextFormattingRule is the project's: "markdown" or "backlog".
+	TextFormattingRule string
+	// Markdown is TextFormattingRule == "markdown".
+	Markdown bool
+	// FiringSince is the newest occurrence's startsAt among firing alerts.
+	FiringSince time.Time
+	// ResolvedAt is the latest endsAt (or when the resolve was accepted).
+	ResolvedAt time.Time
+	// Now is when the notification was accepted.
+	Now time.Time
+}
+
+func newData(notif *sinks.Notification, rule string) *Data {
+	d := &Data{Data: notif.TemplateData(), TextFormattingRule: rule, Markdown: rule != RuleBacklog, Now: notif.AcceptedAt.UTC()}
+	for _, a := range notif.Alerts {
+		if a.Status != sinks.StatusResolved && a.StartsAt.After(d.FiringSince) {
+			d.FiringSince = a.StartsAt.UTC()
+		}
+		if a.Status == sinks.StatusResolved && a.EndsAt.After(d.ResolvedAt) {
+			d.ResolvedAt = a.EndsAt.UTC()
+		}
+	}
+	if d.FiringSince.IsZero() && len(notif.Alerts) > 0 {
+		d.FiringSince = notif.Alerts[0].StartsAt.UTC()
+	}
+	if d.ResolvedAt.IsZero() {
+		d.ResolvedAt = d.Now
+	}
+	return d
+}
