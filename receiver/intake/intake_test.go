@@ -91,8 +91,10 @@ func TestMappings(t *testing.T) {
 	m, err := DecodeMackerel(read(t, "mackerel_alert.json"), false, now)
 	require.NoError(t, err)
 	require.Equal(t, "mackerel:2bj...", m.Alert.Identity)
-	require.Equal(t, map[string]string{"alertname": "loadavg5", "severity": "critical", "source": "mackerel", "org": "Macker...", "trigger": "monitor", "host": "app01", "service": "Service", "role": "Role"}, m.Alert.Labels)
-	require.Equal(t, "[CRITICAL] loadavg5 on app01: loadavg5 = 2.25536 (> 1.95885)", m.Alert.Annotations["summary"])
+	require.Equal(t, map[string]string{"alertname": "loadavg5", "monitor": "loadavg5", "severity": "critical", "source": "mackerel", "org": "Macker...", "trigger": "monitor", "host": "app01", "instance": "app01", "service": "Service", "role": "Role"}, m.Alert.Labels)
+	require.Equal(t, "loadavg5 2.25536 > 1.95885", m.Alert.Annotations["summary"])
+	require.Equal(t, "[CRITICAL] loadavg5 on app01: loadavg5 2.25536 > 1.95885", m.Alert.Annotations["title"])
+	require.Equal(t, "Check the disk usage runbook", m.Alert.Annotations["memo"], "the monitor's memo under its own name")
 	ok, err := DecodeMackerel(read(t, "mackerel_ok.json"), false, now)
 	require.NoError(t, err)
 	require.Equal(t, "resolved", ok.Alert.Status)
@@ -144,7 +146,8 @@ func TestValidationErrors(t *testing.T) {
 		{"pd bad timestamp", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","timestamp":"noon"}}`, "payload.timestamp", "ISO 8601"},
 		{"pd resolve without dedup", pd, `{` + rk + `,"event_action":"resolve"}`, "dedup_key", "required for resolve"},
 		{"pd long dedup", pd, `{` + rk + `,"event_action":"resolve","dedup_key":"` + strings.Repeat("d", 256) + `"}`, "dedup_key", "too long"},
-		{"pd custom_details type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":[1]}}`, "payload.custom_details", "must be an object"},
+		{"pd links type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":{"href":"x"}}`, "links", "must be an array"},
+		{"pd summary type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":1,"source":"h","severity":"info"}}`, "payload.summary", "must be a string"},
 		{"pd change no summary", pdc, `{` + rk + `,"payload":{"source":"x"}}`, "payload.summary", "missing"},
 		{"pd change no payload", pdc, `{` + rk + `}`, "payload", "missing"},
 
