@@ -2,6 +2,8 @@ package receiver
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/alertfan/alertfan/sinks/pagerduty"
 )
 
 type metrics struct {
@@ -59,5 +61,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }
