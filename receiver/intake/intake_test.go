@@ -155,6 +155,9 @@ func TestValidationErrors(t *testing.T) {
 		{"mackerel no alert", mk, `{"event":"alert"}`, "alert", "required"},
 		{"mackerel no id", mk, `{"event":"alert","alert":{"status":"critical"}}`, "alert.id", "required"},
 		{"mackerel bad status", mk, `{"event":"alert","alert":{"id":"x","status":"bad"}}`, "alert.status", "must be one of"},
+		{"mackerel role type", mk, `{"event":"alert","service":{"name":"s","roles":[1]},"alert":{"id":"x","status":"critical"}}`, "service.roles", "must be a role object or a role name"},
+		{"mackerel roles type", mk, `{"event":"alert","host":{"name":"h","roles":"web"},"alert":{"id":"x","status":"critical"}}`, "host.roles", "must be an array"},
+		{"mackerel metric labels type", mk, `{"event":"alert","metric":{"labels":{"a":1}},"alert":{"id":"x","status":"critical"}}`, "metric.labels", "must be a string"},
 		{"mackerel metricValue type", mk, `{"event":"alert","alert":{"id":"x","status":"ok","metricValue":"high"}}`, "alert.metricValue", "must be a number"},
 	}
 	for _, c := range cases {

@@ -1,11 +1,13 @@
 package intake
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,13 +61,35 @@ type mackerelRole struct {
 }
 
 func (r *mackerelRole) UnmarshalJSON(b []byte) error {
-	var name string
-	if json.Unmarshal(b, &name) == nil {
+	t := bytes.TrimSpace(b)
+	switch {
+	case len(t) > 0 && t[0] == '"':
+		var name string
+		if err := json.Unmarshal(t, &name); err != nil {
+			return err
+		}
 		*r = mackerelRole{RoleName: name}
 		return nil
+	case len(t) > 0 && t[0] == '{':
+		type plain mackerelRole
+		return json.Unmarshal(t, (*plain)(r))
+	case string(t) == "null":
+		return nil
 	}
-	type plain mackerelRole
-	return json.Unmarshal(b, (*plain)(r))
+	return &json.UnmarshalTypeError{Value: jsonKind(t), Type: reflect.TypeFor[mackerelRole]()}
+}
+
+func jsonKind(t []byte) string {
+	switch {
+	case len(t) == 0:
+		return "value"
+	case t[0] == '[':
+		return "array"
+	case t[0] == 't' || t[0] == 'f':
+		return "bool"
+	default:
+		return "number"
+	}
 }
 
 type mackerelService struct {
