@@ -158,3 +158,25 @@ func TestCase08InvalidSeverity(t *testing.T) {
 	require.ErrorContains(t, err, `severity: "page" is not one of critical, error, warning, info`)
 	require.NotContains(t, out.String(), "SUCCESS")
 }
+
+// The same class for Backlog: no alert reaches a person under a
+// placeholder name. A PagerDuty event's ticket is titled by its sending
+// tool and source; a Mackerel host alert's like Mackerel's notification.
+func TestTicketTitlesFitTheInput(t *testing.T) {
+	bl := sinkstest.NewBacklog(backlogKey)
+	defer bl.Close()
+	ts := startServer(t, backlogConfig(bl.URL, ""))
+	code, body := ts.post(t, "/v2/enqueue", caseFile(t, "05-pd-custom-details-string.json"))
+	require.Equal(t, 202, code, body)
+	code, body = ts.post(t, "/mackerel", caseFile(t, "08-pd-invalid-severity-2-mackerel-unknown.json"))
+	require.Equal(t, 200, code, body)
+	require.Eventually(t, func() bool { return len(bl.Issues()) == 2 }, 15*time.Second, 20*time.Millisecond)
+	var titles []string
+	for _, is := range bl.Issues() {
+		titles = append(titles, is.Summary)
+	}
+	require.ElementsMatch(t, []string{
+		"[CRITICAL] Grafana on grafana-host: High 5xx rate - error ratio above 5%",
+		"[UNKNOWN] loadavg5 high on db1: loadavg5 12.5 > 10",
+	}, titles)
+}

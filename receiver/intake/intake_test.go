@@ -69,7 +69,7 @@ func TestMappings(t *testing.T) {
 	require.NoError(t, err)
 	a := pd.Alert
 	require.Equal(t, "pd:srv01/mysql", a.Identity)
-	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
+	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "instance": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
 	require.Equal(t, "DISK at 99% on machine prod-datapipe03.example.com", a.Annotations["summary"])
 	require.Equal(t, "0.75", a.Annotations["load avg"])
 	require.Equal(t, time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), a.StartsAt.UTC())

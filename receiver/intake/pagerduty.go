@@ -124,8 +124,16 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 		setIf(a.Labels, "component", p.Component)
 		setIf(a.Labels, "group", p.Group)
 		setIf(a.Labels, "class", p.Class)
-		if p.Class != "" {
+		// PagerDuty's source is "the unique location of the affected
+		// system": Prometheus's instance. The alert's name is its class,
+		// else the sending tool, so titles read "[CRITICAL] Grafana on
+		// grafana-host: …" rather than a placeholder.
+		setIf(a.Labels, "instance", p.Source)
+		switch {
+		case p.Class != "":
 			a.Labels["alertname"] = p.Class
+		case ev.Client != "":
+			a.Labels["alertname"] = ev.Client
 		}
 		setIf(a.Annotations, "summary", p.Summary)
 		detailAnnotations(a.Annotations, p.CustomDetails)
