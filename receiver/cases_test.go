@@ -146,6 +146,11 @@ func TestCase08InvalidSeverity(t *testing.T) {
 		"[FIRING:1] InfoInhibitor (kube-system monitoring/k8s none)": "info",  // alias: none → info
 		"[UNKNOWN] loadavg5 high on db1: loadavg5 12.5 > 10":         "error", // no alias: severity_fallback
 	}, sev)
+	// Mackerel's ok resolves the incident; its severity "ok" is no news.
+	ok := strings.Replace(string(caseFile(t, "08-pd-invalid-severity-2-mackerel-unknown.json")), `"status":"unknown","isOpen":true`, `"status":"ok","isOpen":false`, 1)
+	code, _ = ts.post(t, "/mackerel", []byte(ok))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(eventsFor(pd, "resolve")) == 1 }, 15*time.Second, 20*time.Millisecond)
 	_, m := ts.get(t, "/metrics")
 	require.Contains(t, m, `alertfan_pagerduty_severity_replaced_total{target="oncall/pagerduty/0"} 2`)
 	require.Equal(t, 2, strings.Count(ts.logs.String(), "Rendered severity is not one PagerDuty accepts"), "once per value")

@@ -92,10 +92,12 @@ func (n *Notifier) warnOnce(topic, msg string, args ...any) {
 	}
 }
 
-// severity maps a rendered severity onto one PagerDuty accepts.
-func (n *Notifier) severity(rendered string) string {
+// severity maps a rendered severity onto one PagerDuty accepts. Only a
+// trigger's replacement is counted and logged: PagerDuty reads the
+// severity of triggers, and a resolve's "ok" is no news.
+func (n *Notifier) severity(rendered, action string) string {
 	sev, ok := NormalizeSeverity(rendered, n.conf.SeverityFallback)
-	if !ok {
+	if !ok && action == ActionTrigger {
 		severityFallbacks.WithLabelValues(n.target).Inc()
 		n.warnOnce("severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
 			"rendered", truncate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
@@ -259,7 +261,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 	ev.Payload = &pd.V2Payload{
 		Summary:   summary,
 		Source:    field("source", n.conf.Source),
-		Severity:  n.severity(field("severity", n.conf.Severity)),
+		Severity:  n.severity(field("severity", n.conf.Severity), action),
 		Class:     field("class", n.conf.Class),
 		Component: field("component", n.conf.Component),
 		Group:     field("group", n.conf.Group),
