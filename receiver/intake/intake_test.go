@@ -147,6 +147,7 @@ func TestValidationErrors(t *testing.T) {
 		{"pd resolve without dedup", pd, `{` + rk + `,"event_action":"resolve"}`, "dedup_key", "required for resolve"},
 		{"pd long dedup", pd, `{` + rk + `,"event_action":"resolve","dedup_key":"` + strings.Repeat("d", 256) + `"}`, "dedup_key", "too long"},
 		{"pd links type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":{"href":"x"}}`, "links", "must be an array"},
+		{"pd over 512 KB", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":"` + strings.Repeat("x", 512000) + `"}}`, "", "too large"},
 		{"pd payload type", pd, `{` + rk + `,"event_action":"trigger","payload":"x"}`, "payload", "must be an object"},
 		{"pd link type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":[1]}`, "links", "must be an object"},
 		{"pd summary type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":1,"source":"h","severity":"info"}}`, "payload.summary", "must be a string"},

@@ -18,6 +18,11 @@ const (
 	pdRoutingKeyLen = 32
 	pdMaxDedupKey   = 255
 	pdMaxSummary    = 1024
+	// pdMaxEventSize is PagerDuty's limit on one event ("Events API
+	// payloads are limited to 512 KB",
+	// https://developer.pagerduty.com/docs/events-api-v2-overview), counted
+	// as Alertmanager counts it.
+	pdMaxEventSize = 512000
 )
 
 // PDEvent is a PagerDuty Events API v2 alert event, as
@@ -62,6 +67,9 @@ var pdSeverities = map[string]bool{"critical": true, "error": true, "warning": t
 // DecodePagerDuty decodes and validates an Events API v2 alert event. Its
 // error texts follow PagerDuty's ("… is missing or blank"), one per field.
 func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
+	if len(body) > pdMaxEventSize {
+		return nil, Errors{fieldErr("", "Event object is too large (PagerDuty's limit is 512 KB)")}
+	}
 	var ev PDEvent
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, err
