@@ -129,3 +129,70 @@ func testTemplate(t *testing.T) *template.Template {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Which fields a relay takes from the event and which from the config:
+// a key the user wrote wins even when it equals the default.
+func TestRelayFieldByField(t *testing.T) {
+	origin := &sinks.PDEvent{
+		DedupKey: "k1", Summary: "disk full", Source: "db1", Severity: "warning", Component: "pg", Group: "prod", Class: "disk",
+		CustomDetails: json.RawMessage(`"free: 1%"`), Client: "Grafana", ClientURL: "http://grafana/d/1",
+		Links: []sinks.PDLink{{Href: "http://runbook"}},
+	}
+	notif := func(status string) *sinks.Notification {
+		return &sinks.Notification{Key: "pd:k1", Source: sinks.Source{Input: "pagerduty"}, Alerts: []sinks.Alert{{
+			Identity: "pd:k1", Status: status, Labels: map[string]string{"alertname": "disk", "severity": "warning", "instance": "db1"},
+			Annotations: map[string]string{"summary": "disk full"}, PagerDuty: origin,
+		}}}
+	}
+	cases := []struct {
+		name, conf string
+		check      func(t *testing.T, ev map[string]any, p map[string]any)
+	}{
+		{"no templates: as sent", "", func(t *testing.T, ev, p map[string]any) {
+			require.Equal(t, "warning", p["severity"])
+			require.Equal(t, "free: 1%", p["custom_details"])
+			require.Equal(t, "Grafana", ev["client"])
+			require.Equal(t, []any{map[string]any{"href": "http://runbook"}}, ev["links"])
+			require.Equal(t, "k1", ev["dedup_key"])
+		}},
+		{"severity set to the default value", "severity: error", func(t *testing.T, ev, p map[string]any) {
+			require.Equal(t, "error", p["severity"])
+			require.Equal(t, "disk full", p["summary"])
+		}},
+		{"details set", "details: {team: db}", func(t *testing.T, ev, p map[string]any) {
+			require.Equal(t, "db", p["custom_details"].(map[string]any)["team"])
+		}},
+		{"links set", "links: [{href: 'http://x/{{ .CommonLabels.instance }}'}]", func(t *testing.T, ev, p map[string]any) {
+			require.Equal(t, []any{map[string]any{"href": "http://x/db1", "text": ""}}, ev["links"])
+		}},
+		{"dedup_key set", "dedup_key: '{{ .CommonLabels.instance }}'", func(t *testing.T, ev, p map[string]any) {
+			require.Equal(t, "db1", ev["dedup_key"])
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ev, err := newNotifier(t, c.conf, "").Event(notif(sinks.StatusFiring))
+			require.NoError(t, err)
+			b, err := json.Marshal(ev)
+			require.NoError(t, err)
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(b, &m))
+			c.check(t, m, m["payload"].(map[string]any))
+		})
+	}
+	// A sender's acknowledge or resolve without payload goes out as one.
+	for _, action := range []string{ActionAcknowledge, ActionResolve} {
+		n := notif(sinks.StatusFiring)
+		n.Alerts[0].PagerDuty = nil
+		if action == ActionResolve {
+			n.Alerts[0].Status = sinks.StatusResolved
+		} else {
+			n.Alerts[0].Action = sinks.ActionAcknowledge
+		}
+		ev, err := newNotifier(t, "", "").Event(n)
+		require.NoError(t, err)
+		b, err := json.Marshal(ev)
+		require.NoError(t, err)
+		require.JSONEq(t, `{"routing_key":"`+routingKey+`","event_action":"`+action+`","dedup_key":"k1"}`, string(b))
+	}
+}
