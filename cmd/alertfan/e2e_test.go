@@ -38,6 +38,11 @@ import (
 func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	promBin := testenv.Binary(t, "prometheus")
 	amBin := testenv.Binary(t, "prometheus-alertmanager", "alertmanager")
+	// Debian's 0.25 by default; put another build first on PATH to compare
+	// with it (the relay comparison was also run with 0.34.2).
+	if v, err := exec.Command(amBin, "--version").CombinedOutput(); err == nil {
+		t.Logf("Alertmanager: %s", strings.SplitN(string(v), "\n", 2)[0])
+	}
 	repo, err := filepath.Abs("../..")
 	require.NoError(t, err)
 
