@@ -185,3 +185,21 @@ func TestTicketTitlesFitTheInput(t *testing.T) {
 		"[UNKNOWN] loadavg5 high on db1: loadavg5 12.5 > 10",
 	}, titles)
 }
+
+// Change events are relayed as they came too: custom_details of any JSON
+// type, the sender's timestamp, links with their text.
+func TestChangeEventRelayKeepsTheEvent(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	for _, details := range []string{`"deployed v1.2.3"`, `{"build":42,"tags":["a","b"]}`} {
+		in := `{"routing_key":"R0UT1NGKEY0000000000000000000001","payload":{"summary":"Deployed api","source":"ci","timestamp":"2026-11-29T10:00:00.123+0900","custom_details":` + details + `},"links":[{"href":"https://ci.example/1","text":"Build"}]}`
+		n := len(pd.Events())
+		code, body := ts.post(t, "/v2/change/enqueue", []byte(in))
+		require.Equal(t, 202, code, body)
+		require.Eventually(t, func() bool { return len(pd.Events()) == n+1 }, 15*time.Second, 20*time.Millisecond)
+		got := pd.Events()[n]
+		require.True(t, got.Change)
+		require.JSONEq(t, sentWith(t, []byte(in), testRoutingKey), string(got.Raw))
+	}
+}

@@ -377,10 +377,13 @@ func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
 	}
 	setIf(a.Labels, "source", ev.Payload.Source)
 	detailAnnotations(a.Annotations, ev.Payload.CustomDetails)
-	for i, l := range ev.Links {
-		if l.Href != "" {
-			a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
-		}
+	links, _ := pdContext(ev.Links, nil)
+	for i, l := range links {
+		a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
+	}
+	a.PagerDuty = &sinks.PDEvent{Summary: ev.Payload.Summary, Source: ev.Payload.Source, Timestamp: ev.Payload.Timestamp, Links: links}
+	if !isJSONNull(ev.Payload.CustomDetails) {
+		a.PagerDuty.CustomDetails = compactJSON(ev.Payload.CustomDetails)
 	}
 	return &PDChange{RoutingKey: ev.RoutingKey, Alert: a}, nil
 }

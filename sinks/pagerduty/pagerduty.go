@@ -147,8 +147,13 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	return classify(ctx, info, err)
 }
 
-// deliverChange passes a PagerDuty change event on as one.
+// deliverChange passes a PagerDuty change event on as one: as it came when
+// the sender's event is known (custom_details of any JSON type included,
+// which go-pagerduty's map cannot carry), else built from the alert.
 func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
+	if a.PagerDuty != nil {
+		return n.relayChange(ctx, a.PagerDuty)
+	}
 	details := map[string]any{}
 	for k, v := range a.Annotations {
 		if k != "summary" && !strings.HasPrefix(k, "link_") {
@@ -178,6 +183,53 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 		return nil
 	}
 	return classify(ctx, info, err)
+}
+
+// ChangeEvent is the change event relayed for a sender's change event
+// (https://developer.pagerduty.com/docs/send-change-event).
+func (n *Notifier) ChangeEvent(e *sinks.PDEvent) map[string]any {
+	payload := map[string]any{"summary": e.Summary}
+	if e.Source != "" {
+		payload["source"] = e.Source
+	}
+	if e.Timestamp != "" {
+		payload["timestamp"] = e.Timestamp
+	}
+	if len(e.CustomDetails) > 0 {
+		payload["custom_details"] = json.RawMessage(e.CustomDetails)
+	}
+	ev := map[string]any{"routing_key": string(n.conf.RoutingKey), "payload": payload}
+	if len(e.Links) > 0 {
+		ev["links"] = e.Links
+	}
+	return ev
+}
+
+func (n *Notifier) relayChange(ctx context.Context, e *sinks.PDEvent) error {
+	body, err := json.Marshal(n.ChangeEvent(e))
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonOther, fmt.Errorf("encode change event: %w", err))
+	}
+	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
+		return err
+	}
+	info := &respInfo{}
+	// The transport sends this to the configured URL's change endpoint.
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, respInfoKey{}, info), http.MethodPost, "http://pagerduty/v2/change/enqueue", bytes.NewReader(body))
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonOther, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.HTTPClient.Do(req)
+	if err != nil {
+		return classify(ctx, info, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) //nolint:errcheck
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return nil
+	}
+	return classify(ctx, info, fmt.Errorf("pagerduty answered %d", resp.StatusCode))
 }
 
 func classify(ctx context.Context, info *respInfo, err error) error {
