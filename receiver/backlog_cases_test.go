@@ -19,7 +19,7 @@ const caseKey = "test-backlog-api-key"
 
 // caseConfig reads a shared field case's config (testdata/cases, copied
 // from the 2026-11-29 cases) with its placeholders filled in.
-func caseConfig(t *testing.T, name, backlogURL, dir string) string {
+func backlogCaseConfig(t *testing.T, name, backlogURL, dir string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "cases", name+".yml"))
 	require.NoError(t, err)
@@ -50,7 +50,7 @@ func TestBacklogCase12JapaneseSpace(t *testing.T) {
 	defer b.Close()
 	b.IssueTypes["Bug"] = 2005 // the case's project has an issue type named Bug
 	dir := t.TempDir()
-	cfg := caseConfig(t, "12-backlog-ja-priorities", b.URL, dir)
+	cfg := backlogCaseConfig(t, "12-backlog-ja-priorities", b.URL, dir)
 	out, err := checkConfigFile(t, cfg)
 	require.NoError(t, err)
 	require.Contains(t, out, "tickets/backlog/0: OK")
@@ -81,7 +81,7 @@ func TestBacklogCase14ListCustomField(t *testing.T) {
 	b.CustomFields = append(b.CustomFields, sinkstest.BacklogCustomField{ID: 3005, TypeID: sinkstest.BacklogFieldList, Name: "Environment",
 		Items: []sinkstest.BacklogItem{{ID: 7001, Name: "prod"}, {ID: 7002, Name: "stg"}}})
 	dir := t.TempDir()
-	cfg := caseConfig(t, "14-backlog-list-custom-field", b.URL, dir)
+	cfg := backlogCaseConfig(t, "14-backlog-list-custom-field", b.URL, dir)
 	_, err := checkConfigFile(t, cfg)
 	require.NoError(t, err)
 
@@ -114,7 +114,7 @@ func TestBacklogCase15MultilineAnnotation(t *testing.T) {
 			defer b.Close()
 			b.TextFormattingRule = rule
 			dir := t.TempDir()
-			ts := startServerIn(t, dir, caseConfig(t, "15-backlog-multiline-annotation-table", b.URL, dir))
+			ts := startServerIn(t, dir, backlogCaseConfig(t, "15-backlog-multiline-annotation-table", b.URL, dir))
 			code, body := ts.post(t, "/webhook", casePayload(t, "15-backlog-multiline-annotation-table"))
 			require.Equal(t, 200, code, "%v", body)
 			is := waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 1 })

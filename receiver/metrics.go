@@ -2,6 +2,8 @@ package receiver
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/alertfan/alertfan/sinks/pagerduty"
 )
 
 type metrics struct {
@@ -75,5 +77,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }

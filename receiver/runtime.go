@@ -88,7 +88,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 		rt.receivers[r.Name] = nil
 		for i, pc := range r.PagerdutyConfigs {
 			id := TargetID(r.Name, "pagerduty", i)
-			n, err := pagerduty.New(pc, tmpl, d.limiters, d.transport, d.logger.With("target", id))
+			n, err := pagerduty.New(pc, tmpl, d.limiters, d.transport, d.logger.With("target", id), pagerduty.WithTarget(id))
 			if err != nil {
 				return nil, fmt.Errorf("receivers %q: pagerduty_configs[%d]: %w", r.Name, i, err)
 			}

@@ -43,6 +43,44 @@ type Alert struct {
 	// Action carries an input's own verb where the status cannot (one of
 	// the Action constants); empty otherwise.
 	Action string `json:"action,omitempty"`
+	// PagerDuty is the PagerDuty Events API v2 event the alert arrived as
+	// (input pagerduty only), so a pagerduty_configs target without
+	// templates of its own relays it as it came.
+	PagerDuty *PDEvent `json:"pagerduty,omitempty"`
+}
+
+// PDEvent is what a PagerDuty Events API v2 sender said, field by field,
+// as https://developer.pagerduty.com/docs/send-alert-event documents it.
+// The routing key is never kept.
+type PDEvent struct {
+	DedupKey  string `json:"dedup_key,omitempty"`
+	Summary   string `json:"summary,omitempty"`
+	Source    string `json:"source,omitempty"`
+	Severity  string `json:"severity,omitempty"`
+	Timestamp string `json:"timestamp,omitempty"`
+	Component string `json:"component,omitempty"`
+	Group     string `json:"group,omitempty"`
+	Class     string `json:"class,omitempty"`
+	// CustomDetails is payload.custom_details exactly as sent: any JSON
+	// value (object, string, number, array).
+	CustomDetails json.RawMessage `json:"custom_details,omitempty"`
+	Images        []PDImage       `json:"images,omitempty"`
+	Links         []PDLink        `json:"links,omitempty"`
+	Client        string          `json:"client,omitempty"`
+	ClientURL     string          `json:"client_url,omitempty"`
+}
+
+// PDImage is an event image; only src is required by PagerDuty.
+type PDImage struct {
+	Src  string `json:"src"`
+	Href string `json:"href,omitempty"`
+	Alt  string `json:"alt,omitempty"`
+}
+
+// PDLink is an event link; only href is required by PagerDuty.
+type PDLink struct {
+	Href string `json:"href"`
+	Text string `json:"text,omitempty"`
 }
 
 // OneOff reports whether the alert is an event that never resolves (a

@@ -28,18 +28,30 @@ import (
 //
 //   - a Prometheus rule fires → Alertmanager → alertfan → PagerDuty trigger
 //     and a Backlog issue; it stops → PagerDuty resolve, Backlog closed;
-//   - Alertmanager's pagerduty_configs pointed at alertfan is accepted;
+//   - Alertmanager's pagerduty_configs pointed at alertfan is relayed to
+//     PagerDuty field by field as the same Alertmanager sends it to
+//     PagerDuty directly (only the routing key differs), and the alert
+//     pages once (no second incident from its webhook copy);
 //   - Prometheus scrapes alertfan (up == 1) and loads alertfan's own rules;
 //   - with --web.config.file basic auth, Prometheus scrapes with
 //     credentials and an anonymous request gets 401.
 func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	promBin := testenv.Binary(t, "prometheus")
 	amBin := testenv.Binary(t, "prometheus-alertmanager", "alertmanager")
+	// Debian's 0.25 by default; put another build first on PATH to compare
+	// with it (the relay comparison was also run with 0.34.2).
+	if v, err := exec.Command(amBin, "--version").CombinedOutput(); err == nil {
+		t.Logf("Alertmanager: %s", strings.SplitN(string(v), "\n", 2)[0])
+	}
 	repo, err := filepath.Abs("../..")
 	require.NoError(t, err)
 
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
+	// pdDirect is PagerDuty as the same Alertmanager reaches it without
+	// alertfan, to compare with what alertfan relays.
+	pdDirect := sinkstest.NewPagerDuty()
+	defer pdDirect.Close()
 	bl := sinkstest.NewBacklog("demo-backlog-api-key")
 	defer bl.Close()
 
@@ -66,6 +78,21 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	cfg = strings.Replace(cfg, "delivery:\n", "delivery:\n  poll_interval: 20ms\n", 1)
 	writeFile(t, filepath.Join(dir, "config.yml"), cfg)
 	af := startChild(t, dir, afAddr)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("alertfan output:\n%s", lastLines(af.logs.String(), 30))
+			t.Logf("PagerDuty attempts: %d via alertfan, %d direct", pd.Attempts(), pdDirect.Attempts())
+			for _, is := range bl.Issues() {
+				t.Logf("Backlog issue: %s", is.Summary)
+			}
+			for _, e := range pd.Events() {
+				t.Logf("PagerDuty got: %s", e.Raw)
+			}
+			for _, e := range pdDirect.Events() {
+				t.Logf("PagerDuty (direct) got: %s", e.Raw)
+			}
+		}
+	})
 
 	// A second alertfan behind exporter-toolkit basic auth.
 	authDir := filepath.Join(dir, "auth")
@@ -83,6 +110,11 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	am = strings.ReplaceAll(am, "/etc/alertmanager/secrets/alertmanager_pd_key", filepath.Join(dir, "deploy", "secrets", "alertmanager_pd_key"))
 	am = strings.ReplaceAll(am, "group_interval: 5s", "group_interval: 2s")
 	am = strings.ReplaceAll(am, "group_wait: 2s", "group_wait: 1s")
+	amKey := filepath.Join(dir, "deploy", "secrets", "alertmanager_pd_key")
+	direct := "    webhook_configs:\n      - url: http://" + afAddr + "/webhook/critical-tickets"
+	require.Contains(t, am, direct)
+	am = strings.Replace(am, direct, "      - url: "+pdDirect.EventsURL()+"\n        routing_key_file: "+amKey+"\n        send_resolved: true\n"+
+		"        severity: '{{ or .CommonLabels.severity \"error\" }}'\n"+direct, 1)
 	writeFile(t, filepath.Join(dir, "alertmanager.yml"), am)
 	startService(t, dir, amBin, amAddr, "--config.file=alertmanager.yml", "--storage.path="+filepath.Join(dir, "am-data"),
 		"--web.listen-address="+amAddr, "--cluster.listen-address=")
@@ -165,6 +197,10 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(metrics(t, af.addr), `alertfan_notifications_received_total{input="pagerduty",outcome="accepted"}`)
 	}, 60*time.Second, 200*time.Millisecond)
+	// The relayed trigger is the event Alertmanager sends PagerDuty directly.
+	directTrigger := firstEvent(t, pdDirect, "trigger", "E2EDiskFull")
+	sameEvent(t, directTrigger, firstEvent(t, pd, "trigger", "E2EDiskFull"))
+	require.Equal(t, dedup, directTrigger.DedupKey)
 
 	// The rule stops firing: PagerDuty resolve, Backlog issue closed.
 	diskFull.Store(0)
@@ -176,6 +212,15 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 		}
 		return false
 	}, 90*time.Second, 200*time.Millisecond, "a PagerDuty resolve with the trigger's dedup_key")
+	sameEvent(t, firstEvent(t, pdDirect, "resolve", "E2EDiskFull"), firstEvent(t, pd, "resolve", "E2EDiskFull"))
+	// One alert, one incident: every PagerDuty event for it has one key.
+	keys := map[string]bool{}
+	for _, e := range pd.Events() {
+		if strings.Contains(string(e.Payload), "E2EDiskFull") {
+			keys[e.DedupKey] = true
+		}
+	}
+	require.Len(t, keys, 1, "the alert paged once")
 	require.Eventually(t, func() bool {
 		for _, is := range bl.Issues() {
 			if is.Key == issueKey {
@@ -185,6 +230,38 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 		return false
 	}, 60*time.Second, 200*time.Millisecond, "the Backlog issue closed")
 	require.Equal(t, 1, countIssues(bl, "E2EDiskFull"), "one issue, whatever Alertmanager repeated")
+}
+
+// firstEvent waits for the first event of an action whose payload holds s.
+func firstEvent(t *testing.T, p *sinkstest.PagerDuty, action, s string) sinkstest.PDEvent {
+	t.Helper()
+	var found sinkstest.PDEvent
+	require.Eventually(t, func() bool {
+		for _, e := range p.Events() {
+			if e.EventAction == action && strings.Contains(string(e.Payload), s) {
+				found = e
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, 200*time.Millisecond, "a PagerDuty %s for %s", action, s)
+	return found
+}
+
+// sameEvent compares two events field by field, all but the routing key.
+func sameEvent(t *testing.T, want, got sinkstest.PDEvent) {
+	t.Helper()
+	strip := func(raw []byte) map[string]any {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(raw, &m))
+		delete(m, "routing_key")
+		return m
+	}
+	w, g := strip(want.Raw), strip(got.Raw)
+	for k := range w {
+		require.Equal(t, w[k], g[k], "field %s", k)
+	}
+	require.Equal(t, w, g)
 }
 
 func countIssues(b *sinkstest.Backlog, s string) int {

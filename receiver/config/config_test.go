@@ -16,15 +16,19 @@ func TestExampleConfigLoads(t *testing.T) {
 	require.Equal(t, DriverSQLite, cfg.Storage.Driver)
 	require.Equal(t, "data/alertfan.db", cfg.Storage.Path)
 	require.EqualValues(t, 4<<20, cfg.Intake.MaxBodyBytes)
-	require.Len(t, cfg.Receivers, 4)
-	pd := cfg.Receivers[2].PagerdutyConfigs[0]
+	require.Len(t, cfg.Receivers, 5)
+	require.Equal(t, "oncall-and-ticket", cfg.Receivers[3].Name)
+	pd := cfg.Receivers[3].PagerdutyConfigs[0]
 	require.EqualValues(t, "DEM0R0UT1NGKEY000000000000000001", pd.RoutingKey, "routing_key_file is read relative to the config file")
 	require.EqualValues(t, "AMPAGERDUTYKEY000000000000000001", cfg.Intake.PagerDuty.RoutingKeys["alertmanager"])
 	require.Equal(t, "alert", pd.Mode)
 	require.Equal(t, 120, pd.RateLimitPerMinute)
 	require.True(t, pd.SendResolved)
 	require.Contains(t, pd.Details, "num_firing", "Alertmanager's default details apply")
-	bl := cfg.Receivers[2].BacklogConfigs[0]
+	require.Equal(t, "error", pd.SeverityFallback)
+	require.True(t, pd.Explicit("severity"))
+	require.False(t, pd.Explicit("description"), "defaults fit the input")
+	bl := cfg.Receivers[3].BacklogConfigs[0]
 	require.Equal(t, "close", bl.OnResolved)
 	require.Equal(t, time.Hour, time.Duration(bl.ReopenWithin))
 }

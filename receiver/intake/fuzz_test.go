@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -57,6 +58,7 @@ func FuzzDecodeAlertmanager(f *testing.F) {
 
 func FuzzDecodePagerDuty(f *testing.F) {
 	seed(f, "pagerduty_trigger.json", "pagerduty_resolve.json")
+	f.Add([]byte(`{"routing_key":"R0UT1NGKEY0000000000000000000001","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","timestamp":"2015-07-17T08:42:58.315+0000","custom_details":"text"},"links":[{"href":"x"}],"images":[{"src":"https://x"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		res, err := DecodePagerDuty(body, now)
 		if err != nil {
@@ -68,6 +70,15 @@ func FuzzDecodePagerDuty(f *testing.F) {
 		if len(res.RoutingKey) != 32 || res.DedupKey == "" || len(res.DedupKey) > 255 || res.Alert.Identity == "" || len(res.Alert.Labels) == 0 {
 			t.Fatalf("invalid event accepted: %+v", res)
 		}
+		// What is kept for relaying must encode again as it was taken.
+		if p := res.Alert.PagerDuty; p != nil {
+			if len(p.CustomDetails) > 0 && !json.Valid(p.CustomDetails) {
+				t.Fatalf("invalid custom_details kept: %q", p.CustomDetails)
+			}
+			if _, err := json.Marshal(res.Alert); err != nil {
+				t.Fatalf("kept event does not encode: %v", err)
+			}
+		}
 		if _, err := DecodePagerDutyChange(body, now); err != nil && err.Error() == "" {
 			t.Fatal("empty error")
 		}
@@ -75,7 +86,8 @@ func FuzzDecodePagerDuty(f *testing.F) {
 }
 
 func FuzzDecodeMackerel(f *testing.F) {
-	seed(f, "mackerel_alert.json", "mackerel_ok.json", "mackerel_host_status.json")
+	seed(f, "mackerel_alert.json", "mackerel_ok.json", "mackerel_host_status.json",
+		"mackerel/service.json", "mackerel/query.json", "mackerel/check.json", "mackerel/alertGroup.json")
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, route := range []bool{false, true} {
 			res, err := DecodeMackerel(body, route, now)

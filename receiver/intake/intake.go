@@ -97,6 +97,10 @@ func errUnexpectedEOF() error {
 
 func goTypeName(t string) string {
 	switch {
+	case t == "intake.mackerelRole":
+		return "a role object or a role name"
+	case strings.HasPrefix(t, "intake."), strings.HasPrefix(t, "sinks."):
+		return "an object"
 	case strings.HasPrefix(t, "map["):
 		return "an object"
 	case strings.HasPrefix(t, "[]"):

@@ -69,7 +69,7 @@ func TestMappings(t *testing.T) {
 	require.NoError(t, err)
 	a := pd.Alert
 	require.Equal(t, "pd:srv01/mysql", a.Identity)
-	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
+	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "instance": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
 	require.Equal(t, "DISK at 99% on machine prod-datapipe03.example.com", a.Annotations["summary"])
 	require.Equal(t, "0.75", a.Annotations["load avg"])
 	require.Equal(t, time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), a.StartsAt.UTC())
@@ -91,8 +91,10 @@ func TestMappings(t *testing.T) {
 	m, err := DecodeMackerel(read(t, "mackerel_alert.json"), false, now)
 	require.NoError(t, err)
 	require.Equal(t, "mackerel:2bj...", m.Alert.Identity)
-	require.Equal(t, map[string]string{"alertname": "loadavg5", "severity": "critical", "source": "mackerel", "org": "Macker...", "trigger": "monitor", "host": "app01", "service": "Service", "role": "Role"}, m.Alert.Labels)
-	require.Equal(t, "[CRITICAL] loadavg5 on app01: loadavg5 = 2.25536 (> 1.95885)", m.Alert.Annotations["summary"])
+	require.Equal(t, map[string]string{"alertname": "loadavg5", "monitor": "loadavg5", "severity": "critical", "source": "mackerel", "org": "Macker...", "trigger": "monitor", "host": "app01", "instance": "app01", "service": "Service", "role": "Role"}, m.Alert.Labels)
+	require.Equal(t, "loadavg5 2.25536 > 1.95885", m.Alert.Annotations["summary"])
+	require.Equal(t, "[CRITICAL] loadavg5 on app01: loadavg5 2.25536 > 1.95885", m.Alert.Annotations["title"])
+	require.Equal(t, "Check the disk usage runbook", m.Alert.Annotations["memo"], "the monitor's memo under its own name")
 	ok, err := DecodeMackerel(read(t, "mackerel_ok.json"), false, now)
 	require.NoError(t, err)
 	require.Equal(t, "resolved", ok.Alert.Status)
@@ -144,7 +146,11 @@ func TestValidationErrors(t *testing.T) {
 		{"pd bad timestamp", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","timestamp":"noon"}}`, "payload.timestamp", "ISO 8601"},
 		{"pd resolve without dedup", pd, `{` + rk + `,"event_action":"resolve"}`, "dedup_key", "required for resolve"},
 		{"pd long dedup", pd, `{` + rk + `,"event_action":"resolve","dedup_key":"` + strings.Repeat("d", 256) + `"}`, "dedup_key", "too long"},
-		{"pd custom_details type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":[1]}}`, "payload.custom_details", "must be an object"},
+		{"pd links type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":{"href":"x"}}`, "links", "must be an array"},
+		{"pd over 512 KB", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":"` + strings.Repeat("x", 512000) + `"}}`, "", "too large"},
+		{"pd payload type", pd, `{` + rk + `,"event_action":"trigger","payload":"x"}`, "payload", "must be an object"},
+		{"pd link type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":[1]}`, "links", "must be an object"},
+		{"pd summary type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":1,"source":"h","severity":"info"}}`, "payload.summary", "must be a string"},
 		{"pd change no summary", pdc, `{` + rk + `,"payload":{"source":"x"}}`, "payload.summary", "missing"},
 		{"pd change no payload", pdc, `{` + rk + `}`, "payload", "missing"},
 
@@ -152,6 +158,9 @@ func TestValidationErrors(t *testing.T) {
 		{"mackerel no alert", mk, `{"event":"alert"}`, "alert", "required"},
 		{"mackerel no id", mk, `{"event":"alert","alert":{"status":"critical"}}`, "alert.id", "required"},
 		{"mackerel bad status", mk, `{"event":"alert","alert":{"id":"x","status":"bad"}}`, "alert.status", "must be one of"},
+		{"mackerel role type", mk, `{"event":"alert","service":{"name":"s","roles":[1]},"alert":{"id":"x","status":"critical"}}`, "service.roles", "must be a role object or a role name"},
+		{"mackerel roles type", mk, `{"event":"alert","host":{"name":"h","roles":"web"},"alert":{"id":"x","status":"critical"}}`, "host.roles", "must be an array"},
+		{"mackerel metric labels type", mk, `{"event":"alert","metric":{"labels":{"a":1}},"alert":{"id":"x","status":"critical"}}`, "metric.labels", "must be a string"},
 		{"mackerel metricValue type", mk, `{"event":"alert","alert":{"id":"x","status":"ok","metricValue":"high"}}`, "alert.metricValue", "must be a number"},
 	}
 	for _, c := range cases {

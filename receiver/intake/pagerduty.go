@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -17,43 +18,38 @@ const (
 	pdRoutingKeyLen = 32
 	pdMaxDedupKey   = 255
 	pdMaxSummary    = 1024
+	// pdMaxEventSize is PagerDuty's limit on one event ("Events API
+	// payloads are limited to 512 KB",
+	// https://developer.pagerduty.com/docs/events-api-v2-overview), counted
+	// as Alertmanager counts it.
+	pdMaxEventSize = 512000
 )
 
-// PDEvent is a PagerDuty Events API v2 event.
+// PDEvent is a PagerDuty Events API v2 alert event, as
+// https://developer.pagerduty.com/docs/send-alert-event documents it.
 type PDEvent struct {
-	RoutingKey  string     `json:"routing_key"`
-	EventAction string     `json:"event_action"`
-	DedupKey    string     `json:"dedup_key"`
-	Payload     *PDPayload `json:"payload"`
-	Images      []PDImage  `json:"images"`
-	Links       []PDLink   `json:"links"`
-	Client      string     `json:"client"`
-	ClientURL   string     `json:"client_url"`
+	RoutingKey  string          `json:"routing_key"`
+	EventAction string          `json:"event_action"`
+	DedupKey    string          `json:"dedup_key"`
+	Payload     *PDPayload      `json:"payload"`
+	Images      []sinks.PDImage `json:"images"`
+	Links       []sinks.PDLink  `json:"links"`
+	Client      string          `json:"client"`
+	ClientURL   string          `json:"client_url"`
 }
 
-// PDPayload is an event's payload.
+// PDPayload is an event's payload. custom_details may be any JSON value:
+// PagerDuty documents an object, but accepts (and shows) a string or a
+// number as well, and well-known senders send strings.
 type PDPayload struct {
-	Summary       string         `json:"summary"`
-	Source        string         `json:"source"`
-	Severity      string         `json:"severity"`
-	Timestamp     string         `json:"timestamp"`
-	Component     string         `json:"component"`
-	Group         string         `json:"group"`
-	Class         string         `json:"class"`
-	CustomDetails map[string]any `json:"custom_details"`
-}
-
-// PDImage and PDLink are passed on as annotations.
-type PDImage struct {
-	Src  string `json:"src"`
-	Href string `json:"href"`
-	Alt  string `json:"alt"`
-}
-
-// PDLink is a link attached to an event.
-type PDLink struct {
-	Href string `json:"href"`
-	Text string `json:"text"`
+	Summary       string          `json:"summary"`
+	Source        string          `json:"source"`
+	Severity      string          `json:"severity"`
+	Timestamp     string          `json:"timestamp"`
+	Component     string          `json:"component"`
+	Group         string          `json:"group"`
+	Class         string          `json:"class"`
+	CustomDetails json.RawMessage `json:"custom_details"`
 }
 
 // PDResult is a decoded event: the alert and the routing key it came with.
@@ -71,6 +67,9 @@ var pdSeverities = map[string]bool{"critical": true, "error": true, "warning": t
 // DecodePagerDuty decodes and validates an Events API v2 alert event. Its
 // error texts follow PagerDuty's ("… is missing or blank"), one per field.
 func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
+	if len(body) > pdMaxEventSize {
+		return nil, Errors{fieldErr("", "Event object is too large (PagerDuty's limit is 512 KB)")}
+	}
 	var ev PDEvent
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, err
@@ -133,24 +132,39 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 		setIf(a.Labels, "component", p.Component)
 		setIf(a.Labels, "group", p.Group)
 		setIf(a.Labels, "class", p.Class)
-		if p.Class != "" {
+		// PagerDuty's source is "the unique location of the affected
+		// system": Prometheus's instance. The alert's name is its class,
+		// else the sending tool, so titles read "[CRITICAL] Grafana on
+		// grafana-host: …" rather than a placeholder.
+		setIf(a.Labels, "instance", p.Source)
+		switch {
+		case p.Class != "":
 			a.Labels["alertname"] = p.Class
+		case ev.Client != "":
+			a.Labels["alertname"] = ev.Client
 		}
 		setIf(a.Annotations, "summary", p.Summary)
-		for k, v := range p.CustomDetails {
-			a.Annotations[k] = detailString(v)
-		}
+		detailAnnotations(a.Annotations, p.CustomDetails)
 	}
 	setIf(a.Annotations, "client", ev.Client)
 	setIf(a.Annotations, "client_url", ev.ClientURL)
-	for i, l := range ev.Links {
-		if l.Href != "" {
-			a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
-		}
+	links, images := pdContext(ev.Links, ev.Images)
+	for i, l := range links {
+		a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
+		setIf(a.Annotations, fmt.Sprintf("link_%d_text", i), l.Text)
 	}
-	for i, im := range ev.Images {
-		if im.Src != "" {
-			a.Annotations[fmt.Sprintf("image_%d", i)] = im.Src
+	for i, im := range images {
+		a.Annotations[fmt.Sprintf("image_%d", i)] = im.Src
+	}
+	if res.HasPayload {
+		p := ev.Payload
+		a.PagerDuty = &sinks.PDEvent{
+			DedupKey: ev.DedupKey, Summary: p.Summary, Source: p.Source, Severity: p.Severity,
+			Timestamp: p.Timestamp, Component: p.Component, Group: p.Group, Class: p.Class,
+			Images: images, Links: links, Client: ev.Client, ClientURL: ev.ClientURL,
+		}
+		if !isJSONNull(p.CustomDetails) {
+			a.PagerDuty.CustomDetails = compactJSON(p.CustomDetails)
 		}
 	}
 	res.Alert = a
@@ -202,13 +216,87 @@ func checkPayload(p *PDPayload, startsAt *time.Time) Errors {
 	return errs
 }
 
+// pdTimeLayouts are the ISO 8601 date-times PagerDuty takes in
+// payload.timestamp (https://developer.pagerduty.com/docs/send-alert-event;
+// its own example is "2015-07-17T08:42:58.315+0000"): "T" or a space
+// between date and time, optional fractional seconds, and a zone of "Z",
+// "±hh:mm", "±hhmm" or "±hh". A time without a zone is taken as UTC.
+var pdTimeLayouts = []string{
+	"2006-01-02T15:04:05.999999999Z07:00",
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02T15:04:05.999999999Z07",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02T15:04Z07:00",
+	"2006-01-02T15:04Z0700",
+	"2006-01-02T15:04",
+}
+
 func parsePDTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05Z0700"} {
-		if t, err := time.Parse(layout, s); err == nil {
+	v := strings.TrimSpace(s)
+	if len(v) > 10 && v[10] == ' ' {
+		v = v[:10] + "T" + v[11:]
+	}
+	if n := len(v); n > 0 && v[n-1] == 'z' {
+		v = v[:n-1] + "Z"
+	}
+	for _, layout := range pdTimeLayouts {
+		if t, err := time.Parse(layout, v); err == nil {
 			return t, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("bad time %q", s)
+}
+
+// pdContext keeps the links and images PagerDuty would show: a link needs
+// an href and an image a src (the other fields are optional); entries
+// without them are dropped rather than refusing the event.
+func pdContext(links []sinks.PDLink, images []sinks.PDImage) ([]sinks.PDLink, []sinks.PDImage) {
+	var ls []sinks.PDLink
+	for _, l := range links {
+		if strings.TrimSpace(l.Href) != "" {
+			ls = append(ls, l)
+		}
+	}
+	var is []sinks.PDImage
+	for _, im := range images {
+		if strings.TrimSpace(im.Src) != "" {
+			is = append(is, im)
+		}
+	}
+	return ls, is
+}
+
+// detailAnnotations turns custom_details into annotations: each key of an
+// object becomes one; any other value becomes the annotation
+// "custom_details" (a string as it is, other JSON as JSON).
+func detailAnnotations(ann map[string]string, raw json.RawMessage) {
+	if isJSONNull(raw) {
+		return
+	}
+	var obj map[string]any
+	if json.Unmarshal(raw, &obj) == nil {
+		for k, v := range obj {
+			ann[k] = detailString(v)
+		}
+		return
+	}
+	var v any
+	if json.Unmarshal(raw, &v) == nil {
+		ann["custom_details"] = detailString(v)
+	}
+}
+
+func isJSONNull(raw json.RawMessage) bool {
+	t := strings.TrimSpace(string(raw))
+	return t == "" || t == "null"
+}
+
+func compactJSON(raw json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
 }
 
 func setIf(m map[string]string, k, v string) {
@@ -246,12 +334,12 @@ func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
 	var ev struct {
 		RoutingKey string `json:"routing_key"`
 		Payload    *struct {
-			Summary       string         `json:"summary"`
-			Source        string         `json:"source"`
-			Timestamp     string         `json:"timestamp"`
-			CustomDetails map[string]any `json:"custom_details"`
+			Summary       string          `json:"summary"`
+			Source        string          `json:"source"`
+			Timestamp     string          `json:"timestamp"`
+			CustomDetails json.RawMessage `json:"custom_details"`
 		} `json:"payload"`
-		Links []PDLink `json:"links"`
+		Links []sinks.PDLink `json:"links"`
 	}
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, err
@@ -288,13 +376,14 @@ func DecodePagerDutyChange(body []byte, now time.Time) (*PDChange, error) {
 		Fingerprint: key,
 	}
 	setIf(a.Labels, "source", ev.Payload.Source)
-	for k, v := range ev.Payload.CustomDetails {
-		a.Annotations[k] = detailString(v)
+	detailAnnotations(a.Annotations, ev.Payload.CustomDetails)
+	links, _ := pdContext(ev.Links, nil)
+	for i, l := range links {
+		a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
 	}
-	for i, l := range ev.Links {
-		if l.Href != "" {
-			a.Annotations[fmt.Sprintf("link_%d", i)] = l.Href
-		}
+	a.PagerDuty = &sinks.PDEvent{Summary: ev.Payload.Summary, Source: ev.Payload.Source, Timestamp: ev.Payload.Timestamp, Links: links}
+	if !isJSONNull(ev.Payload.CustomDetails) {
+		a.PagerDuty.CustomDetails = compactJSON(ev.Payload.CustomDetails)
 	}
 	return &PDChange{RoutingKey: ev.RoutingKey, Alert: a}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -37,6 +38,7 @@ var DefaultConfig = Config{
 	Client:             `{{ template "pagerduty.default.client" . }}`,
 	ClientURL:          `{{ template "pagerduty.default.clientURL" . }}`,
 	Severity:           "error",
+	SeverityFallback:   "error",
 	Timeout:            model.Duration(10 * time.Second),
 }
 
@@ -61,6 +63,56 @@ type Config struct {
 	Component          string           `yaml:"component,omitempty"`
 	Group              string           `yaml:"group,omitempty"`
 	Timeout            model.Duration   `yaml:"timeout,omitempty"`
+	// DedupKey is a template for the incident key. Empty: one key per alert
+	// identity in alert mode (a PagerDuty sender's own dedup_key is kept),
+	// Alertmanager's hex sha256 of the group key in group mode. A rendered
+	// key that is empty falls back to that default; one longer than
+	// PagerDuty's 255 characters is replaced by its hex sha256.
+	DedupKey string `yaml:"dedup_key,omitempty"`
+	// SeverityFallback replaces a rendered severity that PagerDuty would
+	// refuse and that no alias maps (see NormalizeSeverity).
+	SeverityFallback string `yaml:"severity_fallback,omitempty"`
+
+	// explicit holds the keys the user's YAML set, so that the defaults of
+	// the input an alert came from fill only what the user left out.
+	explicit map[string]bool
+}
+
+// Explicit reports whether key (a YAML key such as "description") was set
+// in the config. A Config built in Go rather than read from YAML counts a
+// field as set when it differs from DefaultConfig.
+func (c *Config) Explicit(key string) bool {
+	if c.explicit != nil {
+		return c.explicit[key]
+	}
+	d := DefaultConfig
+	switch key {
+	case "description":
+		return c.Description != d.Description
+	case "client":
+		return c.Client != d.Client
+	case "client_url":
+		return c.ClientURL != d.ClientURL
+	case "severity":
+		return c.Severity != d.Severity
+	case "source":
+		return c.Source != "" && c.Source != c.Client
+	case "class":
+		return c.Class != ""
+	case "component":
+		return c.Component != ""
+	case "group":
+		return c.Group != ""
+	case "details":
+		return len(c.Details) > len(DefaultDetails)
+	case "images":
+		return len(c.Images) > 0
+	case "links":
+		return len(c.Links) > 0
+	case "dedup_key":
+		return c.DedupKey != ""
+	}
+	return false
 }
 
 // Image is a PagerDuty event image; every field is a template.
@@ -85,6 +137,14 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := unmarshal((*plain)(c)); err != nil {
 		return err
 	}
+	var keys map[string]any
+	if err := unmarshal(&keys); err != nil {
+		return err
+	}
+	c.explicit = make(map[string]bool, len(keys))
+	for k := range keys {
+		c.explicit[k] = true
+	}
 	if c.RoutingKey == "" && c.RoutingKeyFile == "" {
 		return errors.New("routing_key or routing_key_file is required")
 	}
@@ -104,6 +164,18 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if c.Timeout <= 0 {
 		return fmt.Errorf("timeout: must be > 0")
 	}
+	if !strings.Contains(c.Severity, "{{") && !ValidSeverity(strings.TrimSpace(c.Severity)) {
+		return fmt.Errorf("severity: %q is not one of %s: PagerDuty refuses any other value (https://developer.pagerduty.com/docs/send-alert-event)", c.Severity, strings.Join(Severities, ", "))
+	}
+	if !ValidSeverity(c.SeverityFallback) {
+		return fmt.Errorf("severity_fallback: %q is not one of %s", c.SeverityFallback, strings.Join(Severities, ", "))
+	}
+	if c.explicit["dedup_key"] && strings.TrimSpace(c.DedupKey) == "" {
+		return errors.New("dedup_key: must not be empty when set (leave it out for the default)")
+	}
+	if !strings.Contains(c.DedupKey, "{{") && len(c.DedupKey) > maxDedupKeyLen {
+		return fmt.Errorf("dedup_key: %d characters, PagerDuty allows at most %d", len(c.DedupKey), maxDedupKeyLen)
+	}
 	if c.Details == nil {
 		c.Details = map[string]any{}
 	}
@@ -116,4 +188,46 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 		c.Source = c.Client
 	}
 	return nil
+}
+
+// Severities are the values PagerDuty accepts in payload.severity
+// (https://developer.pagerduty.com/docs/send-alert-event).
+var Severities = []string{"critical", "error", "warning", "info"}
+
+// ValidSeverity reports whether PagerDuty accepts s as payload.severity.
+func ValidSeverity(s string) bool {
+	switch s {
+	case "critical", "error", "warning", "info":
+		return true
+	}
+	return false
+}
+
+// severityAliases map what monitoring systems commonly put in a severity
+// label to PagerDuty's four values.
+var severityAliases = map[string]string{
+	"crit": "critical", "fatal": "critical", "emergency": "critical", "emerg": "critical", "alert": "critical", "disaster": "critical",
+	"err": "error", "high": "error", "major": "error",
+	"warn": "warning", "average": "warning", "medium": "warning", "minor": "warning",
+	"information": "info", "informational": "info", "notice": "info", "low": "info", "none": "info", "ok": "info", "debug": "info",
+}
+
+// NormalizeSeverity maps a rendered severity onto one PagerDuty accepts:
+// the value itself when valid; else, ignoring case and surrounding space,
+// one of PagerDuty's four values or an alias (none, ok, notice, low, debug
+// → info; warn, minor, medium → warning; err, major, high → error; crit,
+// fatal, emergency, alert → critical); else fallback. ok is false when
+// the value was replaced.
+func NormalizeSeverity(s, fallback string) (sev string, ok bool) {
+	if ValidSeverity(s) {
+		return s, true
+	}
+	v := strings.ToLower(strings.TrimSpace(s))
+	if ValidSeverity(v) {
+		return v, false
+	}
+	if a, found := severityAliases[v]; found {
+		return a, false
+	}
+	return fallback, false
 }

@@ -6,8 +6,6 @@ package pagerduty
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,10 +17,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	pd "github.com/PagerDuty/go-pagerduty"
-	"github.com/alecthomas/units"
 	"github.com/prometheus/alertmanager/template"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -54,11 +52,21 @@ type Notifier struct {
 	client  *pd.Client
 	limiter *sinks.Limiter
 	logger  *slog.Logger
+	target  string
+
+	warnMu sync.Mutex
+	warned map[string]bool
 }
+
+// Option tunes a Notifier.
+type Option func(*Notifier)
+
+// WithTarget names the target in metrics (e.g. "oncall/pagerduty/0").
+func WithTarget(id string) Option { return func(n *Notifier) { n.target = id } }
 
 // New builds a Notifier. limiters is shared by every config of the process
 // so that configs with the same routing key share one budget. rt may be nil.
-func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt http.RoundTripper, logger *slog.Logger) (*Notifier, error) {
+func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt http.RoundTripper, logger *slog.Logger, opts ...Option) (*Notifier, error) {
 	u, err := url.Parse(conf.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -78,7 +86,13 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 		client:  client,
 		limiter: limiters.Get("pagerduty", string(conf.RoutingKey), conf.RateLimitPerMinute),
 		logger:  logger,
+		warned:  map[string]bool{},
 	}
+	for _, o := range opts {
+		o(n)
+	}
+	severityFallbacks.WithLabelValues(n.target)
+	dedupKeyFallbacks.WithLabelValues(n.target)
 	if err := n.checkTemplates(); err != nil {
 		return nil, err
 	}
@@ -143,8 +157,13 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	return classify(ctx, info, err)
 }
 
-// deliverChange passes a PagerDuty change event on as one.
+// deliverChange passes a PagerDuty change event on as one: as it came when
+// the sender's event is known (custom_details of any JSON type included,
+// which go-pagerduty's map cannot carry), else built from the alert.
 func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
+	if a.PagerDuty != nil {
+		return n.relayChange(ctx, a.PagerDuty)
+	}
 	details := map[string]any{}
 	for k, v := range a.Annotations {
 		if k != "summary" && !strings.HasPrefix(k, "link_") {
@@ -176,6 +195,53 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 	return classify(ctx, info, err)
 }
 
+// ChangeEvent is the change event relayed for a sender's change event
+// (https://developer.pagerduty.com/docs/send-change-event).
+func (n *Notifier) ChangeEvent(e *sinks.PDEvent) map[string]any {
+	payload := map[string]any{"summary": e.Summary}
+	if e.Source != "" {
+		payload["source"] = e.Source
+	}
+	if e.Timestamp != "" {
+		payload["timestamp"] = e.Timestamp
+	}
+	if len(e.CustomDetails) > 0 {
+		payload["custom_details"] = json.RawMessage(e.CustomDetails)
+	}
+	ev := map[string]any{"routing_key": string(n.conf.RoutingKey), "payload": payload}
+	if len(e.Links) > 0 {
+		ev["links"] = e.Links
+	}
+	return ev
+}
+
+func (n *Notifier) relayChange(ctx context.Context, e *sinks.PDEvent) error {
+	body, err := json.Marshal(n.ChangeEvent(e))
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonOther, fmt.Errorf("encode change event: %w", err))
+	}
+	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
+		return err
+	}
+	info := &respInfo{}
+	// The transport sends this to the configured URL's change endpoint.
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, respInfoKey{}, info), http.MethodPost, "http://pagerduty/v2/change/enqueue", bytes.NewReader(body))
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonOther, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.HTTPClient.Do(req)
+	if err != nil {
+		return classify(ctx, info, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) //nolint:errcheck
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return nil
+	}
+	return classify(ctx, info, fmt.Errorf("pagerduty answered %d", resp.StatusCode))
+}
+
 func classify(ctx context.Context, info *respInfo, err error) error {
 	if info.status != 0 && (info.status < 200 || info.status > 299) {
 		return sinks.StatusError(info.status, sinks.ParseRetryAfter(info.header, time.Now()), fmt.Errorf("pagerduty answered %d: %s", info.status, info.reason()))
@@ -193,106 +259,6 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 		// event, and sending it again would only be folded by dedup_key.
 		return sinks.Retryable(sinks.ReasonUnexpectedReply, 0, err)
 	}
-}
-
-// DedupKey is the incident key of a notification. Group mode uses
-// Alertmanager's: hex sha256 of the group key. Alert mode keeps a PagerDuty
-// sender's own dedup_key so acknowledge and resolve reach the same incident,
-// and hashes any other identity to a stable 64-character key.
-func (n *Notifier) DedupKey(notif *sinks.Notification) string {
-	if n.conf.Mode == ModeAlert {
-		if k, ok := strings.CutPrefix(notif.Key, "pd:"); ok && k != "" && len(k) <= maxDedupKeyLen {
-			return k
-		}
-	}
-	sum := sha256.Sum256([]byte(notif.Key))
-	return hex.EncodeToString(sum[:])
-}
-
-// Event renders the PagerDuty event for a notification; nil means nothing is
-// to be sent.
-func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
-	action := ActionTrigger
-	if notif.Status() == sinks.StatusResolved {
-		action = ActionResolve
-		if !n.conf.SendResolved {
-			return nil, nil
-		}
-	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge {
-		action = ActionAcknowledge
-	}
-	data := notif.TemplateData()
-	var tmplErr error
-	tmpl := func(field, text string) string {
-		if tmplErr != nil {
-			return ""
-		}
-		s, err := n.tmpl.ExecuteTextString(text, data)
-		if err != nil {
-			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
-		}
-		return s
-	}
-	summary, _ := sinks.TruncateRunes(tmpl("description", n.conf.Description), maxSummaryRunes)
-	details, err := n.renderDetails(data)
-	if err != nil {
-		return nil, err
-	}
-	ev := &pd.V2Event{
-		RoutingKey: string(n.conf.RoutingKey),
-		Action:     action,
-		DedupKey:   n.DedupKey(notif),
-		Client:     tmpl("client", n.conf.Client),
-		ClientURL:  tmpl("client_url", n.conf.ClientURL),
-		Payload: &pd.V2Payload{
-			Summary:   summary,
-			Source:    tmpl("source", n.conf.Source),
-			Severity:  tmpl("severity", n.conf.Severity),
-			Class:     tmpl("class", n.conf.Class),
-			Component: tmpl("component", n.conf.Component),
-			Group:     tmpl("group", n.conf.Group),
-			Details:   details,
-		},
-	}
-	for i, img := range n.conf.Images {
-		im := map[string]string{
-			"src":  tmpl(fmt.Sprintf("images[%d].src", i), img.Src),
-			"alt":  tmpl(fmt.Sprintf("images[%d].alt", i), img.Alt),
-			"href": tmpl(fmt.Sprintf("images[%d].href", i), img.Href),
-		}
-		if im["src"] != "" {
-			ev.Images = append(ev.Images, im)
-		}
-	}
-	for i, l := range n.conf.Links {
-		lk := map[string]string{
-			"href": tmpl(fmt.Sprintf("links[%d].href", i), l.Href),
-			"text": tmpl(fmt.Sprintf("links[%d].text", i), l.Text),
-		}
-		if lk["href"] != "" {
-			ev.Links = append(ev.Links, lk)
-		}
-	}
-	if tmplErr != nil {
-		return nil, tmplErr
-	}
-	if ev.RoutingKey == "" {
-		return nil, errors.New("routing key is empty")
-	}
-	// As Alertmanager: an event over PagerDuty's size limit loses its custom
-	// details rather than being refused.
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
-	}
-	if len(b)+1 > maxEventSize {
-		ev.Payload.Details = map[string]any{"error": fmt.Sprintf(
-			"Custom details have been removed because the original event exceeds the maximum size of %s",
-			units.MetricBytes(maxEventSize).String())}
-		n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
-			"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
-	}
-	return ev, nil
 }
 
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {

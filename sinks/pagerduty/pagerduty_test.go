@@ -121,15 +121,33 @@ func TestAlertModeGolden(t *testing.T) {
 }
 
 func TestDedupKeys(t *testing.T) {
-	alertMode := newNotifier(t, "", "")
-	// A PagerDuty sender's own dedup key is kept, so its acknowledge and
-	// resolve reach the same incident.
-	require.Equal(t, "sender-key", alertMode.DedupKey(&sinks.Notification{Key: "pd:sender-key"}))
-	long := alertMode.DedupKey(&sinks.Notification{Key: "am:" + strings.Repeat("x", 400)})
-	require.Len(t, long, 64)
-	group := newNotifier(t, "mode: group", "")
-	// Alertmanager's notify.Key.Hash of the group key "{}:{}".
-	require.Equal(t, "cc9772a1ec901d26ef71dae861793e4d08979fa5030a3f0a5f3ba549f1f2d0b6", group.DedupKey(&sinks.Notification{Key: "{}:{}"}))
+	one := func(key string, labels map[string]string) *sinks.Notification {
+		return &sinks.Notification{Key: key, Alerts: []sinks.Alert{{Identity: key, Status: sinks.StatusFiring, Labels: labels}}}
+	}
+	cases := []struct {
+		name, conf string
+		notif      *sinks.Notification
+		want       string
+	}{
+		// A PagerDuty sender's own dedup key is kept, so its acknowledge and
+		// resolve reach the same incident.
+		{"alert mode keeps a sender's key", "", &sinks.Notification{Key: "pd:sender-key"}, "sender-key"},
+		{"alert mode hashes other identities", "", &sinks.Notification{Key: "am:" + strings.Repeat("x", 400)}, sha256hex("am:" + strings.Repeat("x", 400))},
+		// Alertmanager's notify.Key.Hash of the group key "{}:{}".
+		{"group mode is Alertmanager's", "mode: group", &sinks.Notification{Key: "{}:{}"}, "cc9772a1ec901d26ef71dae861793e4d08979fa5030a3f0a5f3ba549f1f2d0b6"},
+		{"template", `dedup_key: '{{ .CommonLabels.alertname }}/{{ .CommonLabels.instance }}'`, one("am:1", map[string]string{"alertname": "Disk", "instance": "db1"}), "Disk/db1"},
+		{"template in group mode", "mode: group\ndedup_key: '{{ .GroupLabels.alertname }}'", &sinks.Notification{Key: "{}:{}", Source: sinks.Source{GroupLabels: map[string]string{"alertname": "Disk"}}}, "Disk"},
+		{"empty render falls back to the default", `dedup_key: '{{ .CommonLabels.missing }}'`, one("am:1", map[string]string{"alertname": "Disk"}), sha256hex("am:1")},
+		{"long render is hashed", `dedup_key: '{{ .CommonLabels.long }}'`, one("am:1", map[string]string{"long": strings.Repeat("k", 300)}), sha256hex(strings.Repeat("k", 300))},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := newNotifier(t, c.conf, "").DedupKey(c.notif)
+			require.NoError(t, err)
+			require.Equal(t, c.want, got)
+			require.LessOrEqual(t, len(got), 255)
+		})
+	}
 }
 
 func sha256hex(s string) string {

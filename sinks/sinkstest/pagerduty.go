@@ -6,11 +6,14 @@ package sinkstest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -171,49 +174,7 @@ func (p *PagerDuty) handle(w http.ResponseWriter, r *http.Request, change bool) 
 		pdJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"status": "invalid event", "message": "Event object is too large"})
 		return
 	}
-	var errs []string
-	if len(ev.RoutingKey) != 32 {
-		errs = append(errs, "Length of 'routing_key' is incorrect (should be 32 characters)")
-	}
-	var payload struct {
-		Summary  string `json:"summary"`
-		Source   string `json:"source"`
-		Severity string `json:"severity"`
-	}
-	if len(ev.Payload) > 0 {
-		json.Unmarshal(ev.Payload, &payload) //nolint:errcheck
-	}
-	if change {
-		if payload.Summary == "" {
-			errs = append(errs, "'payload.summary' is missing or blank")
-		}
-	} else {
-		switch ev.EventAction {
-		case "trigger":
-			if payload.Summary == "" {
-				errs = append(errs, "'payload.summary' is missing or blank")
-			} else if utf8.RuneCountInString(payload.Summary) > 1024 {
-				errs = append(errs, "'payload.summary' is too long")
-			}
-			if payload.Source == "" {
-				errs = append(errs, "'payload.source' is missing or blank")
-			}
-			switch payload.Severity {
-			case "critical", "error", "warning", "info":
-			default:
-				errs = append(errs, "'payload.severity' is invalid (must be one of: critical, error, warning, info)")
-			}
-		case "acknowledge", "resolve":
-			if ev.DedupKey == "" {
-				errs = append(errs, "'dedup_key' is missing or blank")
-			}
-		default:
-			errs = append(errs, "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)")
-		}
-		if len(ev.DedupKey) > 255 {
-			errs = append(errs, "'dedup_key' is too long")
-		}
-	}
+	errs := validatePD(&ev, change)
 	if len(errs) > 0 {
 		pdJSON(w, http.StatusBadRequest, map[string]any{"status": "invalid event", "message": "Event object is invalid", "errors": errs})
 		return
@@ -237,3 +198,101 @@ func (p *PagerDuty) handle(w http.ResponseWriter, r *http.Request, change bool) 
 	}
 	pdJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Event processed", "dedup_key": ev.DedupKey})
 }
+
+// validatePD checks an event as PagerDuty documents it
+// (https://developer.pagerduty.com/docs/send-alert-event,
+// https://developer.pagerduty.com/docs/send-change-event): required fields,
+// lengths, the severity and action enumerations, ISO 8601 timestamps, and
+// links/images as arrays of objects with their required href/src.
+// custom_details may be any JSON value.
+func validatePD(ev *PDEvent, change bool) []string {
+	var errs []string
+	if len(ev.RoutingKey) != 32 {
+		errs = append(errs, "Length of 'routing_key' is incorrect (should be 32 characters)")
+	}
+	var payload struct {
+		Summary   *string `json:"summary"`
+		Source    *string `json:"source"`
+		Severity  *string `json:"severity"`
+		Timestamp *string `json:"timestamp"`
+		Component *string `json:"component"`
+		Group     *string `json:"group"`
+		Class     *string `json:"class"`
+	}
+	if len(ev.Payload) > 0 && string(ev.Payload) != "null" {
+		if err := json.Unmarshal(ev.Payload, &payload); err != nil {
+			errs = append(errs, "'payload' is invalid: "+err.Error())
+		}
+	}
+	str := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	if ts := str(payload.Timestamp); ts != "" && !isISO8601(ts) {
+		errs = append(errs, "'payload.timestamp' is not a valid ISO 8601 timestamp")
+	}
+	if change {
+		if strings.TrimSpace(str(payload.Summary)) == "" {
+			errs = append(errs, "'payload.summary' is missing or blank")
+		}
+		return append(errs, checkContext("links", ev.Links, "href")...)
+	}
+	switch ev.EventAction {
+	case "trigger":
+		switch summary := str(payload.Summary); {
+		case strings.TrimSpace(summary) == "":
+			errs = append(errs, "'payload.summary' is missing or blank")
+		case utf8.RuneCountInString(summary) > 1024:
+			errs = append(errs, "'payload.summary' is too long")
+		}
+		if strings.TrimSpace(str(payload.Source)) == "" {
+			errs = append(errs, "'payload.source' is missing or blank")
+		}
+		switch str(payload.Severity) {
+		case "critical", "error", "warning", "info":
+		default:
+			errs = append(errs, "'payload.severity' is invalid (must be one of: critical, error, warning, info)")
+		}
+	case "acknowledge", "resolve":
+		if ev.DedupKey == "" {
+			errs = append(errs, "'dedup_key' is missing or blank")
+		}
+	default:
+		errs = append(errs, "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)")
+	}
+	if len(ev.DedupKey) > 255 {
+		errs = append(errs, "'dedup_key' is too long")
+	}
+	errs = append(errs, checkContext("links", ev.Links, "href")...)
+	errs = append(errs, checkContext("images", ev.Images, "src")...)
+	return errs
+}
+
+// checkContext checks links or images: an array of objects, each with its
+// required field as a non-empty string.
+func checkContext(name string, raw json.RawMessage, required string) []string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var items []map[string]any
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return []string{"'" + name + "' must be an array of objects"}
+	}
+	for i, it := range items {
+		if s, ok := it[required].(string); !ok || s == "" {
+			return []string{fmt.Sprintf("'%s[%d].%s' is missing or blank", name, i, required)}
+		}
+		for k, v := range it {
+			if _, ok := v.(string); !ok {
+				return []string{fmt.Sprintf("'%s[%d].%s' must be a string", name, i, k)}
+			}
+		}
+	}
+	return nil
+}
+
+var iso8601 = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$`)
+
+func isISO8601(s string) bool { return iso8601.MatchString(s) }

@@ -1,0 +1,327 @@
+package pagerduty
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	pd "github.com/PagerDuty/go-pagerduty"
+	"github.com/alecthomas/units"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+var (
+	severityFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "alertfan_pagerduty_severity_replaced_total",
+		Help: "Rendered PagerDuty severities that PagerDuty would refuse and were replaced (by an alias or severity_fallback), by target.",
+	}, []string{"target"})
+	dedupKeyFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "alertfan_pagerduty_dedup_key_replaced_total",
+		Help: "Rendered dedup_key templates that were empty (default key used) or over 255 characters (hashed), by target.",
+	}, []string{"target"})
+)
+
+// Collectors are the PagerDuty sink's metrics, for the process registry.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{severityFallbacks, dedupKeyFallbacks}
+}
+
+// Input names, as in sinks.Source.Input.
+const (
+	inputPagerDuty = "pagerduty"
+	inputMackerel  = "mackerel"
+)
+
+// defaultKey is the incident key when dedup_key is not set. Group mode
+// uses Alertmanager's: hex sha256 of the group key. Alert mode keeps a
+// PagerDuty sender's own dedup_key so acknowledge and resolve reach the same
+// incident, and hashes any other identity to a stable 64-character key.
+func (n *Notifier) defaultKey(notif *sinks.Notification) string {
+	if k, ok := strings.CutPrefix(notif.Key, "pd:"); ok && k != "" && len(k) <= maxDedupKeyLen {
+		if n.conf.Mode == ModeAlert || len(notif.Alerts) == 1 {
+			return k
+		}
+	}
+	sum := sha256.Sum256([]byte(notif.Key))
+	return hex.EncodeToString(sum[:])
+}
+
+// DedupKey is the incident key of a notification: the rendered dedup_key
+// template when one is set, else defaultKey. A rendered key that is empty
+// falls back to defaultKey; one over PagerDuty's 255 characters is
+// replaced by its hex sha256, so the user's grouping still holds.
+func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
+	if n.conf.DedupKey == "" {
+		return n.defaultKey(notif), nil
+	}
+	k, err := n.tmpl.ExecuteTextString(n.conf.DedupKey, notif.TemplateData())
+	if err != nil {
+		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
+	}
+	k = strings.TrimSpace(k)
+	switch {
+	case k == "":
+		dedupKeyFallbacks.WithLabelValues(n.target).Inc()
+		n.warnOnce("dedup_key:empty", "dedup_key rendered empty; using the default key", "key", notif.Key)
+		return n.defaultKey(notif), nil
+	case len(k) > maxDedupKeyLen:
+		dedupKeyFallbacks.WithLabelValues(n.target).Inc()
+		n.warnOnce("dedup_key:long", "dedup_key rendered longer than 255 characters; using its sha256", "length", len(k))
+		sum := sha256.Sum256([]byte(k))
+		return hex.EncodeToString(sum[:]), nil
+	}
+	return k, nil
+}
+
+// warnOnce logs a message once per target and topic (at most 32 topics).
+func (n *Notifier) warnOnce(topic, msg string, args ...any) {
+	n.warnMu.Lock()
+	first := !n.warned[topic] && len(n.warned) < 32
+	if first {
+		n.warned[topic] = true
+	}
+	n.warnMu.Unlock()
+	if first {
+		n.logger.Warn(msg+" (logged once per target)", args...)
+	}
+}
+
+// severity maps a rendered severity onto one PagerDuty accepts. Only a
+// trigger's replacement is counted and logged: PagerDuty reads the
+// severity of triggers, and a resolve's "ok" is no news.
+func (n *Notifier) severity(rendered, action string) string {
+	sev, ok := NormalizeSeverity(rendered, n.conf.SeverityFallback)
+	if !ok && action == ActionTrigger {
+		severityFallbacks.WithLabelValues(n.target).Inc()
+		n.warnOnce("severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
+			"rendered", truncate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
+	}
+	return sev
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// inputDefaults are the values a field takes when the user's config does
+// not set it, for alerts that did not come from Alertmanager. Each field
+// falls back to Alertmanager's default template when absent here.
+type inputDefaults struct {
+	fields  map[string]string
+	details any // nil: keep Alertmanager's default details
+	links   []any
+	images  []any
+	// relay is set for an event that came from a PagerDuty sender: every
+	// field the user left out is sent as it came, empty ones included.
+	relay bool
+}
+
+// defaultsFor picks the defaults that fit the input the alert came from:
+// Alertmanager's templates for Alertmanager groups, the event itself for a
+// PagerDuty event, Mackerel's own wording for a Mackerel alert.
+func defaultsFor(notif *sinks.Notification) *inputDefaults {
+	if len(notif.Alerts) != 1 {
+		return nil
+	}
+	a := &notif.Alerts[0]
+	switch {
+	case a.PagerDuty != nil:
+		e := a.PagerDuty
+		d := &inputDefaults{relay: true, fields: map[string]string{
+			"description": e.Summary, "severity": e.Severity, "source": e.Source,
+			"component": e.Component, "group": e.Group, "class": e.Class,
+			"client": e.Client, "client_url": e.ClientURL, "timestamp": e.Timestamp,
+		}}
+		if len(e.CustomDetails) > 0 {
+			d.details = json.RawMessage(e.CustomDetails)
+		}
+		for _, l := range e.Links {
+			d.links = append(d.links, l)
+		}
+		for _, im := range e.Images {
+			d.images = append(d.images, im)
+		}
+		return d
+	case notif.Source.Input == inputMackerel:
+		return mackerelDefaults(a)
+	}
+	return nil
+}
+
+// mackerelDefaults read like Mackerel's own notification: the title
+// "[CRITICAL] monitor on host: message", Mackerel's status as severity,
+// the alert's page as client URL and link, the graph as image.
+func mackerelDefaults(a *sinks.Alert) *inputDefaults {
+	ann, ls := a.Annotations, a.Labels
+	source := ls["host"]
+	if source == "" {
+		source = ls["service"]
+	}
+	if source == "" {
+		source = "Mackerel"
+	}
+	d := &inputDefaults{fields: map[string]string{
+		"description": ann["title"],
+		"severity":    ls["severity"],
+		"source":      source,
+		"class":       ls["type"],
+		"component":   ls["role"],
+		"group":       ls["service"],
+		"client":      "Mackerel",
+		"client_url":  ann["alert_url"],
+		"timestamp":   a.StartsAt.UTC().Format(time.RFC3339),
+	}}
+	if d.fields["description"] == "" {
+		d.fields["description"] = ann["summary"]
+	}
+	details := map[string]any{}
+	for k, v := range ann {
+		if k != "title" && k != "summary" {
+			details[k] = v
+		}
+	}
+	for k, v := range ls {
+		details[k] = v
+	}
+	d.details = details
+	if u := ann["alert_url"]; u != "" {
+		d.links = append(d.links, sinks.PDLink{Href: u, Text: "Mackerel alert"})
+	}
+	if u := ann["host_url"]; u != "" {
+		d.links = append(d.links, sinks.PDLink{Href: u, Text: "Host " + ls["host"]})
+	}
+	// PagerDuty shows only images served over HTTPS.
+	if u := ann["image_url"]; strings.HasPrefix(u, "https://") {
+		d.images = append(d.images, sinks.PDImage{Src: u, Href: ann["alert_url"], Alt: a.Labels["alertname"]})
+	}
+	return d
+}
+
+// Event renders the PagerDuty event for a notification; nil means nothing is
+// to be sent. What the user's config sets is rendered from its templates;
+// what it leaves out comes from the input the alert arrived by (see
+// defaultsFor), and for Alertmanager alerts from Alertmanager's defaults.
+func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
+	action := ActionTrigger
+	if notif.Status() == sinks.StatusResolved {
+		action = ActionResolve
+		if !n.conf.SendResolved {
+			return nil, nil
+		}
+	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge {
+		action = ActionAcknowledge
+	}
+	dedupKey, err := n.DedupKey(notif)
+	if err != nil {
+		return nil, err
+	}
+	if n.conf.RoutingKey == "" {
+		return nil, errors.New("routing key is empty")
+	}
+	ev := &pd.V2Event{RoutingKey: string(n.conf.RoutingKey), Action: action, DedupKey: dedupKey}
+	defs := defaultsFor(notif)
+	// A PagerDuty sender's acknowledge or resolve without a payload is
+	// passed on as it came: key, action, nothing else.
+	if defs == nil && action != ActionTrigger && notif.Source.Input == inputPagerDuty && len(notif.Alerts) == 1 {
+		return ev, nil
+	}
+	data := notif.TemplateData()
+	var tmplErr error
+	tmpl := func(field, text string) string {
+		if tmplErr != nil {
+			return ""
+		}
+		s, err := n.tmpl.ExecuteTextString(text, data)
+		if err != nil {
+			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
+		}
+		return s
+	}
+	// field renders the user's template, or takes the input's default.
+	field := func(key, text string) string {
+		if defs != nil && !n.conf.Explicit(key) {
+			if v, ok := defs.fields[key]; ok && (defs.relay || v != "") {
+				return v
+			}
+		}
+		return tmpl(key, text)
+	}
+	summary, _ := sinks.TruncateRunes(field("description", n.conf.Description), maxSummaryRunes)
+	ev.Client = field("client", n.conf.Client)
+	ev.ClientURL = field("client_url", n.conf.ClientURL)
+	ev.Payload = &pd.V2Payload{
+		Summary:   summary,
+		Source:    field("source", n.conf.Source),
+		Severity:  n.severity(field("severity", n.conf.Severity), action),
+		Class:     field("class", n.conf.Class),
+		Component: field("component", n.conf.Component),
+		Group:     field("group", n.conf.Group),
+	}
+	if defs != nil {
+		ev.Payload.Timestamp = defs.fields["timestamp"]
+	}
+	if defs != nil && !n.conf.Explicit("details") {
+		if defs.details != nil {
+			ev.Payload.Details = defs.details
+		}
+	} else {
+		details, err := n.renderDetails(data)
+		if err != nil {
+			return nil, err
+		}
+		ev.Payload.Details = details
+	}
+	if defs != nil && !n.conf.Explicit("images") {
+		ev.Images = defs.images
+	} else {
+		for i, img := range n.conf.Images {
+			im := map[string]string{
+				"src":  tmpl(fmt.Sprintf("images[%d].src", i), img.Src),
+				"alt":  tmpl(fmt.Sprintf("images[%d].alt", i), img.Alt),
+				"href": tmpl(fmt.Sprintf("images[%d].href", i), img.Href),
+			}
+			if im["src"] != "" {
+				ev.Images = append(ev.Images, im)
+			}
+		}
+	}
+	if defs != nil && !n.conf.Explicit("links") {
+		ev.Links = defs.links
+	} else {
+		for i, l := range n.conf.Links {
+			lk := map[string]string{
+				"href": tmpl(fmt.Sprintf("links[%d].href", i), l.Href),
+				"text": tmpl(fmt.Sprintf("links[%d].text", i), l.Text),
+			}
+			if lk["href"] != "" {
+				ev.Links = append(ev.Links, lk)
+			}
+		}
+	}
+	if tmplErr != nil {
+		return nil, tmplErr
+	}
+	// As Alertmanager: an event over PagerDuty's size limit loses its custom
+	// details rather than being refused.
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	if len(b)+1 > maxEventSize {
+		ev.Payload.Details = map[string]any{"error": fmt.Sprintf(
+			"Custom details have been removed because the original event exceeds the maximum size of %s",
+			units.MetricBytes(maxEventSize).String())}
+		n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
+			"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
+	}
+	return ev, nil
+}
