@@ -285,6 +285,17 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 		}
 		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build})
 	}
+	if src.GroupKey != "" {
+		in.GroupKey = src.GroupKey
+		in.StickyGroup = func(id string) (queue.Item, bool) {
+			t, ok := s.store.Target(id)
+			if !ok || len(alerts) == 0 {
+				return queue.Item{}, false
+			}
+			it, err := newItem(t, &sinks.Notification{Key: src.GroupKey, Source: src, Alerts: alerts, AcceptedAt: now})
+			return it, err == nil
+		}
+	}
 	res, err := s.store.Accept(ctx, in)
 	if err != nil {
 		return err

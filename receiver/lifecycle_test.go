@@ -300,6 +300,46 @@ func TestLifecycle(t *testing.T) {
 			posted("/webhook", amAlert("resolved", "critical", t0)),
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
+		{"HA replicas disagreeing on startsAt are one occurrence", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			posted("/webhook", amAlert("firing", "critical", t0.Add(15*time.Second))),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"HA skew: the later replica's firing first, then the earlier one's, then a resolve", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0.Add(5*time.Millisecond))),
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			posted("/webhook", amAlert("resolved", "critical", t0.Add(5*time.Millisecond))),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"resolve and a new occurrence while the targets are down: resolve, then trigger", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			pdDown(true), blDown(true),
+			post("/webhook", amAlert("resolved", "critical", t0)),
+			post("/webhook", amAlert("firing", "critical", t0.Add(5*time.Minute))),
+			sleep(300 * time.Millisecond),
+			pdDown(false), blDown(false),
+			func(e *lcEnv) { settleAll(e.t, e.ts) },
+		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
+
+		{"PagerDuty resolve and re-trigger while PagerDuty is down: a new incident", "", []lcStep{
+			posted("/v2/enqueue", pdEvent("trigger", "disk-db-1", true)),
+			pdDown(true), blDown(true),
+			post("/v2/enqueue", pdEvent("resolve", "disk-db-1", false)),
+			post("/v2/enqueue", pdEvent("trigger", "disk-db-1", true)),
+			sleep(300 * time.Millisecond),
+			pdDown(false), blDown(false),
+			func(e *lcEnv) { settleAll(e.t, e.ts) },
+		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
+
+		{"a reload that renames the receiver resolves once", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			reload(func(e *lcEnv) string {
+				return strings.ReplaceAll(lcConfig(e.pd.EventsURL(), e.bl.URL, ""), "both", "oncall-and-tickets")
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
 		{"resolve_after resolves an alert its sender stopped sending; a refresh fires it again", "    resolve_after: 1s\n", []lcStep{
 			posted("/webhook", amAlert("firing", "critical", t0)),
 			func(e *lcEnv) {

@@ -180,10 +180,11 @@ func intersect(common template.KV, other map[string]string) {
 }
 
 // Digest identifies what a notification says, not when it was sent: the
-// alerts' identities, statuses, actions, labels, annotations, start times
-// and generator URLs, and the end time of resolved ones. Alertmanager's
-// resends and HA replicas' copies of one state have the same digest (a
-// firing alert's endsAt is Alertmanager's moving guess and is left out).
+// alerts' identities, statuses, actions, labels, annotations and generator
+// URLs, and the end time of resolved ones. Alertmanager's resends and HA
+// replicas' copies of one state have the same digest: a firing alert's
+// endsAt is Alertmanager's moving guess, and its startsAt may differ
+// between replicas (each keeps the earliest it saw), so both are left out.
 func (n *Notification) Digest() string {
 	type content struct {
 		Identity     string            `json:"i"`
@@ -191,13 +192,12 @@ func (n *Notification) Digest() string {
 		Action       string            `json:"a,omitempty"`
 		Labels       map[string]string `json:"l"`
 		Annotations  map[string]string `json:"n,omitempty"`
-		StartsAt     time.Time         `json:"b"`
 		EndsAt       time.Time         `json:"e"`
 		GeneratorURL string            `json:"g,omitempty"`
 	}
 	cs := make([]content, len(n.Alerts))
 	for i, a := range n.Alerts {
-		cs[i] = content{a.Identity, a.Status, a.Action, a.Labels, a.Annotations, a.StartsAt, time.Time{}, a.GeneratorURL}
+		cs[i] = content{a.Identity, a.Status, a.Action, a.Labels, a.Annotations, time.Time{}, a.GeneratorURL}
 		if a.Status == StatusResolved {
 			cs[i].EndsAt = a.EndsAt
 		}

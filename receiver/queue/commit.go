@@ -288,6 +288,10 @@ const (
 			fire_payload = CASE WHEN excluded.want = 'triggered' THEN ''
 				WHEN alertfan_state.want = 'triggered' THEN alertfan_state.payload
 				ELSE alertfan_state.fire_payload END,
+			occ = CASE WHEN alertfan_state.want = 'resolved' AND excluded.want IN ('triggered', 'acknowledged')
+				THEN alertfan_state.occ + 1 ELSE alertfan_state.occ END,
+			close_payload = CASE WHEN alertfan_state.want = 'resolved' AND excluded.want IN ('triggered', 'acknowledged')
+				THEN alertfan_state.payload ELSE alertfan_state.close_payload END,
 			payload = excluded.payload,
 			want = excluded.want,
 			digest = excluded.digest,

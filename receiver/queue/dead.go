@@ -53,10 +53,10 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 	n := 0
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		n = 0
-		q := `SELECT d.id, d.target, d.key FROM alertfan_dead d ORDER BY d.id`
+		q := `SELECT d.id, d.target, d.key, d.version FROM alertfan_dead d ORDER BY d.id`
 		args := []any{}
 		if !all {
-			q = `SELECT d.id, d.target, d.key FROM alertfan_dead d WHERE d.id = ?`
+			q = `SELECT d.id, d.target, d.key, d.version FROM alertfan_dead d WHERE d.id = ?`
 			args = append(args, id)
 		}
 		rows, err := b.tx.QueryContext(ctx, s.rebind(q), args...)
@@ -66,11 +66,12 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 		type ref struct {
 			id          int64
 			target, key string
+			version     int64
 		}
 		var refs []ref
 		for rows.Next() {
 			var r ref
-			if err := rows.Scan(&r.id, &r.target, &r.key); err != nil {
+			if err := rows.Scan(&r.id, &r.target, &r.key, &r.version); err != nil {
 				rows.Close()
 				return err
 			}
@@ -85,13 +86,15 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 			if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, r.id); err != nil {
 				return err
 			}
-			// Forget what was delivered so the newest state goes out again.
-			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0, sent_digest = '' WHERE target = ? AND key = ?`, r.target, r.key)
+			// Send the dead state again only while it is still the newest:
+			// a newer state, delivered or queued, supersedes it, and
+			// retrying would repeat a call.
+			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0 WHERE target = ? AND key = ? AND version = ? AND pending = 0`, r.target, r.key, r.version)
 			if err != nil {
 				return err
 			}
 			if k, _ := res.RowsAffected(); k == 0 {
-				continue // state was cleaned up; nothing left to send
+				continue // superseded, or cleaned up: nothing left to send
 			}
 			kind, err := s.kindOf(r.target)
 			if err != nil {

@@ -47,6 +47,22 @@ type step struct {
 //     A resolve for a key alertfan never saw firing is passed on: a relay
 //     forwards what its sender said.
 func plan(st *state) []step {
+	// A resolve and a new occurrence that both arrived while the target
+	// still holds the old one open: the target gets the resolve, then the
+	// new trigger — a new PagerDuty incident, a reopened (or new) issue —
+	// never the new occurrence folded into the old, perhaps acknowledged,
+	// incident.
+	if st.want != PhaseResolved && st.want != PhaseEvent && st.occ > st.sentOcc && len(st.closePayload) > 0 &&
+		(st.phase == PhaseTriggered || st.phase == PhaseAcknowledged) {
+		next := *st
+		next.phase, next.sentDigest = PhaseResolved, ""
+		return append([]step{{st.closePayload, PhaseResolved}}, planPhase(&next)...)
+	}
+	return planPhase(st)
+}
+
+// planPhase is plan within one occurrence.
+func planPhase(st *state) []step {
 	fire := st.firePayload
 	if st.want == PhaseTriggered {
 		fire = st.payload
@@ -124,6 +140,11 @@ type GroupItem struct {
 type Intake struct {
 	Updates []Update
 	Groups  []GroupItem
+	// GroupKey is the Alertmanager group the request carries, if any;
+	// StickyGroup builds the group's item for a group-mode target that
+	// holds the group open but that its alerts no longer route to.
+	GroupKey    string
+	StickyGroup func(target string) (Item, bool)
 }
 
 // Accepted reports what Accept did.
@@ -149,10 +170,14 @@ type alertRow struct {
 // from one replica can arrive after another replica's resolve
 // (https://github.com/prometheus/alertmanager/issues/2447, #4008).
 //
-//   - An update of an older occurrence (earlier startsAt) is stale.
-//   - A firing or acknowledge whose startsAt is not later than the endsAt of
-//     a resolve already accepted is stale; a later startsAt is a new
-//     occurrence and fires again.
+//   - While the alert is open, every firing or acknowledge belongs to the
+//     open occurrence, even with another startsAt: replicas may disagree on
+//     startsAt (each keeps the earliest it saw), and a new occurrence cannot
+//     begin before the open one ends. A resolve is stale only when it ended
+//     before the open occurrence began (an older occurrence's late resolve).
+//   - Once resolved, a firing or acknowledge whose startsAt is not later
+//     than the resolve's endsAt is stale (an HA replica's late copy); a
+//     later startsAt is a new occurrence and fires again.
 //   - For inputs without occurrence times (PagerDuty events), arrival order
 //     rules, but an acknowledge after a resolve is stale: PagerDuty itself
 //     ignores it, and it must not reopen anything.
@@ -160,17 +185,46 @@ func isStale(prev alertRow, u *Update) bool {
 	if u.Want == PhaseEvent {
 		return false
 	}
-	starts := u.StartsAt.UnixNano()
 	if !u.Ordered {
 		return prev.status == PhaseResolved && u.Want == PhaseAcknowledged
 	}
-	switch {
-	case starts < prev.startsAt:
-		return true
-	case prev.status == PhaseResolved && u.Want != PhaseResolved:
-		return starts <= max(prev.endsAt, prev.startsAt)
+	starts := u.StartsAt.UnixNano()
+	if prev.status != PhaseResolved {
+		if u.Want != PhaseResolved {
+			return false
+		}
+		ended := unixNano(u.EndsAt)
+		if ended == 0 {
+			ended = starts
+		}
+		return ended < prev.startsAt
 	}
-	return false
+	if u.Want == PhaseResolved {
+		return false // another copy of the resolve
+	}
+	return starts <= max(prev.endsAt, prev.startsAt)
+}
+
+// nextAlertRow is the alert's state after a fresh update: the occurrence's
+// earliest startsAt while it is open, the latest endsAt of its resolves.
+func nextAlertRow(prev alertRow, found bool, u *Update, now int64) alertRow {
+	next := alertRow{status: u.Want, startsAt: u.StartsAt.UnixNano()}
+	open := found && prev.status != PhaseResolved
+	switch {
+	case u.Want == PhaseResolved:
+		next.endsAt = unixNano(u.EndsAt)
+		if next.endsAt == 0 {
+			next.endsAt = now
+		}
+		if open {
+			next.startsAt = min(prev.startsAt, next.startsAt)
+		} else if found {
+			next.startsAt, next.endsAt = prev.startsAt, max(prev.endsAt, next.endsAt)
+		}
+	case open && u.Ordered:
+		next.startsAt = min(prev.startsAt, next.startsAt)
+	}
+	return next
 }
 
 const (
@@ -179,7 +233,7 @@ const (
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
 			seen_at = excluded.seen_at`
-	sqlOpenTargets = `SELECT target FROM alertfan_state WHERE key = ? AND resolved = 0`
+	sqlKeyTargets  = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
 )
 
 // Accept durably stores what one request makes, in one group-committed
@@ -224,12 +278,41 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 			}
 			res.Items++
 		}
-		return nil
+		return b.stickyGroup(ctx, in, &res)
 	})
 	if err == nil {
 		s.metrics.itemsCommitted.Add(float64(res.Items))
 	}
 	return res, err
+}
+
+// stickyGroup sends the group's state to every group-mode target that
+// holds the group open but got no item from this request's routing.
+func (b *batch) stickyGroup(ctx context.Context, in *Intake, res *Accepted) error {
+	if in.GroupKey == "" || in.StickyGroup == nil {
+		return nil
+	}
+	held, err := b.targetsHolding(ctx, in.GroupKey)
+	if err != nil {
+		return err
+	}
+	routed := map[string]bool{}
+	for _, g := range in.Groups {
+		routed[g.Target] = true
+	}
+	for _, t := range sortedOpen(held) {
+		if routed[t] {
+			continue
+		}
+		if it, ok := in.StickyGroup(t); ok {
+			if err := b.putItem(ctx, it); err != nil {
+				return err
+			}
+			res.Sticky++
+			res.Items++
+		}
+	}
+	return nil
 }
 
 func allFresh(fresh []bool, members []int) bool {
@@ -244,6 +327,7 @@ func allFresh(fresh []bool, members []int) bool {
 // acceptUpdate applies one alert's update inside the batch; false means it
 // was stale.
 func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (bool, error) {
+	known := false
 	if u.Identity != "" && u.Want != PhaseEvent {
 		var prev alertRow
 		err := b.queryRow(ctx, sqlGetAlert, u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt)
@@ -252,6 +336,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		case err != nil:
 			return false, fmt.Errorf("queue: read alert state: %w", err)
 		default:
+			known = true
 			if isStale(prev, u) {
 				res.Stale++
 				if res.StaleByInput == nil {
@@ -261,39 +346,49 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 				return false, nil
 			}
 		}
-		ends := u.EndsAt
-		if u.Want == PhaseResolved && ends.IsZero() {
-			ends = time.Unix(0, b.now)
-		}
-		if u.Want != PhaseResolved {
-			ends = time.Time{} // a firing's endsAt is only Alertmanager's guess
-		}
+		next := nextAlertRow(prev, known, u, b.now)
 		labels := string(u.Labels)
 		if labels == "" {
 			labels = "{}"
 		}
-		if _, err := b.exec(ctx, sqlUpsertAlert, u.Identity, u.Input, u.Want, u.StartsAt.UnixNano(), unixNano(ends), labels, b.now); err != nil {
+		if _, err := b.exec(ctx, sqlUpsertAlert, u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now); err != nil {
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
 	}
-	// Targets holding the alert open hear about every later update,
-	// whatever its labels route to now.
-	if u.Identity != "" && u.Sticky != nil {
-		open, err := b.openTargets(ctx, u.Identity)
+	if u.Identity != "" && u.Want != PhaseEvent {
+		held, err := b.targetsHolding(ctx, u.Identity)
 		if err != nil {
 			return false, err
 		}
-		routed := make(map[string]bool, len(u.Items))
-		for _, it := range u.Items {
-			routed[it.Target] = true
-		}
-		for _, t := range open {
-			if routed[t] {
-				continue
+		// An acknowledge or resolve of an alert alertfan knows goes only to
+		// targets that got (or have queued) something for it: a target
+		// added by a reload, or one whose route the alert never took, has
+		// nothing to acknowledge or resolve. (A resolve for an alert never
+		// seen at all is passed on as it came.)
+		if known && (u.Want == PhaseResolved || u.Want == PhaseAcknowledged) {
+			kept := u.Items[:0]
+			for _, it := range u.Items {
+				if _, ok := held[it.Target]; ok {
+					kept = append(kept, it)
+				}
 			}
-			if it, ok := u.Sticky(t); ok {
-				u.Items = append(u.Items, it)
-				res.Sticky++
+			u.Items = kept
+		}
+		// Targets holding the alert open hear about every later update,
+		// whatever its labels route to now.
+		if u.Sticky != nil {
+			routed := make(map[string]bool, len(u.Items))
+			for _, it := range u.Items {
+				routed[it.Target] = true
+			}
+			for _, t := range sortedOpen(held) {
+				if routed[t] {
+					continue
+				}
+				if it, ok := u.Sticky(t); ok {
+					u.Items = append(u.Items, it)
+					res.Sticky++
+				}
 			}
 		}
 	}
@@ -307,25 +402,39 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 	return true, nil
 }
 
-func (b *batch) openTargets(ctx context.Context, key string) ([]string, error) {
-	st, err := b.stmt(ctx, sqlOpenTargets)
+// targetsHolding maps each target that has a state for key to whether it
+// holds it open (its newest state is not a resolve).
+func (b *batch) targetsHolding(ctx context.Context, key string) (map[string]bool, error) {
+	st, err := b.stmt(ctx, sqlKeyTargets)
 	if err != nil {
-		return nil, fmt.Errorf("queue: open targets: %w", err)
+		return nil, fmt.Errorf("queue: targets of a key: %w", err)
 	}
 	rows, err := st.QueryContext(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("queue: open targets: %w", err)
+		return nil, fmt.Errorf("queue: targets of a key: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	out := map[string]bool{}
 	for rows.Next() {
 		var t string
-		if err := rows.Scan(&t); err != nil {
+		var resolved int
+		if err := rows.Scan(&t, &resolved); err != nil {
 			return nil, err
 		}
-		out = append(out, t)
+		out[t] = resolved == 0
 	}
 	return out, rows.Err()
+}
+
+func sortedOpen(held map[string]bool) []string {
+	var out []string
+	for t, open := range held {
+		if open {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func unixNano(t time.Time) int64 {

@@ -113,6 +113,16 @@ var migrations = []string{
 	// 15: hash of the Backlog description last written,
 	// so group-mode issues are rewritten only when their alerts change.
 	`ALTER TABLE alertfan_backlog_issue ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''`,
+	// 16: every target of a key, for sticky destinations and for sending
+	// acknowledges and resolves only where something was sent.
+	`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+	// 17–18: occurrences. occ counts the times a target's state went from
+	// resolved to firing again; sent_occ what the target was brought to;
+	// close_payload keeps the resolve that a new firing replaced, so a
+	// target that never got that resolve gets it before the new trigger.
+	`ALTER TABLE alertfan_state ADD COLUMN occ BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE alertfan_state ADD COLUMN sent_occ BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE alertfan_state ADD COLUMN close_payload TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

@@ -104,11 +104,13 @@ type state struct {
 	want, phase             Phase
 	firePayload             []byte
 	digest, sentDigest      string
+	occ, sentOcc            int64
+	closePayload            []byte
 }
 
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
-	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest FROM alertfan_state WHERE target = ? AND key IN (` +
+	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, target)
@@ -123,14 +125,16 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 	out := make(map[string]*state, len(keys))
 	for rows.Next() {
 		var st state
-		var key, payload, fire string
+		var key, payload, fire, closing string
 		var pending int
-		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest); err != nil {
+		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest,
+			&st.occ, &st.sentOcc, &closing); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
 		st.payload = []byte(payload)
 		st.firePayload = []byte(fire)
+		st.closePayload = []byte(closing)
 		out[key] = &st
 	}
 	return out, rows.Err()
@@ -224,6 +228,7 @@ type ackRecord struct {
 	version int64
 	phase   Phase
 	digest  string
+	occ     int64
 	dead    *deadRecord
 }
 
@@ -238,7 +243,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 		// call it records is never made twice.
 		rec, ok := s.unrecorded.take(target, k)
 		if !ok {
-			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
+			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
 			if st.delivered < st.version {
 				var o outcome
 				var moved *state
@@ -280,25 +285,25 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 // resolved while it waited is never sent).
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
-	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
+	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
 			rec.phase = PhaseResolved // nothing open there: nothing to resolve
 		}
-		rec.digest = st.digest
+		rec.digest, rec.occ = st.digest, st.occ
 		s.metrics.skipped.Inc()
 		return rec, outcome{}, nil
 	}
 	for i, sp := range steps {
 		dead, o, moved := w.deliver(ctx, job, k, sp.payload, st.version)
 		if (o.retry || moved != nil) && i > 0 {
-			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase); err != nil {
+			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ); err != nil {
 				s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
 			}
 		}
 		if moved != nil {
-			moved.phase = rec.phase
+			moved.phase, moved.sentOcc = rec.phase, rec.occ
 			return rec, outcome{}, moved
 		}
 		if o.retry {
@@ -309,8 +314,11 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 			return rec, outcome{}, nil
 		}
 		rec.phase = sp.to
+		if sp.to == PhaseResolved {
+			rec.occ = st.occ // the old occurrence is closed at the target
+		}
 	}
-	rec.digest = st.digest
+	rec.digest, rec.occ = st.digest, st.occ
 	return rec, outcome{}, nil
 }
 
@@ -431,7 +439,7 @@ type deadRecord struct {
 	attempts int
 }
 
-const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END
+const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END
 	WHERE target = ? AND key = ? AND seq = ? RETURNING pending`
 
 // ack records that a version was handled (delivered, needed no call, or
@@ -451,7 +459,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			}
 		}
 		var p int
-		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.version, target, k.Key, k.Seq).Scan(&p)
+		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.occ, rec.version, target, k.Key, k.Seq).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			pending = false
 			return nil
@@ -476,11 +484,11 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 }
 
 // setPhase records the phase a target reached part-way through a plan.
-func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase) error {
+func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase, occ int64) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	return s.submit(actx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ? WHERE target = ? AND key = ? AND seq = ?`, phase, target, k.Key, k.Seq)
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ? WHERE target = ? AND key = ? AND seq = ?`, phase, occ, target, k.Key, k.Seq)
 		return err
 	})
 }
