@@ -233,7 +233,7 @@ const (
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
 			seen_at = excluded.seen_at`
-	sqlKeyTargets  = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
+	sqlKeyTargets = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
 )
 
 // Accept durably stores what one request makes, in one group-committed
