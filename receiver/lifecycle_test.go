@@ -157,6 +157,17 @@ func blDown(down bool) lcStep {
 	return func(e *lcEnv) { e.bl.SetDown(down) }
 }
 
+// restart stops the server and starts it again on the same store with
+// another config.
+func restart(cfg func(e *lcEnv) string) lcStep {
+	return func(e *lcEnv) {
+		e.ts.stop()
+		e.ts = startServerIn(e.t, e.dir, e.storage+cfg(e))
+	}
+}
+
+const otherRoutingKey = "fedcba9876543210fedcba9876543210"
+
 func sleep(d time.Duration) lcStep { return func(*lcEnv) { time.Sleep(d) } }
 
 // reload rewrites the config and reloads it.
@@ -175,6 +186,8 @@ func reload(cfg func(e *lcEnv) string) lcStep {
 func TestLifecycle(t *testing.T) {
 	type want struct {
 		pd []string // PagerDuty event actions, in order
+		// pdChecked: the case's own steps check PagerDuty
+		pdChecked bool
 		// issues, issue statuses (fake's names) and comments per issue
 		issues   int
 		status   string
@@ -340,6 +353,78 @@ func TestLifecycle(t *testing.T) {
 			posted("/webhook", amAlert("resolved", "critical", t0)),
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
+		{"a reload that changes the routing key resolves the old incident with the old key", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			reload(func(e *lcEnv) string {
+				return strings.Replace(lcConfig(e.pd.EventsURL(), e.bl.URL, ""), testRoutingKey, otherRoutingKey, 1)
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				for _, ev := range e.pd.Events() {
+					require.Equal(e.t, testRoutingKey, ev.RoutingKey, "the incident's own service: %s", ev.EventAction)
+				}
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"a reload that inserts a config before the existing one sends nothing to the new service", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			reload(func(e *lcEnv) string {
+				return strings.Replace(lcConfig(e.pd.EventsURL(), e.bl.URL, ""), "    pagerduty_configs:\n",
+					"    pagerduty_configs:\n      - routing_key: "+otherRoutingKey+"\n        url: "+e.pd.EventsURL()+"\n", 1)
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				for _, ev := range e.pd.Events() {
+					require.Equal(e.t, testRoutingKey, ev.RoutingKey, "%s", ev.EventAction)
+				}
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"a restart after inserting a config before the existing one keeps the alert's incident and issue", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			restart(func(e *lcEnv) string {
+				return strings.Replace(lcConfig(e.pd.EventsURL(), e.bl.URL, ""), "    pagerduty_configs:\n",
+					"    pagerduty_configs:\n      - routing_key: "+otherRoutingKey+"\n        url: "+e.pd.EventsURL()+"\n", 1)
+			}),
+			posted("/webhook", amAlert("firing", "critical", t0, func(a *sinkstest.WebhookAlert) { a.Annotations["summary"] = "still full" })),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				acts := map[string][]string{}
+				for _, ev := range e.pd.Events() {
+					acts[ev.RoutingKey] = append(acts[ev.RoutingKey], ev.EventAction)
+				}
+				require.Equal(e.t, []string{"trigger", "trigger", "resolve"}, acts[testRoutingKey])
+				require.Equal(e.t, []string{"trigger", "resolve"}, acts[otherRoutingKey], "the new service gets the alert from its next update on")
+			},
+		}, want{pdChecked: true, issues: 1, status: "Closed", comments: 1}},
+
+		{"a reload that points Backlog at another space closes the issue in the old one", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			func(e *lcEnv) {
+				other := sinkstest.NewBacklog(backlogKey)
+				e.t.Cleanup(other.Close)
+				reload(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), other.URL, "") })(e)
+				posted("/webhook", amAlert("resolved", "critical", t0))(e)
+				require.Empty(e.t, other.Issues())
+				for _, c := range other.Calls() {
+					require.Equal(e.t, "GET", c.Method, "nothing written to the other space: %s %s", c.Method, c.Path)
+				}
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"a destination removed and then a restart: its open alerts are reported, not sent elsewhere", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			restart(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				_, m := e.ts.get(e.t, "/metrics")
+				require.Contains(e.t, m, `alertfan_orphaned_alerts{target="retired/pagerduty:`)
+				require.Contains(e.t, e.ts.logs.String(), "no longer configured")
+			},
+		}, want{pd: []string{"trigger"}, issues: 1, status: "Open"}},
+
 		{"resolve_after resolves an alert its sender stopped sending; a refresh fires it again", "    resolve_after: 1s\n", []lcStep{
 			posted("/webhook", amAlert("firing", "critical", t0)),
 			func(e *lcEnv) {
@@ -369,10 +454,11 @@ func TestLifecycle(t *testing.T) {
 						st(e)
 					}
 					settleAll(t, e.ts)
-					actions, keys := pdCalls(pd)
-					require.Equal(t, c.want.pd, actions, "PagerDuty events")
-					if len(actions) > 0 {
-						require.Len(t, keys, 1, "one incident: one dedup_key")
+					if actions, keys := pdCalls(pd); !c.want.pdChecked {
+						require.Equal(t, c.want.pd, actions, "PagerDuty events")
+						if len(actions) > 0 {
+							require.Len(t, keys, 1, "one incident: one dedup_key")
+						}
 					}
 					issues := bl.Issues()
 					require.Len(t, issues, c.want.issues, "Backlog issues")

@@ -113,7 +113,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", opts.ConfigFile, err)
 	}
-	s.install(rt)
+	if err := s.install(ctx, rt); err != nil {
+		return err
+	}
 	s.metrics.reloadOK.Set(1)
 	s.metrics.reloadTimestamp.SetToCurrentTime()
 	if err := store.Start(ctx); err != nil {
@@ -218,9 +220,11 @@ func (s *server) deps() deps {
 	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics}
 }
 
-func (s *server) install(rt *runtime) {
+func (s *server) install(ctx context.Context, rt *runtime) error {
+	if err := s.store.SetTargets(ctx, rt.targets); err != nil {
+		return err
+	}
 	s.rt.Store(rt)
-	s.store.SetTargets(rt.targets)
 	counts := map[string]float64{}
 	for _, t := range rt.targets {
 		counts[t.Kind]++
@@ -239,6 +243,7 @@ func (s *server) install(rt *runtime) {
 			}
 		}
 	}
+	return nil
 }
 
 // reload swaps in a new config only if all of it builds; otherwise the
@@ -270,7 +275,9 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.opts.ConfigFile, err)
 	}
-	s.install(rt)
+	if err := s.install(ctx, rt); err != nil {
+		return err
+	}
 	// Queued work meets the new rate limits now, not at the times planned
 	// under the old ones.
 	if err := s.store.Replan(ctx); err != nil {

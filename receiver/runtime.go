@@ -25,6 +25,8 @@ type notifier interface {
 	// Grouped reports whether work is keyed by Alertmanager group rather
 	// than by alert.
 	Grouped() bool
+	// Destination names where the config sends (sinks.DestinationID).
+	Destination() string
 }
 
 var (
@@ -120,7 +122,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 }
 
 func (rt *runtime) add(receiver, id, kind string, n notifier) {
-	t := target{Target: queue.Target{ID: id, Kind: kind, Receiver: receiver, Sink: n}, grouped: n.Grouped()}
+	t := target{Target: queue.Target{ID: id, Kind: kind, Receiver: receiver, Sink: n, Destination: n.Destination()}, grouped: n.Grouped()}
 	rt.receivers[receiver] = append(rt.receivers[receiver], t)
 	rt.targets[id] = t.Target
 }

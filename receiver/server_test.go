@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,8 @@ type testServer struct {
 	cancel context.CancelFunc
 	done   chan error
 	logs   *bytes.Buffer
+
+	stopOnce sync.Once
 }
 
 // fastDelivery keeps retries quick so tests do not wait on back-off.
@@ -87,11 +90,13 @@ func startServerIn(t *testing.T, dir, cfg string) *testServer {
 }
 
 func (ts *testServer) stop() {
-	ts.cancel()
-	select {
-	case <-ts.done:
-	case <-time.After(15 * time.Second):
-	}
+	ts.stopOnce.Do(func() {
+		ts.cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(15 * time.Second):
+		}
+	})
 }
 
 type syncWriter struct {

@@ -117,6 +117,11 @@ func (s *Store) kindOf(target string) (string, error) {
 	if t, ok := s.target(target); ok {
 		return t.Kind, nil
 	}
+	if dest, ok := strings.CutPrefix(target, RetiredPrefix); ok {
+		if kind, _, ok := strings.Cut(dest, ":"); ok && slices.Contains(Kinds, kind) {
+			return kind, nil
+		}
+	}
 	parts := strings.Split(target, "/")
 	if len(parts) >= 3 && slices.Contains(Kinds, parts[len(parts)-2]) {
 		return parts[len(parts)-2], nil

@@ -19,6 +19,7 @@ type metrics struct {
 	repeats         prometheus.Counter
 	skipped         prometheus.Counter
 	targetUp        *prometheus.GaugeVec
+	orphaned        *prometheus.GaugeVec
 	jobsInserted    prometheus.Counter
 }
 
@@ -72,6 +73,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_target_up",
 			Help: "0 while a target is down (network errors, timeouts, 5xx): its deliveries are held and one call at a time probes it; 1 otherwise.",
 		}, []string{"target"}),
+		orphaned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_orphaned_alerts",
+			Help: "Alerts open at a destination that left the configuration (target retired/<destination>); after a restart their resolves cannot be delivered.",
+		}, []string{"target"}),
 		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_store_jobs_inserted_total",
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
@@ -83,7 +88,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.orphaned, m.jobsInserted, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -76,7 +76,7 @@ func openStore(t *testing.T, opts Options, sink Sink) *Store {
 	opts.Registerer = prometheus.NewRegistry()
 	s, err := Open(context.Background(), opts)
 	require.NoError(t, err)
-	s.SetTargets(map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}})
+	require.NoError(t, s.SetTargets(context.Background(), map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}}))
 	require.NoError(t, s.Start(context.Background()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

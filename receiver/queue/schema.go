@@ -123,6 +123,14 @@ var migrations = []string{
 	`ALTER TABLE alertfan_state ADD COLUMN occ BIGINT NOT NULL DEFAULT 0`,
 	`ALTER TABLE alertfan_state ADD COLUMN sent_occ BIGINT NOT NULL DEFAULT 0`,
 	`ALTER TABLE alertfan_state ADD COLUMN close_payload TEXT NOT NULL DEFAULT ''`,
+	// 20: where each target id sends (sinks.DestinationID), so a reload or
+	// restart that puts another destination at an id moves the old one's
+	// alerts out of its way (see SetTargets).
+	`CREATE TABLE alertfan_target (
+		id         TEXT   NOT NULL PRIMARY KEY,
+		dest       TEXT   NOT NULL,
+		updated_at BIGINT NOT NULL
+	)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

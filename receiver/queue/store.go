@@ -86,6 +86,9 @@ type Store struct {
 	// retired are targets a reload removed: they still take the resolves
 	// of alerts they hold open (sticky destinations).
 	retired atomic.Pointer[map[string]Target]
+	// swap keeps deliveries out while SetTargets moves stored work between
+	// target ids and swaps the sets.
+	swap sync.RWMutex
 
 	unrecorded unrecorded
 	retryHints sync.Map
@@ -396,36 +399,6 @@ func (s *Store) Start(ctx context.Context) error {
 
 // Ready reports whether the store is open, migrated and running.
 func (s *Store) Ready() bool { return s.ready.Load() }
-
-// SetTargets swaps the set of targets workers deliver to; a reload calls it.
-// A target the new set lacks is kept as retired: it no longer receives new
-// alerts, but still takes the acknowledges and resolves of alerts it holds
-// open, so a reload that moves a route never strands an open incident.
-func (s *Store) SetTargets(ts map[string]Target) {
-	cp := make(map[string]Target, len(ts))
-	for k, v := range ts {
-		cp[k] = v
-		// Export the series a target will have from the start, so that
-		// rates and alert rules see 0 rather than nothing.
-		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
-		if _, down := s.Down()[k]; !down {
-			s.metrics.targetUp.WithLabelValues(k).Set(1)
-		}
-	}
-	retired := map[string]Target{}
-	for id, t := range *s.retired.Load() {
-		if _, back := cp[id]; !back {
-			retired[id] = t
-		}
-	}
-	for id, t := range *s.targets.Load() {
-		if _, kept := cp[id]; !kept {
-			retired[id] = t
-		}
-	}
-	s.retired.Store(&retired)
-	s.targets.Store(&cp)
-}
 
 // target finds a configured target, or a retired one.
 func (s *Store) target(id string) (Target, bool) {

@@ -33,6 +33,10 @@ type Target struct {
 	Kind     string // one of Kinds; also the River queue it runs in
 	Receiver string
 	Sink     Sink
+	// Destination names where the target sends (sinks.DestinationID).
+	// When a reload or restart finds another destination at a target's
+	// ID, the alerts the old one holds go with it (see SetTargets).
+	Destination string
 }
 
 // keySeq names one work item and the pending generation the job owns.
@@ -326,13 +330,17 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 // or an outcome asking for a retry.
 func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte, version int64) (*deadRecord, outcome, *state) {
 	s, id := w.s, job.Args.Target
-	t, ok := s.target(id)
 	var n sinks.Notification
 	var derr error
+	// A reload that moves stored work between target ids waits for the
+	// call to end, and the call waits for the move: never both at once.
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.draining.Load() {
 		// Shutting down: hand the key back to the queue, uncalled.
 		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil
 	}
+	t, ok := s.target(id)
 	var probe bool
 	if ok {
 		var wait time.Duration
@@ -383,7 +391,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			break
 		}
 		start := time.Now()
-		derr = t.Sink.Deliver(ctx, &n)
+		derr = t.Sink.Deliver(sinks.WithTarget(ctx, id), &n)
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}
 	if derr == nil {

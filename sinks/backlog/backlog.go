@@ -86,6 +86,9 @@ type Notifier struct {
 	d       Deps
 	client  *Client
 	limiter *sinks.Limiter
+	// dest names the space, project, key and mode; issue markers use it,
+	// so they survive a rename or a reordering of the config.
+	dest string
 
 	mu  sync.Mutex
 	ids *resolved
@@ -141,6 +144,7 @@ func New(ctx context.Context, conf *Config, d Deps) (*Notifier, error) {
 		d:       d,
 		client:  NewClient(conf.APIURL, string(conf.APIKey), d.Transport, time.Duration(conf.Timeout), observe),
 		limiter: d.Limiters.Get("backlog", conf.APIURL+"\x00"+string(conf.APIKey), conf.RateLimitPerMinute),
+		dest:    sinks.DestinationID("backlog", strings.TrimRight(conf.APIURL, "/"), conf.Project, string(conf.APIKey), conf.Mode),
 	}
 	if err := n.checkTemplates(); err != nil {
 		return nil, err
@@ -373,8 +377,8 @@ func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
 
 // Marker is the token put in every issue's description so that a create
 // whose outcome was lost (crash, timeout) is found by search, not repeated.
-func Marker(target, identity string, gen int64) string {
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d", target, identity, gen)))
+func Marker(destination, identity string, gen int64) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d", destination, identity, gen)))
 	return "alertfan-" + hex.EncodeToString(sum[:12])
 }
 
@@ -402,7 +406,7 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if n.conf.Mode == ModeGroup {
 		key = notif.Key
 	}
-	rec, found, err := n.d.Issues.GetIssue(ctx, n.d.ID, key)
+	rec, found, err := n.d.Issues.GetIssue(ctx, n.storeID(ctx), key)
 	if err != nil {
 		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("read issue record: %w", err))
 	}
@@ -434,7 +438,7 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 // heal settles a create whose outcome was not recorded: if an issue with
 // the marker exists it is adopted, else the record is cleared for a create.
 func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec IssueRecord) (IssueRecord, error) {
-	marker := Marker(n.d.ID, key, rec.Gen)
+	marker := Marker(n.dest, key, rec.Gen)
 	issues, err := n.client.SearchIssues(ctx, ids.projectID, marker)
 	if err != nil {
 		return rec, err
@@ -456,8 +460,21 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 	return rec, nil
 }
 
+// storeID is the target the issue records are kept under: the queue's
+// (a destination retired by a reload keeps its own), else the config's.
+func (n *Notifier) storeID(ctx context.Context) string {
+	if id, ok := sinks.TargetFrom(ctx); ok {
+		return id
+	}
+	return n.d.ID
+}
+
+// Destination names the Backlog space, project, API key and mode this
+// config writes to (sinks.DestinationID).
+func (n *Notifier) Destination() string { return n.dest }
+
 func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {
-	if err := n.d.Issues.PutIssue(ctx, n.d.ID, key, rec); err != nil {
+	if err := n.d.Issues.PutIssue(ctx, n.storeID(ctx), key, rec); err != nil {
 		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("record issue: %w", err))
 	}
 	return nil
@@ -522,7 +539,7 @@ func (w *work) description(gen int64) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	tail := "\n\n---\n" + Marker(w.n.d.ID, w.key, gen)
+	tail := "\n\n---\n" + Marker(w.n.dest, w.key, gen)
 	d, _ = truncate(d, maxBody-len([]rune(tail)))
 	return d + tail, hashBody(d), nil
 }
@@ -540,7 +557,7 @@ func (w *work) personEdited(is *Issue) bool {
 	if w.rec.ContentHash == "" {
 		return false // written before hashes were kept, or adopted
 	}
-	marker := Marker(w.n.d.ID, w.key, w.rec.Gen)
+	marker := Marker(w.n.dest, w.key, w.rec.Gen)
 	i := strings.LastIndex(is.Description, marker)
 	if i < 0 {
 		return true

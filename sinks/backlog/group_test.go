@@ -74,7 +74,7 @@ func TestGroupMode(t *testing.T) {
 			}
 			is := fake.Issues()[0]
 			require.Contains(t, is.Description, "0 firing, 3 resolved")
-			require.Contains(t, is.Description, backlog.Marker("tickets/backlog/0", `{}:{alertname="DiskFull"}`, 1))
+			require.Contains(t, is.Description, backlog.Marker(h.n.Destination(), `{}:{alertname="DiskFull"}`, 1))
 			require.Contains(t, is.Summary, "(2 firing)", "the summary is from the create")
 		})
 	}

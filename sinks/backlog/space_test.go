@@ -261,7 +261,7 @@ func TestLimits(t *testing.T) {
 			require.NotContains(t, is[0].Summary, "\n")
 			require.LessOrEqual(t, len([]rune(is[0].Description)), sinkstest.BacklogMaxBody)
 			require.Contains(t, is[0].Description, "…")
-			require.Contains(t, is[0].Description, backlog.Marker("tickets/backlog/0", "am:c0ffee", 1), "the marker survives the cut")
+			require.Contains(t, is[0].Description, backlog.Marker(h.n.Destination(), "am:c0ffee", 1), "the marker survives the cut")
 			require.NoError(t, h.n.Deliver(ctx, notif))
 			is = fake.Issues()
 			require.Len(t, is[0].Comments, 1)
@@ -294,7 +294,7 @@ func TestDescriptionLayoutSurvivesValues(t *testing.T) {
 			}
 			require.NoError(t, h.n.Deliver(context.Background(), notif))
 			d := fake.Issues()[0].Description
-			golden(t, "description-values-"+sp.name+".golden", d)
+			golden(t, "description-values-"+sp.name+".golden", strings.ReplaceAll(d, backlog.Marker(h.n.Destination(), "am:c0ffee", 1), "alertfan-MARKER"))
 			rows := tableRows(d)
 			headers := 4 // markdown: a header and a delimiter row per table
 			if sp.name == "ja" {

@@ -118,6 +118,12 @@ func (n *Notifier) Schedule(keys, class int) time.Duration {
 	return n.limiter.Schedule(keys, class, maxLimiterWait)
 }
 
+// Destination names the events endpoint, routing key and mode this config
+// sends to (sinks.DestinationID).
+func (n *Notifier) Destination() string {
+	return sinks.DestinationID("pagerduty", n.conf.URL, string(n.conf.RoutingKey), n.conf.Mode)
+}
+
 // Grouped reports whether the queue should key work by group instead of by
 // alert.
 func (n *Notifier) Grouped() bool { return n.conf.Mode == ModeGroup }

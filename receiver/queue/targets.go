@@ -1,0 +1,248 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// RetiredPrefix starts the id under which a destination that left the
+// configuration keeps the alerts it holds open.
+const RetiredPrefix = "retired/"
+
+// SetTargets swaps the set of targets workers deliver to; start and every
+// reload call it. Target ids are positions in the config
+// ("<receiver>/<kind>/<index>"), so what an id sends to can change; each
+// id's destination is kept in the store, and before the new set is used:
+//
+//   - when a destination moved to another id (a config inserted before it,
+//     a receiver renamed), its alerts, issue records and dead letters move
+//     with it, so its open incidents and issues are still its own;
+//   - when a destination left the configuration (or its id now sends
+//     elsewhere: another routing key, URL, Backlog space or project), its
+//     alerts move to "retired/<destination>", where they can never reach
+//     the new destination. Within this process the old sink keeps taking
+//     their acknowledges and resolves; after a restart nothing can reach
+//     the old destination (its key is gone from the config) and they are
+//     reported (alertfan_orphaned_alerts, a warning at start).
+//
+// A target the new set lacks is kept in memory as retired for the same
+// reason, so a reload that moves a route never strands an open incident.
+func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
+	// No delivery runs while stored work moves between ids and the new set
+	// is swapped in, so none reaches a destination that is not its own.
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	prev := *s.targets.Load()
+	moves, err := s.moveDestinations(ctx, ts)
+	if err != nil {
+		return err
+	}
+	cp := make(map[string]Target, len(ts))
+	for k, v := range ts {
+		cp[k] = v
+		// Export the series a target will have from the start, so that
+		// rates and alert rules see 0 rather than nothing.
+		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
+		if _, down := s.Down()[k]; !down {
+			s.metrics.targetUp.WithLabelValues(k).Set(1)
+		}
+	}
+	retired := map[string]Target{}
+	for id, t := range *s.retired.Load() {
+		if _, back := cp[id]; !back {
+			retired[id] = t
+		}
+	}
+	for id, t := range prev {
+		if nt, kept := cp[id]; kept && (nt.Destination == t.Destination || t.Destination == "") {
+			continue
+		}
+		if _, moved := moves[id]; moved {
+			continue // its destination lives on under another id
+		}
+		// Gone, or its id now sends elsewhere: the old sink serves what
+		// the old destination holds, under the retired id.
+		rid := id
+		if t.Destination != "" {
+			rid = RetiredPrefix + t.Destination
+		}
+		t.ID = rid
+		retired[rid] = t
+	}
+	s.retired.Store(&retired)
+	s.targets.Store(&cp)
+	return nil
+}
+
+// moveDestinations records each id's destination and moves the stored work
+// of destinations that changed ids. It returns the ids whose destination
+// moved to another id.
+func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target) (map[string]string, error) {
+	newDest := map[string]string{}   // id → destination
+	destIDs := map[string][]string{} // destination → ids now
+	for id, t := range ts {
+		if t.Destination == "" {
+			continue
+		}
+		newDest[id] = t.Destination
+		destIDs[t.Destination] = append(destIDs[t.Destination], id)
+	}
+	for _, ids := range destIDs {
+		sort.Strings(ids)
+	}
+	moves := map[string]string{}
+	var orphans map[string]int
+	// Run as a batch of its own, not through the committer: at start the
+	// committer is not running yet.
+	o := &op{done: make(chan error, 1)}
+	o.fn = func(ctx context.Context, b *batch) error {
+		moves, orphans = map[string]string{}, map[string]int{}
+		rows, err := b.tx.QueryContext(ctx, `SELECT id, dest FROM alertfan_target`)
+		if err != nil {
+			return fmt.Errorf("queue: read target destinations: %w", err)
+		}
+		old := map[string]string{}
+		for rows.Next() {
+			var id, dest string
+			if err := rows.Scan(&id, &dest); err != nil {
+				rows.Close()
+				return err
+			}
+			old[id] = dest
+		}
+		rows.Close()
+		// Plan: every stored id whose destination is not at that id now.
+		ids := make([]string, 0, len(old))
+		for id := range old {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		type move struct{ from, to string }
+		var plan []move
+		for _, id := range ids {
+			dest := old[id]
+			if newDest[id] == dest {
+				continue
+			}
+			to := RetiredPrefix + dest
+			if cands := destIDs[dest]; len(cands) > 0 {
+				to = cands[0]
+				moves[id] = to
+			}
+			plan = append(plan, move{id, to})
+		}
+		// Two steps, so that destinations swapping ids do not collide.
+		for i, m := range plan {
+			if err := b.moveTarget(ctx, m.from, fmt.Sprintf("moving/%d", i)); err != nil {
+				return err
+			}
+		}
+		for i, m := range plan {
+			if err := b.moveTarget(ctx, fmt.Sprintf("moving/%d", i), m.to); err != nil {
+				return err
+			}
+		}
+		if _, err := b.exec(ctx, `DELETE FROM alertfan_target`); err != nil {
+			return err
+		}
+		for id, dest := range newDest {
+			if _, err := b.exec(ctx, `INSERT INTO alertfan_target (id, dest, updated_at) VALUES (?, ?, ?)`, id, dest, b.now); err != nil {
+				return fmt.Errorf("queue: record target destinations: %w", err)
+			}
+		}
+		// Open alerts of destinations no longer configured.
+		orows, err := b.tx.QueryContext(ctx, `SELECT target, COUNT(*) FROM alertfan_state WHERE resolved = 0 AND target LIKE 'retired/%' GROUP BY target`)
+		if err != nil {
+			return err
+		}
+		defer orows.Close()
+		for orows.Next() {
+			var t string
+			var n int
+			if err := orows.Scan(&t, &n); err != nil {
+				return err
+			}
+			orphans[t] = n
+		}
+		return orows.Err()
+	}
+	if err := s.commit([]*op{o}); err != nil {
+		return nil, err
+	}
+	for from, to := range moves {
+		s.logger.Info("A destination moved to another place in the config; its open alerts moved with it", "from", from, "to", to)
+	}
+	s.metrics.orphaned.Reset()
+	for t, n := range orphans {
+		s.metrics.orphaned.WithLabelValues(t).Set(float64(n))
+		if _, live := s.target(t); !live {
+			s.logger.Warn("Alerts are open at a destination that is no longer configured; their acknowledges and resolves cannot be delivered. Put the destination back in the config (any receiver) until they resolve, or resolve them by hand.",
+				"destination", t, "open_alerts", n)
+		}
+	}
+	return moves, nil
+}
+
+// moveTarget moves a target's stored work to another id: states (pending
+// ones get a new job under the new id), issue records, dead letters. A key
+// the destination already holds under the new id keeps that state.
+func (b *batch) moveTarget(ctx context.Context, from, to string) error {
+	for _, q := range []string{
+		`UPDATE alertfan_state SET target = ? WHERE target = ? AND key NOT IN (SELECT key FROM alertfan_state WHERE target = ?)`,
+		`UPDATE alertfan_backlog_issue SET target = ? WHERE target = ? AND identity NOT IN (SELECT identity FROM alertfan_backlog_issue WHERE target = ?)`,
+	} {
+		if _, err := b.tx.ExecContext(ctx, b.s.rebind(q), to, from, to); err != nil {
+			return fmt.Errorf("queue: move %s to %s: %w", from, to, err)
+		}
+	}
+	for _, q := range []string{
+		`DELETE FROM alertfan_state WHERE target = ?`,
+		`DELETE FROM alertfan_backlog_issue WHERE target = ?`,
+	} {
+		if _, err := b.tx.ExecContext(ctx, b.s.rebind(q), from); err != nil {
+			return fmt.Errorf("queue: move %s to %s: %w", from, to, err)
+		}
+	}
+	if _, err := b.tx.ExecContext(ctx, b.s.rebind(`UPDATE alertfan_dead SET target = ? WHERE target = ?`), to, from); err != nil {
+		return fmt.Errorf("queue: move %s to %s: %w", from, to, err)
+	}
+	// Jobs queued under the old id find nothing there now: give the moved
+	// pending keys a job of their own.
+	rows, err := b.tx.QueryContext(ctx, b.s.rebind(`SELECT key FROM alertfan_state WHERE target = ? AND pending = 1`), to)
+	if err != nil {
+		return err
+	}
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			rows.Close()
+			return err
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if len(keys) == 0 || strings.HasPrefix(to, "moving/") {
+		return nil
+	}
+	kind, err := b.s.kindOf(to)
+	if err != nil {
+		kind, err = b.s.kindOf(from)
+	}
+	if err != nil {
+		return nil // a destination with no kind known yet: its keys wait for a retry command
+	}
+	if _, err := b.tx.ExecContext(ctx, b.s.rebind(`UPDATE alertfan_state SET pending = 0 WHERE target = ? AND pending = 1`), to); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := b.markPending(ctx, to, k, kind, sinks.PriorityWarning); err != nil {
+			return err
+		}
+	}
+	return nil
+}
