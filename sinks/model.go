@@ -31,7 +31,8 @@ const (
 // Alert is one alert in the model every input is turned into.
 type Alert struct {
 	// Identity is stable for the life of one alert across repeats and
-	// restarts: "am:<fingerprint>", "pd:<dedup_key>" or "mackerel:<id>".
+	// restarts: "am:<fingerprint>", "pd:<routing key hash>:<dedup_key>" or
+	// "mackerel:<id>".
 	Identity     string            `json:"identity"`
 	Status       string            `json:"status"`
 	Labels       map[string]string `json:"labels"`

@@ -3,6 +3,7 @@ package intake
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -111,7 +112,7 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 	}
 	res := &PDResult{RoutingKey: ev.RoutingKey, DedupKey: ev.DedupKey, HasPayload: ev.Payload != nil && ev.Payload.Summary != ""}
 	a := sinks.Alert{
-		Identity:     "pd:" + ev.DedupKey,
+		Identity:     pdIdentity(ev.RoutingKey, ev.DedupKey),
 		Status:       sinks.StatusFiring,
 		Labels:       map[string]string{"alertname": "PagerDutyEvent"},
 		Annotations:  map[string]string{},
@@ -143,8 +144,10 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 		case ev.Client != "":
 			a.Labels["alertname"] = ev.Client
 		}
-		setIf(a.Annotations, "summary", p.Summary)
+		// custom_details first: the event's own summary wins over a
+		// detail that happens to be called "summary".
 		detailAnnotations(a.Annotations, p.CustomDetails)
+		setIf(a.Annotations, "summary", p.Summary)
 	}
 	setIf(a.Annotations, "client", ev.Client)
 	setIf(a.Annotations, "client_url", ev.ClientURL)
@@ -314,6 +317,17 @@ func detailString(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// pdIdentity is a PagerDuty event's alert identity. PagerDuty keeps one
+// incident per dedup_key within one integration (routing key), so two
+// senders that happen to use the same dedup_key with different routing
+// keys are two alerts (an Alertmanager config shared by two clusters sends
+// the same sha256 group keys). The routing key appears only as a short
+// hash.
+func pdIdentity(routingKey, dedupKey string) string {
+	sum := sha256.Sum256([]byte(routingKey))
+	return "pd:" + hex.EncodeToString(sum[:4]) + ":" + dedupKey
 }
 
 func newDedupKey() string {

@@ -92,6 +92,8 @@ type Notifier struct {
 
 	mu  sync.Mutex
 	ids *resolved
+	// reresolvedAt is when a 400 last made the names be resolved again.
+	reresolvedAt time.Time
 }
 
 // resolved holds names turned into ids.
@@ -415,7 +417,33 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 			return err
 		}
 	}
-	w := &work{n: n, ids: ids, key: key, rec: rec, notif: notif, data: newData(notif, ids.rule)}
+	w := &work{n: n, ids: ids, key: key, rec: rec, found: found, notif: notif, data: newData(notif, ids.rule)}
+	return n.reresolveOn400(w.apply(ctx))
+}
+
+// reresolveOn400 handles a 400 from Backlog: names resolved at start may
+// no longer hold (an administrator deleted a list item or an issue type,
+// made a field required, removed a member). The names are resolved again
+// and the delivery retried once, so the documented fallbacks apply to the
+// space as it is now; a second 400 within a minute is permanent.
+func (n *Notifier) reresolveOn400(err error) error {
+	var ae *APIError
+	if err == nil || !errors.As(err, &ae) || ae.StatusCode != http.StatusBadRequest {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if time.Since(n.reresolvedAt) < time.Minute {
+		return err
+	}
+	n.ids, n.reresolvedAt = nil, time.Now()
+	n.d.Logger.Warn("Backlog refused a request; resolving the space's names again before one more try", "err", err)
+	return sinks.Retryable(sinks.ReasonConfig, 0, err)
+}
+
+// apply makes the issue follow the notification.
+func (w *work) apply(ctx context.Context) error {
+	rec, found, notif := w.rec, w.found, w.notif
 	switch {
 	case notif.Status() == sinks.StatusResolved:
 		return w.resolved(ctx)
@@ -428,7 +456,7 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	case rec.State == StatePersonClosed:
 		return w.afterPersonClosed(ctx)
 	default: // closed by alertfan
-		if n.conf.ReopenWithin > 0 && time.Since(rec.ClosedAt) <= time.Duration(n.conf.ReopenWithin) {
+		if w.n.conf.ReopenWithin > 0 && time.Since(rec.ClosedAt) <= time.Duration(w.n.conf.ReopenWithin) {
 			return w.refire(ctx, true)
 		}
 		return w.createNew(ctx)
@@ -500,6 +528,7 @@ func (n *Notifier) fallback(field string, err error) {
 
 // work is one delivery.
 type work struct {
+	found bool // rec was read from the store
 	n     *Notifier
 	ids   *resolved
 	key   string
@@ -582,7 +611,7 @@ func (w *work) comment(field, text string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c, _ = truncate(c, maxBody)
+	c, _ = truncate(c, maxComment)
 	return c, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,9 +193,18 @@ func TestClientErrorPathsAreSafe(t *testing.T) {
 		{"429 without moreInfo", sinkstest.BacklogResponse{Status: 429, Body: `{"errors":[{"message":"Too many requests.","code":13}]}`,
 			Header: map[string]string{"X-RateLimit-Reset": "9999999999"}}, true, true, "Too many requests"},
 		{"429 with empty body", sinkstest.BacklogResponse{Status: 429, Body: ``}, true, false, "429"},
+		// The first 400 makes the names be resolved again and is retried
+		// once (TestBacklog400ResolvesNamesAgainOnce); this one is the second.
 		{"400 keeps the message", sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"Please input summary.","code":7,"moreInfo":""}]}`}, false, false, "Please input summary."},
 		{"error echoing the key is scrubbed", sinkstest.BacklogResponse{Status: 403, Body: `{"errors":[{"message":"bad key ` + apiKey + `","code":11,"moreInfo":""}]}`}, false, false, "<secret>"},
 	}
+	// One 400 first: it is retried after the names are resolved again, so
+	// the 400 below within the minute is permanent.
+	fake.Script(sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"x","code":7,"moreInfo":""}]}`})
+	warm := sample("firing")
+	warm.Key, warm.Alerts[0].Identity = "am:warm", "am:warm"
+	require.Error(t, n.Deliver(ctx, warm))
+	require.NoError(t, n.Deliver(ctx, warm)) // names resolved again
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// A fresh identity per case, so the scripted answer meets the create.
@@ -216,4 +226,42 @@ func TestClientErrorPathsAreSafe(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, sinks.AsError(err).Retryable)
 	require.NotContains(t, err.Error(), apiKey, "a transport error must not carry the URL with the key")
+}
+
+// An administrator changes the space after start (deletes a list item, an
+// issue type, makes a field required): the first 400 makes the names be
+// resolved again and the delivery is retried once, so the documented
+// fallbacks apply to the space as it is now; a second 400 within a minute
+// is permanent.
+func TestBacklog400ResolvesNamesAgainOnce(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	bad := sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"Please input a valid value for Environment.","code":7,"moreInfo":""}]}`}
+	gets := func() int {
+		k := 0
+		for _, c := range fake.Calls() {
+			if c.Method == http.MethodGet && strings.HasSuffix(c.Path, "/projects/OPS") {
+				k++
+			}
+		}
+		return k
+	}
+	before := gets()
+	fake.Script(bad)
+	err = n.Deliver(ctx, sample("firing"))
+	require.Error(t, err)
+	require.True(t, sinks.AsError(err).Retryable, "the first 400 is retried after resolving the names again")
+	require.NoError(t, n.Deliver(ctx, sample("firing")), "the retry meets the space as it is now")
+	require.Greater(t, gets(), before, "the names were resolved again")
+	require.Len(t, fake.Issues(), 1)
+
+	fake.Script(bad)
+	other := sample("firing")
+	other.Key, other.Alerts[0].Identity = "am:other", "am:other"
+	err = n.Deliver(ctx, other)
+	require.Error(t, err)
+	require.False(t, sinks.AsError(err).Retryable, "a second 400 within a minute is permanent")
 }

@@ -16,13 +16,15 @@ import (
 // Limits on what alertfan writes. Backlog's add-issue reference
 // (https://developer.nulab.com/docs/backlog/api/2/add-issue/) and its
 // answers cap an issue summary at 255 characters, and a text custom field
-// likewise; alertfan keeps descriptions, comments and sentence fields under
-// maxBody characters. Longer values are cut with "…" so that Backlog never
-// refuses them.
+// likewise; descriptions and sentence fields at 100,000; a comment at
+// 50,000 ("The Comment must be no longer than 50,000.", code 7, measured
+// against the API in 2025: https://qiita.com/otLenz/items/8e21020b37880f6392c6).
+// Longer values are cut with "…" so that Backlog never refuses them.
 const (
 	maxSummary   = 255
 	maxTextField = 255
 	maxBody      = 100000
+	maxComment   = 50000
 )
 
 // Text formatting rules of a project (get-project's textFormattingRule).
@@ -57,11 +59,15 @@ var sentinelRE = regexp.MustCompile(sentinelOpen + `([tc])([^` + sentinelOpen + 
 //
 //   - backlogEscape: a value as literal text in the project's notation;
 //   - backlogCell: a value as one table cell (newlines become line breaks
-//     inside the cell, "|" cannot end it).
+//     inside the cell, "|" cannot end it);
+//   - backlogURL: a URL (a generator URL, a link) as one token: spaces,
+//     line breaks, "|", "<", ">" and quotes percent-encoded, so a query
+//     like up > 0 | x cannot break a link, a list or a table.
 func TemplateFuncs(text *tmpltext.Template, html *htmltemplate.Template) {
 	fm := map[string]any{
 		"backlogEscape": func(s string) string { return sentinelOpen + kindText + strip(s) + sentinelClose },
 		"backlogCell":   func(s string) string { return sentinelOpen + kindCell + strip(s) + sentinelClose },
+		"backlogURL":    urlToken,
 	}
 	text.Funcs(fm)
 	html.Funcs(fm)
@@ -182,3 +188,8 @@ func newData(notif *sinks.Notification, rule string) *Data {
 	}
 	return d
 }
+
+var urlReplacer = strings.NewReplacer(" ", "%20", "\t", "%09", "\r", "%0D", "\n", "%0A", "|", "%7C",
+	"<", "%3C", ">", "%3E", `"`, "%22", "'", "%27", "`", "%60", "*", "%2A", "[", "%5B", "]", "%5D", "{", "%7B", "}", "%7D")
+
+func urlToken(s string) string { return urlReplacer.Replace(strip(s)) }

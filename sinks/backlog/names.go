@@ -2,6 +2,8 @@ package backlog
 
 import (
 	"fmt"
+	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -279,8 +281,8 @@ func (f *field) convert(v string) (fieldValue, error) {
 		return fieldValue{values: []string{s}}, nil
 	case FieldNumeric:
 		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return fieldValue{}, fmt.Errorf("custom_fields.%s: %q is not a number (numeric field %q)", f.conf, v, f.Name)
+		if err != nil || !decimalNumber.MatchString(v) || math.IsNaN(n) || math.IsInf(n, 0) {
+			return fieldValue{}, fmt.Errorf("custom_fields.%s: %q is not a number (numeric field %q takes a decimal)", f.conf, v, f.Name)
 		}
 		if (f.Min != nil && n < *f.Min) || (f.Max != nil && n > *f.Max) {
 			return fieldValue{}, fmt.Errorf("custom_fields.%s: %v is outside the field's range [%s, %s]", f.conf, n, fmtBound(f.Min), fmtBound(f.Max))
@@ -330,6 +332,10 @@ func (f *field) convert(v string) (fieldValue, error) {
 	}
 	return fieldValue{}, fmt.Errorf("custom_fields.%s: field %q has type %d, which alertfan does not know", f.conf, f.Name, f.TypeID)
 }
+
+// decimalNumber is what a numeric field takes: Go's ParseFloat also reads
+// NaN, Inf and hexadecimal floats, which Backlog does not.
+var decimalNumber = regexp.MustCompile(`^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$`)
 
 func fmtBound(b *float64) string {
 	if b == nil {

@@ -265,7 +265,7 @@ func TestLimits(t *testing.T) {
 			require.NoError(t, h.n.Deliver(ctx, notif))
 			is = fake.Issues()
 			require.Len(t, is[0].Comments, 1)
-			require.Equal(t, sinkstest.BacklogMaxBody, len([]rune(is[0].Comments[0])))
+			require.Equal(t, sinkstest.BacklogMaxComment, len([]rune(is[0].Comments[0])))
 			require.Zero(t, fake.CountStatus(400))
 		})
 	}

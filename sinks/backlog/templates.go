@@ -19,7 +19,7 @@ const DefaultTemplates = `
 * **Severity:** {{ backlogEscape (or .Labels.severity "none") }}
 * **Started:** {{ .StartsAt.UTC.Format "2006-01-02 15:04:05 UTC" }}
 {{ if eq .Status "resolved" }}* **Ended:** {{ .EndsAt.UTC.Format "2006-01-02 15:04:05 UTC" }}
-{{ end }}{{ if .GeneratorURL }}* **Source:** <{{ .GeneratorURL }}>
+{{ end }}{{ if .GeneratorURL }}* **Source:** <{{ backlogURL .GeneratorURL }}>
 {{ end }}{{ with .Annotations.summary }}
 **Summary:** {{ backlogEscape . }}
 {{ end }}{{ with .Annotations.description }}
@@ -47,7 +47,7 @@ const DefaultTemplates = `
 - ''Severity:'' {{ backlogEscape (or .Labels.severity "none") }}
 - ''Started:'' {{ .StartsAt.UTC.Format "2006-01-02 15:04:05 UTC" }}
 {{ if eq .Status "resolved" }}- ''Ended:'' {{ .EndsAt.UTC.Format "2006-01-02 15:04:05 UTC" }}
-{{ end }}{{ if .GeneratorURL }}- ''Source:'' {{ .GeneratorURL }}
+{{ end }}{{ if .GeneratorURL }}- ''Source:'' {{ backlogURL .GeneratorURL }}
 {{ end }}{{ with .Annotations.summary }}
 ''Summary:'' {{ backlogEscape . }}
 {{ end }}{{ with .Annotations.description }}

@@ -43,8 +43,13 @@ const (
 // PagerDuty sender's own dedup_key so acknowledge and resolve reach the same
 // incident, and hashes any other identity to a stable 64-character key.
 func (n *Notifier) defaultKey(notif *sinks.Notification) string {
-	if k, ok := strings.CutPrefix(notif.Key, "pd:"); ok && k != "" && len(k) <= maxDedupKeyLen {
-		if n.conf.Mode == ModeAlert || len(notif.Alerts) == 1 {
+	if k, ok := strings.CutPrefix(notif.Key, "pd:"); ok && k != "" && (n.conf.Mode == ModeAlert || len(notif.Alerts) == 1) {
+		// A PagerDuty sender's own key is the alert's fingerprint (its
+		// identity also names the sender's routing key).
+		if len(notif.Alerts) == 1 && notif.Alerts[0].Fingerprint != "" {
+			k = notif.Alerts[0].Fingerprint
+		}
+		if len(k) <= maxDedupKeyLen {
 			return k
 		}
 	}
@@ -67,11 +72,11 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 	k = strings.TrimSpace(k)
 	switch {
 	case k == "":
-		dedupKeyFallbacks.WithLabelValues(n.target).Inc()
+		n.replaced(dedupKeyFallbacks)
 		n.warnOnce("dedup_key:empty", "dedup_key rendered empty; using the default key", "key", notif.Key)
 		return n.defaultKey(notif), nil
 	case len(k) > maxDedupKeyLen:
-		dedupKeyFallbacks.WithLabelValues(n.target).Inc()
+		n.replaced(dedupKeyFallbacks)
 		n.warnOnce("dedup_key:long", "dedup_key rendered longer than 255 characters; using its sha256", "length", len(k))
 		sum := sha256.Sum256([]byte(k))
 		return hex.EncodeToString(sum[:]), nil
@@ -81,6 +86,9 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 
 // warnOnce logs a message once per target and topic (at most 32 topics).
 func (n *Notifier) warnOnce(topic, msg string, args ...any) {
+	if n.checking {
+		return // the start-up render of a sample alert is not an alert
+	}
 	n.warnMu.Lock()
 	first := !n.warned[topic] && len(n.warned) < 32
 	if first {
@@ -98,7 +106,7 @@ func (n *Notifier) warnOnce(topic, msg string, args ...any) {
 func (n *Notifier) severity(rendered, action string) string {
 	sev, ok := NormalizeSeverity(rendered, n.conf.SeverityFallback)
 	if !ok && action == ActionTrigger {
-		severityFallbacks.WithLabelValues(n.target).Inc()
+		n.replaced(severityFallbacks)
 		n.warnOnce("severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
 			"rendered", truncate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
 	}
@@ -324,4 +332,12 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 			"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
 	}
 	return ev, nil
+}
+
+// replaced counts a replaced value, except in the start-up render of a
+// sample alert.
+func (n *Notifier) replaced(c *prometheus.CounterVec) {
+	if !n.checking {
+		c.WithLabelValues(n.target).Inc()
+	}
 }

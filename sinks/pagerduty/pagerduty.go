@@ -56,6 +56,9 @@ type Notifier struct {
 
 	warnMu sync.Mutex
 	warned map[string]bool
+	// checking is set while New renders a sample alert, whose replaced
+	// values are neither counted nor logged.
+	checking bool
 }
 
 // Option tunes a Notifier.
@@ -132,6 +135,8 @@ func (n *Notifier) Grouped() bool { return n.conf.Mode == ModeGroup }
 // bad template is a config error naming its field, not a dead letter later.
 func (n *Notifier) checkTemplates() error {
 	sample := sinks.SampleNotification()
+	n.checking = true
+	defer func() { n.checking = false }()
 	if _, err := n.Event(sample); err != nil {
 		return err
 	}
