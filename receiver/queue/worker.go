@@ -464,7 +464,9 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 	}
 	var err error
 	for i := 0; i < 6; i++ {
-		if err = s.submit(actx, fn); err == nil {
+		if s.injectAckFailure() {
+			err = errInjected
+		} else if err = s.submit(actx, fn); err == nil {
 			return pending, nil
 		}
 		if errors.Is(err, ErrClosed) || actx.Err() != nil {
@@ -473,6 +475,22 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		time.Sleep(time.Duration(100<<i) * time.Millisecond)
 	}
 	return false, fmt.Errorf("record delivery: %w", err)
+}
+
+// errInjected is the store failure tests inject (see Store.failAcks).
+var errInjected = errors.New("queue: injected store failure")
+
+// injectAckFailure consumes one of the ack failures a test asked for.
+func (s *Store) injectAckFailure() bool {
+	for {
+		n := s.failAcks.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.failAcks.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // setPhase records the phase a target reached part-way through a plan.
