@@ -104,6 +104,9 @@ type state struct {
 	want, phase             Phase
 	firePayload             []byte
 	digest, sentDigest      string
+	// uncertain: an earlier attempt of the job owning the key may have
+	// made a call it could not record (see callsUnrecorded).
+	uncertain bool
 }
 
 // loadStates reads the states of a job's keys in one query.
@@ -281,6 +284,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest}
+	st.uncertain = callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
@@ -415,6 +419,31 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
 	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil
+}
+
+// callsUnrecorded reports whether the job's previous attempt may have made
+// calls whose outcome it never recorded: the process died during it (an
+// orphan recovered at start has no error for that attempt), River's
+// rescuer took it back from a dead replica, or its calls were cancelled
+// (job timeout, shutdown). A trigger may then be open at the target
+// although the state says nothing was sent. Snoozes do not count as
+// attempts, so a key that only waited for its turn is never uncertain.
+func callsUnrecorded(job *rivertype.JobRow) bool {
+	if job.Attempt <= 1 {
+		return false
+	}
+	var last *rivertype.AttemptError
+	for i := range job.Errors {
+		if job.Errors[i].Attempt == job.Attempt-1 {
+			last = &job.Errors[i]
+		}
+	}
+	if last == nil {
+		return true
+	}
+	msg := strings.ToLower(last.Error)
+	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
+		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout")
 }
 
 // tooOld reports whether a job has been failing for longer than max_age.
