@@ -1,8 +1,12 @@
 package receiver
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/alertfan/alertfan/internal/testenv"
 	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
@@ -202,4 +207,72 @@ func mustRead(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// One request's failure is that request's alone: 400 retries of a dead
+// letter that does not exist, concurrent with 2,000 webhooks, are each
+// answered 404 and no webhook gets a 503 (issue 10, item 1).
+func TestMissingDeadLetterRetriesAmidWebhooks(t *testing.T) {
+	cases := []struct {
+		name    string
+		storage func(t *testing.T, dir string) string
+	}{
+		{"sqlite", func(t *testing.T, dir string) string { return "" }},
+		{"postgres", func(t *testing.T, dir string) string {
+			dsn := testenv.PostgresDSN(t)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600))
+			return "storage:\n  driver: postgres\n  dsn_file: dsn\n"
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			dir := t.TempDir()
+			ts := startServerIn(t, dir, c.storage(t, dir)+pdConfig(pd.EventsURL(), ""))
+			client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
+			defer client.CloseIdleConnections()
+			const webhooks, retries = 2000, 400
+			var (
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				codes = map[string]map[int]int{"webhook": {}, "retry": {}}
+				errs  []error
+			)
+			post := func(what, path string, body []byte) {
+				defer wg.Done()
+				resp, err := client.Post(ts.URL+path, "application/json", bytes.NewReader(body))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body) //nolint:errcheck
+				resp.Body.Close()
+				codes[what][resp.StatusCode]++
+			}
+			start := make(chan struct{})
+			for i := 0; i < webhooks+retries; i++ {
+				wg.Add(1)
+				go func() {
+					<-start
+					if i%6 == 5 && i/6 < retries {
+						post("retry", "/api/v1/dead-letters/999999/retry", nil)
+						return
+					}
+					post("webhook", "/webhook", firing("Iso", fmt.Sprintf("host-%05d", i)))
+				}()
+			}
+			close(start)
+			wg.Wait()
+			require.Empty(t, errs)
+			t.Logf("%d webhooks → %v; %d retries of a missing id → %v", webhooks, codes["webhook"], retries, codes["retry"])
+			require.Equal(t, map[int]int{200: webhooks}, codes["webhook"], "no webhook fails because of another request")
+			require.Equal(t, map[int]int{404: retries}, codes["retry"], "each retry of a missing id is a 404")
+			_, m := ts.get(t, "/metrics")
+			require.Contains(t, m, "alertfan_store_commit_errors_total 0")
+			require.NotContains(t, ts.logs.String(), "Could not commit accepted alerts")
+		})
+	}
 }

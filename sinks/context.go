@@ -24,8 +24,8 @@ func TargetFrom(ctx context.Context) (string, bool) {
 }
 
 // DestinationID names where a sink config sends — its kind and the parts
-// that pick the service (URL, routing or API key, project, mode) — as a
-// short hash, so a secret never shows. Two configs with one destination id
+// that pick the service (a PagerDuty routing key, a Backlog space and
+// project, the mode) — as a short hash, so a secret never shows. Two configs with one destination id
 // open the same incidents and issues; a reload that changes a config's
 // destination id changes where it sends.
 func DestinationID(kind string, parts ...string) string {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -65,7 +67,11 @@ type child struct {
 func startChild(t *testing.T, dir, addr string, extra ...string) *child {
 	t.Helper()
 	c := &child{addr: addr, logs: &bytes.Buffer{}, done: make(chan struct{})}
-	args := append([]string{"--config.file=config.yml", "--web.listen-address=" + addr, "--log.level=warn"}, extra...)
+	args := []string{"--config.file=config.yml", "--web.listen-address=" + addr}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
+		args = append(args, "--log.level=warn")
+	}
+	args = append(args, extra...)
 	c.cmd = exec.Command(alertfanBinary(t), args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.logs

@@ -44,6 +44,9 @@ type step struct {
 //     dedup_key; a Backlog issue takes its content from the trigger).
 //   - A resolve for a target whose trigger was never sent needs no call
 //     (the alert came and went while the target was down or rate-limited).
+//     Unless the trigger may have been sent unrecorded — its call was in
+//     flight when the process died, was rescued or was cancelled — then
+//     the resolve is sent (a target ignores a resolve of nothing).
 //     A resolve for a key alertfan never saw firing is passed on: a relay
 //     forwards what its sender said.
 func plan(st *state) []step {
@@ -91,7 +94,7 @@ func planPhase(st *state) []step {
 		switch {
 		case st.phase == PhaseResolved:
 			return nil
-		case st.phase == PhaseNone && len(fire) > 0:
+		case st.phase == PhaseNone && len(fire) > 0 && !st.uncertain:
 			return nil
 		}
 		return []step{{st.payload, PhaseResolved}}

@@ -3,9 +3,11 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,4 +188,125 @@ func TestRetryableFailureIsRetried(t *testing.T) {
 			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 30*time.Second, 20*time.Millisecond)
 		})
 	}
+}
+
+// One request's failure is that request's alone: a retry of a dead letter
+// that does not exist, run in the same group commits as thousands of
+// intake requests, answers ErrNotFound to its caller and fails nobody else
+// (issue 10, item 1).
+func TestMissingDeadLetterRetryFailsOnlyItself(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			s := openStore(t, d.opts(t), &recordingSink{})
+			ctx := context.Background()
+			const requests, retries = 2000, 400
+			var (
+				wg                     sync.WaitGroup
+				mu                     sync.Mutex
+				enqueueErrs, retryErrs []error
+				notFound               int
+			)
+			start := make(chan struct{})
+			for i := 0; i < requests; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					key := fmt.Sprintf("iso-%05d", i)
+					var err error
+					if i%2 == 0 {
+						err = s.Enqueue(ctx, []Item{item(key, "firing")})
+					} else {
+						// Half go through Accept, as intake does.
+						_, err = s.Accept(ctx, &Intake{Updates: []Update{{
+							Identity: "am:" + key, Input: "alertmanager", Want: PhaseTriggered,
+							StartsAt: time.Now(), Ordered: true, Labels: []byte(`{"alertname":"` + key + `"}`),
+							Items: []Item{item(key, "firing")},
+						}}})
+					}
+					if err != nil {
+						mu.Lock()
+						enqueueErrs = append(enqueueErrs, err)
+						mu.Unlock()
+					}
+				}()
+			}
+			for i := 0; i < retries; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					_, err := s.RetryDead(ctx, 999999, false)
+					mu.Lock()
+					defer mu.Unlock()
+					if errors.Is(err, ErrNotFound) {
+						notFound++
+					} else {
+						retryErrs = append(retryErrs, err)
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			require.Zero(t, len(enqueueErrs), "every intake request commits; first error: %v", firstErr(enqueueErrs))
+			require.Zero(t, len(retryErrs), "every retry of a missing id is ErrNotFound; first other answer: %v", firstErr(retryErrs))
+			require.Equal(t, retries, notFound)
+			require.Zero(t, counterValue(t, s, "alertfan_store_commit_errors_total"), "alertfan_store_commit_errors_total counts only store failures")
+			t.Logf("%d intake requests and %d retries of a missing id: 0 intake errors, %d × ErrNotFound, 0 commit errors",
+				requests, retries, notFound)
+		})
+	}
+}
+
+// A failed bookkeeping write never repeats a call: the delivery's outcome
+// is kept and its write retried, and the target sees one call (issue 10,
+// item 6).
+func TestFailedAckNeverRepeatsTheCall(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			var calls atomic.Int32
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				calls.Add(1)
+				return nil
+			}}
+			s := openStore(t, d.opts(t), sink)
+			// More failures than one ack() makes (6 submissions), so the job
+			// itself fails and River runs it again.
+			const failures = 7
+			s.failAcks.Store(failures)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("acked", "firing")}))
+			require.Eventually(t, func() bool {
+				states, err := s.loadStates(ctx, "r/pagerduty/0", []keySeq{{Key: "acked"}})
+				require.NoError(t, err)
+				st := states["acked"]
+				return st != nil && !st.pending && st.delivered == st.version && st.phase == PhaseTriggered
+			}, 30*time.Second, 20*time.Millisecond, "the delivery is recorded once the store takes writes again")
+			require.LessOrEqual(t, s.failAcks.Load(), int32(0), "every injected failure was hit")
+			time.Sleep(300 * time.Millisecond)
+			require.Equal(t, int32(1), calls.Load(), "one call; the failed writes were retried, not the call")
+			t.Logf("%d failed bookkeeping writes, %d call", failures, calls.Load())
+		})
+	}
+}
+
+// counterValue reads a counter from the store's registry.
+func counterValue(t *testing.T, s *Store, name string) float64 {
+	t.Helper()
+	mfs, err := s.opts.Registerer.(prometheus.Gatherer).Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func firstErr(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs[0]
 }

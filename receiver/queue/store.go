@@ -102,6 +102,10 @@ type Store struct {
 	replanGen   atomic.Int64
 	stopWorkers sync.Once
 
+	// failAcks, when above 0, makes that many next ack submissions fail
+	// as a store failure would (tests only: disk full, PostgreSQL away).
+	failAcks atomic.Int32
+
 	ops      chan *op
 	closing  chan struct{}
 	wg       sync.WaitGroup

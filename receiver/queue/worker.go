@@ -110,6 +110,9 @@ type state struct {
 	digest, sentDigest      string
 	occ, sentOcc            int64
 	closePayload            []byte
+	// uncertain: an earlier attempt of the job owning the key may have
+	// made a call it could not record (see callsUnrecorded).
+	uncertain bool
 }
 
 // loadStates reads the states of a job's keys in one query.
@@ -290,6 +293,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
+	st.uncertain = callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
@@ -433,6 +437,31 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil
 }
 
+// callsUnrecorded reports whether the job's previous attempt may have made
+// calls whose outcome it never recorded: the process died during it (an
+// orphan recovered at start has no error for that attempt), River's
+// rescuer took it back from a dead replica, or its calls were cancelled
+// (job timeout, shutdown). A trigger may then be open at the target
+// although the state says nothing was sent. Snoozes do not count as
+// attempts, so a key that only waited for its turn is never uncertain.
+func callsUnrecorded(job *rivertype.JobRow) bool {
+	if job.Attempt <= 1 {
+		return false
+	}
+	var last *rivertype.AttemptError
+	for i := range job.Errors {
+		if job.Errors[i].Attempt == job.Attempt-1 {
+			last = &job.Errors[i]
+		}
+	}
+	if last == nil {
+		return true
+	}
+	msg := strings.ToLower(last.Error)
+	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
+		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout")
+}
+
 // tooOld reports whether a job has been failing for longer than max_age.
 func (s *Store) tooOld(job *rivertype.JobRow) bool {
 	if s.opts.MaxAge <= 0 || len(job.Errors) == 0 {
@@ -480,7 +509,9 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 	}
 	var err error
 	for i := 0; i < 6; i++ {
-		if err = s.submit(actx, fn); err == nil {
+		if s.injectAckFailure() {
+			err = errInjected
+		} else if err = s.submit(actx, fn); err == nil {
 			return pending, nil
 		}
 		if errors.Is(err, ErrClosed) || actx.Err() != nil {
@@ -489,6 +520,22 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		time.Sleep(time.Duration(100<<i) * time.Millisecond)
 	}
 	return false, fmt.Errorf("record delivery: %w", err)
+}
+
+// errInjected is the store failure tests inject (see Store.failAcks).
+var errInjected = errors.New("queue: injected store failure")
+
+// injectAckFailure consumes one of the ack failures a test asked for.
+func (s *Store) injectAckFailure() bool {
+	for {
+		n := s.failAcks.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.failAcks.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // setPhase records the phase a target reached part-way through a plan.

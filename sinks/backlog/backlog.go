@@ -86,8 +86,8 @@ type Notifier struct {
 	d       Deps
 	client  *Client
 	limiter *sinks.Limiter
-	// dest names the space, project, key and mode; issue markers use it,
-	// so they survive a rename or a reordering of the config.
+	// dest names the space, project and mode; issue markers use it, so
+	// they survive a rename, a reordering of the config or a new API key.
 	dest string
 
 	mu  sync.Mutex
@@ -146,7 +146,8 @@ func New(ctx context.Context, conf *Config, d Deps) (*Notifier, error) {
 		d:       d,
 		client:  NewClient(conf.APIURL, string(conf.APIKey), d.Transport, time.Duration(conf.Timeout), observe),
 		limiter: d.Limiters.Get("backlog", conf.APIURL+"\x00"+string(conf.APIKey), conf.RateLimitPerMinute),
-		dest:    sinks.DestinationID("backlog", strings.TrimRight(conf.APIURL, "/"), conf.Project, string(conf.APIKey), conf.Mode),
+		// The space and project (not the API key, which a rotation changes).
+		dest: sinks.DestinationID("backlog", strings.TrimRight(conf.APIURL, "/"), conf.Project, conf.Mode),
 	}
 	if err := n.checkTemplates(); err != nil {
 		return nil, err
@@ -497,8 +498,8 @@ func (n *Notifier) storeID(ctx context.Context) string {
 	return n.d.ID
 }
 
-// Destination names the Backlog space, project, API key and mode this
-// config writes to (sinks.DestinationID).
+// Destination names the Backlog space, project and mode this config writes
+// to (sinks.DestinationID).
 func (n *Notifier) Destination() string { return n.dest }
 
 func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {

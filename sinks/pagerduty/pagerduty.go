@@ -121,10 +121,12 @@ func (n *Notifier) Schedule(keys, class int) time.Duration {
 	return n.limiter.Schedule(keys, class, maxLimiterWait)
 }
 
-// Destination names the events endpoint, routing key and mode this config
-// sends to (sinks.DestinationID).
+// Destination names the PagerDuty service this config opens incidents on:
+// its routing key (and the mode, which keys incidents differently), not
+// the URL — the US or EU endpoint or a proxy reach the same service
+// (sinks.DestinationID).
 func (n *Notifier) Destination() string {
-	return sinks.DestinationID("pagerduty", n.conf.URL, string(n.conf.RoutingKey), n.conf.Mode)
+	return sinks.DestinationID("pagerduty", string(n.conf.RoutingKey), n.conf.Mode)
 }
 
 // Grouped reports whether the queue should key work by group instead of by

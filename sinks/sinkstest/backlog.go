@@ -151,6 +151,7 @@ type Backlog struct {
 	nextKey     int64
 	calls       []BacklogCall
 	script      []BacklogResponse
+	writeScript []BacklogResponse
 	down        bool
 	windowStart time.Time
 	windowCount int
@@ -309,6 +310,14 @@ func copyIssue(is *BacklogIssue) BacklogIssue {
 	return c
 }
 
+// ScriptWrites queues answers for the next writes (POST, PATCH, DELETE)
+// only; reads are answered as usual.
+func (b *Backlog) ScriptWrites(rs ...BacklogResponse) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.writeScript = append(b.writeScript, rs...)
+}
+
 // Script queues answers given before normal handling resumes.
 func (b *Backlog) Script(rs ...BacklogResponse) {
 	b.mu.Lock()
@@ -396,6 +405,10 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.mu.Lock()
+	if r.Method != http.MethodGet && len(b.writeScript) > 0 {
+		b.script = append([]BacklogResponse{b.writeScript[0]}, b.script...)
+		b.writeScript = b.writeScript[1:]
+	}
 	if len(b.script) > 0 {
 		s := b.script[0]
 		b.script = b.script[1:]
