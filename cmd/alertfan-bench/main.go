@@ -7,9 +7,11 @@
 //   - accept → delivered latency to a local fake PagerDuty at 200/s;
 //   - RSS idle and while ingesting at full speed;
 //   - with -backlog-storm: 2,000 distinct alerts to a fake Backlog limited
-//     to 600 writes/min, drained against the minimum time that allows.
+//     to 600 writes/min, drained against the minimum time that allows;
+//   - with -mechanics: the queue's re-planning, priority and recovery
+//     scenarios (see mechanics.go).
 //
-// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm]
+// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics]
 package main
 
 import (
@@ -41,6 +43,8 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of each closed-loop and fixed-rate run")
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
+	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
+	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
@@ -56,7 +60,14 @@ func main() {
 		serveBaseline(*baseline)
 		return
 	}
-	if err := run(*duration, *senders, *storm, *bin); err != nil {
+	parts := map[string]bool{"ingest": true, "storm": *storm, "mechanics": *mech}
+	if *only != "" {
+		parts = map[string]bool{}
+		for _, p := range strings.Split(*only, ",") {
+			parts[strings.TrimSpace(p)] = true
+		}
+	}
+	if err := run(*duration, *senders, parts, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "alertfan-bench:", err)
 		os.Exit(1)
 	}
@@ -315,7 +326,7 @@ func buildAlertfan(dir string) (string, error) {
 	return out, cmd.Run()
 }
 
-func run(d time.Duration, senders int, storm bool, bin string) error {
+func run(d time.Duration, senders int, parts map[string]bool, bin string) error {
 	work, err := os.MkdirTemp("", "alertfan-bench")
 	if err != nil {
 		return err
@@ -330,10 +341,30 @@ func run(d time.Duration, senders int, storm bool, bin string) error {
 	if err != nil {
 		return err
 	}
-
 	fmt.Printf("## alertfan benchmark — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Printf("Machine: %d cores, %s/%s, %s. Each run %s; %d senders in the closed-loop runs; 5 alerts per notification, every alert new.\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), d, senders)
+	if parts["ingest"] {
+		if err := ingestParts(work, self, bin, d, senders); err != nil {
+			return err
+		}
+	}
+	if parts["mechanics"] {
+		if err := mechanics(work, bin); err != nil {
+			return err
+		}
+	}
+	if parts["storm"] {
+		if err := backlogStorm(work, bin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ingestParts measures ingest, fixed-rate latency, accept → delivered and
+// memory, each beside its baseline.
+func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 
 	// Baseline: the bare decode-only handler, in its own process like alertfan.
 	baseAddr := freeAddr()
@@ -419,12 +450,6 @@ func run(d time.Duration, senders int, storm bool, bin string) error {
 	fmt.Println("### Memory (RSS of the alertfan process)")
 	fmt.Println()
 	fmt.Printf("| idle | peak while ingesting at full speed (VmHWM) | sampled max during ingest |\n|---:|---:|---:|\n| %.1f MiB | %.1f MiB | %.1f MiB |\n\n", idle, hwm, ingest.peakRSS)
-
-	if storm {
-		if err := backlogStorm(work, bin); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
