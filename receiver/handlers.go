@@ -45,6 +45,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/dead-letters", s.handleDeadList)
 	mux.HandleFunc("POST /api/v1/dead-letters/retry", s.handleDeadRetry)
 	mux.HandleFunc("POST /api/v1/dead-letters/{id}/retry", s.handleDeadRetry)
+	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, landingPage) //nolint:errcheck
@@ -86,11 +87,18 @@ func writeError(w http.ResponseWriter, code int, msg string, err error) {
 	writeJSON(w, code, body)
 }
 
-// authorized checks the intake token: a bearer token, or the password of
-// basic auth (for senders that can only put credentials in the URL), or
-// the token as a path segment (Mackerel). Digests are compared in constant
-// time so neither content nor length leaks through timing.
-func (rt *runtime) authorized(r *http.Request, pathToken string) bool {
+// IntakeTokenHeader carries the intake token when the Authorization header
+// is taken by the web layer's basic auth (Alertmanager:
+// http_config.http_headers).
+const IntakeTokenHeader = "X-Alertfan-Token"
+
+// authorized checks the intake token on an intake path. The token may come
+// as a path segment (Mackerel), as the X-Alertfan-Token header, as a bearer
+// token, or as the basic-auth password when the web layer does not use
+// basic auth itself (then the password is the web user's, checked by
+// exporter-toolkit, and not a carrier of the token). Digests are compared
+// in constant time so neither content nor length leaks through timing.
+func (rt *runtime) authorized(r *http.Request, pathToken string, webBasicAuth bool) bool {
 	if !rt.hasToken {
 		return true
 	}
@@ -98,9 +106,11 @@ func (rt *runtime) authorized(r *http.Request, pathToken string) bool {
 	switch {
 	case pathToken != "":
 		cand = pathToken
+	case r.Header.Get(IntakeTokenHeader) != "":
+		cand = r.Header.Get(IntakeTokenHeader)
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
 		cand = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	default:
+	case !webBasicAuth:
 		if _, p, ok := r.BasicAuth(); ok {
 			cand = p
 		}
@@ -128,8 +138,9 @@ var errTooLarge = errors.New("body too large")
 // limit, decode.
 func (s *server) intakeRequest(w http.ResponseWriter, r *http.Request, input, pathToken string) (*runtime, []byte, bool) {
 	rt := s.rt.Load()
-	if !rt.authorized(r, pathToken) {
+	if !rt.authorized(r, pathToken, s.webBasicAuth.Load()) {
 		s.metrics.notifications.WithLabelValues(input, "unauthorized").Inc()
+		s.refused(r, input, "unauthorized", "missing or wrong intake token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized: missing or wrong intake token", nil)
 		return nil, nil, false
@@ -162,6 +173,7 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid Alertmanager webhook", err)
 		return
 	}
+	s.stripReserved(r, input, alerts)
 	forced := r.PathValue("receiver")
 	if forced != "" {
 		if _, ok := rt.receivers[forced]; !ok {
@@ -254,10 +266,43 @@ func newItem(t target, n *sinks.Notification) (queue.Item, error) {
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if !s.opts.EnableLifecycle {
+		s.logger.Warn("Refused reload over HTTP: the lifecycle API is off (--web.enable-lifecycle)", "remote", r.RemoteAddr)
+		writeError(w, http.StatusForbidden, "Lifecycle API is not enabled; start alertfan with --web.enable-lifecycle, or send SIGHUP", nil)
+		return
+	}
 	if err := s.reload(r.Context()); err != nil {
 		s.logger.Error("Reload failed; keeping the running configuration", "err", err)
 		http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	io.WriteString(w, "OK\n") //nolint:errcheck
+}
+
+// ReservedLabels are set by alertfan from how a sender authenticated;
+// a sender cannot supply them (they are removed from every input).
+var ReservedLabels = []string{"routing_key_name"}
+
+// stripReserved removes reserved labels a sender put on its alerts, so that
+// no sender can reach a route meant for authenticated ones.
+func (s *server) stripReserved(r *http.Request, input string, alerts []sinks.Alert) {
+	n := 0
+	for i := range alerts {
+		for _, l := range ReservedLabels {
+			if _, ok := alerts[i].Labels[l]; ok {
+				delete(alerts[i].Labels, l)
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		s.metrics.reservedRemoved.WithLabelValues(input).Add(float64(n))
+		s.logger.Warn("Removed labels the sender may not set", "input", input, "labels", ReservedLabels, "count", n, "remote", r.RemoteAddr)
+	}
+}
+
+// refused logs a refused intake request at warn: the reason and the
+// sender's address, never the body or a credential.
+func (s *server) refused(r *http.Request, input, outcome, reason string) {
+	s.logger.Warn("Refused intake request", "input", input, "outcome", outcome, "reason", reason, "remote", r.RemoteAddr, "route", r.Pattern) // the pattern: a Mackerel path holds the token
 }

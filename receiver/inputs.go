@@ -68,11 +68,13 @@ func (s *server) routingKeyName(w http.ResponseWriter, r *http.Request, rt *runt
 	}
 	if rt.cfg.Intake.PagerDuty.RequireKnownKey {
 		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "invalid").Inc()
+		s.refused(r, intake.InputPagerDuty, "invalid", "routing key not in intake.pagerduty.routing_keys (require_known_key)")
 		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", intake.Errors{{Field: "routing_key", Message: "Invalid routing key"}})
 		return "", false
 	}
-	if !rt.authorized(r, "") {
+	if !rt.authorized(r, "", s.webBasicAuth.Load()) {
 		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "unauthorized").Inc()
+		s.refused(r, intake.InputPagerDuty, "unauthorized", "routing key not in intake.pagerduty.routing_keys and missing or wrong intake token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
 		pdError(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong intake token, and the routing key is not one of intake.pagerduty.routing_keys", nil)
 		return "", false
@@ -106,6 +108,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.stripReserved(r, input, []sinks.Alert{res.Alert})
 	a := res.Alert
 	var memos []queue.Memo
 	if res.HasPayload {
@@ -144,6 +147,7 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.stripReserved(r, input, []sinks.Alert{res.Alert})
 	if name != "" {
 		res.Alert.Labels["routing_key_name"] = name
 	}
@@ -173,6 +177,7 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "success", "ignored": true, "event": res.Event})
 		return
 	}
+	s.stripReserved(r, input, []sinks.Alert{*res.Alert})
 	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return

@@ -13,6 +13,7 @@ type metrics struct {
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
 	targets         *prometheus.GaugeVec
+	reservedRemoved *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,14 +51,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_config_targets",
 			Help: "Configured destinations by sink kind.",
 		}, []string{"sink"}),
+		reservedRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_reserved_labels_removed_total",
+			Help: "Labels that only alertfan may set (routing_key_name) removed from senders' alerts, by input.",
+		}, []string{"input"}),
 	}
 	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
 		m.notifications.WithLabelValues(in, "accepted")
 		m.intakeDuration.WithLabelValues(in)
+		m.reservedRemoved.WithLabelValues(in)
 		for _, st := range []string{"firing", "resolved"} {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved)
 	return m
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/exporter-toolkit/web"
+	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/queue"
@@ -38,6 +39,11 @@ type Options struct {
 	Transport http.RoundTripper
 	// OnListen, when set, is told each address the server listens on.
 	OnListen func(addr net.Addr)
+	// EnableLifecycle serves POST /-/reload (SIGHUP always reloads).
+	EnableLifecycle bool
+	// EnableAdminAPI serves the admin API's writes (dead-letter retry and
+	// drop); reads are always served.
+	EnableAdminAPI bool
 	// ShutdownTimeout bounds graceful shutdown of HTTP and of running
 	// deliveries.
 	ShutdownTimeout time.Duration
@@ -53,6 +59,9 @@ type server struct {
 	limiters *sinks.Limiters
 	bmetrics *backlog.Metrics
 	reloadMu sync.Mutex
+	// webBasicAuth is whether the web config asks for basic auth; then a
+	// basic-auth password is the web user's, not the intake token.
+	webBasicAuth atomic.Bool
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then
@@ -80,6 +89,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	webBasicAuth, err := webUsesBasicAuth(opts.WebConfigFile)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -94,6 +107,10 @@ func Run(ctx context.Context, opts Options) error {
 		metrics:  newMetrics(reg),
 		limiters: sinks.NewLimiters(),
 		bmetrics: backlog.NewMetrics(reg),
+	}
+	s.webBasicAuth.Store(webBasicAuth)
+	if (opts.EnableLifecycle || opts.EnableAdminAPI) && !webBasicAuth {
+		logger.Warn("The lifecycle or admin API is enabled but --web.config.file sets no basic_auth_users: anyone who reaches the port can call it (unless TLS client certificates are required)")
 	}
 	store, err := queue.Open(ctx, storeOptions(cfg, logger, reg))
 	if err != nil {
@@ -222,6 +239,9 @@ func (s *server) reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	err := s.reloadLocked(ctx)
+	if b, werr := webUsesBasicAuth(s.opts.WebConfigFile); werr == nil {
+		s.webBasicAuth.Store(b)
+	}
 	if err != nil {
 		s.metrics.reloadOK.Set(0)
 		return err
@@ -247,6 +267,26 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	}
 	s.install(rt)
 	return nil
+}
+
+// webUsesBasicAuth reads whether the exporter-toolkit web config has
+// basic_auth_users. (exporter-toolkit re-reads the file on each request;
+// alertfan on start and on reload.)
+func webUsesBasicAuth(file string) (bool, error) {
+	if file == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false, fmt.Errorf("web config %s: %w", file, err)
+	}
+	var c struct {
+		Users map[string]any `yaml:"basic_auth_users"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return false, fmt.Errorf("web config %s: %w", file, err)
+	}
+	return len(c.Users) > 0, nil
 }
 
 // targetTransport keeps enough idle connections per target host for the

@@ -51,7 +51,9 @@ func startServer(t *testing.T, cfg string) *testServer {
 	return startServerIn(t, t.TempDir(), cfg)
 }
 
-func startServerIn(t *testing.T, dir, cfg string) *testServer {
+// startServerIn starts a server with the lifecycle and admin APIs on (the
+// tests use them); opts may change the options.
+func startServerIn(t *testing.T, dir, cfg string, opts ...func(*Options)) *testServer {
 	t.Helper()
 	if !strings.Contains(cfg, "storage:") {
 		cfg = "storage:\n  driver: sqlite\n  path: " + filepath.Join(dir, "alertfan.db") + "\n" + cfg
@@ -65,15 +67,19 @@ func startServerIn(t *testing.T, dir, cfg string) *testServer {
 	addr := make(chan net.Addr, 1)
 	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &bytes.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(&syncWriter{w: ts.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() {
-		ts.done <- Run(ctx, Options{
-			ConfigFile:      file,
-			ListenAddresses: []string{"127.0.0.1:0"},
-			Logger:          logger,
-			OnListen:        func(a net.Addr) { addr <- a },
-			ShutdownTimeout: 5 * time.Second,
-		})
-	}()
+	o := Options{
+		ConfigFile:      file,
+		ListenAddresses: []string{"127.0.0.1:0"},
+		Logger:          logger,
+		OnListen:        func(a net.Addr) { addr <- a },
+		ShutdownTimeout: 5 * time.Second,
+		EnableLifecycle: true,
+		EnableAdminAPI:  true,
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	go func() { ts.done <- Run(ctx, o) }()
 	select {
 	case a := <-addr:
 		ts.URL = "http://" + a.String()

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -43,6 +44,8 @@ func run(args []string) int {
 	serve := app.Command("serve", "Run the server (default).").Default()
 	configFile := app.Flag("config.file", "alertfan configuration file.").Default("config.yml").String()
 	webFlags := kingpinflag.AddFlags(app, ":9095")
+	enableLifecycle := app.Flag("web.enable-lifecycle", "Serve POST /-/reload (SIGHUP always reloads).").Bool()
+	enableAdminAPI := app.Flag("web.enable-admin-api", "Serve the admin API's writes: dead-letter retry and drop (alertfan queue retry|drop).").Bool()
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
 
@@ -76,15 +79,18 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	var logger *slog.Logger
 	switch cmd {
 	case serve.FullCommand():
-		logger := promslog.New(logCfg)
+		logger = promslog.New(logCfg)
 		logger.Info("Starting alertfan", "version", version.Info(), "build_context", version.BuildContext())
 		err = receiver.Run(ctx, receiver.Options{
 			ConfigFile:      *configFile,
 			ListenAddresses: *webFlags.WebListenAddresses,
 			WebConfigFile:   *webFlags.WebConfigFile,
 			Logger:          logger,
+			EnableLifecycle: *enableLifecycle,
+			EnableAdminAPI:  *enableAdminAPI,
 		})
 	case check.FullCommand():
 		err = receiver.CheckConfig(ctx, *checkFile, *checkOnline, os.Stdout)
@@ -115,7 +121,13 @@ func run(args []string) int {
 		fmt.Println(version.Print("alertfan"))
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "alertfan:", err)
+		if logger != nil {
+			// The server's fatal errors go through its logger, in the
+			// chosen format, so a log pipeline sees them.
+			logger.Error("alertfan stopped", "err", err)
+		} else {
+			fmt.Fprintln(os.Stderr, "alertfan:", err)
+		}
 		return 1
 	}
 	return 0
