@@ -65,6 +65,42 @@ func receiverOf(target string) string {
 	return target
 }
 
+func (s *server) handleDeadShow(w http.ResponseWriter, r *http.Request) {
+	id, ok := deadID(w, r)
+	if !ok {
+		return
+	}
+	dead, err := s.store.DeadLetters(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store unavailable", nil)
+		return
+	}
+	for _, d := range dead {
+		if d.ID == id {
+			writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": d})
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "no dead letter with id "+strconv.FormatInt(id, 10), nil)
+}
+
+// handleQueueList lists deliveries still owed (pending and retrying).
+func (s *server) handleQueueList(w http.ResponseWriter, r *http.Request) {
+	entries, err := s.store.Pending(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store unavailable", nil)
+		return
+	}
+	out := []queue.Entry{}
+	recv := r.URL.Query().Get("receiver")
+	for _, e := range entries {
+		if recv == "" || receiverOf(e.Target) == recv {
+			out = append(out, e)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": out})
+}
+
 func (s *server) handleDeadRetry(w http.ResponseWriter, r *http.Request) {
 	if !s.adminEnabled(w, r) {
 		return

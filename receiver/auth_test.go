@@ -32,6 +32,15 @@ func (ts *testServer) request(t *testing.T, method, path string, body []byte, hd
 	return resp.StatusCode
 }
 
+func newPost(url string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
 // TestAuthLayers is the README's table "Who may call what": the web layer
 // (exporter-toolkit basic auth) on every path, the intake token on intake
 // paths only, and state-changing endpoints only behind the web layer.

@@ -46,6 +46,8 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /api/v1/dead-letters/retry", s.handleDeadRetry)
 	mux.HandleFunc("POST /api/v1/dead-letters/{id}/retry", s.handleDeadRetry)
 	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
+	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
+	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, landingPage) //nolint:errcheck

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -57,17 +56,25 @@ func run(args []string) int {
 	routesTest := routes.Command("test", "Print the receivers a label set reaches.")
 	routesLabels := routesTest.Arg("labels", "Labels as name=value.").Strings()
 
-	queue := app.Command("queue", "Inspect a running alertfan's queue.")
-	queueURL := queue.Flag("alertfan.url", "URL of the running alertfan.").Default("http://localhost:9095").String()
-	queueTokenFile := queue.Flag("token.file", "File with the intake bearer token, if one is configured.").String()
-	queueList := queue.Command("list", "List jobs.")
-	queueListDead := queueList.Flag("dead", "List dead letters.").Required().Bool()
-	queueRetry := queue.Command("retry", "Re-queue dead letters.")
+	queue := app.Command("queue", "Inspect and act on a running alertfan's queue.")
+	queueURL := queue.Flag("alertfan.url", "URL of the running alertfan.").Default("http://localhost:9095").Envar("ALERTFAN_URL").String()
+	queueHTTPConfig := queue.Flag("http.config.file", "HTTP client configuration file (basic auth, bearer token file, TLS CA, proxy), as amtool's.").Envar("ALERTFAN_HTTP_CONFIG_FILE").String()
+	queueList := queue.Command("list", "List deliveries still owed and dead letters.")
+	queueListState := queueList.Flag("state", "Only this state: pending, retrying or dead.").Enum("pending", "retrying", "dead")
+	queueListReceiver := queueList.Flag("receiver", "Only this receiver.").String()
+	queueListOutput := queueList.Flag("output", "Output format: table or json.").Short('o').Default("table").Enum("table", "json")
+	queueShow := queue.Command("show", "Show one dead letter: the alert, its labels, attempts and last error.")
+	queueShowID := queueShow.Arg("id", "Dead letter id (from queue list).").Required().String()
+	queueShowOutput := queueShow.Flag("output", "Output format: table or json.").Short('o').Default("table").Enum("table", "json")
+	queueRetry := queue.Command("retry", "Re-queue dead letters (needs --web.enable-admin-api on the server).")
 	queueRetryID := queueRetry.Arg("id", "Dead letter id.").String()
 	queueRetryAll := queueRetry.Flag("all", "Re-queue every dead letter.").Bool()
+	queueDrop := queue.Command("drop", "Delete a dead letter without delivering it (needs --web.enable-admin-api on the server).")
+	queueDropID := queueDrop.Arg("id", "Dead letter id.").Required().String()
 
 	health := app.Command("healthcheck", "Exit 0 when a running alertfan answers /-/healthy (for container HEALTHCHECKs).")
-	healthURL := health.Flag("alertfan.url", "URL of the running alertfan.").Default("http://127.0.0.1:9095").String()
+	healthURL := health.Flag("alertfan.url", "URL of the running alertfan.").Default("http://127.0.0.1:9095").Envar("ALERTFAN_URL").String()
+	healthHTTPConfig := health.Flag("http.config.file", "HTTP client configuration file (basic auth, bearer token file, TLS CA, proxy), as amtool's.").Envar("ALERTFAN_HTTP_CONFIG_FILE").String()
 
 	app.Command("version", "Print version information.")
 
@@ -96,27 +103,34 @@ func run(args []string) int {
 		err = receiver.CheckConfig(ctx, *checkFile, *checkOnline, os.Stdout)
 	case routesTest.FullCommand():
 		_, err = receiver.RoutesTest(*configFile, *routesLabels, os.Stdout)
-	case queueList.FullCommand(), queueRetry.FullCommand():
-		c := &receiver.AdminClient{URL: *queueURL}
-		if *queueTokenFile != "" {
-			b, rerr := os.ReadFile(*queueTokenFile)
-			if rerr != nil {
-				err = rerr
-				break
-			}
-			c.Token = strings.TrimSpace(string(b))
+	case queueList.FullCommand(), queueShow.FullCommand(), queueRetry.FullCommand(), queueDrop.FullCommand():
+		hc, herr := receiver.NewHTTPClient(*queueHTTPConfig)
+		if herr != nil {
+			err = herr
+			break
 		}
-		if cmd == queueList.FullCommand() && *queueListDead {
-			err = c.ListDead(ctx, os.Stdout)
-		} else {
+		c := &receiver.AdminClient{URL: *queueURL, HTTP: hc}
+		switch cmd {
+		case queueList.FullCommand():
+			err = c.List(ctx, receiver.ListOptions{State: *queueListState, Receiver: *queueListReceiver, Output: *queueListOutput}, os.Stdout)
+		case queueShow.FullCommand():
+			err = c.Show(ctx, *queueShowID, *queueShowOutput, os.Stdout)
+		case queueRetry.FullCommand():
 			if (*queueRetryID == "") == !*queueRetryAll {
 				err = fmt.Errorf("queue retry: give a dead letter id or --all")
 				break
 			}
 			err = c.RetryDead(ctx, *queueRetryID, os.Stdout)
+		case queueDrop.FullCommand():
+			err = c.DropDead(ctx, *queueDropID, os.Stdout)
 		}
 	case health.FullCommand():
-		err = receiver.HealthCheck(ctx, *healthURL)
+		hc, herr := receiver.NewHTTPClient(*healthHTTPConfig)
+		if herr != nil {
+			err = herr
+			break
+		}
+		err = receiver.HealthCheck(ctx, *healthURL, hc)
 	case "version":
 		fmt.Println(version.Print("alertfan"))
 	}
