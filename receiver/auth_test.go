@@ -200,3 +200,45 @@ receivers:
 	require.Contains(t, m, `alertfan_alerts_dropped_total{receiver="nowhere"} 2`)
 	require.Contains(t, m, `alertfan_reserved_labels_removed_total{input="alertmanager"} 1`)
 }
+
+// TestRefusalsLoggedAtWarn: every refused intake request, on every input,
+// is logged at warn with its reason and the sender's address, never with
+// the body or a credential; an accepted one at debug.
+func TestRefusalsLoggedAtWarn(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), "intake:\n  bearer_token: intake-tok-4\n  max_body_bytes: 4096\n"))
+	auth := []string{"Authorization", "Bearer intake-tok-4"}
+	cases := []struct {
+		name, path string
+		body       []byte
+		hdr        []string
+		code       int
+		outcome    string
+	}{
+		{"alertmanager bad json", "/webhook", []byte(`{"version":"4","alerts":[{"labels":{"body-marker-1":`), auth, 400, "invalid"},
+		{"alertmanager no token", "/webhook", firing("A", "h1"), nil, 401, "unauthorized"},
+		{"pagerduty invalid", "/v2/enqueue", []byte(`{"routing_key":"body-marker-2","event_action":"trigger"}`), auth, 400, "invalid"},
+		{"pagerduty unknown key, no token", "/v2/enqueue", []byte(`{"routing_key":"UNKNOWNKEY0000000000000000000001","event_action":"trigger","payload":{"summary":"body-marker-3","source":"h","severity":"info"}}`), nil, 401, "unauthorized"},
+		{"mackerel wrong path token", "/mackerel/wrong-secret-5", []byte(`{}`), nil, 401, "unauthorized"},
+		{"mackerel invalid", "/mackerel", []byte(`{"event":"body-marker-4"`), auth, 400, "invalid"},
+		{"too large", "/webhook", bytes.Repeat([]byte("x"), 5000), auth, 413, "too_large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := ts.logs.Len()
+			require.Equal(t, c.code, ts.request(t, "POST", c.path, c.body, c.hdr...))
+			line := ts.logs.String()[before:]
+			require.Contains(t, line, `level=WARN msg="Refused intake request"`)
+			require.Contains(t, line, "outcome="+c.outcome)
+			require.Contains(t, line, "remote=127.0.0.1:")
+			require.Contains(t, line, "reason=")
+		})
+	}
+	logs := ts.logs.String()
+	for _, secret := range []string{"body-marker", "intake-tok-4", "wrong-secret-5"} {
+		require.NotContains(t, logs, secret)
+	}
+	require.Equal(t, 200, ts.request(t, "POST", "/webhook", firing("A", "h1"), auth...))
+	require.Contains(t, ts.logs.String(), `level=DEBUG msg="Accepted intake request" input=alertmanager`)
+}

@@ -6,10 +6,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -20,12 +22,12 @@ import (
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /webhook", s.handleWebhook)
-	mux.HandleFunc("POST /webhook/{receiver}", s.handleWebhook)
-	mux.HandleFunc("POST /v2/enqueue", s.handlePagerDuty)
-	mux.HandleFunc("POST /v2/change/enqueue", s.handlePagerDutyChange)
-	mux.HandleFunc("POST /mackerel", s.handleMackerel)
-	mux.HandleFunc("POST /mackerel/{token}", s.handleMackerel)
+	mux.HandleFunc("POST /webhook", s.bounded(intake.InputAlertmanager, s.handleWebhook))
+	mux.HandleFunc("POST /webhook/{receiver}", s.bounded(intake.InputAlertmanager, s.handleWebhook))
+	mux.HandleFunc("POST /v2/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDuty))
+	mux.HandleFunc("POST /v2/change/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDutyChange))
+	mux.HandleFunc("POST /mackerel", s.bounded(intake.InputMackerel, s.handleMackerel))
+	mux.HandleFunc("POST /mackerel/{token}", s.bounded(intake.InputMackerel, s.handleMackerel))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck
@@ -141,21 +143,26 @@ var errTooLarge = errors.New("body too large")
 func (s *server) intakeRequest(w http.ResponseWriter, r *http.Request, input, pathToken string) (*runtime, []byte, bool) {
 	rt := s.rt.Load()
 	if !rt.authorized(r, pathToken, s.webBasicAuth.Load()) {
-		s.metrics.notifications.WithLabelValues(input, "unauthorized").Inc()
-		s.refused(r, input, "unauthorized", "missing or wrong intake token")
+		s.refuse(r, input, "unauthorized", "missing or wrong intake token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized: missing or wrong intake token", nil)
 		return nil, nil, false
 	}
 	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
 	if errors.Is(err, errTooLarge) {
-		s.metrics.notifications.WithLabelValues(input, "too_large").Inc()
+		s.refuse(r, input, "too_large", "body larger than intake.max_body_bytes")
 		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than intake.max_body_bytes", nil)
 		return nil, nil, false
 	}
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		s.refuse(r, input, "invalid", "could not read request body: "+err.Error())
 		writeError(w, http.StatusBadRequest, "could not read request body", nil)
+		return nil, nil, false
+	}
+	if !utf8.Valid(body) {
+		fe := &intake.FieldError{Field: utf8Field(body), Message: "not valid UTF-8"}
+		s.refuse(r, input, "invalid", fe.Error())
+		writeError(w, http.StatusBadRequest, "invalid request body", fe)
 		return nil, nil, false
 	}
 	return rt, body, true
@@ -170,16 +177,20 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	src, alerts, err := intake.DecodeAlertmanager(body)
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
-		s.logger.Debug("Invalid Alertmanager webhook", "remote", r.RemoteAddr, "err", err)
+		s.refuse(r, input, "invalid", err.Error())
 		writeError(w, http.StatusBadRequest, "invalid Alertmanager webhook", err)
+		return
+	}
+	if err := checkLimits(rt.cfg.Intake, alerts, func(i int) string { return fmt.Sprintf("alerts[%d]", i) }); err != nil {
+		s.refuse(r, input, "over_limit", err.Error())
+		writeError(w, http.StatusBadRequest, "over an intake limit", err)
 		return
 	}
 	s.stripReserved(r, input, alerts)
 	forced := r.PathValue("receiver")
 	if forced != "" {
 		if _, ok := rt.receivers[forced]; !ok {
-			s.metrics.notifications.WithLabelValues(input, "unknown_receiver").Inc()
+			s.refuse(r, input, "unknown_receiver", "receiver "+quote(forced)+" is not configured")
 			writeError(w, http.StatusNotFound, "receiver "+quote(forced)+" is not configured", nil)
 			return
 		}
@@ -189,6 +200,7 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": len(alerts)})
 }
 
@@ -303,8 +315,10 @@ func (s *server) stripReserved(r *http.Request, input string, alerts []sinks.Ale
 	}
 }
 
-// refused logs a refused intake request at warn: the reason and the
-// sender's address, never the body or a credential.
-func (s *server) refused(r *http.Request, input, outcome, reason string) {
+// refuse logs a refused intake request at warn, with the reason and the
+// sender's address (never the body or a credential),
+// and counts it by outcome.
+func (s *server) refuse(r *http.Request, input, outcome, reason string) {
+	s.metrics.notifications.WithLabelValues(input, outcome).Inc()
 	s.logger.Warn("Refused intake request", "input", input, "outcome", outcome, "reason", reason, "remote", r.RemoteAddr, "route", r.Pattern) // the pattern: a Mackerel path holds the token
 }

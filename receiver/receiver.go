@@ -62,6 +62,8 @@ type server struct {
 	// webBasicAuth is whether the web config asks for basic auth; then a
 	// basic-auth password is the web user's, not the intake token.
 	webBasicAuth atomic.Bool
+	// inflight is the body bytes of intake requests being handled.
+	inflight atomic.Int64
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ type testServer struct {
 	cfg    string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *bytes.Buffer
+	logs   *logBuffer
 }
 
 // fastDelivery keeps retries quick so tests do not wait on back-off.
@@ -65,8 +66,8 @@ func startServerIn(t *testing.T, dir, cfg string, opts ...func(*Options)) *testS
 	require.NoError(t, os.WriteFile(file, []byte(cfg), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
-	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &bytes.Buffer{}}
-	logger := slog.New(slog.NewTextHandler(&syncWriter{w: ts.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
+	logger := slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o := Options{
 		ConfigFile:      file,
 		ListenAddresses: []string{"127.0.0.1:0"},
@@ -100,18 +101,29 @@ func (ts *testServer) stop() {
 	}
 }
 
-type syncWriter struct {
-	mu chan struct{}
-	w  io.Writer
+// logBuffer collects a server's log lines; tests read it while the server
+// writes, so both sides lock.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) {
-	if s.mu == nil {
-		s.mu = make(chan struct{}, 1)
-	}
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.w.Write(p)
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
 }
 
 func (ts *testServer) post(t *testing.T, path string, body []byte, hdr ...string) (int, map[string]any) {

@@ -95,6 +95,21 @@ type IntakeConfig struct {
 	// EventsPerSecond bounds intake of /v2/enqueue (PagerDuty senders expect
 	// a 429 when a service can't take more); 0 means unlimited.
 	EventsPerSecond float64 `yaml:"events_per_second,omitempty"`
+
+	// Limits on what one request may hold; a breach is a 4xx naming the
+	// limit and nothing of the request is stored.
+	MaxAlertsPerNotification int `yaml:"max_alerts_per_notification,omitempty"`
+	MaxLabelsPerAlert        int `yaml:"max_labels_per_alert,omitempty"`
+	// MaxNameLength bounds label and annotation names, in bytes.
+	MaxNameLength            int `yaml:"max_name_length,omitempty"`
+	MaxLabelValueLength      int `yaml:"max_label_value_length,omitempty"`
+	MaxAnnotationValueLength int `yaml:"max_annotation_value_length,omitempty"`
+	// MaxInflightBodyBytes bounds the bodies of all intake requests being
+	// handled at once (a request whose length is not announced counts as
+	// max_body_bytes); beyond it requests get 503 (PagerDuty: 429) and are
+	// retried by the sender. Decoding costs a multiple of the body, so
+	// this is what bounds intake memory.
+	MaxInflightBodyBytes int64 `yaml:"max_inflight_body_bytes,omitempty"`
 }
 
 // PagerDutyIntake maps routing keys that senders use to names routes can
@@ -115,8 +130,17 @@ type MackerelIntake struct {
 	RouteOtherEvents bool `yaml:"route_other_events,omitempty"`
 }
 
-// DefaultIntake is 4 MiB bodies, no token.
-var DefaultIntake = IntakeConfig{MaxBodyBytes: 4 << 20}
+// DefaultIntake is 4 MiB bodies, no token, and limits that no real
+// Alertmanager, PagerDuty or Mackerel sender reaches.
+var DefaultIntake = IntakeConfig{
+	MaxBodyBytes:             4 << 20,
+	MaxAlertsPerNotification: 1000,
+	MaxLabelsPerAlert:        100,
+	MaxNameLength:            256,
+	MaxLabelValueLength:      4096,
+	MaxAnnotationValueLength: 65536,
+	MaxInflightBodyBytes:     64 << 20,
+}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
@@ -133,6 +157,24 @@ func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.EventsPerSecond < 0 {
 		return errors.New("intake.events_per_second: must be >= 0")
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"max_alerts_per_notification", int64(c.MaxAlertsPerNotification)},
+		{"max_labels_per_alert", int64(c.MaxLabelsPerAlert)},
+		{"max_name_length", int64(c.MaxNameLength)},
+		{"max_label_value_length", int64(c.MaxLabelValueLength)},
+		{"max_annotation_value_length", int64(c.MaxAnnotationValueLength)},
+		{"max_inflight_body_bytes", c.MaxInflightBodyBytes},
+	} {
+		if l.v <= 0 {
+			return fmt.Errorf("intake.%s: must be > 0, got %d", l.name, l.v)
+		}
+	}
+	if c.MaxInflightBodyBytes < c.MaxBodyBytes {
+		return fmt.Errorf("intake.max_inflight_body_bytes: must be >= max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBodyBytes)
 	}
 	for name := range c.PagerDuty.RoutingKeyFiles {
 		if _, dup := c.PagerDuty.RoutingKeys[name]; dup {
