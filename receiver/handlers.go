@@ -32,15 +32,7 @@ func (s *server) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck
 	})
-	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !s.store.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "alertfan is not ready: the store is not open.\n") //nolint:errcheck
-			return
-		}
-		io.WriteString(w, "alertfan is Ready.\n") //nolint:errcheck
-	})
+	mux.HandleFunc("GET /-/ready", s.handleReady)
 	mux.HandleFunc("POST /-/reload", s.handleReload)
 	mux.HandleFunc("PUT /-/reload", s.handleReload)
 	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(s.reg, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
@@ -195,12 +187,13 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.accept(r.Context(), rt, src, alerts, forced, nil); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, src, alerts, forced, nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
-	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": len(alerts)})
 }
 
@@ -210,6 +203,7 @@ func quote(s string) string {
 }
 
 func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error) {
+	s.commitResult(err)
 	s.metrics.notifications.WithLabelValues(input, "store_unavailable").Inc()
 	s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries", "input", input, "err", err)
 	w.Header().Set("Retry-After", "5")

@@ -171,12 +171,13 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	src := sinks.Source{Input: input, Receiver: name}
-	if err := s.accept(r.Context(), rt, src, []sinks.Alert{a}, "", memos); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, src, []sinks.Alert{a}, "", memos); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
-	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Event processed", "dedup_key": res.DedupKey})
 }
 
@@ -191,12 +192,13 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	if name != "" {
 		res.Alert.Labels["routing_key_name"] = name
 	}
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, "", nil); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, "", nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
-	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Change event processed"})
 }
 
@@ -226,11 +228,12 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stripReserved(r, input, []sinks.Alert{*res.Alert})
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
-	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": 1})
 }

@@ -14,6 +14,8 @@ type metrics struct {
 	reloadTimestamp prometheus.Gauge
 	targets         *prometheus.GaugeVec
 	reservedRemoved *prometheus.CounterVec
+	targetReady     *prometheus.GaugeVec
+	storeCanCommit  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,6 +57,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_reserved_labels_removed_total",
 			Help: "Labels that only alertfan may set (routing_key_name) removed from senders' alerts, by input.",
 		}, []string{"input"}),
+		targetReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_target_ready",
+			Help: "Whether a destination is ready (1) or held because its API refused the configuration at start (0; its deliveries wait in the queue).",
+		}, []string{"target", "sink"}),
+		storeCanCommit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alertfan_store_can_commit",
+			Help: "Whether the last commit (intake or readiness probe) succeeded; /-/ready answers 503 while 0.",
+		}),
 	}
 	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
 		m.notifications.WithLabelValues(in, "accepted")
@@ -64,6 +74,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit)
 	return m
 }

@@ -44,6 +44,12 @@ type Options struct {
 	// EnableAdminAPI serves the admin API's writes (dead-letter retry and
 	// drop); reads are always served.
 	EnableAdminAPI bool
+	// CommitTimeout bounds an intake request's wait for its commit (then
+	// 503) and the readiness probe; default 10s.
+	CommitTimeout time.Duration
+	// ProbeInterval is how often readiness commits an empty transaction
+	// when intake has not committed; default 5s.
+	ProbeInterval time.Duration
 	// ShutdownTimeout bounds graceful shutdown of HTTP and of running
 	// deliveries.
 	ShutdownTimeout time.Duration
@@ -64,6 +70,7 @@ type server struct {
 	webBasicAuth atomic.Bool
 	// inflight is the body bytes of intake requests being handled.
 	inflight atomic.Int64
+	health   commitHealth
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then
@@ -74,6 +81,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if len(opts.ListenAddresses) == 0 {
 		opts.ListenAddresses = []string{":9095"}
+	}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = 10 * time.Second
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 5 * time.Second
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
@@ -126,7 +139,9 @@ func Run(ctx context.Context, opts Options) error {
 			logger.Warn("Store did not close cleanly", "err", err)
 		}
 	}()
-	rt, err := buildRuntime(ctx, cfg, s.deps())
+	startDeps := s.deps()
+	startDeps.holdBroken = true
+	rt, err := buildRuntime(ctx, cfg, startDeps)
 	if err != nil {
 		return fmt.Errorf("%s: %w", opts.ConfigFile, err)
 	}
@@ -136,6 +151,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := store.Start(ctx); err != nil {
 		return err
 	}
+	s.health.ok, s.health.since, s.health.okAt = true, time.Now(), time.Now()
+	s.metrics.storeCanCommit.Set(1)
+	go s.probeLoop(ctx)
 
 	srv := &http.Server{
 		Handler:           s.routes(),
@@ -196,6 +214,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		Driver:       cfg.Storage.Driver,
 		Path:         cfg.Storage.Path,
 		DSN:          string(cfg.Storage.DSN),
+		MaxConns:     cfg.Storage.MaxConnections,
 		Workers:      d.Workers,
 		MaxAttempts:  d.MaxAttempts,
 		MinBackoff:   time.Duration(d.MinBackoff),
@@ -209,11 +228,11 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 }
 
 func (s *server) deps() deps {
-	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics}
+	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics, targetReady: s.metrics.targetReady}
 }
 
 func (s *server) install(rt *runtime) {
-	s.rt.Store(rt)
+	old := s.rt.Swap(rt)
 	s.store.SetTargets(rt.targets)
 	counts := map[string]float64{}
 	for _, t := range rt.targets {
@@ -221,6 +240,20 @@ func (s *server) install(rt *runtime) {
 	}
 	for _, k := range queue.Kinds {
 		s.metrics.targets.WithLabelValues(k).Set(counts[k])
+	}
+	if old != nil {
+		for id, t := range old.targets {
+			if _, kept := rt.targets[id]; !kept {
+				s.metrics.targetReady.DeleteLabelValues(id, t.Kind)
+			}
+		}
+	}
+	for id, t := range rt.targets {
+		ready := 1.0
+		if g, ok := t.Sink.(*gatedSink); ok && g.notReady() != "" {
+			ready = 0
+		}
+		s.metrics.targetReady.WithLabelValues(id, t.Kind).Set(ready)
 	}
 	for name, ts := range rt.receivers {
 		s.metrics.routed.WithLabelValues(name)

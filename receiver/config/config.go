@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	yaml "go.yaml.in/yaml/v2"
@@ -49,6 +50,9 @@ type StorageConfig struct {
 	Path    string           `yaml:"path,omitempty"`
 	DSN     commoncfg.Secret `yaml:"dsn,omitempty"`
 	DSNFile string           `yaml:"dsn_file,omitempty"`
+	// MaxConnections is each replica's PostgreSQL connection pool size;
+	// 0 means delivery.workers/2 + 8 (33 with the defaults).
+	MaxConnections int `yaml:"max_connections,omitempty"`
 }
 
 // DefaultStorage is the embedded SQLite store.
@@ -66,6 +70,9 @@ func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		if c.Path == "" {
 			return errors.New("storage.path: required for driver sqlite")
 		}
+		if c.MaxConnections != 0 {
+			return errors.New("storage.max_connections: only for driver postgres")
+		}
 		if c.DSN != "" || c.DSNFile != "" {
 			return errors.New("storage.dsn, storage.dsn_file: only for driver postgres")
 		}
@@ -75,6 +82,9 @@ func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 		if c.DSN != "" && c.DSNFile != "" {
 			return errors.New("storage: at most one of dsn and dsn_file may be set")
+		}
+		if c.MaxConnections < 0 || c.MaxConnections == 1 || c.MaxConnections == 2 || c.MaxConnections == 3 {
+			return fmt.Errorf("storage.max_connections: must be 0 (default) or at least 4, got %d", c.MaxConnections)
 		}
 		c.Path = ""
 	default:
@@ -341,6 +351,17 @@ func (c *Config) resolveFiles(dir string) error {
 	if c.Storage.DSNFile != "" {
 		if c.Storage.DSN, err = readSecret(dir, c.Storage.DSNFile, "storage.dsn_file"); err != nil {
 			return err
+		}
+	}
+	if c.Storage.Driver == DriverPostgres {
+		if _, perr := pgx.ParseConfig(string(c.Storage.DSN)); perr != nil {
+			field := "storage.dsn"
+			if c.Storage.DSNFile != "" {
+				field = "storage.dsn_file"
+			}
+			// The parser's message may quote the string: keep it out.
+			msg := strings.ReplaceAll(perr.Error(), string(c.Storage.DSN), "<dsn>")
+			return fmt.Errorf("%s: not a valid PostgreSQL connection string (URL postgres://user@host:5432/db?sslmode=… or key=value form): %s", field, msg)
 		}
 	}
 	if c.Intake.BearerTokenFile != "" {

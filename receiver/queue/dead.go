@@ -134,17 +134,20 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 }
 
 // DropDead deletes one dead letter: an operator has looked at it and
-// decided it needs no delivery.
+// decided it needs no delivery. The id is checked before the write, since
+// an error inside a group commit would fail the requests sharing it.
 func (s *Store) DropDead(ctx context.Context, id int64) error {
+	var one int
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT 1 FROM alertfan_dead WHERE id = ?`), id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("queue: find dead letter: %w", err)
+	}
 	return s.submit(ctx, func(ctx context.Context, b *batch) error {
-		res, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if k, _ := res.RowsAffected(); k == 0 {
-			return ErrNotFound
-		}
-		return nil
+		_, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, id)
+		return err
 	})
 }
 
