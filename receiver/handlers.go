@@ -42,6 +42,9 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
 	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
 	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
+	for pattern, h := range s.opts.Handlers {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, landingPage) //nolint:errcheck

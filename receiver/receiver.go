@@ -50,6 +50,9 @@ type Options struct {
 	// ProbeInterval is how often readiness commits an empty transaction
 	// when intake has not committed; default 5s.
 	ProbeInterval time.Duration
+	// Handlers are extra routes (pattern → handler) on the server, behind
+	// the same web layer; `alertfan --demo` serves /-/demo/ with them.
+	Handlers map[string]http.Handler
 	// ShutdownTimeout bounds graceful shutdown of HTTP and of running
 	// deliveries.
 	ShutdownTimeout time.Duration

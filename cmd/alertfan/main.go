@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -44,6 +45,7 @@ func run(args []string) int {
 	configFile := app.Flag("config.file", "alertfan configuration file.").Default("config.yml").String()
 	webFlags := kingpinflag.AddFlags(app, ":9095")
 	enableLifecycle := app.Flag("web.enable-lifecycle", "Serve POST /-/reload (SIGHUP always reloads).").Bool()
+	demoMode := app.Flag("demo", "Demo mode: serve a fake PagerDuty and Backlog in this process on loopback and send every alert to both (ignores --config.file; store data/alertfan-demo.db). GET /-/demo/events and /-/demo/issues show what they received.").Bool()
 	enableAdminAPI := app.Flag("web.enable-admin-api", "Serve the admin API's writes: dead-letter retry and drop (alertfan queue retry|drop).").Bool()
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
@@ -91,7 +93,21 @@ func run(args []string) int {
 	case serve.FullCommand():
 		logger = promslog.New(logCfg)
 		logger.Info("Starting alertfan", "version", version.Info(), "build_context", version.BuildContext())
+		var handlers map[string]http.Handler
+		if *demoMode {
+			d, derr := startDemo(logger)
+			if derr != nil {
+				err = derr
+				break
+			}
+			defer d.close()
+			*configFile = d.config
+			handlers = d.handlers()
+			logger.Info("Demo mode: every alert goes to the fake PagerDuty and Backlog in this process; see /-/demo/events and /-/demo/issues",
+				"pagerduty", d.pd.EventsURL(), "backlog", d.bl.URL)
+		}
 		err = receiver.Run(ctx, receiver.Options{
+			Handlers:        handlers,
 			ConfigFile:      *configFile,
 			ListenAddresses: *webFlags.WebListenAddresses,
 			WebConfigFile:   *webFlags.WebConfigFile,
