@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def query_range(base, expr, start, end, step):
-    expr = expr.replace("$__rate_interval", "1m")
+    expr = expr.replace("$__rate_interval", "1m").replace('"$job"', '"alertfan"').replace('"$instance"', '".+"')
     q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
     with urllib.request.urlopen(f"{base}/api/v1/query_range?{q}", timeout=30) as r:
         data = json.load(r)
