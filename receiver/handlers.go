@@ -287,6 +287,10 @@ func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if p := s.pendingRestart.Load(); p != nil && len(*p) > 0 {
+		io.WriteString(w, "OK; these settings need a restart to take effect: "+strings.Join(*p, ", ")+"\n") //nolint:errcheck
+		return
+	}
 	io.WriteString(w, "OK\n") //nolint:errcheck
 }
 

@@ -16,6 +16,7 @@ type metrics struct {
 	reservedRemoved *prometheus.CounterVec
 	targetReady     *prometheus.GaugeVec
 	storeCanCommit  prometheus.Gauge
+	restartRequired *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_store_can_commit",
 			Help: "Whether the last commit (intake or readiness probe) succeeded; /-/ready answers 503 while 0.",
 		}),
+		restartRequired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_config_restart_required",
+			Help: "1 for each setting (storage.*, delivery.*) the configuration file changes but only a restart applies; the running value stays until then.",
+		}, []string{"key"}),
 	}
 	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
 		m.notifications.WithLabelValues(in, "accepted")
@@ -74,6 +79,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
 	return m
 }

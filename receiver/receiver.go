@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -74,6 +76,8 @@ type server struct {
 	// inflight is the body bytes of intake requests being handled.
 	inflight atomic.Int64
 	health   commitHealth
+	// pendingRestart names the settings the last reload could not apply.
+	pendingRestart atomic.Pointer[[]string]
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then
@@ -295,16 +299,45 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Storage and delivery settings are fixed for the process (the store
+	// and its workers are built from them at start): the rest of the file
+	// is applied, these keep their running values, and each one that
+	// differs is reported by name until a restart applies it.
 	old := s.rt.Load().cfg
-	if cfg.Storage != old.Storage || cfg.Delivery != old.Delivery {
-		return errors.New("storage and delivery settings cannot change on reload; restart alertfan to apply them")
-	}
+	restart := append(changedKeys("storage", old.Storage, cfg.Storage), changedKeys("delivery", old.Delivery, cfg.Delivery)...)
+	cfg.Storage, cfg.Delivery = old.Storage, old.Delivery
 	rt, err := buildRuntime(ctx, cfg, s.deps())
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.opts.ConfigFile, err)
 	}
 	s.install(rt)
+	s.metrics.restartRequired.Reset()
+	for _, k := range restart {
+		s.metrics.restartRequired.WithLabelValues(k).Set(1)
+	}
+	s.pendingRestart.Store(&restart)
+	if len(restart) > 0 {
+		s.logger.Warn("Configuration reloaded, but these settings need a restart to take effect; the running values stay until then", "keys", restart)
+	}
 	return nil
+}
+
+// changedKeys names, as prefix.yaml_key, each field of two config structs
+// that differs. Values are never part of the answer (a DSN is a secret).
+func changedKeys(prefix string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		f := va.Type().Field(i)
+		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, prefix+"."+name)
+		}
+	}
+	return out
 }
 
 // webUsesBasicAuth reads whether the exporter-toolkit web config has
