@@ -190,6 +190,7 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.logDropped(r.Context(), rt, input, alerts, forced)
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
 	if err := s.accept(cctx, rt, src, alerts, forced, nil); err != nil {

@@ -170,6 +170,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 			a.Labels["routing_key_name"] = name
 		}
 	}
+	s.logDropped(r.Context(), rt, input, []sinks.Alert{a}, "")
 	src := sinks.Source{Input: input, Receiver: name}
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
@@ -228,6 +229,7 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stripReserved(r, input, []sinks.Alert{*res.Alert})
+	s.logDropped(r.Context(), rt, input, []sinks.Alert{*res.Alert}, "")
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
 	if err := s.accept(cctx, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, "", nil); err != nil {

@@ -78,6 +78,8 @@ type server struct {
 	health   commitHealth
 	// pendingRestart names the settings the last reload could not apply.
 	pendingRestart atomic.Pointer[[]string]
+	tlogMu         sync.Mutex
+	tlogs          map[string]*targetLog
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then
@@ -134,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	if (opts.EnableLifecycle || opts.EnableAdminAPI) && !webBasicAuth {
 		logger.Warn("The lifecycle or admin API is enabled but --web.config.file sets no basic_auth_users: anyone who reaches the port can call it (unless TLS client certificates are required)")
 	}
-	store, err := queue.Open(ctx, storeOptions(cfg, logger, reg))
+	store, err := queue.Open(ctx, storeOptions(cfg, slog.New(newQuietHandler(logger.Handler())), reg))
 	if err != nil {
 		return err
 	}
@@ -240,7 +242,7 @@ func (s *server) deps() deps {
 
 func (s *server) install(rt *runtime) {
 	old := s.rt.Swap(rt)
-	s.store.SetTargets(rt.targets)
+	s.store.SetTargets(s.logged(rt.targets))
 	counts := map[string]float64{}
 	for _, t := range rt.targets {
 		counts[t.Kind]++
