@@ -149,7 +149,7 @@ var DefaultIntake = IntakeConfig{
 	MaxNameLength:            256,
 	MaxLabelValueLength:      4096,
 	MaxAnnotationValueLength: 65536,
-	MaxInflightBodyBytes:     64 << 20,
+	MaxInflightBodyBytes:     16 << 20,
 }
 
 // UnmarshalYAML applies defaults and validates.
