@@ -130,6 +130,7 @@ delivery:
 		require.Contains(t, out.String(), want)
 	}
 	require.ErrorContains(t, admin.Show(ctx, "999", "table", &out), "404")
+	require.ErrorContains(t, admin.RetryDead(ctx, "999", &out), "404")
 
 	// Drop: gone; dropping again is a 404.
 	out.Reset()

@@ -77,6 +77,18 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 // RetryDead sends a dead letter's (target, key) again, with its newest
 // state. all retries every dead letter; otherwise id names one.
 func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) {
+	if !all {
+		// An unknown id is answered before the write: an error inside a
+		// group commit would fail the intake requests sharing it.
+		var one int
+		err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT 1 FROM alertfan_dead WHERE id = ?`), id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, ErrNotFound
+		}
+		if err != nil {
+			return 0, fmt.Errorf("queue: find dead letter: %w", err)
+		}
+	}
 	n := 0
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		n = 0
