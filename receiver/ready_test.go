@@ -3,6 +3,7 @@ package receiver
 import (
 	"database/sql"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -129,4 +130,86 @@ func TestReadyMeansCanCommit(t *testing.T) {
 	_, err = admin.Exec(`ALTER DATABASE ` + db + ` ALLOW_CONNECTIONS true`)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 20*time.Second, 50*time.Millisecond)
+}
+
+// freezer forwards TCP to a backend and can stop forwarding without
+// closing anything: a database that hangs.
+type freezer struct {
+	l      net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, backend string) *freezer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f := &freezer{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go f.pipe(c, b)
+			go f.pipe(b, c)
+		}
+	}()
+	t.Cleanup(func() { f.frozen.Store(false); l.Close() })
+	return f
+}
+
+func (f *freezer) pipe(src, dst net.Conn) {
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for f.frozen.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestHungPostgresBoundedAndNotReady: while PostgreSQL hangs (connections
+// open, no answers), intake answers 503 within the commit timeout instead
+// of holding requests, and /-/ready turns 503; both recover.
+func TestHungPostgresBoundedAndNotReady(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	fz := newFreezer(t, u.Host)
+	u.Host = fz.l.Addr().String()
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(u.String()), 0o600))
+	ts := startServerIn(t, dir, "storage:\n  driver: postgres\n  dsn_file: dsn\n"+pdConfig(pd.EventsURL(), ""), func(o *Options) {
+		o.ProbeInterval = 100 * time.Millisecond
+		o.CommitTimeout = time.Second
+	})
+	code, _ := ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+
+	fz.frozen.Store(true)
+	start := time.Now()
+	code, _ = ts.post(t, "/webhook", firing("B", "h1"))
+	require.Equal(t, 503, code)
+	require.Less(t, time.Since(start), 4*time.Second, "answered within the commit timeout, not held")
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 503 }, 10*time.Second, 50*time.Millisecond)
+
+	fz.frozen.Store(false)
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 40*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { code, _ := ts.post(t, "/webhook", firing("C", "h1")); return code == 200 }, 40*time.Second, 100*time.Millisecond)
 }
