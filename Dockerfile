@@ -32,7 +32,12 @@ USER 65532:65532
 WORKDIR /
 VOLUME ["/data"]
 EXPOSE 9095
+# The health check and `alertfan queue` read these. Behind a web config
+# (--web.config.file with TLS and/or basic_auth_users) set
+# ALERTFAN_URL=https://127.0.0.1:9095 and ALERTFAN_HTTP_CONFIG_FILE to an
+# HTTP client config with the credentials and CA (README, "Deploy").
+ENV ALERTFAN_URL=http://127.0.0.1:9095
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-  CMD ["/usr/local/bin/alertfan", "healthcheck", "--alertfan.url=http://127.0.0.1:9095"]
+  CMD ["/usr/local/bin/alertfan", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/alertfan"]
 CMD ["--config.file=/etc/alertfan/config.yml"]

@@ -281,7 +281,7 @@ func TestBacklog400IsDeadLetteredWithMessage(t *testing.T) {
 	var out bytes.Buffer
 	require.Eventually(t, func() bool {
 		out.Reset()
-		require.NoError(t, admin.ListDead(context.Background(), &out))
+		require.NoError(t, admin.List(context.Background(), ListOptions{State: "dead"}, &out))
 		return strings.Contains(out.String(), "tickets/backlog/0")
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Contains(t, out.String(), "summary: rendered empty")
@@ -300,7 +300,7 @@ func TestBacklog400IsDeadLetteredWithMessage(t *testing.T) {
 	admin2 := &AdminClient{URL: ts2.URL}
 	require.Eventually(t, func() bool {
 		out.Reset()
-		require.NoError(t, admin2.ListDead(context.Background(), &out))
+		require.NoError(t, admin2.List(context.Background(), ListOptions{State: "dead"}, &out))
 		return strings.Contains(out.String(), "Please input valid priorityId")
 	}, 10*time.Second, 20*time.Millisecond)
 	require.NotContains(t, out.String(), backlogKey)

@@ -6,10 +6,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -20,31 +22,29 @@ import (
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /webhook", s.handleWebhook)
-	mux.HandleFunc("POST /webhook/{receiver}", s.handleWebhook)
-	mux.HandleFunc("POST /v2/enqueue", s.handlePagerDuty)
-	mux.HandleFunc("POST /v2/change/enqueue", s.handlePagerDutyChange)
-	mux.HandleFunc("POST /mackerel", s.handleMackerel)
-	mux.HandleFunc("POST /mackerel/{token}", s.handleMackerel)
+	mux.HandleFunc("POST /webhook", s.bounded(intake.InputAlertmanager, s.handleWebhook))
+	mux.HandleFunc("POST /webhook/{receiver}", s.bounded(intake.InputAlertmanager, s.handleWebhook))
+	mux.HandleFunc("POST /v2/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDuty))
+	mux.HandleFunc("POST /v2/change/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDutyChange))
+	mux.HandleFunc("POST /mackerel", s.bounded(intake.InputMackerel, s.handleMackerel))
+	mux.HandleFunc("POST /mackerel/{token}", s.bounded(intake.InputMackerel, s.handleMackerel))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck
 	})
-	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !s.store.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "alertfan is not ready: the store is not open.\n") //nolint:errcheck
-			return
-		}
-		io.WriteString(w, "alertfan is Ready.\n") //nolint:errcheck
-	})
+	mux.HandleFunc("GET /-/ready", s.handleReady)
 	mux.HandleFunc("POST /-/reload", s.handleReload)
 	mux.HandleFunc("PUT /-/reload", s.handleReload)
 	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(s.reg, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
 	mux.HandleFunc("GET /api/v1/dead-letters", s.handleDeadList)
 	mux.HandleFunc("POST /api/v1/dead-letters/retry", s.handleDeadRetry)
 	mux.HandleFunc("POST /api/v1/dead-letters/{id}/retry", s.handleDeadRetry)
+	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
+	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
+	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
+	for pattern, h := range s.opts.Handlers {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, landingPage) //nolint:errcheck
@@ -86,11 +86,18 @@ func writeError(w http.ResponseWriter, code int, msg string, err error) {
 	writeJSON(w, code, body)
 }
 
-// authorized checks the intake token: a bearer token, or the password of
-// basic auth (for senders that can only put credentials in the URL), or
-// the token as a path segment (Mackerel). Digests are compared in constant
-// time so neither content nor length leaks through timing.
-func (rt *runtime) authorized(r *http.Request, pathToken string) bool {
+// IntakeTokenHeader carries the intake token when the Authorization header
+// is taken by the web layer's basic auth (Alertmanager:
+// http_config.http_headers).
+const IntakeTokenHeader = "X-Alertfan-Token"
+
+// authorized checks the intake token on an intake path. The token may come
+// as a path segment (Mackerel), as the X-Alertfan-Token header, as a bearer
+// token, or as the basic-auth password when the web layer does not use
+// basic auth itself (then the password is the web user's, checked by
+// exporter-toolkit, and not a carrier of the token). Digests are compared
+// in constant time so neither content nor length leaks through timing.
+func (rt *runtime) authorized(r *http.Request, pathToken string, webBasicAuth bool) bool {
 	if !rt.hasToken {
 		return true
 	}
@@ -98,9 +105,11 @@ func (rt *runtime) authorized(r *http.Request, pathToken string) bool {
 	switch {
 	case pathToken != "":
 		cand = pathToken
+	case r.Header.Get(IntakeTokenHeader) != "":
+		cand = r.Header.Get(IntakeTokenHeader)
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
 		cand = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	default:
+	case !webBasicAuth:
 		if _, p, ok := r.BasicAuth(); ok {
 			cand = p
 		}
@@ -128,21 +137,27 @@ var errTooLarge = errors.New("body too large")
 // limit, decode.
 func (s *server) intakeRequest(w http.ResponseWriter, r *http.Request, input, pathToken string) (*runtime, []byte, bool) {
 	rt := s.rt.Load()
-	if !rt.authorized(r, pathToken) {
-		s.metrics.notifications.WithLabelValues(input, "unauthorized").Inc()
+	if !rt.authorized(r, pathToken, s.webBasicAuth.Load()) {
+		s.refuse(r, input, "unauthorized", "missing or wrong intake token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized: missing or wrong intake token", nil)
 		return nil, nil, false
 	}
 	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
 	if errors.Is(err, errTooLarge) {
-		s.metrics.notifications.WithLabelValues(input, "too_large").Inc()
+		s.refuse(r, input, "too_large", "body larger than intake.max_body_bytes")
 		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than intake.max_body_bytes", nil)
 		return nil, nil, false
 	}
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		s.refuse(r, input, "invalid", "could not read request body: "+err.Error())
 		writeError(w, http.StatusBadRequest, "could not read request body", nil)
+		return nil, nil, false
+	}
+	if !utf8.Valid(body) {
+		fe := &intake.FieldError{Field: utf8Field(body), Message: "not valid UTF-8"}
+		s.refuse(r, input, "invalid", fe.Error())
+		writeError(w, http.StatusBadRequest, "invalid request body", fe)
 		return nil, nil, false
 	}
 	return rt, body, true
@@ -157,24 +172,32 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	src, alerts, err := intake.DecodeAlertmanager(body)
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
-		s.logger.Debug("Invalid Alertmanager webhook", "remote", r.RemoteAddr, "err", err)
+		s.refuse(r, input, "invalid", err.Error())
 		writeError(w, http.StatusBadRequest, "invalid Alertmanager webhook", err)
 		return
 	}
+	if err := checkLimits(rt.cfg.Intake, alerts, func(i int) string { return fmt.Sprintf("alerts[%d]", i) }); err != nil {
+		s.refuse(r, input, "over_limit", err.Error())
+		writeError(w, http.StatusBadRequest, "over an intake limit", err)
+		return
+	}
+	s.stripReserved(r, input, alerts)
 	forced := r.PathValue("receiver")
 	if forced != "" {
 		if _, ok := rt.receivers[forced]; !ok {
-			s.metrics.notifications.WithLabelValues(input, "unknown_receiver").Inc()
+			s.refuse(r, input, "unknown_receiver", "receiver "+quote(forced)+" is not configured")
 			writeError(w, http.StatusNotFound, "receiver "+quote(forced)+" is not configured", nil)
 			return
 		}
 	}
-	if err := s.accept(r.Context(), rt, src, alerts, forced); err != nil {
+	s.logDropped(r.Context(), rt, input, alerts, forced)
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, src, alerts, forced); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": len(alerts)})
 }
 
@@ -184,6 +207,7 @@ func quote(s string) string {
 }
 
 func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error) {
+	s.commitResult(err)
 	s.metrics.notifications.WithLabelValues(input, "store_unavailable").Inc()
 	s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries", "input", input, "err", err)
 	w.Header().Set("Retry-After", "5")
@@ -338,10 +362,49 @@ func newItem(t queue.Target, n *sinks.Notification) (queue.Item, error) {
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if !s.opts.EnableLifecycle {
+		s.logger.Warn("Refused reload over HTTP: the lifecycle API is off (--web.enable-lifecycle)", "remote", r.RemoteAddr)
+		writeError(w, http.StatusForbidden, "Lifecycle API is not enabled; start alertfan with --web.enable-lifecycle, or send SIGHUP", nil)
+		return
+	}
 	if err := s.reload(r.Context()); err != nil {
 		s.logger.Error("Reload failed; keeping the running configuration", "err", err)
 		http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if p := s.pendingRestart.Load(); p != nil && len(*p) > 0 {
+		io.WriteString(w, "OK; these settings need a restart to take effect: "+strings.Join(*p, ", ")+"\n") //nolint:errcheck
+		return
+	}
 	io.WriteString(w, "OK\n") //nolint:errcheck
+}
+
+// ReservedLabels are set by alertfan from how a sender authenticated;
+// a sender cannot supply them (they are removed from every input).
+var ReservedLabels = []string{"routing_key_name"}
+
+// stripReserved removes reserved labels a sender put on its alerts, so that
+// no sender can reach a route meant for authenticated ones.
+func (s *server) stripReserved(r *http.Request, input string, alerts []sinks.Alert) {
+	n := 0
+	for i := range alerts {
+		for _, l := range ReservedLabels {
+			if _, ok := alerts[i].Labels[l]; ok {
+				delete(alerts[i].Labels, l)
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		s.metrics.reservedRemoved.WithLabelValues(input).Add(float64(n))
+		s.logger.Warn("Removed labels the sender may not set", "input", input, "labels", ReservedLabels, "count", n, "remote", r.RemoteAddr)
+	}
+}
+
+// refuse logs a refused intake request at warn, with the reason and the
+// sender's address (never the body or a credential),
+// and counts it by outcome.
+func (s *server) refuse(r *http.Request, input, outcome, reason string) {
+	s.metrics.notifications.WithLabelValues(input, outcome).Inc()
+	s.logger.Warn("Refused intake request", "input", input, "outcome", outcome, "reason", reason, "remote", r.RemoteAddr, "route", r.Pattern) // the pattern: a Mackerel path holds the token
 }

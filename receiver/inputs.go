@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alertfan/alertfan/receiver/intake"
 	"github.com/alertfan/alertfan/sinks"
@@ -38,20 +39,26 @@ func (s *server) pdIntake(w http.ResponseWriter, r *http.Request) (*runtime, []b
 	const input = intake.InputPagerDuty
 	rt := s.rt.Load()
 	if rt.pdLimiter != nil && !rt.pdLimiter.Allow() {
-		s.metrics.notifications.WithLabelValues(input, "rate_limited").Inc()
+		s.refuse(r, input, "rate_limited", "over intake.events_per_second")
 		w.Header().Set("Retry-After", "1")
 		pdError(w, http.StatusTooManyRequests, "throttle event", "Requests for this service are arriving too quickly. Please retry later.", nil)
 		return nil, nil, false
 	}
 	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
 	if errors.Is(err, errTooLarge) {
-		s.metrics.notifications.WithLabelValues(input, "too_large").Inc()
+		s.refuse(r, input, "too_large", "body larger than intake.max_body_bytes")
 		pdError(w, http.StatusRequestEntityTooLarge, "invalid event", "Request body is larger than intake.max_body_bytes", nil)
 		return nil, nil, false
 	}
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		s.refuse(r, input, "invalid", "could not read request body: "+err.Error())
 		pdError(w, http.StatusBadRequest, "invalid event", "Could not read request body", nil)
+		return nil, nil, false
+	}
+	if !utf8.Valid(body) {
+		fe := &intake.FieldError{Field: utf8Field(body), Message: "not valid UTF-8"}
+		s.refuse(r, input, "invalid", fe.Error())
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", fe)
 		return nil, nil, false
 	}
 	return rt, body, true
@@ -66,12 +73,12 @@ func (s *server) routingKeyName(w http.ResponseWriter, r *http.Request, rt *runt
 		return name, true
 	}
 	if rt.cfg.Intake.PagerDuty.RequireKnownKey {
-		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "invalid").Inc()
+		s.refuse(r, intake.InputPagerDuty, "invalid", "routing key not in intake.pagerduty.routing_keys (require_known_key)")
 		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", intake.Errors{{Field: "routing_key", Message: "Invalid routing key"}})
 		return "", false
 	}
-	if !rt.authorized(r, "") {
-		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "unauthorized").Inc()
+	if !rt.authorized(r, "", s.webBasicAuth.Load()) {
+		s.refuse(r, intake.InputPagerDuty, "unauthorized", "routing key not in intake.pagerduty.routing_keys and missing or wrong intake token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="alertfan"`)
 		pdError(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong intake token, and the routing key is not one of intake.pagerduty.routing_keys", nil)
 		return "", false
@@ -90,12 +97,46 @@ func decodePD[T any](s *server, w http.ResponseWriter, r *http.Request, start ti
 	}
 	res, err := decode(body, start.UTC())
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(intake.InputPagerDuty, "invalid").Inc()
+		s.refuse(r, intake.InputPagerDuty, "invalid", err.Error())
 		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
+		return nil, res, "", false
+	}
+	if err := checkLimits(rt.cfg.Intake, pdAlerts(res), func(int) string { return "payload" }); err != nil {
+		s.refuse(r, intake.InputPagerDuty, "over_limit", err.Error())
+		pdError(w, http.StatusBadRequest, "invalid event", "Event object is over an intake limit", withFields(err))
 		return nil, res, "", false
 	}
 	name, ok = s.routingKeyName(w, r, rt, routingKey(res))
 	return rt, res, name, ok
+}
+
+// withFields puts each field's name in its message: PagerDuty-shaped
+// errors are a list of messages.
+func withFields(err error) error {
+	var fes intake.Errors
+	var fe *intake.FieldError
+	switch {
+	case errors.As(err, &fes):
+		out := make(intake.Errors, len(fes))
+		for i, e := range fes {
+			out[i] = &intake.FieldError{Field: e.Field, Message: e.Error()}
+		}
+		return out
+	case errors.As(err, &fe):
+		return fe
+	}
+	return err
+}
+
+// pdAlerts is the alert a decoded PagerDuty event carries.
+func pdAlerts(res any) []sinks.Alert {
+	switch v := res.(type) {
+	case *intake.PDResult:
+		return []sinks.Alert{v.Alert}
+	case *intake.PDChange:
+		return []sinks.Alert{v.Alert}
+	}
+	return nil
 }
 
 func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +146,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.stripReserved(r, input, []sinks.Alert{res.Alert})
 	a := res.Alert
 	if name != "" {
 		a.Labels["routing_key_name"] = name
@@ -123,12 +165,15 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	s.logDropped(r.Context(), rt, input, []sinks.Alert{a}, "")
 	src := sinks.Source{Input: input, Receiver: name}
-	if err := s.accept(r.Context(), rt, src, []sinks.Alert{a}, ""); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, src, []sinks.Alert{a}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Event processed", "dedup_key": res.DedupKey})
 }
 
@@ -139,14 +184,17 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.stripReserved(r, input, []sinks.Alert{res.Alert})
 	if name != "" {
 		res.Alert.Labels["routing_key_name"] = name
 	}
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, ""); err != nil {
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Change event processed"})
 }
 
@@ -159,19 +207,30 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := intake.DecodeMackerel(body, rt.cfg.Intake.Mackerel.RouteOtherEvents, start.UTC())
 	if err != nil {
-		s.metrics.notifications.WithLabelValues(input, "invalid").Inc()
+		s.refuse(r, input, "invalid", err.Error())
 		writeError(w, http.StatusBadRequest, "invalid Mackerel webhook", err)
 		return
+	}
+	if res.Alert != nil {
+		if err := checkLimits(rt.cfg.Intake, []sinks.Alert{*res.Alert}, func(int) string { return "alert" }); err != nil {
+			s.refuse(r, input, "over_limit", err.Error())
+			writeError(w, http.StatusBadRequest, "over an intake limit", err)
+			return
+		}
 	}
 	if res.Alert == nil {
 		s.metrics.notifications.WithLabelValues(input, "ignored").Inc()
 		writeJSON(w, http.StatusOK, map[string]any{"status": "success", "ignored": true, "event": res.Event})
 		return
 	}
-	if err := s.accept(r.Context(), rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, ""); err != nil {
+	s.stripReserved(r, input, []sinks.Alert{*res.Alert})
+	s.logDropped(r.Context(), rt, input, []sinks.Alert{*res.Alert}, "")
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if err := s.accept(cctx, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
-	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
+	s.accepted(r, input, start)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "alerts": 1})
 }

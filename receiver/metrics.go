@@ -18,13 +18,17 @@ type metrics struct {
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
 	targets         *prometheus.GaugeVec
+	reservedRemoved *prometheus.CounterVec
+	targetReady     *prometheus.GaugeVec
+	storeCanCommit  prometheus.Gauge
+	restartRequired *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_notifications_received_total",
-			Help: "Requests received on intake endpoints, by input and outcome (accepted, invalid, too_large, unauthorized, unknown_receiver, rate_limited, store_unavailable, ignored).",
+			Help: "Requests received on intake endpoints, by input and outcome (accepted, invalid, too_large, over_limit, overloaded, unauthorized, unknown_receiver, rate_limited, store_unavailable, ignored).",
 		}, []string{"input", "outcome"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_alerts_received_total",
@@ -67,16 +71,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_config_targets",
 			Help: "Configured destinations by sink kind.",
 		}, []string{"sink"}),
+		reservedRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_reserved_labels_removed_total",
+			Help: "Labels that only alertfan may set (routing_key_name) removed from senders' alerts, by input.",
+		}, []string{"input"}),
+		targetReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_target_ready",
+			Help: "Whether a destination is ready (1) or held because its API refused the configuration at start (0; its deliveries wait in the queue).",
+		}, []string{"target", "sink"}),
+		storeCanCommit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alertfan_store_can_commit",
+			Help: "Whether the last commit (intake or readiness probe) succeeded; /-/ready answers 503 while 0.",
+		}),
+		restartRequired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alertfan_config_restart_required",
+			Help: "1 for each setting (storage.*, delivery.*) the configuration file changes but only a restart applies; the running value stays until then.",
+		}, []string{"key"}),
 	}
 	for _, in := range []string{"alertmanager", "pagerduty", "mackerel"} {
 		m.notifications.WithLabelValues(in, "accepted")
 		m.intakeDuration.WithLabelValues(in)
 		m.stale.WithLabelValues(in)
+		m.reservedRemoved.WithLabelValues(in)
 		for _, st := range []string{"firing", "resolved"} {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
 	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }

@@ -91,7 +91,7 @@ func TestPagerDuty400IsDeadLetteredNeverRetried(t *testing.T) {
 	var out bytes.Buffer
 	require.Eventually(t, func() bool {
 		out.Reset()
-		require.NoError(t, admin.ListDead(context.Background(), &out))
+		require.NoError(t, admin.List(context.Background(), ListOptions{State: "dead"}, &out))
 		return bytes.Contains(out.Bytes(), []byte("client_error"))
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Contains(t, out.String(), "oncall/pagerduty/0")
@@ -109,7 +109,7 @@ func TestPagerDuty400IsDeadLetteredNeverRetried(t *testing.T) {
 	require.Contains(t, out.String(), "re-queued 1")
 	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond)
 	out.Reset()
-	require.NoError(t, admin.ListDead(context.Background(), &out))
+	require.NoError(t, admin.List(context.Background(), ListOptions{State: "dead"}, &out))
 	require.NotContains(t, out.String(), "client_error")
 }
 

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/exporter-toolkit/web"
+	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/queue"
@@ -38,6 +41,20 @@ type Options struct {
 	Transport http.RoundTripper
 	// OnListen, when set, is told each address the server listens on.
 	OnListen func(addr net.Addr)
+	// EnableLifecycle serves POST /-/reload (SIGHUP always reloads).
+	EnableLifecycle bool
+	// EnableAdminAPI serves the admin API's writes (dead-letter retry and
+	// drop); reads are always served.
+	EnableAdminAPI bool
+	// CommitTimeout bounds an intake request's wait for its commit (then
+	// 503) and the readiness probe; default 10s.
+	CommitTimeout time.Duration
+	// ProbeInterval is how often readiness commits an empty transaction
+	// when intake has not committed; default 5s.
+	ProbeInterval time.Duration
+	// Handlers are extra routes (pattern → handler) on the server, behind
+	// the same web layer; `alertfan --demo` serves /-/demo/ with them.
+	Handlers map[string]http.Handler
 	// ShutdownTimeout bounds graceful shutdown as a whole: intake requests
 	// in flight and calls in flight to targets (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
@@ -53,6 +70,14 @@ type server struct {
 	limiters *sinks.Limiters
 	bmetrics *backlog.Metrics
 	reloadMu sync.Mutex
+	// webBasicAuth is whether the web config asks for basic auth; then a
+	// basic-auth password is the web user's, not the intake token.
+	webBasicAuth atomic.Bool
+	// inflight is the body bytes of intake requests being handled.
+	inflight atomic.Int64
+	health   commitHealth
+	// pendingRestart names the settings the last reload could not apply.
+	pendingRestart atomic.Pointer[[]string]
 }
 
 // Run loads the config, opens the store, serves until ctx is done, then
@@ -63,6 +88,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if len(opts.ListenAddresses) == 0 {
 		opts.ListenAddresses = []string{":9095"}
+	}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = 10 * time.Second
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 5 * time.Second
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
@@ -77,6 +108,10 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	cfg, err := config.Load(opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+	webBasicAuth, err := webUsesBasicAuth(opts.WebConfigFile)
 	if err != nil {
 		return err
 	}
@@ -95,7 +130,11 @@ func Run(ctx context.Context, opts Options) error {
 		limiters: sinks.NewLimiters(),
 		bmetrics: backlog.NewMetrics(reg),
 	}
-	store, err := queue.Open(ctx, storeOptions(cfg, logger, reg))
+	s.webBasicAuth.Store(webBasicAuth)
+	if (opts.EnableLifecycle || opts.EnableAdminAPI) && !webBasicAuth {
+		logger.Warn("The lifecycle or admin API is enabled but --web.config.file sets no basic_auth_users: anyone who reaches the port can call it (unless TLS client certificates are required)")
+	}
+	store, err := queue.Open(ctx, storeOptions(cfg, slog.New(newQuietHandler(logger.Handler())), reg))
 	if err != nil {
 		return err
 	}
@@ -109,7 +148,9 @@ func Run(ctx context.Context, opts Options) error {
 			logger.Warn("Store did not close cleanly", "err", err)
 		}
 	}()
-	rt, err := buildRuntime(ctx, cfg, s.deps())
+	startDeps := s.deps()
+	startDeps.holdBroken = true
+	rt, err := buildRuntime(ctx, cfg, startDeps)
 	if err != nil {
 		return fmt.Errorf("%s: %w", opts.ConfigFile, err)
 	}
@@ -121,6 +162,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := store.Start(ctx); err != nil {
 		return err
 	}
+	s.health.ok, s.health.since, s.health.okAt = true, time.Now(), time.Now()
+	s.metrics.storeCanCommit.Set(1)
+	go s.probeLoop(ctx)
 
 	srv := &http.Server{
 		Handler:           s.routes(),
@@ -203,6 +247,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		Driver:       cfg.Storage.Driver,
 		Path:         cfg.Storage.Path,
 		DSN:          string(cfg.Storage.DSN),
+		MaxConns:     cfg.Storage.MaxConnections,
 		Workers:      d.Workers,
 		MaxAttempts:  d.MaxAttempts,
 		MinBackoff:   time.Duration(d.MinBackoff),
@@ -217,20 +262,34 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 }
 
 func (s *server) deps() deps {
-	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics}
+	return deps{limiters: s.limiters, transport: s.opts.Transport, logger: s.logger, issues: s.store, bmetrics: s.bmetrics, targetReady: s.metrics.targetReady}
 }
 
 func (s *server) install(ctx context.Context, rt *runtime) error {
 	if err := s.store.SetTargets(ctx, rt.targets); err != nil {
 		return err
 	}
-	s.rt.Store(rt)
+	old := s.rt.Swap(rt)
 	counts := map[string]float64{}
 	for _, t := range rt.targets {
 		counts[t.Kind]++
 	}
 	for _, k := range queue.Kinds {
 		s.metrics.targets.WithLabelValues(k).Set(counts[k])
+	}
+	if old != nil {
+		for id, t := range old.targets {
+			if _, kept := rt.targets[id]; !kept {
+				s.metrics.targetReady.DeleteLabelValues(id, t.Kind)
+			}
+		}
+	}
+	for id, t := range rt.targets {
+		ready := 1.0
+		if g, ok := t.Sink.(*gatedSink); ok && g.notReady() != "" {
+			ready = 0
+		}
+		s.metrics.targetReady.WithLabelValues(id, t.Kind).Set(ready)
 	}
 	for name, ts := range rt.receivers {
 		s.metrics.routed.WithLabelValues(name)
@@ -252,6 +311,9 @@ func (s *server) reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	err := s.reloadLocked(ctx)
+	if b, werr := webUsesBasicAuth(s.opts.WebConfigFile); werr == nil {
+		s.webBasicAuth.Store(b)
+	}
 	if err != nil {
 		s.metrics.reloadOK.Set(0)
 		return err
@@ -267,10 +329,13 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Storage and delivery settings are fixed for the process (the store
+	// and its workers are built from them at start): the rest of the file
+	// is applied, these keep their running values, and each one that
+	// differs is reported by name until a restart applies it.
 	old := s.rt.Load().cfg
-	if cfg.Storage != old.Storage || cfg.Delivery != old.Delivery {
-		return errors.New("storage and delivery settings cannot change on reload; restart alertfan to apply them")
-	}
+	restart := append(changedKeys("storage", old.Storage, cfg.Storage), changedKeys("delivery", old.Delivery, cfg.Delivery)...)
+	cfg.Storage, cfg.Delivery = old.Storage, old.Delivery
 	rt, err := buildRuntime(ctx, cfg, s.deps())
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.opts.ConfigFile, err)
@@ -283,7 +348,53 @@ func (s *server) reloadLocked(ctx context.Context) error {
 	if err := s.store.Replan(ctx); err != nil {
 		s.logger.Warn("Could not re-plan queued work after the reload; it runs at its planned times", "err", err)
 	}
+	s.metrics.restartRequired.Reset()
+	for _, k := range restart {
+		s.metrics.restartRequired.WithLabelValues(k).Set(1)
+	}
+	s.pendingRestart.Store(&restart)
+	if len(restart) > 0 {
+		s.logger.Warn("Configuration reloaded, but these settings need a restart to take effect; the running values stay until then", "keys", restart)
+	}
 	return nil
+}
+
+// changedKeys names, as prefix.yaml_key, each field of two config structs
+// that differs. Values are never part of the answer (a DSN is a secret).
+func changedKeys(prefix string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		f := va.Type().Field(i)
+		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, prefix+"."+name)
+		}
+	}
+	return out
+}
+
+// webUsesBasicAuth reads whether the exporter-toolkit web config has
+// basic_auth_users. (exporter-toolkit re-reads the file on each request;
+// alertfan on start and on reload.)
+func webUsesBasicAuth(file string) (bool, error) {
+	if file == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false, fmt.Errorf("web config %s: %w", file, err)
+	}
+	var c struct {
+		Users map[string]any `yaml:"basic_auth_users"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return false, fmt.Errorf("web config %s: %w", file, err)
+	}
+	return len(c.Users) > 0, nil
 }
 
 // targetTransport keeps enough idle connections per target host for the

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/alertfan/alertfan/receiver/config"
@@ -61,6 +62,11 @@ type deps struct {
 	issues    backlog.IssueStore
 	bmetrics  *backlog.Metrics
 	offline   bool
+	// holdBroken, at start, keeps a Backlog target whose names the API
+	// refuses (401, 404, a missing name) as a target that is not ready
+	// instead of failing; a reload still refuses such a config.
+	holdBroken  bool
+	targetReady *prometheus.GaugeVec
 }
 
 // TargetID names one destination: stable across reloads while the
@@ -98,10 +104,20 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 		}
 		for i, bc := range r.BacklogConfigs {
 			id := TargetID(r.Name, "backlog", i)
-			n, err := backlog.New(ctx, bc, backlog.Deps{
+			bd := backlog.Deps{
 				ID: id, Template: tmpl, Limiters: d.limiters, Transport: d.transport,
 				Logger: d.logger.With("target", id), Issues: d.issues, Metrics: d.bmetrics, Offline: d.offline,
-			})
+			}
+			n, err := backlog.New(ctx, bc, bd)
+			if err != nil && d.holdBroken && !d.offline {
+				// Templates and config are fine if it builds offline: the
+				// API refused; hold the target, not the process.
+				bd.Offline = true
+				if off, oerr := backlog.New(ctx, bc, bd); oerr == nil {
+					rt.add(r.Name, id, "backlog", newGatedSink(off, id, off.Check, err, d.logger, d.targetReady.WithLabelValues(id, "backlog")))
+					continue
+				}
+			}
 			if err != nil {
 				return nil, fmt.Errorf("receivers %q: backlog_configs[%d]: %w", r.Name, i, err)
 			}

@@ -34,7 +34,7 @@ type testServer struct {
 	cfg    string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *bytes.Buffer
+	logs   *logBuffer
 
 	stopOnce sync.Once
 }
@@ -54,7 +54,9 @@ func startServer(t *testing.T, cfg string) *testServer {
 	return startServerIn(t, t.TempDir(), cfg)
 }
 
-func startServerIn(t *testing.T, dir, cfg string) *testServer {
+// startServerIn starts a server with the lifecycle and admin APIs on (the
+// tests use them); opts may change the options.
+func startServerIn(t *testing.T, dir, cfg string, opts ...func(*Options)) *testServer {
 	t.Helper()
 	if !strings.Contains(cfg, "storage:") {
 		cfg = "storage:\n  driver: sqlite\n  path: " + filepath.Join(dir, "alertfan.db") + "\n" + cfg
@@ -66,17 +68,21 @@ func startServerIn(t *testing.T, dir, cfg string) *testServer {
 	require.NoError(t, os.WriteFile(file, []byte(cfg), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
-	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &bytes.Buffer{}}
-	logger := slog.New(slog.NewTextHandler(&syncWriter{w: ts.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() {
-		ts.done <- Run(ctx, Options{
-			ConfigFile:      file,
-			ListenAddresses: []string{"127.0.0.1:0"},
-			Logger:          logger,
-			OnListen:        func(a net.Addr) { addr <- a },
-			ShutdownTimeout: 5 * time.Second,
-		})
-	}()
+	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
+	logger := slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o := Options{
+		ConfigFile:      file,
+		ListenAddresses: []string{"127.0.0.1:0"},
+		Logger:          logger,
+		OnListen:        func(a net.Addr) { addr <- a },
+		ShutdownTimeout: 5 * time.Second,
+		EnableLifecycle: true,
+		EnableAdminAPI:  true,
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	go func() { ts.done <- Run(ctx, o) }()
 	select {
 	case a := <-addr:
 		ts.URL = "http://" + a.String()
@@ -99,18 +105,29 @@ func (ts *testServer) stop() {
 	})
 }
 
-type syncWriter struct {
-	mu chan struct{}
-	w  io.Writer
+// logBuffer collects a server's log lines; tests read it while the server
+// writes, so both sides lock.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) {
-	if s.mu == nil {
-		s.mu = make(chan struct{}, 1)
-	}
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.w.Write(p)
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
 }
 
 func (ts *testServer) post(t *testing.T, path string, body []byte, hdr ...string) (int, map[string]any) {

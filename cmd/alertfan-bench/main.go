@@ -191,13 +191,12 @@ func notification() ([]byte, []string) {
 }
 
 type result struct {
-	n        int
-	errors   int
-	elapsed  time.Duration
-	lat      []time.Duration
-	peakRSS  float64
-	sentAt   sync.Map // fingerprint → time the request was sent
-	accepted atomic.Int64
+	n       int
+	errors  int
+	elapsed time.Duration
+	lat     []time.Duration
+	peakRSS float64
+	sentAt  sync.Map // fingerprint → time the request was sent
 }
 
 func (r *result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }

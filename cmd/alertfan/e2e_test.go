@@ -167,7 +167,7 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	// alertfan's own rules are loaded and healthy.
 	groups := promRules(t, promAddr)
 	require.Contains(t, groups, "alertfan")
-	require.Len(t, groups["alertfan"], 7)
+	require.Len(t, groups["alertfan"], 10)
 	for name, health := range groups["alertfan"] {
 		require.Equal(t, "ok", health, name)
 	}

@@ -5,10 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -45,6 +46,9 @@ func run(args []string) int {
 	shutdownTimeout := serve.Flag("shutdown-timeout", "On SIGTERM: how long intake requests and calls in flight may take before they are cancelled (and retried after restart). Keep it under the container's stop grace period (Docker: 10s).").
 		Default(receiver.DefaultShutdownTimeout.String()).Duration()
 	webFlags := kingpinflag.AddFlags(app, ":9095")
+	enableLifecycle := app.Flag("web.enable-lifecycle", "Serve POST /-/reload (SIGHUP always reloads).").Bool()
+	demoMode := app.Flag("demo", "Demo mode: serve a fake PagerDuty and Backlog in this process on loopback and send every alert to both (ignores --config.file; store data/alertfan-demo.db). GET /-/demo/events and /-/demo/issues show what they received.").Bool()
+	enableAdminAPI := app.Flag("web.enable-admin-api", "Serve the admin API's writes: dead-letter retry and drop (alertfan queue retry|drop).").Bool()
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
 
@@ -56,17 +60,25 @@ func run(args []string) int {
 	routesTest := routes.Command("test", "Print the receivers a label set reaches.")
 	routesLabels := routesTest.Arg("labels", "Labels as name=value.").Strings()
 
-	queue := app.Command("queue", "Inspect a running alertfan's queue.")
-	queueURL := queue.Flag("alertfan.url", "URL of the running alertfan.").Default("http://localhost:9095").String()
-	queueTokenFile := queue.Flag("token.file", "File with the intake bearer token, if one is configured.").String()
-	queueList := queue.Command("list", "List jobs.")
-	queueListDead := queueList.Flag("dead", "List dead letters.").Required().Bool()
-	queueRetry := queue.Command("retry", "Re-queue dead letters.")
+	queue := app.Command("queue", "Inspect and act on a running alertfan's queue.")
+	queueURL := queue.Flag("alertfan.url", "URL of the running alertfan.").Default("http://localhost:9095").Envar("ALERTFAN_URL").String()
+	queueHTTPConfig := queue.Flag("http.config.file", "HTTP client configuration file (basic auth, bearer token file, TLS CA, proxy), as amtool's.").Envar("ALERTFAN_HTTP_CONFIG_FILE").String()
+	queueList := queue.Command("list", "List deliveries still owed and dead letters.")
+	queueListState := queueList.Flag("state", "Only this state: pending, retrying or dead.").Enum("pending", "retrying", "dead")
+	queueListReceiver := queueList.Flag("receiver", "Only this receiver.").String()
+	queueListOutput := queueList.Flag("output", "Output format: table or json.").Short('o').Default("table").Enum("table", "json")
+	queueShow := queue.Command("show", "Show one dead letter: the alert, its labels, attempts and last error.")
+	queueShowID := queueShow.Arg("id", "Dead letter id (from queue list).").Required().String()
+	queueShowOutput := queueShow.Flag("output", "Output format: table or json.").Short('o').Default("table").Enum("table", "json")
+	queueRetry := queue.Command("retry", "Re-queue dead letters (needs --web.enable-admin-api on the server).")
 	queueRetryID := queueRetry.Arg("id", "Dead letter id.").String()
 	queueRetryAll := queueRetry.Flag("all", "Re-queue every dead letter.").Bool()
+	queueDrop := queue.Command("drop", "Delete a dead letter without delivering it (needs --web.enable-admin-api on the server).")
+	queueDropID := queueDrop.Arg("id", "Dead letter id.").Required().String()
 
 	health := app.Command("healthcheck", "Exit 0 when a running alertfan answers /-/healthy (for container HEALTHCHECKs).")
-	healthURL := health.Flag("alertfan.url", "URL of the running alertfan.").Default("http://127.0.0.1:9095").String()
+	healthURL := health.Flag("alertfan.url", "URL of the running alertfan.").Default("http://127.0.0.1:9095").Envar("ALERTFAN_URL").String()
+	healthHTTPConfig := health.Flag("http.config.file", "HTTP client configuration file (basic auth, bearer token file, TLS CA, proxy), as amtool's.").Envar("ALERTFAN_HTTP_CONFIG_FILE").String()
 
 	app.Command("version", "Print version information.")
 
@@ -78,47 +90,77 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	var logger *slog.Logger
 	switch cmd {
 	case serve.FullCommand():
-		logger := promslog.New(logCfg)
+		logger = promslog.New(logCfg)
 		logger.Info("Starting alertfan", "version", version.Info(), "build_context", version.BuildContext())
+		var handlers map[string]http.Handler
+		if *demoMode {
+			d, derr := startDemo(logger)
+			if derr != nil {
+				err = derr
+				break
+			}
+			defer d.close()
+			*configFile = d.config
+			handlers = d.handlers()
+			logger.Info("Demo mode: every alert goes to the fake PagerDuty and Backlog in this process; see /-/demo/events and /-/demo/issues",
+				"pagerduty", d.pd.EventsURL(), "backlog", d.bl.URL)
+		}
 		err = receiver.Run(ctx, receiver.Options{
+			Handlers:        handlers,
 			ConfigFile:      *configFile,
 			ListenAddresses: *webFlags.WebListenAddresses,
 			WebConfigFile:   *webFlags.WebConfigFile,
 			Logger:          logger,
 			ShutdownTimeout: *shutdownTimeout,
+			EnableLifecycle: *enableLifecycle,
+			EnableAdminAPI:  *enableAdminAPI,
 		})
 	case check.FullCommand():
 		err = receiver.CheckConfig(ctx, *checkFile, *checkOnline, os.Stdout)
 	case routesTest.FullCommand():
 		_, err = receiver.RoutesTest(*configFile, *routesLabels, os.Stdout)
-	case queueList.FullCommand(), queueRetry.FullCommand():
-		c := &receiver.AdminClient{URL: *queueURL}
-		if *queueTokenFile != "" {
-			b, rerr := os.ReadFile(*queueTokenFile)
-			if rerr != nil {
-				err = rerr
-				break
-			}
-			c.Token = strings.TrimSpace(string(b))
+	case queueList.FullCommand(), queueShow.FullCommand(), queueRetry.FullCommand(), queueDrop.FullCommand():
+		hc, herr := receiver.NewHTTPClient(*queueHTTPConfig)
+		if herr != nil {
+			err = herr
+			break
 		}
-		if cmd == queueList.FullCommand() && *queueListDead {
-			err = c.ListDead(ctx, os.Stdout)
-		} else {
+		c := &receiver.AdminClient{URL: *queueURL, HTTP: hc}
+		switch cmd {
+		case queueList.FullCommand():
+			err = c.List(ctx, receiver.ListOptions{State: *queueListState, Receiver: *queueListReceiver, Output: *queueListOutput}, os.Stdout)
+		case queueShow.FullCommand():
+			err = c.Show(ctx, *queueShowID, *queueShowOutput, os.Stdout)
+		case queueRetry.FullCommand():
 			if (*queueRetryID == "") == !*queueRetryAll {
 				err = fmt.Errorf("queue retry: give a dead letter id or --all")
 				break
 			}
 			err = c.RetryDead(ctx, *queueRetryID, os.Stdout)
+		case queueDrop.FullCommand():
+			err = c.DropDead(ctx, *queueDropID, os.Stdout)
 		}
 	case health.FullCommand():
-		err = receiver.HealthCheck(ctx, *healthURL)
+		hc, herr := receiver.NewHTTPClient(*healthHTTPConfig)
+		if herr != nil {
+			err = herr
+			break
+		}
+		err = receiver.HealthCheck(ctx, *healthURL, hc)
 	case "version":
 		fmt.Println(version.Print("alertfan"))
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "alertfan:", err)
+		if logger != nil {
+			// The server's fatal errors go through its logger, in the
+			// chosen format, so a log pipeline sees them.
+			logger.Error("alertfan stopped", "err", err)
+		} else {
+			fmt.Fprintln(os.Stderr, "alertfan:", err)
+		}
 		return 1
 	}
 	return 0

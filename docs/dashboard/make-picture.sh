@@ -2,7 +2,7 @@
 # Makes docs/dashboard.png from a real run: alertfan, alertfan-demo-targets,
 # Debian's prometheus and prometheus-alertmanager on loopback ports with the
 # compose stack's configuration, six minutes of driven alert traffic with a
-# 45-second outage of the targets in the middle, then the dashboard's
+# 45-second outage of the targets in the middle (the traffic goes on), then the dashboard's
 # queries rendered from Prometheus (render.py). Needs: go, prometheus,
 # prometheus-alertmanager, python3-matplotlib.
 set -euo pipefail
@@ -33,10 +33,13 @@ prometheus-alertmanager --config.file="$work/alertmanager.yml" --storage.path="$
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" --web.listen-address=127.0.0.1:19090 --rules.alert.resend-delay=10s > "$work/prom.log" 2>&1 & pids+=($!)
 sleep 5
 
-"$work/alertfan-bench" -drive http://127.0.0.1:19095/webhook -drive.rate 30 -duration 150s
-echo "outage of the targets for 45 s"
+# The traffic runs on through the outage, so the picture shows alerts
+# arriving while the targets are down, then the held work draining.
+"$work/alertfan-bench" -drive http://127.0.0.1:19095/webhook -drive.rate 30 -duration 360s & drv=$!; pids+=("$drv")
+sleep 150
+echo "outage of the targets for 45 s (traffic continues)"
 kill "$tp"; sleep 45
 tp=$(targets); pids+=("$tp")
-"$work/alertfan-bench" -drive http://127.0.0.1:19095/webhook -drive.rate 30 -duration 165s
+wait "$drv"
 /usr/bin/python3 "$repo/docs/dashboard/render.py" --prometheus http://127.0.0.1:19090 --dashboard deploy/grafana/alertfan.json --minutes 6 --out "$repo/docs/dashboard.png"
 echo "wrote docs/dashboard.png"

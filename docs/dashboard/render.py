@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 import urllib.parse
 import urllib.request
 
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def query_range(base, expr, start, end, step):
-    expr = expr.replace("$__rate_interval", "1m")
+    expr = expr.replace("$__rate_interval", "1m").replace('"$job"', '"alertfan"').replace('"$instance"', '".+"')
     q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
     with urllib.request.urlopen(f"{base}/api/v1/query_range?{q}", timeout=30) as r:
         data = json.load(r)
@@ -60,11 +61,15 @@ def main():
                 xs = [dt.datetime.fromtimestamp(float(v[0]), dt.timezone.utc) for v in s["values"]]
                 ys = [float(v[1]) for v in s["values"]]
                 ys = [y if math.isfinite(y) else float("nan") for y in ys]
-                ax.plot(xs, ys, linewidth=1.2, label=label(s["metric"])[:48])
+                name = label(s["metric"])
+                if t.get("legendFormat"):  # as Grafana shows it
+                    name = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: s["metric"].get(m.group(1), ""), t["legendFormat"])
+                ax.plot(xs, ys, linewidth=1.2, label=name[:48])
                 n += 1
+        ax.set_xlim(dt.datetime.fromtimestamp(start, dt.timezone.utc), dt.datetime.fromtimestamp(end, dt.timezone.utc))
         if n == 0:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-        elif n <= 6:
+        elif n <= 8:
             ax.legend(fontsize=7, loc="upper left")
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.timezone.utc))
         ax.tick_params(labelsize=8)

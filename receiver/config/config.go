@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	yaml "go.yaml.in/yaml/v2"
@@ -49,6 +50,9 @@ type StorageConfig struct {
 	Path    string           `yaml:"path,omitempty"`
 	DSN     commoncfg.Secret `yaml:"dsn,omitempty"`
 	DSNFile string           `yaml:"dsn_file,omitempty"`
+	// MaxConnections is each replica's PostgreSQL connection pool size;
+	// 0 means delivery.workers/2 + 8 (33 with the defaults).
+	MaxConnections int `yaml:"max_connections,omitempty"`
 }
 
 // DefaultStorage is the embedded SQLite store.
@@ -66,6 +70,9 @@ func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		if c.Path == "" {
 			return errors.New("storage.path: required for driver sqlite")
 		}
+		if c.MaxConnections != 0 {
+			return errors.New("storage.max_connections: only for driver postgres")
+		}
 		if c.DSN != "" || c.DSNFile != "" {
 			return errors.New("storage.dsn, storage.dsn_file: only for driver postgres")
 		}
@@ -75,6 +82,9 @@ func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 		if c.DSN != "" && c.DSNFile != "" {
 			return errors.New("storage: at most one of dsn and dsn_file may be set")
+		}
+		if c.MaxConnections < 0 || c.MaxConnections == 1 || c.MaxConnections == 2 || c.MaxConnections == 3 {
+			return fmt.Errorf("storage.max_connections: must be 0 (default) or at least 4, got %d", c.MaxConnections)
 		}
 		c.Path = ""
 	default:
@@ -95,6 +105,21 @@ type IntakeConfig struct {
 	// EventsPerSecond bounds intake of /v2/enqueue (PagerDuty senders expect
 	// a 429 when a service can't take more); 0 means unlimited.
 	EventsPerSecond float64 `yaml:"events_per_second,omitempty"`
+
+	// Limits on what one request may hold; a breach is a 4xx naming the
+	// limit and nothing of the request is stored.
+	MaxAlertsPerNotification int `yaml:"max_alerts_per_notification,omitempty"`
+	MaxLabelsPerAlert        int `yaml:"max_labels_per_alert,omitempty"`
+	// MaxNameLength bounds label and annotation names, in bytes.
+	MaxNameLength            int `yaml:"max_name_length,omitempty"`
+	MaxLabelValueLength      int `yaml:"max_label_value_length,omitempty"`
+	MaxAnnotationValueLength int `yaml:"max_annotation_value_length,omitempty"`
+	// MaxInflightBodyBytes bounds the bodies of all intake requests being
+	// handled at once (a request whose length is not announced counts as
+	// max_body_bytes); beyond it requests get 503 (PagerDuty: 429) and are
+	// retried by the sender. Decoding costs a multiple of the body, so
+	// this is what bounds intake memory.
+	MaxInflightBodyBytes int64 `yaml:"max_inflight_body_bytes,omitempty"`
 }
 
 // PagerDutyIntake maps routing keys that senders use to names routes can
@@ -115,8 +140,17 @@ type MackerelIntake struct {
 	RouteOtherEvents bool `yaml:"route_other_events,omitempty"`
 }
 
-// DefaultIntake is 4 MiB bodies, no token.
-var DefaultIntake = IntakeConfig{MaxBodyBytes: 4 << 20}
+// DefaultIntake is 4 MiB bodies, no token, and limits that no real
+// Alertmanager, PagerDuty or Mackerel sender reaches.
+var DefaultIntake = IntakeConfig{
+	MaxBodyBytes:             4 << 20,
+	MaxAlertsPerNotification: 1000,
+	MaxLabelsPerAlert:        100,
+	MaxNameLength:            256,
+	MaxLabelValueLength:      4096,
+	MaxAnnotationValueLength: 65536,
+	MaxInflightBodyBytes:     16 << 20,
+}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
@@ -133,6 +167,24 @@ func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.EventsPerSecond < 0 {
 		return errors.New("intake.events_per_second: must be >= 0")
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"max_alerts_per_notification", int64(c.MaxAlertsPerNotification)},
+		{"max_labels_per_alert", int64(c.MaxLabelsPerAlert)},
+		{"max_name_length", int64(c.MaxNameLength)},
+		{"max_label_value_length", int64(c.MaxLabelValueLength)},
+		{"max_annotation_value_length", int64(c.MaxAnnotationValueLength)},
+		{"max_inflight_body_bytes", c.MaxInflightBodyBytes},
+	} {
+		if l.v <= 0 {
+			return fmt.Errorf("intake.%s: must be > 0, got %d", l.name, l.v)
+		}
+	}
+	if c.MaxInflightBodyBytes < c.MaxBodyBytes {
+		return fmt.Errorf("intake.max_inflight_body_bytes: must be >= max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBodyBytes)
 	}
 	for name := range c.PagerDuty.RoutingKeyFiles {
 		if _, dup := c.PagerDuty.RoutingKeys[name]; dup {
@@ -317,6 +369,17 @@ func (c *Config) resolveFiles(dir string) error {
 	if c.Storage.DSNFile != "" {
 		if c.Storage.DSN, err = readSecret(dir, c.Storage.DSNFile, "storage.dsn_file"); err != nil {
 			return err
+		}
+	}
+	if c.Storage.Driver == DriverPostgres {
+		if _, perr := pgx.ParseConfig(string(c.Storage.DSN)); perr != nil {
+			field := "storage.dsn"
+			if c.Storage.DSNFile != "" {
+				field = "storage.dsn_file"
+			}
+			// The parser's message may quote the string: keep it out.
+			msg := strings.ReplaceAll(perr.Error(), string(c.Storage.DSN), "<dsn>")
+			return fmt.Errorf("%s: not a valid PostgreSQL connection string (URL postgres://user@host:5432/db?sslmode=… or key=value form): %s", field, msg)
 		}
 	}
 	if c.Intake.BearerTokenFile != "" {

@@ -3,8 +3,10 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +24,30 @@ type DeadLetter struct {
 	Error     string    `json:"error"`
 	Attempts  int       `json:"attempts"`
 	CreatedAt time.Time `json:"created_at"`
+	// Alertname and Labels say which alert this is: the labels of the
+	// alert (or the labels all alerts of a group share) in the newest
+	// state kept for (target, key); empty when that state was cleaned up.
+	Alertname string            `json:"alertname,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// describe fills Alertname and Labels from a state payload (a
+// sinks.Notification in JSON).
+func (d *DeadLetter) describe(payload []byte) {
+	var n struct {
+		Alerts []struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"alerts"`
+	}
+	if len(payload) == 0 || json.Unmarshal(payload, &n) != nil || len(n.Alerts) == 0 {
+		return
+	}
+	common := maps.Clone(n.Alerts[0].Labels)
+	for _, a := range n.Alerts[1:] {
+		maps.DeleteFunc(common, func(k, v string) bool { return a.Labels[k] != v })
+	}
+	d.Labels = common
+	d.Alertname = common["alertname"]
 }
 
 // ErrNotFound is returned for a dead letter id that does not exist.
@@ -29,7 +55,8 @@ var ErrNotFound = errors.New("no such dead letter")
 
 // DeadLetters lists dead letters, oldest first.
 func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, target, key, version, reason, error, attempts, created_at FROM alertfan_dead ORDER BY id`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT d.id, d.target, d.key, d.version, d.reason, d.error, d.attempts, d.created_at, COALESCE(st.payload, '')
+		FROM alertfan_dead d LEFT JOIN alertfan_state st ON st.target = d.target AND st.key = d.key ORDER BY d.id`)
 	if err != nil {
 		return nil, fmt.Errorf("queue: list dead letters: %w", err)
 	}
@@ -38,10 +65,12 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	for rows.Next() {
 		var d DeadLetter
 		var at int64
-		if err := rows.Scan(&d.ID, &d.Target, &d.Key, &d.Version, &d.Reason, &d.Error, &d.Attempts, &at); err != nil {
+		var payload string
+		if err := rows.Scan(&d.ID, &d.Target, &d.Key, &d.Version, &d.Reason, &d.Error, &d.Attempts, &at, &payload); err != nil {
 			return nil, err
 		}
 		d.CreatedAt = time.Unix(0, at).UTC()
+		d.describe([]byte(payload))
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -50,6 +79,18 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 // RetryDead sends a dead letter's (target, key) again, with its newest
 // state. all retries every dead letter; otherwise id names one.
 func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) {
+	if !all {
+		// An unknown id is answered before the write: an error inside a
+		// group commit would fail the intake requests sharing it.
+		var one int
+		err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT 1 FROM alertfan_dead WHERE id = ?`), id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, ErrNotFound
+		}
+		if err != nil {
+			return 0, fmt.Errorf("queue: find dead letter: %w", err)
+		}
+	}
 	n := 0
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		n = 0
@@ -108,6 +149,24 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 		return nil
 	})
 	return n, err
+}
+
+// DropDead deletes one dead letter: an operator has looked at it and
+// decided it needs no delivery. The id is checked before the write, since
+// an error inside a group commit would fail the requests sharing it.
+func (s *Store) DropDead(ctx context.Context, id int64) error {
+	var one int
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT 1 FROM alertfan_dead WHERE id = ?`), id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("queue: find dead letter: %w", err)
+	}
+	return s.submit(ctx, func(ctx context.Context, b *batch) error {
+		_, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, id)
+		return err
+	})
 }
 
 // kindOf reads the sink kind from a target id ("receiver/kind/index"), so

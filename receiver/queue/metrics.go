@@ -104,7 +104,7 @@ var (
 		"Age of the oldest job waiting to be delivered (available, retryable or scheduled), by sink.",
 		[]string{"sink"}, nil)
 	deadDesc = prometheus.NewDesc("alertfan_dead_letters",
-		"Dead letters waiting to be looked at (alertfan queue list --dead).",
+		"Dead letters waiting to be looked at (alertfan queue list --state=dead).",
 		[]string{"target"}, nil)
 	openIssuesDesc = prometheus.NewDesc("alertfan_backlog_issues_open",
 		"Backlog issues alertfan opened that are not closed yet, by target.",

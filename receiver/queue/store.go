@@ -44,6 +44,9 @@ type Options struct {
 	Path string
 	// DSN is the PostgreSQL connection string. It never appears in errors.
 	DSN string
+	// MaxConns is the PostgreSQL connection pool size of this replica;
+	// 0 means workers/2 + 8.
+	MaxConns int
 
 	Workers      int
 	MaxAttempts  int
@@ -285,8 +288,12 @@ func (s *Store) openPostgres(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue: open postgres: %s", redact(err, s.opts.DSN))
 	}
-	db.SetMaxOpenConns(s.opts.Workers/2 + 8)
-	db.SetMaxIdleConns(s.opts.Workers/2 + 8)
+	conns := s.opts.MaxConns
+	if conns <= 0 {
+		conns = s.opts.Workers/2 + 8
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
 	s.db = db
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -399,6 +406,14 @@ func (s *Store) Start(ctx context.Context) error {
 		s.logger.Warn("Could not re-plan queued work at start; it runs at its planned times", "err", err)
 	}
 	return nil
+}
+
+// Probe runs an empty transaction through the group committer: it fails
+// when the database cannot begin or commit, or the committer is stuck,
+// within ctx's deadline. Readiness uses it when intake has not committed
+// lately.
+func (s *Store) Probe(ctx context.Context) error {
+	return s.submit(ctx, func(context.Context, *batch) error { return nil })
 }
 
 // Ready reports whether the store is open, migrated and running.

@@ -402,6 +402,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if ok {
 			s.targetAnswered(t)
 		}
+		s.logger.Debug("Delivered", "target", id, "key", k.Key, "status", n.Status(), "alerts", len(n.Alerts))
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "success", "").Inc()
 		if !n.AcceptedAt.IsZero() {
 			s.metrics.latency.WithLabelValues(t.Kind).Observe(time.Since(n.AcceptedAt).Seconds())

@@ -1,0 +1,169 @@
+package receiver
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/alertfan/alertfan/receiver/config"
+	"github.com/alertfan/alertfan/receiver/intake"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// bounded admits an intake request only while the bodies being handled
+// stay within intake.max_inflight_body_bytes: decoding costs a multiple of
+// the body, so this bounds intake memory. Beyond it the sender is told to
+// retry: 503, or 429 with PagerDuty's body for the Events v2 endpoints.
+func (s *server) bounded(input string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := s.rt.Load().cfg.Intake
+		n := r.ContentLength
+		if n < 0 || n > c.MaxBodyBytes {
+			n = c.MaxBodyBytes
+		}
+		if s.inflight.Add(n) > c.MaxInflightBodyBytes {
+			s.inflight.Add(-n)
+			s.refuse(r, input, "overloaded", "bodies in flight over intake.max_inflight_body_bytes")
+			w.Header().Set("Retry-After", "1")
+			if input == intake.InputPagerDuty {
+				pdError(w, http.StatusTooManyRequests, "throttle event", "Requests for this service are arriving too quickly. Please retry later.", nil)
+				return
+			}
+			writeError(w, http.StatusServiceUnavailable, "too many requests in flight (intake.max_inflight_body_bytes); retry later", nil)
+			return
+		}
+		defer s.inflight.Add(-n)
+		h(w, r)
+	}
+}
+
+// checkLimits enforces intake's per-request limits on decoded alerts;
+// field(i) names alert i in the sender's terms. The error names the field
+// and the limit.
+func checkLimits(c config.IntakeConfig, alerts []sinks.Alert, field func(i int) string) error {
+	if len(alerts) > c.MaxAlertsPerNotification {
+		return &intake.FieldError{Field: "alerts", Message: fmt.Sprintf("%d alerts, over intake.max_alerts_per_notification (%d)", len(alerts), c.MaxAlertsPerNotification)}
+	}
+	var errs intake.Errors
+	for i, a := range alerts {
+		f := field(i)
+		if len(a.Labels) > c.MaxLabelsPerAlert {
+			errs = append(errs, &intake.FieldError{Field: f + ".labels", Message: fmt.Sprintf("%d labels, over intake.max_labels_per_alert (%d)", len(a.Labels), c.MaxLabelsPerAlert)})
+			continue
+		}
+		errs = append(errs, checkPairs(c, f+".labels", a.Labels, "label", "max_label_value_length", c.MaxLabelValueLength)...)
+		errs = append(errs, checkPairs(c, f+".annotations", a.Annotations, "annotation", "max_annotation_value_length", c.MaxAnnotationValueLength)...)
+		if len(errs) >= 10 {
+			break
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func checkPairs(c config.IntakeConfig, field string, m map[string]string, what, valueLimit string, maxValue int) intake.Errors {
+	var errs intake.Errors
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if len(k) > c.MaxNameLength {
+			errs = append(errs, &intake.FieldError{Field: field, Message: fmt.Sprintf("%s name %s is %d bytes, over intake.max_name_length (%d)", what, strconv.Quote(cut(k, 32)), len(k), c.MaxNameLength)})
+			continue
+		}
+		if len(m[k]) > maxValue {
+			errs = append(errs, &intake.FieldError{Field: field + "." + k, Message: fmt.Sprintf("%s value is %d bytes, over intake.%s (%d)", what, len(m[k]), valueLimit, maxValue)})
+		}
+	}
+	return errs
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// utf8Field finds the JSON field whose string holds invalid UTF-8 (a
+// value's path like alerts[0].labels.instance, or an object's path plus
+// "(name)" when a key is invalid); "" when none is found.
+func utf8Field(body []byte) string {
+	type frame struct {
+		obj     bool
+		key     string
+		idx     int
+		wantKey bool
+	}
+	var stack []*frame
+	path := func(extra string) string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.obj {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(f.key)
+			} else {
+				fmt.Fprintf(&b, "[%d]", f.idx)
+			}
+		}
+		return b.String() + extra
+	}
+	top := func() *frame {
+		if len(stack) == 0 {
+			return nil
+		}
+		return stack[len(stack)-1]
+	}
+	afterValue := func() {
+		if t := top(); t != nil && t.obj {
+			t.wantKey = true
+		}
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	for {
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		valid := utf8.Valid(body[start:dec.InputOffset()])
+		t := top()
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			afterValue()
+			continue
+		}
+		if s, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
+			t.key, t.wantKey = s, false
+			if !valid {
+				t.key = strconv.Quote(s)
+				return path(" (name)")
+			}
+			continue
+		}
+		if t != nil && !t.obj {
+			t.idx++
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{idx: -1})
+			continue
+		}
+		if !valid {
+			if p := path(""); p != "" {
+				return p
+			}
+			return "body"
+		}
+		afterValue()
+	}
+}

@@ -1,0 +1,145 @@
+package receiver
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/receiver/config"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+func amBody(alerts ...string) []byte {
+	return []byte(`{"version":"4","status":"firing","receiver":"x","groupKey":"g","alerts":[` + strings.Join(alerts, ",") + `]}`)
+}
+
+func limitsAlert(labels, annotations string) string {
+	return `{"status":"firing","labels":{` + labels + `},"annotations":{` + annotations + `},"startsAt":"2026-11-28T10:00:00Z"}`
+}
+
+// TestIntakeLimits: each limit's breach is a 400 that names the field and
+// the limit, on every input, and nothing of the request is stored.
+func TestIntakeLimits(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), `intake:
+  max_alerts_per_notification: 2
+  max_labels_per_alert: 4
+  max_name_length: 16
+  max_label_value_length: 32
+  max_annotation_value_length: 64
+  mackerel:
+    route_other_events: false
+`))
+	long := func(n int) string { return strings.Repeat("x", n) }
+	ok := limitsAlert(`"alertname":"A"`, "")
+	cases := []struct {
+		name, path string
+		body       []byte
+		field      string
+		limit      string
+	}{
+		{"alerts per notification", "/webhook", amBody(ok, ok, ok), "alerts", "intake.max_alerts_per_notification (2)"},
+		{"labels per alert", "/webhook", amBody(ok, limitsAlert(`"alertname":"A","a":"1","b":"2","c":"3","d":"4"`, "")), "alerts[1].labels", "intake.max_labels_per_alert (4)"},
+		{"label name length", "/webhook", amBody(limitsAlert(`"alertname":"A","`+long(17)+`":"1"`, "")), "alerts[0].labels", "intake.max_name_length (16)"},
+		{"annotation name length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"`+long(17)+`":"1"`)), "alerts[0].annotations", "intake.max_name_length (16)"},
+		{"label value length", "/webhook", amBody(limitsAlert(`"alertname":"A","instance":"`+long(33)+`"`, "")), "alerts[0].labels.instance", "intake.max_label_value_length (32)"},
+		{"annotation value length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"summary":"`+long(65)+`"`)), "alerts[0].annotations.summary", "intake.max_annotation_value_length (64)"},
+		{"invalid UTF-8 value", "/webhook", amBody(limitsAlert(`"alertname":"A","instance":"db-1`+"\xff"+`"`, "")), "alerts[0].labels.instance", "UTF-8"},
+		{"invalid UTF-8 name", "/webhook", amBody(ok, limitsAlert(`"alertname":"A","in`+"\xfe"+`st":"x"`, "")), `alerts[1].labels."in` + "\ufffd" + `st" (name)`, "UTF-8"},
+		{"pagerduty annotation value", "/v2/enqueue", []byte(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","payload":{"summary":"` + long(65) + `","source":"h","severity":"info"}}`), "payload.annotations.summary", "intake.max_annotation_value_length (64)"},
+		{"pagerduty invalid UTF-8", "/v2/enqueue", []byte(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","payload":{"summary":"s` + "\xff" + `","source":"h","severity":"info"}}`), "payload.summary", "UTF-8"},
+		{"mackerel invalid UTF-8", "/mackerel", []byte(`{"event":"alert","host":{"name":"h` + "\xff" + `"}}`), "host.name", "UTF-8"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := ts.post(t, c.path, c.body)
+			require.Equal(t, 400, code, "%v", body)
+			require.Contains(t, fmt.Sprint(body), c.field, "%v", body)
+			require.Contains(t, fmt.Sprint(body), c.limit, "%v", body)
+			if errs, ok := body["errors"].([]any); ok && c.path != "/v2/enqueue" {
+				require.Equal(t, c.field, errs[0].(map[string]any)["field"], "%v", body)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	require.Empty(t, pd.Events(), "nothing of a refused request is stored or sent")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="over_limit"} 6`)
+	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="accepted"} 0`)
+	code, _ := ts.post(t, "/webhook", amBody(ok, ok))
+	require.Equal(t, 200, code, "within the limits is accepted")
+}
+
+// TestIntakeInflightBound: bodies in flight beyond
+// intake.max_inflight_body_bytes get 503 (PagerDuty: 429) at once.
+func TestIntakeInflightBound(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), "intake:\n  max_body_bytes: 2048\n  max_inflight_body_bytes: 2500\n"))
+	body := firing("A", "h1")
+	pr, pw := io.Pipe()
+	slow, err := http.NewRequest(http.MethodPost, ts.URL+"/webhook", pr)
+	require.NoError(t, err)
+	slow.ContentLength = int64(len(body))
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(slow)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	_, err = pw.Write(body[:10])
+	require.NoError(t, err)
+	// The slow request holds len(body) bytes; an unannounced length counts
+	// as max_body_bytes (2048), which no longer fits.
+	require.Eventually(t, func() bool {
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/webhook", io.NopCloser(strings.NewReader(string(body))))
+		req.ContentLength = -1
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		if resp.StatusCode == 503 {
+			require.Equal(t, "1", resp.Header.Get("Retry-After"))
+			return true
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond)
+	code, body2 := ts.post(t, "/v2/enqueue", []byte(strings.Repeat(" ", 2040)+`{}`))
+	require.Equal(t, 429, code, "%v", body2)
+	_, err = pw.Write(body[10:])
+	require.NoError(t, err)
+	pw.Close()
+	require.Equal(t, 200, <-done)
+	code, _ = ts.post(t, "/webhook", body)
+	require.Equal(t, 200, code, "the bound frees up")
+}
+
+func TestIntakeLimitsConfig(t *testing.T) {
+	base := "route:\n  receiver: r\nreceivers:\n  - name: r\nintake:\n"
+	cases := []struct{ intake, err string }{
+		{"  max_labels_per_alert: 0\n", "intake.max_labels_per_alert: must be > 0, got 0"},
+		{"  max_labels_per_alert: 50\n", ""},
+		{"  max_labels_per_alert: -1\n", "intake.max_labels_per_alert: must be > 0"},
+		{"  max_name_length: -5\n", "intake.max_name_length: must be > 0"},
+		{"  max_body_bytes: 4096\n  max_inflight_body_bytes: 100\n", "intake.max_inflight_body_bytes: must be >= max_body_bytes"},
+	}
+	for _, c := range cases {
+		cfg, err := config.Parse([]byte(base+c.intake), t.TempDir())
+		if c.err == "" {
+			require.NoError(t, err)
+			require.Equal(t, 50, cfg.Intake.MaxLabelsPerAlert)
+			require.Equal(t, config.DefaultIntake.MaxNameLength, cfg.Intake.MaxNameLength, "unset keeps the default")
+			continue
+		}
+		require.ErrorContains(t, err, c.err)
+	}
+}

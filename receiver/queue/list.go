@@ -1,0 +1,100 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Queue states an operator lists with `alertfan queue list --state`.
+const (
+	StatePending  = "pending"  // a delivery is owed and has not failed yet
+	StateRetrying = "retrying" // a delivery is owed and has failed at least once
+	StateDead     = "dead"     // a dead letter
+)
+
+// Entry is one (target, key) that still needs a delivery: the alert it is,
+// and, when it has failed, the attempts, the last error and when the next
+// attempt is due.
+type Entry struct {
+	State       string            `json:"state"`
+	Target      string            `json:"target"`
+	Key         string            `json:"key"`
+	Alertname   string            `json:"alertname,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Attempts    int               `json:"attempts,omitempty"`
+	LastError   string            `json:"last_error,omitempty"`
+	NextAttempt *time.Time        `json:"next_attempt,omitempty"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+// maxListed bounds one listing; a storm's backlog is read from metrics.
+const maxListed = 1000
+
+// Pending lists deliveries still owed (pending and retrying), oldest
+// change first, at most 1000.
+func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
+	if err != nil {
+		return nil, fmt.Errorf("queue: list pending: %w", err)
+	}
+	defer rows.Close()
+	var out []Entry
+	idx := map[[2]string]int{}
+	for rows.Next() {
+		var e Entry
+		var payload string
+		var at int64
+		if err := rows.Scan(&e.Target, &e.Key, &payload, &at); err != nil {
+			return nil, err
+		}
+		e.State = StatePending
+		e.UpdatedAt = time.Unix(0, at).UTC()
+		var d DeadLetter
+		d.describe([]byte(payload))
+		e.Alertname, e.Labels = d.Alertname, d.Labels
+		idx[[2]string{e.Target, e.Key}] = len(out)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 || s.client == nil {
+		return out, nil
+	}
+	// Jobs that have failed at least once say how the key is doing.
+	res, err := s.client.JobList(ctx, river.NewJobListParams().
+		Kinds(deliverArgs{}.Kind()).
+		States(rivertype.JobStateRetryable, rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRunning).
+		First(maxListed))
+	if err != nil {
+		return nil, fmt.Errorf("queue: list jobs: %w", err)
+	}
+	for _, j := range res.Jobs {
+		if len(j.Errors) == 0 {
+			continue
+		}
+		var a deliverArgs
+		if json.Unmarshal(j.EncodedArgs, &a) != nil {
+			continue
+		}
+		last := j.Errors[len(j.Errors)-1]
+		for _, k := range a.Keys {
+			i, ok := idx[[2]string{a.Target, k.Key}]
+			if !ok {
+				continue
+			}
+			e := &out[i]
+			e.State = StateRetrying
+			e.Attempts = j.Attempt
+			e.LastError = last.Error
+			next := j.ScheduledAt.UTC()
+			e.NextAttempt = &next
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,215 @@
+package receiver
+
+import (
+	"database/sql"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+// TestBrokenBacklogAtStartIsHeldNotFatal: a Backlog target whose API
+// refuses the configuration at start (key revoked: 401) makes that target
+// not ready — metric, log, /-/ready detail — while alertfan starts, pages
+// through PagerDuty, and holds the target's deliveries until it recovers.
+func TestBrokenBacklogAtStartIsHeldNotFatal(t *testing.T) {
+	old := gateRecheck
+	gateRecheck = 200 * time.Millisecond
+	defer func() { gateRecheck = old }()
+	b := sinkstest.NewBacklog(backlogKey)
+	defer b.Close()
+	target, err := url.Parse(b.URL)
+	require.NoError(t, err)
+	var broken atomic.Bool
+	broken.Store(true)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if broken.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"message":"Authenticate error.","code":11,"moreInfo":""}]}`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+
+	ts := startServer(t, fmt.Sprintf(`
+route:
+  receiver: both
+receivers:
+  - name: both
+    pagerduty_configs:
+      - routing_key: %s
+        url: %s
+        rate_limit_per_minute: 60000
+    backlog_configs:
+      - api_url: %s
+        api_key: %s
+        project: OPS
+        issue_type: Bug
+        rate_limit_per_minute: 60000
+`, testRoutingKey, pd.EventsURL(), front.URL, backlogKey))
+	code, body := ts.get(t, "/-/ready")
+	require.Equal(t, 200, code, "the process can commit: ready")
+	require.Contains(t, body, "Targets not ready")
+	require.Contains(t, body, "both/backlog/0")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_target_ready{sink="backlog",target="both/backlog/0"} 0`)
+	require.Contains(t, m, `alertfan_target_ready{sink="pagerduty",target="both/pagerduty/0"} 1`)
+	require.Contains(t, ts.logs.String(), "Target is not ready")
+	require.NotContains(t, ts.logs.String(), backlogKey)
+
+	code, _ = ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond, "PagerDuty pages meanwhile")
+	time.Sleep(500 * time.Millisecond)
+	require.Empty(t, b.Issues(), "held while the target is not ready")
+
+	broken.Store(false)
+	require.Eventually(t, func() bool { return len(b.Issues()) == 1 }, 60*time.Second, 50*time.Millisecond, "delivered once it recovers")
+	_, m = ts.get(t, "/metrics")
+	require.Contains(t, m, `alertfan_target_ready{sink="backlog",target="both/backlog/0"} 1`)
+	_, body = ts.get(t, "/-/ready")
+	require.NotContains(t, body, "Targets not ready")
+	require.Contains(t, ts.logs.String(), "Target is ready again")
+}
+
+// TestReadyMeansCanCommit: while PostgreSQL refuses connections, /-/ready
+// answers 503 (from the commit path's cached health, probed when intake is
+// quiet) and intake answers 503 within the commit timeout; both recover.
+func TestReadyMeansCanCommit(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600))
+	ts := startServerIn(t, dir, "storage:\n  driver: postgres\n  dsn_file: dsn\n"+pdConfig(pd.EventsURL(), ""), func(o *Options) {
+		o.ProbeInterval = 100 * time.Millisecond
+		o.CommitTimeout = 2 * time.Second
+	})
+	code, _ := ts.get(t, "/-/ready")
+	require.Equal(t, 200, code)
+
+	admin, err := sql.Open("pgx", os.Getenv("ALERTFAN_TEST_POSTGRES_DSN"))
+	require.NoError(t, err)
+	defer admin.Close()
+	db := dbName(t, dsn)
+	_, err = admin.Exec(`ALTER DATABASE ` + db + ` ALLOW_CONNECTIONS false`)
+	require.NoError(t, err)
+	_, err = admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db)
+	require.NoError(t, err)
+	defer admin.Exec(`ALTER DATABASE ` + db + ` ALLOW_CONNECTIONS true`) //nolint:errcheck
+
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 503 }, 15*time.Second, 50*time.Millisecond,
+		"not ready while the store cannot commit, without any intake traffic")
+	_, body := ts.get(t, "/-/ready")
+	require.Contains(t, body, "cannot commit")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, "alertfan_store_can_commit 0")
+	start := time.Now()
+	code, _ = ts.post(t, "/webhook", firing("B", "h1"))
+	require.Equal(t, 503, code)
+	require.Less(t, time.Since(start), 5*time.Second, "503 within the commit timeout")
+	require.NotContains(t, ts.logs.String(), dsn)
+
+	_, err = admin.Exec(`ALTER DATABASE ` + db + ` ALLOW_CONNECTIONS true`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 20*time.Second, 50*time.Millisecond)
+}
+
+// freezer forwards TCP to a backend and can stop forwarding without
+// closing anything: a database that hangs.
+type freezer struct {
+	l      net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, backend string) *freezer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f := &freezer{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go f.pipe(c, b)
+			go f.pipe(b, c)
+		}
+	}()
+	t.Cleanup(func() { f.frozen.Store(false); l.Close() })
+	return f
+}
+
+func (f *freezer) pipe(src, dst net.Conn) {
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for f.frozen.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestHungPostgresBoundedAndNotReady: while PostgreSQL hangs (connections
+// open, no answers), intake answers 503 within the commit timeout instead
+// of holding requests, and /-/ready turns 503; both recover.
+func TestHungPostgresBoundedAndNotReady(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	fz := newFreezer(t, u.Host)
+	u.Host = fz.l.Addr().String()
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(u.String()), 0o600))
+	ts := startServerIn(t, dir, "storage:\n  driver: postgres\n  dsn_file: dsn\n"+pdConfig(pd.EventsURL(), ""), func(o *Options) {
+		o.ProbeInterval = 100 * time.Millisecond
+		o.CommitTimeout = time.Second
+	})
+	code, _ := ts.post(t, "/webhook", firing("A", "h1"))
+	require.Equal(t, 200, code)
+
+	fz.frozen.Store(true)
+	start := time.Now()
+	code, _ = ts.post(t, "/webhook", firing("B", "h1"))
+	require.Equal(t, 503, code)
+	require.Less(t, time.Since(start), 4*time.Second, "answered within the commit timeout, not held")
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 503 }, 10*time.Second, 50*time.Millisecond)
+
+	fz.frozen.Store(false)
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 40*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { code, _ := ts.post(t, "/webhook", firing("C", "h1")); return code == 200 }, 40*time.Second, 100*time.Millisecond)
+}
