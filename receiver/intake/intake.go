@@ -126,7 +126,7 @@ func checkLabels(field string, ls map[string]string, required bool) Errors {
 		errs = append(errs, fieldErr(field, "at least one label is required"))
 	}
 	for _, k := range slices.Sorted(maps.Keys(ls)) {
-		if !model.LabelName(k).IsValid() || k == "" {
+		if !model.UTF8Validation.IsValidLabelName(k) || k == "" {
 			errs = append(errs, fieldErr(field, "invalid label name %q", truncate(k, 64)))
 			continue
 		}
