@@ -533,3 +533,28 @@ func TestSharedCases(t *testing.T) {
 		})
 	}
 }
+
+// A Mackerel alert group is one alert per group id: its OK resolves what
+// its CRITICAL opened (with route_other_events), instead of opening more.
+func TestMackerelAlertGroupLifecycle(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	bl := sinkstest.NewBacklog(backlogKey)
+	defer bl.Close()
+	ts := startServer(t, "intake:\n  mackerel:\n    route_other_events: true\n"+lcConfig(pd.EventsURL(), bl.URL, ""))
+	group := func(status string) []byte {
+		return []byte(`{"orgName":"example-org","event":"alertGroup","memo":"","alertGroupSetting":{"id":"3Agp","name":"shop-group","memo":""},` +
+			`"alertGroup":{"id":"3AgpX","status":"` + status + `","url":"https://mackerel.io/orgs/example-org/alertGroups/3AgpX"}}`)
+	}
+	for _, st := range []string{"CRITICAL", "CRITICAL", "OK"} {
+		code, body := ts.post(t, "/mackerel", group(st))
+		require.Equal(t, 200, code, "%v", body)
+		settleAll(t, ts)
+	}
+	actions, keys := pdCalls(pd)
+	require.Equal(t, []string{"trigger", "resolve"}, actions)
+	require.Len(t, keys, 1)
+	is := bl.Issues()
+	require.Len(t, is, 1)
+	require.Equal(t, "Closed", bl.StatusName(is[0].StatusID))
+}

@@ -402,9 +402,24 @@ func mackerelEvent(m *mackerelWebhook, body []byte, now time.Time) *sinks.Alert 
 	if g := m.AlertGroup; g != nil {
 		setIf(a.Labels, "severity", strings.ToLower(g.Status))
 		setIf(a.Annotations, "alert_group_url", g.URL)
+		setIf(a.Annotations, "alert_group_id", g.ID)
 		if g.Status != "" {
 			a.Annotations["summary"] = "[" + strings.ToUpper(g.Status) + "] " + a.Annotations["summary"]
 		}
+		// An alert group has a lifecycle of its own: one alert per group
+		// id, resolved by its OK, so its recovery closes what its
+		// CRITICAL opened instead of opening something new.
+		if g.ID != "" {
+			a.Identity = "mackerel:alertGroup:" + g.ID
+			a.Fingerprint = a.Identity
+			a.Action = ""
+			if strings.EqualFold(g.Status, "ok") {
+				a.Status, a.EndsAt = sinks.StatusResolved, now
+			}
+		}
+	}
+	if s := m.AlertGroupSetting; s != nil {
+		setIf(a.Annotations, "alert_group_setting_id", s.ID)
 	}
 	a.Annotations["title"] = a.Annotations["summary"]
 	return a
