@@ -343,10 +343,16 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 }
 
 func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
+	applies := func(f CustomField) bool {
+		return len(f.ApplicableIssueTypes) == 0 || slices.Contains(f.ApplicableIssueTypes, r.issueTypeID)
+	}
 	byName := map[string]CustomField{}
 	var names []string
 	for _, f := range cfs {
-		byName[f.Name] = f
+		// Same-named fields of other issue types: the configured type's wins.
+		if prev, seen := byName[f.Name]; !seen || (!applies(prev) && applies(f)) {
+			byName[f.Name] = f
+		}
 		names = append(names, strconv.Quote(f.Name))
 	}
 	sort.Strings(names)
@@ -354,6 +360,10 @@ func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
 		cf, ok := byName[name]
 		if !ok {
 			return &ConfigError{fmt.Errorf("custom_fields: %q does not exist in Backlog; valid names: %s", name, strings.Join(names, ", "))}
+		}
+		if !applies(cf) {
+			return &ConfigError{fmt.Errorf("custom_fields.%s: field %q does not apply to issue type %q in Backlog (it applies to issue type ids %v); Backlog would ignore or refuse it",
+				name, cf.Name, conf.IssueType, cf.ApplicableIssueTypes)}
 		}
 		f := &field{CustomField: cf, conf: name}
 		if _, known := fieldTypeNames[cf.TypeID]; !known {

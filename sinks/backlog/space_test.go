@@ -153,6 +153,24 @@ func TestRequiredCustomFieldRefusedAtStart(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// A field that does not apply to the configured issue type is refused at
+// start (Backlog would ignore or refuse its value on every create); a
+// same-named field of the configured type is the one used.
+func TestCustomFieldOfAnotherIssueTypeRefusedAtStart(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.CustomFields = append(fake.CustomFields, sinkstest.BacklogCustomField{ID: 3201, TypeID: sinkstest.BacklogFieldText, Name: "Squad",
+		ApplicableIssueTypes: []int64{fake.IssueTypes["Task"]}})
+	_, err := newHarness(t, fake, "custom_fields:\n  Squad: db\n")
+	require.ErrorContains(t, err, `custom_fields.Squad: field "Squad" does not apply to issue type "Bug"`)
+	fake.CustomFields = append(fake.CustomFields, sinkstest.BacklogCustomField{ID: 3202, TypeID: sinkstest.BacklogFieldText, Name: "Squad",
+		ApplicableIssueTypes: []int64{fake.IssueTypes["Bug"]}})
+	h, err := newHarness(t, fake, "custom_fields:\n  Squad: db\n")
+	require.NoError(t, err)
+	require.NoError(t, h.n.Deliver(context.Background(), sample("firing")))
+	require.Equal(t, []string{"db"}, fake.Issues()[0].Custom["customField_3202"])
+}
+
 // Every custom field type, in both languages, as add-issue wants it.
 func TestCustomFieldTypes(t *testing.T) {
 	for _, sp := range spaces {
