@@ -291,7 +291,9 @@ func (f *field) convert(v string) (fieldValue, error) {
 	case FieldDate:
 		for _, l := range dateLayouts {
 			if t, err := time.Parse(l, v); err == nil {
-				return fieldValue{values: []string{t.UTC().Format("2006-01-02")}}, nil
+				// The day in the value's own offset: 2026-11-28T08:00:00+09:00
+				// is the 28th in a Japanese space, not the 27th in UTC.
+				return fieldValue{values: []string{t.Format("2006-01-02")}}, nil
 			}
 		}
 		return fieldValue{}, fmt.Errorf("custom_fields.%s: %q is not a date (want yyyy-MM-dd or RFC 3339; date field %q)", f.conf, v, f.Name)
@@ -307,7 +309,14 @@ func (f *field) convert(v string) (fieldValue, error) {
 	case FieldMulti, FieldCheckbox:
 		var fv fieldValue
 		var others []string
-		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' }) {
+		// A whole value that names an item is that item, even with a comma
+		// in its name ("Tokyo, Japan"); else items are separated by commas
+		// or line breaks.
+		parts := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' })
+		if _, ok := f.item(strings.TrimSpace(v)); ok {
+			parts = []string{v}
+		}
+		for _, part := range parts {
 			part = strings.TrimSpace(part)
 			if part == "" {
 				continue
