@@ -185,8 +185,10 @@ func mackerelDefaults(a *sinks.Alert) *inputDefaults {
 		"component":   ls["role"],
 		"group":       ls["service"],
 		"client":      "Mackerel",
-		"client_url":  ann["alert_url"],
-		"timestamp":   a.StartsAt.UTC().Format(time.RFC3339),
+		// Events other than alerts (an alert group, a host's status) have
+		// no alert page; never Alertmanager's relative default.
+		"client_url": firstOf(ann["alert_url"], ann["alert_group_url"], ann["host_url"], "https://mackerel.io/"),
+		"timestamp":  a.StartsAt.UTC().Format(time.RFC3339),
 	}}
 	if d.fields["description"] == "" {
 		d.fields["description"] = ann["summary"]
@@ -203,6 +205,9 @@ func mackerelDefaults(a *sinks.Alert) *inputDefaults {
 	d.details = details
 	if u := ann["alert_url"]; u != "" {
 		d.links = append(d.links, sinks.PDLink{Href: u, Text: "Mackerel alert"})
+	}
+	if u := ann["alert_group_url"]; u != "" {
+		d.links = append(d.links, sinks.PDLink{Href: u, Text: "Mackerel alert group"})
 	}
 	if u := ann["host_url"]; u != "" {
 		d.links = append(d.links, sinks.PDLink{Href: u, Text: "Host " + ls["host"]})
@@ -340,4 +345,14 @@ func (n *Notifier) replaced(c *prometheus.CounterVec) {
 	if !n.checking {
 		c.WithLabelValues(n.target).Inc()
 	}
+}
+
+// firstOf is the first non-empty value.
+func firstOf(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
