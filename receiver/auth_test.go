@@ -186,6 +186,11 @@ receivers:
 	spoof := []byte(`{"version":"4","status":"firing","receiver":"x","groupKey":"g","alerts":[{"status":"firing","labels":{"alertname":"Spoof","routing_key_name":"grafana"},"startsAt":"2026-11-28T10:00:00Z"}]}`)
 	code, body := ts.post(t, "/webhook", spoof)
 	require.Equal(t, 200, code, "%v", body)
+	// Nor can a webhook force the receiver by path around the route.
+	code, body = ts.post(t, "/webhook/paged", spoof)
+	require.Equal(t, 403, code, "%v", body)
+	code, body = ts.post(t, "/webhook/nowhere", spoof)
+	require.Equal(t, 200, code, "%v", body)
 	// A PagerDuty event with an unknown key cannot claim the name either.
 	code, body = ts.post(t, "/v2/enqueue", []byte(`{"routing_key":"UNKNOWNKEY0000000000000000000001","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"}}`))
 	require.Equal(t, 202, code, "%v", body)
@@ -197,8 +202,8 @@ receivers:
 	require.Len(t, pd.Events(), 1, "only the authenticated sender is paged")
 	require.Equal(t, "real", pd.Events()[0].DedupKey)
 	_, m := ts.get(t, "/metrics")
-	require.Contains(t, m, `alertfan_alerts_dropped_total{receiver="nowhere"} 2`)
-	require.Contains(t, m, `alertfan_reserved_labels_removed_total{input="alertmanager"} 1`)
+	require.Contains(t, m, `alertfan_alerts_dropped_total{receiver="nowhere"} 3`, "two spoofed alerts and the one forced to nowhere")
+	require.Contains(t, m, `alertfan_reserved_labels_removed_total{input="alertmanager"} 3`, "stripped from each of the three posts")
 }
 
 // TestRefusalsLoggedAtWarn: every refused intake request, on every input,

@@ -107,8 +107,8 @@ func (rt *runtime) authorized(r *http.Request, pathToken string, webBasicAuth bo
 		cand = pathToken
 	case r.Header.Get(IntakeTokenHeader) != "":
 		cand = r.Header.Get(IntakeTokenHeader)
-	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
-		cand = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	case bearer(r) != "":
+		cand = bearer(r)
 	case !webBasicAuth:
 		if _, p, ok := r.BasicAuth(); ok {
 			cand = p
@@ -119,6 +119,16 @@ func (rt *runtime) authorized(r *http.Request, pathToken string, webBasicAuth bo
 	}
 	sum := sha256.Sum256([]byte(cand))
 	return subtle.ConstantTimeCompare(sum[:], rt.tokenSum[:]) == 1
+}
+
+// bearer is the token of an "Authorization: Bearer …" header; the scheme
+// is case-insensitive (RFC 7235, section 2.1).
+func bearer(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 // readBody reads at most limit bytes; more is errTooLarge.
@@ -144,6 +154,10 @@ func (s *server) intakeRequest(w http.ResponseWriter, r *http.Request, input, pa
 		return nil, nil, false
 	}
 	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
+	if errors.Is(err, errOverloaded) {
+		s.overloaded(w, r, input)
+		return nil, nil, false
+	}
 	if errors.Is(err, errTooLarge) {
 		s.refuse(r, input, "too_large", "body larger than intake.max_body_bytes")
 		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than intake.max_body_bytes", nil)
@@ -184,6 +198,14 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	s.stripReserved(r, input, alerts)
 	forced := r.PathValue("receiver")
 	if forced != "" {
+		if rt.router.GuardedBy(forced, ReservedLabels...) {
+			// The receiver's routes all require a label only alertfan sets
+			// (an authenticated PagerDuty sender's routing_key_name): the
+			// path must not reach it around them.
+			s.refuse(r, input, "unauthorized", "receiver "+quote(forced)+" is reachable only by authenticated senders")
+			writeError(w, http.StatusForbidden, "receiver "+quote(forced)+" is reachable only through routes on "+strings.Join(ReservedLabels, ", ")+"; post to /webhook", nil)
+			return
+		}
 		if _, ok := rt.receivers[forced]; !ok {
 			s.refuse(r, input, "unknown_receiver", "receiver "+quote(forced)+" is not configured")
 			writeError(w, http.StatusNotFound, "receiver "+quote(forced)+" is not configured", nil)

@@ -45,6 +45,10 @@ func (s *server) pdIntake(w http.ResponseWriter, r *http.Request) (*runtime, []b
 		return nil, nil, false
 	}
 	body, err := readBody(w, r, rt.cfg.Intake.MaxBodyBytes)
+	if errors.Is(err, errOverloaded) {
+		s.overloaded(w, r, input)
+		return nil, nil, false
+	}
 	if errors.Is(err, errTooLarge) {
 		s.refuse(r, input, "too_large", "body larger than intake.max_body_bytes")
 		pdError(w, http.StatusRequestEntityTooLarge, "invalid event", "Request body is larger than intake.max_body_bytes", nil)

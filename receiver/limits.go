@@ -2,7 +2,9 @@ package receiver
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -15,32 +17,59 @@ import (
 	"github.com/alertfan/alertfan/sinks"
 )
 
-// bounded admits an intake request only while the bodies being handled
-// stay within intake.max_inflight_body_bytes: decoding costs a multiple of
-// the body, so this bounds intake memory. Beyond it the sender is told to
-// retry: 503, or 429 with PagerDuty's body for the Events v2 endpoints.
+// bounded keeps the bodies being handled within
+// intake.max_inflight_body_bytes: decoding costs a multiple of the body, so
+// this bounds intake memory. Bytes are reserved as they are read, not as a
+// request announces them, so a sender that opens connections and sends
+// slowly (or announces 4 MiB and sends one byte) holds only what it sent —
+// on the PagerDuty endpoints the credential is inside the body and cannot
+// be checked first. Beyond the bound the sender is told to retry: 503, or
+// 429 with PagerDuty's body for the Events v2 endpoints.
 func (s *server) bounded(input string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := s.rt.Load().cfg.Intake
-		n := r.ContentLength
-		if n < 0 || n > c.MaxBodyBytes {
-			n = c.MaxBodyBytes
-		}
-		if s.inflight.Add(n) > c.MaxInflightBodyBytes {
-			s.inflight.Add(-n)
-			s.refuse(r, input, "overloaded", "bodies in flight over intake.max_inflight_body_bytes")
-			w.Header().Set("Retry-After", "1")
-			if input == intake.InputPagerDuty {
-				pdError(w, http.StatusTooManyRequests, "throttle event", "Requests for this service are arriving too quickly. Please retry later.", nil)
-				return
-			}
-			writeError(w, http.StatusServiceUnavailable, "too many requests in flight (intake.max_inflight_body_bytes); retry later", nil)
-			return
-		}
-		defer s.inflight.Add(-n)
+		rr := &reservingReader{r: r.Body, s: s, max: c.MaxInflightBodyBytes}
+		r.Body = rr
+		defer func() { s.inflight.Add(-rr.n) }()
 		h(w, r)
 	}
 }
+
+// overloaded answers a request whose body did not fit the in-flight bound.
+func (s *server) overloaded(w http.ResponseWriter, r *http.Request, input string) {
+	s.refuse(r, input, "overloaded", "bodies in flight over intake.max_inflight_body_bytes")
+	w.Header().Set("Retry-After", "1")
+	if input == intake.InputPagerDuty {
+		pdError(w, http.StatusTooManyRequests, "throttle event", "Requests for this service are arriving too quickly. Please retry later.", nil)
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "too many requests in flight (intake.max_inflight_body_bytes); retry later", nil)
+}
+
+// errOverloaded is a body read past the in-flight bound.
+var errOverloaded = errors.New("bodies in flight over intake.max_inflight_body_bytes")
+
+// reservingReader reserves in-flight bytes as the body is read.
+type reservingReader struct {
+	r   io.ReadCloser
+	s   *server
+	max int64
+	n   int64 // reserved, released by bounded when the request ends
+}
+
+func (rr *reservingReader) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	if n > 0 {
+		if rr.s.inflight.Add(int64(n)) > rr.max {
+			rr.s.inflight.Add(-int64(n))
+			return 0, errOverloaded
+		}
+		rr.n += int64(n)
+	}
+	return n, err
+}
+
+func (rr *reservingReader) Close() error { return rr.r.Close() }
 
 // checkLimits enforces intake's per-request limits on decoded alerts;
 // field(i) names alert i in the sender's terms. The error names the field

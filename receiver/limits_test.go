@@ -82,7 +82,10 @@ func TestIntakeInflightBound(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
 	ts := startServer(t, pdConfig(pd.EventsURL(), "intake:\n  max_body_bytes: 2048\n  max_inflight_body_bytes: 2500\n"))
-	body := firing("A", "h1")
+	small := firing("A", "h1")
+	// A request that announces a body and sends it slowly holds only the
+	// bytes it sent: it cannot block intake by announcing.
+	body := append([]byte(strings.Repeat(" ", 2040-len(small))), small...)
 	pr, pw := io.Pipe()
 	slow, err := http.NewRequest(http.MethodPost, ts.URL+"/webhook", pr)
 	require.NoError(t, err)
@@ -99,11 +102,14 @@ func TestIntakeInflightBound(t *testing.T) {
 	}()
 	_, err = pw.Write(body[:10])
 	require.NoError(t, err)
-	// The slow request holds len(body) bytes; an unannounced length counts
-	// as max_body_bytes (2048), which no longer fits.
+	code, _ := ts.post(t, "/webhook", small)
+	require.Equal(t, 200, code, "an announced length reserves nothing")
+	// Bytes actually in flight count: with 2,000 held, 600 more do not fit.
+	_, err = pw.Write(body[10:2000])
+	require.NoError(t, err)
+	padded := append([]byte(strings.Repeat(" ", 600)), small...)
 	require.Eventually(t, func() bool {
-		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/webhook", io.NopCloser(strings.NewReader(string(body))))
-		req.ContentLength = -1
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/webhook", strings.NewReader(string(padded)))
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
@@ -113,13 +119,13 @@ func TestIntakeInflightBound(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 20*time.Millisecond)
-	code, body2 := ts.post(t, "/v2/enqueue", []byte(strings.Repeat(" ", 2040)+`{}`))
+	code, body2 := ts.post(t, "/v2/enqueue", []byte(strings.Repeat(" ", 600)+`{}`))
 	require.Equal(t, 429, code, "%v", body2)
-	_, err = pw.Write(body[10:])
+	_, err = pw.Write(body[2000:])
 	require.NoError(t, err)
 	pw.Close()
 	require.Equal(t, 200, <-done)
-	code, _ = ts.post(t, "/webhook", body)
+	code, _ = ts.post(t, "/webhook", padded)
 	require.Equal(t, 200, code, "the bound frees up")
 }
 

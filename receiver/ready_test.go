@@ -132,6 +132,41 @@ func TestReadyMeansCanCommit(t *testing.T) {
 	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 20*time.Second, 50*time.Millisecond)
 }
 
+// A read-only PostgreSQL (a standby after a failover) lets an empty
+// transaction commit but no write: readiness probes with a write, so it
+// goes not ready without any intake traffic, and back when writes work.
+func TestReadyOnReadOnlyPostgres(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600))
+	ts := startServerIn(t, dir, "storage:\n  driver: postgres\n  dsn_file: dsn\n"+pdConfig(pd.EventsURL(), ""), func(o *Options) {
+		o.ProbeInterval = 100 * time.Millisecond
+		o.CommitTimeout = 2 * time.Second
+	})
+	code, _ := ts.get(t, "/-/ready")
+	require.Equal(t, 200, code)
+	admin, err := sql.Open("pgx", os.Getenv("ALERTFAN_TEST_POSTGRES_DSN"))
+	require.NoError(t, err)
+	defer admin.Close()
+	db := dbName(t, dsn)
+	_, err = admin.Exec(`ALTER DATABASE ` + db + ` SET default_transaction_read_only = on`)
+	require.NoError(t, err)
+	_, err = admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 503 }, 15*time.Second, 50*time.Millisecond,
+		"not ready while the store cannot write")
+	time.Sleep(time.Second)
+	code, _ = ts.get(t, "/-/ready")
+	require.Equal(t, 503, code, "and it stays not ready: no flapping back to 200")
+	_, err = admin.Exec(`ALTER DATABASE ` + db + ` SET default_transaction_read_only = off`)
+	require.NoError(t, err)
+	_, err = admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 20*time.Second, 50*time.Millisecond)
+}
+
 // freezer forwards TCP to a backend and can stop forwarding without
 // closing anything: a database that hangs.
 type freezer struct {

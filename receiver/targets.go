@@ -118,13 +118,19 @@ func (g *gatedSink) Schedule(keys, class int) time.Duration {
 	return 0
 }
 
-func (g *gatedSink) Pace(ctx context.Context, maxWait time.Duration) error {
+func (g *gatedSink) Hold(d time.Duration) {
+	if h, ok := g.notifier.(interface{ Hold(time.Duration) }); ok {
+		h.Hold(d)
+	}
+}
+
+func (g *gatedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
 	if p, ok := g.notifier.(interface {
-		Pace(context.Context, time.Duration) error
+		Pace(context.Context, time.Duration) (time.Duration, error)
 	}); ok {
 		return p.Pace(ctx, maxWait)
 	}
-	return nil
+	return 0, nil
 }
 
 // notReadyTargets lists the targets that are not ready, with the reason.

@@ -128,6 +128,17 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 	l.mu.Unlock()
 	select {
 	case <-w.ready:
+		// The slot may start a moment after it was handed out (dispatch
+		// hands out the slots due within dispatchSlack at once).
+		if wait := time.Until(w.at); wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return d, ctx.Err()
+			}
+		}
 		return d, nil
 	case <-ctx.Done():
 		l.mu.Lock()
@@ -147,26 +158,44 @@ func (l *Limiter) arm(now time.Time) {
 	l.timer = time.AfterFunc(max(0, l.next.Sub(now)), l.dispatch)
 }
 
+// dispatchSlack is how far ahead dispatch hands out slots: every slot due
+// within it goes to the best waiters at once (each still starts at its own
+// slot), so a fast rate is not held to one timer per call.
+const dispatchSlack = time.Millisecond
+
 func (l *Limiter) dispatch() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.timer = nil
 	now := time.Now()
-	if len(l.waiters) == 0 {
-		return
-	}
-	if now.Before(l.next) {
-		l.arm(now)
-		return
-	}
-	w := heap.Pop(&l.waiters).(*waiter)
-	w.granted = true
-	close(w.ready)
-	l.next = now.Add(l.interval)
-	if l.onGrant != nil {
-		l.onGrant(now)
+	for len(l.waiters) > 0 && !l.next.After(now.Add(dispatchSlack)) {
+		w := heap.Pop(&l.waiters).(*waiter)
+		w.granted = true
+		w.at = l.next
+		if w.at.Before(now) {
+			w.at = now
+		}
+		l.next = w.at.Add(l.interval)
+		if l.onGrant != nil {
+			l.onGrant(w.at)
+		}
+		close(w.ready)
 	}
 	l.arm(now)
+}
+
+// Hold keeps the key's calls back for d: the target answered 429 for the
+// key (PagerDuty counts per routing key, Backlog per user), so no other
+// call of the key may go before its wait is over.
+func (l *Limiter) Hold(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if until := time.Now().Add(d); until.After(l.next) {
+		l.next = until
+	}
 }
 
 // Admit tells whether a call of the class could be made within maxWait.
@@ -246,6 +275,7 @@ type waiter struct {
 	ready   chan struct{}
 	index   int
 	granted bool
+	at      time.Time // the start of the slot handed out
 }
 
 // waiterHeap orders waiting calls: best class first, then first come.

@@ -131,6 +131,11 @@ var migrations = []string{
 		dest       TEXT   NOT NULL,
 		updated_at BIGINT NOT NULL
 	)`,
+	// 21: one row the readiness probe writes, so "ready" means "can write".
+	`CREATE TABLE alertfan_probe (
+		id INTEGER NOT NULL PRIMARY KEY,
+		at BIGINT  NOT NULL
+	)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

@@ -408,12 +408,17 @@ func (s *Store) Start(ctx context.Context) error {
 	return nil
 }
 
-// Probe runs an empty transaction through the group committer: it fails
-// when the database cannot begin or commit, or the committer is stuck,
-// within ctx's deadline. Readiness uses it when intake has not committed
-// lately.
+// Probe writes one row through the group committer: it fails when the
+// database cannot write (full disk, read-only PostgreSQL) or commit, or the
+// committer is stuck, within ctx's deadline. Readiness uses it when intake
+// has not committed lately.
 func (s *Store) Probe(ctx context.Context) error {
-	return s.submit(ctx, func(context.Context, *batch) error { return nil })
+	// A real write: an empty transaction commits on a full disk and on a
+	// read-only PostgreSQL (a standby after a failover) alike.
+	return s.submit(ctx, func(ctx context.Context, b *batch) error {
+		_, err := b.exec(ctx, `INSERT INTO alertfan_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at`, b.now)
+		return err
+	})
 }
 
 // Ready reports whether the store is open, migrated and running.
@@ -447,9 +452,21 @@ func (s *Store) StopWorkers(ctx context.Context) error {
 		if s.client == nil {
 			return
 		}
-		if e := s.client.Stop(ctx); e != nil {
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Calls in flight get the deadline less a second; the last second
+		// cancels what is left, so the whole stop fits the deadline.
+		gctx := ctx
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 2*time.Second {
+			var cancel context.CancelFunc
+			gctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Second))
 			defer cancel()
+		}
+		if e := s.client.Stop(gctx); e != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
+				cctx, cancel = context.WithDeadline(context.Background(), dl)
+				defer cancel()
+			}
 			err = s.client.StopAndCancel(cctx)
 			if err == nil {
 				err = fmt.Errorf("queue: deliveries still running at the shutdown deadline were cancelled: %w", e)

@@ -78,7 +78,8 @@ type scheduler interface {
 // worker paces before it takes its last look at the state, then lets the
 // sink make the call on the slot it waited for (sinks.WithPrepaid).
 type pacer interface {
-	Pace(ctx context.Context, maxWait time.Duration) error
+	// Pace returns how long it waited.
+	Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error)
 }
 
 // maxPaceWait bounds how long a key waits in-process for its turn; a later
@@ -88,8 +89,15 @@ type pacer interface {
 const maxPaceWait = 2 * time.Second
 
 // PriorityAging moves waiting work up one priority class per period, so
-// that a steady flow of better work never starves worse work.
-const PriorityAging = 5 * time.Minute
+// that a steady flow of better work never starves worse work: after four
+// periods everything is in the best class, first come first served.
+const PriorityAging = time.Minute
+
+// holder is implemented by sinks with a rate limit: Hold keeps every call
+// of the key back for a while (the target answered 429).
+type holder interface {
+	Hold(d time.Duration)
+}
 
 // effectiveClass is a job's class after aging.
 func effectiveClass(job *rivertype.JobRow, class int) int {
@@ -222,7 +230,17 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		return river.JobSnooze(parkAfter)
 	default:
 		if targetAfter > 0 {
-			s.retryHints.Store(job.ID, time.Now().Add(targetAfter))
+			at := time.Now().Add(targetAfter)
+			// A target's wait never outlasts max_age: the attempt at the
+			// deadline is the last (tooOld dead-letters its failure).
+			if s.opts.MaxAge > 0 && len(job.Errors) > 0 {
+				if deadline := job.Errors[0].At.Add(s.opts.MaxAge); at.After(deadline) {
+					at = deadline
+				}
+			} else if s.opts.MaxAge > 0 && targetAfter > s.opts.MaxAge {
+				at = time.Now().Add(s.opts.MaxAge)
+			}
+			s.retryHints.Store(job.ID, at)
 		}
 		return firstErr
 	}
@@ -365,7 +383,8 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	if pc, isPc := t.Sink.(pacer); ok && isPc {
 		// Wait for the call's turn here, then look at the state again: the
 		// alert may have moved on while the call waited.
-		if err := pc.Pace(ctx, maxPaceWait); err != nil {
+		waited, err := pc.Pace(ctx, maxPaceWait)
+		if err != nil {
 			if probe {
 				s.health.released(id)
 			}
@@ -377,12 +396,14 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			return nil, outcome{retry: true, err: e}, nil
 		}
 		ctx = sinks.WithPrepaid(ctx)
-		states, err := s.loadStates(ctx, id, []keySeq{k})
-		if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
-			if probe {
-				s.health.released(id)
+		if waited > 0 {
+			states, err := s.loadStates(ctx, id, []keySeq{k})
+			if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
+				if probe {
+					s.health.released(id)
+				}
+				return nil, outcome{}, st
 			}
-			return nil, outcome{}, st
 		}
 	}
 	switch {
@@ -421,6 +442,11 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	if ok {
 		s.targetFailed(t, e)
+		if h, isH := t.Sink.(holder); isH && e.Reason == sinks.ReasonRateLimited {
+			// A 429 is about the key, not this alert: every call of the
+			// key waits it out.
+			h.Hold(max(e.RetryAfter, s.opts.MinBackoff))
+		}
 	}
 	if e.Retryable && job.Attempt < job.MaxAttempts && !s.tooOld(job.JobRow) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()

@@ -126,3 +126,32 @@ func (r *Route) Walk(fn func(*Route)) {
 		c.Walk(fn)
 	}
 }
+
+// GuardedBy reports whether every route that names receiver requires,
+// itself or through a parent, a matcher on one of the labels: a receiver
+// meant only for alerts that carry a label alertfan derives from
+// authentication. The root's receiver is never guarded.
+func (r *Route) GuardedBy(receiver string, labels ...string) bool {
+	found, open := false, false
+	var walk func(n *Route, guarded bool)
+	walk = func(n *Route, guarded bool) {
+		for _, m := range n.Matchers {
+			for _, l := range labels {
+				if m.Name == l {
+					guarded = true
+				}
+			}
+		}
+		if n.Receiver == receiver {
+			found = true
+			if !guarded {
+				open = true
+			}
+		}
+		for _, c := range n.Routes {
+			walk(c, guarded)
+		}
+	}
+	walk(r, false)
+	return found && !open
+}

@@ -71,3 +71,17 @@ func TestErrors(t *testing.T) {
 	_, err = New(nil)
 	require.Error(t, err)
 }
+
+func TestGuardedBy(t *testing.T) {
+	r, err := New(&Config{Receiver: "default", Routes: []*Config{
+		{Matchers: []string{`routing_key_name="alertmanager"`}, Receiver: "relay", Routes: []*Config{{Matchers: []string{`severity="critical"`}, Receiver: "page"}}},
+		{Matchers: []string{`team="db"`}, Receiver: "page"},
+		{Matchers: []string{`team="db"`}, Receiver: "tickets"},
+	}})
+	require.NoError(t, err)
+	require.True(t, r.GuardedBy("relay", "routing_key_name"), "only under routing_key_name")
+	require.False(t, r.GuardedBy("page", "routing_key_name"), "also reachable without it")
+	require.False(t, r.GuardedBy("tickets", "routing_key_name"))
+	require.False(t, r.GuardedBy("default", "routing_key_name"), "the root is open")
+	require.False(t, r.GuardedBy("nowhere", "routing_key_name"), "a receiver no route names is not guarded")
+}

@@ -179,12 +179,14 @@ func (n *Notifier) Check(ctx context.Context) error {
 // work before loading or decoding anything.
 func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class, maxLimiterWait) }
 
+// Hold keeps every call of the key back for d (the target answered 429).
+func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
+
 // Pace waits for a call's turn under the rate limit (the queue's last look
 // at the alert's state comes after it); a turn further off than maxWait is
 // an error carrying the wait.
-func (n *Notifier) Pace(ctx context.Context, maxWait time.Duration) error {
-	_, err := n.limiter.Wait(ctx, maxWait)
-	return err
+func (n *Notifier) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
+	return n.limiter.Wait(ctx, maxWait)
 }
 
 // Schedule books calls for keys deliveries and says how long the job
