@@ -358,7 +358,9 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
 	}
-	if u.Identity != "" && u.Want != PhaseEvent {
+	// An alert seen for the first time has no target state yet: nothing
+	// holds it, nothing to look up (the common case in a storm).
+	if u.Identity != "" && u.Want != PhaseEvent && known {
 		held, err := b.targetsHolding(ctx, u.Identity)
 		if err != nil {
 			return false, err
