@@ -322,6 +322,10 @@ func (b *batch) putItem(ctx context.Context, it Item) error {
 	if err != nil {
 		return fmt.Errorf("queue: upsert state: %w", err)
 	}
+	if it.Want == PhaseResolved {
+		// A queued trigger may now need no call: let the re-planner look.
+		b.s.replanWanted.Store(true)
+	}
 	return b.markPending(ctx, it.Target, it.Key, it.Kind, it.Priority)
 }
 

@@ -74,7 +74,13 @@ func (s *Store) Replan(ctx context.Context) error {
 // and makes them available now, so they complete at once instead of
 // sitting in the queue (and in its depth and age metrics) until their
 // planned turn.
+//
+// It looks only after a resolve was accepted (the only update that can make
+// a queued call unneeded), so a storm of firing alerts costs it nothing.
 func (s *Store) replanDone() {
+	if !s.replanWanted.Swap(false) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	args := `args`

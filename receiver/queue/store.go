@@ -102,8 +102,11 @@ type Store struct {
 	draining atomic.Bool
 	// replanGen counts re-plans: a job that was running during one parks
 	// its keys briefly, not for a turn estimated under the old limits.
-	replanGen   atomic.Int64
-	stopWorkers sync.Once
+	replanGen atomic.Int64
+	// replanWanted is set when a resolve is accepted: replanDone looks
+	// for jobs that need no call only then.
+	replanWanted atomic.Bool
+	stopWorkers  sync.Once
 
 	// failAcks, when above 0, makes that many next ack submissions fail
 	// as a store failure would (tests only: disk full, PostgreSQL away).
