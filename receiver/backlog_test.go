@@ -48,20 +48,6 @@ func waitIssues(t *testing.T, b *sinkstest.Backlog, pred func([]sinkstest.Backlo
 	return is
 }
 
-// settle waits until the server has no delivery left to do.
-func settle(t *testing.T, ts *testServer) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		_, m := ts.get(t, "/metrics")
-		for _, st := range []string{"available", "running", "retryable", "scheduled"} {
-			if !strings.Contains(m, `alertfan_queue_jobs{sink="backlog",state="`+st+`"} 0`) {
-				return false
-			}
-		}
-		return true
-	}, 30*time.Second, 20*time.Millisecond)
-}
-
 func TestBacklogLifecycle(t *testing.T) {
 	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
 	cases := []struct {

@@ -64,8 +64,9 @@ receivers:
 `, extra, testRoutingKey, pd, bl, backlogKey)
 }
 
-// settleAll waits until neither sink has work left.
-func settleAll(t *testing.T, ts *testServer) {
+// settle waits until the server has no delivery left to do, for either
+// sink.
+func settle(t *testing.T, ts *testServer) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		_, m := ts.get(t, "/metrics")
@@ -145,7 +146,7 @@ func post(path string, body []byte) lcStep {
 func posted(path string, body []byte) lcStep {
 	return func(e *lcEnv) {
 		post(path, body)(e)
-		settleAll(e.t, e.ts)
+		settle(e.t, e.ts)
 	}
 }
 
@@ -265,13 +266,13 @@ func TestLifecycle(t *testing.T) {
 			post("/webhook", amAlert("resolved", "critical", t0)),
 			sleep(100 * time.Millisecond),
 			pdDown(false), blDown(false),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: nil, issues: 0}},
 
 		{"PagerDuty trigger and acknowledge together: trigger, then acknowledge", "", []lcStep{
 			post("/v2/enqueue", pdEvent("trigger", "disk-db-1", true)),
 			post("/v2/enqueue", pdEvent("acknowledge", "disk-db-1", false)),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "acknowledge"}, issues: 1, status: "Open", comments: 1}},
 
 		{"PagerDuty trigger and acknowledge while PagerDuty is down", "", []lcStep{
@@ -280,7 +281,7 @@ func TestLifecycle(t *testing.T) {
 			post("/v2/enqueue", pdEvent("acknowledge", "disk-db-1", false)),
 			sleep(300 * time.Millisecond),
 			pdDown(false),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "acknowledge"}, issues: 1, status: "Open", comments: 1}},
 
 		{"PagerDuty trigger, acknowledge, resolve", "", []lcStep{
@@ -296,7 +297,7 @@ func TestLifecycle(t *testing.T) {
 			post("/v2/enqueue", pdEvent("resolve", "disk-db-1", false)),
 			sleep(300 * time.Millisecond),
 			pdDown(false), blDown(false),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
 		{"PagerDuty acknowledge after resolve is stale", "", []lcStep{
@@ -332,7 +333,7 @@ func TestLifecycle(t *testing.T) {
 			post("/webhook", amAlert("firing", "critical", t0.Add(5*time.Minute))),
 			sleep(300 * time.Millisecond),
 			pdDown(false), blDown(false),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
 
 		{"PagerDuty resolve and re-trigger while PagerDuty is down: a new incident", "", []lcStep{
@@ -342,7 +343,7 @@ func TestLifecycle(t *testing.T) {
 			post("/v2/enqueue", pdEvent("trigger", "disk-db-1", true)),
 			sleep(300 * time.Millisecond),
 			pdDown(false), blDown(false),
-			func(e *lcEnv) { settleAll(e.t, e.ts) },
+			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
 
 		{"a reload that renames the receiver resolves once", "", []lcStep{
@@ -432,7 +433,7 @@ func TestLifecycle(t *testing.T) {
 					a, _ := pdCalls(e.pd)
 					return len(a) == 2
 				}, 15*time.Second, 20*time.Millisecond)
-				settleAll(e.t, e.ts)
+				settle(e.t, e.ts)
 				ev := e.pd.Events()[1]
 				require.Equal(e.t, "resolve", ev.EventAction)
 			},
@@ -453,7 +454,7 @@ func TestLifecycle(t *testing.T) {
 					for _, st := range c.steps {
 						st(e)
 					}
-					settleAll(t, e.ts)
+					settle(t, e.ts)
 					if actions, keys := pdCalls(pd); !c.want.pdChecked {
 						require.Equal(t, c.want.pd, actions, "PagerDuty events")
 						if len(actions) > 0 {
@@ -519,7 +520,7 @@ func TestSharedCases(t *testing.T) {
 						require.NoError(t, err)
 						code, resp := ts.post(t, path, body)
 						require.Equal(t, 200, code, "%v", resp)
-						settleAll(t, ts)
+						settle(t, ts)
 					}
 					actions, keys := pdCalls(pd)
 					require.Equal(t, c.pd, actions)
@@ -549,7 +550,7 @@ func TestMackerelAlertGroupLifecycle(t *testing.T) {
 	for _, st := range []string{"CRITICAL", "CRITICAL", "OK"} {
 		code, body := ts.post(t, "/mackerel", group(st))
 		require.Equal(t, 200, code, "%v", body)
-		settleAll(t, ts)
+		settle(t, ts)
 	}
 	actions, keys := pdCalls(pd)
 	require.Equal(t, []string{"trigger", "resolve"}, actions)
