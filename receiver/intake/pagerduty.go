@@ -84,7 +84,7 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 	default:
 		errs = append(errs, fieldErr("event_action", "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)"))
 	}
-	if len(ev.DedupKey) > pdMaxDedupKey {
+	if utf8.RuneCountInString(ev.DedupKey) > pdMaxDedupKey {
 		errs = append(errs, fieldErr("dedup_key", "'dedup_key' is too long (maximum %d characters)", pdMaxDedupKey))
 	}
 	if action != "trigger" && action != "" && ev.DedupKey == "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	pd "github.com/PagerDuty/go-pagerduty"
 	"github.com/alecthomas/units"
@@ -49,7 +50,7 @@ func (n *Notifier) defaultKey(notif *sinks.Notification) string {
 		if len(notif.Alerts) == 1 && notif.Alerts[0].Fingerprint != "" {
 			k = notif.Alerts[0].Fingerprint
 		}
-		if len(k) <= maxDedupKeyLen {
+		if utf8.RuneCountInString(k) <= maxDedupKeyLen {
 			return k
 		}
 	}
@@ -75,7 +76,7 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 		n.replaced(dedupKeyFallbacks)
 		n.warnOnce("dedup_key:empty", "dedup_key rendered empty; using the default key", "key", notif.Key)
 		return n.defaultKey(notif), nil
-	case len(k) > maxDedupKeyLen:
+	case utf8.RuneCountInString(k) > maxDedupKeyLen:
 		n.replaced(dedupKeyFallbacks)
 		n.warnOnce("dedup_key:long", "dedup_key rendered longer than 255 characters; using its sha256", "length", len(k))
 		sum := sha256.Sum256([]byte(k))

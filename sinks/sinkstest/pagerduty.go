@@ -262,7 +262,7 @@ func validatePD(ev *PDEvent, change bool) []string {
 	default:
 		errs = append(errs, "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)")
 	}
-	if len(ev.DedupKey) > 255 {
+	if utf8.RuneCountInString(ev.DedupKey) > 255 {
 		errs = append(errs, "'dedup_key' is too long")
 	}
 	errs = append(errs, checkContext("links", ev.Links, "href")...)
