@@ -276,3 +276,50 @@ func TestMissingDeadLetterRetriesAmidWebhooks(t *testing.T) {
 		})
 	}
 }
+
+// A target's Retry-After never pushes a delivery past max_age: the attempt
+// at the deadline is the last, and its failure is a dead letter.
+func TestRetryAfterBoundedByMaxAge(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	for i := 0; i < 10; i++ {
+		pd.Script(sinkstest.PDResponse{Status: 503, RetryAfter: "86400", Body: `{"status":"unavailable"}`})
+	}
+	ts := startServer(t, pdConfig(pd.EventsURL(), "")+`
+delivery:
+  max_age: 2s
+  min_backoff: 50ms
+  max_backoff: 200ms
+  poll_interval: 10ms
+  job_timeout: 15s
+  rescue_after: 20s
+`)
+	code, body := ts.post(t, "/webhook", firing("Day", "db-1"))
+	require.Equal(t, 200, code, "%v", body)
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_dead_letters{target="oncall/pagerduty/0"} 1`)
+	}, 15*time.Second, 50*time.Millisecond, "dead-lettered at max_age, not after the day Retry-After asked for")
+	t.Logf("dead letter %v after the first attempt, %d calls", time.Since(start).Round(time.Millisecond), pd.Attempts())
+	require.LessOrEqual(t, pd.Attempts(), 3)
+}
+
+// A 429 is about the key: another alert to the same routing key waits out
+// its Retry-After too.
+func TestRateLimitedAnswerHoldsTheKey(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	pd.Script(sinkstest.PDResponse{Status: 429, RetryAfter: "2", Body: `{"status":"throttle event"}`})
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	code, _ := ts.post(t, "/webhook", firing("First", "db-1"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return pd.Attempts() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	throttled := time.Now()
+	code, _ = ts.post(t, "/webhook", firing("Second", "db-2"))
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 2 }, 10*time.Second, 10*time.Millisecond)
+	for _, e := range pd.Events() {
+		require.GreaterOrEqual(t, e.Received.Sub(throttled), 1500*time.Millisecond, "no call of the key before its Retry-After")
+	}
+}
