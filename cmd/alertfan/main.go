@@ -43,7 +43,7 @@ func run(args []string) int {
 
 	serve := app.Command("serve", "Run the server (default).").Default()
 	configFile := app.Flag("config.file", "alertfan configuration file.").Default("config.yml").String()
-	shutdownTimeout := serve.Flag("shutdown-timeout", "On SIGTERM: how long intake requests and calls in flight may take before they are cancelled (and retried after restart). Keep it under the container's stop grace period (Docker: 10s).").
+	shutdownTimeout := serve.Flag("shutdown-timeout", "On SIGTERM: how long intake requests and calls in flight may take before they are cancelled (and retried after restart); the process exits within this plus one second. Keep that under the container's stop grace period (Docker: 10s).").
 		Default(receiver.DefaultShutdownTimeout.String()).Duration()
 	webFlags := kingpinflag.AddFlags(app, ":9095")
 	enableLifecycle := app.Flag("web.enable-lifecycle", "Serve POST /-/reload (SIGHUP always reloads).").Bool()

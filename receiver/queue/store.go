@@ -455,21 +455,12 @@ func (s *Store) StopWorkers(ctx context.Context) error {
 		if s.client == nil {
 			return
 		}
-		// Calls in flight get the deadline less a second; the last second
-		// cancels what is left, so the whole stop fits the deadline.
-		gctx := ctx
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 2*time.Second {
-			var cancel context.CancelFunc
-			gctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Second))
-			defer cancel()
-		}
-		if e := s.client.Stop(gctx); e != nil {
+		// Calls in flight get until the deadline; then they are cancelled,
+		// and River gets one more second to record that (the caller allows
+		// for it: see receiver's shutdown).
+		if e := s.client.Stop(ctx); e != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
-				cctx, cancel = context.WithDeadline(context.Background(), dl)
-				defer cancel()
-			}
 			err = s.client.StopAndCancel(cctx)
 			if err == nil {
 				err = fmt.Errorf("queue: deliveries still running at the shutdown deadline were cancelled: %w", e)
