@@ -1,8 +1,9 @@
 package receiver
 
 import (
+	"bufio"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,47 +85,41 @@ func TestIntakeInflightBound(t *testing.T) {
 	ts := startServer(t, pdConfig(pd.EventsURL(), "intake:\n  max_body_bytes: 2048\n  max_inflight_body_bytes: 2500\n"))
 	small := firing("A", "h1")
 	// A request that announces a body and sends it slowly holds only the
-	// bytes it sent: it cannot block intake by announcing.
+	// bytes it sent: it cannot block intake by announcing. It is written on
+	// a raw connection so that each part reaches the server when the test
+	// says (an HTTP client may buffer a body it has not finished).
 	body := append([]byte(strings.Repeat(" ", 2040-len(small))), small...)
-	pr, pw := io.Pipe()
-	slow, err := http.NewRequest(http.MethodPost, ts.URL+"/webhook", pr)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
 	require.NoError(t, err)
-	slow.ContentLength = int64(len(body))
-	done := make(chan int, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(slow)
-		if err != nil {
-			done <- 0
-			return
-		}
-		resp.Body.Close()
-		done <- resp.StatusCode
-	}()
-	_, err = pw.Write(body[:10])
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST /webhook HTTP/1.1\r\nHost: alertfan\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	require.NoError(t, err)
+	_, err = conn.Write(body[:10])
 	require.NoError(t, err)
 	code, _ := ts.post(t, "/webhook", small)
 	require.Equal(t, 200, code, "an announced length reserves nothing")
 	// Bytes actually in flight count: with 2,000 held, 600 more do not fit.
-	_, err = pw.Write(body[10:2000])
+	_, err = conn.Write(body[10:2000])
 	require.NoError(t, err)
-	padded := append([]byte(strings.Repeat(" ", 600)), small...)
 	require.Eventually(t, func() bool {
-		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/webhook", strings.NewReader(string(padded)))
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		if resp.StatusCode == 503 {
-			require.Equal(t, "1", resp.Header.Get("Retry-After"))
-			return true
-		}
-		return false
-	}, 5*time.Second, 20*time.Millisecond)
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, "alertfan_intake_inflight_body_bytes 2000")
+	}, 5*time.Second, 10*time.Millisecond, "the server has read the 2,000 bytes")
+	padded := append([]byte(strings.Repeat(" ", 600)), small...)
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/webhook", strings.NewReader(string(padded)))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 503, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
 	code, body2 := ts.post(t, "/v2/enqueue", []byte(strings.Repeat(" ", 600)+`{}`))
 	require.Equal(t, 429, code, "%v", body2)
-	_, err = pw.Write(body[2000:])
+	_, err = conn.Write(body[2000:])
 	require.NoError(t, err)
-	pw.Close()
-	require.Equal(t, 200, <-done)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
 	code, _ = ts.post(t, "/webhook", padded)
 	require.Equal(t, 200, code, "the bound frees up")
 }

@@ -132,6 +132,10 @@ func Run(ctx context.Context, opts Options) error {
 		bmetrics: backlog.NewMetrics(reg),
 	}
 	s.webBasicAuth.Store(webBasicAuth)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "alertfan_intake_inflight_body_bytes",
+		Help: "Body bytes of intake requests read and being handled now (bounded by intake.max_inflight_body_bytes).",
+	}, func() float64 { return float64(s.inflight.Load()) }))
 	if (opts.EnableLifecycle || opts.EnableAdminAPI) && !webBasicAuth {
 		logger.Warn("The lifecycle or admin API is enabled but --web.config.file sets no basic_auth_users: anyone who reaches the port can call it (unless TLS client certificates are required)")
 	}
