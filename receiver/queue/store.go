@@ -341,7 +341,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // again. Only safe because the file lock proves no other process runs them.
 func (s *Store) recoverOrphans(ctx context.Context) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE state = 'running'`,
-		time.Now().UTC().Format("2006-01-02 15:04:05.999999999"))
+		s.dbTime(time.Now()))
 	if err != nil {
 		return fmt.Errorf("queue: recover orphaned jobs: %w", err)
 	}
