@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -348,35 +347,4 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string, class
 	}
 	p.keys = append(p.keys, keySeq{Key: key, Seq: seq})
 	return nil
-}
-
-// Enqueue durably stores the items' states and the jobs that deliver them,
-// in one transaction, without the alert-level rules of Accept (staleness,
-// sticky targets). It returns nil only once all are committed.
-func (s *Store) Enqueue(ctx context.Context, items []Item) error {
-	if len(items) == 0 {
-		return nil
-	}
-	// Sorting keeps row-lock order the same in every transaction, which
-	// keeps concurrent PostgreSQL committers and replicas from deadlocking.
-	sorted := make([]Item, len(items))
-	copy(sorted, items)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		if sorted[i].Target != sorted[j].Target {
-			return sorted[i].Target < sorted[j].Target
-		}
-		return sorted[i].Key < sorted[j].Key
-	})
-	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
-		for _, it := range sorted {
-			if err := b.putItem(ctx, it); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		s.metrics.itemsCommitted.Add(float64(len(items)))
-	}
-	return err
 }

@@ -233,12 +233,8 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 			at := time.Now().Add(targetAfter)
 			// A target's wait never outlasts max_age: the attempt at the
 			// deadline is the last (tooOld dead-letters its failure).
-			if s.opts.MaxAge > 0 && len(job.Errors) > 0 {
-				if deadline := job.Errors[0].At.Add(s.opts.MaxAge); at.After(deadline) {
-					at = deadline
-				}
-			} else if s.opts.MaxAge > 0 && targetAfter > s.opts.MaxAge {
-				at = time.Now().Add(s.opts.MaxAge)
+			if deadline := failingSince(job.JobRow).Add(s.opts.MaxAge); s.opts.MaxAge > 0 && at.After(deadline) {
+				at = deadline
 			}
 			s.retryHints.Store(job.ID, at)
 		}
@@ -494,7 +490,16 @@ func (s *Store) tooOld(job *rivertype.JobRow) bool {
 	if s.opts.MaxAge <= 0 || len(job.Errors) == 0 {
 		return false
 	}
-	return time.Since(job.Errors[0].At) > s.opts.MaxAge
+	return time.Since(failingSince(job)) > s.opts.MaxAge
+}
+
+// failingSince is when a job's first failed attempt was; now for a job
+// that has not failed before (its failure is being handled).
+func failingSince(job *rivertype.JobRow) time.Time {
+	if len(job.Errors) == 0 {
+		return time.Now()
+	}
+	return job.Errors[0].At
 }
 
 type deadRecord struct {
