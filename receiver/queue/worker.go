@@ -366,12 +366,15 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			// The target is down and another delivery is probing it.
 			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil
 		}
+		if probe {
+			// A probe that ends without the target's answer (parked by the
+			// limiter, the state moved on) lets another delivery probe; an
+			// answer has settled the target's health already.
+			defer s.health.released(id)
+		}
 	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
-			if probe {
-				s.health.released(id)
-			}
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}, nil
 		}
@@ -381,9 +384,6 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// alert may have moved on while the call waited.
 		waited, err := pc.Pace(ctx, maxPaceWait)
 		if err != nil {
-			if probe {
-				s.health.released(id)
-			}
 			e := sinks.AsError(err)
 			if e.Reason == sinks.ReasonRateLimitWait {
 				s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
@@ -395,9 +395,6 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if waited > 0 {
 			states, err := s.loadStates(ctx, id, []keySeq{k})
 			if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
-				if probe {
-					s.health.released(id)
-				}
 				return nil, outcome{}, st
 			}
 		}
@@ -430,9 +427,6 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
 		// Our own limiter parked the key: not a failure of the target.
-		if probe {
-			s.health.released(id)
-		}
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil
 	}
