@@ -136,6 +136,32 @@ var migrations = []string{
 		id INTEGER NOT NULL PRIMARY KEY,
 		at BIGINT  NOT NULL
 	)`,
+	// 22–24: delivery history, one row per accepted transition (accepted,
+	// stale, expired) and per call made (and per dead-letter action), written
+	// in the transactions that already make them; pruned by
+	// storage.retention.history. at is Unix nanoseconds.
+	`CREATE TABLE alertfan_history (
+		id          {{id}},
+		at          BIGINT  NOT NULL,
+		identity    TEXT    NOT NULL,
+		target      TEXT    NOT NULL DEFAULT '',
+		key         TEXT    NOT NULL DEFAULT '',
+		event       TEXT    NOT NULL,
+		input       TEXT    NOT NULL DEFAULT '',
+		status      TEXT    NOT NULL DEFAULT '',
+		labels      TEXT    NOT NULL DEFAULT '',
+		receiver    TEXT    NOT NULL DEFAULT '',
+		route       TEXT    NOT NULL DEFAULT '',
+		action      TEXT    NOT NULL DEFAULT '',
+		outcome     TEXT    NOT NULL DEFAULT '',
+		http_status INTEGER NOT NULL DEFAULT 0,
+		reason      TEXT    NOT NULL DEFAULT '',
+		error       TEXT    NOT NULL DEFAULT '',
+		attempt     INTEGER NOT NULL DEFAULT 0,
+		ref         TEXT    NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX alertfan_history_identity ON alertfan_history (identity, at)`,
+	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
