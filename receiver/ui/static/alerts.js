@@ -254,7 +254,7 @@ function renderAlert(head, body, a) {
       h('span', { class: `event event-${ev.event}` }, ev.event),
       ev.target ? h('span', { class: 'mono' }, ev.target) : (ev.receiver || '–'),
       [ev.action || (ev.status && ev.event !== 'call' ? ev.status : '') || '–', ev.attempt > 1 ? h('span', { class: 'muted' }, ` #${ev.attempt}`) : null],
-      ev.outcome ? badge(ev.outcome === 'success' ? 'delivered' : ev.outcome === 'retry' ? 'retrying' : ev.outcome, ev.outcome) : '–',
+      ev.outcome ? badge(ev.outcome) : '–',
       ev.http_status ? String(ev.http_status) : '–',
       eventDetails(ev),
     ], { dataset: { event: ev.event } })))));

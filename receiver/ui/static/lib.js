@@ -114,7 +114,7 @@ export function copyable(text, title) {
       e.preventDefault();
       try {
         await navigator.clipboard.writeText(text);
-        btn.textContent = '✓';
+        btn.textContent = 'copied';
       } catch {
         // No clipboard (plain HTTP): select the text for Ctrl+C instead.
         const r = document.createRange();
@@ -122,9 +122,9 @@ export function copyable(text, title) {
         getSelection().removeAllRanges();
         getSelection().addRange(r);
       }
-      setTimeout(() => { btn.textContent = '⧉'; }, 1500);
+      setTimeout(() => { btn.textContent = 'copy'; }, 1500);
     },
-  }, '⧉');
+  }, 'copy');
   return h('span', { class: 'copyable' }, code, btn);
 }
 
