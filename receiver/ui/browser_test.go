@@ -54,6 +54,22 @@ func TestStatusPageInBrowser(t *testing.T) {
 	defer bl.Close()
 	url := startServer(t, pd, bl)
 
+	// The page is behind the web layer like everything else.
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	for path, ct := range map[string]string{"": "text/html; charset=utf-8", "static/app.js": "text/javascript; charset=utf-8", "static/app.css": "text/css; charset=utf-8"} {
+		req, err := http.NewRequest("GET", url+path, nil)
+		require.NoError(t, err)
+		req.SetBasicAuth(webUser, webPassword)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, 200, res.StatusCode, path)
+		require.Equal(t, ct, res.Header.Get("Content-Type"), path)
+	}
+
 	send := func(receiverName string, alerts ...sinkstest.WebhookAlert) {
 		t.Helper()
 		body := sinkstest.Webhook(receiverName, "{}:{alertname=\""+alerts[0].Labels["alertname"]+"\"}", map[string]string{"alertname": alerts[0].Labels["alertname"]}, alerts...)
