@@ -50,9 +50,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
+	// pdDown answers 503 throughout: its alert stays "retrying".
+	pdDown := sinkstest.NewPagerDuty()
+	defer pdDown.Close()
+	pdDown.SetDown(true)
 	bl := sinkstest.NewBacklog(backlogKey)
 	defer bl.Close()
-	url := startServer(t, pd, bl)
+	url := startServer(t, pd, pdDown, bl)
 
 	// The page is behind the web layer like everything else.
 	res, err := http.Get(url)
@@ -109,10 +113,20 @@ func TestStatusPageInBrowser(t *testing.T) {
 	send("team-web", alert("HighLatency", "warning", "web", "web-1:8080", "firing", 12*time.Minute))
 	require.Eventually(t, func() bool { return pdEvents("HighLatency") == 1 }, 20*time.Second, 20*time.Millisecond)
 	send("team-web", alert("CPUThrottling", "info", "web", "web-2:8080", "resolved", 3*time.Hour))
+	send("edge", alert("CertificateExpiry", "warning", "edge", "lb-1:443", "firing", 20*time.Minute))
+	// Two dead letters: Backlog refuses one issue (PagerDuty gets it), and
+	// PagerDuty refuses the event the browser will retry. The Backlog sink
+	// takes a first 400 for stale names and tries again; the second is
+	// permanent.
+	refused := sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"No such issue type.","code":7,"moreInfo":""}]}`}
+	bl.ScriptWrites(refused, refused)
+	send("team-db", alert("ReplicationLag", "warning", "db", "db-2:9187", "firing", 8*time.Minute))
+	require.Eventually(t, func() bool { return len(deadLetters(t, url)) == 1 && pdEvents("ReplicationLag") == 1 }, 20*time.Second, 20*time.Millisecond)
 	pd.Script(sinkstest.PDResponse{Status: 400, Body: `{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'summary' is incorrect"]}`})
 	send("oncall", alert("PaymentErrors", "critical", "payments", "pay-1:8080", "firing", 5*time.Minute))
-	require.Eventually(t, func() bool { return len(deadLetters(t, url)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(deadLetters(t, url)) == 2 }, 20*time.Second, 20*time.Millisecond)
 	require.Equal(t, 0, pdEvents("PaymentErrors"))
+	require.Eventually(t, func() bool { return pdDown.Attempts() > 0 }, 20*time.Second, 20*time.Millisecond)
 
 	shots := os.Getenv("ALERTFAN_SCREENSHOTS")
 	if shots != "" {
@@ -131,7 +145,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		"CHROMIUM="+chromium,
 		"USER_DATA_DIR="+t.TempDir(),
 		"ALERTFAN_SCREENSHOTS="+shots,
-		`E2E_SEARCH=team="db"`,
+		`E2E_SEARCH=team="db", severity="critical"`,
 		"E2E_SEARCH_HIT=DiskFull",
 		"E2E_DEAD=PaymentErrors",
 	)
@@ -145,13 +159,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	// The retry in the browser reached PagerDuty.
 	require.Eventually(t, func() bool { return pdEvents("PaymentErrors") == 1 }, 5*time.Second, 20*time.Millisecond)
-	require.Empty(t, deadLetters(t, url))
+	left := deadLetters(t, url)
+	require.Len(t, left, 1)
+	require.Equal(t, "ReplicationLag", left[0]["alertname"])
 }
 
 // startServer runs alertfan in-process on a loopback port with basic auth
 // (exporter-toolkit web config) and the admin API on, and returns its URL
 // with a trailing slash.
-func startServer(t *testing.T, pd *sinkstest.PagerDuty, bl *sinkstest.Backlog) string {
+func startServer(t *testing.T, pd, pdDown *sinkstest.PagerDuty, bl *sinkstest.Backlog) string {
 	t.Helper()
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte(webPassword), bcrypt.MinCost)
@@ -163,8 +179,8 @@ storage:
   driver: sqlite
   path: %s
 delivery:
-  min_backoff: 50ms
-  max_backoff: 200ms
+  min_backoff: 1s
+  max_backoff: 20s
   poll_interval: 10ms
   job_timeout: 15s
   rescue_after: 20s
@@ -175,6 +191,8 @@ route:
       receiver: team-db
     - matchers: ['team=~"web|frontend"']
       receiver: team-web
+    - matchers: ['team="edge"']
+      receiver: edge
 receivers:
   - name: oncall
     pagerduty_configs:
@@ -197,7 +215,12 @@ receivers:
       - routing_key: %[6]s
         url: %[3]s
         rate_limit_per_minute: 600
-`, filepath.Join(dir, "alertfan.db"), routingKeyDB, pd.EventsURL(), bl.URL, backlogKey, routingKeyWeb)
+  - name: edge
+    pagerduty_configs:
+      - routing_key: %[6]s
+        url: %[7]s
+        rate_limit_per_minute: 600
+`, filepath.Join(dir, "alertfan.db"), routingKeyDB, pd.EventsURL(), bl.URL, backlogKey, routingKeyWeb, pdDown.EventsURL())
 	file := filepath.Join(dir, "alertfan.yml")
 	require.NoError(t, os.WriteFile(file, []byte(cfg), 0o600))
 

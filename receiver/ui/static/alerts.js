@@ -5,7 +5,9 @@ import {
 } from './lib.js';
 
 const REFRESH_MS = 10000;
-const STATES = ['firing', 'resolved', 'queued', 'retrying', 'delivered', 'dead', 'stale', 'none'];
+// STATES are the server's ?state= values: a destination's state, or the
+// alert's own status.
+const STATES = ['queued', 'retrying', 'delivered', 'dead', 'none', 'firing', 'acknowledged', 'resolved'];
 const PAGE = 100;
 
 // matcherParam turns the search box into the API's selector: Alertmanager
@@ -234,7 +236,7 @@ function renderAlert(head, body, a) {
   }
   const dl = ['Target', 'State', 'Want → phase', 'Attempt', 'Next attempt', 'Reference', 'Last error'];
   parts.push(h('h2', {}, 'Destinations'), h('div', { class: 'table-wrap' }, table('dests-table', dl, (a.destinations || []).map((d) => row(dl, [
-    h('span', {}, h('span', { class: 'mono' }, d.target), h('div', { class: 'muted small' }, `${d.kind} · key `, h('code', { class: 'key' }, d.key))),
+    h('span', {}, h('span', { class: 'mono' }, d.target), h('div', { class: 'muted small' }, `${d.kind} · key `, copyable(d.key, 'state key'))),
     badge(d.state),
     h('span', {}, d.want || '–', ' → ', d.phase || h('span', { class: 'muted' }, 'nothing yet')),
     d.attempt ? String(d.attempt) : '–',
@@ -252,12 +254,12 @@ function renderAlert(head, body, a) {
     : h('div', { class: 'table-wrap' }, table('timeline', tl, events.map((ev) => row(tl, [
       h('time', { datetime: ev.at, title: ago(ev.at) }, fmtTime(ev.at)),
       h('span', { class: `event event-${ev.event}` }, ev.event),
-      ev.target ? h('span', { class: 'mono' }, ev.target) : (ev.receiver || '–'),
+      ev.target ? h('span', { class: 'mono target' }, ev.target) : (ev.receiver || '–'),
       [ev.action || (ev.status && ev.event !== 'call' ? ev.status : '') || '–', ev.attempt > 1 ? h('span', { class: 'muted' }, ` #${ev.attempt}`) : null],
       ev.outcome ? badge(ev.outcome) : '–',
       ev.http_status ? String(ev.http_status) : '–',
       eventDetails(ev),
-    ], { dataset: { event: ev.event } })))));
+    ], { dataset: { event: ev.event, outcome: ev.outcome || '' } })))));
 
   body.replaceChildren(...parts);
 }
@@ -266,7 +268,7 @@ function eventDetails(ev) {
   const out = [];
   if (ev.route) out.push(h('span', {}, 'route ', h('code', {}, ev.route)));
   if (ev.status && ev.event === 'call') out.push(h('span', {}, ev.status));
-  if (ev.ref) out.push(h('span', {}, 'ref ', h('code', { class: 'key' }, ev.ref)));
+  if (ev.ref) out.push(h('span', {}, 'ref ', copyable(ev.ref)));
   if (ev.reason) out.push(h('b', {}, ev.reason));
   if (ev.error) out.push(h('span', { class: 'err' }, ev.error));
   if (ev.labels && ev.event !== 'accepted') out.push(pills(ev.labels));

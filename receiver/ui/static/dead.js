@@ -37,7 +37,7 @@ export function deadView(main) {
           ? h('a', { href: alertLink(d.key), class: 'alertname' }, d.alertname || d.key)
           : h('span', { class: 'alertname' }, d.alertname || d.key),
         ' ', pills(d.labels, ['alertname'])),
-      h('span', { class: 'mono' }, d.target),
+      h('span', { class: 'mono target' }, d.target),
       h('b', {}, d.reason || '–'),
       h('span', { class: 'err', title: d.error }, d.error || '–'),
       String(d.attempts),

@@ -106,8 +106,11 @@ export function badge(word, extra) {
 }
 
 // copyable renders a key in monospace with a button that copies it.
+// Keys longer than 20 characters (PagerDuty dedup keys are often 64-digit
+// hashes) show their start; the tooltip and the copy have all of it.
 export function copyable(text, title) {
-  const code = h('code', { class: 'key', title: title || text }, text);
+  const shown = text.length > 20 ? text.slice(0, 12) + '…' : text;
+  const code = h('code', { class: 'key', title: (title ? title + ': ' : '') + text }, shown);
   const btn = h('button', {
     type: 'button', class: 'btn-copy', title: 'Copy', 'aria-label': 'Copy ' + (title || ''),
     onclick: async (e) => {
@@ -117,6 +120,7 @@ export function copyable(text, title) {
         btn.textContent = 'copied';
       } catch {
         // No clipboard (plain HTTP): select the text for Ctrl+C instead.
+        code.textContent = text;
         const r = document.createRange();
         r.selectNodeContents(code);
         getSelection().removeAllRanges();

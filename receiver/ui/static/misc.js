@@ -4,20 +4,21 @@ import { api, h, showError, clearError, time, table, row } from './lib.js';
 export function ratelimitsView(main) {
   const wrap = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
   main.append(h('h1', {}, 'Rate limits'),
-    h('p', { class: 'muted' }, 'Calls per destination key (this process). Budget is the calls that may start now; held until is set by a 429 answer.'),
+    h('p', { class: 'muted' }, 'Calls per destination key, in this process. Budget: calls that may start now; waiting: calls waiting for a slot; queued: alerts with a delivery owed; held until: set by a 429 answer.'),
     wrap);
   let timer = null;
   async function load() {
     try {
       const rows = await api('ratelimits');
       clearError();
-      const cols = ['Target', 'Kind', 'Key', 'Limit / min', 'Budget', 'Queued', 'Next slot', 'Held until'];
+      const cols = ['Target', 'Kind', 'Key', 'Limit / min', 'Budget', 'Waiting', 'Queued', 'Next slot', 'Held until'];
       wrap.replaceChildren((rows || []).length === 0 ? h('p', { class: 'muted' }, 'No targets.') : table('ratelimits', cols, rows.map((r) => row(cols, [
         h('span', {}, h('span', { class: 'mono' }, r.target), h('div', { class: 'muted small' }, r.receiver)),
         r.kind,
         h('code', { class: 'key' }, r.key),
         String(r.limit_per_minute ?? '–'),
         h('span', { class: r.budget === 0 ? 'warn' : '' }, String(r.budget ?? '–')),
+        String(r.waiting ?? 0),
         String(r.queued ?? 0),
         r.next_slot ? time(r.next_slot) : '–',
         r.held_until ? time(r.held_until, 'warn') : '–',
@@ -37,7 +38,9 @@ export function routesView(main) {
   main.append(h('h1', {}, 'Routes'), tree, h('h2', {}, 'Receivers'), recvs);
   api('routes').then((d) => {
     clearError();
-    tree.replaceChildren(h('ul', { class: 'tree' }, routeNode(d, true)));
+    // The tree is data.route; the root-level shape of an older draft of
+    // the API is still read.
+    tree.replaceChildren(h('ul', { class: 'tree' }, routeNode(d.route || d, true)));
     const cols = ['Receiver', 'Targets'];
     recvs.replaceChildren(h('div', { class: 'table-wrap' }, table('receivers', cols, (d.receivers || []).map((r) => row(cols, [
       h('b', {}, r.name),
@@ -50,7 +53,7 @@ export function routesView(main) {
 
 function routeNode(r, root) {
   const m = r.matchers || [];
-  const box = h('div', { class: 'route' + (root ? ' root' : '') },
+  const box = h('div', { class: 'route' + (root ? ' root' : ''), title: r.path ? 'route ' + r.path : undefined },
     h('span', { class: 'route-recv' }, root ? 'root → ' : '→ ', h('b', {}, r.receiver || '(inherited)')),
     m.length ? h('span', { class: 'pills' }, m.map((x) => h('span', { class: 'pill' }, x))) : (root ? null : h('span', { class: 'muted' }, 'matches all')),
     r.continue ? h('span', { class: 'tag' }, 'continue') : null,
