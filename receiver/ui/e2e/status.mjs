@@ -87,7 +87,6 @@ try {
   expect(events.includes('call'), `no call event in ${events}`);
   expect((await page.locator('h1.alert-title').textContent()).includes(searchHit), 'detail shows another alert');
   await page.locator('.dests-table tbody tr[data-state="delivered"]').first().waitFor({ timeout: T });
-  await shot(page, 'status-timeline.png');
 
   step('dead letters');
   await page.click('#tabs a[data-tab="dead"]');
@@ -111,6 +110,7 @@ try {
   const died = after.indexOf('call:dead');
   const again = after.indexOf('retried:');
   expect(died >= 0 && again > died && after.indexOf('call:success', again) > again, `timeline after retry: ${after}`);
+  await shot(page, 'status-timeline.png');
 
   step('other views');
   for (const [tab, sel] of [['ratelimits', 'table.ratelimits tbody tr'], ['routes', '.route-tree .route'], ['config', '#config-yaml']]) {
