@@ -56,7 +56,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	pdDown.SetDown(true)
 	bl := sinkstest.NewBacklog(backlogKey)
 	defer bl.Close()
-	url := startServer(t, pd, pdDown, bl)
+	url := startServer(t, pd, pdDown, bl, true)
 
 	// The page is behind the web layer like everything else.
 	res, err := http.Get(url)
@@ -74,7 +74,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		require.Equal(t, ct, res.Header.Get("Content-Type"), path)
 	}
 
-	send := func(receiverName string, alerts ...sinkstest.WebhookAlert) {
+	sendTo := func(url, receiverName string, alerts ...sinkstest.WebhookAlert) {
 		t.Helper()
 		body := sinkstest.Webhook(receiverName, "{}:{alertname=\""+alerts[0].Labels["alertname"]+"\"}", map[string]string{"alertname": alerts[0].Labels["alertname"]}, alerts...)
 		req, err := http.NewRequest("POST", url+"webhook", bytes.NewReader(body))
@@ -86,6 +86,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		require.Equal(t, 200, res.StatusCode, string(b))
+	}
+	send := func(receiverName string, alerts ...sinkstest.WebhookAlert) {
+		t.Helper()
+		sendTo(url, receiverName, alerts...)
 	}
 	alert := func(name, severity, team, instance, status string, ago time.Duration) sinkstest.WebhookAlert {
 		a := sinkstest.NamedAlert(name, severity, instance, status, time.Now().Add(-ago).UTC().Truncate(time.Second))
@@ -128,6 +132,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 	require.Equal(t, 0, pdEvents("PaymentErrors"))
 	require.Eventually(t, func() bool { return pdDown.Attempts() > 0 }, 20*time.Second, 20*time.Millisecond)
 
+	// A second server without --web.enable-admin-api, with a dead letter
+	// of its own: its Retry button must show the server's 403 message.
+	readonly := startServer(t, pd, pdDown, bl, false)
+	pd.Script(sinkstest.PDResponse{Status: 400, Body: `{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'summary' is incorrect"]}`})
+	sendTo(readonly, "oncall", alert("OrdersStuck", "critical", "payments", "pay-2:8080", "firing", time.Minute))
+	require.Eventually(t, func() bool { return len(deadLetters(t, readonly)) == 1 }, 20*time.Second, 20*time.Millisecond)
+
 	shots := os.Getenv("ALERTFAN_SCREENSHOTS")
 	if shots != "" {
 		shots, err = filepath.Abs(shots)
@@ -140,6 +151,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	cmd.Dir = e2e
 	cmd.Env = append(os.Environ(),
 		"ALERTFAN_URL="+url,
+		"ALERTFAN_URL_READONLY="+readonly,
 		"ALERTFAN_USER="+webUser,
 		"ALERTFAN_PASSWORD="+webPassword,
 		"CHROMIUM="+chromium,
@@ -148,6 +160,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		`E2E_SEARCH=team="db", severity="critical"`,
 		"E2E_SEARCH_HIT=DiskFull",
 		"E2E_DEAD=PaymentErrors",
+		"E2E_ROUTING_KEY="+routingKeyDB,
 	)
 	// The browser and its helpers are the script's children; a timeout
 	// kills the script's whole process group, nothing else.
@@ -167,7 +180,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 // startServer runs alertfan in-process on a loopback port with basic auth
 // (exporter-toolkit web config) and the admin API on, and returns its URL
 // with a trailing slash.
-func startServer(t *testing.T, pd, pdDown *sinkstest.PagerDuty, bl *sinkstest.Backlog) string {
+func startServer(t *testing.T, pd, pdDown *sinkstest.PagerDuty, bl *sinkstest.Backlog, adminAPI bool) string {
 	t.Helper()
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte(webPassword), bcrypt.MinCost)
@@ -232,7 +245,7 @@ receivers:
 			ConfigFile:      file,
 			ListenAddresses: []string{"127.0.0.1:0"},
 			WebConfigFile:   web,
-			EnableAdminAPI:  true,
+			EnableAdminAPI:  adminAPI,
 			OnListen:        func(a net.Addr) { addr <- a },
 			ShutdownTimeout: 5 * time.Second,
 		})

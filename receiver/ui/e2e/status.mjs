@@ -1,12 +1,14 @@
 // End-to-end test of the status page in headless Chromium, run by
 // receiver/ui/browser_test.go against a real alertfan server. Input (env):
 //   ALERTFAN_URL       the server's base URL (ends with /)
+//   ALERTFAN_URL_READONLY  a server without --web.enable-admin-api
 //   ALERTFAN_USER, ALERTFAN_PASSWORD   basic auth of the web config
 //   CHROMIUM           the browser binary
 //   USER_DATA_DIR      a fresh profile directory
 //   ALERTFAN_SCREENSHOTS  optional: a directory for the PNGs
 //   E2E_SEARCH, E2E_SEARCH_HIT, E2E_DEAD  the matcher to search, the
 //     alertname it must find alone, and the alertname of the dead letter
+//   E2E_ROUTING_KEY    a routing key that the preview must not show
 // Prints one line per step; exits non-zero with the failing step.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
@@ -88,6 +90,20 @@ try {
   expect((await page.locator('h1.alert-title').textContent()).includes(searchHit), 'detail shows another alert');
   await page.locator('.dests-table tbody tr[data-state="delivered"]').first().waitFor({ timeout: T });
 
+  // Preview (POST api/v1/preview) is optional: the button shows only when
+  // the server has it.
+  await page.waitForFunction(() => window.__previewProbed === true, null, { timeout: T });
+  if (await page.locator('#preview').isVisible()) {
+    step('preview');
+    await page.click('#preview');
+    await page.locator('#preview-out .payload').first().waitFor({ timeout: T });
+    const text = await page.locator('#preview-out').textContent();
+    expect(text.includes('team-db/pagerduty/0') && text.includes('DiskFull'), `preview shows: ${text.slice(0, 300)}`);
+    expect(!text.includes(process.env.E2E_ROUTING_KEY || '\u0000'), 'preview shows the routing key');
+  } else {
+    step('preview: not served by this server, button hidden');
+  }
+
   step('dead letters');
   await page.click('#tabs a[data-tab="dead"]');
   const deadRow = page.locator('table.dead tbody tr', { hasText: deadName });
@@ -120,6 +136,14 @@ try {
   }
   const yaml = await page.locator('#config-yaml').textContent();
   expect(yaml.includes('<secret>'), 'config view shows no <secret>');
+
+  step('retry without --web.enable-admin-api');
+  await page.goto(env('ALERTFAN_URL_READONLY') + '#/dead', { waitUntil: 'domcontentloaded' });
+  await page.locator('table.dead tbody tr button[data-action="retry"]').first().click();
+  await page.locator('#banner').waitFor({ state: 'visible', timeout: T });
+  const refused = await page.locator('#banner-text').textContent();
+  expect(refused.includes('--web.enable-admin-api'), `banner after a refused retry: ${refused}`);
+  expect(await page.locator('table.dead tbody tr').count() === 1, 'the refused retry changed the list');
 
   step('phone');
   const phone = await browser.newPage();

@@ -201,7 +201,10 @@ export function alertView(main, identity) {
         preview = previewSection(() => current);
         preview.hidden = true;
         main.append(preview);
-        probePreview().then((ok) => { preview.hidden = !ok; });
+        probePreview().then((ok) => {
+          preview.hidden = !ok;
+          window.__previewProbed = true; // for the browser test
+        });
       }
       // Keep following the alert while a delivery is still on its way.
       const moving = (a.destinations || []).some((d) => d.state === 'queued' || d.state === 'retrying');
@@ -293,9 +296,15 @@ function previewSection(currentAlert) {
     try {
       const status = a.status === 'resolved' ? 'resolved' : 'firing';
       const data = await api('preview', { method: 'POST', json: { labels: a.labels || {}, annotations: a.annotations || {}, status } });
-      out.replaceChildren(...(data || []).map((p) => h('div', { class: 'payload' },
-        h('h3', {}, h('span', { class: 'mono' }, p.target), ' ', h('span', { class: 'muted' }, p.kind)),
-        h('pre', { class: 'code' }, JSON.stringify(p.payload, null, 2)))));
+      // Each item: the call (method, URL without credentials) and its
+      // payload, or why there is none (skip) or why it cannot be rendered.
+      out.replaceChildren(...(data || []).map((p) => h('div', { class: 'payload', dataset: { target: p.target } },
+        h('h3', {}, h('span', { class: 'mono' }, p.target), ' ', h('span', { class: 'kind' }, p.kind),
+          p.method ? h('code', { class: 'muted small call' }, ` ${p.method} ${p.url || ''}`) : null),
+        p.error ? h('p', { class: 'err' }, p.error) : null,
+        p.skip ? h('p', { class: 'muted' }, 'No call: ', p.skip) : null,
+        p.names_resolved === false ? h('p', { class: 'muted small' }, 'Backlog names shown as names: not resolved to ids (offline).') : null,
+        p.payload !== undefined ? h('pre', { class: 'code' }, JSON.stringify(p.payload, null, 2)) : null)));
       if (!data || data.length === 0) out.replaceChildren(h('p', { class: 'muted' }, 'No target would get this alert.'));
     } catch (e) {
       if (e.status === 404 || e.status === 405) {
