@@ -99,6 +99,13 @@ try {
     await page.locator('#preview-out .payload').first().waitFor({ timeout: T });
     const text = await page.locator('#preview-out').textContent();
     expect(text.includes('team-db/pagerduty/0') && text.includes('DiskFull'), `preview shows: ${text.slice(0, 300)}`);
+    // The preview is of this very alert: the dedup key PagerDuty got.
+    const sent = await page.evaluate(async () => {
+      const id = decodeURIComponent(location.hash.slice('#/alert/'.length));
+      const r = await fetch('api/v1/alerts/' + encodeURIComponent(id));
+      return (await r.json()).data.destinations.find((d) => d.kind === 'pagerduty').ref;
+    });
+    expect(sent && text.includes(sent), `preview's dedup key is not ${sent}`);
     expect(!text.includes(process.env.E2E_ROUTING_KEY || '\u0000'), 'preview shows the routing key');
   } else {
     step('preview: not served by this server, button hidden');
