@@ -278,6 +278,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		RescueAfter:  time.Duration(d.RescueAfter),
 		PollInterval: time.Duration(d.PollInterval),
 		MaxAge:       time.Duration(d.MaxAge),
+		Retention:    retention(cfg.Storage.Retention),
 		Logger:       logger,
 		Registerer:   reg,
 	}
@@ -427,4 +428,15 @@ func targetTransport() http.RoundTripper {
 	t.MaxIdleConnsPerHost = 128
 	t.IdleConnTimeout = 90 * time.Second
 	return t
+}
+
+// retention passes storage.retention to the store.
+func retention(r config.RetentionConfig) queue.Retention {
+	return queue.Retention{
+		CompletedJobs:  time.Duration(r.CompletedJobs),
+		ResolvedStates: time.Duration(r.ResolvedStates),
+		ClosedIssues:   time.Duration(r.ClosedIssues),
+		DeadLetters:    time.Duration(r.DeadLetters),
+		History:        time.Duration(r.History),
+	}
 }

@@ -9,7 +9,8 @@
 //   - with -backlog-storm: 2,000 distinct alerts to a fake Backlog limited
 //     to 600 writes/min, drained against the minimum time that allows;
 //   - with -mechanics: the queue's re-planning, priority and recovery
-//     scenarios (see mechanics.go).
+//     scenarios (see mechanics.go);
+//   - with -soak N: alone, the retention soak (see soak.go).
 //
 // Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics]
 package main
@@ -49,6 +50,13 @@ func main() {
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
 	flag.Parse()
+	if *soakN > 0 {
+		if err := runSoak(*bin); err != nil {
+			fmt.Fprintln(os.Stderr, "alertfan-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *driveURL != "" {
 		if err := drive(*driveURL, *driveRate, *duration); err != nil {
 			fmt.Fprintln(os.Stderr, "alertfan-bench:", err)

@@ -53,10 +53,12 @@ type StorageConfig struct {
 	// MaxConnections is each replica's PostgreSQL connection pool size;
 	// 0 means delivery.workers/2 + 8 (33 with the defaults).
 	MaxConnections int `yaml:"max_connections,omitempty"`
+	// Retention bounds what the store keeps (see RetentionConfig).
+	Retention RetentionConfig `yaml:"retention,omitempty"`
 }
 
 // DefaultStorage is the embedded SQLite store.
-var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db"}
+var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", Retention: DefaultRetention}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
@@ -322,6 +324,9 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	tree, err := route.New(c.Route)
 	if err != nil {
+		return err
+	}
+	if err := c.checkReopen(); err != nil {
 		return err
 	}
 	var refErr error

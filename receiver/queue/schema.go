@@ -162,6 +162,9 @@ var migrations = []string{
 	)`,
 	`CREATE INDEX alertfan_history_identity ON alertfan_history (identity, at)`,
 	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
+	// 25: the closed Backlog issue records the janitor prunes
+	// (storage.retention.closed_issues), found without reading open ones.
+	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed')`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
