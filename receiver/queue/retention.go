@@ -303,7 +303,7 @@ func (s *Store) autoVacuum(ctx context.Context) error {
 
 // walIdleTicks is how many checkpointer ticks (seconds) without a new WAL
 // frame make the store idle enough for a TRUNCATE checkpoint.
-const walIdleTicks = 5
+const walIdleTicks = 3
 
 // walTruncateMin is the WAL file size above which an idle store truncates
 // it; below it the file is left for the next writes to reuse.
