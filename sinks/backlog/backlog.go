@@ -485,6 +485,12 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 		return rec, err
 	}
 	for _, is := range issues {
+		// A closed issue with this marker is an earlier series': its
+		// record was pruned (storage.retention.closed_issues) and the
+		// generations started over. A create makes an open issue.
+		if is.Status.ID == statusClosed || (ids.closeStatus != nil && is.Status.ID == *ids.closeStatus) {
+			continue
+		}
 		if strings.Contains(is.Description, marker) {
 			rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
 			if err := n.put(ctx, key, rec); err != nil {
