@@ -279,6 +279,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		PollInterval: time.Duration(d.PollInterval),
 		MaxAge:       time.Duration(d.MaxAge),
 		Retention:    retention(cfg.Storage.Retention),
+		NoHistory:    !cfg.Storage.History,
 		Logger:       logger,
 		Registerer:   reg,
 	}

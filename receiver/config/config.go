@@ -53,12 +53,15 @@ type StorageConfig struct {
 	// MaxConnections is each replica's PostgreSQL connection pool size;
 	// 0 means delivery.workers/2 + 8 (33 with the defaults).
 	MaxConnections int `yaml:"max_connections,omitempty"`
+	// History keeps the delivery history (GET /api/v1/alerts/{identity},
+	// the status page): on by default.
+	History bool `yaml:"history"`
 	// Retention bounds what the store keeps (see RetentionConfig).
 	Retention RetentionConfig `yaml:"retention,omitempty"`
 }
 
 // DefaultStorage is the embedded SQLite store.
-var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", Retention: DefaultRetention}
+var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", History: true, Retention: DefaultRetention}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {

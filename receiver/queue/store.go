@@ -63,6 +63,8 @@ type Options struct {
 	// JanitorInterval is how often the janitor runs; 0 derives it from
 	// Retention (see janitorInterval).
 	JanitorInterval time.Duration
+	// NoHistory turns the delivery history (alertfan_history) off.
+	NoHistory bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
