@@ -89,8 +89,9 @@ type pruneRule struct {
 //     pending and the resolve was delivered (or its dead letter is gone:
 //     nobody can retry it any more). A firing state stays however old: its
 //     resolve must still reach the target. Once gone, a late copy of the
-//     resolve is harmless (a resolve with nothing sent makes no call); a
-//     late firing copy would fire again, which is why resolved_states must
+//     resolve is harmless (passed on once: PagerDuty ignores a resolve of a
+//     resolved incident, Backlog has no record and makes no call); a late
+//     firing copy would fire again, which is why resolved_states must
 //     outlast the sender's own memory (Alertmanager keeps resolved alerts
 //     for --data.retention, 120h by default; the default here is 7 days).
 //   - an alert's own row (what tells stale from fresh) goes only when no

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // openIdle opens a store without starting it: the tests call prune
@@ -260,4 +262,66 @@ func TestWALTruncatedWhenIdle(t *testing.T) {
 		s.checkpointer()
 	}
 	require.Zero(t, wal(), "an idle store's WAL is truncated")
+}
+
+// TestPruneFollowsTheLifecycle: through Accept and the workers, a firing
+// alert's rows survive any prune; once resolved and delivered they go after
+// resolved_states. A late copy of the resolve is then a resolve of an alert
+// alertfan does not know: it is passed on once (PagerDuty ignores a resolve
+// of a resolved incident; Backlog, with no record, makes no call), and
+// nothing fires.
+func TestPruneFollowsTheLifecycle(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			const id = "am:life"
+			t0 := time.Now().Add(-time.Minute)
+			accept := func(want Phase, status string) {
+				t.Helper()
+				_, err := s.Accept(ctx, &Intake{Updates: []Update{{
+					Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
+					Labels: []byte(`{"alertname":"life"}`), Items: []Item{item(id, status)},
+				}}})
+				require.NoError(t, err)
+			}
+			settled := func() bool {
+				var pending int
+				err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT pending FROM alertfan_state WHERE key = ?`), id).Scan(&pending)
+				return err == nil && pending == 0
+			}
+			rows := func() (states, alerts int) {
+				require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_state WHERE key = ?`), id).Scan(&states))
+				require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_alert WHERE identity = ?`), id).Scan(&alerts))
+				return
+			}
+			later := time.Now().Add(DefaultRetention.ResolvedStates + time.Hour)
+
+			accept(PhaseTriggered, "firing")
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 && settled() }, 10*time.Second, 10*time.Millisecond)
+			_, err := s.prune(ctx, later)
+			require.NoError(t, err)
+			st, al := rows()
+			require.Equal(t, [2]int{1, 1}, [2]int{st, al}, "a firing alert keeps its state and its alert row")
+
+			accept(PhaseResolved, "resolved")
+			require.Eventually(t, func() bool { return len(sink.all()) == 2 && settled() }, 10*time.Second, 10*time.Millisecond)
+			_, err = s.prune(ctx, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			st, al = rows()
+			require.Equal(t, [2]int{1, 1}, [2]int{st, al}, "kept within resolved_states")
+			_, err = s.prune(ctx, later)
+			require.NoError(t, err)
+			st, al = rows()
+			require.Equal(t, [2]int{0, 0}, [2]int{st, al}, "pruned after resolved_states")
+
+			accept(PhaseResolved, "resolved")
+			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+			got := sink.all()
+			require.Len(t, got, 3)
+			require.Equal(t, sinks.StatusResolved, got[2].Status(), "the late copy is passed on as a resolve; nothing fires")
+		})
+	}
 }
