@@ -95,7 +95,10 @@ type pruneRule struct {
 //     outlast the sender's own memory (Alertmanager keeps resolved alerts
 //     for --data.retention, 120h by default; the default here is 7 days).
 //   - an alert's own row (what tells stale from fresh) goes only when no
-//     (target, key) state of it is left, so it lives as long as any.
+//     (target, key) state of it is left, so it lives as long as any. In
+//     group mode states are keyed by the group, so a member's row goes
+//     once it was not refreshed for resolved_states (Alertmanager refreshes
+//     a firing alert every repeat_interval).
 //   - a Backlog record goes only in closed or person_closed, and only when
 //     no state of its key is firing or pending: a person-closed issue of an
 //     alert still firing needs its record, or the next change would open a
