@@ -42,6 +42,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
 	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
 	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
+	mux.HandleFunc("POST /api/v1/preview", s.handlePreview)
 	for pattern, h := range s.opts.Handlers {
 		mux.Handle(pattern, h)
 	}
