@@ -1,6 +1,7 @@
 package pagerduty
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -27,7 +28,18 @@ type Rendered struct {
 	// send_resolved: false.
 	Skip string
 
-	path string
+	path   string
+	secret string
+}
+
+// Redacted is Body with the routing key replaced by "<secret>", for
+// showing: the rest is byte for byte what is sent.
+func (r *Rendered) Redacted() json.RawMessage {
+	if r.Body == nil || r.secret == "" {
+		return r.Body
+	}
+	k, _ := json.Marshal(r.secret)
+	return bytes.ReplaceAll(r.Body, k, []byte(`"<secret>"`))
 }
 
 // Render builds the call Deliver would make for notif without making it,
@@ -43,7 +55,7 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
 	}
-	r := &Rendered{path: pathEvent}
+	r := &Rendered{path: pathEvent, secret: string(n.conf.RoutingKey)}
 	var v any
 	switch {
 	case isChange(notif) && notif.Alerts[0].PagerDuty != nil:

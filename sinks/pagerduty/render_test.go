@@ -62,6 +62,8 @@ func TestRenderIsWhatDeliverSends(t *testing.T) {
 			require.Len(t, evs, before+1)
 			got := evs[len(evs)-1]
 			require.Equal(t, string(r.Body), string(got.Raw), "the rendered body is the body sent")
+			require.NotContains(t, string(r.Redacted()), routingKey)
+			require.Contains(t, string(r.Redacted()), `"routing_key":"<secret>"`)
 			require.Equal(t, c.change, got.Change)
 			want := fake.EventsURL()
 			if c.change {
