@@ -107,6 +107,9 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// RateLimit is the routing key's limiter state, for the status API.
+func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
+
 // Pace waits for a call's turn under the rate limit (the queue's last look
 // at the alert's state comes after it); a turn further off than maxWait is
 // an error carrying the wait.
@@ -163,6 +166,8 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if r.Body == nil {
 		return nil
 	}
+	call := sinks.CallFrom(ctx)
+	call.Action, call.Ref = r.action, r.ref
 	return n.post(ctx, r.path, r.Body)
 }
 
@@ -182,6 +187,7 @@ func (n *Notifier) post(ctx context.Context, path string, body []byte) error {
 		return classify(ctx, info, err)
 	}
 	defer resp.Body.Close()
+	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
 	b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	switch {
 	case resp.StatusCode < 200 || resp.StatusCode > 299:

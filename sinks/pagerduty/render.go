@@ -30,6 +30,9 @@ type Rendered struct {
 
 	path   string
 	secret string
+	// action and ref are what the delivery history records: the event
+	// action ("change" for a change event) and the dedup key.
+	action, ref string
 }
 
 // Redacted is Body with the routing key replaced by "<secret>", for
@@ -59,9 +62,9 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 	var v any
 	switch {
 	case isChange(notif) && notif.Alerts[0].PagerDuty != nil:
-		r.path, v = pathChange, n.ChangeEvent(notif.Alerts[0].PagerDuty)
+		r.path, r.action, v = pathChange, "change", n.ChangeEvent(notif.Alerts[0].PagerDuty)
 	case isChange(notif):
-		r.path, v = pathChange, n.changeEvent(&notif.Alerts[0])
+		r.path, r.action, v = pathChange, "change", n.changeEvent(&notif.Alerts[0])
 	default:
 		ev, err := n.event(notif, quiet)
 		if err != nil {
@@ -72,7 +75,7 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 			r.Skip = "resolved, and send_resolved is false"
 			return r, nil
 		}
-		v = ev
+		r.action, r.ref, v = ev.Action, ev.DedupKey, ev
 	}
 	r.URL = endpoint(u, r.path).String()
 	// json.Marshal, as go-pagerduty encodes events: no trailing newline,
