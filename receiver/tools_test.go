@@ -50,4 +50,3 @@ func TestCheckConfigOnline(t *testing.T) {
 	require.NotContains(t, err.Error(), backlogKey)
 	require.NotContains(t, err.Error(), testRoutingKey)
 }
-
