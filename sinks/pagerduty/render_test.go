@@ -107,3 +107,45 @@ func counterValue(t *testing.T, target string) float64 {
 	}
 	return 0
 }
+
+// TestDeliverAnswers: Deliver posts the rendered body itself; what
+// PagerDuty answers is classified as go-pagerduty's client did.
+func TestDeliverAnswers(t *testing.T) {
+	fake := sinkstest.NewPagerDuty()
+	defer fake.Close()
+	n := newNotifier(t, "mode: alert\n", fake.EventsURL())
+	notif := &sinks.Notification{Key: "am:x", Source: sinks.Source{Input: "alertmanager"}, AcceptedAt: time.Now(),
+		Alerts: []sinks.Alert{{Identity: "am:x", Status: sinks.StatusFiring, StartsAt: time.Now(), Labels: map[string]string{"alertname": "A"}}}}
+	cases := []struct {
+		name      string
+		resp      sinkstest.PDResponse
+		ok        bool
+		retryable bool
+		contains  string
+	}{
+		{name: "accepted", resp: sinkstest.PDResponse{Status: 202, Body: `{"status":"success","message":"Event processed","dedup_key":"k"}`}, ok: true},
+		{name: "2xx that is not JSON", resp: sinkstest.PDResponse{Status: 202, Body: `<html>`}, retryable: true, contains: "not JSON"},
+		{name: "server error", resp: sinkstest.PDResponse{Status: 502, Body: `bad gateway`}, retryable: true, contains: "502"},
+		{name: "invalid event", resp: sinkstest.PDResponse{Status: 400, Body: `{"status":"invalid event","message":"Event object is invalid","errors":["'payload.summary' is missing"]}`},
+			contains: "Event object is invalid: 'payload.summary' is missing"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fake.Script(c.resp)
+			call := &sinks.Call{}
+			err := n.Deliver(sinks.WithCall(context.Background(), call), notif)
+			require.Equal(t, "trigger", call.Action, "the history records the call")
+			require.Equal(t, c.resp.Status, call.StatusCode)
+			dk, derr := n.DedupKey(notif)
+			require.NoError(t, derr)
+			require.Equal(t, dk, call.Ref)
+			if c.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, c.contains)
+			require.Equal(t, c.retryable, sinks.AsError(err).Retryable)
+			require.NotContains(t, err.Error(), routingKey)
+		})
+	}
+}
