@@ -306,3 +306,49 @@ func TestStatusConfigRoutesRateLimits(t *testing.T) {
 		require.NotContains(t, l.Key, testRoutingKey)
 	}
 }
+
+// TestStatusAPIGroupMode: in group mode one call serves the group; each
+// member's history shows its own acceptance and the group's calls.
+func TestStatusAPIGroupMode(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), "        mode: group\n"))
+	a := sinkstest.NamedAlert("DiskFull", "critical", "db-1", "firing", t0)
+	b := sinkstest.NamedAlert("DiskFull", "critical", "db-2", "firing", t0)
+	const group = `{}:{alertname="DiskFull"}`
+	code, _ := ts.post(t, "/webhook", sinkstest.Webhook("oncall", group, map[string]string{"alertname": "DiskFull"}, a, b))
+	require.Equal(t, http.StatusOK, code)
+	settle(t, ts)
+
+	var got queue.AlertView
+	require.Equal(t, http.StatusOK, getData(t, ts, "/api/v1/alerts/"+url.PathEscape("am:"+b.Fingerprint), &got))
+	require.Len(t, got.Destinations, 1)
+	d := got.Destinations[0]
+	require.Equal(t, group, d.Key)
+	require.Equal(t, queue.DestDelivered, d.State)
+	require.Equal(t, pd.Events()[0].DedupKey, d.Ref)
+	require.Equal(t, []string{"accepted oncall/pagerduty/0 triggered", "call oncall/pagerduty/0 trigger success"}, events(got.History))
+	require.Equal(t, "route", got.History[0].Route)
+}
+
+// TestStatusAPINoDestination: an alert whose route has no target is
+// accepted, and the history says it went nowhere.
+func TestStatusAPINoDestination(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	bl := sinkstest.NewBacklog(backlogKey)
+	defer bl.Close()
+	ts := startServer(t, lcConfig(pd.EventsURL(), bl.URL, ""))
+	code, _ := ts.post(t, "/webhook", amAlert("firing", "warning", t0))
+	require.Equal(t, http.StatusOK, code)
+	code, _ = ts.post(t, "/webhook", amAlert("firing", "warning", t0)) // a repeat: no new row
+	require.Equal(t, http.StatusOK, code)
+	var page queue.AlertPage
+	getData(t, ts, "/api/v1/alerts?state=none", &page)
+	require.Len(t, page.Alerts, 1)
+	require.Empty(t, page.Alerts[0].Destinations)
+	var got queue.AlertView
+	getData(t, ts, "/api/v1/alerts/am:8a07086b74f3ba78", &got)
+	require.Equal(t, []string{"accepted triggered"}, events(got.History))
+	require.Empty(t, pd.Events())
+}

@@ -130,6 +130,10 @@ type Update struct {
 	// got, or has queued, the trigger) but that the labels no longer route
 	// to. It returns false when it cannot (a target unknown to this config).
 	Sticky func(target string) (Item, bool)
+
+	// noDest is set by Accept for a changed update that reached no target
+	// of its own; unless a group carries it, the history says so.
+	noDest bool
 }
 
 // GroupItem is a work item made of several alerts (PagerDuty group mode).
@@ -292,7 +296,22 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 			}
 			res.Items++
 		}
-		return b.stickyGroup(ctx, in, fresh, &res)
+		if err := b.stickyGroup(ctx, in, fresh, &res); err != nil {
+			return err
+		}
+		grouped := map[int]bool{}
+		for _, g := range in.Groups {
+			for _, m := range g.Members {
+				grouped[m] = true
+			}
+		}
+		for i := range in.Updates {
+			if u := &in.Updates[i]; u.noDest && !grouped[i] && (in.GroupKey == "" || res.Sticky == 0) {
+				// Accepted, but no destination: the history says so ("Why not?").
+				b.record(histRow{identity: u.Identity, event: EventAccepted, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
+			}
+		}
+		return nil
 	})
 	if err == nil {
 		s.metrics.itemsCommitted.Add(float64(res.Items))
@@ -438,10 +457,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		}
 		res.Items++
 	}
-	if changed && !recorded && len(u.Items) == 0 {
-		// Accepted, but no destination: the history says so ("Why not?").
-		b.record(histRow{identity: u.Identity, event: EventAccepted, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
-	}
+	u.noDest = changed && !recorded && len(u.Items) == 0
 	return true, nil
 }
 
