@@ -162,6 +162,13 @@ var migrations = []string{
 	)`,
 	`CREATE INDEX alertfan_history_identity ON alertfan_history (identity, at)`,
 	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
+	// The rate budget replicas share on PostgreSQL (ratebudget.go): per
+	// limiter id (a hash, never the API key), the start of the next free
+	// call slot in microseconds since the epoch of the database's clock.
+	`CREATE TABLE alertfan_rate (
+		key       TEXT   PRIMARY KEY,
+		next_slot BIGINT NOT NULL
+	)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
