@@ -26,11 +26,13 @@ type Budget interface {
 }
 
 const (
-	// claimBatch is the most slots one claim books: one database round
-	// trip per few calls, and few slots lost when a replica dies.
+	// claimBatch is the most slots one claim books, at rates where that is
+	// more than claimSpan's worth: one database round trip per few calls,
+	// and few slots lost when a replica dies. Faster rates book claimSpan's
+	// worth at once (up to maxClaim), so the round trips keep up.
 	claimBatch = 4
-	// maxHeldSlots bounds the slots a process holds booked and unused.
-	maxHeldSlots = 8
+	claimSpan  = 50 * time.Millisecond
+	maxClaim   = 64
 	// staleSlot is how late a booked slot may still be used. The pacing
 	// interval has 1% headroom, 0.6 s per minute whatever the rate: a call
 	// later than that behind its slot could let N+1 calls into a minute
@@ -117,14 +119,24 @@ func (l *Limiter) pump(now time.Time) {
 		}
 		close(w.ready)
 	}
-	if need := len(l.waiters) - len(l.slots); need > 0 && !l.claiming && len(l.slots) < maxHeldSlots {
-		n := min(need, claimBatch, maxHeldSlots-len(l.slots))
+	// A process holds at most two claims' worth booked and unused.
+	batch := l.claimSize()
+	if need := len(l.waiters) - len(l.slots); need > 0 && !l.claiming && len(l.slots) < 2*batch {
+		n := min(need, batch, 2*batch-len(l.slots))
 		l.claiming = true
 		go l.claim(n, l.interval)
 	}
 	if l.timer == nil && len(l.waiters) > 0 && len(l.slots) > 0 {
 		l.timer = time.AfterFunc(l.slots[0].Sub(now), l.pumpTimer)
 	}
+}
+
+// claimSize is how many slots one claim books at most (under l.mu).
+func (l *Limiter) claimSize() int {
+	if l.interval <= 0 {
+		return maxClaim
+	}
+	return max(claimBatch, min(maxClaim, int(claimSpan/l.interval)))
 }
 
 func (l *Limiter) pumpTimer() {

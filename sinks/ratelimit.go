@@ -85,7 +85,11 @@ func (l *Limiters) Get(kind, key string, perMinute int) *Limiter {
 	defer lim.mu.Unlock()
 	if perMinute < lim.perMinute {
 		lim.perMinute = perMinute
-		lim.interval = interval(perMinute)
+		if iv := interval(perMinute); iv != lim.interval {
+			lim.interval = iv
+			// Slots booked at another rate are given up (at most a few).
+			lim.slots, lim.lastEnd = nil, time.Time{}
+		}
 	}
 	return lim
 }

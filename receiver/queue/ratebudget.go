@@ -18,7 +18,11 @@ import (
 // moves it on by n intervals in one upsert and gets the n slots before;
 // the row lock orders claims, so no two replicas get the same slot and the
 // slots of the whole deployment are interval apart. A 429's Retry-After
-// moves it past the hold for everyone.
+// sets held_until: no slot starts before it.
+//
+// Booked slots never reach further ahead than maxAhead intervals of the
+// claim's own rate: far more than the replicas hold booked at once, and a
+// raised rate (a reload) is not held behind slots booked at the old one.
 func (s *Store) RateBudget() sinks.Budget {
 	if s.dialect != dialectPostgres {
 		return nil
@@ -35,12 +39,16 @@ type pgBudget struct{ db *sql.DB }
 const (
 	sqlClaim = `WITH c AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now)
 INSERT INTO alertfan_rate AS r (key, next_slot) SELECT $1, c.now + $2 FROM c
-ON CONFLICT (key) DO UPDATE SET next_slot = GREATEST(r.next_slot, (SELECT now FROM c)) + $2
+ON CONFLICT (key) DO UPDATE SET next_slot =
+	GREATEST(LEAST(r.next_slot, (SELECT now FROM c) + $3), (SELECT now FROM c), r.held_until) + $2
 RETURNING r.next_slot - $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
 	sqlHold = `WITH c AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now)
-INSERT INTO alertfan_rate AS r (key, next_slot) SELECT $1, c.now + $2 FROM c
-ON CONFLICT (key) DO UPDATE SET next_slot = GREATEST(r.next_slot, (SELECT now FROM c) + $2)`
+INSERT INTO alertfan_rate AS r (key, next_slot, held_until) SELECT $1, c.now + $2, c.now + $2 FROM c
+ON CONFLICT (key) DO UPDATE SET held_until = GREATEST(r.held_until, (SELECT now FROM c) + $2)`
 )
+
+// maxAhead bounds, in intervals, how far ahead of now slots are booked.
+const maxAhead = 1024
 
 // Claim books n slots interval apart and returns the first one's start on
 // the local clock.
@@ -55,7 +63,8 @@ func (b pgBudget) Claim(ctx context.Context, key string, n int, interval time.Du
 // claim returns the first slot booked and the database's clock, both in
 // microseconds since the epoch.
 func (b pgBudget) claim(ctx context.Context, key string, n int, interval time.Duration) (first, dbNow int64, err error) {
-	if err := b.db.QueryRowContext(ctx, sqlClaim, key, int64(n)*interval.Microseconds()).Scan(&first, &dbNow); err != nil {
+	iv := interval.Microseconds()
+	if err := b.db.QueryRowContext(ctx, sqlClaim, key, int64(n)*iv, maxAhead*iv).Scan(&first, &dbNow); err != nil {
 		return 0, 0, fmt.Errorf("queue: claim rate slots: %w", err)
 	}
 	return first, dbNow, nil

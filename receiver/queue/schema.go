@@ -164,10 +164,12 @@ var migrations = []string{
 	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
 	// The rate budget replicas share on PostgreSQL (ratebudget.go): per
 	// limiter id (a hash, never the API key), the start of the next free
-	// call slot in microseconds since the epoch of the database's clock.
+	// call slot and the end of a 429's hold, in microseconds since the
+	// epoch on the database's clock.
 	`CREATE TABLE alertfan_rate (
-		key       TEXT   PRIMARY KEY,
-		next_slot BIGINT NOT NULL
+		key        TEXT   PRIMARY KEY,
+		next_slot  BIGINT NOT NULL,
+		held_until BIGINT NOT NULL DEFAULT 0
 	)`,
 }
 
