@@ -42,6 +42,11 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
 	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
 	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
+	mux.HandleFunc("GET /api/v1/alerts", s.handleAlertList)
+	mux.HandleFunc("GET /api/v1/alerts/{identity...}", s.handleAlertShow)
+	mux.HandleFunc("GET /api/v1/status/config", s.handleConfig)
+	mux.HandleFunc("GET /api/v1/routes", s.handleRoutes)
+	mux.HandleFunc("GET /api/v1/ratelimits", s.handleRateLimits)
 	for pattern, h := range s.opts.Handlers {
 		mux.Handle(pattern, h)
 	}
@@ -271,8 +276,15 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 			return newItem(t, &sinks.Notification{Key: a.Identity, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now})
 		}
 		receivers := []string{forced}
+		u.Routes = map[string]string{forced: "POST /webhook/" + forced}
 		if forced == "" {
-			receivers = rt.router.Match(a.Labels)
+			receivers, u.Routes = receivers[:0], map[string]string{}
+			for _, n := range rt.router.Matches(a.Labels) {
+				if _, seen := u.Routes[n.Receiver]; !seen {
+					u.Routes[n.Receiver] = n.Path
+					receivers = append(receivers, n.Receiver)
+				}
+			}
 		}
 		for _, recv := range receivers {
 			s.metrics.routed.WithLabelValues(recv).Inc()

@@ -282,6 +282,7 @@ func storeOptions(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 		RescueAfter:  time.Duration(d.RescueAfter),
 		PollInterval: time.Duration(d.PollInterval),
 		MaxAge:       time.Duration(d.MaxAge),
+		NoHistory:    !cfg.Storage.History,
 		Logger:       logger,
 		Registerer:   reg,
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,8 @@ type runtime struct {
 	// pdKeys maps sha256(routing key) to its configured name.
 	pdKeys    map[[32]byte]string
 	pdLimiter *rate.Limiter
+	// loadedAt is when this config was loaded (start or reload).
+	loadedAt time.Time
 }
 
 // deps are what building a runtime needs beyond the config.
@@ -90,6 +93,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 		receivers: map[string][]target{},
 		targets:   map[string]queue.Target{},
 		pdKeys:    map[[32]byte]string{},
+		loadedAt:  time.Now().UTC(),
 	}
 	d.limiters.Reset()
 	for _, r := range cfg.Receivers {

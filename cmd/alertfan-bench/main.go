@@ -44,7 +44,7 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
 	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
-	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm, replicas")
+	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm, history, replicas")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
@@ -357,6 +357,11 @@ func run(d time.Duration, senders int, parts map[string]bool, bin string) error 
 	}
 	if parts["storm"] {
 		if err := backlogStorm(work, bin); err != nil {
+			return err
+		}
+	}
+	if parts["history"] {
+		if err := historyCost(work, bin, d, senders); err != nil {
 			return err
 		}
 	}

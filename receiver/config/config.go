@@ -53,10 +53,13 @@ type StorageConfig struct {
 	// MaxConnections is each replica's PostgreSQL connection pool size;
 	// 0 means delivery.workers/2 + 8 (33 with the defaults).
 	MaxConnections int `yaml:"max_connections,omitempty"`
+	// History keeps the delivery history (GET /api/v1/alerts/{identity},
+	// the status page): on by default.
+	History bool `yaml:"history"`
 }
 
 // DefaultStorage is the embedded SQLite store.
-var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db"}
+var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", History: true}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {

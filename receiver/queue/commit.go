@@ -63,6 +63,8 @@ type batch struct {
 	// made pending; one River job per pair carries them (see jobs).
 	pending map[pendingGroup]*pendingKeys
 	order   []pendingGroup
+	// hist is the delivery history this batch's ops made (see record).
+	hist []histRow
 }
 
 type pendingGroup struct {
@@ -189,14 +191,19 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 	}()
 	for _, o := range ops {
 		o.own = nil
+		mark := len(b.hist)
 		if err = o.fn(ctx, b); err != nil {
 			var own *OpError
 			if errors.As(err, &own) {
-				o.own, err = own.Err, nil
+				// The op wrote nothing; neither does its history.
+				o.own, err, b.hist = own.Err, nil, b.hist[:mark]
 				continue
 			}
 			return err
 		}
+	}
+	if err = b.flushHistory(ctx); err != nil {
+		return err
 	}
 	jobs := b.jobs()
 	if len(jobs) > 0 {
@@ -306,8 +313,9 @@ const (
 )
 
 // putItem upserts one (target, key) state and makes sure a job will
-// deliver it. A pure repeat of what the target already has is a no-op.
-func (b *batch) putItem(ctx context.Context, it Item) error {
+// deliver it. A pure repeat of what the target already has is a no-op,
+// and putItem reports false.
+func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 	closed := 0
 	if it.closed() {
 		closed = 1
@@ -316,16 +324,16 @@ func (b *batch) putItem(ctx context.Context, it Item) error {
 	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest).Scan(&version)
 	if errors.Is(err, sql.ErrNoRows) {
 		b.s.metrics.repeats.Inc()
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("queue: upsert state: %w", err)
+		return false, fmt.Errorf("queue: upsert state: %w", err)
 	}
 	if it.Want == PhaseResolved {
 		// A queued trigger may now need no call: let the re-planner look.
 		b.s.replanWanted.Store(true)
 	}
-	return b.markPending(ctx, it.Target, it.Key, it.Kind, it.Priority)
+	return true, b.markPending(ctx, it.Target, it.Key, it.Kind, it.Priority)
 }
 
 // markPending enqueues a delivery job for (target, key) unless one is live.

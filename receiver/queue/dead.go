@@ -127,6 +127,7 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 			if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, r.id); err != nil {
 				return err
 			}
+			b.record(histRow{identity: r.key, target: r.target, key: r.key, event: EventRetried, receiver: s.receiverOfTarget(r.target)})
 			// Send the dead state again only while it is still the newest:
 			// a newer state, delivered or queued, supersedes it, and
 			// retrying would repeat a call.
@@ -164,8 +165,16 @@ func (s *Store) DropDead(ctx context.Context, id int64) error {
 		return fmt.Errorf("queue: find dead letter: %w", err)
 	}
 	return s.submit(ctx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, id)
-		return err
+		var target, key string
+		err := b.tx.QueryRowContext(ctx, s.rebind(`DELETE FROM alertfan_dead WHERE id = ? RETURNING target, key`), id).Scan(&target, &key)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &OpError{Err: ErrNotFound} // dropped meanwhile by another request
+		}
+		if err != nil {
+			return err
+		}
+		b.record(histRow{identity: key, target: target, key: key, event: EventDropped, receiver: s.receiverOfTarget(target)})
+		return nil
 	})
 }
 

@@ -120,6 +120,9 @@ type Update struct {
 	// Labels is the JSON object of the alert's labels, remembered so that
 	// an update without labels (a PagerDuty resolve) can be rendered.
 	Labels []byte
+	// Routes names, per receiver, the route the alert took to it
+	// ("route.routes[1]"), for the delivery history.
+	Routes map[string]string
 	// Items are the alert-mode work items for the targets its labels route
 	// to.
 	Items []Item
@@ -127,6 +130,10 @@ type Update struct {
 	// got, or has queued, the trigger) but that the labels no longer route
 	// to. It returns false when it cannot (a target unknown to this config).
 	Sticky func(target string) (Item, bool)
+
+	// noDest is set by Accept for a changed update that reached no target
+	// of its own; unless a group carries it, the history says so.
+	noDest bool
 }
 
 // GroupItem is a work item made of several alerts (PagerDuty group mode).
@@ -276,12 +283,35 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 			if !keep {
 				continue
 			}
-			if err := b.putItem(ctx, it); err != nil {
+			wrote, err := b.putItem(ctx, it)
+			if err != nil {
 				return err
+			}
+			if wrote {
+				for _, m := range g.Members {
+					if fresh[m] {
+						b.recordAccepted(&in.Updates[m], &it, "")
+					}
+				}
 			}
 			res.Items++
 		}
-		return b.stickyGroup(ctx, in, &res)
+		if err := b.stickyGroup(ctx, in, fresh, &res); err != nil {
+			return err
+		}
+		grouped := map[int]bool{}
+		for _, g := range in.Groups {
+			for _, m := range g.Members {
+				grouped[m] = true
+			}
+		}
+		for i := range in.Updates {
+			if u := &in.Updates[i]; u.noDest && !grouped[i] && (in.GroupKey == "" || res.Sticky == 0) {
+				// Accepted, but no destination: the history says so ("Why not?").
+				b.record(histRow{identity: u.Identity, event: EventAccepted, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
+			}
+		}
+		return nil
 	})
 	if err == nil {
 		s.metrics.itemsCommitted.Add(float64(res.Items))
@@ -291,7 +321,7 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 
 // stickyGroup sends the group's state to every group-mode target that
 // holds the group open but got no item from this request's routing.
-func (b *batch) stickyGroup(ctx context.Context, in *Intake, res *Accepted) error {
+func (b *batch) stickyGroup(ctx context.Context, in *Intake, fresh []bool, res *Accepted) error {
 	if in.GroupKey == "" || in.StickyGroup == nil {
 		return nil
 	}
@@ -308,8 +338,16 @@ func (b *batch) stickyGroup(ctx context.Context, in *Intake, res *Accepted) erro
 			continue
 		}
 		if it, ok := in.StickyGroup(t); ok {
-			if err := b.putItem(ctx, it); err != nil {
+			wrote, err := b.putItem(ctx, it)
+			if err != nil {
 				return err
+			}
+			if wrote {
+				for m := range in.Updates {
+					if fresh[m] {
+						b.recordAccepted(&in.Updates[m], &it, routeSticky)
+					}
+				}
 			}
 			res.Sticky++
 			res.Items++
@@ -330,7 +368,7 @@ func allFresh(fresh []bool, members []int) bool {
 // acceptUpdate applies one alert's update inside the batch; false means it
 // was stale.
 func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (bool, error) {
-	known := false
+	known, changed := false, u.Identity == "" || u.Want == PhaseEvent
 	if u.Identity != "" && u.Want != PhaseEvent {
 		var prev alertRow
 		err := b.queryRow(ctx, sqlGetAlert, u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt)
@@ -341,6 +379,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		default:
 			known = true
 			if isStale(prev, u) {
+				b.record(histRow{identity: u.Identity, event: EventStale, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
 				res.Stale++
 				if res.StaleByInput == nil {
 					res.StaleByInput = map[string]int{}
@@ -350,6 +389,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 			}
 		}
 		next := nextAlertRow(prev, known, u, b.now)
+		changed = !known || next.status != prev.status
 		labels := string(u.Labels)
 		if labels == "" {
 			labels = "{}"
@@ -391,6 +431,12 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 					continue
 				}
 				if it, ok := u.Sticky(t); ok {
+					if u.Routes == nil {
+						u.Routes = map[string]string{}
+					}
+					if _, ok := u.Routes[b.s.receiverOfTarget(t)]; !ok {
+						u.Routes[b.s.receiverOfTarget(t)] = routeSticky
+					}
 					u.Items = append(u.Items, it)
 					res.Sticky++
 				}
@@ -398,13 +444,38 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		}
 	}
 	sort.SliceStable(u.Items, func(i, j int) bool { return u.Items[i].Target < u.Items[j].Target })
-	for _, it := range u.Items {
-		if err := b.putItem(ctx, it); err != nil {
+	recorded := false
+	for i := range u.Items {
+		it := &u.Items[i]
+		wrote, err := b.putItem(ctx, *it)
+		if err != nil {
 			return false, err
+		}
+		if wrote {
+			b.recordAccepted(u, it, "")
+			recorded = true
 		}
 		res.Items++
 	}
+	u.noDest = changed && !recorded && len(u.Items) == 0
 	return true, nil
+}
+
+// routeSticky is the route recorded for a destination that got an update
+// because it holds the alert open, not because the labels route there.
+const routeSticky = "(sticky: holds the alert open)"
+
+// recordAccepted adds the history row of an update stored for a target.
+func (b *batch) recordAccepted(u *Update, it *Item, route string) {
+	if u.Identity == "" {
+		return
+	}
+	recv := b.s.receiverOfTarget(it.Target)
+	if route == "" {
+		route = u.Routes[recv]
+	}
+	b.record(histRow{identity: u.Identity, target: it.Target, key: it.Key, event: EventAccepted, input: u.Input,
+		status: string(u.Want), labels: string(u.Labels), receiver: recv, route: route})
 }
 
 // targetsHolding maps each target that has a state for key to whether it
@@ -496,8 +567,13 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 			return err
 		}
 		for _, it := range items {
-			if err := b.putItem(ctx, it); err != nil {
+			wrote, err := b.putItem(ctx, it)
+			if err != nil {
 				return err
+			}
+			if wrote {
+				b.record(histRow{identity: it.Key, target: it.Target, key: it.Key, event: EventExpired, status: string(PhaseResolved),
+					receiver: b.s.receiverOfTarget(it.Target), reason: "resolve_after"})
 			}
 			n++
 		}

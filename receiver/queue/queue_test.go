@@ -331,7 +331,7 @@ func (s *Store) Enqueue(ctx context.Context, items []Item) error {
 	})
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		for _, it := range sorted {
-			if err := b.putItem(ctx, it); err != nil {
+			if _, err := b.putItem(ctx, it); err != nil {
 				return err
 			}
 		}

@@ -60,6 +60,8 @@ type Options struct {
 	MaxAge time.Duration
 	// StateRetention is how long a resolved, delivered state is kept.
 	StateRetention time.Duration
+	// NoHistory turns the delivery history (alertfan_history) off.
+	NoHistory bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

@@ -251,6 +251,8 @@ type ackRecord struct {
 	digest  string
 	occ     int64
 	dead    *deadRecord
+	// calls are the history rows of the calls made, written with the ack.
+	calls []histRow
 }
 
 // workKey brings one key's target in line with its newest state and keeps
@@ -269,9 +271,11 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				var o outcome
 				var moved *state
 				if rec, o, moved = w.advance(ctx, job, k, st); o.retry {
+					s.recordCalls(ctx, rec.calls)
 					return o
 				}
 				if moved != nil {
+					s.recordCalls(ctx, rec.calls)
 					// A newer state arrived while the call waited for its
 					// turn: plan again from it, nothing was sent for the old.
 					st = moved
@@ -318,7 +322,10 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		return rec, outcome{}, nil
 	}
 	for i, sp := range steps {
-		dead, o, moved := w.deliver(ctx, job, k, sp.payload, st.version)
+		dead, o, moved, call := w.deliver(ctx, job, k, sp.payload, st.version)
+		if call != nil {
+			rec.calls = append(rec.calls, *call)
+		}
 		if (o.retry || moved != nil) && i > 0 {
 			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ); err != nil {
 				s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
@@ -345,8 +352,9 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 }
 
 // deliver makes one call. It returns a dead letter for a permanent failure,
-// or an outcome asking for a retry.
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte, version int64) (*deadRecord, outcome, *state) {
+// or an outcome asking for a retry, and the call's history row (nil when
+// no call was made: parked, or the sink had nothing to send).
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte, version int64) (*deadRecord, outcome, *state, *histRow) {
 	s, id := w.s, job.Args.Target
 	var n sinks.Notification
 	var derr error
@@ -356,15 +364,16 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	defer s.swap.RUnlock()
 	if s.draining.Load() {
 		// Shutting down: hand the key back to the queue, uncalled.
-		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
 	}
 	t, ok := s.target(id)
+	call := &sinks.Call{}
 	var probe bool
 	if ok {
 		var wait time.Duration
 		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
 			// The target is down and another delivery is probing it.
-			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil
+			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil, nil
 		}
 		if probe {
 			// A probe that ends without the target's answer (parked by the
@@ -376,7 +385,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}, nil
+			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}, nil, nil
 		}
 	}
 	if pc, isPc := t.Sink.(pacer); ok && isPc {
@@ -387,15 +396,15 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			e := sinks.AsError(err)
 			if e.Reason == sinks.ReasonRateLimitWait {
 				s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-				return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil
+				return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 			}
-			return nil, outcome{retry: true, err: e}, nil
+			return nil, outcome{retry: true, err: e}, nil, nil
 		}
 		ctx = sinks.WithPrepaid(ctx)
 		if waited > 0 {
 			states, err := s.loadStates(ctx, id, []keySeq{k})
 			if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
-				return nil, outcome{}, st
+				return nil, outcome{}, st, nil
 			}
 		}
 	}
@@ -409,7 +418,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			break
 		}
 		start := time.Now()
-		derr = t.Sink.Deliver(sinks.WithTarget(ctx, id), &n)
+		derr = t.Sink.Deliver(sinks.WithCall(sinks.WithTarget(ctx, id), call), &n)
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}
 	if derr == nil {
@@ -421,14 +430,17 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if !n.AcceptedAt.IsZero() {
 			s.metrics.latency.WithLabelValues(t.Kind).Observe(time.Since(n.AcceptedAt).Seconds())
 		}
-		return nil, outcome{}, nil
+		if call.Action == "" {
+			return nil, outcome{}, nil, nil // the sink had nothing to send
+		}
+		return nil, outcome{}, nil, s.callRow(id, k, job.Attempt, call, OutcomeSuccess, nil)
 	}
 	e := sinks.AsError(derr)
 	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
 		// Our own limiter parked the key: not a failure of the target.
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil
+		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 	}
 	if ok {
 		s.targetFailed(t, e)
@@ -443,7 +455,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// One line per target state change is logged (targetFailed); each
 		// attempt only at debug.
 		log.Debug("Delivery failed; will retry", "retry_after", e.RetryAfter, "err", e)
-		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}, nil
+		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}, nil, s.callRow(id, k, job.Attempt, call, OutcomeRetry, e)
 	}
 	reason := e.Reason
 	if e.Retryable {
@@ -451,7 +463,23 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
-	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil
+	row := s.callRow(id, k, job.Attempt, call, OutcomeDead, e)
+	row.reason = reason
+	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil, row
+}
+
+// callRow is the history row of one call (or of a failure before any call,
+// such as a template that would not render).
+func (s *Store) callRow(target string, k keySeq, attempt int, c *sinks.Call, outcome string, e *sinks.Error) *histRow {
+	r := &histRow{at: time.Now().UnixNano(), identity: k.Key, target: target, key: k.Key, event: EventCall, receiver: s.receiverOfTarget(target),
+		action: c.Action, outcome: outcome, httpStatus: c.StatusCode, attempt: attempt, ref: c.Ref}
+	if e != nil {
+		r.reason, r.errText = e.Reason, e.Error()
+		if r.httpStatus == 0 {
+			r.httpStatus = e.StatusCode
+		}
+	}
+	return r
 }
 
 // callsUnrecorded reports whether the job's previous attempt may have made
@@ -515,6 +543,9 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 	defer cancel()
 	var pending bool
 	fn := func(ctx context.Context, b *batch) error {
+		for _, r := range rec.calls {
+			b.record(r)
+		}
 		if rec.dead != nil {
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 				target, k.Key, rec.version, rec.dead.reason, rec.dead.err, rec.dead.attempts, b.now); err != nil {

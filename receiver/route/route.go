@@ -86,19 +86,25 @@ func compile(c *Config, parentReceiver, path string) (*Route, error) {
 // Match returns the receivers the label set reaches, in tree order and
 // without repeats.
 func (r *Route) Match(lset map[string]string) []string {
-	ls := make(model.LabelSet, len(lset))
-	for k, v := range lset {
-		ls[model.LabelName(k)] = model.LabelValue(v)
-	}
 	var out []string
 	seen := map[string]bool{}
-	for _, n := range r.match(ls) {
+	for _, n := range r.Matches(lset) {
 		if !seen[n.Receiver] {
 			seen[n.Receiver] = true
 			out = append(out, n.Receiver)
 		}
 	}
 	return out
+}
+
+// Matches returns the nodes the label set ends at, in tree order (several
+// with continue), each with its Path; Match is their receivers.
+func (r *Route) Matches(lset map[string]string) []*Route {
+	ls := make(model.LabelSet, len(lset))
+	for k, v := range lset {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return r.match(ls)
 }
 
 func (r *Route) match(ls model.LabelSet) []*Route {

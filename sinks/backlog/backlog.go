@@ -182,6 +182,9 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// RateLimit is the space's limiter state, for the status API.
+func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
+
 // Pace waits for a call's turn under the rate limit (the queue's last look
 // at the alert's state comes after it); a turn further off than maxWait is
 // an error carrying the wait.
@@ -431,7 +434,17 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 		}
 	}
 	w := &work{n: n, ids: ids, key: key, rec: rec, found: found, notif: notif, data: newData(notif, ids.rule)}
-	return n.reresolveOn400(w.apply(ctx))
+	err = w.apply(ctx)
+	if call := sinks.CallFrom(ctx); w.rec.IssueKey != "" {
+		call.Ref, call.URL = w.rec.IssueKey, n.Link(w.rec.IssueKey)
+	}
+	return n.reresolveOn400(err)
+}
+
+// Link is the web page of an issue: {api_url}/view/{issueKey} (the
+// space's URL is the API's; https://support.nulab.com/hc/en-us/articles/8757779568409).
+func (n *Notifier) Link(issueKey string) string {
+	return strings.TrimSuffix(n.conf.APIURL, "/") + "/view/" + url.PathEscape(issueKey)
 }
 
 // reresolveOn400 handles a 400 from Backlog: names resolved at start may
@@ -490,7 +503,7 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 			if err := n.put(ctx, key, rec); err != nil {
 				return rec, err
 			}
-			n.count("adopted")
+			n.count(ctx, "adopted")
 			n.d.Logger.Info("Found the issue of an unrecorded create; adopting it instead of creating another", "issue", is.IssueKey)
 			return rec, nil
 		}
@@ -526,7 +539,9 @@ func (n *Notifier) wait(ctx context.Context) error {
 	return err
 }
 
-func (n *Notifier) count(action string) {
+func (n *Notifier) count(ctx context.Context, action string) {
+	// The delivery history names the step as the metric does.
+	sinks.CallFrom(ctx).Action = action
 	if n.d.Metrics != nil {
 		n.d.Metrics.issues.WithLabelValues(n.d.Receiver, action).Inc()
 	}
@@ -662,7 +677,7 @@ func (w *work) create(ctx context.Context) error {
 		return err
 	}
 	w.rec = rec
-	n.count("created")
+	n.count(ctx, "created")
 	n.d.Logger.Info("Created Backlog issue", "issue", is.IssueKey, "key", w.key)
 	return nil
 }
@@ -885,7 +900,7 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	if err := n.put(ctx, w.key, w.rec); err != nil {
 		return err
 	}
-	n.count(action)
+	n.count(ctx, action)
 	return nil
 }
 

@@ -115,6 +115,7 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 	}
 	defer resp.Body.Close()
 	c.observe(endpoint, resp.StatusCode)
+	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return sinks.Retryable(sinks.ReasonNetwork, 0, fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error())))

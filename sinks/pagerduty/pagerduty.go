@@ -110,6 +110,9 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// RateLimit is the routing key's limiter state, for the status API.
+func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
+
 // Pace waits for a call's turn under the rate limit (the queue's last look
 // at the alert's state comes after it); a turn further off than maxWait is
 // an error carrying the wait.
@@ -166,6 +169,8 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	}
 	info := &respInfo{}
 	_, err = n.client.ManageEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
+	call := sinks.CallFrom(ctx)
+	call.Action, call.Ref, call.StatusCode = ev.Action, ev.DedupKey, info.status
 	if err == nil {
 		return nil
 	}
@@ -204,6 +209,8 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 	}
 	info := &respInfo{}
 	_, err := n.client.CreateChangeEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
+	call := sinks.CallFrom(ctx)
+	call.Action, call.StatusCode = "change", info.status
 	if err == nil {
 		return nil
 	}
@@ -246,9 +253,11 @@ func (n *Notifier) relayChange(ctx context.Context, e *sinks.PDEvent) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.client.HTTPClient.Do(req)
+	sinks.CallFrom(ctx).Action = "change"
 	if err != nil {
 		return classify(ctx, info, err)
 	}
+	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) //nolint:errcheck
 	resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {

@@ -1,0 +1,127 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// History events: what alertfan accepted for an alert and what it did
+// about it, one row each in alertfan_history (migration 22).
+const (
+	EventAccepted = "accepted" // a transition stored for a destination (or, with no target, for none)
+	EventStale    = "stale"    // an update older than what was accepted; it changed nothing
+	EventExpired  = "expired"  // resolved by resolve_after: the sender stopped refreshing it
+	EventCall     = "call"     // a call to the destination, with its outcome
+	EventRetried  = "retried"  // an operator re-queued its dead letter
+	EventDropped  = "dropped"  // an operator dropped its dead letter
+)
+
+// Call outcomes in the history.
+const (
+	OutcomeSuccess = "success"
+	OutcomeRetry   = "retry"
+	OutcomeDead    = "dead"
+)
+
+// histRow is one alertfan_history row. Rows are collected by the batch
+// that makes the change they describe and written by it, in its
+// transaction, with one multi-row INSERT (flushHistory): the history costs
+// no transaction and no fsync of its own.
+type histRow struct {
+	at                                     int64
+	identity, target, key, event           string
+	input, status, labels, receiver, route string
+	action, outcome                        string
+	httpStatus                             int
+	reason, errText                        string
+	attempt                                int
+	ref                                    string
+}
+
+const histColumns = `at, identity, target, key, event, input, status, labels, receiver, route, action, outcome, http_status, reason, error, attempt, ref`
+
+// histChunk rows go in one INSERT: 17 parameters each stays well under
+// SQLite's and PostgreSQL's parameter limits.
+const histChunk = 128
+
+// maxHistError bounds the error text kept per call.
+const maxHistError = 1024
+
+// record queues a history row for this batch's transaction.
+func (b *batch) record(r histRow) {
+	if b.s.opts.NoHistory {
+		return
+	}
+	if r.at == 0 {
+		r.at = b.now
+	}
+	b.hist = append(b.hist, r)
+}
+
+// flushHistory writes the batch's history rows.
+func (b *batch) flushHistory(ctx context.Context) error {
+	for start := 0; start < len(b.hist); start += histChunk {
+		rows := b.hist[start:min(start+histChunk, len(b.hist))]
+		args := make([]any, 0, len(rows)*17)
+		for _, r := range rows {
+			if len(r.errText) > maxHistError {
+				r.errText = r.errText[:maxHistError]
+			}
+			args = append(args, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
+		}
+		if _, err := b.exec(ctx, historyInsert(len(rows)), args...); err != nil {
+			return fmt.Errorf("queue: write history: %w", err)
+		}
+	}
+	b.hist = b.hist[:0]
+	return nil
+}
+
+// historyInserts caches the INSERT text per row count (the statement
+// cache is keyed by text).
+var historyInserts [histChunk + 1]string
+
+func init() {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", 17), ", ") + ")"
+	for n := 1; n <= histChunk; n++ {
+		historyInserts[n] = "INSERT INTO alertfan_history (" + histColumns + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+", ", n), ", ")
+	}
+}
+
+func historyInsert(n int) string { return historyInserts[n] }
+
+// receiverOfTarget is the receiver a stored target id belongs to, whether
+// or not it is still configured ("receiver/kind/index", or
+// "retired/<destination>").
+func (s *Store) receiverOfTarget(id string) string {
+	if t, ok := s.target(id); ok {
+		return t.Receiver
+	}
+	if i := strings.LastIndexByte(id, '/'); i > 0 {
+		if j := strings.LastIndexByte(id[:i], '/'); j > 0 {
+			return id[:j]
+		}
+	}
+	return ""
+}
+
+// recordCalls writes call rows whose outcome is not written with an ack
+// (a retry): through the group commit, like every write.
+func (s *Store) recordCalls(ctx context.Context, rows []histRow) {
+	if len(rows) == 0 || s.opts.NoHistory {
+		return
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
+	defer cancel()
+	err := s.submit(actx, func(ctx context.Context, b *batch) error {
+		for _, r := range rows {
+			b.record(r)
+		}
+		return nil
+	})
+	if err != nil {
+		s.logger.Debug("Could not record calls in the delivery history", "calls", len(rows), "err", err)
+	}
+}
