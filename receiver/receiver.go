@@ -144,6 +144,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	s.store = store
+	if b := store.RateBudget(); b != nil {
+		// Replicas on one PostgreSQL database share each key's budget.
+		s.limiters.SetBudget(b)
+	}
 	defer func() {
 		// On an error path it stops what started; after shutdown (which
 		// closes the store itself, bounded by the timeout) nothing is left.

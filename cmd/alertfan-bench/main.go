@@ -45,10 +45,12 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
 	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
-	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm, history")
+	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm, history, replicas")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
+	reps := flag.Bool("replicas", false, "also run 1, 2 and 3 replicas on one PostgreSQL database beside SQLite, and the storm with 3 (~8 minutes)")
+	flag.StringVar(&postgresDSN, "postgres-dsn", postgresDSN, "PostgreSQL server for -replicas (default $ALERTFAN_TEST_POSTGRES_DSN); a fresh database per run")
 	flag.Parse()
 	if *soakN > 0 {
 		if err := runSoak(*bin); err != nil {
@@ -68,7 +70,7 @@ func main() {
 		serveBaseline(*baseline)
 		return
 	}
-	parts := map[string]bool{"ingest": true, "storm": *storm, "mechanics": *mech}
+	parts := map[string]bool{"ingest": true, "storm": *storm, "mechanics": *mech, "replicas": *reps}
 	if *only != "" {
 		parts = map[string]bool{}
 		for _, p := range strings.Split(*only, ",") {
@@ -368,6 +370,11 @@ func run(d time.Duration, senders int, parts map[string]bool, bin string) error 
 	}
 	if parts["history"] {
 		if err := historyCost(work, bin, d, senders); err != nil {
+			return err
+		}
+	}
+	if parts["replicas"] {
+		if err := replicasBench(work, bin, postgresDSN, d, senders); err != nil {
 			return err
 		}
 	}
