@@ -66,7 +66,7 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 	if n.conf.DedupKey == "" {
 		return n.defaultKey(notif), nil
 	}
-	k, err := n.tmpl.ExecuteTextString(n.conf.DedupKey, notif.TemplateData())
+	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, notif.TemplateData())
 	if err != nil {
 		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
 	}
@@ -254,7 +254,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 		if tmplErr != nil {
 			return ""
 		}
-		s, err := n.tmpl.ExecuteTextString(text, data)
+		s, err := sinks.ExecuteText(n.tmpl, text, data)
 		if err != nil {
 			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
 		}
