@@ -279,7 +279,7 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
-		r, err := template.DeepCopyWithTemplate(v, func(text string) (string, error) {
+		r, err := renderDetail(v, func(text string) (string, error) {
 			return sinks.ExecuteText(n.tmpl, text, data)
 		})
 		if err != nil {
