@@ -207,6 +207,7 @@ type result struct {
 	elapsed time.Duration
 	lat     []time.Duration
 	peakRSS float64
+	cpu     float64  // CPU seconds the server process spent during the run
 	sentAt  sync.Map // fingerprint → time the request was sent
 }
 
@@ -389,7 +390,9 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	if err != nil {
 		return err
 	}
+	c0 := cpuSeconds(bp.cmd.Process.Pid)
 	base := closedLoop("http://"+baseAddr+"/webhook", senders, d, 0)
+	base.cpu = cpuSeconds(bp.cmd.Process.Pid) - c0
 	bp.stop()
 	fsClosed, _, err := fsyncBaseline(work, self, d, senders)
 	if err != nil {
@@ -413,7 +416,9 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	idle, _ := rss(ap.cmd.Process.Pid)
 	url := "http://" + ap.addr + "/webhook"
 	wait := profile(ap, "ingest", d)
+	c0 = cpuSeconds(ap.cmd.Process.Pid)
 	ingest := closedLoop(url, senders, d, ap.cmd.Process.Pid)
+	ingest.cpu = cpuSeconds(ap.cmd.Process.Pid) - c0
 	wait()
 	_, hwm := rss(ap.cmd.Process.Pid)
 	at500 := fixedRate(url, 500, d)
@@ -452,11 +457,11 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	fmt.Println()
 	fmt.Println("alertfan routes every alert to one PagerDuty target at its default rate limit (120 events/min), so deliveries drain behind intake as in a real storm.")
 	fmt.Println()
-	fmt.Println("| handler | notifications/s | alerts/s | p50 | p99 | errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
-	fmt.Printf("| bare decode-only baseline | %.0f | %.0f | %s | %s | %d |\n", base.rate(), 5*base.rate(), ms(pct(base.lat, .5)), ms(pct(base.lat, .99)), base.errors)
-	fmt.Printf("| decode + fdatasync group-commit baseline | %.0f | %.0f | %s | %s | %d |\n", fsClosed.rate(), 5*fsClosed.rate(), ms(pct(fsClosed.lat, .5)), ms(pct(fsClosed.lat, .99)), fsClosed.errors)
-	fmt.Printf("| alertfan (SQLite, WAL, synchronous FULL) | %.0f | %.0f | %s | %s | %d |\n", ingest.rate(), 5*ingest.rate(), ms(pct(ingest.lat, .5)), ms(pct(ingest.lat, .99)), ingest.errors)
+	fmt.Println("| handler | notifications/s | alerts/s | p50 | p99 | errors | server CPU per notification |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| bare decode-only baseline | %.0f | %.0f | %s | %s | %d | %s |\n", base.rate(), 5*base.rate(), ms(pct(base.lat, .5)), ms(pct(base.lat, .99)), base.errors, base.cpuPer())
+	fmt.Printf("| decode + fdatasync group-commit baseline | %.0f | %.0f | %s | %s | %d | %s |\n", fsClosed.rate(), 5*fsClosed.rate(), ms(pct(fsClosed.lat, .5)), ms(pct(fsClosed.lat, .99)), fsClosed.errors, fsClosed.cpuPer())
+	fmt.Printf("| alertfan (SQLite, WAL, synchronous FULL) | %.0f | %.0f | %s | %s | %d | %s |\n", ingest.rate(), 5*ingest.rate(), ms(pct(ingest.lat, .5)), ms(pct(ingest.lat, .99)), ingest.errors, ingest.cpuPer())
 	fmt.Printf("\nalertfan / decode-only baseline throughput: **%.2f×**; / group-commit baseline: **%.2f×**.\n\n", ingest.rate()/base.rate(), ingest.rate()/fsClosed.rate())
 	fmt.Println("### Intake latency at a fixed 500 notifications/s")
 	fmt.Println()
