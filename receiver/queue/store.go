@@ -121,6 +121,10 @@ type Store struct {
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
 
+	// prepared holds statements prepared once on the SQLite writer
+	// (see prepareHot); nil on PostgreSQL.
+	prepared map[string]*sql.Stmt
+
 	ops      chan *op
 	closing  chan struct{}
 	wg       sync.WaitGroup
@@ -200,6 +204,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			s.closeDB()
 			return nil, err
 		}
+	}
+	if err := s.prepareHot(ctx); err != nil {
+		s.closeDB()
+		return nil, err
 	}
 	if err := s.newClient(); err != nil {
 		s.closeDB()

@@ -206,7 +206,7 @@ func (n *Notifier) checkTemplates() error {
 	for _, rule := range []string{RuleMarkdown, RuleBacklog} {
 		data := newData(sample, rule)
 		for field, text := range n.templateFields() {
-			if _, err := n.d.Template.ExecuteTextString(text, data); err != nil {
+			if _, err := sinks.ExecuteText(n.d.Template, text, data); err != nil {
 				return fmt.Errorf("%s: template %q: %w", field, text, err)
 			}
 		}
@@ -590,7 +590,7 @@ func (w *work) exec(field, text, rule string) (string, error) {
 	if text == "" {
 		return "", nil
 	}
-	s, err := w.n.d.Template.ExecuteTextString(text, w.data)
+	s, err := sinks.ExecuteText(w.n.d.Template, text, w.data)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
