@@ -48,6 +48,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status/config", s.handleConfig)
 	mux.HandleFunc("GET /api/v1/routes", s.handleRoutes)
 	mux.HandleFunc("GET /api/v1/ratelimits", s.handleRateLimits)
+	mux.HandleFunc("POST /api/v1/preview", s.handlePreview)
 	for pattern, h := range s.opts.Handlers {
 		mux.Handle(pattern, h)
 	}

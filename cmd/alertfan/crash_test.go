@@ -70,8 +70,12 @@ func TestKill9MidStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pd := sinkstest.NewPagerDuty()
 			defer pd.Close()
-			// A slow target keeps deliveries in flight when the kill lands.
+			// A slow target keeps deliveries in flight when the kill lands;
+			// flying counts the calls the fake is answering.
+			var flying atomic.Int64
 			slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				flying.Add(1)
+				defer flying.Add(-1)
 				time.Sleep(5 * time.Millisecond)
 				pd.Config.Handler.ServeHTTP(w, r)
 			})
@@ -126,6 +130,7 @@ func TestKill9MidStream(t *testing.T) {
 			require.Eventually(t, func() bool { return len(pd.Events()) >= 200 }, 30*time.Second, time.Millisecond)
 			killStart := time.Now()
 			c.kill()
+			inFlight := flying.Load()
 			killedAt := len(pd.Events())
 			wg.Wait()
 			mu.Lock()
@@ -184,8 +189,8 @@ func TestKill9MidStream(t *testing.T) {
 				require.False(t, first[k].Before(killStart.Add(-2*time.Second)), "key %s delivered long before the kill was repeated", k)
 				require.LessOrEqual(t, n, 2, "key %s delivered %d times", k, n)
 			}
-			t.Logf("%s: %d notifications accepted (%d before the kill), %d events at the kill, %d delivered, %d repeats (same dedup_key, all in flight at the kill)",
-				tc.name, want, acceptedBeforeKill, killedAt, len(counts), repeats)
+			t.Logf("%s: %d notifications accepted (%d before the kill), %d events at the kill, %d calls in flight at the fake at the kill, %d delivered, %d repeats (same dedup_key, all in flight at the kill)",
+				tc.name, want, acceptedBeforeKill, killedAt, inFlight, len(counts), repeats)
 			// In flight at most: workers × keys delivered at once per job.
 			require.LessOrEqual(t, repeats, 20*16)
 		})
