@@ -115,6 +115,7 @@ type Store struct {
 	failAcks atomic.Int32
 
 	ops      chan *op
+	acks     chan *op // delivery outcomes (ackCommitter)
 	closing  chan struct{}
 	wg       sync.WaitGroup
 	ready    atomic.Bool
@@ -162,7 +163,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.StateRetention <= 0 {
 		opts.StateRetention = 7 * 24 * time.Hour
 	}
-	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), closing: make(chan struct{})}
+	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{})}
 	empty, noneRetired := map[string]Target{}, map[string]Target{}
 	s.targets.Store(&empty)
 	s.retired.Store(&noneRetired)
@@ -393,6 +394,8 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.committer()
 	}
+	s.wg.Add(1)
+	go s.ackCommitter()
 	s.wg.Add(1)
 	go s.every(10*time.Minute, s.janitor)
 	if s.ckdb != nil {

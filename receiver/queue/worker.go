@@ -568,7 +568,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 	for i := 0; i < 6; i++ {
 		if s.injectAckFailure() {
 			err = errInjected
-		} else if err = s.submit(actx, fn); err == nil {
+		} else if err = s.submitTo(actx, s.acks, fn); err == nil {
 			return pending, nil
 		}
 		if errors.Is(err, ErrClosed) || actx.Err() != nil {
