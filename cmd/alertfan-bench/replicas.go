@@ -133,7 +133,7 @@ func replicaDirs(work, name, dsn string, n int, config string) ([]string, error)
 	if dsn != "" {
 		// A small pool each: 3 replicas stay well under PostgreSQL's
 		// default max_connections (100) on a server others use too.
-		storage = "storage:\n  driver: postgres\n  dsn_file: dsn\n  max_connections: 12\n"
+		storage = "storage:\n  driver: postgres\n  dsn_file: dsn\n  max_connections: 16\n"
 	}
 	dirs := make([]string, n)
 	for i := range dirs {

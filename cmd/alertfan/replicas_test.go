@@ -67,7 +67,7 @@ func TestReplicasShareTheRateLimit(t *testing.T) {
 	cfg := fmt.Sprintf(`storage:
   driver: postgres
   dsn_file: dsn
-  max_connections: 12
+  max_connections: 16
 delivery:
   poll_interval: 20ms
 route:
@@ -177,7 +177,7 @@ func TestReplicasKill9MidStream(t *testing.T) {
 	cfg := fmt.Sprintf(`storage:
   driver: postgres
   dsn_file: dsn
-  max_connections: 12
+  max_connections: 16
 delivery:
   workers: 20
   min_backoff: 50ms
