@@ -17,6 +17,7 @@ import (
 
 	"github.com/alertfan/alertfan/receiver/intake"
 	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/receiver/ui"
 	"github.com/alertfan/alertfan/sinks"
 )
 
@@ -47,20 +48,16 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status/config", s.handleConfig)
 	mux.HandleFunc("GET /api/v1/routes", s.handleRoutes)
 	mux.HandleFunc("GET /api/v1/ratelimits", s.handleRateLimits)
+	mux.HandleFunc("POST /api/v1/preview", s.handlePreview)
 	for pattern, h := range s.opts.Handlers {
 		mux.Handle(pattern, h)
 	}
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		io.WriteString(w, landingPage) //nolint:errcheck
-	})
+	// The status page (receiver/ui): the page at / and its assets.
+	page := ui.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /static/", page)
 	return mux
 }
-
-const landingPage = `<!doctype html><html><head><title>alertfan</title></head><body>
-<h1>alertfan</h1><p>Fans alerts out to PagerDuty and Backlog.</p>
-<ul><li><a href="/metrics">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
-</body></html>`
 
 // errorBody is every intake error answer: a message and, for bad input,
 // each field that is wrong.

@@ -73,33 +73,6 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 	return nil
 }
 
-// RoutesTest prints the receivers a label set reaches, like
-// `amtool config routes test`.
-func RoutesTest(file string, labels []string, w io.Writer) ([]string, error) {
-	cfg, err := config.Load(file)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := buildRuntime(context.Background(), cfg, deps{
-		limiters: sinks.NewLimiters(), logger: slog.New(slog.DiscardHandler),
-		bmetrics: backlog.NewMetrics(prometheus.NewRegistry()), offline: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	ls := map[string]string{}
-	for _, l := range labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label %q: want name=value", l)
-		}
-		ls[k] = strings.Trim(v, `"`)
-	}
-	recv := rt.router.Match(ls)
-	fmt.Fprintln(w, strings.Join(recv, ","))
-	return recv, nil
-}
-
 // NewHTTPClient builds the client the CLI talks to a running alertfan
 // with: prometheus/common's HTTP client config (basic auth, bearer token
 // file, TLS CA and client certificate, proxy), as amtool's

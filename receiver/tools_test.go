@@ -50,15 +50,3 @@ func TestCheckConfigOnline(t *testing.T) {
 	require.NotContains(t, err.Error(), backlogKey)
 	require.NotContains(t, err.Error(), testRoutingKey)
 }
-
-func TestRoutesTest(t *testing.T) {
-	var out bytes.Buffer
-	recv, err := RoutesTest("../config.example.yml", []string{"severity=critical", "team=db"}, &out)
-	require.NoError(t, err)
-	require.Equal(t, []string{"oncall-and-ticket"}, recv)
-	recv, err = RoutesTest("../config.example.yml", []string{`severity="warning"`, "team=db"}, &out)
-	require.NoError(t, err)
-	require.Equal(t, []string{"db-tickets"}, recv)
-	_, err = RoutesTest("../config.example.yml", []string{"novalue"}, &out)
-	require.ErrorContains(t, err, "want name=value")
-}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -57,8 +58,15 @@ func run(args []string) int {
 	checkOnline := check.Flag("online", "Also resolve Backlog names and check that targets answer.").Bool()
 
 	routes := app.Command("routes", "Route tree tools.")
-	routesTest := routes.Command("test", "Print the receivers a label set reaches.")
+	routesTest := routes.Command("test", "Print the receivers a label set (or the alerts of a webhook JSON file) reaches, as amtool config routes test; with --render the payload each target would get. Sends nothing.")
 	routesLabels := routesTest.Arg("labels", "Labels as name=value.").Strings()
+	routesVerify := routesTest.Flag("verify.receivers", "Comma-separated receivers the labels must reach (as a set); exit 1 when they differ.").String()
+	routesTree := routesTest.Flag("tree", "Print the route tree with the path the labels take marked.").Bool()
+	routesRender := routesTest.Flag("render", "Print, per target, the exact payload alertfan would send (PagerDuty event JSON with the routing key as <secret>; Backlog create form fields).").Bool()
+	routesOnline := routesTest.Flag("online", "With --render: resolve Backlog names to ids through the Backlog API (read-only calls).").Bool()
+	routesAnnotations := routesTest.Flag("annotation", "Annotation as name=value (repeatable).").Strings()
+	routesStatus := routesTest.Flag("status", "Alert status: firing or resolved.").Enum("firing", "resolved")
+	routesFile := routesTest.Flag("alerts.file", `Alertmanager webhook JSON (or {"labels","annotations","status"}) to test instead of labels; - reads stdin.`).String()
 
 	queue := app.Command("queue", "Inspect and act on a running alertfan's queue.")
 	queueURL := queue.Flag("alertfan.url", "URL of the running alertfan.").Default("http://localhost:9095").Envar("ALERTFAN_URL").String()
@@ -121,7 +129,18 @@ func run(args []string) int {
 	case check.FullCommand():
 		err = receiver.CheckConfig(ctx, *checkFile, *checkOnline, os.Stdout)
 	case routesTest.FullCommand():
-		_, err = receiver.RoutesTest(*configFile, *routesLabels, os.Stdout)
+		err = receiver.RoutesTest(ctx, receiver.RoutesTestOptions{
+			ConfigFile: *configFile, Labels: *routesLabels, Annotations: *routesAnnotations, Status: *routesStatus,
+			AlertsFile: *routesFile, Verify: *routesVerify, Tree: *routesTree, Render: *routesRender, Online: *routesOnline,
+		}, os.Stdout)
+		if errors.Is(err, receiver.ErrReceiversMismatch) {
+			return 1 // the WARNING line is printed, as amtool
+		}
+		var ue *receiver.UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "alertfan: routes test:", err)
+			return 2
+		}
 	case queueList.FullCommand(), queueShow.FullCommand(), queueRetry.FullCommand(), queueDrop.FullCommand():
 		hc, herr := receiver.NewHTTPClient(*queueHTTPConfig)
 		if herr != nil {

@@ -56,10 +56,12 @@ type StorageConfig struct {
 	// History keeps the delivery history (GET /api/v1/alerts/{identity},
 	// the status page): on by default.
 	History bool `yaml:"history"`
+	// Retention bounds what the store keeps (see RetentionConfig).
+	Retention RetentionConfig `yaml:"retention,omitempty"`
 }
 
 // DefaultStorage is the embedded SQLite store.
-var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", History: true}
+var DefaultStorage = StorageConfig{Driver: DriverSQLite, Path: "data/alertfan.db", History: true, Retention: DefaultRetention}
 
 // UnmarshalYAML applies defaults and validates.
 func (c *StorageConfig) UnmarshalYAML(unmarshal func(any) error) error {
@@ -325,6 +327,9 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	tree, err := route.New(c.Route)
 	if err != nil {
+		return err
+	}
+	if err := c.checkReopen(); err != nil {
 		return err
 	}
 	var refErr error

@@ -282,7 +282,7 @@ func (b *batch) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if st, ok := b.stmts[q]; ok {
 		return st, nil
 	}
-	st, err := b.tx.PrepareContext(ctx, b.s.rebind(q))
+	st, err := b.txStmt(ctx, q)
 	if err != nil {
 		return nil, err
 	}

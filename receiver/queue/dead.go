@@ -196,25 +196,3 @@ func (s *Store) kindOf(target string) (string, error) {
 	}
 	return "", fmt.Errorf("target %s is not configured", target)
 }
-
-// janitor removes the states of resolved alerts delivered longer ago than
-// the retention, and the alert states not seen as long that nothing holds
-// open.
-func (s *Store) janitor() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cutoff := time.Now().Add(-s.opts.StateRetention).UnixNano()
-	_, err := s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND delivered >= version AND updated_at < ?`), cutoff)
-	if err == nil {
-		_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_identity WHERE updated_at < ?`), cutoff)
-	}
-	if err == nil {
-		// An alert's own state goes once nothing holds it open; a firing
-		// still open somewhere stays, so resolve_after can still end it.
-		_, err = s.db.ExecContext(ctx, s.rebind(`DELETE FROM alertfan_alert WHERE seen_at < ?
-			AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.key = alertfan_alert.identity AND st.resolved = 0)`), cutoff)
-	}
-	if err != nil && !errors.Is(err, sql.ErrConnDone) {
-		s.logger.Warn("State clean-up failed", "err", err)
-	}
-}

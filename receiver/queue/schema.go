@@ -162,7 +162,10 @@ var migrations = []string{
 	)`,
 	`CREATE INDEX alertfan_history_identity ON alertfan_history (identity, at)`,
 	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
-	// The rate budget replicas share on PostgreSQL (ratebudget.go): per
+	// 25: the closed Backlog issue records the janitor prunes
+	// (storage.retention.closed_issues), found without reading open ones.
+	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed')`,
+	// 26: the rate budget replicas share on PostgreSQL (ratebudget.go): per
 	// limiter id (a hash, never the API key), the start of the next free
 	// call slot and the end of a 429's hold, in microseconds since the
 	// epoch on the database's clock.

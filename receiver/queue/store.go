@@ -58,8 +58,11 @@ type Options struct {
 	// MaxAge bounds how long a delivery keeps failing before it is
 	// dead-lettered, whatever max_attempts says; 0 means no bound.
 	MaxAge time.Duration
-	// StateRetention is how long a resolved, delivered state is kept.
-	StateRetention time.Duration
+	// Retention bounds what the janitor keeps (storage.retention).
+	Retention Retention
+	// JanitorInterval is how often the janitor runs; 0 derives it from
+	// Retention (see janitorInterval).
+	JanitorInterval time.Duration
 	// NoHistory turns the delivery history (alertfan_history) off.
 	NoHistory bool
 
@@ -86,6 +89,10 @@ type Store struct {
 	rdb     *sql.DB
 	logger  *slog.Logger
 	metrics *metrics
+	// retention counts the janitor's work; wal is the checkpointer's
+	// idle tracking (retention.go).
+	retention *retentionMetrics
+	wal       walIdle
 
 	targets atomic.Pointer[map[string]Target]
 	// retired are targets a reload removed: they still take the resolves
@@ -113,6 +120,10 @@ type Store struct {
 	// failAcks, when above 0, makes that many next ack submissions fail
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
+
+	// prepared holds statements prepared once on the SQLite writer
+	// (see prepareHot); nil on PostgreSQL.
+	prepared map[string]*sql.Stmt
 
 	ops      chan *op
 	acks     chan *op // delivery outcomes (ackCommitter)
@@ -160,8 +171,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			opts.PollInterval = 100 * time.Millisecond
 		}
 	}
-	if opts.StateRetention <= 0 {
-		opts.StateRetention = 7 * 24 * time.Hour
+	opts.Retention = opts.Retention.withDefaults()
+	if opts.JanitorInterval <= 0 {
+		opts.JanitorInterval = opts.Retention.janitorInterval()
 	}
 	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{})}
 	empty, noneRetired := map[string]Target{}, map[string]Target{}
@@ -172,6 +184,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	switch opts.Driver {
 	case DriverSQLite, "":
 		err = s.openSQLite(ctx)
+		if err == nil {
+			err = s.autoVacuum(ctx)
+		}
 	case DriverPostgres:
 		err = s.openPostgres(ctx)
 	default:
@@ -191,6 +206,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	if err := s.prepareHot(ctx); err != nil {
+		s.closeDB()
+		return nil, err
+	}
 	if err := s.newClient(); err != nil {
 		s.closeDB()
 		return nil, err
@@ -201,6 +220,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.retention, err = newRetentionMetrics(s, opts.Registerer); err != nil {
+		s.closeDB()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -270,7 +293,9 @@ func (s *Store) checkpointer() {
 	var busy, logPages, done int
 	if err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done); err != nil {
 		s.logger.Debug("WAL checkpoint failed", "err", err)
+		return
 	}
+	s.truncateWhenIdle(logPages, done)
 }
 
 // every runs fn every d until the store closes.
@@ -364,6 +389,8 @@ func (s *Store) newClient() error {
 		queues[k] = river.QueueConfig{MaxWorkers: s.opts.Workers}
 	}
 	cooldown := min(5*time.Millisecond, s.opts.PollInterval)
+	// River's own job cleaner is off (-1): the janitor deletes finished
+	// jobs (storage.retention.completed_jobs) in small counted batches.
 	client, err := river.NewClient(s.driver, &river.Config{
 		FetchCooldown:               cooldown,
 		FetchPollInterval:           s.opts.PollInterval,
@@ -375,7 +402,9 @@ func (s *Store) newClient() error {
 		Workers:                     workers,
 		Logger:                      slog.New(warnOnly{s.logger.Handler()}).With("component", "river"),
 		ErrorHandler:                &errorHandler{logger: s.logger},
-		CompletedJobRetentionPeriod: time.Hour,
+		CancelledJobRetentionPeriod: -1,
+		CompletedJobRetentionPeriod: -1,
+		DiscardedJobRetentionPeriod: -1,
 	})
 	if err != nil {
 		return fmt.Errorf("queue: river client: %w", err)
@@ -397,7 +426,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.wg.Add(1)
 	go s.ackCommitter()
 	s.wg.Add(1)
-	go s.every(10*time.Minute, s.janitor)
+	go s.every(s.opts.JanitorInterval, s.janitor)
 	if s.ckdb != nil {
 		s.wg.Add(1)
 		go s.every(time.Second, s.checkpointer)

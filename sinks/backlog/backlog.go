@@ -206,7 +206,7 @@ func (n *Notifier) checkTemplates() error {
 	for _, rule := range []string{RuleMarkdown, RuleBacklog} {
 		data := newData(sample, rule)
 		for field, text := range n.templateFields() {
-			if _, err := n.d.Template.ExecuteTextString(text, data); err != nil {
+			if _, err := sinks.ExecuteText(n.d.Template, text, data); err != nil {
 				return fmt.Errorf("%s: template %q: %w", field, text, err)
 			}
 		}
@@ -498,6 +498,12 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 		return rec, err
 	}
 	for _, is := range issues {
+		// A closed issue with this marker is an earlier series': its
+		// record was pruned (storage.retention.closed_issues) and the
+		// generations started over. A create makes an open issue.
+		if is.Status.ID == statusClosed || (ids.closeStatus != nil && is.Status.ID == *ids.closeStatus) {
+			continue
+		}
 		if strings.Contains(is.Description, marker) {
 			rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
 			if err := n.put(ctx, key, rec); err != nil {
@@ -563,6 +569,8 @@ type work struct {
 	rec   IssueRecord
 	notif *sinks.Notification
 	data  *Data
+	// quiet is set for a preview (Render): nothing is counted or logged.
+	quiet bool
 }
 
 // render executes a template whose output Backlog renders in the project's
@@ -582,7 +590,7 @@ func (w *work) exec(field, text, rule string) (string, error) {
 	if text == "" {
 		return "", nil
 	}
-	s, err := w.n.d.Template.ExecuteTextString(text, w.data)
+	s, err := sinks.ExecuteText(w.n.d.Template, text, w.data)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
@@ -682,56 +690,38 @@ func (w *work) create(ctx context.Context) error {
 	return nil
 }
 
+// issueForm is the create call's form: issueValues with names turned into
+// ids. Render shows the same form (see render.go).
 func (w *work) issueForm(gen int64) (url.Values, string, error) {
+	v, err := w.issueValues(gen)
+	if err != nil {
+		return nil, "", err
+	}
 	n, ids := w.n, w.ids
-	summary, err := w.renderPlain("summary", n.conf.Summary)
-	if err != nil {
-		return nil, "", err
-	}
-	summary, _ = truncate(oneLine(summary), maxSummary)
-	if summary == "" {
-		return nil, "", errors.New("summary: rendered empty")
-	}
-	desc, hash, err := w.description(gen)
-	if err != nil {
-		return nil, "", err
-	}
 	form := url.Values{
 		"projectId":   {strconv.FormatInt(ids.projectID, 10)},
-		"summary":     {summary},
+		"summary":     {v.summary},
 		"issueTypeId": {strconv.FormatInt(ids.issueTypeID, 10)},
-		"description": {desc},
+		"description": {v.description},
 	}
-	prio, err := w.renderPlain("priority", n.conf.Priority)
-	if err != nil {
-		return nil, "", err
-	}
-	pid, ok := ids.priorities.lookup(prio)
+	pid, ok := ids.priorities.lookup(v.priority)
 	if !ok {
-		n.fallback("priority", ids.priorities.errorFor(prio))
+		w.fallback("priority", ids.priorities.errorFor(v.priority))
 		pid = ids.defaultPriority
 	}
 	form.Set("priorityId", strconv.FormatInt(pid, 10))
-	assignee, err := w.renderPlain("assignee", n.conf.Assignee)
-	if err != nil {
-		return nil, "", err
-	}
-	if assignee != "" {
-		if uid, ok := ids.users[assignee]; ok {
+	if v.assignee != "" {
+		if uid, ok := ids.users[v.assignee]; ok {
 			form.Set("assigneeId", strconv.FormatInt(uid, 10))
 		} else {
-			n.fallback("assignee", fmt.Errorf("assignee: %q is not a member of project %s; leaving the issue unassigned", assignee, n.conf.Project))
+			w.fallback("assignee", fmt.Errorf("assignee: %q is not a member of project %s; leaving the issue unassigned", v.assignee, n.conf.Project))
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(n.conf.CustomFields)) {
-		v, err := w.renderPlain("custom_fields."+name, n.conf.CustomFields[name])
-		if err != nil {
-			return nil, "", err
-		}
+	for _, name := range slices.Sorted(maps.Keys(v.custom)) {
 		f := ids.fields[name]
-		fv, err := f.convert(v)
+		fv, err := f.convert(v.custom[name])
 		if err != nil {
-			n.fallback("custom_fields."+name, fmt.Errorf("%w; the field is left empty", err))
+			w.fallback("custom_fields."+name, fmt.Errorf("%w; the field is left empty", err))
 			continue
 		}
 		k := fmt.Sprintf("customField_%d", f.ID)
@@ -742,7 +732,52 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 			form.Set(k+"_otherValue", fv.other)
 		}
 	}
-	return form, hash, nil
+	return form, v.hash, nil
+}
+
+// issueValues are a create call's fields as the templates render them,
+// before names (priority, assignee, custom field values) become ids.
+type issueValues struct {
+	summary, description, hash string
+	priority, assignee         string
+	// custom maps a custom_fields key to its rendered value.
+	custom map[string]string
+}
+
+func (w *work) issueValues(gen int64) (*issueValues, error) {
+	n := w.n
+	summary, err := w.renderPlain("summary", n.conf.Summary)
+	if err != nil {
+		return nil, err
+	}
+	summary, _ = truncate(oneLine(summary), maxSummary)
+	if summary == "" {
+		return nil, errors.New("summary: rendered empty")
+	}
+	v := &issueValues{summary: summary, custom: make(map[string]string, len(n.conf.CustomFields))}
+	if v.description, v.hash, err = w.description(gen); err != nil {
+		return nil, err
+	}
+	if v.priority, err = w.renderPlain("priority", n.conf.Priority); err != nil {
+		return nil, err
+	}
+	if v.assignee, err = w.renderPlain("assignee", n.conf.Assignee); err != nil {
+		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(n.conf.CustomFields)) {
+		if v.custom[name], err = w.renderPlain("custom_fields."+name, n.conf.CustomFields[name]); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// fallback reports a rendered value Backlog does not have, except in a
+// preview (quiet), which counts and logs nothing.
+func (w *work) fallback(field string, err error) {
+	if !w.quiet {
+		w.n.fallback(field, err)
+	}
 }
 
 // current reads the issue before alertfan changes it. It returns nil, nil

@@ -174,6 +174,33 @@ func TestUnrecordedCreateIsHealedBySearch(t *testing.T) {
 	require.Equal(t, "OPS-1", rec.IssueKey)
 }
 
+// TestHealSkipsAnEarlierSeriesIssue: once a closed issue's record is
+// pruned by retention, the next issue of the identity starts again at
+// generation 1, whose marker the old, closed issue also carries. A create
+// whose outcome was lost must not adopt that old issue.
+func TestHealSkipsAnEarlierSeriesIssue(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	s := store(t)
+	n, err := newNotifier(t, fake, "", s)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.NoError(t, n.Deliver(ctx, sample("resolved")))
+	old, ok := fake.Issue("OPS-1")
+	require.True(t, ok)
+	require.Equal(t, "Closed", fake.StatusName(old.StatusID))
+	// The record was pruned, and the next create's outcome was lost before
+	// it reached Backlog.
+	require.NoError(t, s.PutIssue(ctx, "tickets/backlog/0", "am:c0ffee", backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, backlog.StateOpen, rec.State)
+	require.Equal(t, "OPS-2", rec.IssueKey, "a new issue, not the closed one of the earlier series")
+}
+
 func TestClientErrorPathsAreSafe(t *testing.T) {
 	fake := sinkstest.NewBacklog(apiKey)
 	defer fake.Close()

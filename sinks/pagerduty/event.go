@@ -63,22 +63,28 @@ func (n *Notifier) defaultKey(notif *sinks.Notification) string {
 // falls back to defaultKey; one over PagerDuty's 255 characters is
 // replaced by its hex sha256, so the user's grouping still holds.
 func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
+	return n.dedupKey(notif, false)
+}
+
+// dedupKey is DedupKey; quiet (a preview) neither counts nor logs a
+// replaced key.
+func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, error) {
 	if n.conf.DedupKey == "" {
 		return n.defaultKey(notif), nil
 	}
-	k, err := n.tmpl.ExecuteTextString(n.conf.DedupKey, notif.TemplateData())
+	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, notif.TemplateData())
 	if err != nil {
 		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
 	}
 	k = strings.TrimSpace(k)
 	switch {
 	case k == "":
-		n.replaced(dedupKeyFallbacks)
-		n.warnOnce("dedup_key:empty", "dedup_key rendered empty; using the default key", "key", notif.Key)
+		n.replaced(dedupKeyFallbacks, quiet)
+		n.warnOnce(quiet, "dedup_key:empty", "dedup_key rendered empty; using the default key", "key", notif.Key)
 		return n.defaultKey(notif), nil
 	case utf8.RuneCountInString(k) > maxDedupKeyLen:
-		n.replaced(dedupKeyFallbacks)
-		n.warnOnce("dedup_key:long", "dedup_key rendered longer than 255 characters; using its sha256", "length", len(k))
+		n.replaced(dedupKeyFallbacks, quiet)
+		n.warnOnce(quiet, "dedup_key:long", "dedup_key rendered longer than 255 characters; using its sha256", "length", len(k))
 		sum := sha256.Sum256([]byte(k))
 		return hex.EncodeToString(sum[:]), nil
 	}
@@ -86,8 +92,9 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 }
 
 // warnOnce logs a message once per target and topic (at most 32 topics).
-func (n *Notifier) warnOnce(topic, msg string, args ...any) {
-	if n.checking {
+// A quiet render (a preview) logs nothing.
+func (n *Notifier) warnOnce(quiet bool, topic, msg string, args ...any) {
+	if n.checking || quiet {
 		return // the start-up render of a sample alert is not an alert
 	}
 	n.warnMu.Lock()
@@ -104,11 +111,11 @@ func (n *Notifier) warnOnce(topic, msg string, args ...any) {
 // severity maps a rendered severity onto one PagerDuty accepts. Only a
 // trigger's replacement is counted and logged: PagerDuty reads the
 // severity of triggers, and a resolve's "ok" is no news.
-func (n *Notifier) severity(rendered, action string) string {
+func (n *Notifier) severity(rendered, action string, quiet bool) string {
 	sev, ok := NormalizeSeverity(rendered, n.conf.SeverityFallback)
 	if !ok && action == ActionTrigger {
-		n.replaced(severityFallbacks)
-		n.warnOnce("severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
+		n.replaced(severityFallbacks, quiet)
+		n.warnOnce(quiet, "severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
 			"rendered", truncate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
 	}
 	return sev
@@ -225,6 +232,11 @@ func mackerelDefaults(a *sinks.Alert) *inputDefaults {
 // what it leaves out comes from the input the alert arrived by (see
 // defaultsFor), and for Alertmanager alerts from Alertmanager's defaults.
 func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
+	return n.event(notif, false)
+}
+
+// event is Event; quiet (a preview) counts and logs nothing.
+func (n *Notifier) event(notif *sinks.Notification, quiet bool) (*pd.V2Event, error) {
 	action := ActionTrigger
 	if notif.Status() == sinks.StatusResolved {
 		action = ActionResolve
@@ -234,7 +246,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge {
 		action = ActionAcknowledge
 	}
-	dedupKey, err := n.DedupKey(notif)
+	dedupKey, err := n.dedupKey(notif, quiet)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +266,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 		if tmplErr != nil {
 			return ""
 		}
-		s, err := n.tmpl.ExecuteTextString(text, data)
+		s, err := sinks.ExecuteText(n.tmpl, text, data)
 		if err != nil {
 			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
 		}
@@ -275,7 +287,7 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 	ev.Payload = &pd.V2Payload{
 		Summary:   summary,
 		Source:    field("source", n.conf.Source),
-		Severity:  n.severity(field("severity", n.conf.Severity), action),
+		Severity:  n.severity(field("severity", n.conf.Severity), action, quiet),
 		Class:     field("class", n.conf.Class),
 		Component: field("component", n.conf.Component),
 		Group:     field("group", n.conf.Group),
@@ -334,16 +346,18 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 		ev.Payload.Details = map[string]any{"error": fmt.Sprintf(
 			"Custom details have been removed because the original event exceeds the maximum size of %s",
 			units.MetricBytes(maxEventSize).String())}
-		n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
-			"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
+		if !quiet {
+			n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
+				"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
+		}
 	}
 	return ev, nil
 }
 
 // replaced counts a replaced value, except in the start-up render of a
-// sample alert.
-func (n *Notifier) replaced(c *prometheus.CounterVec) {
-	if !n.checking {
+// sample alert and in a preview (quiet).
+func (n *Notifier) replaced(c *prometheus.CounterVec, quiet bool) {
+	if !n.checking && !quiet {
 		c.WithLabelValues(n.target).Inc()
 	}
 }

@@ -49,7 +49,7 @@ const (
 type Notifier struct {
 	conf    *Config
 	tmpl    *template.Template
-	client  *pd.Client
+	http    *http.Client
 	limiter *sinks.Limiter
 	logger  *slog.Logger
 	target  string
@@ -77,16 +77,13 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	// go-pagerduty appends "/v2/enqueue" to its endpoint; the transport sends
-	// to the configured URL as it is, so any path Alertmanager users have
-	// (a proxy, the EU host, alertfan itself) keeps working.
-	httpClient := &http.Client{Transport: &captureTransport{base: rt, target: u}, Timeout: time.Duration(conf.Timeout)}
-	client := pd.NewClient("", pd.WithV2EventsAPIEndpoint(u.Scheme+"://"+u.Host))
-	client.HTTPClient = httpClient
+	// The transport sends to the configured URL as it is, so any path
+	// Alertmanager users have (a proxy, the EU host, alertfan itself) keeps
+	// working.
 	n := &Notifier{
 		conf:    conf,
 		tmpl:    tmpl,
-		client:  client,
+		http:    &http.Client{Transport: &captureTransport{base: rt, target: u}, Timeout: time.Duration(conf.Timeout)},
 		limiter: limiters.Get("pagerduty", string(conf.RoutingKey), conf.RateLimitPerMinute),
 		logger:  logger,
 		warned:  map[string]bool{},
@@ -150,12 +147,11 @@ func (n *Notifier) checkTemplates() error {
 	return nil
 }
 
-// Deliver sends the event for the notification's current state.
+// Deliver sends the event for the notification's current state. The body
+// is the one Render returns, byte for byte, so a preview shows exactly
+// what is sent.
 func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error {
-	if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionChange {
-		return n.deliverChange(ctx, notif.Alerts[0])
-	}
-	if notif.Status() == sinks.StatusResolved && !n.conf.SendResolved {
+	if notif.Status() == sinks.StatusResolved && !n.conf.SendResolved && !isChange(notif) {
 		return nil
 	}
 	// Wait for the rate limiter before rendering: a parked delivery must
@@ -163,27 +159,50 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
 		return err
 	}
-	ev, err := n.Event(notif)
+	r, err := n.render(notif, false)
 	if err != nil {
 		return sinks.Permanent(sinks.ReasonTemplate, err)
 	}
-	info := &respInfo{}
-	_, err = n.client.ManageEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
-	call := sinks.CallFrom(ctx)
-	call.Action, call.Ref, call.StatusCode = ev.Action, ev.DedupKey, info.status
-	if err == nil {
+	if r.Body == nil {
 		return nil
 	}
-	return classify(ctx, info, err)
+	call := sinks.CallFrom(ctx)
+	call.Action, call.Ref = r.action, r.ref
+	return n.post(ctx, r.path, r.Body)
 }
 
-// deliverChange passes a PagerDuty change event on as one: as it came when
-// the sender's event is known (custom_details of any JSON type included,
-// which go-pagerduty's map cannot carry), else built from the alert.
-func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
-	if a.PagerDuty != nil {
-		return n.relayChange(ctx, a.PagerDuty)
+// post sends one rendered body. The transport sends it to the configured
+// URL (or its change endpoint); a 2xx whose body is not JSON is an
+// unexpected reply, as go-pagerduty, which alertfan used to send through,
+// treats it.
+func (n *Notifier) post(ctx context.Context, path string, body []byte) error {
+	info := &respInfo{}
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, respInfoKey{}, info), http.MethodPost, "http://pagerduty"+path, bytes.NewReader(body))
+	if err != nil {
+		return sinks.Permanent(sinks.ReasonOther, err)
 	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.http.Do(req)
+	if err != nil {
+		return classify(ctx, info, err)
+	}
+	defer resp.Body.Close()
+	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
+	b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	switch {
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return classify(ctx, info, fmt.Errorf("pagerduty answered %d", resp.StatusCode))
+	case rerr != nil:
+		return classify(ctx, info, fmt.Errorf("read pagerduty's answer: %w", rerr))
+	case !json.Valid(b):
+		return classify(ctx, info, fmt.Errorf("pagerduty answered %d with a body that is not JSON", resp.StatusCode))
+	}
+	return nil
+}
+
+// changeEvent is the change event built from an alert that did not come
+// as a PagerDuty change event (no sender's event to relay).
+func (n *Notifier) changeEvent(a *sinks.Alert) pd.ChangeEvent {
 	details := map[string]any{}
 	for k, v := range a.Annotations {
 		if k != "summary" && !strings.HasPrefix(k, "link_") {
@@ -204,17 +223,7 @@ func (n *Notifier) deliverChange(ctx context.Context, a sinks.Alert) error {
 			ev.Links = append(ev.Links, pd.ChangeEventLink{Href: a.Annotations[k]})
 		}
 	}
-	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
-		return err
-	}
-	info := &respInfo{}
-	_, err := n.client.CreateChangeEventWithContext(context.WithValue(ctx, respInfoKey{}, info), ev)
-	call := sinks.CallFrom(ctx)
-	call.Action, call.StatusCode = "change", info.status
-	if err == nil {
-		return nil
-	}
-	return classify(ctx, info, err)
+	return ev
 }
 
 // ChangeEvent is the change event relayed for a sender's change event
@@ -235,35 +244,6 @@ func (n *Notifier) ChangeEvent(e *sinks.PDEvent) map[string]any {
 		ev["links"] = e.Links
 	}
 	return ev
-}
-
-func (n *Notifier) relayChange(ctx context.Context, e *sinks.PDEvent) error {
-	body, err := json.Marshal(n.ChangeEvent(e))
-	if err != nil {
-		return sinks.Permanent(sinks.ReasonOther, fmt.Errorf("encode change event: %w", err))
-	}
-	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
-		return err
-	}
-	info := &respInfo{}
-	// The transport sends this to the configured URL's change endpoint.
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, respInfoKey{}, info), http.MethodPost, "http://pagerduty/v2/change/enqueue", bytes.NewReader(body))
-	if err != nil {
-		return sinks.Permanent(sinks.ReasonOther, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.client.HTTPClient.Do(req)
-	sinks.CallFrom(ctx).Action = "change"
-	if err != nil {
-		return classify(ctx, info, err)
-	}
-	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) //nolint:errcheck
-	resp.Body.Close()
-	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-		return nil
-	}
-	return classify(ctx, info, fmt.Errorf("pagerduty answered %d", resp.StatusCode))
 }
 
 func classify(ctx context.Context, info *respInfo, err error) error {
@@ -288,8 +268,8 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
-		r, err := template.DeepCopyWithTemplate(v, func(text string) (string, error) {
-			return n.tmpl.ExecuteTextString(text, data)
+		r, err := renderDetail(v, func(text string) (string, error) {
+			return sinks.ExecuteText(n.tmpl, text, data)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("details.%s: %w", k, err)
@@ -326,6 +306,16 @@ func (i *respInfo) reason() string {
 	return b.Message + ": " + strings.Join(b.Errors, ", ")
 }
 
+// endpoint is where a call for path goes: the configured URL, or for a
+// change event the change endpoint next to it.
+func endpoint(target *url.URL, path string) *url.URL {
+	u := *target
+	if strings.HasSuffix(path, pathChange) {
+		u.Path = strings.TrimSuffix(u.Path, pathEvent) + pathChange
+	}
+	return &u
+}
+
 type captureTransport struct {
 	base   http.RoundTripper
 	target *url.URL
@@ -333,11 +323,8 @@ type captureTransport struct {
 
 func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
-	u := *t.target
-	if strings.HasSuffix(req.URL.Path, "/v2/change/enqueue") {
-		u.Path = strings.TrimSuffix(u.Path, "/v2/enqueue") + "/v2/change/enqueue"
-	}
-	r.URL = &u
+	u := endpoint(t.target, req.URL.Path)
+	r.URL = u
 	r.Host = u.Host
 	r.Header.Set("User-Agent", "alertfan")
 	resp, err := t.base.RoundTrip(r)
@@ -361,7 +348,7 @@ func (n *Notifier) Ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := n.client.HTTPClient.Do(req)
+	resp, err := n.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s does not answer: %w", n.conf.URL, err)
 	}

@@ -1,0 +1,327 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// openIdle opens a store without starting it: the tests call prune
+// themselves, at a chosen "now".
+func openIdle(t *testing.T, opts Options) *Store {
+	t.Helper()
+	opts.Registerer = prometheus.NewRegistry()
+	opts.Retention = Retention{CompletedJobs: time.Hour, ResolvedStates: time.Hour, ClosedIssues: 2 * time.Hour, DeadLetters: time.Hour, History: time.Hour}
+	s, err := Open(context.Background(), opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Close(ctx) //nolint:errcheck
+	})
+	return s
+}
+
+// prunedCount reads alertfan_store_pruned_rows_total{table}.
+func prunedCount(t *testing.T, s *Store, table string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(s.retention.pruned))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "table" && l.GetValue() == table {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestPrune: per table, rows past their retention go and younger or live
+// ones stay; nothing the lifecycle needs is ever removed (a firing state,
+// a pending one, an undelivered resolve whose dead letter is kept, the
+// alert row of a state, an open Backlog issue record, a closed one within
+// reopen_within, a person-closed one of an alert still firing).
+func TestPrune(t *testing.T) {
+	now := time.Now()
+	old := now.Add(-3 * time.Hour).UnixNano()
+	young := now.Add(-10 * time.Minute).UnixNano()
+	type row struct {
+		name string
+		sql  string
+		args []any
+		// kept is the row's existence query after the prune.
+		kept     string
+		keptArgs []any
+		want     bool
+	}
+	state := func(key string, resolved, pending, version, delivered int, at int64) (string, []any) {
+		return `INSERT INTO alertfan_state (target, key, version, delivered, pending, resolved, payload, updated_at) VALUES ('t', ?, ?, ?, ?, ?, '', ?)`,
+			[]any{key, version, delivered, pending, resolved, at}
+	}
+	stateKept := `SELECT COUNT(*) FROM alertfan_state WHERE key = ?`
+	mk := func(name string, q string, args []any, kept string, key any, want bool) row {
+		return row{name: name, sql: q, args: args, kept: kept, keptArgs: []any{key}, want: want}
+	}
+	var rows []row
+	add := func(name, key string, resolved, pending, version, delivered int, at int64, want bool) {
+		q, a := state(key, resolved, pending, version, delivered, at)
+		rows = append(rows, mk("state/"+name, q, a, stateKept, key, want))
+	}
+	add("resolved delivered old", "s1", 1, 0, 2, 2, old, false)
+	add("resolved delivered young", "s2", 1, 0, 2, 2, young, true)
+	add("firing old", "s3", 0, 0, 1, 1, old, true)
+	add("resolved pending old", "s4", 1, 1, 2, 1, old, true)
+	add("resolved undelivered with dead letter", "s5", 1, 0, 2, 1, old, true)
+	add("resolved undelivered, dead letter gone", "s6", 1, 0, 2, 1, old, false)
+	rows = append(rows,
+		mk("dead letter keeping s5", `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES ('t', 's5', 2, 'x', 'x', 1, ?)`, []any{young},
+			`SELECT COUNT(*) FROM alertfan_dead WHERE key = ?`, "s5", true),
+		mk("dead letter old", `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES ('t', 'd1', 1, 'x', 'x', 1, ?)`, []any{old},
+			`SELECT COUNT(*) FROM alertfan_dead WHERE key = ?`, "d1", false),
+	)
+	alert := func(name, id string, seen int64, want bool) {
+		rows = append(rows, mk("alert/"+name, `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, 'am', 'resolved', 0, 0, '{}', ?)`,
+			[]any{id, seen}, `SELECT COUNT(*) FROM alertfan_alert WHERE identity = ?`, id, want))
+	}
+	alert("old, no state", "a1", old, false)
+	alert("young", "a2", young, true)
+	alert("old, its state firing", "s3", old, true)
+	alert("old, its state pruned in the same run", "s1", old, false)
+	issue := func(name, id, st string, at int64, want bool) {
+		rows = append(rows, mk("issue/"+name, `INSERT INTO alertfan_backlog_issue (target, identity, state, closed_at, updated_at) VALUES ('t', ?, ?, ?, ?)`,
+			[]any{id, st, at, at}, `SELECT COUNT(*) FROM alertfan_backlog_issue WHERE identity = ?`, id, want))
+	}
+	issue("closed old", "i1", "closed", old, false)
+	issue("closed within closed_issues (reopen_within)", "i2", "closed", now.Add(-90*time.Minute).UnixNano(), true)
+	issue("open old", "i3", "open", old, true)
+	issue("creating old", "i4", "creating", old, true)
+	issue("person_closed old, alert still firing", "s3", "person_closed", old, true)
+	issue("person_closed old, alert resolved", "s2", "person_closed", old, false)
+	issue("resolved (issue left open) old", "i5", "resolved", old, true)
+	hist := func(name, id string, at int64, want bool) {
+		rows = append(rows, mk("history/"+name, `INSERT INTO alertfan_history (at, identity, event) VALUES (?, ?, 'accepted')`,
+			[]any{at, id}, `SELECT COUNT(*) FROM alertfan_history WHERE identity = ?`, id, want))
+	}
+	hist("old", "h1", old, false)
+	hist("young", "h2", young, true)
+
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			s := openIdle(t, d.opts(t))
+			ctx := context.Background()
+			for _, r := range rows {
+				_, err := s.db.ExecContext(ctx, s.rebind(r.sql), r.args...)
+				require.NoError(t, err, r.name)
+			}
+			job := func(kind, state string, finalized any) {
+				_, err := s.db.ExecContext(ctx, s.rebind(`INSERT INTO river_job (args, kind, max_attempts, priority, queue, state, finalized_at) VALUES ('{}', ?, 5, 1, 'pagerduty', ?, ?)`), kind, state, finalized)
+				require.NoError(t, err)
+			}
+			oldJob, youngJob := s.dbTime(now.Add(-3*time.Hour)), s.dbTime(now.Add(-10*time.Minute))
+			job("completed_old", "completed", oldJob)
+			job("discarded_old", "discarded", oldJob)
+			job("cancelled_old", "cancelled", oldJob)
+			job("completed_young", "completed", youngJob)
+			job("available", "available", nil)
+
+			n, err := s.prune(ctx, now)
+			require.NoError(t, err)
+			for _, r := range rows {
+				var c int
+				require.NoError(t, s.db.QueryRowContext(ctx, s.rebind(r.kept), r.keptArgs...).Scan(&c), r.name)
+				require.Equal(t, r.want, c == 1, "%s: kept", r.name)
+			}
+			var jobs []string
+			rs, err := s.db.QueryContext(ctx, `SELECT kind FROM river_job ORDER BY kind`)
+			require.NoError(t, err)
+			for rs.Next() {
+				var k string
+				require.NoError(t, rs.Scan(&k))
+				jobs = append(jobs, k)
+			}
+			require.NoError(t, rs.Close())
+			require.Equal(t, []string{"available", "completed_young"}, jobs, "only finished jobs past completed_jobs go")
+
+			pruned := map[string]float64{}
+			for _, r := range pruneRules {
+				pruned[r.table] = prunedCount(t, s, r.table)
+			}
+			require.Equal(t, map[string]float64{"river_job": 3, "alertfan_state": 2, "alertfan_alert": 2, "alertfan_identity": 0,
+				"alertfan_backlog_issue": 2, "alertfan_dead": 1, "alertfan_history": 1}, pruned)
+			require.EqualValues(t, 11, n)
+
+			// A second run finds nothing more.
+			n, err = s.prune(ctx, now)
+			require.NoError(t, err)
+			require.Zero(t, n)
+		})
+	}
+}
+
+// TestPruneBatches: more rows than one batch are all pruned, a batch at a
+// time.
+func TestPruneBatches(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			s := openIdle(t, d.opts(t))
+			ctx := context.Background()
+			old := time.Now().Add(-2 * time.Hour).UnixNano()
+			tx, err := s.db.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			for i := range 2*pruneBatch + 500 {
+				_, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_history (at, identity, event) VALUES (?, ?, 'accepted')`), old, fmt.Sprint(i))
+				require.NoError(t, err)
+			}
+			require.NoError(t, tx.Commit())
+			n, err := s.prune(ctx, time.Now())
+			require.NoError(t, err)
+			require.EqualValues(t, 2*pruneBatch+500, n)
+			require.EqualValues(t, 2*pruneBatch+500, prunedCount(t, s, "alertfan_history"))
+		})
+	}
+}
+
+// TestSQLiteGivesSpaceBack: a new file is auto_vacuum=INCREMENTAL, and the
+// janitor's vacuum after a prune shrinks it; a small file made without it
+// is converted at start.
+func TestSQLiteGivesSpaceBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s := openIdle(t, Options{Driver: DriverSQLite, Path: path})
+	ctx := context.Background()
+	var mode int
+	require.NoError(t, s.db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode))
+	require.Equal(t, 2, mode, "auto_vacuum=INCREMENTAL on a new file")
+
+	old := time.Now().Add(-2 * time.Hour).UnixNano()
+	tx, err := s.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	for i := range 5000 {
+		_, err := tx.ExecContext(ctx, `INSERT INTO alertfan_history (at, identity, event, labels) VALUES (?, ?, 'accepted', ?)`, old, fmt.Sprint(i), fmt.Sprintf("%01000d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	pages := func() int64 {
+		var n int64
+		require.NoError(t, s.db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&n))
+		return n
+	}
+	before := pages()
+	s.janitor()
+	after := pages()
+	require.Less(t, after*4, before, "the freed pages went back: %d → %d pages", before, after)
+
+	// A small file made without auto_vacuum is converted at the next start.
+	plain := filepath.Join(t.TempDir(), "plain.db")
+	p, err := Open(ctx, Options{Driver: DriverSQLite, Path: plain, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	_, err = p.db.ExecContext(ctx, `PRAGMA auto_vacuum = NONE`)
+	require.NoError(t, err)
+	_, err = p.db.ExecContext(ctx, `VACUUM`)
+	require.NoError(t, err)
+	require.NoError(t, p.db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode))
+	require.Equal(t, 0, mode)
+	require.NoError(t, p.Close(ctx))
+	p = openIdle(t, Options{Driver: DriverSQLite, Path: plain})
+	require.NoError(t, p.db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode))
+	require.Equal(t, 2, mode, "converted at start")
+}
+
+// TestWALTruncatedWhenIdle: once everything is copied and nothing was
+// written for a few seconds, the WAL file is emptied.
+func TestWALTruncatedWhenIdle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s := openIdle(t, Options{Driver: DriverSQLite, Path: path})
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	for i := range 3000 {
+		_, err := tx.ExecContext(ctx, `INSERT INTO alertfan_history (at, identity, event, labels) VALUES (?, ?, 'accepted', ?)`, 1, fmt.Sprint(i), fmt.Sprintf("%02000d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	wal := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	require.Greater(t, wal(), int64(walTruncateMin))
+	for range walIdleTicks + 1 {
+		s.checkpointer()
+	}
+	require.Zero(t, wal(), "an idle store's WAL is truncated")
+}
+
+// TestPruneFollowsTheLifecycle: through Accept and the workers, a firing
+// alert's rows survive any prune; once resolved and delivered they go after
+// resolved_states. A late copy of the resolve is then a resolve of an alert
+// alertfan does not know: it is passed on once (PagerDuty ignores a resolve
+// of a resolved incident; Backlog, with no record, makes no call), and
+// nothing fires.
+func TestPruneFollowsTheLifecycle(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			const id = "am:life"
+			t0 := time.Now().Add(-time.Minute)
+			accept := func(want Phase, status string) {
+				t.Helper()
+				_, err := s.Accept(ctx, &Intake{Updates: []Update{{
+					Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
+					Labels: []byte(`{"alertname":"life"}`), Items: []Item{item(id, status)},
+				}}})
+				require.NoError(t, err)
+			}
+			settled := func() bool {
+				var pending int
+				err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT pending FROM alertfan_state WHERE key = ?`), id).Scan(&pending)
+				return err == nil && pending == 0
+			}
+			rows := func() (states, alerts int) {
+				require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_state WHERE key = ?`), id).Scan(&states))
+				require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_alert WHERE identity = ?`), id).Scan(&alerts))
+				return
+			}
+			later := time.Now().Add(DefaultRetention.ResolvedStates + time.Hour)
+
+			accept(PhaseTriggered, "firing")
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 && settled() }, 10*time.Second, 10*time.Millisecond)
+			_, err := s.prune(ctx, later)
+			require.NoError(t, err)
+			st, al := rows()
+			require.Equal(t, [2]int{1, 1}, [2]int{st, al}, "a firing alert keeps its state and its alert row")
+
+			accept(PhaseResolved, "resolved")
+			require.Eventually(t, func() bool { return len(sink.all()) == 2 && settled() }, 10*time.Second, 10*time.Millisecond)
+			_, err = s.prune(ctx, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			st, al = rows()
+			require.Equal(t, [2]int{1, 1}, [2]int{st, al}, "kept within resolved_states")
+			_, err = s.prune(ctx, later)
+			require.NoError(t, err)
+			st, al = rows()
+			require.Equal(t, [2]int{0, 0}, [2]int{st, al}, "pruned after resolved_states")
+
+			accept(PhaseResolved, "resolved")
+			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+			got := sink.all()
+			require.Len(t, got, 3)
+			require.Equal(t, sinks.StatusResolved, got[2].Status(), "the late copy is passed on as a resolve; nothing fires")
+		})
+	}
+}
