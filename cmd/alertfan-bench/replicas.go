@@ -131,7 +131,9 @@ func freshDatabase(dsn string) (string, func(), error) {
 func replicaDirs(work, name, dsn string, n int, config string) ([]string, error) {
 	storage := "storage:\n  driver: sqlite\n  path: data/alertfan.db\n"
 	if dsn != "" {
-		storage = "storage:\n  driver: postgres\n  dsn_file: dsn\n"
+		// A small pool each: 3 replicas stay well under PostgreSQL's
+		// default max_connections (100) on a server others use too.
+		storage = "storage:\n  driver: postgres\n  dsn_file: dsn\n  max_connections: 16\n"
 	}
 	dirs := make([]string, n)
 	for i := range dirs {

@@ -126,6 +126,7 @@ type Store struct {
 	prepared map[string]*sql.Stmt
 
 	ops      chan *op
+	acks     chan *op // delivery outcomes (ackCommitter)
 	closing  chan struct{}
 	wg       sync.WaitGroup
 	ready    atomic.Bool
@@ -174,7 +175,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.JanitorInterval <= 0 {
 		opts.JanitorInterval = opts.Retention.janitorInterval()
 	}
-	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), closing: make(chan struct{})}
+	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{})}
 	empty, noneRetired := map[string]Target{}, map[string]Target{}
 	s.targets.Store(&empty)
 	s.retired.Store(&noneRetired)
@@ -422,6 +423,8 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.committer()
 	}
+	s.wg.Add(1)
+	go s.ackCommitter()
 	s.wg.Add(1)
 	go s.every(s.opts.JanitorInterval, s.janitor)
 	if s.ckdb != nil {

@@ -578,7 +578,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			err = errInjected
 		} else {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
-			err = s.submit(actx, fn)
+			err = s.submitTo(actx, s.acks, fn)
 			cancel()
 			if err == nil {
 				return pending, nil
