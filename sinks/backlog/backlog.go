@@ -444,7 +444,12 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 // Link is the web page of an issue: {api_url}/view/{issueKey} (the
 // space's URL is the API's; https://support.nulab.com/hc/en-us/articles/8757779568409).
 func (n *Notifier) Link(issueKey string) string {
-	return strings.TrimSuffix(n.conf.APIURL, "/") + "/view/" + url.PathEscape(issueKey)
+	base := strings.TrimSuffix(n.conf.APIURL, "/")
+	if u, err := url.Parse(base); err == nil && u.User != nil {
+		u.User = nil // credentials never go into a link
+		base = u.String()
+	}
+	return base + "/view/" + url.PathEscape(issueKey)
 }
 
 // reresolveOn400 handles a 400 from Backlog: names resolved at start may
