@@ -7,8 +7,8 @@ import (
 	"testing"
 	"weak"
 
+	"github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 )
@@ -19,7 +19,7 @@ import (
 func TestExecuteTextMatchesAlertmanager(t *testing.T) {
 	tmpl := newTestTemplates(t)
 	require.NoError(t, tmpl.Parse(strings.NewReader(`{{ define "mine" }}mine {{ .Status }}{{ end }}`)))
-	data := tmpl.Data("recv", model.LabelSet{"alertname": "A"}, nil, "", &types.Alert{Alert: model.Alert{Labels: model.LabelSet{"alertname": "A", "instance": "h1"}}})
+	data := tmpl.Data("recv", model.LabelSet{"alertname": "A"}, nil, "", &alert.Alert{Alert: model.Alert{Labels: model.LabelSet{"alertname": "A", "instance": "h1"}}})
 	for _, tc := range []struct{ name, text string }{
 		{"empty", ""},
 		{"plain", "no actions"},
@@ -57,7 +57,7 @@ func TestExecuteTextConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data := tmpl.Data("recv", nil, nil, "", &types.Alert{Alert: model.Alert{Labels: model.LabelSet{"alertname": model.LabelValue(strings.Repeat("a", i+1))}}})
+			data := tmpl.Data("recv", nil, nil, "", &alert.Alert{Alert: model.Alert{Labels: model.LabelSet{"alertname": model.LabelValue(strings.Repeat("a", i+1))}}})
 			for range 50 {
 				got, err := ExecuteText(tmpl, `{{ .CommonLabels.alertname }}`, data)
 				require.NoError(t, err)
@@ -73,7 +73,7 @@ func TestExecuteTextConcurrent(t *testing.T) {
 func TestExecuteTextRouteLabelsInSet(t *testing.T) {
 	tmpl := newTestTemplates(t)
 	require.NoError(t, tmpl.Parse(strings.NewReader(`{{ define "team" }}{{ routeLabels "team" }}{{ end }}`)))
-	data := tmpl.Data("recv", nil, model.LabelSet{"team": "db"}, "", &types.Alert{})
+	data := tmpl.Data("recv", nil, model.LabelSet{"team": "db"}, "", &alert.Alert{})
 	want, err := tmpl.ExecuteTextString(`{{ template "team" . }}`, data)
 	require.NoError(t, err)
 	got, err := ExecuteText(tmpl, `{{ template "team" . }}`, data)
