@@ -61,7 +61,8 @@ func TestStatusAPI(t *testing.T) {
 			bl := sinkstest.NewBacklog(backlogKey)
 			defer bl.Close()
 			dir := t.TempDir()
-			ts := startServerIn(t, dir, lcStorage(t, driver, dir)+lcConfig(pd.EventsURL(), bl.URL, ""))
+			cfg := strings.Replace(lcConfig(pd.EventsURL(), bl.URL, ""), "        rate_limit_per_minute: 60000\n", "        rate_limit_per_minute: 60000\n        incident_link: https://acme.pagerduty.com/incidents?search={dedup_key}\n", 1)
+			ts := startServerIn(t, dir, lcStorage(t, driver, dir)+cfg)
 			const id = "am:8a07086b74f3ba78"
 
 			code, _ := ts.post(t, "/webhook", amAlert("firing", "critical", t0))
@@ -87,6 +88,7 @@ func TestStatusAPI(t *testing.T) {
 			sent := pd.Events()
 			require.Len(t, sent, 1)
 			require.Equal(t, sent[0].DedupKey, byKind["pagerduty"].Ref, "PagerDuty ref is the dedup_key sent")
+			require.Equal(t, "https://acme.pagerduty.com/incidents?search="+url.QueryEscape(sent[0].DedupKey), byKind["pagerduty"].Link)
 			issues := bl.Issues()
 			require.Len(t, issues, 1)
 			require.Equal(t, issues[0].Key, byKind["backlog"].Ref)

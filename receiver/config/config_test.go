@@ -108,6 +108,8 @@ receivers:
 		{"pd bad mode", pd("        mode: incident\n"), `mode: "incident" is not one of`},
 		{"pd bad url", pd("        url: ftp://x\n"), `url: "ftp://x" is not an absolute http(s) URL`},
 		{"pd bad rate", pd("        rate_limit_per_minute: 0\n"), "rate_limit_per_minute: must be > 0"},
+		{"pd incident_link relative", pd("        incident_link: /incidents?q={dedup_key}\n"), `incident_link: "/incidents?q={dedup_key}" is not an absolute http(s) URL`},
+		{"pd incident_link without placeholder", pd("        incident_link: https://acme.pagerduty.com/incidents\n"), "incident_link: \"https://acme.pagerduty.com/incidents\" has no {dedup_key} placeholder"},
 		{"pd wrong type", pd("        rate_limit_per_minute: many\n"), "cannot unmarshal"},
 		{"pd missing key file", "route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - routing_key_file: /nonexistent/key\n", `receivers "r": pagerduty_configs[0].routing_key_file`},
 		{"backlog no project", "route:\n  receiver: r\nreceivers:\n  - name: r\n    backlog_configs:\n      - api_url: https://x.backlog.com\n        api_key: k\n        issue_type: Bug\n", "project: required"},

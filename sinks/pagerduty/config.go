@@ -72,6 +72,13 @@ type Config struct {
 	// SeverityFallback replaces a rendered severity that PagerDuty would
 	// refuse and that no alias maps (see NormalizeSeverity).
 	SeverityFallback string `yaml:"severity_fallback,omitempty"`
+	// IncidentLink is where the status page links a delivered alert: a URL
+	// of the PagerDuty web app (your account's subdomain) in which
+	// {dedup_key} is replaced by the alert's URL-escaped dedup_key, e.g.
+	// "https://acme.pagerduty.com/incidents?search={dedup_key}". Empty: no
+	// link; the page shows the dedup_key to copy. The Events API answers no
+	// incident id, so alertfan cannot link the incident itself.
+	IncidentLink string `yaml:"incident_link,omitempty"`
 
 	// explicit holds the keys the user's YAML set, so that the defaults of
 	// the input an alert came from fill only what the user left out.
@@ -150,6 +157,15 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.RoutingKey != "" && c.RoutingKeyFile != "" {
 		return errors.New("at most one of routing_key and routing_key_file may be set")
+	}
+	if c.IncidentLink != "" {
+		l, err := url.Parse(strings.ReplaceAll(c.IncidentLink, "{dedup_key}", "x"))
+		if err != nil || !l.IsAbs() || (l.Scheme != "http" && l.Scheme != "https") {
+			return fmt.Errorf("incident_link: %q is not an absolute http(s) URL", c.IncidentLink)
+		}
+		if !strings.Contains(c.IncidentLink, "{dedup_key}") {
+			return fmt.Errorf("incident_link: %q has no {dedup_key} placeholder", c.IncidentLink)
+		}
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

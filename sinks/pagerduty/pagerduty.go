@@ -107,6 +107,15 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// Link is the status page's link for a dedup key (incident_link), "" when
+// none is configured.
+func (n *Notifier) Link(dedupKey string) string {
+	if n.conf.IncidentLink == "" {
+		return ""
+	}
+	return strings.ReplaceAll(n.conf.IncidentLink, "{dedup_key}", url.QueryEscape(dedupKey))
+}
+
 // RateLimit is the routing key's limiter state, for the status API.
 func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
 
