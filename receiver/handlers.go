@@ -23,6 +23,17 @@ import (
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
+	// The control endpoints refuse a browser's cross-site request
+	// (Sec-Fetch-Site / Origin, Go's CrossOriginProtection): a page an
+	// operator visits while their browser holds alertfan's basic-auth
+	// credentials cannot retry, drop or reload. Clients that send neither
+	// header (amtool-like CLIs, curl, alertfan queue) are not affected.
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.logger.Warn("Refused a cross-origin request to a control endpoint", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "route", r.Pattern)
+		writeError(w, http.StatusForbidden, "cross-origin request refused: control endpoints accept requests from alertfan's own page or from clients that are not browsers", nil)
+	}))
+	guard := func(h http.HandlerFunc) http.Handler { return csrf.Handler(h) }
 	mux.HandleFunc("POST /webhook", s.bounded(intake.InputAlertmanager, s.handleWebhook))
 	mux.HandleFunc("POST /webhook/{receiver}", s.bounded(intake.InputAlertmanager, s.handleWebhook))
 	mux.HandleFunc("POST /v2/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDuty))
@@ -34,13 +45,13 @@ func (s *server) routes() http.Handler {
 		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck
 	})
 	mux.HandleFunc("GET /-/ready", s.handleReady)
-	mux.HandleFunc("POST /-/reload", s.handleReload)
-	mux.HandleFunc("PUT /-/reload", s.handleReload)
+	mux.Handle("POST /-/reload", guard(s.handleReload))
+	mux.Handle("PUT /-/reload", guard(s.handleReload))
 	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(s.reg, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
 	mux.HandleFunc("GET /api/v1/dead-letters", s.handleDeadList)
-	mux.HandleFunc("POST /api/v1/dead-letters/retry", s.handleDeadRetry)
-	mux.HandleFunc("POST /api/v1/dead-letters/{id}/retry", s.handleDeadRetry)
-	mux.HandleFunc("DELETE /api/v1/dead-letters/{id}", s.handleDeadDrop)
+	mux.Handle("POST /api/v1/dead-letters/retry", guard(s.handleDeadRetry))
+	mux.Handle("POST /api/v1/dead-letters/{id}/retry", guard(s.handleDeadRetry))
+	mux.Handle("DELETE /api/v1/dead-letters/{id}", guard(s.handleDeadDrop))
 	mux.HandleFunc("GET /api/v1/dead-letters/{id}", s.handleDeadShow)
 	mux.HandleFunc("GET /api/v1/queue", s.handleQueueList)
 	mux.HandleFunc("GET /api/v1/alerts", s.handleAlertList)
@@ -48,7 +59,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status/config", s.handleConfig)
 	mux.HandleFunc("GET /api/v1/routes", s.handleRoutes)
 	mux.HandleFunc("GET /api/v1/ratelimits", s.handleRateLimits)
-	mux.HandleFunc("POST /api/v1/preview", s.handlePreview)
+	mux.Handle("POST /api/v1/preview", guard(s.handlePreview))
 	for pattern, h := range s.opts.Handlers {
 		mux.Handle(pattern, h)
 	}

@@ -176,7 +176,7 @@ func renderItem(ctx context.Context, pw previewWork, online bool) PreviewItem {
 			it.Error = err.Error()
 			return it
 		}
-		it.Method, it.URL, it.Skip = http.MethodPost, r.URL, r.Skip
+		it.Method, it.URL, it.Skip = http.MethodPost, redactURL(r.URL), r.Skip
 		if r.Body != nil {
 			it.Payload = r.Redacted()
 		}
@@ -186,7 +186,7 @@ func renderItem(ctx context.Context, pw previewWork, online bool) PreviewItem {
 			it.Error = err.Error()
 			return it
 		}
-		it.Method, it.URL, it.Skip = r.Method, r.URL, r.Skip
+		it.Method, it.URL, it.Skip = r.Method, redactURL(r.URL), r.Skip
 		if r.Form != nil {
 			it.Payload = r.Form
 			it.NamesResolved = &r.Resolved

@@ -144,6 +144,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	s.store = store
+	if b := store.RateBudget(); b != nil {
+		// Replicas on one PostgreSQL database share each key's budget.
+		s.limiters.SetBudget(b)
+	}
 	defer func() {
 		// On an error path it stops what started; after shutdown (which
 		// closes the store itself, bounded by the timeout) nothing is left.
@@ -423,10 +427,14 @@ func webUsesBasicAuth(file string) (bool, error) {
 
 // targetTransport keeps enough idle connections per target host for the
 // concurrent deliveries; Go's default keeps 2 and would redial constantly.
+// Calls beyond MaxConnsPerHost wait for a connection instead of dialing
+// one that the idle pool would close again: with every worker on one
+// target (up to workers × 16 calls), that churn was 7% of a drain's CPU.
 func targetTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 128
+	t.MaxConnsPerHost = 128
 	t.IdleConnTimeout = 90 * time.Second
 	return t
 }

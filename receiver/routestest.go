@@ -268,7 +268,7 @@ func printItem(w io.Writer, it PreviewItem) {
 		fmt.Fprintln(w, "no call:", it.Skip)
 		return
 	}
-	fmt.Fprintln(w, it.Method, it.URL)
+	fmt.Fprintln(w, it.Method, redactURL(it.URL))
 	switch p := it.Payload.(type) {
 	case json.RawMessage:
 		fmt.Fprintln(w, string(p))

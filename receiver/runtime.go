@@ -150,7 +150,7 @@ func (rt *runtime) add(receiver, id, kind string, n notifier) {
 // loadTemplates loads Alertmanager's default templates, alertfan's Backlog
 // defaults, then the user's files, so users can override either.
 func loadTemplates(files []string) (*template.Template, error) {
-	tmpl, err := template.FromGlobs(nil, backlog.TemplateFuncs)
+	tmpl, err := sinks.FromGlobs(nil, backlog.TemplateFuncs)
 	if err != nil {
 		return nil, fmt.Errorf("default templates: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +47,9 @@ func parseMatchers(r *http.Request) (labels.Matchers, error) {
 		out = append(out, ms...)
 	}
 	for _, s := range q["filter"] {
+		if strings.TrimSpace(s) == "" {
+			continue // as an empty matchers=: no filter
+		}
 		m, err := compat.Matcher(s, "api")
 		if err != nil {
 			return nil, errors.New("filter: " + strconv.Quote(s) + ": " + err.Error())
@@ -114,14 +119,31 @@ func (s *server) handleAlertShow(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleConfig answers the running config, every secret as <secret>
-// (prometheus/common's Secret marshals so).
+// (prometheus/common's Secret marshals so), and the password of any URL
+// written with one (https://user:pass@host) as well.
 func (s *server) handleConfig(w http.ResponseWriter, _ *http.Request) {
 	rt := s.rt.Load()
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": map[string]any{
-		"yaml":      rt.cfg.String(),
+		"yaml":      urlPassword.ReplaceAllString(rt.cfg.String(), "$1:<secret>@"),
 		"file":      rt.cfg.Filename,
 		"loaded_at": rt.loadedAt,
 	}})
+}
+
+// urlPassword finds the user:password@ of a URL in YAML text.
+var urlPassword = regexp.MustCompile(`(://[^:/@\s'"]*):[^@/\s'"]+@`)
+
+// redactURL hides the password of a URL written with one.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return urlPassword.ReplaceAllString(s, "$1:<secret>@")
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "<secret>")
+		return strings.Replace(u.String(), "%3Csecret%3E", "<secret>", 1)
+	}
+	return s
 }
 
 // routeNode is a route tree node as GET /api/v1/routes shows it.

@@ -352,3 +352,58 @@ func TestStatusAPINoDestination(t *testing.T) {
 	require.Equal(t, []string{"accepted triggered"}, events(got.History))
 	require.Empty(t, pd.Events())
 }
+
+// TestControlEndpointsRefuseCrossSite: a page on another origin cannot make
+// the operator's browser retry a dead letter or reload; the CLI (no
+// Origin, no Sec-Fetch-Site) and alertfan's own page can.
+func TestControlEndpointsRefuseCrossSite(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	cases := []struct {
+		name    string
+		method  string
+		path    string
+		headers map[string]string
+		want    int
+	}{
+		{"cross-site form retry", http.MethodPost, "/api/v1/dead-letters/retry", map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Content-Type": "application/x-www-form-urlencoded"}, http.StatusForbidden},
+		{"cross-origin retry, no fetch metadata", http.MethodPost, "/api/v1/dead-letters/retry", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"cross-site reload", http.MethodPost, "/-/reload", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"cross-site drop", http.MethodDelete, "/api/v1/dead-letters/1", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"same-origin page", http.MethodPost, "/api/v1/dead-letters/retry", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusOK},
+		{"CLI", http.MethodPost, "/api/v1/dead-letters/retry", nil, http.StatusOK},
+		{"intake is not a control endpoint", http.MethodPost, "/webhook", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusOK},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var body *strings.Reader
+			if c.path == "/webhook" {
+				body = strings.NewReader(string(firing("X", "h")))
+			} else {
+				body = strings.NewReader("")
+			}
+			req, err := http.NewRequest(c.method, ts.URL+c.path, body)
+			require.NoError(t, err)
+			for k, v := range c.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, c.want, resp.StatusCode)
+		})
+	}
+}
+
+// TestRedactURLPasswords: a URL written with a password shows it nowhere.
+func TestRedactURLPasswords(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://u:pw@127.0.0.1:1/v2/enqueue": "http://u:<secret>@127.0.0.1:1/v2/enqueue",
+		"https://events.pagerduty.com/v2":    "https://events.pagerduty.com/v2",
+		"http://onlyuser@host/x":             "http://onlyuser@host/x",
+	} {
+		require.Equal(t, want, redactURL(in))
+	}
+	require.Equal(t, "url: http://u:<secret>@h/x\n  other: 'https://a:<secret>@b'", urlPassword.ReplaceAllString("url: http://u:pw@h/x\n  other: 'https://a:b@b'", "$1:<secret>@"))
+}

@@ -19,6 +19,8 @@ import (
 type Limiters struct {
 	mu sync.Mutex
 	m  map[string]*Limiter
+	// budget, when set, is shared with other processes (SetBudget).
+	budget Budget
 }
 
 // NewLimiters returns an empty registry.
@@ -49,6 +51,9 @@ type Limiter struct {
 	timer   *time.Timer
 	// onGrant, in tests, sees each call's start.
 	onGrant func(time.Time)
+	// sharedState is used when the key's budget is shared with other
+	// processes (Limiters.SetBudget); budget is nil otherwise.
+	sharedState
 }
 
 func newLimiter(perMinute int) *Limiter {
@@ -72,6 +77,7 @@ func (l *Limiters) Get(kind, key string, perMinute int) *Limiter {
 	lim, ok := l.m[id]
 	if !ok {
 		lim = newLimiter(perMinute)
+		lim.budget, lim.key = l.budget, id
 		l.m[id] = lim
 		return lim
 	}
@@ -79,7 +85,11 @@ func (l *Limiters) Get(kind, key string, perMinute int) *Limiter {
 	defer lim.mu.Unlock()
 	if perMinute < lim.perMinute {
 		lim.perMinute = perMinute
-		lim.interval = interval(perMinute)
+		if iv := interval(perMinute); iv != lim.interval {
+			lim.interval = iv
+			// Slots booked at another rate are given up (at most a few).
+			lim.slots, lim.lastEnd = nil, time.Time{}
+		}
 	}
 	return lim
 }
@@ -107,16 +117,21 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 	class := PriorityFrom(ctx)
 	now := time.Now()
 	l.mu.Lock()
-	base := max(0, l.next.Sub(now))
-	if base == 0 && len(l.waiters) == 0 {
-		l.next = now.Add(l.interval)
-		if l.onGrant != nil {
-			l.onGrant(now)
+	var d time.Duration
+	if l.budget == nil {
+		base := max(0, l.next.Sub(now))
+		if base == 0 && len(l.waiters) == 0 {
+			l.next = now.Add(l.interval)
+			if l.onGrant != nil {
+				l.onGrant(now)
+			}
+			l.mu.Unlock()
+			return 0, nil
 		}
-		l.mu.Unlock()
-		return 0, nil
+		d = base + time.Duration(l.waiters.ahead(class))*l.interval
+	} else {
+		d = l.sharedBase(now) + time.Duration(max(0, l.waiters.ahead(class)-len(l.slots)))*l.estInterval()
 	}
-	d := base + time.Duration(l.waiters.ahead(class))*l.interval
 	if d > maxWait {
 		l.mu.Unlock()
 		return d, Retryable(ReasonRateLimitWait, d, nil)
@@ -124,7 +139,11 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 	w := &waiter{class: class, seq: l.seq, ready: make(chan struct{})}
 	l.seq++
 	heap.Push(&l.waiters, w)
-	l.arm(now)
+	if l.budget != nil {
+		l.pump(now)
+	} else {
+		l.arm(now)
+	}
 	l.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -191,6 +210,10 @@ func (l *Limiter) Hold(d time.Duration) {
 	if d <= 0 {
 		return
 	}
+	if l.budget != nil {
+		l.holdShared(d)
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if until := time.Now().Add(d); until.After(l.next) {
@@ -206,13 +229,18 @@ func (l *Limiter) Admit(class int, maxWait time.Duration) time.Duration {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d := max(0, l.next.Sub(now)) + time.Duration(l.waiters.ahead(class))*l.interval
+	var d time.Duration
+	if l.budget == nil {
+		d = max(0, l.next.Sub(now)) + time.Duration(l.waiters.ahead(class))*l.interval
+	} else {
+		d = l.sharedBase(now) + time.Duration(max(0, l.waiters.ahead(class)-len(l.slots)))*l.estInterval()
+	}
 	if d <= maxWait {
 		return 0
 	}
 	l.drain(now)
 	l.demand[class]++
-	return max(d, time.Duration(l.ahead(class)*float64(l.interval)))
+	return max(d, time.Duration(l.ahead(class)*float64(l.estInterval())))
 }
 
 // Schedule books n calls of the class and returns when the first of them
@@ -231,7 +259,7 @@ func (l *Limiter) Schedule(n, class int, maxWait time.Duration) time.Duration {
 	l.drain(now)
 	ahead := l.ahead(class)
 	l.demand[class] += float64(n)
-	d := time.Duration(ahead * float64(l.interval))
+	d := time.Duration(ahead * float64(l.estInterval()))
 	if d <= maxWait {
 		return 0
 	}
@@ -250,8 +278,8 @@ func (l *Limiter) ahead(class int) float64 {
 // drain removes from demand the calls the rate has allowed since last,
 // best class first (that is the order they are served in).
 func (l *Limiter) drain(now time.Time) {
-	if !l.last.IsZero() && l.interval > 0 {
-		served := float64(now.Sub(l.last)) / float64(l.interval)
+	if iv := l.estInterval(); !l.last.IsZero() && iv > 0 {
+		served := float64(now.Sub(l.last)) / float64(iv)
 		for c := range l.demand {
 			take := min(served, l.demand[c])
 			l.demand[c] -= take

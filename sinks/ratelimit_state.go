@@ -20,8 +20,15 @@ type LimiterState struct {
 func (l *Limiter) State(now time.Time) LimiterState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := LimiterState{PerMinute: l.perMinute, Waiting: len(l.waiters), NextSlot: l.next}
-	if !l.next.After(now) && len(l.waiters) == 0 {
+	next := l.next
+	if l.budget != nil {
+		// Shared through the database: this process's next slot is one it
+		// holds, or the end of what it booked last (a claim may give it a
+		// later one when other replicas booked meanwhile).
+		next = now.Add(l.sharedBase(now))
+	}
+	st := LimiterState{PerMinute: l.perMinute, Waiting: len(l.waiters), NextSlot: next}
+	if !next.After(now) && len(l.waiters) == 0 {
 		st.Budget, st.NextSlot = 1, now
 	}
 	return st

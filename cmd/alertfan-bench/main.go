@@ -10,9 +10,11 @@
 //     to 600 writes/min, drained against the minimum time that allows;
 //   - with -mechanics: the queue's re-planning, priority and recovery
 //     scenarios (see mechanics.go);
+//   - draining and drain: ingest while deliveries run unthrottled, and a
+//     50,000-alert queue drained with no intake (see drain.go).
 //   - with -soak N: alone, the retention soak (see soak.go).
 //
-// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics]
+// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics] [-only ingest,draining,drain] [-pprof DIR]
 package main
 
 import (
@@ -45,10 +47,15 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
 	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
-	only := flag.String("only", "", "run only these parts, comma-separated: ingest, mechanics, storm, history")
+	only := flag.String("only", "", "run only these parts, comma-separated: ingest, draining, drain, mechanics, storm, history, replicas")
+	fsyncBase := flag.String("fsync-baseline-server", "", "internal: serve the decode + fdatasync group-commit baseline on this address")
+	fsyncFile := flag.String("fsync-baseline-file", "", "internal: the file the group-commit baseline appends to")
+	flag.StringVar(&pprofDir, "pprof", "", "build alertfan with -tags pprof and write a CPU profile of each scenario into this directory")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
+	reps := flag.Bool("replicas", false, "also run 1, 2 and 3 replicas on one PostgreSQL database beside SQLite, and the storm with 3 (~8 minutes)")
+	flag.StringVar(&postgresDSN, "postgres-dsn", postgresDSN, "PostgreSQL server for -replicas (default $ALERTFAN_TEST_POSTGRES_DSN); a fresh database per run")
 	flag.Parse()
 	if *soakN > 0 {
 		if err := runSoak(*bin); err != nil {
@@ -68,7 +75,11 @@ func main() {
 		serveBaseline(*baseline)
 		return
 	}
-	parts := map[string]bool{"ingest": true, "storm": *storm, "mechanics": *mech}
+	if *fsyncBase != "" {
+		serveFsyncBaseline(*fsyncBase, *fsyncFile)
+		return
+	}
+	parts := map[string]bool{"ingest": true, "draining": true, "drain": true, "storm": *storm, "mechanics": *mech, "replicas": *reps}
 	if *only != "" {
 		parts = map[string]bool{}
 		for _, p := range strings.Split(*only, ",") {
@@ -124,6 +135,8 @@ type proc struct {
 	cmd  *exec.Cmd
 	addr string
 	logs bytes.Buffer
+	// pprof is the process's net/http/pprof address, with -pprof.
+	pprof string
 }
 
 func startProc(addr, dir, path string, args ...string) (*proc, error) {
@@ -204,6 +217,7 @@ type result struct {
 	elapsed time.Duration
 	lat     []time.Duration
 	peakRSS float64
+	cpu     float64  // CPU seconds the server process spent during the run
 	sentAt  sync.Map // fingerprint → time the request was sent
 }
 
@@ -328,7 +342,11 @@ func fixedRate(url string, rate int, d time.Duration) *result {
 
 func buildAlertfan(dir string) (string, error) {
 	out := filepath.Join(dir, "alertfan")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/alertfan")
+	args := []string{"build", "-o", out}
+	if pprofDir != "" {
+		args = append(args, "-tags", "pprof")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/alertfan")...)
 	cmd.Stderr = os.Stderr
 	return out, cmd.Run()
 }
@@ -356,6 +374,9 @@ func run(d time.Duration, senders int, parts map[string]bool, bin string) error 
 			return err
 		}
 	}
+	if err := drainParts(work, self, bin, d, senders, parts); err != nil {
+		return err
+	}
 	if parts["mechanics"] {
 		if err := mechanics(work, bin); err != nil {
 			return err
@@ -368,6 +389,11 @@ func run(d time.Duration, senders int, parts map[string]bool, bin string) error 
 	}
 	if parts["history"] {
 		if err := historyCost(work, bin, d, senders); err != nil {
+			return err
+		}
+	}
+	if parts["replicas"] {
+		if err := replicasBench(work, bin, postgresDSN, d, senders); err != nil {
 			return err
 		}
 	}
@@ -384,8 +410,14 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	if err != nil {
 		return err
 	}
+	c0 := cpuSeconds(bp.cmd.Process.Pid)
 	base := closedLoop("http://"+baseAddr+"/webhook", senders, d, 0)
+	base.cpu = cpuSeconds(bp.cmd.Process.Pid) - c0
 	bp.stop()
+	fsClosed, _, err := fsyncBaseline(work, self, d, senders)
+	if err != nil {
+		return err
+	}
 
 	// alertfan on the embedded default store, delivering to a fake PagerDuty.
 	var delivered sync.Map // dedup key → time received
@@ -403,7 +435,11 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	time.Sleep(3 * time.Second)
 	idle, _ := rss(ap.cmd.Process.Pid)
 	url := "http://" + ap.addr + "/webhook"
+	wait := profile(ap, "ingest", d)
+	c0 = cpuSeconds(ap.cmd.Process.Pid)
 	ingest := closedLoop(url, senders, d, ap.cmd.Process.Pid)
+	ingest.cpu = cpuSeconds(ap.cmd.Process.Pid) - c0
+	wait()
 	_, hwm := rss(ap.cmd.Process.Pid)
 	at500 := fixedRate(url, 500, d)
 	ap.stop()
@@ -441,11 +477,12 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	fmt.Println()
 	fmt.Println("alertfan routes every alert to one PagerDuty target at its default rate limit (120 events/min), so deliveries drain behind intake as in a real storm.")
 	fmt.Println()
-	fmt.Println("| handler | notifications/s | alerts/s | p50 | p99 | errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
-	fmt.Printf("| bare decode-only baseline | %.0f | %.0f | %s | %s | %d |\n", base.rate(), 5*base.rate(), ms(pct(base.lat, .5)), ms(pct(base.lat, .99)), base.errors)
-	fmt.Printf("| alertfan (SQLite, WAL, synchronous FULL) | %.0f | %.0f | %s | %s | %d |\n", ingest.rate(), 5*ingest.rate(), ms(pct(ingest.lat, .5)), ms(pct(ingest.lat, .99)), ingest.errors)
-	fmt.Printf("\nalertfan / baseline throughput: **%.2f×**.\n\n", ingest.rate()/base.rate())
+	fmt.Println("| handler | notifications/s | alerts/s | p50 | p99 | errors | server CPU per notification |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| bare decode-only baseline | %.0f | %.0f | %s | %s | %d | %s |\n", base.rate(), 5*base.rate(), ms(pct(base.lat, .5)), ms(pct(base.lat, .99)), base.errors, base.cpuPer())
+	fmt.Printf("| decode + fdatasync group-commit baseline | %.0f | %.0f | %s | %s | %d | %s |\n", fsClosed.rate(), 5*fsClosed.rate(), ms(pct(fsClosed.lat, .5)), ms(pct(fsClosed.lat, .99)), fsClosed.errors, fsClosed.cpuPer())
+	fmt.Printf("| alertfan (SQLite, WAL, synchronous FULL) | %.0f | %.0f | %s | %s | %d | %s |\n", ingest.rate(), 5*ingest.rate(), ms(pct(ingest.lat, .5)), ms(pct(ingest.lat, .99)), ingest.errors, ingest.cpuPer())
+	fmt.Printf("\nalertfan / decode-only baseline throughput: **%.2f×**; / group-commit baseline: **%.2f×**.\n\n", ingest.rate()/base.rate(), ingest.rate()/fsClosed.rate())
 	fmt.Println("### Intake latency at a fixed 500 notifications/s")
 	fmt.Println()
 	fmt.Println("| handler | sent/s | p50 | p99 | errors |")
@@ -486,7 +523,12 @@ receivers:
 		return nil, err
 	}
 	addr := freeAddr()
-	return startProc(addr, dir, bin, "--config.file=config.yml", "--web.listen-address="+addr, "--log.level=error")
+	pp := pprofEnv()
+	p, err := startProc(addr, dir, bin, "--config.file=config.yml", "--web.listen-address="+addr, "--log.level=error")
+	if p != nil {
+		p.pprof = pp
+	}
+	return p, err
 }
 
 func waitDrained(pd *sinkstest.PagerDuty, max time.Duration) {

@@ -169,6 +169,7 @@ func (s *Store) ListAlerts(ctx context.Context, q AlertQuery) (AlertPage, error)
 			if a.Destinations, err = s.destinations(ctx, a.Identity, retrying); err != nil {
 				return AlertPage{}, err
 			}
+			settled(a)
 			if !keep(a, q) {
 				continue
 			}
@@ -188,6 +189,22 @@ func (s *Store) ListAlerts(ctx context.Context, q AlertQuery) (AlertPage, error)
 			return page, nil
 		}
 	}
+}
+
+// settled shows a firing alert that alertfan resolved everywhere itself
+// (resolve_after: its sender stopped refreshing it) as resolved. Its own
+// row stays firing on purpose: a refresh with the same startsAt must fire
+// it again rather than count as a stale copy.
+func settled(a *AlertView) {
+	if a.Status != "firing" || len(a.Destinations) == 0 {
+		return
+	}
+	for _, d := range a.Destinations {
+		if d.Want != string(PhaseResolved) {
+			return
+		}
+	}
+	a.Status = "resolved"
 }
 
 // keep applies the receiver and state filters.
@@ -237,6 +254,7 @@ func (s *Store) Alert(ctx context.Context, identity string) (*AlertView, error) 
 	if a.Destinations, err = s.destinations(ctx, identity, retrying); err != nil {
 		return nil, err
 	}
+	settled(&a)
 	if a.History, err = s.history(ctx, identity, a.Destinations); err != nil {
 		return nil, err
 	}

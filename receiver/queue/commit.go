@@ -88,6 +88,12 @@ const (
 // submit runs fn inside a group-committed transaction and waits for the
 // commit. A nil error means fn's writes are durable.
 func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batch) error) error {
+	return s.submitTo(ctx, s.ops, fn)
+}
+
+// submitTo is submit through the committer that reads queue (s.ops, or
+// s.acks for delivery outcomes: see ackCommitter).
+func (s *Store) submitTo(ctx context.Context, queue chan *op, fn func(ctx context.Context, b *batch) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
 	select {
 	case <-s.closing:
@@ -95,7 +101,7 @@ func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batc
 	default:
 	}
 	select {
-	case s.ops <- o:
+	case queue <- o:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.closing:
@@ -111,17 +117,20 @@ func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batc
 	}
 }
 
-func (s *Store) committer() {
+func (s *Store) committer() { s.commitLoop(s.ops) }
+
+// commitLoop group-commits the ops arriving on in until the store closes.
+func (s *Store) commitLoop(in chan *op) {
 	defer s.wg.Done()
 	for {
 		var first *op
 		select {
-		case first = <-s.ops:
+		case first = <-in:
 		case <-s.closing:
 			// Fail whatever is still queued rather than leave callers waiting.
 			for {
 				select {
-				case o := <-s.ops:
+				case o := <-in:
 					o.done <- ErrClosed
 				default:
 					return
@@ -132,7 +141,7 @@ func (s *Store) committer() {
 	gather:
 		for len(ops) < maxBatchOps {
 			select {
-			case o := <-s.ops:
+			case o := <-in:
 				ops = append(ops, o)
 			default:
 				break gather
@@ -273,7 +282,7 @@ func (b *batch) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if st, ok := b.stmts[q]; ok {
 		return st, nil
 	}
-	st, err := b.tx.PrepareContext(ctx, b.s.rebind(q))
+	st, err := b.txStmt(ctx, q)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // History events: what alertfan accepted for an alert and what it did
@@ -48,6 +49,25 @@ const histChunk = 128
 // maxHistError bounds the error text kept per call.
 const maxHistError = 1024
 
+// clean makes every text storable: valid UTF-8 without NUL (PostgreSQL
+// refuses both in TEXT, and a refused history row would fail the batch
+// that carries intake and acks), the error cut to maxHistError bytes on a
+// character boundary.
+func (r *histRow) clean() {
+	if len(r.errText) > maxHistError {
+		cut := maxHistError
+		for cut > 0 && !utf8.RuneStart(r.errText[cut]) {
+			cut--
+		}
+		r.errText = r.errText[:cut]
+	}
+	for _, f := range []*string{&r.identity, &r.target, &r.key, &r.input, &r.labels, &r.receiver, &r.route, &r.action, &r.reason, &r.errText, &r.ref} {
+		if !utf8.ValidString(*f) || strings.IndexByte(*f, 0) >= 0 {
+			*f = strings.ReplaceAll(strings.ToValidUTF8(*f, "\uFFFD"), "\x00", "")
+		}
+	}
+}
+
 // record queues a history row for this batch's transaction.
 func (b *batch) record(r histRow) {
 	if b.s.opts.NoHistory {
@@ -65,9 +85,7 @@ func (b *batch) flushHistory(ctx context.Context) error {
 		rows := b.hist[start:min(start+histChunk, len(b.hist))]
 		args := make([]any, 0, len(rows)*17)
 		for _, r := range rows {
-			if len(r.errText) > maxHistError {
-				r.errText = r.errText[:maxHistError]
-			}
+			r.clean()
 			args = append(args, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
 				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
 		}

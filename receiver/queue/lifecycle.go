@@ -134,6 +134,9 @@ type Update struct {
 	// noDest is set by Accept for a changed update that reached no target
 	// of its own; unless a group carries it, the history says so.
 	noDest bool
+	// changed is set by Accept when the update moved the alert's own state
+	// (new, or another status): a group's history row names such members.
+	changed bool
 }
 
 // GroupItem is a work item made of several alerts (PagerDuty group mode).
@@ -288,8 +291,14 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 				return err
 			}
 			if wrote {
+				// The members whose own state moved; if none did (the group
+				// changed otherwise: annotations, a member left), all.
+				moved := false
 				for _, m := range g.Members {
-					if fresh[m] {
+					moved = moved || (fresh[m] && in.Updates[m].changed)
+				}
+				for _, m := range g.Members {
+					if fresh[m] && (in.Updates[m].changed || !moved) {
 						b.recordAccepted(&in.Updates[m], &it, "")
 					}
 				}
@@ -457,7 +466,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		}
 		res.Items++
 	}
-	u.noDest = changed && !recorded && len(u.Items) == 0
+	u.noDest, u.changed = changed && !recorded && len(u.Items) == 0, changed
 	return true, nil
 }
 

@@ -271,8 +271,8 @@ func TestFailedAckNeverRepeatsTheCall(t *testing.T) {
 				return nil
 			}}
 			s := openStore(t, d.opts(t), sink)
-			// More failures than one ack() makes (6 submissions), so the job
-			// itself fails and River runs it again.
+			// Seven failed writes in a row: the job keeps its outcome and
+			// writes it again (within job_timeout) instead of calling again.
 			const failures = 7
 			s.failAcks.Store(failures)
 			ctx := context.Background()

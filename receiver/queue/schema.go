@@ -165,6 +165,15 @@ var migrations = []string{
 	// 25: the closed Backlog issue records the janitor prunes
 	// (storage.retention.closed_issues), found without reading open ones.
 	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed')`,
+	// 26: the rate budget replicas share on PostgreSQL (ratebudget.go): per
+	// limiter id (a hash, never the API key), the start of the next free
+	// call slot and the end of a 429's hold, in microseconds since the
+	// epoch on the database's clock.
+	`CREATE TABLE alertfan_rate (
+		key        TEXT   PRIMARY KEY,
+		next_slot  BIGINT NOT NULL,
+		held_until BIGINT NOT NULL DEFAULT 0
+	)`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

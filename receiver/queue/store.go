@@ -121,7 +121,12 @@ type Store struct {
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
 
+	// prepared holds statements prepared once on the SQLite writer
+	// (see prepareHot); nil on PostgreSQL.
+	prepared map[string]*sql.Stmt
+
 	ops      chan *op
+	acks     chan *op // delivery outcomes (ackCommitter)
 	closing  chan struct{}
 	wg       sync.WaitGroup
 	ready    atomic.Bool
@@ -170,7 +175,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.JanitorInterval <= 0 {
 		opts.JanitorInterval = opts.Retention.janitorInterval()
 	}
-	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), closing: make(chan struct{})}
+	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{})}
 	empty, noneRetired := map[string]Target{}, map[string]Target{}
 	s.targets.Store(&empty)
 	s.retired.Store(&noneRetired)
@@ -200,6 +205,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			s.closeDB()
 			return nil, err
 		}
+	}
+	if err := s.prepareHot(ctx); err != nil {
+		s.closeDB()
+		return nil, err
 	}
 	if err := s.newClient(); err != nil {
 		s.closeDB()
@@ -414,6 +423,8 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.committer()
 	}
+	s.wg.Add(1)
+	go s.ackCommitter()
 	s.wg.Add(1)
 	go s.every(s.opts.JanitorInterval, s.janitor)
 	if s.ckdb != nil {

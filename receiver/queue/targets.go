@@ -101,6 +101,14 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target) (map
 	o := &op{done: make(chan error, 1)}
 	o.fn = func(ctx context.Context, b *batch) error {
 		moves, orphans = map[string]string{}, map[string]int{}
+		if b.s.dialect == dialectPostgres {
+			// Replicas starting together rewrite the table one at a time
+			// (each deletes it and inserts its set; two at once collide on
+			// the key). Released at commit.
+			if _, err := b.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(72616375)`); err != nil {
+				return fmt.Errorf("queue: lock target destinations: %w", err)
+			}
+		}
 		rows, err := b.tx.QueryContext(ctx, `SELECT id, dest FROM alertfan_target`)
 		if err != nil {
 			return fmt.Errorf("queue: read target destinations: %w", err)

@@ -538,9 +538,17 @@ const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest 
 // newer version is waiting. It outlives the job's context: a delivery that
 // happened must be recorded even during shutdown, or it would be made
 // again.
+//
+// A write that fails (PostgreSQL restarting, a disk full) is retried until
+// the job's own deadline (delivery.job_timeout), with the job kept: once
+// the job gives up, any replica may run it again, and that replica, not
+// knowing the call was made, would make it again. So an outage of the
+// store shorter than job_timeout repeats no call.
 func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord) (bool, error) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
-	defer cancel()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(commitDeadline)
+	}
 	var pending bool
 	fn := func(ctx context.Context, b *batch) error {
 		for _, r := range rec.calls {
@@ -565,16 +573,22 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		return nil
 	}
 	var err error
-	for i := 0; i < 6; i++ {
+	for i := 0; ; i++ {
 		if s.injectAckFailure() {
 			err = errInjected
-		} else if err = s.submit(actx, fn); err == nil {
-			return pending, nil
+		} else {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
+			err = s.submitTo(actx, s.acks, fn)
+			cancel()
+			if err == nil {
+				return pending, nil
+			}
 		}
-		if errors.Is(err, ErrClosed) || actx.Err() != nil {
+		wait := min(time.Duration(100<<min(i, 5))*time.Millisecond, 2*time.Second)
+		if errors.Is(err, ErrClosed) || time.Now().Add(wait).After(deadline) {
 			break
 		}
-		time.Sleep(time.Duration(100<<i) * time.Millisecond)
+		time.Sleep(wait)
 	}
 	return false, fmt.Errorf("record delivery: %w", err)
 }

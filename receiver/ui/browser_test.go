@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,7 +37,7 @@ const (
 // (receiver/ui/e2e/status.mjs, playwright-core) against a real server
 // with basic auth and the admin API on: the alert list, a matcher search,
 // an alert's timeline, a dead letter retried until delivered, the other
-// views and a phone-sized viewport. ALERTFAN_SCREENSHOTS=<dir> keeps the
+// views, and a phone-sized viewport through a reverse proxy at a sub-path. ALERTFAN_SCREENSHOTS=<dir> keeps the
 // screenshots (docs/status-*.png come from it).
 func TestStatusPageInBrowser(t *testing.T) {
 	chromium := os.Getenv("ALERTFAN_CHROMIUM")
@@ -145,13 +148,22 @@ func TestStatusPageInBrowser(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, os.MkdirAll(shots, 0o755))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// A reverse proxy that serves alertfan under /alertfan/ (as a path
+	// prefix is stripped by nginx's proxy_pass with a URI): the phone step
+	// loads the page through it, which works only with relative URLs.
+	target, err := neturl.Parse(url)
+	require.NoError(t, err)
+	proxy := httptest.NewServer(http.StripPrefix("/alertfan", httputil.NewSingleHostReverseProxy(target)))
+	defer proxy.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "status.mjs")
 	cmd.Dir = e2e
 	cmd.Env = append(os.Environ(),
 		"ALERTFAN_URL="+url,
 		"ALERTFAN_URL_READONLY="+readonly,
+		"ALERTFAN_URL_PROXIED="+proxy.URL+"/alertfan/",
 		"ALERTFAN_USER="+webUser,
 		"ALERTFAN_PASSWORD="+webPassword,
 		"CHROMIUM="+chromium,

@@ -206,7 +206,7 @@ func (n *Notifier) checkTemplates() error {
 	for _, rule := range []string{RuleMarkdown, RuleBacklog} {
 		data := newData(sample, rule)
 		for field, text := range n.templateFields() {
-			if _, err := n.d.Template.ExecuteTextString(text, data); err != nil {
+			if _, err := sinks.ExecuteText(n.d.Template, text, data); err != nil {
 				return fmt.Errorf("%s: template %q: %w", field, text, err)
 			}
 		}
@@ -444,7 +444,12 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 // Link is the web page of an issue: {api_url}/view/{issueKey} (the
 // space's URL is the API's; https://support.nulab.com/hc/en-us/articles/8757779568409).
 func (n *Notifier) Link(issueKey string) string {
-	return strings.TrimSuffix(n.conf.APIURL, "/") + "/view/" + url.PathEscape(issueKey)
+	base := strings.TrimSuffix(n.conf.APIURL, "/")
+	if u, err := url.Parse(base); err == nil && u.User != nil {
+		u.User = nil // credentials never go into a link
+		base = u.String()
+	}
+	return base + "/view/" + url.PathEscape(issueKey)
 }
 
 // reresolveOn400 handles a 400 from Backlog: names resolved at start may
@@ -590,7 +595,7 @@ func (w *work) exec(field, text, rule string) (string, error) {
 	if text == "" {
 		return "", nil
 	}
-	s, err := w.n.d.Template.ExecuteTextString(text, w.data)
+	s, err := sinks.ExecuteText(w.n.d.Template, text, w.data)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}

@@ -153,16 +153,29 @@ func (c *Client) scrub(s string) string {
 	return strings.ReplaceAll(s, url.QueryEscape(c.apiKey), "<secret>")
 }
 
+// maxResetWait bounds a wait read from X-RateLimit-Reset: Backlog's
+// windows are a minute long (https://developer.nulab.com/docs/backlog/rate-limit/),
+// so a longer one is a clock or a header gone wrong, and the hold it makes
+// is shared by every replica.
+const maxResetWait = 2 * time.Minute
+
 // retryAfter reads Retry-After, else Backlog's X-RateLimit-Reset (epoch
-// seconds when the window resets).
+// seconds when the window resets). The reset is measured against the
+// answer's own Date, not this machine's clock: a replica whose clock is
+// off would otherwise hold the key for everyone far too long, or not at
+// all.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	if d := sinks.ParseRetryAfter(h, now); d > 0 {
 		return d
 	}
 	if v := h.Get("X-RateLimit-Reset"); v != "" {
 		if sec, err := strconv.ParseInt(v, 10, 64); err == nil {
-			if d := time.Unix(sec, 0).Sub(now); d > 0 {
-				return d + 100*time.Millisecond
+			ref, slack := now, time.Second // reset has whole seconds
+			if date, err := http.ParseTime(h.Get("Date")); err == nil {
+				ref, slack = date, 100*time.Millisecond
+			}
+			if d := time.Unix(sec, 0).Sub(ref); d > 0 {
+				return min(d+slack, maxResetWait)
 			}
 		}
 	}

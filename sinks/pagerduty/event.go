@@ -72,7 +72,7 @@ func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, erro
 	if n.conf.DedupKey == "" {
 		return n.defaultKey(notif), nil
 	}
-	k, err := n.tmpl.ExecuteTextString(n.conf.DedupKey, notif.TemplateData())
+	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, notif.TemplateData())
 	if err != nil {
 		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
 	}
@@ -266,7 +266,7 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (*pd.V2Event, er
 		if tmplErr != nil {
 			return ""
 		}
-		s, err := n.tmpl.ExecuteTextString(text, data)
+		s, err := sinks.ExecuteText(n.tmpl, text, data)
 		if err != nil {
 			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
 		}

@@ -268,8 +268,8 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
-		r, err := template.DeepCopyWithTemplate(v, func(text string) (string, error) {
-			return n.tmpl.ExecuteTextString(text, data)
+		r, err := renderDetail(v, func(text string) (string, error) {
+			return sinks.ExecuteText(n.tmpl, text, data)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("details.%s: %w", k, err)

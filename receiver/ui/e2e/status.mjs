@@ -2,6 +2,7 @@
 // receiver/ui/browser_test.go against a real alertfan server. Input (env):
 //   ALERTFAN_URL       the server's base URL (ends with /)
 //   ALERTFAN_URL_READONLY  a server without --web.enable-admin-api
+//   ALERTFAN_URL_PROXIED   ALERTFAN_URL behind a proxy at a sub-path
 //   ALERTFAN_USER, ALERTFAN_PASSWORD   basic auth of the web config
 //   CHROMIUM           the browser binary
 //   USER_DATA_DIR      a fresh profile directory
@@ -23,7 +24,7 @@ const shots = process.env.ALERTFAN_SCREENSHOTS || '';
 const search = env('E2E_SEARCH');
 const searchHit = env('E2E_SEARCH_HIT');
 const deadName = env('E2E_DEAD');
-const T = 20000;
+const T = 30000; // ms per wait; CI machines can be slow
 
 const step = (s) => console.log(`step: ${s}`);
 async function shot(page, name) {
@@ -99,6 +100,13 @@ try {
     await page.locator('#preview-out .payload').first().waitFor({ timeout: T });
     const text = await page.locator('#preview-out').textContent();
     expect(text.includes('team-db/pagerduty/0') && text.includes('DiskFull'), `preview shows: ${text.slice(0, 300)}`);
+    // The preview is of this very alert: the dedup key PagerDuty got.
+    const sent = await page.evaluate(async () => {
+      const id = decodeURIComponent(location.hash.slice('#/alert/'.length));
+      const r = await fetch('api/v1/alerts/' + encodeURIComponent(id));
+      return (await r.json()).data.destinations.find((d) => d.kind === 'pagerduty').ref;
+    });
+    expect(sent && text.includes(sent), `preview's dedup key is not ${sent}`);
     expect(!text.includes(process.env.E2E_ROUTING_KEY || '\u0000'), 'preview shows the routing key');
   } else {
     step('preview: not served by this server, button hidden');
@@ -134,6 +142,7 @@ try {
     await page.locator(sel).first().waitFor({ timeout: T });
     expect(await page.locator('#banner').isHidden(), `error banner on ${tab}: ` + await page.locator('#banner').textContent());
   }
+  await page.waitForFunction(() => document.querySelector('#config-yaml').dataset.loaded === 'true', null, { timeout: T });
   const yaml = await page.locator('#config-yaml').textContent();
   expect(yaml.includes('<secret>'), 'config view shows no <secret>');
 
@@ -149,12 +158,16 @@ try {
   const phone = await browser.newPage();
   watch(phone);
   await phone.setViewportSize({ width: 375, height: 812 });
-  await phone.goto(base, { waitUntil: 'domcontentloaded' });
+  // Through a reverse proxy that serves alertfan under /alertfan/.
+  await phone.goto(env('ALERTFAN_URL_PROXIED'), { waitUntil: 'domcontentloaded' });
   await phone.locator('#alerts tbody tr').nth(3).waitFor({ timeout: T });
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 0, `page is ${overflow}px wider than a 375px phone`);
   expect(await phone.locator('#alerts thead').isHidden(), 'table header shown on a phone (rows are not cards)');
   await shot(phone, 'status-phone.png');
+  await phone.locator('#alerts tbody tr .alertname').first().click();
+  await phone.locator('.timeline tbody tr').first().waitFor({ timeout: T });
+  expect(new URL(phone.url()).pathname === '/alertfan/', `left the sub-path: ${phone.url()}`);
 
   expect(problems.length === 0, problems.join('\n'));
   step('ok');

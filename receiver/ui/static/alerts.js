@@ -285,6 +285,22 @@ function fmtTime(t) {
   return d.toISOString().replace('T', ' ').replace('Z', ' UTC');
 }
 
+// previewBody asks for the alert as it is: an Alertmanager alert goes as
+// a webhook with its own fingerprint and startsAt (which the PagerDuty
+// dedup key and the Backlog marker are made from), others in the short
+// form (labels, annotations, status).
+function previewBody(a) {
+  const status = a.status === 'resolved' ? 'resolved' : 'firing';
+  if (a.input === 'alertmanager' && a.starts_at && a.identity.startsWith('am:')) {
+    const alert = {
+      status, labels: a.labels || {}, annotations: a.annotations || {}, startsAt: a.starts_at, fingerprint: a.identity.slice(3),
+    };
+    if (status === 'resolved' && a.ends_at) alert.endsAt = a.ends_at;
+    return { version: '4', status, receiver: '', groupLabels: {}, alerts: [alert] };
+  }
+  return { labels: a.labels || {}, annotations: a.annotations || {}, status };
+}
+
 function previewSection(currentAlert) {
   const out = h('div', { id: 'preview-out' });
   const btn = h('button', { type: 'button', class: 'btn', id: 'preview' }, 'Preview payloads');
@@ -294,8 +310,7 @@ function previewSection(currentAlert) {
     btn.disabled = true;
     const a = currentAlert();
     try {
-      const status = a.status === 'resolved' ? 'resolved' : 'firing';
-      const data = await api('preview', { method: 'POST', json: { labels: a.labels || {}, annotations: a.annotations || {}, status } });
+      const data = await api('preview', { method: 'POST', json: previewBody(a) });
       // Each item: the call (method, URL without credentials) and its
       // payload, or why there is none (skip) or why it cannot be rendered.
       out.replaceChildren(...(data || []).map((p) => h('div', { class: 'payload', dataset: { target: p.target } },

@@ -73,5 +73,6 @@ export function configView(main) {
       d.loaded_at ? h('span', {}, 'loaded ', time(d.loaded_at)) : null,
       h('span', { class: 'muted' }, 'secrets are shown as <secret>'));
     pre.textContent = d.yaml || '';
+    pre.dataset.loaded = 'true';
   }, (e) => { pre.textContent = ''; showError(e); });
 }
