@@ -168,4 +168,3 @@ receivers:
 	mu.Unlock()
 	require.Zero(t, dups, "PagerDuty got repeats though no replica was killed")
 }
-

@@ -142,10 +142,10 @@ var pruneRules = []pruneRule{
 		table:     "alertfan_backlog_issue",
 		retention: func(r Retention) time.Duration { return r.ClosedIssues },
 		query: `DELETE FROM alertfan_backlog_issue WHERE (target, identity) IN (
-			SELECT target, identity FROM alertfan_backlog_issue b WHERE state IN ('closed', 'person_closed') AND updated_at < ?
+			SELECT target, identity FROM alertfan_backlog_issue b WHERE state IN ('closed', 'person_closed', 'resolved') AND updated_at < ?
 				AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.target = b.target AND st.key = b.identity AND (st.resolved = 0 OR st.pending = 1))
 			LIMIT ?)
-			AND state IN ('closed', 'person_closed') AND updated_at < ?`,
+			AND state IN ('closed', 'person_closed', 'resolved') AND updated_at < ?`,
 	},
 	{
 		table:     "alertfan_dead",

@@ -110,7 +110,8 @@ func TestPrune(t *testing.T) {
 	issue("creating old", "i4", "creating", old, true)
 	issue("person_closed old, alert still firing", "s3", "person_closed", old, true)
 	issue("person_closed old, alert resolved", "s2", "person_closed", old, false)
-	issue("resolved (issue left open) old", "i5", "resolved", old, true)
+	issue("resolved (issue left open) old, alert resolved", "i5", "resolved", old, false)
+	issue("resolved (issue left open) within closed_issues", "i6", "resolved", now.Add(-90*time.Minute).UnixNano(), true)
 	hist := func(name, id string, at int64, want bool) {
 		rows = append(rows, mk("history/"+name, `INSERT INTO alertfan_history (at, identity, event) VALUES (?, ?, 'accepted')`,
 			[]any{at, id}, `SELECT COUNT(*) FROM alertfan_history WHERE identity = ?`, id, want))
@@ -160,8 +161,8 @@ func TestPrune(t *testing.T) {
 				pruned[r.table] = prunedCount(t, s, r.table)
 			}
 			require.Equal(t, map[string]float64{"river_job": 3, "alertfan_state": 2, "alertfan_alert": 2, "alertfan_identity": 0,
-				"alertfan_backlog_issue": 2, "alertfan_dead": 1, "alertfan_history": 1}, pruned)
-			require.EqualValues(t, 11, n)
+				"alertfan_backlog_issue": 3, "alertfan_dead": 1, "alertfan_history": 1}, pruned)
+			require.EqualValues(t, 12, n)
 
 			// A second run finds nothing more.
 			n, err = s.prune(ctx, now)

@@ -174,6 +174,10 @@ var migrations = []string{
 		next_slot  BIGINT NOT NULL,
 		held_until BIGINT NOT NULL DEFAULT 0
 	)`,
+	// 27-28: the records of issues alertfan left open at resolve
+	// (on_resolved: comment|none) are pruned too; the index covers them.
+	`DROP INDEX alertfan_backlog_issue_gc`,
+	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed', 'resolved')`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
