@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/alertfan/alertfan/sinks/sinkstest"
@@ -47,26 +45,5 @@ func historyCost(work, bin string, d time.Duration, senders int) error {
 }
 
 func startHistoryAlertfan(work, name, bin, pdURL string, history bool) (*proc, error) {
-	dir := filepath.Join(work, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	cfg := fmt.Sprintf(`storage:
-  driver: sqlite
-  path: data/alertfan.db
-  history: %v
-route:
-  receiver: bench
-receivers:
-  - name: bench
-    pagerduty_configs:
-      - routing_key: %s
-        url: %s
-        rate_limit_per_minute: 120
-`, history, routingKey, pdURL)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	addr := freeAddr()
-	return startProc(addr, dir, bin, "--config.file=config.yml", "--web.listen-address="+addr, "--log.level=error")
+	return startAlertfanWith(work, name, bin, pdURL, 120, fmt.Sprintf("  history: %v\n", history))
 }

@@ -503,6 +503,12 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 }
 
 func startAlertfan(work, name, bin, pdURL string, perMinute int) (*proc, error) {
+	return startAlertfanWith(work, name, bin, pdURL, perMinute, "")
+}
+
+// startAlertfanWith is startAlertfan with more storage settings (YAML
+// lines indented under storage:).
+func startAlertfanWith(work, name, bin, pdURL string, perMinute int, storage string) (*proc, error) {
 	dir := filepath.Join(work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -510,7 +516,7 @@ func startAlertfan(work, name, bin, pdURL string, perMinute int) (*proc, error) 
 	cfg := fmt.Sprintf(`storage:
   driver: sqlite
   path: data/alertfan.db
-route:
+%sroute:
   receiver: bench
 receivers:
   - name: bench
@@ -518,7 +524,7 @@ receivers:
       - routing_key: %s
         url: %s
         rate_limit_per_minute: %d
-`, routingKey, pdURL, perMinute)
+`, storage, routingKey, pdURL, perMinute)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -178,14 +178,7 @@ func TestKill9MidStream(t *testing.T) {
 			// repeat is counted.
 			require.Eventually(t, func() bool { return queueIdle(c.addr) }, 90*time.Second, 200*time.Millisecond)
 
-			counts := map[string]int{}
-			first := map[string]time.Time{}
-			for _, e := range pd.Events() {
-				counts[e.DedupKey]++
-				if _, ok := first[e.DedupKey]; !ok {
-					first[e.DedupKey] = e.Received
-				}
-			}
+			counts, first := eventsByKey(pd)
 			repeats := 0
 			for k, n := range counts {
 				if n == 1 {
@@ -520,4 +513,18 @@ func TestKill9MidStreamWithResolvesAndAcks(t *testing.T) {
 			require.LessOrEqual(t, repeats, 20*16)
 		})
 	}
+}
+
+// eventsByKey counts the fake PagerDuty's events per dedup_key and when
+// each key was first received.
+func eventsByKey(pd *sinkstest.PagerDuty) (map[string]int, map[string]time.Time) {
+	counts := map[string]int{}
+	first := map[string]time.Time{}
+	for _, e := range pd.Events() {
+		counts[e.DedupKey]++
+		if _, ok := first[e.DedupKey]; !ok {
+			first[e.DedupKey] = e.Received
+		}
+	}
+	return counts, first
 }

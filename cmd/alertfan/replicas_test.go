@@ -309,21 +309,16 @@ receivers:
 		return true
 	}, 120*time.Second, 200*time.Millisecond)
 
-	counts := map[string]int{}
-	first := map[string]time.Time{}
-	for _, e := range pd.Events() {
-		counts[e.DedupKey]++
-		if _, ok := first[e.DedupKey]; !ok {
-			first[e.DedupKey] = e.Received
-		}
-	}
+	counts, first := eventsByKey(pd)
 	repeats := 0
 	for k, n := range counts {
 		if n == 1 {
 			continue
 		}
 		repeats += n - 1
-		require.True(t, first[k].Before(killAt.Add(time.Millisecond)), "key %s first delivered after the kill, then again: work done twice", k)
+		// A call the killed replica had on the wire reaches the fake a
+		// little after the kill; a key first sent later was not its.
+		require.True(t, first[k].Before(killAt.Add(500*time.Millisecond)), "key %s first delivered after the kill, then again: work done twice", k)
 		require.LessOrEqual(t, n, 2, "key %s delivered %d times", k, n)
 	}
 	issues := map[string]int{}

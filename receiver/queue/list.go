@@ -2,12 +2,8 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 )
 
 // Queue states an operator lists with `alertfan queue list --state`.
@@ -44,7 +40,6 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 	}
 	defer rows.Close()
 	var out []Entry
-	idx := map[[2]string]int{}
 	for rows.Next() {
 		var e Entry
 		var payload string
@@ -57,43 +52,24 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 		var d DeadLetter
 		d.describe([]byte(payload))
 		e.Alertname, e.Labels = d.Alertname, d.Labels
-		idx[[2]string{e.Target, e.Key}] = len(out)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if len(out) == 0 || s.client == nil {
+	if len(out) == 0 {
 		return out, nil
 	}
 	// Jobs that have failed at least once say how the key is doing.
-	res, err := s.client.JobList(ctx, river.NewJobListParams().
-		Kinds(deliverArgs{}.Kind()).
-		States(rivertype.JobStateRetryable, rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRunning).
-		First(maxListed))
+	retrying, err := s.retryingKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("queue: list jobs: %w", err)
+		return nil, err
 	}
-	for _, j := range res.Jobs {
-		if len(j.Errors) == 0 {
-			continue
-		}
-		var a deliverArgs
-		if json.Unmarshal(j.EncodedArgs, &a) != nil {
-			continue
-		}
-		last := j.Errors[len(j.Errors)-1]
-		for _, k := range a.Keys {
-			i, ok := idx[[2]string{a.Target, k.Key}]
-			if !ok {
-				continue
-			}
-			e := &out[i]
-			e.State = StateRetrying
-			e.Attempts = j.Attempt
-			e.LastError = last.Error
-			next := j.ScheduledAt.UTC()
-			e.NextAttempt = &next
+	for i := range out {
+		e := &out[i]
+		if r, ok := retrying[[2]string{e.Target, e.Key}]; ok {
+			next := r.next
+			e.State, e.Attempts, e.LastError, e.NextAttempt = StateRetrying, r.attempt, r.lastError, &next
 		}
 	}
 	return out, nil
