@@ -79,8 +79,27 @@ func (b *batch) record(r histRow) {
 	b.hist = append(b.hist, r)
 }
 
+// sqlInsertHistory writes one row. On SQLite it is prepared once on the
+// writer (hotStatements) and run per row: modernc parses every prepare, and
+// a multi-row INSERT whose text changes with the row count was prepared
+// again by every batch. PostgreSQL takes the multi-row form, one round trip
+// per 128 rows.
+const sqlInsertHistory = `INSERT INTO alertfan_history (` + histColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 // flushHistory writes the batch's history rows.
 func (b *batch) flushHistory(ctx context.Context) error {
+	if b.s.dialect == dialectSQLite {
+		for i := range b.hist {
+			r := &b.hist[i]
+			r.clean()
+			if _, err := b.exec(ctx, sqlInsertHistory, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref); err != nil {
+				return fmt.Errorf("queue: write history: %w", err)
+			}
+		}
+		b.hist = b.hist[:0]
+		return nil
+	}
 	for start := 0; start < len(b.hist); start += histChunk {
 		rows := b.hist[start:min(start+histChunk, len(b.hist))]
 		args := make([]any, 0, len(rows)*17)

@@ -158,7 +158,7 @@ var pruneRules = []pruneRule{
 		table:     "alertfan_history",
 		retention: func(r Retention) time.Duration { return r.History },
 		query: `DELETE FROM alertfan_history WHERE id IN (
-			SELECT id FROM alertfan_history WHERE at < ? ORDER BY at LIMIT ?)
+			SELECT id FROM alertfan_history WHERE at < ? ORDER BY id LIMIT ?)
 			AND at < ?`,
 	},
 }

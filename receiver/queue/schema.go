@@ -136,12 +136,15 @@ var migrations = []string{
 		id INTEGER NOT NULL PRIMARY KEY,
 		at BIGINT  NOT NULL
 	)`,
-	// 22–24: delivery history, one row per accepted transition (accepted,
+	// 22–23: delivery history, one row per accepted transition (accepted,
 	// stale, expired) and per call made (and per dead-letter action), written
 	// in the transactions that already make them; pruned by
-	// storage.retention.history. at is Unix nanoseconds.
+	// storage.retention.history. at is Unix nanoseconds. The id is a plain
+	// rowid on SQLite (no AUTOINCREMENT: no sqlite_sequence write per row)
+	// and grows with at, so pruning walks it oldest first and no index on
+	// at is kept: intake pays for one index, the identity's.
 	`CREATE TABLE alertfan_history (
-		id          {{id}},
+		id          {{rowid}},
 		at          BIGINT  NOT NULL,
 		identity    TEXT    NOT NULL,
 		target      TEXT    NOT NULL DEFAULT '',
@@ -161,7 +164,8 @@ var migrations = []string{
 		ref         TEXT    NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX alertfan_history_identity ON alertfan_history (identity, at)`,
-	`CREATE INDEX alertfan_history_at ON alertfan_history (at)`,
+	// 24: dead letters by (target, key), for the status API.
+	`CREATE INDEX alertfan_dead_key ON alertfan_dead (target, key)`,
 	// 25: the closed Backlog issue records the janitor prunes
 	// (storage.retention.closed_issues), found without reading open ones.
 	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed')`,
@@ -191,16 +195,16 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 	if have > len(migrations) {
 		return fmt.Errorf("queue: the database is at schema version %d, newer than this alertfan knows (%d); run a newer alertfan", have, len(migrations))
 	}
-	id := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	id, rowid := "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER PRIMARY KEY"
 	if s.dialect == dialectPostgres {
-		id = "BIGSERIAL PRIMARY KEY"
+		id, rowid = "BIGSERIAL PRIMARY KEY", "BIGSERIAL PRIMARY KEY"
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, strings.ReplaceAll(migrations[v-1], "{{id}}", id)); err != nil {
+		if _, err := tx.ExecContext(ctx, strings.NewReplacer("{{id}}", id, "{{rowid}}", rowid).Replace(migrations[v-1])); err != nil {
 			tx.Rollback() //nolint:errcheck
 			return fmt.Errorf("queue: migration %d: %w", v, err)
 		}
