@@ -308,7 +308,11 @@ func nanoTime(ns int64) *time.Time {
 // and the group keys its history says it was accepted under.
 func (s *Store) destinations(ctx context.Context, identity string, retrying map[[2]string]retryInfo) ([]Destination, error) {
 	pairs := map[[2]string]bool{}
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT DISTINCT target, key FROM alertfan_history WHERE identity = ? AND event = ? AND key <> ? AND key <> ''`), identity, EventAccepted, identity)
+	where, args, err := s.historyWhere(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT DISTINCT target, key FROM alertfan_history WHERE `+where+` AND event = ? AND key <> ? AND key <> ''`), append(args, EventAccepted, identity)...)
 	if err != nil {
 		return nil, fmt.Errorf("queue: read alert groups: %w", err)
 	}
@@ -393,8 +397,12 @@ func (s *Store) describeDestination(ctx context.Context, d *Destination) error {
 			return fmt.Errorf("queue: read dead letter: %w", err)
 		}
 	}
+	where, args, err := s.historyWhere(ctx, d.Key)
+	if err != nil {
+		return err
+	}
 	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT outcome, reason, error, attempt, ref FROM alertfan_history
-		WHERE identity = ? AND target = ? AND event = ? ORDER BY at DESC, id DESC LIMIT 20`), d.Key, d.Target, EventCall)
+		WHERE `+where+` AND target = ? AND event = ? ORDER BY id DESC LIMIT 20`), append(args, d.Target, EventCall)...)
 	if err != nil {
 		return fmt.Errorf("queue: read calls: %w", err)
 	}
@@ -509,14 +517,22 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		return rows.Err()
 	}
 	const cols = `SELECT at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM alertfan_history`
-	if err := read(cols+` WHERE identity = ? ORDER BY at DESC, id DESC LIMIT ?`, identity, maxHistory); err != nil {
+	where, args, err := s.historyWhere(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	if err := read(cols+` WHERE `+where+` ORDER BY id DESC LIMIT ?`, append(args, maxHistory)...); err != nil {
 		return nil, err
 	}
 	for _, d := range dests {
 		if d.Key == identity {
 			continue
 		}
-		if err := read(cols+` WHERE identity = ? AND target = ? AND event <> ? ORDER BY at DESC, id DESC LIMIT ?`, d.Key, d.Target, EventAccepted, maxHistory); err != nil {
+		where, args, err := s.historyWhere(ctx, d.Key)
+		if err != nil {
+			return nil, err
+		}
+		if err := read(cols+` WHERE `+where+` AND target = ? AND event <> ? ORDER BY id DESC LIMIT ?`, append(args, d.Target, EventAccepted, maxHistory)...); err != nil {
 			return nil, err
 		}
 	}
@@ -525,6 +541,25 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		out = out[len(out)-maxHistory:]
 	}
 	return out, nil
+}
+
+// historyWhere is the condition that selects the history rows of an
+// identity (or of a group key): on SQLite by aid, the rowid of its alert
+// row (see migration 22), and by identity for rows kept without one.
+// identity is checked on both, so a rowid SQLite hands out again after the
+// alert row was pruned never mixes two alerts.
+func (s *Store) historyWhere(ctx context.Context, identity string) (string, []any, error) {
+	if s.dialect == dialectSQLite {
+		var aid int64
+		err := s.rdb.QueryRowContext(ctx, sqlAlertRowid, identity).Scan(&aid)
+		switch {
+		case err == nil:
+			return `((aid = ? AND identity = ?) OR (aid = 0 AND identity = ?))`, []any{aid, identity, identity}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return "", nil, fmt.Errorf("queue: read alert: %w", err)
+		}
+	}
+	return `(aid = 0 AND identity = ?)`, []any{identity}, nil
 }
 
 func encodeCursor(seen int64, identity string) string {

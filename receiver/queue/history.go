@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -30,6 +32,8 @@ const (
 // transaction, with one multi-row INSERT (flushHistory): the history costs
 // no transaction and no fsync of its own.
 type histRow struct {
+	// aid is the alert's alertfan_alert rowid on SQLite (0: none known).
+	aid                                    int64
 	at                                     int64
 	identity, target, key, event           string
 	input, status, labels, receiver, route string
@@ -40,9 +44,9 @@ type histRow struct {
 	ref                                    string
 }
 
-const histColumns = `at, identity, target, key, event, input, status, labels, receiver, route, action, outcome, http_status, reason, error, attempt, ref`
+const histColumns = `aid, at, identity, target, key, event, input, status, labels, receiver, route, action, outcome, http_status, reason, error, attempt, ref`
 
-// histChunk rows go in one INSERT: 17 parameters each stays well under
+// histChunk rows go in one INSERT: 18 parameters each stays well under
 // SQLite's and PostgreSQL's parameter limits.
 const histChunk = 128
 
@@ -84,7 +88,10 @@ func (b *batch) record(r histRow) {
 // a multi-row INSERT whose text changes with the row count was prepared
 // again by every batch. PostgreSQL takes the multi-row form, one round trip
 // per 128 rows.
-const sqlInsertHistory = `INSERT INTO alertfan_history (` + histColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const sqlInsertHistory = `INSERT INTO alertfan_history (` + histColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// sqlAlertRowid finds the aid of a row the worker writes (a call).
+const sqlAlertRowid = `SELECT rowid FROM alertfan_alert WHERE identity = ?`
 
 // flushHistory writes the batch's history rows.
 func (b *batch) flushHistory(ctx context.Context) error {
@@ -92,7 +99,15 @@ func (b *batch) flushHistory(ctx context.Context) error {
 		for i := range b.hist {
 			r := &b.hist[i]
 			r.clean()
-			if _, err := b.exec(ctx, sqlInsertHistory, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+			if r.aid == 0 && r.identity != "" {
+				// A call, an expiry, an operator's action: the alert's row
+				// (none for a group key) gives the aid.
+				err := b.queryRow(ctx, sqlAlertRowid, r.identity).Scan(&r.aid)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("queue: history: read alert: %w", err)
+				}
+			}
+			if _, err := b.exec(ctx, sqlInsertHistory, r.aid, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
 				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref); err != nil {
 				return fmt.Errorf("queue: write history: %w", err)
 			}
@@ -102,10 +117,10 @@ func (b *batch) flushHistory(ctx context.Context) error {
 	}
 	for start := 0; start < len(b.hist); start += histChunk {
 		rows := b.hist[start:min(start+histChunk, len(b.hist))]
-		args := make([]any, 0, len(rows)*17)
+		args := make([]any, 0, len(rows)*18)
 		for _, r := range rows {
 			r.clean()
-			args = append(args, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+			args = append(args, int64(0), r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
 				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
 		}
 		if _, err := b.exec(ctx, historyInsert(len(rows)), args...); err != nil {
@@ -121,7 +136,7 @@ func (b *batch) flushHistory(ctx context.Context) error {
 var historyInserts [histChunk + 1]string
 
 func init() {
-	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", 17), ", ") + ")"
+	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", 18), ", ") + ")"
 	for n := 1; n <= histChunk; n++ {
 		historyInserts[n] = "INSERT INTO alertfan_history (" + histColumns + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+", ", n), ", ")
 	}

@@ -137,6 +137,8 @@ type Update struct {
 	// changed is set by Accept when the update moved the alert's own state
 	// (new, or another status): a group's history row names such members.
 	changed bool
+	// aid is the alert row's rowid on SQLite (the history's aid), else 0.
+	aid int64
 }
 
 // GroupItem is a work item made of several alerts (PagerDuty group mode).
@@ -241,11 +243,17 @@ func nextAlertRow(prev alertRow, found bool, u *Update, now int64) alertRow {
 }
 
 const (
-	sqlGetAlert    = `SELECT status, starts_at, ends_at FROM alertfan_alert WHERE identity = ?`
+	sqlGetAlert    = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
+	// On SQLite the alert's rowid is the history's aid (see migration 22).
+	sqlGetAlertSQLite = `SELECT status, starts_at, ends_at, rowid FROM alertfan_alert WHERE identity = ?`
 	sqlUpsertAlert = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
-			seen_at = excluded.seen_at`
+			seen_at = excluded.seen_at RETURNING 0`
+	sqlUpsertAlertSQLite = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
+			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
+			seen_at = excluded.seen_at RETURNING rowid`
 	sqlKeyTargets = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
 )
 
@@ -317,7 +325,7 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 		for i := range in.Updates {
 			if u := &in.Updates[i]; u.noDest && !grouped[i] && (in.GroupKey == "" || res.Sticky == 0) {
 				// Accepted, but no destination: the history says so ("Why not?").
-				b.record(histRow{identity: u.Identity, event: EventAccepted, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
+				b.record(histRow{aid: u.aid, identity: u.Identity, event: EventAccepted, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
 			}
 		}
 		return nil
@@ -380,7 +388,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 	known, changed := false, u.Identity == "" || u.Want == PhaseEvent
 	if u.Identity != "" && u.Want != PhaseEvent {
 		var prev alertRow
-		err := b.queryRow(ctx, sqlGetAlert, u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt)
+		err := b.queryRow(ctx, b.s.dialect.pick(sqlGetAlert, sqlGetAlertSQLite), u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt, &u.aid)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
@@ -388,7 +396,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		default:
 			known = true
 			if isStale(prev, u) {
-				b.record(histRow{identity: u.Identity, event: EventStale, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
+				b.record(histRow{aid: u.aid, identity: u.Identity, event: EventStale, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
 				res.Stale++
 				if res.StaleByInput == nil {
 					res.StaleByInput = map[string]int{}
@@ -403,7 +411,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		if labels == "" {
 			labels = "{}"
 		}
-		if _, err := b.exec(ctx, sqlUpsertAlert, u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now); err != nil {
+		if err := b.queryRow(ctx, b.s.dialect.pick(sqlUpsertAlert, sqlUpsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now).Scan(&u.aid); err != nil {
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
 	}
@@ -483,7 +491,7 @@ func (b *batch) recordAccepted(u *Update, it *Item, route string) {
 	if route == "" {
 		route = u.Routes[recv]
 	}
-	b.record(histRow{identity: u.Identity, target: it.Target, key: it.Key, event: EventAccepted, input: u.Input,
+	b.record(histRow{aid: u.aid, identity: u.Identity, target: it.Target, key: it.Key, event: EventAccepted, input: u.Input,
 		status: string(u.Want), labels: string(u.Labels), receiver: recv, route: route})
 }
 
