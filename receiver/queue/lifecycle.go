@@ -243,10 +243,10 @@ func nextAlertRow(prev alertRow, found bool, u *Update, now int64) alertRow {
 }
 
 const (
-	sqlGetAlert    = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
+	sqlGetAlert = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
 	// On SQLite the alert's rowid is the history's aid (see migration 22).
 	sqlGetAlertSQLite = `SELECT status, starts_at, ends_at, rowid FROM alertfan_alert WHERE identity = ?`
-	sqlUpsertAlert = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+	sqlUpsertAlert    = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
 			seen_at = excluded.seen_at RETURNING 0`
