@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"strings"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,9 +34,12 @@ func TestPagerDutyTriggerThenResolve(t *testing.T) {
 	require.Equal(t, 200, code)
 	require.Eventually(t, func() bool { return len(eventsFor(pd, "resolve")) == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, eventsFor(pd, "trigger")[0].DedupKey, eventsFor(pd, "resolve")[0].DedupKey, "resolve reaches the same incident")
-	_, m := ts.get(t, "/metrics")
-	require.Contains(t, m, `alertfan_deliveries_total{reason="",receiver="oncall",result="success",sink="pagerduty"} 2`)
-	require.Contains(t, m, `alertfan_delivery_latency_seconds_count{sink="pagerduty"} 2`)
+	// The fake has the event before the worker counts it: wait for both.
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_deliveries_total{reason="",receiver="oncall",result="success",sink="pagerduty"} 2`) &&
+			strings.Contains(m, `alertfan_delivery_latency_seconds_count{sink="pagerduty"} 2`)
+	}, 10*time.Second, 10*time.Millisecond)
 }
 
 func TestPagerDutyGroupModeOneIncidentPerGroup(t *testing.T) {
