@@ -1,10 +1,10 @@
 package receiver
 
 import (
-	"strings"
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
