@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/alertmanager/matcher/compat"
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/model"
 
 	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/route"
@@ -222,32 +221,25 @@ func printTree(w io.Writer, root *route.Route, lset map[string]string) {
 	walk(root, "", true)
 }
 
-// matchedNodes walks the tree as route.Match does: the nodes on the path
-// and the final ones, whose receivers the labels reach.
+// matchedNodes marks the nodes the labels end at (route.Matches: whose
+// receivers they reach) and every node on the way to one of them.
 func matchedNodes(root *route.Route, lset map[string]string) (onPath, final map[*route.Route]bool) {
 	onPath, final = map[*route.Route]bool{}, map[*route.Route]bool{}
-	ls := labelSet(lset)
-	var match func(r *route.Route) bool
-	match = func(r *route.Route) bool {
-		if !r.Matchers.Matches(ls) {
-			return false
-		}
-		onPath[r] = true
-		matched := false
+	for _, n := range root.Matches(lset) {
+		final[n] = true
+	}
+	var mark func(r *route.Route) bool
+	mark = func(r *route.Route) bool {
+		on := final[r]
 		for _, c := range r.Routes {
-			if match(c) {
-				matched = true
-				if !c.Continue {
-					break
-				}
+			if mark(c) {
+				on = true
 			}
 		}
-		if !matched {
-			final[r] = true
-		}
-		return true
+		onPath[r] = on
+		return on
 	}
-	match(root)
+	mark(root)
 	return onPath, final
 }
 
@@ -298,12 +290,4 @@ func formKeys(f url.Values) []string {
 	}
 	slices.Sort(rest)
 	return append(keys, rest...)
-}
-
-func labelSet(ls map[string]string) model.LabelSet {
-	out := make(model.LabelSet, len(ls))
-	for k, v := range ls {
-		out[model.LabelName(k)] = model.LabelValue(v)
-	}
-	return out
 }

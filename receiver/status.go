@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/alertmanager/matcher/compat"
 	"github.com/prometheus/alertmanager/pkg/labels"
-	"github.com/prometheus/common/model"
 
 	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/receiver/route"
@@ -80,13 +79,7 @@ func (s *server) handleAlertList(w http.ResponseWriter, r *http.Request) {
 		aq.Limit = n
 	}
 	if len(ms) > 0 {
-		aq.Match = func(ls map[string]string) bool {
-			set := make(model.LabelSet, len(ls))
-			for k, v := range ls {
-				set[model.LabelName(k)] = model.LabelValue(v)
-			}
-			return ms.Matches(set)
-		}
+		aq.Match = func(ls map[string]string) bool { return ms.Matches(route.LabelSet(ls)) }
 	}
 	page, err := s.store.ListAlerts(r.Context(), aq)
 	switch {

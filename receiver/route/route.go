@@ -100,11 +100,16 @@ func (r *Route) Match(lset map[string]string) []string {
 // Matches returns the nodes the label set ends at, in tree order (several
 // with continue), each with its Path; Match is their receivers.
 func (r *Route) Matches(lset map[string]string) []*Route {
+	return r.match(LabelSet(lset))
+}
+
+// LabelSet is lset as Alertmanager's matchers take it.
+func LabelSet(lset map[string]string) model.LabelSet {
 	ls := make(model.LabelSet, len(lset))
 	for k, v := range lset {
 		ls[model.LabelName(k)] = model.LabelValue(v)
 	}
-	return r.match(ls)
+	return ls
 }
 
 func (r *Route) match(ls model.LabelSet) []*Route {
