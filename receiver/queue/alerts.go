@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -138,6 +139,7 @@ func (s *Store) ListAlerts(ctx context.Context, q AlertQuery) (AlertPage, error)
 		return AlertPage{}, err
 	}
 	page := AlertPage{Alerts: []AlertView{}}
+	hc := s.historyConds()
 	scanned := 0
 	for {
 		rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT identity, input, status, starts_at, ends_at, labels, seen_at FROM alertfan_alert
@@ -166,7 +168,7 @@ func (s *Store) ListAlerts(ctx context.Context, q AlertQuery) (AlertPage, error)
 			if q.Match != nil && !q.Match(a.Labels) {
 				continue
 			}
-			if a.Destinations, err = s.destinations(ctx, a.Identity, retrying); err != nil {
+			if a.Destinations, err = s.destinations(ctx, a.Identity, retrying, hc); err != nil {
 				return AlertPage{}, err
 			}
 			settled(a)
@@ -251,11 +253,12 @@ func (s *Store) Alert(ctx context.Context, identity string) (*AlertView, error) 
 	if err != nil {
 		return nil, err
 	}
-	if a.Destinations, err = s.destinations(ctx, identity, retrying); err != nil {
+	hc := s.historyConds()
+	if a.Destinations, err = s.destinations(ctx, identity, retrying, hc); err != nil {
 		return nil, err
 	}
 	settled(&a)
-	if a.History, err = s.history(ctx, identity, a.Destinations); err != nil {
+	if a.History, err = s.history(ctx, identity, a.Destinations, hc); err != nil {
 		return nil, err
 	}
 	if !found && len(a.Destinations) == 0 && len(a.History) == 0 {
@@ -306,9 +309,9 @@ func nanoTime(ns int64) *time.Time {
 
 // destinations reads the (target, key) states of an identity: its own key,
 // and the group keys its history says it was accepted under.
-func (s *Store) destinations(ctx context.Context, identity string, retrying map[[2]string]retryInfo) ([]Destination, error) {
+func (s *Store) destinations(ctx context.Context, identity string, retrying map[[2]string]retryInfo, hc *historyConds) ([]Destination, error) {
 	pairs := map[[2]string]bool{}
-	where, args, err := s.historyWhere(ctx, identity)
+	where, args, err := hc.where(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +369,7 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 		}
 	}
 	for i := range out {
-		if err := s.describeDestination(ctx, &out[i]); err != nil {
+		if err := s.describeDestination(ctx, &out[i], hc); err != nil {
 			return nil, err
 		}
 	}
@@ -376,15 +379,11 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 
 // describeDestination adds the dead letter, the last call's reference and
 // error, the receiver, the kind and the link.
-func (s *Store) describeDestination(ctx context.Context, d *Destination) error {
+func (s *Store) describeDestination(ctx context.Context, d *Destination, hc *historyConds) error {
 	version := d.DeadLetter
 	d.DeadLetter = 0
 	d.Receiver = s.receiverOfTarget(d.Target)
-	if t, ok := s.target(d.Target); ok {
-		d.Kind = t.Kind
-	} else if parts := strings.Split(d.Target, "/"); len(parts) >= 3 {
-		d.Kind = parts[len(parts)-2]
-	}
+	d.Kind, _ = s.kindOf(d.Target) // "" for a target id no config knows
 	if d.State == DestDelivered {
 		var id int64
 		var reason, errText string
@@ -397,7 +396,7 @@ func (s *Store) describeDestination(ctx context.Context, d *Destination) error {
 			return fmt.Errorf("queue: read dead letter: %w", err)
 		}
 	}
-	where, args, err := s.historyWhere(ctx, d.Key)
+	where, args, err := hc.where(ctx, d.Key)
 	if err != nil {
 		return err
 	}
@@ -492,7 +491,7 @@ func (s *Store) retryingKeys(ctx context.Context) (map[[2]string]retryInfo, erro
 
 // history reads an identity's events: its own rows, and the calls and
 // operator actions on the group keys it was delivered under.
-func (s *Store) history(ctx context.Context, identity string, dests []Destination) ([]HistoryEvent, error) {
+func (s *Store) history(ctx context.Context, identity string, dests []Destination, hc *historyConds) ([]HistoryEvent, error) {
 	var out []HistoryEvent
 	read := func(q string, args ...any) error {
 		rows, err := s.rdb.QueryContext(ctx, s.rebind(q), args...)
@@ -517,7 +516,7 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		return rows.Err()
 	}
 	const cols = `SELECT at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM alertfan_history`
-	where, args, err := s.historyWhere(ctx, identity)
+	where, args, err := hc.where(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +527,7 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		if d.Key == identity {
 			continue
 		}
-		where, args, err := s.historyWhere(ctx, d.Key)
+		where, args, err := hc.where(ctx, d.Key)
 		if err != nil {
 			return nil, err
 		}
@@ -543,23 +542,45 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 	return out, nil
 }
 
-// historyWhere is the condition that selects the history rows of an
-// identity (or of a group key): on SQLite by aid, the rowid of its alert
-// row (see migration 22), and by identity for rows kept without one.
+// historyConds hands out, for one API call, the condition that selects
+// the history rows of an identity (or of a group key), reading each
+// identity's aid once however many destinations ask.
+type historyConds struct {
+	s *Store
+	m map[string]historyCond
+}
+
+type historyCond struct {
+	where string
+	args  []any
+}
+
+func (s *Store) historyConds() *historyConds {
+	return &historyConds{s: s, m: map[string]historyCond{}}
+}
+
+// where is the condition: on SQLite by aid, the rowid of the alert row
+// (see migration 22), and by identity for rows kept without one.
 // identity is checked on both, so a rowid SQLite hands out again after the
-// alert row was pruned never mixes two alerts.
-func (s *Store) historyWhere(ctx context.Context, identity string) (string, []any, error) {
-	if s.dialect == dialectSQLite {
-		var aid int64
-		err := s.rdb.QueryRowContext(ctx, sqlAlertRowid, identity).Scan(&aid)
-		switch {
-		case err == nil:
-			return `((aid = ? AND identity = ?) OR (aid = 0 AND identity = ?))`, []any{aid, identity, identity}, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return "", nil, fmt.Errorf("queue: read alert: %w", err)
+// alert row was pruned never mixes two alerts. The args are a fresh slice
+// the caller may append to.
+func (hc *historyConds) where(ctx context.Context, identity string) (string, []any, error) {
+	c, ok := hc.m[identity]
+	if !ok {
+		c = historyCond{`(aid = 0 AND identity = ?)`, []any{identity}}
+		if hc.s.dialect == dialectSQLite {
+			var aid int64
+			err := hc.s.rdb.QueryRowContext(ctx, sqlAlertRowid, identity).Scan(&aid)
+			switch {
+			case err == nil:
+				c = historyCond{`((aid = ? AND identity = ?) OR (aid = 0 AND identity = ?))`, []any{aid, identity, identity}}
+			case !errors.Is(err, sql.ErrNoRows):
+				return "", nil, fmt.Errorf("queue: read alert: %w", err)
+			}
 		}
+		hc.m[identity] = c
 	}
-	return `(aid = 0 AND identity = ?)`, []any{identity}, nil
+	return c.where, slices.Clone(c.args), nil
 }
 
 func encodeCursor(seen int64, identity string) string {

@@ -29,8 +29,8 @@ const (
 
 // histRow is one alertfan_history row. Rows are collected by the batch
 // that makes the change they describe and written by it, in its
-// transaction, with one multi-row INSERT (flushHistory): the history costs
-// no transaction and no fsync of its own.
+// transaction, before its COMMIT (flushHistory): the history costs no
+// transaction and no fsync of its own.
 type histRow struct {
 	// aid is the alert's alertfan_alert rowid on SQLite (0: none known).
 	aid                                    int64
@@ -160,14 +160,14 @@ func (s *Store) receiverOfTarget(id string) string {
 }
 
 // recordCalls writes call rows whose outcome is not written with an ack
-// (a retry): through the group commit, like every write.
+// (a retry), on the ack lane with the other delivery outcomes.
 func (s *Store) recordCalls(ctx context.Context, rows []histRow) {
 	if len(rows) == 0 || s.opts.NoHistory {
 		return
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
-	err := s.submit(actx, func(ctx context.Context, b *batch) error {
+	err := s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
 		for _, r := range rows {
 			b.record(r)
 		}

@@ -243,18 +243,17 @@ func nextAlertRow(prev alertRow, found bool, u *Update, now int64) alertRow {
 }
 
 const (
-	sqlGetAlert = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
-	// On SQLite the alert's rowid is the history's aid (see migration 22).
+	// Both read and write the history's aid: on SQLite the alert row's
+	// rowid (see migration 22), on PostgreSQL 0.
+	sqlGetAlert       = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
 	sqlGetAlertSQLite = `SELECT status, starts_at, ends_at, rowid FROM alertfan_alert WHERE identity = ?`
-	sqlUpsertAlert    = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+	sqlUpsertAlertRow = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
-			seen_at = excluded.seen_at RETURNING 0`
-	sqlUpsertAlertSQLite = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
-			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
-			seen_at = excluded.seen_at RETURNING rowid`
-	sqlKeyTargets = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
+			seen_at = excluded.seen_at`
+	sqlUpsertAlert       = sqlUpsertAlertRow + ` RETURNING 0`
+	sqlUpsertAlertSQLite = sqlUpsertAlertRow + ` RETURNING rowid`
+	sqlKeyTargets        = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
 )
 
 // Accept durably stores what one request makes, in one group-committed
@@ -451,8 +450,8 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 					if u.Routes == nil {
 						u.Routes = map[string]string{}
 					}
-					if _, ok := u.Routes[b.s.receiverOfTarget(t)]; !ok {
-						u.Routes[b.s.receiverOfTarget(t)] = routeSticky
+					if recv := b.s.receiverOfTarget(t); u.Routes[recv] == "" {
+						u.Routes[recv] = routeSticky
 					}
 					u.Items = append(u.Items, it)
 					res.Sticky++
