@@ -252,6 +252,12 @@ func post(url string, body []byte) error {
 
 // closedLoop runs senders as fast as answers come back.
 func closedLoop(url string, senders int, d time.Duration, pid int) *result {
+	return closedLoopOver([]string{url}, senders, d, pid)
+}
+
+// closedLoopOver is closedLoop with sender i posting to urls[i%len(urls)];
+// with pid > 0 it samples that process's RSS.
+func closedLoopOver(urls []string, senders int, d time.Duration, pid int) *result {
 	r := &result{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -283,7 +289,7 @@ func closedLoop(url string, senders int, d time.Duration, pid int) *result {
 			for time.Now().Before(stop) {
 				body, _ := notification()
 				t0 := time.Now()
-				if err := post(url, body); err != nil {
+				if err := post(urls[i%len(urls)], body); err != nil {
 					errs++
 					continue
 				}

@@ -257,7 +257,7 @@ receivers:
 	for i, p := range ps {
 		urls[i] = "http://" + p.addr + "/webhook"
 	}
-	run.ingest = closedLoopOver(urls, senders, d)
+	run.ingest = closedLoopOver(urls, senders, d, 0)
 	run.alerts = 5 * run.ingest.n
 	stopAll(ps)
 
@@ -294,40 +294,6 @@ receivers:
 	return run, nil
 }
 
-// closedLoopOver is closedLoop with sender i posting to urls[i%len(urls)].
-func closedLoopOver(urls []string, senders int, d time.Duration) *result {
-	r := &result{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
-	start := time.Now()
-	for i := 0; i < senders; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			errs := 0
-			for time.Now().Before(stop) {
-				body, _ := notification()
-				t0 := time.Now()
-				if err := post(urls[i%len(urls)], body); err != nil {
-					errs++
-					continue
-				}
-				local = append(local, time.Since(t0))
-			}
-			mu.Lock()
-			r.lat = append(r.lat, local...)
-			r.errors += errs
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	r.elapsed = time.Since(start)
-	r.n = len(r.lat)
-	return r
-}
-
 // replicaStorm is the Backlog storm (2,000 alerts, 600/min, a fake that
 // answers 429 above 600 writes per minute) with n replicas on one
 // PostgreSQL database, the alerts sent round robin over them.
@@ -336,17 +302,7 @@ func replicaStorm(work, bin, dsn string, n int) error {
 	fake := sinkstest.NewBacklog("bench-api-key")
 	defer fake.Close()
 	fake.UpdateLimit = perMinute
-	dirs, err := replicaDirs(work, "replica-storm", dsn, n, fmt.Sprintf(`route:
-  receiver: tickets
-receivers:
-  - name: tickets
-    backlog_configs:
-      - api_url: %s
-        api_key: bench-api-key
-        project: OPS
-        issue_type: Bug
-        rate_limit_per_minute: %d
-`, fake.URL, perMinute))
+	dirs, err := replicaDirs(work, "replica-storm", dsn, n, stormRoutes(fake.URL, perMinute))
 	if err != nil {
 		return err
 	}

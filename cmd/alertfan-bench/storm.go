@@ -31,20 +31,7 @@ func backlogStorm(work, bin string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf(`storage:
-  driver: sqlite
-  path: data/alertfan.db
-route:
-  receiver: tickets
-receivers:
-  - name: tickets
-    backlog_configs:
-      - api_url: %s
-        api_key: bench-api-key
-        project: OPS
-        issue_type: Bug
-        rate_limit_per_minute: %d
-`, fake.URL, perMinute)
+	cfg := "storage:\n  driver: sqlite\n  path: data/alertfan.db\n" + stormRoutes(fake.URL, perMinute)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -103,4 +90,20 @@ receivers:
 	fmt.Printf("| %d | %.1f s | %.2f s | %.1f s | %.1f s | **%.3f×** | %d | %d |\n\n",
 		len(issues), accepted.Seconds(), first.Sub(start).Seconds(), drain.Seconds(), minimum.Seconds(), drain.Seconds()/minimum.Seconds(), fake.CountStatus(429), maxInWindow)
 	return nil
+}
+
+// stormRoutes is the storm's route and receiver: every alert to one
+// Backlog target at perMinute.
+func stormRoutes(url string, perMinute int) string {
+	return fmt.Sprintf(`route:
+  receiver: tickets
+receivers:
+  - name: tickets
+    backlog_configs:
+      - api_url: %s
+        api_key: bench-api-key
+        project: OPS
+        issue_type: Bug
+        rate_limit_per_minute: %d
+`, url, perMinute)
 }
