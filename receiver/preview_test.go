@@ -15,23 +15,14 @@ import (
 
 // previewConfig sends every alert to a PagerDuty and a Backlog target.
 func previewConfig(pdURL, blURL string) string {
-	return fmt.Sprintf(`
-route:
-  receiver: oncall
-receivers:
-  - name: oncall
-    pagerduty_configs:
-      - routing_key: %s
-        url: %s
-        rate_limit_per_minute: 60000
-    backlog_configs:
+	return pdConfig(pdURL, fmt.Sprintf(`    backlog_configs:
       - api_url: %s
         api_key: %s
         project: OPS
         issue_type: Bug
         priority: High
         rate_limit_per_minute: 60000
-`, testRoutingKey, pdURL, blURL, backlogKey)
+`, blURL, backlogKey))
 }
 
 // TestPreviewIsWhatIsSent previews a webhook over real HTTP, checks that
