@@ -426,7 +426,10 @@ func TestLifecycle(t *testing.T) {
 			},
 		}, want{pd: []string{"trigger"}, issues: 1, status: "Open"}},
 
-		{"resolve_after resolves an alert its sender stopped sending; a refresh fires it again", "    resolve_after: 1s\n", []lcStep{
+		// resolve_after is 3 s, not 1 s: the refresh's trigger must be
+		// delivered and settled before the alert can expire again (with 1 s
+		// a slow CI run saw that second expiry's resolve).
+		{"resolve_after resolves an alert its sender stopped sending; a refresh fires it again", "    resolve_after: 3s\n", []lcStep{
 			posted("/webhook", amAlert("firing", "critical", t0)),
 			func(e *lcEnv) {
 				require.Eventually(e.t, func() bool {
