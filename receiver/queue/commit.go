@@ -162,6 +162,7 @@ func (s *Store) commitLoop(in chan *op) {
 			}
 			o.done <- err
 		}
+		s.catchUpWAL()
 	}
 }
 
@@ -295,8 +296,14 @@ const (
 	// a resolve replaces the payload (SET expressions read the old row).
 	// A repeat — same content, same wanted phase, already there and
 	// nothing pending — changes nothing and returns no row.
-	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest)
-		VALUES (?, ?, 1, 0, 0, 0, ?, ?, ?, ?, ?)
+	//
+	// The same statement marks the key pending (see sqlMarkPending): only
+	// the write that flips pending from 0 to 1 bumps seq, and enqueued
+	// says whether this one did, so the caller enqueues a job exactly
+	// when markPending would have. Doing it here instead of in a second
+	// UPDATE saves a statement per alert on intake's single writer.
+	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest, enqueued)
+		VALUES (?, ?, 1, 0, 1, 1, ?, ?, ?, ?, ?, 1)
 		ON CONFLICT (target, key) DO UPDATE SET
 			version = alertfan_state.version + 1,
 			resolved = excluded.resolved,
@@ -310,10 +317,13 @@ const (
 			payload = excluded.payload,
 			want = excluded.want,
 			digest = excluded.digest,
-			updated_at = excluded.updated_at
+			updated_at = excluded.updated_at,
+			seq = CASE WHEN alertfan_state.pending = 0 THEN alertfan_state.seq + 1 ELSE alertfan_state.seq END,
+			enqueued = CASE WHEN alertfan_state.pending = 0 THEN 1 ELSE 0 END,
+			pending = 1
 		WHERE NOT (alertfan_state.pending = 0 AND alertfan_state.want = excluded.want AND alertfan_state.phase = excluded.want
 			AND alertfan_state.digest = excluded.digest AND alertfan_state.delivered = alertfan_state.version AND excluded.want <> 'event')
-		RETURNING version`
+		RETURNING seq, enqueued`
 	// Only the transaction that flips pending from 0 to 1 enqueues a job,
 	// so a (target, key) never has two live jobs; seq tells a live job
 	// from a stale one that a rescue or a retry command brought back.
@@ -329,8 +339,8 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 	if it.closed() {
 		closed = 1
 	}
-	var version int64
-	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest).Scan(&version)
+	var seq, enqueued int64
+	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest).Scan(&seq, &enqueued)
 	if errors.Is(err, sql.ErrNoRows) {
 		b.s.metrics.repeats.Inc()
 		return false, nil
@@ -342,7 +352,10 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 		// A queued trigger may now need no call: let the re-planner look.
 		b.s.replanWanted.Store(true)
 	}
-	return true, b.markPending(ctx, it.Target, it.Key, it.Kind, it.Priority)
+	if enqueued == 1 {
+		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
+	}
+	return true, nil
 }
 
 // markPending enqueues a delivery job for (target, key) unless one is live.
@@ -355,6 +368,13 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string, class
 	if err != nil {
 		return fmt.Errorf("queue: mark pending: %w", err)
 	}
+	b.enqueue(target, key, kind, class, seq)
+	return nil
+}
+
+// enqueue adds (key, seq) to the job the batch inserts for the target and
+// class; the caller has just flipped the key's pending from 0 to 1.
+func (b *batch) enqueue(target, key, kind string, class int, seq int64) {
 	g := pendingGroup{target: target, class: class}
 	p, ok := b.pending[g]
 	if !ok {
@@ -363,5 +383,4 @@ func (b *batch) markPending(ctx context.Context, target, key, kind string, class
 		b.order = append(b.order, g)
 	}
 	p.keys = append(p.keys, keySeq{Key: key, Seq: seq})
-	return nil
 }

@@ -251,6 +251,10 @@ const (
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
 			seen_at = excluded.seen_at`
+	sqlInsertAlertRow = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (identity) DO NOTHING`
+	sqlInsertAlert       = sqlInsertAlertRow + ` RETURNING 0`
+	sqlInsertAlertSQLite = sqlInsertAlertRow + ` RETURNING rowid`
 	sqlUpsertAlert       = sqlUpsertAlertRow + ` RETURNING 0`
 	sqlUpsertAlertSQLite = sqlUpsertAlertRow + ` RETURNING rowid`
 	sqlKeyTargets        = `SELECT target, resolved FROM alertfan_state WHERE key = ?`
@@ -262,6 +266,7 @@ const (
 // to plus every target that holds it open (sticky destinations) — and the
 // jobs that deliver them. It returns nil only once all is committed.
 func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
+	defer s.intake.enter()()
 	var res Accepted
 	ups := make([]int, len(in.Updates))
 	for i := range ups {
@@ -385,7 +390,20 @@ func allFresh(fresh []bool, members []int) bool {
 // was stale.
 func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (bool, error) {
 	known, changed := false, u.Identity == "" || u.Want == PhaseEvent
-	if u.Identity != "" && u.Want != PhaseEvent {
+	tracked, inserted := u.Identity != "" && u.Want != PhaseEvent, false
+	if tracked && !b.s.seen.maybe(u.Identity) {
+		// Most likely a new alert (seen.go): insert its row, and read it
+		// only if one was there after all.
+		var err error
+		if inserted, err = b.insertAlert(ctx, u); err != nil {
+			return false, err
+		}
+		changed = inserted
+	}
+	if tracked {
+		b.s.seen.add(u.Identity)
+	}
+	if tracked && !inserted {
 		var prev alertRow
 		err := b.queryRow(ctx, b.s.dialect.pick(sqlGetAlert, sqlGetAlertSQLite), u.Identity).Scan(&prev.status, &prev.startsAt, &prev.endsAt, &u.aid)
 		switch {
@@ -474,6 +492,24 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		res.Items++
 	}
 	u.noDest, u.changed = changed && !recorded && len(u.Items) == 0, changed
+	return true, nil
+}
+
+// insertAlert writes the row of an alert seen for the first time, and
+// reports false (writing nothing) when the alert has a row already.
+func (b *batch) insertAlert(ctx context.Context, u *Update) (bool, error) {
+	next := nextAlertRow(alertRow{}, false, u, b.now)
+	labels := string(u.Labels)
+	if labels == "" {
+		labels = "{}"
+	}
+	err := b.queryRow(ctx, b.s.dialect.pick(sqlInsertAlert, sqlInsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now).Scan(&u.aid)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("queue: write alert state: %w", err)
+	}
 	return true, nil
 }
 

@@ -21,6 +21,7 @@ type metrics struct {
 	targetUp        *prometheus.GaugeVec
 	orphaned        *prometheus.GaugeVec
 	jobsInserted    prometheus.Counter
+	intakeWait      prometheus.Counter
 }
 
 func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
@@ -43,6 +44,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_rate_limit_waits_total",
 			Help: "Deliveries parked because the proactive per-key rate limit was spent.",
 		}, []string{"sink"}),
+		intakeWait: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_delivery_intake_wait_seconds_total",
+			Help: "Time deliveries waited for a call slot because intake was busy (intake goes first; see ARCHITECTURE.md).",
+		}),
 		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "alertfan_store_commit_duration_seconds",
 			Help:    "Duration of one group-commit transaction.",
@@ -88,7 +93,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.orphaned, m.jobsInserted, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.orphaned, m.jobsInserted, m.intakeWait, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

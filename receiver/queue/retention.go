@@ -315,7 +315,7 @@ const walTruncateMin = 4 << 20
 
 // walTruncateBusy is the WAL file size (journal_size_limit) above which
 // the WAL is truncated even under load, once every frame in it is copied.
-const walTruncateBusy = 64 << 20
+const walTruncateBusy = 128 << 20
 
 // walIdle tracks the checkpointer's view of the WAL between ticks.
 type walIdle struct {
@@ -328,7 +328,7 @@ type walIdle struct {
 // checkpoint when
 //   - the store is idle: everything is copied and no frame was added for
 //     walIdleTicks; otherwise the file stays at its largest size (up to
-//     journal_size_limit, 64 MiB) however idle the store is;
+//     journal_size_limit, 128 MiB) however idle the store is;
 //   - or the file passed journal_size_limit and everything is copied:
 //     under steady reads the writer can seldom start the WAL over by
 //     itself (a reader is always using it), so the file would grow

@@ -196,6 +196,14 @@ var migrations = []string{
 	// (on_resolved: comment|none) are pruned too; the index covers them.
 	`DROP INDEX alertfan_backlog_issue_gc`,
 	`CREATE INDEX alertfan_backlog_issue_gc ON alertfan_backlog_issue (updated_at) WHERE state IN ('closed', 'person_closed', 'resolved')`,
+	// 30: whether the state's last upsert flipped pending from 0 to 1 (and
+	// so must enqueue a job): sqlUpsertState returns it, merging what was
+	// a second UPDATE per alert. Its value between upserts means nothing.
+	`ALTER TABLE alertfan_state ADD COLUMN enqueued INTEGER NOT NULL DEFAULT 0`,
+	// 31: alertfan_state_key (key) serves every lookup alertfan_state_open
+	// (key) WHERE resolved = 0 did; each new state wrote both, one random
+	// index page more per alert in every intake commit.
+	`DROP INDEX alertfan_state_open`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

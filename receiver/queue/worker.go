@@ -382,6 +382,13 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			defer s.health.released(id)
 		}
 	}
+	// Intake goes first (yield.go): the call waits for a slot before its
+	// rate-limit turn is taken, so a wait here never bunches paced calls.
+	release, err := s.intake.call(ctx)
+	if err != nil {
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: sinks.Retryable(sinks.ReasonOther, time.Second, err)}, nil, nil
+	}
+	defer release()
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// histogram is a scrape of one Prometheus histogram: cumulative counts
+// by upper bound (seconds), summed over its label sets.
+type histogram map[float64]float64
+
+// scrapeHistogram reads name's buckets from a /metrics URL.
+func scrapeHistogram(url, name string) (histogram, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	h := histogram{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"_bucket{") {
+			continue
+		}
+		i := strings.Index(line, `le="`)
+		j := strings.LastIndex(line, `"}`)
+		if i < 0 || j < i {
+			continue
+		}
+		le := line[i+4 : j]
+		bound, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			bound, err = 1e9, nil
+		}
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[j+2:]), 64)
+		if err != nil {
+			continue
+		}
+		h[bound] += v
+	}
+	return h, sc.Err()
+}
+
+// since is the histogram of what was observed between old and h.
+func (h histogram) since(old histogram) histogram {
+	out := histogram{}
+	for b, v := range h {
+		out[b] = v - old[b]
+	}
+	return out
+}
+
+// summary gives the share of observations within 20 ms and the bucket
+// holding the 99th percentile ("≤ 50 ms"), as alertfan itself measured
+// them (decode, route, durable commit; not the client's wait for a CPU).
+func (h histogram) summary() string {
+	var bounds []float64
+	for b := range h {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	if len(bounds) == 0 || h[bounds[len(bounds)-1]] == 0 {
+		return "—"
+	}
+	total := h[bounds[len(bounds)-1]]
+	p99 := "> 2.5 s"
+	for _, b := range bounds {
+		if h[b] >= 0.99*total {
+			p99 = fmt.Sprintf("≤ %g ms", b*1000)
+			break
+		}
+	}
+	return fmt.Sprintf("%.1f%% ≤ 20 ms, p99 %s", 100*h[0.02]/total, p99)
+}
+
+// scrapeValue reads an unlabelled counter or gauge from a /metrics URL.
+func scrapeValue(url, name string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "—"
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				return fmt.Sprintf("%.1f", f)
+			}
+		}
+	}
+	return "—"
+}
