@@ -303,7 +303,9 @@ func (s *Store) checkpointer() {
 		s.logger.Debug("WAL checkpoint failed", "err", err)
 		return
 	}
-	if logPages >= catchUpFrames {
+	// Only when this one copied (nearly) everything: a reader pinning an
+	// old snapshot leaves a backlog that the writer must not copy.
+	if logPages >= catchUpFrames && logPages-done < catchUpFrames {
 		s.catchUp.Store(true)
 	}
 	s.truncateWhenIdle(logPages, done)

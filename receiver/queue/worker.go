@@ -358,6 +358,12 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	s, id := w.s, job.Args.Target
 	var n sinks.Notification
 	var derr error
+	// Intake goes first (yield.go). The turn comes before the rate-limit
+	// turn is taken, so a wait here never bunches paced calls, and before
+	// the reload lock and the shutdown check, so neither waits for it.
+	if err := s.intake.call(ctx); err != nil {
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: sinks.Retryable(sinks.ReasonOther, time.Second, err)}, nil, nil
+	}
 	// A reload that moves stored work between target ids waits for the
 	// call to end, and the call waits for the move: never both at once.
 	s.swap.RLock()
@@ -382,13 +388,6 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			defer s.health.released(id)
 		}
 	}
-	// Intake goes first (yield.go): the call waits for a slot before its
-	// rate-limit turn is taken, so a wait here never bunches paced calls.
-	release, err := s.intake.call(ctx)
-	if err != nil {
-		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: sinks.Retryable(sinks.ReasonOther, time.Second, err)}, nil, nil
-	}
-	defer release()
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
 			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()

@@ -11,135 +11,122 @@ import (
 )
 
 func TestIntakeFirst(t *testing.T) {
+	// calls starts n calls at once and returns how long they took to start.
+	calls := func(t *testing.T, g *intakeFirst, n int) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				require.NoError(t, g.call(context.Background()))
+			}()
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	busy := func(g *intakeFirst) (exit func()) {
+		var exits []func()
+		for range busyAt {
+			exits = append(exits, g.enter())
+		}
+		return func() {
+			for _, e := range exits {
+				e()
+			}
+		}
+	}
+
 	t.Run("idle intake leaves deliveries unbounded", func(t *testing.T) {
 		g := newIntakeFirst(nil)
-		var releases []func()
-		for range 10 {
-			r, err := g.call(context.Background())
-			require.NoError(t, err)
-			releases = append(releases, r)
-		}
-		for _, r := range releases {
-			r()
-		}
+		require.Less(t, calls(t, g, 200), 50*time.Millisecond)
 	})
 
-	t.Run("one request at a time is not busy", func(t *testing.T) {
+	t.Run("a few requests at a time are not busy", func(t *testing.T) {
 		g := newIntakeFirst(nil)
 		for range busyAt - 1 {
 			defer g.enter()()
 		}
-		for range 10 {
-			r, err := g.call(context.Background())
-			require.NoError(t, err)
-			defer r()
-		}
+		require.Less(t, calls(t, g, 200), 50*time.Millisecond)
 	})
 
-	t.Run("busy intake lets one call through at a time and waits are counted", func(t *testing.T) {
+	t.Run("busy intake paces the calls' starts and counts the waits", func(t *testing.T) {
 		var waited atomic.Int64
 		g := newIntakeFirst(func(s float64) { waited.Add(int64(s * 1e9)) })
-		var exits []func()
-		for range busyAt {
-			exits = append(exits, g.enter())
-		}
-		first, err := g.call(context.Background())
-		require.NoError(t, err)
-		got := make(chan func(), 1)
-		go func() {
-			r, err := g.call(context.Background())
-			if err == nil {
-				got <- r
-			}
-		}()
-		select {
-		case <-got:
-			t.Fatal("a second call ran while intake was busy and the slot was held")
-		case <-time.After(5 * time.Millisecond):
-		}
-		first()
-		select {
-		case r := <-got:
-			r()
-		case <-time.After(time.Second):
-			t.Fatal("the waiting call never got the slot")
-		}
+		defer busy(g)()
+		// 200 calls at busyCallRate take about 200 ms to start.
+		took := calls(t, g, 200)
+		require.Greater(t, took, 150*time.Millisecond)
 		require.Positive(t, waited.Load())
-		for _, e := range exits {
-			e()
-		}
 	})
 
-	t.Run("intake going idle releases every waiting call", func(t *testing.T) {
+	t.Run("a call holds nothing: a hung one costs the others nothing", func(t *testing.T) {
 		g := newIntakeFirst(nil)
-		var exits []func()
-		for range busyAt {
-			exits = append(exits, g.enter())
-		}
-		hold, err := g.call(context.Background())
-		require.NoError(t, err)
-		defer hold()
-		var wg sync.WaitGroup
-		var ran atomic.Int32
-		for range 5 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r, err := g.call(context.Background())
-				if err == nil {
-					ran.Add(1)
-					r()
-				}
-			}()
-		}
-		time.Sleep(5 * time.Millisecond)
-		for _, e := range exits {
-			e()
-		}
-		wg.Wait()
-		require.EqualValues(t, 5, ran.Load())
+		defer busy(g)()
+		require.NoError(t, g.call(context.Background())) // and it never ends
+		require.Less(t, calls(t, g, 10), 100*time.Millisecond)
 	})
 
 	t.Run("intake stays busy for busyHold after the crowd leaves", func(t *testing.T) {
 		g := newIntakeFirst(nil)
-		var exits []func()
-		for range busyAt {
-			exits = append(exits, g.enter())
-		}
-		for _, e := range exits {
-			e()
-		}
+		busy(g)()
 		left := time.Now()
 		require.True(t, g.busy(left), "a group commit answers many at once; they come back")
 		require.False(t, g.busy(left.Add(busyHold+time.Millisecond)))
 	})
 
-	t.Run("a slow call gives its slot back after slotHold", func(t *testing.T) {
+	t.Run("a cancelled wait returns the context's error and gives its turn back", func(t *testing.T) {
 		g := newIntakeFirst(nil)
-		for range busyAt {
-			defer g.enter()()
-		}
-		slow, err := g.call(context.Background())
-		require.NoError(t, err)
-		defer slow() // still running: a hung target
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r, err := g.call(ctx)
-		require.NoError(t, err, "the next call must not wait for a hung one")
-		r()
-	})
-
-	t.Run("a cancelled wait returns the context's error", func(t *testing.T) {
-		g := newIntakeFirst(nil)
-		for range busyAt {
-			defer g.enter()()
-		}
-		hold, err := g.call(context.Background())
-		require.NoError(t, err)
-		defer hold()
+		defer busy(g)()
+		calls(t, g, 50) // turns taken up to ~50 ms ahead
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, err = g.call(ctx)
-		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, g.call(ctx), context.Canceled)
 	})
+}
+
+// A delivery that waited for intake's turn while shutdown began hands its
+// key back uncalled: the turn comes before the shutdown check.
+func TestNoCallAfterShutdownBeganWhileWaitingForIntake(t *testing.T) {
+	sink := &recordingSink{}
+	s := openStore(t, drivers()[0].opts(t), sink)
+	ctx := context.Background()
+	exit := busyIntake(s)
+	// Turns far ahead: a delivery started now waits for its turn.
+	for range 500 {
+		s.intake.calls.Reserve()
+	}
+	require.NoError(t, s.Enqueue(ctx, []Item{item("shutdown-wait", "firing")}))
+	time.Sleep(100 * time.Millisecond) // the delivery is waiting for its turn
+	s.draining.Store(true)
+	exit()
+	time.Sleep(700 * time.Millisecond) // its turn came and went
+	require.Empty(t, sink.all(), "no call may start once shutdown began")
+}
+
+func busyIntake(s *Store) (exit func()) {
+	var exits []func()
+	for range busyAt {
+		exits = append(exits, s.intake.enter())
+	}
+	// Keep it busy past busyHold while the test runs.
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(busyHold / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.intake.enter()()
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		for _, e := range exits {
+			e()
+		}
+	}
 }
