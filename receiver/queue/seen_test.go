@@ -66,38 +66,31 @@ func TestStaleAfterRestartWithEmptySeenFilter(t *testing.T) {
 }
 
 // The writer's catch-up checkpoint never waits for the background one (it
-// skips and tries after a later batch), and after it the WAL starts over.
-// (That it keeps intake's p99 down under steady load is measured, not
-// asserted: BENCHMARKS.md.)
+// skips and tries after a later batch), and runs once it can. (That it
+// keeps intake's p99 down under steady load is measured, not asserted:
+// BENCHMARKS.md.)
 func TestCatchUpNeverWaits(t *testing.T) {
-	opts := drivers()[0].opts(t)
-	s := openStore(t, opts, &recordingSink{})
+	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
 	ctx := context.Background()
-	walFrames := func() int {
-		var busy, log, done int
-		require.NoError(t, s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done))
-		return log
-	}
-	for i := range 200 {
+	for i := range 50 {
 		require.NoError(t, s.Enqueue(ctx, []Item{item(fmt.Sprintf("wal-%d", i), "firing")}))
 	}
-	before := walFrames()
-	require.Greater(t, before, 50)
 
 	// Held by the background checkpoint: the writer does not wait, and
 	// keeps the request for a later batch.
 	s.ckMu.Lock()
 	s.catchUp.Store(true)
-	s.catchUpWAL()
+	done := make(chan struct{})
+	go func() { s.catchUpWAL(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the catch-up waited for the background checkpoint")
+	}
 	require.True(t, s.catchUp.Load())
 	s.ckMu.Unlock()
 
-	require.Eventually(t, func() bool {
-		s.catchUp.Store(true)
-		require.NoError(t, s.Enqueue(ctx, []Item{item("wal-next", "firing")}))
-		// The batch ran catchUpWAL after its commit; the next one starts the
-		// WAL over.
-		require.NoError(t, s.Enqueue(ctx, []Item{item("wal-after", "firing")}))
-		return walFrames() < before
-	}, 10*time.Second, 50*time.Millisecond)
+	// Free: the next batch runs it.
+	require.NoError(t, s.Enqueue(ctx, []Item{item("wal-next", "firing")}))
+	require.Eventually(t, func() bool { return !s.catchUp.Load() }, 5*time.Second, 10*time.Millisecond)
 }

@@ -78,7 +78,9 @@ func TestIntakeFirst(t *testing.T) {
 	t.Run("a cancelled wait returns the context's error and gives its turn back", func(t *testing.T) {
 		g := newIntakeFirst(nil)
 		defer busy(g)()
-		calls(t, g, 50) // turns taken up to ~50 ms ahead
+		for range 100 {
+			g.calls.Reserve() // turns taken up to 100 ms ahead
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		require.ErrorIs(t, g.call(ctx), context.Canceled)
