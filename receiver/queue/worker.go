@@ -88,6 +88,13 @@ type pacer interface {
 // alert resolves is dropped by a re-plan, not sent.
 const maxPaceWait = 2 * time.Second
 
+// rereadAfterPace is the shortest pace wait after which the key's state is
+// read again before the call. A shorter one is a fast target's limiter
+// spacing its calls (microseconds at high rates), where the re-read cost a
+// store query per call; an update that lands meanwhile is sent next, as
+// one that lands during the call is.
+const rereadAfterPace = 10 * time.Millisecond
+
 // PriorityAging moves waiting work up one priority class per period, so
 // that a steady flow of better work never starves worse work: after four
 // periods everything is in the best class, first come first served.
@@ -407,7 +414,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			return nil, outcome{retry: true, err: e}, nil, nil
 		}
 		ctx = sinks.WithPrepaid(ctx)
-		if waited > 0 {
+		if waited >= rereadAfterPace {
 			states, err := s.loadStates(ctx, id, []keySeq{k})
 			if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
 				return nil, outcome{}, st, nil
