@@ -13,18 +13,30 @@ import (
 // by upper bound (seconds), summed over its label sets.
 type histogram map[float64]float64
 
-// scrapeHistogram reads name's buckets from a /metrics URL.
-func scrapeHistogram(url, name string) (histogram, error) {
+// metricLines fetches a /metrics URL's text exposition, line by line.
+func metricLines(url string) ([]string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	h := histogram{}
+	var lines []string
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
+}
+
+// scrapeHistogram reads name's buckets from a /metrics URL.
+func scrapeHistogram(url, name string) (histogram, error) {
+	lines, err := metricLines(url)
+	if lines == nil && err != nil {
+		return nil, err
+	}
+	h := histogram{}
+	for _, line := range lines {
 		if !strings.HasPrefix(line, name+"_bucket{") {
 			continue
 		}
@@ -47,7 +59,7 @@ func scrapeHistogram(url, name string) (histogram, error) {
 		}
 		h[bound] += v
 	}
-	return h, sc.Err()
+	return h, err
 }
 
 // since is the histogram of what was observed between old and h.
@@ -84,15 +96,9 @@ func (h histogram) summary() string {
 
 // scrapeValue reads an unlabelled counter or gauge from a /metrics URL.
 func scrapeValue(url, name string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return "—"
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+	lines, _ := metricLines(url)
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
 				return fmt.Sprintf("%.1f", f)
 			}

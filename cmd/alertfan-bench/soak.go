@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"database/sql"
 	"encoding/json"
 	"flag"
@@ -249,16 +248,12 @@ func rowCounts(path string) string {
 // scrape returns the samples of one metric family from /metrics, as
 // "label value" pairs.
 func scrape(url, name string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err.Error()
+	lines, err := metricLines(url)
+	if lines == nil && err != nil {
+		return err.Error() // no answer; a body cut short gives what was read
 	}
-	defer resp.Body.Close()
 	var out []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range lines {
 		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
 			if i := strings.Index(rest, "}"); i >= 0 {
 				lbl := rest[:i]

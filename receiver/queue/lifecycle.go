@@ -247,12 +247,12 @@ const (
 	// rowid (see migration 22), on PostgreSQL 0.
 	sqlGetAlert       = `SELECT status, starts_at, ends_at, 0 FROM alertfan_alert WHERE identity = ?`
 	sqlGetAlertSQLite = `SELECT status, starts_at, ends_at, rowid FROM alertfan_alert WHERE identity = ?`
-	sqlUpsertAlertRow = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+	sqlAlertValues    = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlUpsertAlertRow = sqlAlertValues + `
 		ON CONFLICT (identity) DO UPDATE SET input = excluded.input, status = excluded.status, starts_at = excluded.starts_at,
 			ends_at = excluded.ends_at, labels = CASE WHEN excluded.labels = '{}' OR excluded.labels = '' THEN alertfan_alert.labels ELSE excluded.labels END,
 			seen_at = excluded.seen_at`
-	sqlInsertAlertRow = `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (identity) DO NOTHING`
+	sqlInsertAlertRow    = sqlAlertValues + ` ON CONFLICT (identity) DO NOTHING`
 	sqlInsertAlert       = sqlInsertAlertRow + ` RETURNING 0`
 	sqlInsertAlertSQLite = sqlInsertAlertRow + ` RETURNING rowid`
 	sqlUpsertAlert       = sqlUpsertAlertRow + ` RETURNING 0`
@@ -424,11 +424,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		}
 		next := nextAlertRow(prev, known, u, b.now)
 		changed = !known || next.status != prev.status
-		labels := string(u.Labels)
-		if labels == "" {
-			labels = "{}"
-		}
-		if err := b.queryRow(ctx, b.s.dialect.pick(sqlUpsertAlert, sqlUpsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now).Scan(&u.aid); err != nil {
+		if err := b.queryRow(ctx, b.s.dialect.pick(sqlUpsertAlert, sqlUpsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now).Scan(&u.aid); err != nil {
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
 	}
@@ -495,15 +491,20 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 	return true, nil
 }
 
+// labelsOrEmpty is the alert row's labels: an update without any (a
+// PagerDuty resolve) stores "{}", which the upsert keeps the old ones for.
+func (u *Update) labelsOrEmpty() string {
+	if len(u.Labels) == 0 {
+		return "{}"
+	}
+	return string(u.Labels)
+}
+
 // insertAlert writes the row of an alert seen for the first time, and
 // reports false (writing nothing) when the alert has a row already.
 func (b *batch) insertAlert(ctx context.Context, u *Update) (bool, error) {
 	next := nextAlertRow(alertRow{}, false, u, b.now)
-	labels := string(u.Labels)
-	if labels == "" {
-		labels = "{}"
-	}
-	err := b.queryRow(ctx, b.s.dialect.pick(sqlInsertAlert, sqlInsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, labels, b.now).Scan(&u.aid)
+	err := b.queryRow(ctx, b.s.dialect.pick(sqlInsertAlert, sqlInsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now).Scan(&u.aid)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil

@@ -46,7 +46,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"sink"}),
 		intakeWait: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_delivery_intake_wait_seconds_total",
-			Help: "Time deliveries waited for a call slot because intake was busy (intake goes first; see ARCHITECTURE.md).",
+			Help: "Time deliveries waited for their turn to call because intake was busy (intake goes first; see ARCHITECTURE.md).",
 		}),
 		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "alertfan_store_commit_duration_seconds",

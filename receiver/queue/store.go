@@ -298,8 +298,8 @@ func (s *Store) checkpointer() {
 	defer cancel()
 	s.ckMu.Lock()
 	defer s.ckMu.Unlock()
-	var busy, logPages, done int
-	if err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done); err != nil {
+	logPages, done, err := s.passiveCheckpoint(ctx)
+	if err != nil {
 		s.logger.Debug("WAL checkpoint failed", "err", err)
 		return
 	}
@@ -340,10 +340,18 @@ func (s *Store) catchUpWAL() {
 	s.catchUp.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var busy, logPages, done int
-	if err := s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done); err != nil {
+	if _, _, err := s.passiveCheckpoint(ctx); err != nil {
 		s.logger.Debug("WAL catch-up checkpoint failed", "err", err)
 	}
+}
+
+// passiveCheckpoint copies what it can of the WAL into the database file
+// without blocking the writer; logPages is the WAL's length in frames and
+// done how many of them are copied. The caller holds ckMu.
+func (s *Store) passiveCheckpoint(ctx context.Context) (logPages, done int, err error) {
+	var busy int
+	err = s.ckdb.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &done)
+	return logPages, done, err
 }
 
 // every runs fn every d until the store closes.
