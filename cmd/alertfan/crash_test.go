@@ -85,10 +85,8 @@ func TestKill9MidStream(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 				pd.Config.Handler.ServeHTTP(w, r)
 			})
-			slowSrv := &http.Server{Handler: slow}
-			ln := listen(t)
-			go slowSrv.Serve(ln) //nolint:errcheck
-			defer slowSrv.Close()
+			ln, stopSlow := serve(t, slow)
+			defer stopSlow()
 
 			dir := t.TempDir()
 			cfg := crashConfig(tc.storage(t, dir), "http://"+ln.Addr().String()+"/v2/enqueue")
@@ -327,10 +325,8 @@ func TestKill9MidStreamWithResolvesAndAcks(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 				pd.Config.Handler.ServeHTTP(w, r)
 			})
-			slowSrv := &http.Server{Handler: slow}
-			ln := listen(t)
-			go slowSrv.Serve(ln) //nolint:errcheck
-			defer slowSrv.Close()
+			ln, stopSlow := serve(t, slow)
+			defer stopSlow()
 
 			dir := t.TempDir()
 			cfg := crashConfig(tc.storage(t, dir), "http://"+ln.Addr().String()+"/v2/enqueue")

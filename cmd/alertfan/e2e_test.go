@@ -62,10 +62,8 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	exp.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "# TYPE e2e_disk_full gauge\ne2e_disk_full %d\n", diskFull.Load())
 	})
-	expLn := listen(t)
-	expSrv := &http.Server{Handler: exp}
-	go expSrv.Serve(expLn) //nolint:errcheck
-	defer expSrv.Close()
+	expLn, stopExp := serve(t, exp)
+	defer stopExp()
 
 	dir := t.TempDir()
 	copyTree(t, filepath.Join(repo, "deploy", "secrets"), filepath.Join(dir, "deploy", "secrets"))

@@ -110,10 +110,8 @@ func TestPostgresOutageRepeatsNothing(t *testing.T) {
 		inFlight--
 		mu.Unlock()
 	})
-	ln := listen(t)
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln) //nolint:errcheck
-	defer srv.Close()
+	ln, stopTarget := serve(t, h)
+	defer stopTarget()
 	cfg := fmt.Sprintf(`storage:
   driver: postgres
   dsn_file: dsn

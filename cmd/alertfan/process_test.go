@@ -125,6 +125,15 @@ func sha256hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// serve answers h on a loopback port of its own until stop is called.
+func serve(t *testing.T, h http.Handler) (ln net.Listener, stop func()) {
+	t.Helper()
+	ln = listen(t)
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln) //nolint:errcheck
+	return ln, func() { srv.Close() }
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

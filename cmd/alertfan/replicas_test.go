@@ -171,10 +171,8 @@ func TestReplicasKill9MidStream(t *testing.T) {
 		delete(inFlight, r)
 		flightMu.Unlock()
 	})
-	ln := listen(t)
-	slowSrv := &http.Server{Handler: slow}
-	go slowSrv.Serve(ln) //nolint:errcheck
-	defer slowSrv.Close()
+	ln, stopSlow := serve(t, slow)
+	defer stopSlow()
 
 	cfg := fmt.Sprintf(`storage:
   driver: postgres

@@ -87,10 +87,8 @@ func TestCleanStopWithASlowTarget(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	slowSrv := &http.Server{Handler: slow}
-	ln := listen(t)
-	go slowSrv.Serve(ln) //nolint:errcheck
-	defer slowSrv.Close()
+	ln, stopSlow := serve(t, slow)
+	defer stopSlow()
 	inFlight := func() int {
 		mu.Lock()
 		defer mu.Unlock()
