@@ -7,11 +7,13 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -258,7 +260,7 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	s.lock = lf
 	// Checkpoints run on a connection of their own (see checkpointer), not
 	// inside a commit, where they would stall every request behind it.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(134217728)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(134217728)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)
@@ -315,24 +317,32 @@ func (s *Store) checkpointer() {
 // checkpointer asks the writer for a catch-up checkpoint (see catchUpWAL).
 const catchUpFrames = 1024
 
-// catchUpWAL runs, between two of the writer's transactions, a PASSIVE
+// catchUpWAL runs, between two of the writer's transactions, a RESTART
 // checkpoint of what the background one could not copy: the frames
 // committed while it ran, a few milliseconds' worth.
 //
 // Why: SQLite starts the WAL over only when a write transaction begins
-// with every frame copied. Under steady intake the writer always commits
-// while the background checkpoint runs, so that never happens: the WAL
-// grew to journal_size_limit and the TRUNCATE that then empties it held
-// every commit for ~70 ms, every other second at 500 requests/s (the
-// p99 of intake). Copied here, with the writer between transactions,
-// the WAL is complete and the next transaction starts it over — and a
-// reused WAL needs no file-size change at each fsync either.
+// with every frame copied and no reader still using the WAL. Under steady
+// intake the writer always commits while the background checkpoint runs,
+// so that never happens: the WAL grew to journal_size_limit and the
+// TRUNCATE that then empties it held every commit for ~70 ms, every other
+// second at 500 requests/s (the p99 of intake). Copied here, with the
+// writer between transactions, the WAL is complete. A PASSIVE copy was
+// enough while deliveries were held; with a queue draining, the workers'
+// reads always had a snapshot open on the WAL, it was never started over,
+// reached 128 MiB every 5 s and each TRUNCATE held intake for 150–220 ms
+// (BENCHMARKS.md, "The WAL under deliveries"). RESTART waits, for at most
+// restartWait, until the readers that began before the copy are done —
+// readers that begin after it read the database file alone — and the next
+// transaction starts the WAL over. A reused WAL needs no file-size change
+// at each fsync either.
 func (s *Store) catchUpWAL() {
 	if s.ckdb == nil || !s.catchUp.Load() {
 		return
 	}
-	// Never wait for the background checkpoint (its connection is the
-	// same): the writer would stall for all of it. Try after a later batch.
+	// Never wait for the background checkpoint (it copies for as long as
+	// it takes): the writer would stall for all of it. Try after a later
+	// batch.
 	if !s.ckMu.TryLock() {
 		return
 	}
@@ -340,9 +350,42 @@ func (s *Store) catchUpWAL() {
 	s.catchUp.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, _, err := s.passiveCheckpoint(ctx); err != nil {
+	if err := s.restartCheckpoint(ctx); err != nil {
 		s.logger.Debug("WAL catch-up checkpoint failed", "err", err)
 	}
+}
+
+// restartWait bounds how long the catch-up checkpoint waits for readers
+// still using the WAL; theirs are millisecond transactions. One that runs
+// longer only leaves the WAL to the next catch-up.
+const restartWait = 10 * time.Millisecond
+
+// busyTimeout is how long the writer waits for a lock it cannot take at
+// once (the checkpointer's TRUNCATE): as long as a commit may take.
+const busyTimeout = 10 * time.Second
+
+// restartCheckpoint runs PRAGMA wal_checkpoint(RESTART) on the writer's
+// own connection, which it holds meanwhile (no commit can slip in between
+// the copy and the restart; the ack lane waits too), with the
+// connection's busy timeout lowered to restartWait. A connection whose
+// timeout could not be put back is discarded: database/sql opens a new
+// one with the DSN's.
+func (s *Store) restartCheckpoint(ctx context.Context) error {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, restartWait.Milliseconds())); err != nil {
+		return err
+	}
+	defer func() {
+		if _, err := c.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeout.Milliseconds())); err != nil {
+			c.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck
+		}
+	}()
+	var busy, logPages, done int
+	return c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&busy, &logPages, &done)
 }
 
 // passiveCheckpoint copies what it can of the WAL into the database file

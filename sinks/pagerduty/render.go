@@ -60,13 +60,14 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 	}
 	r := &Rendered{path: pathEvent, secret: string(n.conf.RoutingKey)}
 	var v any
+	var body []byte
 	switch {
 	case isChange(notif) && notif.Alerts[0].PagerDuty != nil:
 		r.path, r.action, v = pathChange, "change", n.ChangeEvent(notif.Alerts[0].PagerDuty)
 	case isChange(notif):
 		r.path, r.action, v = pathChange, "change", n.changeEvent(&notif.Alerts[0])
 	default:
-		ev, err := n.event(notif, quiet)
+		ev, b, err := n.event(notif, quiet)
 		if err != nil {
 			return nil, err
 		}
@@ -75,13 +76,15 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 			r.Skip = "resolved, and send_resolved is false"
 			return r, nil
 		}
-		r.action, r.ref, v = ev.Action, ev.DedupKey, ev
+		r.action, r.ref, v, body = ev.Action, ev.DedupKey, ev, b
 	}
 	r.URL = endpoint(u, r.path).String()
 	// json.Marshal, as go-pagerduty encodes events: no trailing newline,
 	// HTML characters escaped.
-	if r.Body, err = json.Marshal(v); err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
+	if r.Body = body; r.Body == nil {
+		if r.Body, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
 	}
 	return r, nil
 }
