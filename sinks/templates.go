@@ -30,6 +30,35 @@ type textCache struct {
 	texts map[string]parsedText
 }
 
+// shipped is Alertmanager's own template set (template/default.tmpl), as
+// FromGlobs loads it before any user file.
+var shipped = sync.OnceValue(func() *tmpltext.Template {
+	var set *tmpltext.Template
+	if _, err := template.FromGlobs(nil, func(text *tmpltext.Template, _ *tmplhtml.Template) { set = text }); err != nil {
+		return nil
+	}
+	return set
+})
+
+// Shipped reports whether t came from FromGlobs and each named template in
+// it is still the one Alertmanager ships: no user template file redefined
+// it. A sink may then render it with Go code that gives the same output.
+func Shipped(t *template.Template, names ...string) bool {
+	v, ok := textCaches.Load(weak.Make(t))
+	if !ok || shipped() == nil {
+		return false
+	}
+	set := v.(*textCache).set
+	for _, name := range names {
+		mine, theirs := set.Lookup(name), shipped().Lookup(name)
+		if mine == nil || theirs == nil || mine.Tree == nil || theirs.Tree == nil ||
+			mine.Tree.Root.String() != theirs.Tree.Root.String() {
+			return false
+		}
+	}
+	return true
+}
+
 type parsedText struct {
 	t   *tmpltext.Template
 	err error

@@ -136,14 +136,21 @@ func plainValue(d *json.Decoder) (any, error) {
 // yaml.v2) accepts in a document.
 func yamlPrintable(s string) bool {
 	for _, r := range s {
-		switch {
-		case r == utf8.RuneError:
-			return false
-		case r == 0x0A, r >= 0x20 && r <= 0x7E, r == 0x85, r >= 0xA0 && r <= 0xD7FF,
-			r >= 0xE000 && r <= 0xFFFD && r != 0xFEFF, r >= 0x10000 && r <= 0x10FFFF:
-		default:
+		if !yamlRune(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// yamlRune is one rune of yamlPrintable.
+func yamlRune(r rune) bool {
+	switch {
+	case r == utf8.RuneError:
+		return false
+	case r == 0x0A, r >= 0x20 && r <= 0x7E, r == 0x85, r >= 0xA0 && r <= 0xD7FF,
+		r >= 0xE000 && r <= 0xFFFD && r != 0xFEFF, r >= 0x10000 && r <= 0x10FFFF:
+		return true
+	}
+	return false
 }

@@ -270,6 +270,9 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 		if tmplErr != nil {
 			return ""
 		}
+		if text == descriptionText && n.shippedSubject {
+			return subject(data)
+		}
 		s, err := sinks.ExecuteText(n.tmpl, text, data)
 		if err != nil {
 			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)

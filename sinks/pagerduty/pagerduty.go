@@ -59,6 +59,9 @@ type Notifier struct {
 	// checking is set while New renders a sample alert, whose replaced
 	// values are neither counted nor logged.
 	checking bool
+	// shippedSubject: tmpl's description templates are Alertmanager's
+	// own, which subject renders without them (defaults.go).
+	shippedSubject bool
 }
 
 // Option tunes a Notifier.
@@ -87,6 +90,8 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 		limiter: limiters.Get("pagerduty", string(conf.RoutingKey), conf.RateLimitPerMinute),
 		logger:  logger,
 		warned:  map[string]bool{},
+
+		shippedSubject: shippedSubject(tmpl),
 	}
 	for _, o := range opts {
 		o(n)
@@ -277,6 +282,16 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
+		if text, ok := v.(string); ok && (text == firingText || text == resolvedText) {
+			as := data.Alerts.Firing()
+			if text == resolvedText {
+				as = data.Alerts.Resolved()
+			}
+			if d, ok := alertsDetail(as); ok {
+				out[k] = d
+				continue
+			}
+		}
 		r, err := renderDetail(v, func(text string) (string, error) {
 			return sinks.ExecuteText(n.tmpl, text, data)
 		})

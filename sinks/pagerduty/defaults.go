@@ -1,0 +1,130 @@
+package pagerduty
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/alertmanager/template"
+
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// Alertmanager's default description and custom details, rendered by Go
+// code instead of its templates. A queue draining to a fast target spent
+// a quarter of its CPU executing them (BENCHMARKS.md, "Drain: Alertmanager's
+// defaults without their templates"). Each function here gives exactly
+// what the template gives (TestDefaultsAsTheTemplates compares them on
+// random alerts), and declines (false) whatever it does not cover; the
+// template then renders it.
+
+// The texts the shortcuts stand for: DefaultConfig.Description and
+// DefaultDetails' firing and resolved.
+const (
+	descriptionText = `{{ template "pagerduty.default.description" .}}`
+	firingText      = `{{ .Alerts.Firing | toJson }}`
+	resolvedText    = `{{ .Alerts.Resolved | toJson }}`
+)
+
+// shippedSubject reports whether tmpl's description templates are
+// Alertmanager's own; a user template file may redefine them.
+func shippedSubject(tmpl *template.Template) bool {
+	return sinks.Shipped(tmpl, "pagerduty.default.description", "__subject")
+}
+
+// subject is Alertmanager's "__subject" template (template/default.tmpl):
+//
+//	[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}]
+//	{{ .GroupLabels.SortedPairs.Values | join " " }}
+//	{{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}
+func subject(d *template.Data) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	b.WriteString(strings.ToUpper(d.Status))
+	if d.Status == "firing" {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(len(d.Alerts.Firing())))
+	}
+	b.WriteString("] ")
+	b.WriteString(strings.Join(d.GroupLabels.SortedPairs().Values(), " "))
+	b.WriteByte(' ')
+	if len(d.CommonLabels) > len(d.GroupLabels) {
+		b.WriteByte('(')
+		if rest := d.CommonLabels.Remove(d.GroupLabels.Names()); len(rest) > 0 {
+			b.WriteString(strings.Join(rest.Values(), " "))
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// alertsDetail is what renderDetail makes of the default detail
+// {{ .Alerts.Firing | toJson }} (or Resolved): json.Marshal of the
+// alerts, decoded by jsonDetail. False when that text would not take
+// jsonDetail's path (invalid UTF-8, a rune YAML does not print) or toJson
+// would fail (a year json cannot encode).
+func alertsDetail(as []template.Alert) (any, bool) {
+	out := make([]any, 0, len(as))
+	for i := range as {
+		a := &as[i]
+		starts, err := a.StartsAt.MarshalText()
+		if err != nil {
+			return nil, false
+		}
+		ends, err := a.EndsAt.MarshalText()
+		if err != nil {
+			return nil, false
+		}
+		labels, ok := kvDetail(a.Labels)
+		if !ok {
+			return nil, false
+		}
+		annotations, ok := kvDetail(a.Annotations)
+		if !ok || !jsonPlain(a.Status) || !jsonPlain(a.GeneratorURL) || !jsonPlain(a.Fingerprint) {
+			return nil, false
+		}
+		out = append(out, map[string]any{
+			"status":       a.Status,
+			"labels":       labels,
+			"annotations":  annotations,
+			"startsAt":     string(starts),
+			"endsAt":       string(ends),
+			"generatorURL": a.GeneratorURL,
+			"fingerprint":  a.Fingerprint,
+		})
+	}
+	return out, true
+}
+
+// kvDetail is a label or annotation set as jsonDetail decodes it: nil for
+// nil (JSON null), else an object of strings.
+func kvDetail(kv template.KV) (any, bool) {
+	if kv == nil {
+		return nil, true
+	}
+	m := make(map[string]any, len(kv))
+	for k, v := range kv {
+		if !jsonPlain(k) || !jsonPlain(v) {
+			return nil, false
+		}
+		m[k] = v
+	}
+	return m, true
+}
+
+// jsonPlain reports whether s, as json.Marshal writes it, passes
+// yamlPrintable: s is valid UTF-8 (json.Marshal would write invalid bytes
+// as U+FFFD), and every rune json.Marshal writes as itself is one YAML
+// prints. Control characters, U+2028 and U+2029 are written as \u
+// escapes, so they pass.
+func jsonPlain(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r >= 0x20 && r != 0x2028 && r != 0x2029 && !yamlRune(r) {
+			return false
+		}
+	}
+	return true
+}
