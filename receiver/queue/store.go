@@ -82,13 +82,18 @@ type Store struct {
 	intake  *intakeFirst // intake goes before deliveries (yield.go)
 	seen    *seenFilter  // which alerts have a row, roughly (seen.go)
 	catchUp atomic.Bool  // SQLite: the writer runs catchUpWAL between batches
-	ckMu    sync.Mutex   // SQLite: one checkpoint at a time on ckdb
-	db      *sql.DB
-	driver  riverdriver.Driver[*sql.Tx]
-	client  *river.Client[*sql.Tx]
-	dialect dialect
-	lock    *os.File
-	ckdb    *sql.DB // SQLite only: the WAL checkpointer's connection
+	// catchUpWait is how long the catch-up waits for readers (restartWait;
+	// tests lengthen it), and catchUpQuiet how many catch-ups to come do
+	// not wait, after one that waited in vain (guarded by ckMu).
+	catchUpWait  time.Duration
+	catchUpQuiet int
+	ckMu         sync.Mutex // SQLite: one checkpoint at a time on ckdb
+	db           *sql.DB
+	driver       riverdriver.Driver[*sql.Tx]
+	client       *river.Client[*sql.Tx]
+	dialect      dialect
+	lock         *os.File
+	ckdb         *sql.DB // SQLite only: the WAL checkpointer's connection
 	// rdb serves reads. On SQLite it is a pool of read-only connections:
 	// WAL readers never wait for the writer, so a worker loading states or a
 	// scrape does not hold up intake's commits. On PostgreSQL it is db.
@@ -181,7 +186,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.JanitorInterval <= 0 {
 		opts.JanitorInterval = opts.Retention.janitorInterval()
 	}
-	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{})}
+	s := &Store{opts: opts, logger: opts.Logger, ops: make(chan *op, 4096), acks: make(chan *op, 4096), closing: make(chan struct{}), catchUpWait: restartWait}
 	empty, noneRetired := map[string]Target{}, map[string]Target{}
 	s.targets.Store(&empty)
 	s.retired.Store(&noneRetired)
@@ -260,7 +265,8 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	s.lock = lf
 	// Checkpoints run on a connection of their own (see checkpointer), not
 	// inside a commit, where they would stall every request behind it.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(134217728)&_txlock=immediate"
+	busy := "_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&" + busy + "&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(134217728)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)
@@ -275,14 +281,14 @@ func (s *Store) openSQLite(ctx context.Context) error {
 		return fmt.Errorf("queue: open sqlite %s: %w", path, err)
 	}
 	s.driver = riversqlite.New(db)
-	rdb, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	rdb, err := sql.Open("sqlite", "file:"+path+"?"+busy+"&_pragma=query_only(1)")
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite readers: %w", err)
 	}
 	rdb.SetMaxOpenConns(4)
 	rdb.SetMaxIdleConns(4)
 	s.rdb = rdb
-	ck, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)")
+	ck, err := sql.Open("sqlite", "file:"+path+"?"+busy+"&_pragma=synchronous(FULL)")
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite checkpointer: %w", err)
 	}
@@ -322,15 +328,15 @@ const catchUpFrames = 1024
 // committed while it ran, a few milliseconds' worth.
 //
 // Why: SQLite starts the WAL over only when a write transaction begins
-// with every frame copied and no reader still using the WAL. Under steady
+// with every frame copied and no reader still on the WAL. Under steady
 // intake the writer always commits while the background checkpoint runs,
 // so that never happens: the WAL grew to journal_size_limit and the
 // TRUNCATE that then empties it held every commit for ~70 ms, every other
 // second at 500 requests/s (the p99 of intake). Copied here, with the
 // writer between transactions, the WAL is complete. A PASSIVE copy was
 // enough while deliveries were held; with a queue draining, the workers'
-// reads always had a snapshot open on the WAL, it was never started over,
-// reached 128 MiB every 5 s and each TRUNCATE held intake for 150–220 ms
+// reads kept a snapshot on the WAL, it was not started over, passed
+// 128 MiB every 5 s, and each TRUNCATE held intake 148–218 ms
 // (BENCHMARKS.md, "The WAL under deliveries"). RESTART waits, for at most
 // restartWait, until the readers that began before the copy are done —
 // readers that begin after it read the database file alone — and the next
@@ -348,17 +354,32 @@ func (s *Store) catchUpWAL() {
 	}
 	defer s.ckMu.Unlock()
 	s.catchUp.Store(false)
+	// A reader longer than the wait (a large listing, a backup) would
+	// cost every catch-up the whole wait for nothing: after one that
+	// waited in vain, the next few try without waiting.
+	wait := s.catchUpWait
+	if s.catchUpQuiet > 0 {
+		s.catchUpQuiet, wait = s.catchUpQuiet-1, 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.restartCheckpoint(ctx); err != nil {
+	busy, err := s.restartCheckpoint(ctx, wait)
+	switch {
+	case err != nil:
 		s.logger.Debug("WAL catch-up checkpoint failed", "err", err)
+	case busy && wait > 0:
+		s.catchUpQuiet = catchUpQuietAfterBusy
+		s.logger.Debug("WAL catch-up: a reader outlasted the wait; the WAL is started over later")
 	}
 }
 
 // restartWait bounds how long the catch-up checkpoint waits for readers
-// still using the WAL; theirs are millisecond transactions. One that runs
-// longer only leaves the WAL to the next catch-up.
+// still using the WAL; a worker's is a millisecond transaction.
 const restartWait = 10 * time.Millisecond
+
+// catchUpQuietAfterBusy is how many catch-ups (about one a second under
+// load) do not wait for readers after one that waited in vain.
+const catchUpQuietAfterBusy = 4
 
 // busyTimeout is how long the writer waits for a lock it cannot take at
 // once (the checkpointer's TRUNCATE): as long as a commit may take.
@@ -367,25 +388,26 @@ const busyTimeout = 10 * time.Second
 // restartCheckpoint runs PRAGMA wal_checkpoint(RESTART) on the writer's
 // own connection, which it holds meanwhile (no commit can slip in between
 // the copy and the restart; the ack lane waits too), with the
-// connection's busy timeout lowered to restartWait. A connection whose
-// timeout could not be put back is discarded: database/sql opens a new
-// one with the DSN's.
-func (s *Store) restartCheckpoint(ctx context.Context) error {
+// connection's busy timeout lowered to wait (0: no waiting). busy reports
+// that a reader was still on the WAL. A connection whose timeout could not
+// be put back is discarded: database/sql opens a new one with the DSN's.
+func (s *Store) restartCheckpoint(ctx context.Context, wait time.Duration) (busy bool, err error) {
 	c, err := s.db.Conn(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
-	if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, restartWait.Milliseconds())); err != nil {
-		return err
+	if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, wait.Milliseconds())); err != nil {
+		return false, err
 	}
 	defer func() {
 		if _, err := c.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeout.Milliseconds())); err != nil {
 			c.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck
 		}
 	}()
-	var busy, logPages, done int
-	return c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&busy, &logPages, &done)
+	var blocked, logPages, done int
+	err = c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&blocked, &logPages, &done)
+	return blocked == 1, err
 }
 
 // passiveCheckpoint copies what it can of the WAL into the database file
