@@ -1,6 +1,7 @@
 package pagerduty
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -10,26 +11,51 @@ import (
 	"github.com/alertfan/alertfan/sinks"
 )
 
-// Alertmanager's default description and custom details, rendered by Go
-// code instead of its templates. A queue draining to a fast target spent
-// a quarter of its CPU executing them (BENCHMARKS.md, "Drain: Alertmanager's
-// defaults without their templates"). Each function here gives exactly
-// what the template gives (TestDefaultsAsTheTemplates compares them on
-// random alerts), and declines (false) whatever it does not cover; the
-// template then renders it.
+// Alertmanager's default description, client, client_url and custom
+// details, rendered by Go code instead of its templates. A queue draining
+// to a fast target spent a quarter of its CPU executing them
+// (BENCHMARKS.md, "Drain: Alertmanager's defaults without their
+// templates"). Each function here gives exactly what the template gives
+// (TestDefaultsAsTheTemplates compares them on random data,
+// TestShippedEventsAsTemplated whole events), and declines (false)
+// whatever it does not cover; the template then renders it. A user
+// template file that redefines a template one of them stands for turns
+// that one off (shippedTexts).
 
-// The texts the shortcuts stand for: DefaultConfig.Description and
-// DefaultDetails' firing and resolved.
+// The texts the shortcuts stand for: DefaultConfig's description,
+// client and client_url, and DefaultDetails.
 const (
 	descriptionText = `{{ template "pagerduty.default.description" .}}`
+	clientText      = `{{ template "pagerduty.default.client" . }}`
+	clientURLText   = `{{ template "pagerduty.default.clientURL" . }}`
 	firingText      = `{{ .Alerts.Firing | toJson }}`
 	resolvedText    = `{{ .Alerts.Resolved | toJson }}`
+	numFiringText   = `{{ .Alerts.Firing | len }}`
+	numResolvedText = `{{ .Alerts.Resolved | len }}`
 )
 
-// shippedSubject reports whether tmpl's description templates are
-// Alertmanager's own; a user template file may redefine them.
-func shippedSubject(tmpl *template.Template) bool {
-	return sinks.Shipped(tmpl, "pagerduty.default.description", "__subject")
+// shippedTexts are the default texts tmpl still renders as Alertmanager
+// ships them (a user template file may redefine the templates they call),
+// each with its Go rendering.
+func shippedTexts(tmpl *template.Template) map[string]func(*template.Data) string {
+	out := map[string]func(*template.Data) string{}
+	if sinks.Shipped(tmpl, "pagerduty.default.description", "__subject") {
+		out[descriptionText] = subject
+	}
+	if sinks.Shipped(tmpl, "pagerduty.default.client", "__alertmanager") {
+		out[clientText] = func(*template.Data) string { return "Alertmanager" }
+	}
+	if sinks.Shipped(tmpl, "pagerduty.default.clientURL", "__alertmanagerURL") {
+		out[clientURLText] = alertmanagerURL
+	}
+	return out
+}
+
+// alertmanagerURL is Alertmanager's "__alertmanagerURL" template:
+//
+//	{{ .ExternalURL }}/#/alerts?receiver={{ .Receiver | urlquery }}
+func alertmanagerURL(d *template.Data) string {
+	return d.ExternalURL + "/#/alerts?receiver=" + url.QueryEscape(d.Receiver)
 }
 
 // subject is Alertmanager's "__subject" template (template/default.tmpl):
@@ -56,6 +82,24 @@ func subject(d *template.Data) string {
 		b.WriteByte(')')
 	}
 	return b.String()
+}
+
+// shippedDetail is what renderDetail makes of one of DefaultDetails'
+// texts, false when it does not cover the text or the data (the template
+// then renders it).
+func shippedDetail(text string, d *template.Data) (any, bool) {
+	switch text {
+	case firingText:
+		return alertsDetail(d.Alerts.Firing())
+	case resolvedText:
+		return alertsDetail(d.Alerts.Resolved())
+	case numFiringText:
+		// "3" read as YAML, as DeepCopyWithTemplate reads it: an int.
+		return len(d.Alerts.Firing()), true
+	case numResolvedText:
+		return len(d.Alerts.Resolved()), true
+	}
+	return nil, false
 }
 
 // alertsDetail is what renderDetail makes of the default detail

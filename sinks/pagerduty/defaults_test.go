@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/alertmanager/template"
 	"github.com/stretchr/testify/require"
+	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/alertfan/alertfan/sinks"
 )
@@ -22,7 +23,8 @@ import (
 func TestDefaultsAsTheTemplates(t *testing.T) {
 	tmpl, err := sinks.FromGlobs(nil)
 	require.NoError(t, err)
-	require.True(t, shippedSubject(tmpl))
+	shipped := shippedTexts(tmpl)
+	require.Len(t, shipped, 3)
 	render := func(text string, d *template.Data) (string, error) { return sinks.ExecuteText(tmpl, text, d) }
 
 	r := rand.New(rand.NewPCG(1, 2))
@@ -65,7 +67,7 @@ func TestDefaultsAsTheTemplates(t *testing.T) {
 
 	fast := 0
 	for range 5000 {
-		d := &template.Data{Status: status(), GroupLabels: kv(), CommonLabels: kv()}
+		d := &template.Data{Status: status(), GroupLabels: kv(), CommonLabels: kv(), Receiver: str(), ExternalURL: str()}
 		if r.IntN(3) == 0 && len(d.CommonLabels) > 0 {
 			// Group labels that are a part of the common ones, as Alertmanager's are.
 			d.GroupLabels = template.KV{}
@@ -80,16 +82,14 @@ func TestDefaultsAsTheTemplates(t *testing.T) {
 				StartsAt: when(), EndsAt: when(), GeneratorURL: str(), Fingerprint: str()})
 		}
 
-		want, err := render(descriptionText, d)
-		require.NoError(t, err)
-		require.Equal(t, want, subject(d))
+		for text, f := range shipped {
+			want, err := render(text, d)
+			require.NoError(t, err)
+			require.Equal(t, want, f(d), text)
+		}
 
-		for _, text := range []string{firingText, resolvedText} {
-			as := d.Alerts.Firing()
-			if text == resolvedText {
-				as = d.Alerts.Resolved()
-			}
-			got, ok := alertsDetail(as)
+		for _, text := range []string{firingText, resolvedText, numFiringText, numResolvedText} {
+			got, ok := shippedDetail(text, d)
 			if !ok {
 				continue // the template renders it
 			}
@@ -104,27 +104,73 @@ func TestDefaultsAsTheTemplates(t *testing.T) {
 			require.Equal(t, string(wb), string(gb))
 		}
 	}
-	require.Greater(t, fast, 2000, "the shortcut must be what most of these take")
+	require.Greater(t, fast, 12000, "the shortcut must be what most of these take")
+	_, ok := shippedDetail(`{{ .Alerts | len }}`, &template.Data{})
+	require.False(t, ok, "any other text is the template's")
 }
 
-// A user template file that redefines the description's templates turns
-// the shortcut off; one that defines others leaves it on.
-func TestShippedSubject(t *testing.T) {
-	dir := t.TempDir()
-	for name, text := range map[string]string{
-		"subject.tmpl": `{{ define "__subject" }}mine{{ end }}`,
-		"other.tmpl":   `{{ define "team.title" }}ours{{ end }}`,
-		"desc.tmpl":    `{{ define "pagerduty.default.description" }}{{ .Status }}{{ end }}`,
+// A user template file that redefines a default's templates turns that
+// shortcut off; one that defines others leaves them on.
+func TestShippedTexts(t *testing.T) {
+	all := []string{descriptionText, clientText, clientURLText}
+	for _, c := range []struct {
+		file string
+		want []string
+	}{
+		{`{{ define "team.title" }}ours{{ end }}`, all},
+		{`{{ define "__subject" }}mine{{ end }}`, []string{clientText, clientURLText}},
+		{`{{ define "pagerduty.default.description" }}{{ .Status }}{{ end }}`, []string{clientText, clientURLText}},
+		{`{{ define "__alertmanager" }}Prometheus{{ end }}`, []string{descriptionText, clientURLText}},
+		{`{{ define "__alertmanagerURL" }}https://am.example{{ end }}`, []string{descriptionText, clientText}},
 	} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600))
-	}
-	for file, shipped := range map[string]bool{"subject.tmpl": false, "other.tmpl": true, "desc.tmpl": false} {
-		tmpl, err := sinks.FromGlobs([]string{filepath.Join(dir, file)})
+		path := filepath.Join(t.TempDir(), "user.tmpl")
+		require.NoError(t, os.WriteFile(path, []byte(c.file), 0o600))
+		tmpl, err := sinks.FromGlobs([]string{path})
 		require.NoError(t, err)
-		require.Equal(t, shipped, shippedSubject(tmpl), file)
+		var got []string
+		for text := range shippedTexts(tmpl) {
+			got = append(got, text)
+		}
+		require.ElementsMatch(t, c.want, got, c.file)
 	}
 	// Not from FromGlobs: no handle on the set, no shortcut.
 	tmpl, err := template.FromGlobs(nil)
 	require.NoError(t, err)
-	require.False(t, shippedSubject(tmpl))
+	require.Empty(t, shippedTexts(tmpl))
+}
+
+// Whole events: a Notifier whose set came from sinks.FromGlobs (the
+// shortcuts on) sends the bytes one without them sends.
+func TestShippedEventsAsTemplated(t *testing.T) {
+	fast, err := sinks.FromGlobs(nil)
+	require.NoError(t, err)
+	slow, err := template.FromGlobs(nil)
+	require.NoError(t, err)
+	var c Config
+	require.NoError(t, yaml.UnmarshalStrict([]byte("routing_key: "+routingKey+"\nmode: group\ndetails: {team: '{{ .CommonLabels.team }}'}"), &c))
+	nf, err := New(&c, fast, sinks.NewLimiters(), nil, discard())
+	require.NoError(t, err)
+	ns, err := New(&c, slow, sinks.NewLimiters(), nil, discard())
+	require.NoError(t, err)
+	require.Len(t, nf.shipped, 3)
+	require.Empty(t, ns.shipped)
+
+	at := time.Date(2026, 12, 6, 1, 2, 3, 456789, time.FixedZone("JST", 9*3600))
+	alert := func(status, name, value string) sinks.Alert {
+		return sinks.Alert{Identity: name + value, Status: status, StartsAt: at, GeneratorURL: "http://prom/graph?g0.expr=up+%3C+1&x=<y>",
+			Labels:      map[string]string{"alertname": name, "team": "db", "instance": value},
+			Annotations: map[string]string{"summary": "disk <full> & \u2028 " + value, "runbook": "日本語"}}
+	}
+	for _, n := range []*sinks.Notification{
+		{Key: "one", Alerts: []sinks.Alert{alert(sinks.StatusFiring, "DiskFull", "db1")}},
+		{Key: "two", Alerts: []sinks.Alert{alert(sinks.StatusFiring, "DiskFull", "db1"), alert(sinks.StatusResolved, "DiskFull", "db2")},
+			Source: sinks.Source{Receiver: "on call/db", ExternalURL: "http://am:9093", GroupLabels: map[string]string{"alertname": "DiskFull"}}},
+		{Key: "resolved", Alerts: []sinks.Alert{alert(sinks.StatusResolved, "Down", "\x7f\ufeff")}},
+	} {
+		want, err := ns.render(n, true)
+		require.NoError(t, err)
+		got, err := nf.render(n, true)
+		require.NoError(t, err)
+		require.Equal(t, string(want.Body), string(got.Body), n.Key)
+	}
 }

@@ -270,8 +270,8 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 		if tmplErr != nil {
 			return ""
 		}
-		if text == descriptionText && n.shippedSubject {
-			return subject(data)
+		if f, ok := n.shipped[text]; ok {
+			return f(data)
 		}
 		s, err := sinks.ExecuteText(n.tmpl, text, data)
 		if err != nil {

@@ -59,9 +59,9 @@ type Notifier struct {
 	// checking is set while New renders a sample alert, whose replaced
 	// values are neither counted nor logged.
 	checking bool
-	// shippedSubject: tmpl's description templates are Alertmanager's
-	// own, which subject renders without them (defaults.go).
-	shippedSubject bool
+	// shipped renders the default texts whose templates are still
+	// Alertmanager's own, without them (defaults.go).
+	shipped map[string]func(*template.Data) string
 }
 
 // Option tunes a Notifier.
@@ -91,7 +91,7 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 		logger:  logger,
 		warned:  map[string]bool{},
 
-		shippedSubject: shippedSubject(tmpl),
+		shipped: shippedTexts(tmpl),
 	}
 	for _, o := range opts {
 		o(n)
@@ -282,12 +282,8 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
-		if text, ok := v.(string); ok && (text == firingText || text == resolvedText) {
-			as := data.Alerts.Firing()
-			if text == resolvedText {
-				as = data.Alerts.Resolved()
-			}
-			if d, ok := alertsDetail(as); ok {
+		if text, ok := v.(string); ok {
+			if d, ok := shippedDetail(text, data); ok {
 				out[k] = d
 				continue
 			}
