@@ -42,7 +42,12 @@ var shipped = sync.OnceValue(func() *tmpltext.Template {
 
 // Shipped reports whether t came from FromGlobs and each named template in
 // it is still the one Alertmanager ships: no user template file redefined
-// it. A sink may then render it with Go code that gives the same output.
+// it. A sink may then render it with Go code that gives the same output,
+// as long as FromGlobs' options added functions of their own names only
+// (alertfan's one, backlog.TemplateFuncs, does): an option may also
+// replace text/template's builtins (len, urlquery …), which the parse
+// trees do not show. With no names, it reports whether t came from
+// FromGlobs.
 func Shipped(t *template.Template, names ...string) bool {
 	v, ok := textCaches.Load(weak.Make(t))
 	if !ok || shipped() == nil {

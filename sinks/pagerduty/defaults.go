@@ -86,7 +86,9 @@ func subject(d *template.Data) string {
 
 // shippedDetail is what renderDetail makes of one of DefaultDetails'
 // texts, false when it does not cover the text or the data (the template
-// then renders it).
+// then renders it). Only for a set from sinks.FromGlobs (see
+// sinks.Shipped): the texts call functions only, which a Go caller's
+// template set could replace.
 func shippedDetail(text string, d *template.Data) (any, bool) {
 	switch text {
 	case firingText:

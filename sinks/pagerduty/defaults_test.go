@@ -2,6 +2,7 @@ package pagerduty
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -153,7 +154,9 @@ func TestShippedEventsAsTemplated(t *testing.T) {
 	ns, err := New(&c, slow, sinks.NewLimiters(), nil, discard())
 	require.NoError(t, err)
 	require.Len(t, nf.shipped, 3)
+	require.True(t, nf.shippedDetails)
 	require.Empty(t, ns.shipped)
+	require.False(t, ns.shippedDetails, "the templates render every text of this one")
 
 	at := time.Date(2026, 12, 6, 1, 2, 3, 456789, time.FixedZone("JST", 9*3600))
 	alert := func(status, name, value string) sinks.Alert {
@@ -172,5 +175,37 @@ func TestShippedEventsAsTemplated(t *testing.T) {
 		got, err := nf.render(n, true)
 		require.NoError(t, err)
 		require.Equal(t, string(want.Body), string(got.Body), n.Key)
+	}
+
+	// And random ones, with the texts that trip encoders.
+	r := rand.New(rand.NewPCG(3, 4))
+	pieces := []string{"a", "db", " ", "/", "alertname", "team", "\n", "\x00", "\x7f", "<", "&", "\u2028", "\ufeff", "\ufffd", "日本", "\xff", "3", "null"}
+	str := func() string {
+		var b strings.Builder
+		for range r.IntN(4) {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	labels := func() map[string]string {
+		m := map[string]string{}
+		for range r.IntN(4) {
+			m[str()] = str()
+		}
+		return m
+	}
+	for i := range 1000 {
+		n := &sinks.Notification{Key: fmt.Sprint(i), Source: sinks.Source{Receiver: str(), ExternalURL: str(), GroupLabels: labels()}}
+		for range 1 + r.IntN(3) {
+			n.Alerts = append(n.Alerts, sinks.Alert{Identity: str(), Status: []string{sinks.StatusFiring, sinks.StatusResolved}[r.IntN(2)],
+				Labels: labels(), Annotations: labels(), GeneratorURL: str(), Fingerprint: str(),
+				StartsAt: time.Unix(r.Int64N(4e9), r.Int64N(1e9)).In(time.FixedZone("z", (r.IntN(48)-24)*1800))})
+		}
+		want, werr := ns.render(n, true)
+		got, gerr := nf.render(n, true)
+		require.Equal(t, werr == nil, gerr == nil, "%v / %v", werr, gerr)
+		if werr == nil {
+			require.Equal(t, string(want.Body), string(got.Body), n.Key)
+		}
 	}
 }

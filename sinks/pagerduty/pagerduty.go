@@ -60,8 +60,10 @@ type Notifier struct {
 	// values are neither counted nor logged.
 	checking bool
 	// shipped renders the default texts whose templates are still
-	// Alertmanager's own, without them (defaults.go).
-	shipped map[string]func(*template.Data) string
+	// Alertmanager's own, without them; shippedDetails, DefaultDetails'
+	// texts (defaults.go).
+	shipped        map[string]func(*template.Data) string
+	shippedDetails bool
 }
 
 // Option tunes a Notifier.
@@ -91,7 +93,8 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 		logger:  logger,
 		warned:  map[string]bool{},
 
-		shipped: shippedTexts(tmpl),
+		shipped:        shippedTexts(tmpl),
+		shippedDetails: sinks.Shipped(tmpl),
 	}
 	for _, o := range opts {
 		o(n)
@@ -282,7 +285,7 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
-		if text, ok := v.(string); ok {
+		if text, ok := v.(string); ok && n.shippedDetails {
 			if d, ok := shippedDetail(text, data); ok {
 				out[k] = d
 				continue
