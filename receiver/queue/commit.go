@@ -184,20 +184,20 @@ func retriableTxError(err error) bool {
 }
 
 func (s *Store) commitOnce(ops []*op) (err error) {
-	// On PostgreSQL the deadline bounds a batch stuck on the network. On
-	// SQLite nothing can outwait busy_timeout but a stuck disk, which no
-	// interrupt reaches; and a context that can end costs two goroutines
-	// per statement (database/sql's and the driver's watchers): 3% of
-	// intake's CPU.
-	ctx := context.Background()
-	if s.dialect == dialectPostgres {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, commitDeadline)
-		defer cancel()
-	}
+	// The deadline bounds the transaction: waiting for the connection,
+	// and a batch stuck on the network (PostgreSQL); database/sql rolls it
+	// back when it passes. On SQLite the statements themselves run under a
+	// context that cannot end: nothing in them can outwait busy_timeout
+	// but a stuck disk, which no interrupt reaches, and a context that can
+	// end makes the driver start a watcher goroutine per statement.
+	ctx, cancel := context.WithTimeout(context.Background(), commitDeadline)
+	defer cancel()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("queue: begin: %w", err)
+	}
+	if s.dialect == dialectSQLite {
+		ctx = context.WithoutCancel(ctx)
 	}
 	b := &batch{s: s, tx: tx, stmts: map[string]*sql.Stmt{}, now: time.Now().UnixNano(), pending: map[pendingGroup]*pendingKeys{}}
 	defer func() {
