@@ -87,7 +87,7 @@ type Store struct {
 	// not wait, after one that waited in vain (guarded by ckMu).
 	catchUpWait  time.Duration
 	catchUpQuiet int
-	ckMu         sync.Mutex // SQLite: one checkpoint at a time on ckdb
+	ckMu         sync.Mutex // SQLite: one checkpoint at a time (ckdb's, or the writer's catch-up)
 	db           *sql.DB
 	driver       riverdriver.Driver[*sql.Tx]
 	client       *river.Client[*sql.Tx]
@@ -266,7 +266,7 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	// Checkpoints run on a connection of their own (see checkpointer), not
 	// inside a commit, where they would stall every request behind it.
 	busy := "_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")"
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&" + busy + "&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(134217728)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&" + busy + "&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(" + strconv.Itoa(walTruncateBusy) + ")&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)

@@ -60,14 +60,13 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 	}
 	r := &Rendered{path: pathEvent, secret: string(n.conf.RoutingKey)}
 	var v any
-	var body []byte
 	switch {
 	case isChange(notif) && notif.Alerts[0].PagerDuty != nil:
 		r.path, r.action, v = pathChange, "change", n.ChangeEvent(notif.Alerts[0].PagerDuty)
 	case isChange(notif):
 		r.path, r.action, v = pathChange, "change", n.changeEvent(&notif.Alerts[0])
 	default:
-		ev, b, err := n.event(notif, quiet)
+		ev, body, err := n.event(notif, quiet)
 		if err != nil {
 			return nil, err
 		}
@@ -76,12 +75,13 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 			r.Skip = "resolved, and send_resolved is false"
 			return r, nil
 		}
-		r.action, r.ref, v, body = ev.Action, ev.DedupKey, ev, b
+		// body is nil when the details were replaced after the size check: encoded below.
+		r.action, r.ref, v, r.Body = ev.Action, ev.DedupKey, ev, body
 	}
 	r.URL = endpoint(u, r.path).String()
 	// json.Marshal, as go-pagerduty encodes events: no trailing newline,
 	// HTML characters escaped.
-	if r.Body = body; r.Body == nil {
+	if r.Body == nil {
 		if r.Body, err = json.Marshal(v); err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
