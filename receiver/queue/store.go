@@ -27,7 +27,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"modernc.org/sqlite" // also the database/sql driver "sqlite"
 )
 
 // Storage drivers.
@@ -267,10 +267,11 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	// inside a commit, where they would stall every request behind it.
 	busy := "_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")"
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&" + busy + "&_pragma=foreign_keys(on)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(" + strconv.Itoa(walTruncateBusy) + ")&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	conn, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return fmt.Errorf("queue: open sqlite: %w", err)
 	}
+	db := sql.OpenDB(stmtCachingConnector{conn})
 	// SQLite takes one writer; River's driver documentation asks for a
 	// single connection to avoid SQLITE_BUSY between its own goroutines.
 	db.SetMaxOpenConns(1)
