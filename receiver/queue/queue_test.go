@@ -1,10 +1,12 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -341,4 +343,66 @@ func (s *Store) Enqueue(ctx context.Context, items []Item) error {
 		s.metrics.itemsCommitted.Add(float64(len(items)))
 	}
 	return err
+}
+
+// A sink that panics costs its key only: the key is dead-lettered (not
+// retried: the call may have left), the job's other keys are delivered,
+// the process goes on, and neither the log nor the dead letter carries the
+// panic's value, which may be anything.
+func TestSinkPanicDeadLettersItsKeyOnly(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				switch n.Key {
+				case "boom":
+					panic("token=secret-value-123")
+				case "nil":
+					var m map[string]int
+					m["x"]++ // a runtime error: its message is kept
+				}
+				return nil
+			}}
+			var logs syncBuffer
+			opts := d.opts(t)
+			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			s := openStore(t, opts, sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing"), item("boom", "firing"), item("b", "firing"), item("nil", "firing"), item("c", "firing")}))
+			var dead []DeadLetter
+			require.Eventually(t, func() bool {
+				var err error
+				dead, err = s.DeadLetters(ctx)
+				require.NoError(t, err)
+				return len(dead) == 2 && len(sink.all()) == 3
+			}, 10*time.Second, 20*time.Millisecond)
+			byKey := map[string]DeadLetter{}
+			for _, dl := range dead {
+				byKey[dl.Key] = dl
+				require.Equal(t, sinks.ReasonOther, dl.Reason)
+				require.Equal(t, 1, dl.Attempts, "not retried")
+			}
+			require.Contains(t, byKey["boom"].Error, "the pagerduty sink panicked (string)")
+			require.Contains(t, byKey["nil"].Error, "assignment to entry in nil map")
+			require.Contains(t, logs.String(), "Sink panicked")
+			require.NotContains(t, logs.String()+byKey["boom"].Error, "secret-value-123")
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

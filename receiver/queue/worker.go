@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -446,7 +448,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			break
 		}
 		start := time.Now()
-		derr = t.Sink.Deliver(sinks.WithCall(sinks.WithTarget(ctx, id), call), &n)
+		derr = s.callSink(sinks.WithCall(sinks.WithTarget(ctx, id), call), t, &n)
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}
 	if derr == nil {
@@ -713,4 +715,29 @@ func (h *errorHandler) HandleError(ctx context.Context, job *rivertype.JobRow, e
 func (h *errorHandler) HandlePanic(ctx context.Context, job *rivertype.JobRow, panicVal any, trace string) *river.ErrorHandlerResult {
 	h.logger.Error("Delivery panicked; the job will be retried", "job_id", job.ID, "panic", fmt.Sprint(panicVal))
 	return nil
+}
+
+// callSink delivers n through t's sink, turning a panic into a permanent
+// failure of this key: the process and the job's other keys go on, and
+// the key is dead-lettered where an operator sees it (and can retry it),
+// instead of alertfan crashing, and again at every restart once River
+// brings the job back. Permanent, not retryable: a panic after the call
+// left the target, before its reply was recorded, would otherwise repeat
+// the call (a second Backlog issue). The panic's value may hold any data,
+// so neither the log nor the stored error carries it, except a runtime
+// error's own message; the log has the stack.
+func (s *Store) callSink(ctx context.Context, t Target, n *sinks.Notification) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		what := fmt.Sprintf("%T", r)
+		if re, ok := r.(runtime.Error); ok {
+			what = re.Error()
+		}
+		s.logger.Error("Sink panicked; the alert is dead-lettered", "target", t.ID, "kind", t.Kind, "panic", what, "stack", string(debug.Stack()))
+		err = sinks.Permanent(sinks.ReasonOther, fmt.Errorf("the %s sink panicked (%s); see alertfan's log", t.Kind, what))
+	}()
+	return t.Sink.Deliver(ctx, n)
 }
