@@ -205,7 +205,8 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	// keyParallelism goroutines take the keys in turn rather than one
 	// goroutine per key: a delivery's stack (JSON, template, HTTP) grows
 	// a new goroutine's several times, and the copies were 6% of a
-	// drain's CPU (BENCHMARKS.md, "River's statements, prepared once").
+	// drain's CPU (BENCHMARKS.md, "A job's keys on 16 goroutines, not one
+	// each").
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(len(todo), keyParallelism) {
