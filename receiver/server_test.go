@@ -34,7 +34,7 @@ type testServer struct {
 	cfg    string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *logBuffer
+	logs   *testenv.LogBuffer
 
 	stopOnce sync.Once
 }
@@ -68,7 +68,7 @@ func startServerIn(t *testing.T, dir, cfg string, opts ...func(*Options)) *testS
 	require.NoError(t, os.WriteFile(file, []byte(cfg), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
-	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
+	ts := &testServer{dir: dir, cfg: file, cancel: cancel, done: make(chan error, 1), logs: &testenv.LogBuffer{}}
 	logger := slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o := Options{
 		ConfigFile:      file,
@@ -103,31 +103,6 @@ func (ts *testServer) stop() {
 		case <-time.After(15 * time.Second):
 		}
 	})
-}
-
-// logBuffer collects a server's log lines; tests read it while the server
-// writes, so both sides lock.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
 }
 
 func (ts *testServer) post(t *testing.T, path string, body []byte, hdr ...string) (int, map[string]any) {

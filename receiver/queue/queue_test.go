@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -362,7 +361,7 @@ func TestSinkPanicDeadLettersItsKeyOnly(t *testing.T) {
 				}
 				return nil
 			}}
-			var logs syncBuffer
+			var logs testenv.LogBuffer
 			opts := d.opts(t)
 			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			s := openStore(t, opts, sink)
@@ -387,22 +386,4 @@ func TestSinkPanicDeadLettersItsKeyOnly(t *testing.T) {
 			require.NotContains(t, logs.String()+byKey["boom"].Error, "secret-value-123")
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
