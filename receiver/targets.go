@@ -68,10 +68,22 @@ func (g *gatedSink) ensureReady(ctx context.Context) error {
 	}
 	g.checking = true
 	g.mu.Unlock()
+	// A check that panics (recovered by the queue's worker) must not
+	// leave the gate checking forever: every later delivery would be
+	// "not ready" until a restart.
+	checked := false
+	defer func() {
+		if !checked {
+			g.mu.Lock()
+			g.checking = false
+			g.mu.Unlock()
+		}
+	}()
 
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err := g.check(cctx)
 	cancel()
+	checked = true
 
 	g.mu.Lock()
 	defer g.mu.Unlock()

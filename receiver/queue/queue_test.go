@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -342,48 +341,4 @@ func (s *Store) Enqueue(ctx context.Context, items []Item) error {
 		s.metrics.itemsCommitted.Add(float64(len(items)))
 	}
 	return err
-}
-
-// A sink that panics costs its key only: the key is dead-lettered (not
-// retried: the call may have left), the job's other keys are delivered,
-// the process goes on, and neither the log nor the dead letter carries the
-// panic's value, which may be anything.
-func TestSinkPanicDeadLettersItsKeyOnly(t *testing.T) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) {
-			sink := &recordingSink{fail: func(n *sinks.Notification) error {
-				switch n.Key {
-				case "boom":
-					panic("token=secret-value-123")
-				case "nil":
-					var keys []string
-					_ = keys[len(n.Key)] // a runtime error: its message is kept
-				}
-				return nil
-			}}
-			var logs testenv.LogBuffer
-			opts := d.opts(t)
-			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			s := openStore(t, opts, sink)
-			ctx := context.Background()
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing"), item("boom", "firing"), item("b", "firing"), item("nil", "firing"), item("c", "firing")}))
-			var dead []DeadLetter
-			require.Eventually(t, func() bool {
-				var err error
-				dead, err = s.DeadLetters(ctx)
-				require.NoError(t, err)
-				return len(dead) == 2 && len(sink.all()) == 3
-			}, 10*time.Second, 20*time.Millisecond)
-			byKey := map[string]DeadLetter{}
-			for _, dl := range dead {
-				byKey[dl.Key] = dl
-				require.Equal(t, sinks.ReasonOther, dl.Reason)
-				require.Equal(t, 1, dl.Attempts, "not retried")
-			}
-			require.Contains(t, byKey["boom"].Error, "the pagerduty sink panicked (string)")
-			require.Contains(t, byKey["nil"].Error, "index out of range [3] with length 0")
-			require.Contains(t, logs.String(), "Sink panicked")
-			require.NotContains(t, logs.String()+byKey["boom"].Error, "secret-value-123")
-		})
-	}
 }

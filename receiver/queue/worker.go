@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -207,6 +208,13 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	// a new goroutine's several times, and the copies were 6% of a
 	// drain's CPU (BENCHMARKS.md, "A job's keys on 16 goroutines, not one
 	// each").
+	//
+	// Until its work returns, a key's outcome is a retry: a goroutine that
+	// never comes back from it (runtime.Goexit) leaves its keys to the
+	// job's next attempt rather than counting them as done.
+	for _, i := range todo {
+		outcomes[i] = outcome{retry: true, err: errKeyUnfinished}
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(len(todo), keyParallelism) {
@@ -220,7 +228,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 				}
 				i := todo[n]
 				k := a.Keys[i]
-				outcomes[i] = w.workKey(ctx, job, k, states[k.Key])
+				outcomes[i] = w.workKeyRecovered(ctx, job, k, states[k.Key])
 			}
 		}()
 	}
@@ -284,6 +292,24 @@ type ackRecord struct {
 // going while newer states arrive, so a burst of updates to one alert
 // costs few calls and an update that lands while a call is in flight is
 // never lost.
+// errKeyUnfinished is the outcome of a key whose work never returned.
+var errKeyUnfinished = errors.New("queue: the key's delivery did not finish; retrying")
+
+// workKeyRecovered is workKey on a goroutine of Work's own, where River's
+// recovery does not reach: a panic outside the sink's Deliver (which
+// callSink recovers) — its limiter, the plan, the bookkeeping — retries
+// the key with the job instead of ending the process.
+func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (o outcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			what := panicText(r)
+			w.s.logger.Error("Delivery panicked; the job will be retried", "target", job.Args.Target, "key", k.Key, "panic", what, "stack", string(debug.Stack()))
+			o = outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
+		}
+	}()
+	return w.workKey(ctx, job, k, st)
+}
+
 func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
 	s, target := w.s, job.Args.Target
 	for {
@@ -473,7 +499,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 	}
-	if ok {
+	if ok && !errors.Is(e, errSinkPanicked) {
 		s.targetFailed(t, e)
 		if h, isH := t.Sink.(holder); isH && e.Reason == sinks.ReasonRateLimited {
 			// A 429 is about the key, not this alert: every call of the
@@ -714,31 +740,60 @@ func (h *errorHandler) HandleError(ctx context.Context, job *rivertype.JobRow, e
 }
 
 func (h *errorHandler) HandlePanic(ctx context.Context, job *rivertype.JobRow, panicVal any, trace string) *river.ErrorHandlerResult {
-	h.logger.Error("Delivery panicked; the job will be retried", "job_id", job.ID, "panic", fmt.Sprint(panicVal))
+	h.logger.Error("Delivery panicked; the job will be retried", "job_id", job.ID, "panic", panicText(panicVal), "stack", trace)
 	return nil
 }
 
-// callSink delivers n through t's sink, turning a panic into a permanent
-// failure of this key: the process and the job's other keys go on, and
-// the key is dead-lettered where an operator sees it (and can retry it),
-// instead of alertfan crashing, and again at every restart once River
-// brings the job back. Permanent, not retryable: a panic after the call
-// left the target, before its reply was recorded, would otherwise repeat
-// the call (a second Backlog issue). The panic's value may hold any data,
-// so neither the log nor the stored error carries it, except a runtime
-// error's own message; the log has the stack.
+// errSinkPanicked marks a delivery error that is a panic recovered from
+// a sink: a bug of ours, not an answer of the target, so it says nothing
+// about the target's health.
+var errSinkPanicked = errors.New("panicked")
+
+// callSink delivers n through t's sink, turning a panic into a retryable
+// failure of this key: the process and the job's other keys go on, instead
+// of alertfan crashing, and again at every restart once River brings the
+// job back. Retryable (ReasonOther), so a panic that some passing reply
+// set off heals by itself, and one that does not ends as a dead letter
+// (attempts_exhausted) after max_attempts: a retry repeats a call that
+// may have left, which PagerDuty's dedup key absorbs and Backlog's issue
+// marker heals. Deliver not returning (a panic(nil) under
+// GODEBUG=panicnil=1, runtime.Goexit) counts as a panic too, never as a
+// delivery.
 func (s *Store) callSink(ctx context.Context, t Target, n *sinks.Notification) (err error) {
+	returned := false
 	defer func() {
-		r := recover()
-		if r == nil {
+		if returned {
 			return
 		}
-		what := fmt.Sprintf("%T", r)
-		if re, ok := r.(runtime.Error); ok {
-			what = re.Error()
-		}
-		s.logger.Error("Sink panicked; the alert is dead-lettered", "target", t.ID, "kind", t.Kind, "panic", what, "stack", string(debug.Stack()))
-		err = sinks.Permanent(sinks.ReasonOther, fmt.Errorf("the %s sink panicked (%s); see alertfan's log", t.Kind, what))
+		what := panicText(recover())
+		s.logger.Error("Sink panicked; the delivery will be retried", "target", t.ID, "kind", t.Kind, "panic", what, "stack", string(debug.Stack()))
+		err = sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("the %s sink %w (%s); see alertfan's log", t.Kind, errSinkPanicked, what))
 	}()
-	return t.Sink.Deliver(ctx, n)
+	err = t.Sink.Deliver(ctx, n)
+	returned = true
+	return err
+}
+
+// panicText describes a recovered panic value without its content, which
+// may hold anything (a secret in a URL, an alert's labels): its type, or,
+// for an error of Go's runtime package (an index out of range, a nil
+// map), the runtime's own message, which holds no data of ours.
+func panicText(r any) (text string) {
+	text = fmt.Sprintf("%T", r)
+	if _, ok := r.(runtime.Error); !ok {
+		return text
+	}
+	t := reflect.TypeOf(r)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.PkgPath() != "runtime" {
+		return text // a type of someone else's that calls itself a runtime error
+	}
+	defer func() {
+		if recover() != nil { // a typed nil: its Error panics
+			text = fmt.Sprintf("%T", r)
+		}
+	}()
+	return r.(runtime.Error).Error()
 }

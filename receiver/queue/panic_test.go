@@ -1,0 +1,176 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// leakyError calls itself a runtime error but is not Go's: its text is
+// not to be trusted.
+type leakyError struct{ body string }
+
+func (leakyError) RuntimeError()   {}
+func (e leakyError) Error() string { return "decode reply: " + e.body }
+
+// A sink that panics costs its key a retry, not the process: the job's
+// other keys are delivered, a panic that keeps happening ends as a dead
+// letter after max_attempts, and neither the log nor the dead letter
+// carries the panic's value (which may be anything), only its type or a
+// Go runtime error's own message.
+func TestSinkPanicIsRetriedThenDeadLettered(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			opts := d.opts(t)
+			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			opts.MaxAttempts = 2
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				switch n.Key {
+				case "boom":
+					panic("token=secret-value-123")
+				case "index":
+					var keys []string
+					_ = keys[len(n.Key)] // Go's runtime error: its message is kept
+				case "typed-nil":
+					panic((*runtime.TypeAssertionError)(nil)) // its Error panics
+				case "leaky":
+					panic(leakyError{body: "apiKey=secret-value-123"})
+				}
+				return nil
+			}}
+			s := openStore(t, opts, sink)
+			ctx := context.Background()
+			var items []Item
+			for _, k := range []string{"a", "boom", "b", "index", "typed-nil", "leaky", "c"} {
+				items = append(items, item(k, "firing"))
+			}
+			require.NoError(t, s.Enqueue(ctx, items))
+			var dead []DeadLetter
+			require.Eventually(t, func() bool {
+				var err error
+				dead, err = s.DeadLetters(ctx)
+				require.NoError(t, err)
+				return len(dead) == 4 && len(sink.all()) == 3
+			}, 15*time.Second, 20*time.Millisecond)
+			byKey := map[string]DeadLetter{}
+			for _, dl := range dead {
+				byKey[dl.Key] = dl
+				require.Equal(t, sinks.ReasonExhausted, dl.Reason, "retried, then dead-lettered")
+				require.Equal(t, 2, dl.Attempts)
+			}
+			require.Contains(t, byKey["boom"].Error, "the pagerduty sink panicked (string)")
+			require.Contains(t, byKey["index"].Error, "index out of range [5] with length 0")
+			require.Contains(t, byKey["typed-nil"].Error, "panicked (*runtime.TypeAssertionError)")
+			require.Contains(t, byKey["leaky"].Error, "panicked (queue.leakyError)")
+			require.Contains(t, logs.String(), "Sink panicked")
+			all := logs.String()
+			for _, dl := range dead {
+				all += dl.Error
+			}
+			require.NotContains(t, all, "secret-value-123")
+		})
+	}
+}
+
+// A panic that a passing condition set off heals with the retry.
+func TestSinkPanicOnceIsDelivered(t *testing.T) {
+	var panicked atomic.Bool
+	sink := &recordingSink{fail: func(n *sinks.Notification) error {
+		if panicked.CompareAndSwap(false, true) {
+			panic("once")
+		}
+		return nil
+	}}
+	s := openStore(t, drivers()[0].opts(t), sink)
+	ctx := context.Background()
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+	dead, err := s.DeadLetters(ctx)
+	require.NoError(t, err)
+	require.Empty(t, dead)
+}
+
+// pacingSink's own rate limiting (run by the worker before Deliver,
+// outside callSink) panics the first times.
+type pacingSink struct {
+	recordingSink
+	panics atomic.Int32
+}
+
+func (p *pacingSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
+	if p.panics.Add(-1) >= 0 {
+		panic("pace bug")
+	}
+	return 0, nil
+}
+
+var _ pacer = (*pacingSink)(nil)
+
+// A panic outside the sink's Deliver — its limiter, the plan, the
+// bookkeeping — runs on a goroutine of Work's own, which River's recovery
+// does not reach: it retries the key with the job instead of ending the
+// process.
+func TestPanicOutsideDeliverIsRetried(t *testing.T) {
+	sink := &pacingSink{}
+	sink.panics.Store(2)
+	s := openStore(t, drivers()[0].opts(t), sink)
+	require.NoError(t, s.Enqueue(context.Background(), []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// A sink that never returns from Deliver (runtime.Goexit) leaves its key
+// to the next attempt: neither counted as delivered nor left pending with
+// no job.
+func TestSinkGoexitIsRetried(t *testing.T) {
+	var once atomic.Bool
+	sink := &recordingSink{fail: func(n *sinks.Notification) error {
+		if once.CompareAndSwap(false, true) {
+			runtime.Goexit()
+		}
+		return nil
+	}}
+	s := openStore(t, drivers()[0].opts(t), sink)
+	require.NoError(t, s.Enqueue(context.Background(), []Item{item("g", "firing")}))
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// A panic is not an answer of the target: a down target whose probe
+// panics stays down, its held work stays held.
+func TestSinkPanicDoesNotBringATargetBack(t *testing.T) {
+	var mu sync.Mutex
+	mode := "down"
+	sink := &recordingSink{fail: func(n *sinks.Notification) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if mode == "down" {
+			return sinks.Retryable(sinks.ReasonNetwork, 0, errors.New("connection refused"))
+		}
+		panic("boom")
+	}}
+	var logs testenv.LogBuffer
+	opts := drivers()[0].opts(t)
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := openStore(t, opts, sink)
+	ctx := context.Background()
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(s.Down()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	mode = "panic"
+	mu.Unlock()
+	require.Eventually(t, func() bool { return logs.Len() > 0 && strings.Contains(logs.String(), "Sink panicked") }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	require.NotContains(t, logs.String(), "Target is back", "a panic is not an answer of the target")
+	require.Len(t, s.Down(), 1)
+}
