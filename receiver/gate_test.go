@@ -52,6 +52,11 @@ func TestGateCheckThatPanicsIsCheckedAgain(t *testing.T) {
 	n := &sinks.Notification{Key: "a"}
 	time.Sleep(60 * time.Millisecond)
 	require.EqualError(t, deliverRecovering(g, n), "panicked")
+	// A check that panicked is a failed check: the next waits gateRecheck.
+	for range 5 {
+		require.ErrorContains(t, deliverRecovering(g, n), "not ready")
+	}
+	require.Equal(t, int32(1), checks.Load())
 	require.Eventually(t, func() bool { return deliverRecovering(g, n) == nil }, 5*time.Second, 20*time.Millisecond)
 	require.Equal(t, int32(2), checks.Load())
 	require.Equal(t, int32(1), inner.delivered.Load())

@@ -69,13 +69,16 @@ func (g *gatedSink) ensureReady(ctx context.Context) error {
 	g.checking = true
 	g.mu.Unlock()
 	// A check that panics (recovered by the queue's worker) must not
-	// leave the gate checking forever: every later delivery would be
-	// "not ready" until a restart.
+	// leave the gate checking forever — every later delivery would be
+	// "not ready" until a restart — and counts as a failed check, so the
+	// next one waits gateRecheck like any other.
 	checked := false
 	defer func() {
 		if !checked {
 			g.mu.Lock()
 			g.checking = false
+			g.failures++
+			g.next = time.Now().Add(gateRecheck)
 			g.mu.Unlock()
 		}
 	}()

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -258,7 +259,7 @@ func (b *batch) jobs() []river.InsertManyParams {
 			// class also orders work that is not rate-limited.
 			opts := &river.InsertOpts{Queue: p.kind, Priority: max(1, min(g.class, 4))}
 			if sch != nil {
-				if d := sch.Schedule(end-start, g.class); d > 0 {
+				if d := b.s.schedule(sch, g.target, end-start, g.class); d > 0 {
 					opts.ScheduledAt = now.Add(d)
 				}
 			}
@@ -392,4 +393,17 @@ func (b *batch) enqueue(target, key, kind string, class int, seq int64) {
 		b.order = append(b.order, g)
 	}
 	p.keys = append(p.keys, keySeq{Key: key, Seq: seq})
+}
+
+// schedule is sch.Schedule on the committer, where a panic (a bug in a
+// sink's limiter) would end the process: the job is then inserted
+// unscheduled, and the limiter paces its calls when it runs.
+func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("A sink's rate-limit schedule panicked; its job is not scheduled ahead", "target", target, "panic", panicText(r), "stack", string(debug.Stack()))
+			d = 0
+		}
+	}()
+	return sch.Schedule(n, class)
 }

@@ -174,3 +174,68 @@ func TestSinkPanicDoesNotBringATargetBack(t *testing.T) {
 	require.NotContains(t, logs.String(), "Target is back", "a panic is not an answer of the target")
 	require.Len(t, s.Down(), 1)
 }
+
+// A panic outside Deliver that outlasts max_attempts does not leave its
+// key pending with no job (River discards a job at its last attempt): the
+// job comes back after max_backoff until the key is delivered.
+func TestPanicOutsideDeliverOutlastingMaxAttempts(t *testing.T) {
+	sink := &pacingSink{}
+	sink.panics.Store(5)
+	opts := drivers()[0].opts(t)
+	opts.MaxAttempts = 2
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(context.Background(), []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 15*time.Second, 20*time.Millisecond)
+	require.LessOrEqual(t, sink.panics.Load(), int32(0))
+}
+
+// triggerThenPanic sends (records) its first trigger, then panics, as a
+// sink that fails on the target's reply after the call left would.
+type triggerThenPanic struct {
+	recordingSink
+	panicked atomic.Bool
+}
+
+func (p *triggerThenPanic) Deliver(ctx context.Context, n *sinks.Notification) error {
+	if err := p.recordingSink.Deliver(ctx, n); err != nil {
+		return err
+	}
+	if n.Status() == sinks.StatusFiring && p.panicked.CompareAndSwap(false, true) {
+		panic("decoding the reply")
+	}
+	return nil
+}
+
+// A panic may come after its call left: the next attempt treats the key's
+// phase as unknown, so a resolve that arrived meanwhile is still sent (the
+// target may hold an open incident).
+func TestPanicAfterTheCallStillResolves(t *testing.T) {
+	sink := &triggerThenPanic{}
+	s := openStore(t, drivers()[0].opts(t), sink)
+	ctx := context.Background()
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return sink.panicked.Load() }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", sinks.StatusResolved)}))
+	require.Eventually(t, func() bool {
+		got := sink.all()
+		return len(got) >= 2 && got[len(got)-1].Status() == sinks.StatusResolved
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+// schedulingSink's rate-limit schedule, run on the committer when its
+// jobs are inserted, panics.
+type schedulingSink struct{ recordingSink }
+
+func (*schedulingSink) Schedule(n, class int) time.Duration { panic("schedule bug") }
+
+var _ scheduler = (*schedulingSink)(nil)
+
+// A panic in a sink's schedule, on the committer that every intake
+// request waits for, neither ends the process nor fails the intake: the
+// job is inserted unscheduled and delivered.
+func TestSchedulePanicStillEnqueues(t *testing.T) {
+	sink := &schedulingSink{}
+	s := openStore(t, drivers()[0].opts(t), sink)
+	require.NoError(t, s.Enqueue(context.Background(), []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+}

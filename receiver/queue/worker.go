@@ -182,8 +182,17 @@ type outcome struct {
 // Only alertfan's own pacing parks a job without spending an attempt
 // (River's snooze); every answer of the target — a Retry-After included —
 // is an attempt that counts toward max_attempts and max_age.
-func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
+func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err error) {
 	s, a := w.s, job.Args
+	// River recovers a panic here too, but logs and stores its value,
+	// which may hold anything: recover it first, as callSink does.
+	defer func() {
+		if r := recover(); r != nil {
+			what := panicText(r)
+			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
+			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
+		}
+	}()
 	if len(a.Keys) == 0 {
 		return nil
 	}
@@ -235,6 +244,8 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	wg.Wait()
 	var parkAfter, targetAfter time.Duration
 	var firstErr error
+	var keyErrs []error
+	seen := map[string]bool{}
 	parkOnly := true
 	for _, o := range outcomes {
 		if !o.retry {
@@ -242,6 +253,14 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		}
 		if firstErr == nil {
 			firstErr = o.err
+		}
+		// The job's error (kept by River per attempt) names every distinct
+		// failure, not only the first key's: the next attempt reads it
+		// to tell whether any key's calls may have left unrecorded
+		// (callsUnrecorded).
+		if msg := o.err.Error(); !seen[msg] && len(keyErrs) < maxJobErrors {
+			seen[msg] = true
+			keyErrs = append(keyErrs, o.err)
 		}
 		parkOnly = parkOnly && o.park
 		// Come back when the first waiting key's turn comes; the others
@@ -262,6 +281,21 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 		}
 		return river.JobSnooze(parkAfter)
 	default:
+		jobErr := firstErr
+		if len(keyErrs) > 1 {
+			jobErr = errors.Join(keyErrs...)
+		}
+		if job.Attempt >= job.MaxAttempts {
+			// River discards a job at its last attempt, and only a key's
+			// delivery failure (deliver) is dead-lettered then. What is
+			// left to retry failed for another reason — the store, a bug
+			// (a panic), a wait for the rate limit beside them — and a
+			// discarded job would leave its keys pending with no job:
+			// never delivered, no dead letter. The job comes back after
+			// max_backoff instead, as often as it takes.
+			s.logger.Warn("Deliveries failed for a reason other than the target after the last attempt; retrying", "target", a.Target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", jobErr)
+			return river.JobSnooze(s.opts.MaxBackoff)
+		}
 		if targetAfter > 0 {
 			at := time.Now().Add(targetAfter)
 			// A target's wait never outlasts max_age: the attempt at the
@@ -271,9 +305,12 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 			}
 			s.retryHints.Store(job.ID, at)
 		}
-		return firstErr
+		return jobErr
 	}
 }
+
+// maxJobErrors bounds the distinct key errors a job's error names.
+const maxJobErrors = 8
 
 // ackRecord is the outcome of one key's work: the version handled, the
 // phase the target reached, the content digest it now has, and a dead
@@ -300,14 +337,20 @@ var errKeyUnfinished = errors.New("queue: the key's delivery did not finish; ret
 // callSink recovers) — its limiter, the plan, the bookkeeping — retries
 // the key with the job instead of ending the process.
 func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (o outcome) {
+	returned := false
 	defer func() {
-		if r := recover(); r != nil {
-			what := panicText(r)
-			w.s.logger.Error("Delivery panicked; the job will be retried", "target", job.Args.Target, "key", k.Key, "panic", what, "stack", string(debug.Stack()))
-			o = outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
+		if returned {
+			return
 		}
+		// recover is nil for a panic(nil) under GODEBUG=panicnil=1 and
+		// for runtime.Goexit (which goes on regardless): never a success.
+		what := panicText(recover())
+		w.s.logger.Error("Delivery panicked; the job will be retried", "target", job.Args.Target, "key", k.Key, "panic", what, "stack", string(debug.Stack()))
+		o = outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
 	}()
-	return w.workKey(ctx, job, k, st)
+	o = w.workKey(ctx, job, k, st)
+	returned = true
+	return o
 }
 
 func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
@@ -560,8 +603,11 @@ func callsUnrecorded(job *rivertype.JobRow) bool {
 		return true
 	}
 	msg := strings.ToLower(last.Error)
+	// A panic, or work that never returned, may have come after its call
+	// left too.
 	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
-		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout")
+		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout") ||
+		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish")
 }
 
 // tooOld reports whether a job has been failing for longer than max_age.
