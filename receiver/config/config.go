@@ -249,8 +249,8 @@ func (c *DeliveryConfig) validate() error {
 	switch {
 	case c.Workers < 1 || c.Workers > 10000:
 		return fmt.Errorf("delivery.workers: must be 1..10000, got %d", c.Workers)
-	case c.MaxAttempts < 1:
-		return fmt.Errorf("delivery.max_attempts: must be >= 1, got %d", c.MaxAttempts)
+	case c.MaxAttempts < 1 || c.MaxAttempts > 10000:
+		return fmt.Errorf("delivery.max_attempts: must be between 1 and 10000, got %d", c.MaxAttempts)
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return errors.New("delivery.min_backoff, max_backoff: need 0 < min_backoff <= max_backoff")
 	case c.JobTimeout <= 0:

@@ -58,18 +58,31 @@ const maxHistError = 1024
 // that carries intake and acks), the error cut to maxHistError bytes on a
 // character boundary.
 func (r *histRow) clean() {
-	if len(r.errText) > maxHistError {
-		cut := maxHistError
-		for cut > 0 && !utf8.RuneStart(r.errText[cut]) {
-			cut--
-		}
-		r.errText = r.errText[:cut]
-	}
+	r.errText = cutText(r.errText, maxHistError)
 	for _, f := range []*string{&r.identity, &r.target, &r.key, &r.input, &r.labels, &r.receiver, &r.route, &r.action, &r.reason, &r.errText, &r.ref} {
-		if !utf8.ValidString(*f) || strings.IndexByte(*f, 0) >= 0 {
-			*f = strings.ReplaceAll(strings.ToValidUTF8(*f, "\uFFFD"), "\x00", "")
-		}
+		*f = storableText(*f)
 	}
+}
+
+// cutText cuts s to at most max bytes on a character boundary.
+func cutText(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// storableText is s as valid UTF-8 without NUL, which PostgreSQL refuses
+// in TEXT (a target's error body may be Latin-1 or Shift_JIS).
+func storableText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
 // record queues a history row for this batch's transaction.

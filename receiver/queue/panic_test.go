@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/internal/testenv"
@@ -238,4 +240,57 @@ func TestSchedulePanicStillEnqueues(t *testing.T) {
 	s := openStore(t, drivers()[0].opts(t), sink)
 	require.NoError(t, s.Enqueue(context.Background(), []Item{item("a", "firing")}))
 	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// A job inserted before alertfan judged attempts itself (its
+// max_attempts is delivery.max_attempts) is not discarded at its last
+// attempt while keys remain: it comes back after max_backoff.
+func TestLastAttemptIsNotDiscarded(t *testing.T) {
+	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxBackoff: time.Minute}}
+	failed := errors.New("queue: ack: database is locked")
+	for _, c := range []struct {
+		name          string
+		attempt, max  int
+		err           error
+		snoozed, same bool
+	}{
+		{"success", 5, 5, nil, false, true},
+		{"not the last", 4, 5, failed, false, true},
+		{"the last", 5, 5, failed, true, false},
+		{"already a snooze", 5, 5, river.JobSnooze(time.Second), true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{Attempt: c.attempt, MaxAttempts: c.max}, c.err)
+			var snooze *river.JobSnoozeError
+			require.Equal(t, c.snoozed, errors.As(err, &snooze))
+			if c.same {
+				require.Equal(t, c.err, err)
+			}
+		})
+	}
+}
+
+// A dead letter whose error holds a target's reply in another encoding
+// (a proxy's Latin-1 page), or a NUL, is stored — PostgreSQL refuses
+// both in TEXT, and a refused dead letter failed the batch at every try.
+func TestDeadLetterOfAnyEncodingIsStored(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				return sinks.Permanent(sinks.ReasonClientError, errors.New("403: Zugriff verweigert \xfc\xe4 \x00end"))
+			}}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			var dead []DeadLetter
+			require.Eventually(t, func() bool {
+				var err error
+				dead, err = s.DeadLetters(ctx)
+				require.NoError(t, err)
+				return len(dead) == 1
+			}, 10*time.Second, 20*time.Millisecond)
+			require.Contains(t, dead[0].Error, "Zugriff verweigert \uFFFD")
+			require.Contains(t, dead[0].Error, "end")
+		})
+	}
 }

@@ -518,7 +518,7 @@ func (s *Store) newClient() error {
 		FetchPollInterval:           s.opts.PollInterval,
 		JobTimeout:                  s.opts.JobTimeout,
 		RescueStuckJobsAfter:        s.opts.RescueAfter,
-		MaxAttempts:                 s.opts.MaxAttempts,
+		MaxAttempts:                 riverMaxAttempts,
 		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff, hints: &s.retryHints},
 		Queues:                      queues,
 		Workers:                     workers,

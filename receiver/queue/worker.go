@@ -192,6 +192,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
 			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
 		}
+		err = s.notDiscarded(a.Target, job.JobRow, err)
 	}()
 	if len(a.Keys) == 0 {
 		return nil
@@ -258,9 +259,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		// failure, not only the first key's: the next attempt reads it
 		// to tell whether any key's calls may have left unrecorded
 		// (callsUnrecorded).
-		if msg := o.err.Error(); !seen[msg] && len(keyErrs) < maxJobErrors {
+		if msg := cutText(o.err.Error(), maxHistError); !seen[msg] && len(keyErrs) < maxJobErrors {
 			seen[msg] = true
-			keyErrs = append(keyErrs, o.err)
+			keyErrs = append(keyErrs, errors.New(msg))
 		}
 		parkOnly = parkOnly && o.park
 		// Come back when the first waiting key's turn comes; the others
@@ -285,17 +286,6 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		if len(keyErrs) > 1 {
 			jobErr = errors.Join(keyErrs...)
 		}
-		if job.Attempt >= job.MaxAttempts {
-			// River discards a job at its last attempt, and only a key's
-			// delivery failure (deliver) is dead-lettered then. What is
-			// left to retry failed for another reason — the store, a bug
-			// (a panic), a wait for the rate limit beside them — and a
-			// discarded job would leave its keys pending with no job:
-			// never delivered, no dead letter. The job comes back after
-			// max_backoff instead, as often as it takes.
-			s.logger.Warn("Deliveries failed for a reason other than the target after the last attempt; retrying", "target", a.Target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", jobErr)
-			return river.JobSnooze(s.opts.MaxBackoff)
-		}
 		if targetAfter > 0 {
 			at := time.Now().Add(targetAfter)
 			// A target's wait never outlasts max_age: the attempt at the
@@ -309,8 +299,33 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	}
 }
 
-// maxJobErrors bounds the distinct key errors a job's error names.
+// maxJobErrors bounds the distinct key errors a job's error names (each
+// cut to maxHistError bytes).
 const maxJobErrors = 8
+
+// riverMaxAttempts is the attempts River allows a job: its max_attempts
+// column's largest value (a smallint on PostgreSQL). alertfan judges a
+// delivery's attempts itself, against delivery.max_attempts (deliver
+// dead-letters the key), because River discards a job at its last
+// attempt — and with it keys still to retry for a reason other than the
+// target (the store failing on the ack, a panic, a rate-limit wait beside
+// them), left pending with no job: never delivered, never dead-lettered,
+// and no later update makes a job for them. Its rescuer does the same to
+// a stuck job at its last attempt. Past delivery.max_attempts such a job
+// comes back every max_backoff.
+const riverMaxAttempts = 32767
+
+// notDiscarded keeps River from discarding a job inserted before
+// riverMaxAttempts (its max_attempts is delivery.max_attempts) whose last
+// attempt still failed: the job comes back after max_backoff instead.
+func (s *Store) notDiscarded(target string, job *rivertype.JobRow, err error) error {
+	var snooze *river.JobSnoozeError
+	if err == nil || job.Attempt < job.MaxAttempts || errors.As(err, &snooze) {
+		return err
+	}
+	s.logger.Warn("Deliveries failed for a reason other than the target after the job's last attempt; retrying", "target", target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", err)
+	return river.JobSnooze(s.opts.MaxBackoff)
+}
 
 // ackRecord is the outcome of one key's work: the version handled, the
 // phase the target reached, the content digest it now has, and a dead
@@ -550,7 +565,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			h.Hold(max(e.RetryAfter, s.opts.MinBackoff))
 		}
 	}
-	if e.Retryable && job.Attempt < job.MaxAttempts && !s.tooOld(job.JobRow) {
+	if e.Retryable && job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) && !s.tooOld(job.JobRow) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
 		// One line per target state change is logged (targetFailed); each
 		// attempt only at debug.
@@ -658,8 +673,10 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			b.record(r)
 		}
 		if rec.dead != nil {
+			// The error may hold a target's reply in any encoding: a dead
+			// letter PostgreSQL refused would fail this batch at every try.
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				target, k.Key, rec.version, rec.dead.reason, rec.dead.err, rec.dead.attempts, b.now); err != nil {
+				target, k.Key, rec.version, rec.dead.reason, storableText(cutText(rec.dead.err, maxHistError)), rec.dead.attempts, b.now); err != nil {
 				return fmt.Errorf("queue: record dead letter: %w", err)
 			}
 		}
