@@ -58,10 +58,11 @@ const maxHistError = 1024
 // that carries intake and acks), the error cut to maxHistError bytes on a
 // character boundary.
 func (r *histRow) clean() {
-	r.errText = cutText(r.errText, maxHistError)
 	for _, f := range []*string{&r.identity, &r.target, &r.key, &r.input, &r.labels, &r.receiver, &r.route, &r.action, &r.reason, &r.errText, &r.ref} {
 		*f = storableText(*f)
 	}
+	// After: each invalid byte became a 3-byte U+FFFD.
+	r.errText = cutText(r.errText, maxHistError)
 }
 
 // cutText cuts s to at most max bytes on a character boundary.

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -242,32 +244,58 @@ func TestSchedulePanicStillEnqueues(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
 }
 
-// A job inserted before alertfan judged attempts itself (its
-// max_attempts is delivery.max_attempts) is not discarded at its last
-// attempt while keys remain: it comes back after max_backoff.
-func TestLastAttemptIsNotDiscarded(t *testing.T) {
-	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxBackoff: time.Minute}}
+// A job that fails at or past delivery.max_attempts (not for a target's
+// answer: deliver dead-letters those) snoozes instead of being discarded
+// (a job inserted before riverMaxAttempts) or piling up one error per
+// attempt, and keeps in memory whether its calls may have left.
+func TestPastMaxAttemptsSnoozes(t *testing.T) {
+	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxAttempts: 50, MaxBackoff: time.Minute}}
 	failed := errors.New("queue: ack: database is locked")
+	panicked := fmt.Errorf("queue: the delivery %w (string)", errSinkPanicked)
 	for _, c := range []struct {
-		name          string
-		attempt, max  int
-		err           error
-		snoozed, same bool
+		name               string
+		attempt, max       int
+		err                error
+		snoozed, uncertain bool
 	}{
-		{"success", 5, 5, nil, false, true},
-		{"not the last", 4, 5, failed, false, true},
-		{"the last", 5, 5, failed, true, false},
-		{"already a snooze", 5, 5, river.JobSnooze(time.Second), true, true},
+		{"success", 60, riverMaxAttempts, nil, false, false},
+		{"before max_attempts", 49, riverMaxAttempts, failed, false, false},
+		{"at max_attempts", 50, riverMaxAttempts, failed, true, false},
+		{"past it, a panic", 51, riverMaxAttempts, panicked, true, true},
+		{"an older job's last attempt", 5, 5, failed, true, false},
+		{"an older job before it", 4, 5, failed, false, false},
+		{"already a snooze", 60, riverMaxAttempts, river.JobSnooze(time.Second), true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{Attempt: c.attempt, MaxAttempts: c.max}, c.err)
+			job := &rivertype.JobRow{ID: 7, Attempt: c.attempt, MaxAttempts: c.max}
+			s.uncertainJobs.Delete(job.ID)
+			err := s.notDiscarded("r/pagerduty/0", job, c.err)
 			var snooze *river.JobSnoozeError
 			require.Equal(t, c.snoozed, errors.As(err, &snooze))
-			if c.same {
+			if !c.snoozed {
 				require.Equal(t, c.err, err)
 			}
+			_, uncertain := s.uncertainJobs.Load(job.ID)
+			require.Equal(t, c.uncertain, uncertain)
 		})
 	}
+	s.uncertainJobs.Store(int64(7), true)
+	require.NoError(t, s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{ID: 7, Attempt: 60, MaxAttempts: riverMaxAttempts}, nil))
+	_, uncertain := s.uncertainJobs.Load(int64(7))
+	require.False(t, uncertain, "a job that went through forgets")
+}
+
+// A key error as River stores it is valid UTF-8 without NUL and cut, and
+// still unwraps to the original (River tells a shutdown by its context
+// error).
+func TestKeyErrorIsStorable(t *testing.T) {
+	orig := fmt.Errorf("503: \xfc\x00 %w", context.Canceled)
+	e := &keyError{text: cutText(storableText(orig.Error()), maxHistError), err: orig}
+	require.ErrorIs(t, e, context.Canceled)
+	require.NotContains(t, e.Error(), "\x00")
+	long := &keyError{text: cutText(storableText(strings.Repeat("\xe9a", 1000)), maxHistError)}
+	require.LessOrEqual(t, len(long.Error()), maxHistError)
+	require.True(t, utf8.ValidString(long.Error()))
 }
 
 // A dead letter whose error holds a target's reply in another encoding
@@ -291,6 +319,29 @@ func TestDeadLetterOfAnyEncodingIsStored(t *testing.T) {
 			}, 10*time.Second, 20*time.Millisecond)
 			require.Contains(t, dead[0].Error, "Zugriff verweigert \uFFFD")
 			require.Contains(t, dead[0].Error, "end")
+		})
+	}
+}
+
+// A retryable error whose text holds a NUL (a target's raw reply) is kept
+// with the job's attempt like any other: PostgreSQL refused it in River's
+// errors, and River's completer then retried its whole batch forever.
+func TestRetryErrorWithNULIsRetried(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			var failed atomic.Bool
+			sink := &recordingSink{fail: func(n *sinks.Notification) error {
+				if n.Key == "a" && failed.CompareAndSwap(false, true) {
+					return sinks.Retryable(sinks.ReasonServerError, 0, errors.New("502: <html>\x00\xff</html>"))
+				}
+				return nil
+			}}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("b", "firing")}))
+			require.Eventually(t, func() bool { return len(sink.all()) == 2 }, 10*time.Second, 20*time.Millisecond)
 		})
 	}
 }

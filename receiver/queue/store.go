@@ -115,7 +115,10 @@ type Store struct {
 
 	unrecorded unrecorded
 	retryHints sync.Map
-	health     health
+	// uncertainJobs holds the jobs snoozed past max_attempts after an
+	// attempt that may have made calls it never recorded (notDiscarded).
+	uncertainJobs sync.Map
+	health        health
 
 	// draining is set when shutdown begins: workers hand keys back
 	// instead of starting calls.
@@ -483,6 +486,13 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	if _, err := m.Migrate(mctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("queue: river migrations: %w", err)
+	}
+	// Jobs an older alertfan inserted carry delivery.max_attempts as
+	// River's limit, at which River (and its rescuer) discards them even
+	// with keys left to retry: give them riverMaxAttempts (see there).
+	if _, err := s.db.ExecContext(mctx, s.rebind(`UPDATE river_job SET max_attempts = ? WHERE kind = 'alertfan_deliver' AND max_attempts < ?
+		AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`), riverMaxAttempts, riverMaxAttempts); err != nil {
+		return fmt.Errorf("queue: raise old jobs' attempts: %w", err)
 	}
 	return s.migrateOwn(mctx)
 }

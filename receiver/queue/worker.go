@@ -245,7 +245,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	wg.Wait()
 	var parkAfter, targetAfter time.Duration
 	var firstErr error
-	var keyErrs []error
+	var keyErrs []error // storable: River keeps each attempt's error
 	seen := map[string]bool{}
 	parkOnly := true
 	for _, o := range outcomes {
@@ -259,9 +259,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		// failure, not only the first key's: the next attempt reads it
 		// to tell whether any key's calls may have left unrecorded
 		// (callsUnrecorded).
-		if msg := cutText(o.err.Error(), maxHistError); !seen[msg] && len(keyErrs) < maxJobErrors {
+		if msg := cutText(storableText(o.err.Error()), maxHistError); !seen[msg] && len(keyErrs) < maxJobErrors {
 			seen[msg] = true
-			keyErrs = append(keyErrs, errors.New(msg))
+			keyErrs = append(keyErrs, &keyError{text: msg, err: o.err})
 		}
 		parkOnly = parkOnly && o.park
 		// Come back when the first waiting key's turn comes; the others
@@ -282,7 +282,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}
 		return river.JobSnooze(parkAfter)
 	default:
-		jobErr := firstErr
+		jobErr := keyErrs[0]
 		if len(keyErrs) > 1 {
 			jobErr = errors.Join(keyErrs...)
 		}
@@ -303,6 +303,18 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 // cut to maxHistError bytes).
 const maxJobErrors = 8
 
+// keyError is a key's error as River stores it with the job's attempt:
+// valid UTF-8 without NUL (PostgreSQL refuses a NUL in jsonb, and River's
+// completer then retried its whole batch forever) and cut, while errors.Is
+// still sees the original (River tells a shutdown by its context error).
+type keyError struct {
+	text string
+	err  error
+}
+
+func (e *keyError) Error() string { return e.text }
+func (e *keyError) Unwrap() error { return e.err }
+
 // riverMaxAttempts is the attempts River allows a job: its max_attempts
 // column's largest value (a smallint on PostgreSQL). alertfan judges a
 // delivery's attempts itself, against delivery.max_attempts (deliver
@@ -315,15 +327,26 @@ const maxJobErrors = 8
 // comes back every max_backoff.
 const riverMaxAttempts = 32767
 
-// notDiscarded keeps River from discarding a job inserted before
-// riverMaxAttempts (its max_attempts is delivery.max_attempts) whose last
-// attempt still failed: the job comes back after max_backoff instead.
+// notDiscarded handles a job that failed at or past delivery.max_attempts
+// (what failed then is not a target's answer: deliver dead-letters those)
+// by snoozing it max_backoff instead: River would discard a job inserted
+// before riverMaxAttempts at its last attempt, and would keep one error
+// per attempt of the others, up to 32,767. A snooze records no error, so
+// what the next attempt needs of it — whether a call may have left
+// unrecorded (callsUnrecorded) — is kept in uncertainJobs.
 func (s *Store) notDiscarded(target string, job *rivertype.JobRow, err error) error {
 	var snooze *river.JobSnoozeError
-	if err == nil || job.Attempt < job.MaxAttempts || errors.As(err, &snooze) {
+	if err == nil {
+		s.uncertainJobs.Delete(job.ID)
+		return nil
+	}
+	if job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) || errors.As(err, &snooze) {
 		return err
 	}
-	s.logger.Warn("Deliveries failed for a reason other than the target after the job's last attempt; retrying", "target", target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", err)
+	if uncertainError(err.Error()) {
+		s.uncertainJobs.Store(job.ID, true)
+	}
+	s.logger.Warn("Deliveries failed for a reason other than the target past max_attempts; retrying", "target", target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", err)
 	return river.JobSnooze(s.opts.MaxBackoff)
 }
 
@@ -420,7 +443,8 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
-	st.uncertain = callsUnrecorded(job.JobRow)
+	_, snoozedUncertain := s.uncertainJobs.Load(job.ID)
+	st.uncertain = callsUnrecorded(job.JobRow) || snoozedUncertain
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
@@ -617,9 +641,14 @@ func callsUnrecorded(job *rivertype.JobRow) bool {
 	if last == nil {
 		return true
 	}
-	msg := strings.ToLower(last.Error)
-	// A panic, or work that never returned, may have come after its call
-	// left too.
+	return uncertainError(last.Error)
+}
+
+// uncertainError reports whether an attempt that failed with msg may have
+// made calls it never recorded. A panic, or work that never returned, may
+// have come after its call left too.
+func uncertainError(msg string) bool {
+	msg = strings.ToLower(msg)
 	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
 		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout") ||
 		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish")
@@ -676,7 +705,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			// The error may hold a target's reply in any encoding: a dead
 			// letter PostgreSQL refused would fail this batch at every try.
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				target, k.Key, rec.version, rec.dead.reason, storableText(cutText(rec.dead.err, maxHistError)), rec.dead.attempts, b.now); err != nil {
+				target, k.Key, rec.version, rec.dead.reason, cutText(storableText(rec.dead.err), maxHistError), rec.dead.attempts, b.now); err != nil {
 				return fmt.Errorf("queue: record dead letter: %w", err)
 			}
 		}
