@@ -310,13 +310,7 @@ func TestDeadLetterOfAnyEncodingIsStored(t *testing.T) {
 			s := openStore(t, d.opts(t), sink)
 			ctx := context.Background()
 			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-			var dead []DeadLetter
-			require.Eventually(t, func() bool {
-				var err error
-				dead, err = s.DeadLetters(ctx)
-				require.NoError(t, err)
-				return len(dead) == 1
-			}, 10*time.Second, 20*time.Millisecond)
+			dead := waitDeadLetters(t, s, 1)
 			require.Contains(t, dead[0].Error, "Zugriff verweigert \uFFFD")
 			require.Contains(t, dead[0].Error, "end")
 		})

@@ -142,13 +142,7 @@ func TestPermanentFailureIsDeadLetteredAndRetried(t *testing.T) {
 			s := openStore(t, d.opts(t), sink)
 			ctx := context.Background()
 			require.NoError(t, s.Enqueue(ctx, []Item{item("x", "firing")}))
-			var dead []DeadLetter
-			require.Eventually(t, func() bool {
-				var err error
-				dead, err = s.DeadLetters(ctx)
-				require.NoError(t, err)
-				return len(dead) == 1
-			}, 10*time.Second, 20*time.Millisecond)
+			dead := waitDeadLetters(t, s, 1)
 			require.Equal(t, sinks.ReasonClientError, dead[0].Reason)
 			time.Sleep(300 * time.Millisecond)
 			mu.Lock()
@@ -341,4 +335,18 @@ func (s *Store) Enqueue(ctx context.Context, items []Item) error {
 		s.metrics.itemsCommitted.Add(float64(len(items)))
 	}
 	return err
+}
+
+// waitDeadLetters waits until the store holds n dead letters and returns
+// them.
+func waitDeadLetters(t *testing.T, s *Store, n int) []DeadLetter {
+	t.Helper()
+	var dead []DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = s.DeadLetters(context.Background())
+		require.NoError(t, err)
+		return len(dead) == n
+	}, 10*time.Second, 20*time.Millisecond)
+	return dead
 }
