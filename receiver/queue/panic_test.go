@@ -247,42 +247,90 @@ func TestSchedulePanicStillEnqueues(t *testing.T) {
 // A job that fails at or past delivery.max_attempts (not for a target's
 // answer: deliver dead-letters those) snoozes instead of being discarded
 // (a job inserted before riverMaxAttempts) or piling up one error per
-// attempt, and keeps in memory whether its calls may have left.
+// attempt.
 func TestPastMaxAttemptsSnoozes(t *testing.T) {
 	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxAttempts: 50, MaxBackoff: time.Minute}}
 	failed := errors.New("queue: ack: database is locked")
-	panicked := fmt.Errorf("queue: the delivery %w (string)", errSinkPanicked)
 	for _, c := range []struct {
-		name               string
-		attempt, max       int
-		err                error
-		snoozed, uncertain bool
+		name         string
+		attempt, max int
+		err          error
+		snoozed      bool
 	}{
-		{"success", 60, riverMaxAttempts, nil, false, false},
-		{"before max_attempts", 49, riverMaxAttempts, failed, false, false},
-		{"at max_attempts", 50, riverMaxAttempts, failed, true, false},
-		{"past it, a panic", 51, riverMaxAttempts, panicked, true, true},
-		{"an older job's last attempt", 5, 5, failed, true, false},
-		{"an older job before it", 4, 5, failed, false, false},
-		{"already a snooze", 60, riverMaxAttempts, river.JobSnooze(time.Second), true, false},
+		{"success", 60, riverMaxAttempts, nil, false},
+		{"before max_attempts", 49, riverMaxAttempts, failed, false},
+		{"at max_attempts", 50, riverMaxAttempts, failed, true},
+		{"past it", 51, riverMaxAttempts, failed, true},
+		{"an older job's last attempt", 5, 5, failed, true},
+		{"an older job before it", 4, 5, failed, false},
+		{"already a snooze", 60, riverMaxAttempts, river.JobSnooze(time.Second), true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			job := &rivertype.JobRow{ID: 7, Attempt: c.attempt, MaxAttempts: c.max}
-			s.uncertainJobs.Delete(job.ID)
-			err := s.notDiscarded("r/pagerduty/0", job, c.err)
+			err := s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{ID: 7, Attempt: c.attempt, MaxAttempts: c.max}, c.err)
 			var snooze *river.JobSnoozeError
 			require.Equal(t, c.snoozed, errors.As(err, &snooze))
 			if !c.snoozed {
 				require.Equal(t, c.err, err)
 			}
-			_, uncertain := s.uncertainJobs.Load(job.ID)
-			require.Equal(t, c.uncertain, uncertain)
 		})
 	}
-	s.uncertainJobs.Store(int64(7), true)
-	require.NoError(t, s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{ID: 7, Attempt: 60, MaxAttempts: riverMaxAttempts}, nil))
-	_, uncertain := s.uncertainJobs.Load(int64(7))
-	require.False(t, uncertain, "a job that went through forgets")
+}
+
+// Whether an attempt may have left calls unrecorded survives what River
+// keeps no error for (a shutdown, a snooze): it is in the job's metadata.
+func TestCallsUnrecordedReadsMetadata(t *testing.T) {
+	for _, c := range []struct {
+		meta string
+		want bool
+	}{
+		{`{}`, false},
+		{`{"alertfan_uncertain": true}`, true},
+		{`{"alertfan_uncertain":false, "river:snoozes": 3}`, false},
+		{`not json`, false},
+	} {
+		require.Equal(t, c.want, callsUnrecorded(&rivertype.JobRow{Attempt: 1, Metadata: []byte(c.meta)}), c.meta)
+	}
+}
+
+// triggerThenHang records its trigger (the call left) and then hangs until
+// the job's context ends, as a call in flight at shutdown.
+type triggerThenHang struct{ recordingSink }
+
+func (p *triggerThenHang) Deliver(ctx context.Context, n *sinks.Notification) error {
+	if err := p.recordingSink.Deliver(ctx, n); err != nil {
+		return err
+	}
+	if n.Status() == sinks.StatusFiring {
+		<-ctx.Done()
+		return sinks.Retryable(sinks.ReasonNetwork, 0, fmt.Errorf("Post \"https://events.pagerduty.com\": %w", ctx.Err()))
+	}
+	return nil
+}
+
+// A trigger whose call was cut off by a shutdown may be open at the
+// target: after the restart a resolve is still sent, although River keeps
+// no error for an attempt a shutdown interrupted.
+func TestCancelledAtShutdownStillResolves(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			opts := d.opts(t)
+			sink := &triggerThenHang{}
+			s := openStore(t, opts, sink)
+			ctx := context.Background()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 5*time.Millisecond)
+			sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			_ = s.Close(sctx)
+			after := &recordingSink{}
+			s2 := openStore(t, opts, after)
+			require.NoError(t, s2.Enqueue(ctx, []Item{item("a", sinks.StatusResolved)}))
+			require.Eventually(t, func() bool {
+				got := after.all()
+				return len(got) >= 1 && got[len(got)-1].Status() == sinks.StatusResolved
+			}, 10*time.Second, 20*time.Millisecond, "the trigger may be open at the target; no resolve was sent")
+		})
+	}
 }
 
 // A key error as River stores it is valid UTF-8 without NUL and cut, and

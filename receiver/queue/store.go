@@ -115,10 +115,7 @@ type Store struct {
 
 	unrecorded unrecorded
 	retryHints sync.Map
-	// uncertainJobs holds the jobs snoozed past max_attempts after an
-	// attempt that may have made calls it never recorded (notDiscarded).
-	uncertainJobs sync.Map
-	health        health
+	health     health
 
 	// draining is set when shutdown begins: workers hand keys back
 	// instead of starting calls.

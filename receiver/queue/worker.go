@@ -192,6 +192,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
 			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
 		}
+		if err != nil && uncertainError(err.Error()) {
+			markUncertain(ctx)
+		}
 		err = s.notDiscarded(a.Target, job.JobRow, err)
 	}()
 	if len(a.Keys) == 0 {
@@ -331,21 +334,15 @@ const riverMaxAttempts = 32767
 // (what failed then is not a target's answer: deliver dead-letters those)
 // by snoozing it max_backoff instead: River would discard a job inserted
 // before riverMaxAttempts at its last attempt, and would keep one error
-// per attempt of the others, up to 32,767. A snooze records no error, so
-// what the next attempt needs of it — whether a call may have left
-// unrecorded (callsUnrecorded) — is kept in uncertainJobs.
+// per attempt of the others, up to 32,767. A snooze records no error;
+// whether a call may have left unrecorded is in the job's metadata
+// (markUncertain).
 func (s *Store) notDiscarded(target string, job *rivertype.JobRow, err error) error {
 	var snooze *river.JobSnoozeError
-	if err == nil {
-		s.uncertainJobs.Delete(job.ID)
-		return nil
-	}
-	if job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) || errors.As(err, &snooze) {
+	if err == nil || job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) || errors.As(err, &snooze) {
 		return err
 	}
-	if uncertainError(err.Error()) {
-		s.uncertainJobs.Store(job.ID, true)
-	}
+	s.retryHints.Delete(job.ID) // a snooze asks no retry policy
 	s.logger.Warn("Deliveries failed for a reason other than the target past max_attempts; retrying", "target", target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", err)
 	return river.JobSnooze(s.opts.MaxBackoff)
 }
@@ -443,8 +440,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
-	_, snoozedUncertain := s.uncertainJobs.Load(job.ID)
-	st.uncertain = callsUnrecorded(job.JobRow) || snoozedUncertain
+	st.uncertain = callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
@@ -629,6 +625,12 @@ func (s *Store) callRow(target string, k keySeq, attempt int, c *sinks.Call, out
 // although the state says nothing was sent. Snoozes do not count as
 // attempts, so a key that only waited for its turn is never uncertain.
 func callsUnrecorded(job *rivertype.JobRow) bool {
+	var meta struct {
+		Uncertain bool `json:"alertfan_uncertain"`
+	}
+	if len(job.Metadata) > 0 && json.Unmarshal(job.Metadata, &meta) == nil && meta.Uncertain {
+		return true
+	}
 	if job.Attempt <= 1 {
 		return false
 	}
@@ -642,6 +644,20 @@ func callsUnrecorded(job *rivertype.JobRow) bool {
 		return true
 	}
 	return uncertainError(last.Error)
+}
+
+// metaUncertain is the job metadata key that says an attempt of the job
+// may have made calls it never recorded. River keeps metadata through
+// what it keeps no error for: an attempt interrupted by a shutdown (it
+// rewinds the attempt), a snooze. It stays set for the job's life: a
+// resolve too many is harmless (PagerDuty ignores one for an unknown
+// dedup key; Backlog calls nothing without a recorded issue).
+const metaUncertain = "alertfan_uncertain"
+
+// markUncertain records, in the job's metadata, that this attempt may
+// have made calls it never recorded (see callsUnrecorded).
+func markUncertain(ctx context.Context) {
+	river.MetadataSet(ctx, metaUncertain, true) //nolint:errcheck // outside a worker only (tests)
 }
 
 // uncertainError reports whether an attempt that failed with msg may have
