@@ -285,7 +285,7 @@ func TestCallsUnrecordedReadsMetadata(t *testing.T) {
 	}{
 		{`{}`, false},
 		{`{"alertfan_uncertain": true}`, true},
-		{`{"alertfan_uncertain":false, "river:snoozes": 3}`, false},
+		{`{"alertfan_uncertain":false, "snoozes": 3}`, false},
 		{`not json`, false},
 	} {
 		require.Equal(t, c.want, callsUnrecorded(&rivertype.JobRow{Attempt: 1, Metadata: []byte(c.meta)}), c.meta)

@@ -192,7 +192,10 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
 			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
 		}
-		if err != nil && uncertainError(err.Error()) {
+		// An uncertainty this attempt inherited (an orphan, a rescue: no
+		// one marked it) outlives a plain failure now, or the next
+		// attempt would no longer send the resolve.
+		if err != nil && (uncertainError(err.Error()) || callsUnrecorded(job.JobRow)) {
 			markUncertain(ctx)
 		}
 		err = s.notDiscarded(a.Target, job.JobRow, err)
