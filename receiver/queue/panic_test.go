@@ -387,3 +387,37 @@ func TestRetryErrorWithNULIsRetried(t *testing.T) {
 		})
 	}
 }
+
+// An attempt marks its job uncertain when it may have left calls
+// unrecorded, and also when it inherited that from an attempt no one
+// marked (an orphan, a rescue) and now fails plainly: the attempt after
+// reads only this one's error.
+func TestFinishAttemptMarksUncertainty(t *testing.T) {
+	var marked int
+	old := markUncertain
+	markUncertain = func(context.Context) { marked++ }
+	t.Cleanup(func() { markUncertain = old })
+	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxAttempts: 50, MaxBackoff: time.Minute}}
+	rescued := []rivertype.AttemptError{{Attempt: 2, Error: "Stuck job rescued by JobRescuer"}}
+	plain := []rivertype.AttemptError{{Attempt: 2, Error: "pagerduty: 500"}}
+	for _, c := range []struct {
+		name   string
+		errs   []rivertype.AttemptError
+		err    error
+		marked bool
+	}{
+		{"success", rescued, nil, false},
+		{"a plain failure", plain, errors.New("pagerduty: 500"), false},
+		{"a timeout", plain, fmt.Errorf("post: %w", context.DeadlineExceeded), true},
+		{"a panic", plain, fmt.Errorf("the sink %w (string)", errSinkPanicked), true},
+		{"a plain failure after a rescue", rescued, errors.New("pagerduty: 500"), true},
+		{"a plain failure after an orphan", nil, errors.New("pagerduty: 500"), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			marked = 0
+			err := s.finishAttempt(context.Background(), "r/pagerduty/0", &rivertype.JobRow{Attempt: 3, MaxAttempts: riverMaxAttempts, Errors: c.errs}, c.err)
+			require.Equal(t, c.err, err)
+			require.Equal(t, c.marked, marked == 1)
+		})
+	}
+}

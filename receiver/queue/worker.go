@@ -192,13 +192,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
 			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
 		}
-		// An uncertainty this attempt inherited (an orphan, a rescue: no
-		// one marked it) outlives a plain failure now, or the next
-		// attempt would no longer send the resolve.
-		if err != nil && (uncertainError(err.Error()) || callsUnrecorded(job.JobRow)) {
-			markUncertain(ctx)
-		}
-		err = s.notDiscarded(a.Target, job.JobRow, err)
+		err = s.finishAttempt(ctx, a.Target, job.JobRow, err)
 	}()
 	if len(a.Keys) == 0 {
 		return nil
@@ -658,9 +652,23 @@ func callsUnrecorded(job *rivertype.JobRow) bool {
 const metaUncertain = "alertfan_uncertain"
 
 // markUncertain records, in the job's metadata, that this attempt may
-// have made calls it never recorded (see callsUnrecorded).
-func markUncertain(ctx context.Context) {
-	river.MetadataSet(ctx, metaUncertain, true) //nolint:errcheck // outside a worker only (tests)
+// have made calls it never recorded (see callsUnrecorded). A variable for
+// tests: River's metadata exists only inside its workers.
+var markUncertain = func(ctx context.Context) {
+	river.MetadataSet(ctx, metaUncertain, true) //nolint:errcheck // fails only outside a worker
+}
+
+// finishAttempt is the last step of every attempt of Work that returns
+// err: it marks the job uncertain when this attempt may have left calls
+// unrecorded, or inherited such an attempt (an orphan, a rescue: no one
+// marked it) and fails plainly now — else the attempt after it, reading
+// only this one's error, would no longer send the resolve — and keeps
+// River from discarding the job (notDiscarded).
+func (s *Store) finishAttempt(ctx context.Context, target string, job *rivertype.JobRow, err error) error {
+	if err != nil && (uncertainError(err.Error()) || callsUnrecorded(job)) {
+		markUncertain(ctx)
+	}
+	return s.notDiscarded(target, job, err)
 }
 
 // uncertainError reports whether an attempt that failed with msg may have
