@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -401,7 +400,7 @@ func (b *batch) enqueue(target, key, kind string, class int, seq int64) {
 func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger.Error("A sink's rate-limit schedule panicked; its job is not scheduled ahead", "target", target, "panic", panicText(r), "stack", string(debug.Stack()))
+			s.logPanic("A sink's rate-limit schedule panicked; its job is not scheduled ahead", r, "target", target)
 			d = 0
 		}
 	}()

@@ -58,12 +58,16 @@ const maxHistError = 1024
 // that carries intake and acks), the error cut to maxHistError bytes on a
 // character boundary.
 func (r *histRow) clean() {
-	for _, f := range []*string{&r.identity, &r.target, &r.key, &r.input, &r.labels, &r.receiver, &r.route, &r.action, &r.reason, &r.errText, &r.ref} {
+	for _, f := range []*string{&r.identity, &r.target, &r.key, &r.input, &r.labels, &r.receiver, &r.route, &r.action, &r.reason, &r.ref} {
 		*f = storableText(*f)
 	}
-	// After: each invalid byte became a 3-byte U+FFFD.
-	r.errText = cutText(r.errText, maxHistError)
+	r.errText = storableError(r.errText)
 }
+
+// storableError is an error text as alertfan stores it (history rows,
+// dead letters, River's job errors): storable, then cut to maxHistError
+// bytes — after, since each invalid byte became a 3-byte U+FFFD.
+func storableError(s string) string { return cutText(storableText(s), maxHistError) }
 
 // cutText cuts s to at most max bytes on a character boundary.
 func cutText(s string, max int) string {

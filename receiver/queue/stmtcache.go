@@ -104,12 +104,15 @@ type cachingConn struct {
 	clock uint64
 }
 
+// cacheableStmt is what a kept statement must do (modernc's does).
+type cacheableStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
+}
+
 type cachedStmt struct {
-	st interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	}
+	st     cacheableStmt
 	used   uint64 // the conn's clock at the last use, for eviction
 	inUse  bool   // rows from it are open
 	closed bool   // evicted or the conn closed while in use: close with the rows
@@ -145,11 +148,7 @@ func (c *cachingConn) take(ctx context.Context, query string) (*cachedStmt, erro
 	if err != nil {
 		return nil, err
 	}
-	st, ok := ds.(interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	})
+	st, ok := ds.(cacheableStmt)
 	if !ok {
 		ds.Close()
 		return nil, nil

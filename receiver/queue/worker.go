@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -188,8 +189,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	// which may hold anything: recover it first, as callSink does.
 	defer func() {
 		if r := recover(); r != nil {
-			what := panicText(r)
-			s.logger.Error("Delivery panicked; the job will be retried", "target", a.Target, "job_id", job.ID, "panic", what, "stack", string(debug.Stack()))
+			what := s.logPanic("Delivery panicked; the job will be retried", r, "target", a.Target, "job_id", job.ID)
 			err = fmt.Errorf("queue: the job %w (%s); see alertfan's log", errSinkPanicked, what)
 		}
 		err = s.finishAttempt(ctx, a.Target, job.JobRow, err)
@@ -244,22 +244,18 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	}
 	wg.Wait()
 	var parkAfter, targetAfter time.Duration
-	var firstErr error
-	var keyErrs []error // storable: River keeps each attempt's error
+	var keyErrs []error // storable: River keeps each attempt's error; empty: every key done
 	seen := map[string]bool{}
 	parkOnly := true
 	for _, o := range outcomes {
 		if !o.retry {
 			continue
 		}
-		if firstErr == nil {
-			firstErr = o.err
-		}
 		// The job's error (kept by River per attempt) names every distinct
 		// failure, not only the first key's: the next attempt reads it
 		// to tell whether any key's calls may have left unrecorded
 		// (callsUnrecorded).
-		if msg := cutText(storableText(o.err.Error()), maxHistError); !seen[msg] && len(keyErrs) < maxJobErrors {
+		if msg := storableError(o.err.Error()); !seen[msg] && len(keyErrs) < maxJobErrors {
 			seen[msg] = true
 			keyErrs = append(keyErrs, &keyError{text: msg, err: o.err})
 		}
@@ -274,7 +270,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}
 	}
 	switch {
-	case firstErr == nil:
+	case len(keyErrs) == 0:
 		return nil
 	case parkOnly && parkAfter > 0:
 		if s.replanGen.Load() != gen {
@@ -357,10 +353,6 @@ type ackRecord struct {
 	calls []histRow
 }
 
-// workKey brings one key's target in line with its newest state and keeps
-// going while newer states arrive, so a burst of updates to one alert
-// costs few calls and an update that lands while a call is in flight is
-// never lost.
 // errKeyUnfinished is the outcome of a key whose work never returned.
 var errKeyUnfinished = errors.New("queue: the key's delivery did not finish; retrying")
 
@@ -376,8 +368,7 @@ func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArg
 		}
 		// recover is nil for a panic(nil) under GODEBUG=panicnil=1 and
 		// for runtime.Goexit (which goes on regardless): never a success.
-		what := panicText(recover())
-		w.s.logger.Error("Delivery panicked; the job will be retried", "target", job.Args.Target, "key", k.Key, "panic", what, "stack", string(debug.Stack()))
+		what := w.s.logPanic("Delivery panicked; the job will be retried", recover(), "target", job.Args.Target, "key", k.Key)
 		o = outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
 	}()
 	o = w.workKey(ctx, job, k, st)
@@ -385,6 +376,10 @@ func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArg
 	return o
 }
 
+// workKey brings one key's target in line with its newest state and keeps
+// going while newer states arrive, so a burst of updates to one alert
+// costs few calls and an update that lands while a call is in flight is
+// never lost.
 func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
 	s, target := w.s, job.Args.Target
 	for {
@@ -625,7 +620,8 @@ func callsUnrecorded(job *rivertype.JobRow) bool {
 	var meta struct {
 		Uncertain bool `json:"alertfan_uncertain"`
 	}
-	if len(job.Metadata) > 0 && json.Unmarshal(job.Metadata, &meta) == nil && meta.Uncertain {
+	// Read per key of every attempt: parsed only when the key is there.
+	if bytes.Contains(job.Metadata, []byte(metaUncertain)) && json.Unmarshal(job.Metadata, &meta) == nil && meta.Uncertain {
 		return true
 	}
 	if job.Attempt <= 1 {
@@ -732,7 +728,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			// The error may hold a target's reply in any encoding: a dead
 			// letter PostgreSQL refused would fail this batch at every try.
 			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				target, k.Key, rec.version, rec.dead.reason, cutText(storableText(rec.dead.err), maxHistError), rec.dead.attempts, b.now); err != nil {
+				target, k.Key, rec.version, rec.dead.reason, storableError(rec.dead.err), rec.dead.attempts, b.now); err != nil {
 				return fmt.Errorf("queue: record dead letter: %w", err)
 			}
 		}
@@ -884,13 +880,20 @@ func (s *Store) callSink(ctx context.Context, t Target, n *sinks.Notification) (
 		if returned {
 			return
 		}
-		what := panicText(recover())
-		s.logger.Error("Sink panicked; the delivery will be retried", "target", t.ID, "kind", t.Kind, "panic", what, "stack", string(debug.Stack()))
+		what := s.logPanic("Sink panicked; the delivery will be retried", recover(), "target", t.ID, "kind", t.Kind)
 		err = sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("the %s sink %w (%s); see alertfan's log", t.Kind, errSinkPanicked, what))
 	}()
 	err = t.Sink.Deliver(ctx, n)
 	returned = true
 	return err
+}
+
+// logPanic logs msg at error with the stack and what panicText makes of
+// the recovered value r (attrs: the target, key or job), and returns that.
+func (s *Store) logPanic(msg string, r any, attrs ...any) string {
+	what := panicText(r)
+	s.logger.Error(msg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
+	return what
 }
 
 // panicText describes a recovered panic value without its content, which
