@@ -443,8 +443,11 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	url := "http://" + ap.addr + "/webhook"
 	wait := profile(ap, "ingest", d)
 	c0 = cpuSeconds(ap.cmd.Process.Pid)
+	metrics := "http://" + ap.addr + "/metrics"
+	w0 := scrapeWriter(metrics)
 	ingest := closedLoop(url, senders, d, ap.cmd.Process.Pid)
 	ingest.cpu = cpuSeconds(ap.cmd.Process.Pid) - c0
+	writer := scrapeWriter(metrics).report(w0, ingest)
 	wait()
 	_, hwm := rss(ap.cmd.Process.Pid)
 	at500 := fixedRate(url, 500, d)
@@ -489,6 +492,7 @@ func ingestParts(work, self, bin string, d time.Duration, senders int) error {
 	fmt.Printf("| decode + fdatasync group-commit baseline | %.0f | %.0f | %s | %s | %d | %s |\n", fsClosed.rate(), 5*fsClosed.rate(), ms(pct(fsClosed.lat, .5)), ms(pct(fsClosed.lat, .99)), fsClosed.errors, fsClosed.cpuPer())
 	fmt.Printf("| alertfan (SQLite, WAL, synchronous FULL) | %.0f | %.0f | %s | %s | %d | %s |\n", ingest.rate(), 5*ingest.rate(), ms(pct(ingest.lat, .5)), ms(pct(ingest.lat, .99)), ingest.errors, ingest.cpuPer())
 	fmt.Printf("\nalertfan / decode-only baseline throughput: **%.2f×**; / group-commit baseline: **%.2f×**.\n\n", ingest.rate()/base.rate(), ingest.rate()/fsClosed.rate())
+	fmt.Printf("The store's single writer (SQLite takes one) was %s: near 100%% it is the bottleneck.\n\n", writer)
 	fmt.Println("### Intake latency at a fixed 500 notifications/s")
 	fmt.Println()
 	fmt.Println("| handler | sent/s | p50 | p99 | errors |")

@@ -96,13 +96,42 @@ func (h histogram) summary() string {
 
 // scrapeValue reads an unlabelled counter or gauge from a /metrics URL.
 func scrapeValue(url, name string) string {
+	if f, ok := scrapeFloat(url, name); ok {
+		return fmt.Sprintf("%.1f", f)
+	}
+	return "—"
+}
+
+// scrapeFloat reads an unlabelled sample (a counter, a gauge, a
+// histogram's _sum or _count) from a /metrics URL.
+func scrapeFloat(url, name string) (float64, bool) {
 	lines, _ := metricLines(url)
 	for _, line := range lines {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				return fmt.Sprintf("%.1f", f)
+				return f, true
 			}
 		}
 	}
-	return "—"
+	return 0, false
+}
+
+// writerBusy is what the store's writer did over a run, from
+// alertfan_store_commit_duration_seconds: the share of the run it spent in
+// commits, how many, and the notifications per commit.
+type writerBusy struct{ sum, count float64 }
+
+func scrapeWriter(metrics string) writerBusy {
+	s, _ := scrapeFloat(metrics, "alertfan_store_commit_duration_seconds_sum")
+	c, _ := scrapeFloat(metrics, "alertfan_store_commit_duration_seconds_count")
+	return writerBusy{s, c}
+}
+
+func (w writerBusy) report(before writerBusy, r *result) string {
+	commits := w.count - before.count
+	if commits <= 0 || r.elapsed <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("in commits %.0f%% of the run (%.0f commits, %.1f notifications each)",
+		100*(w.sum-before.sum)/r.elapsed.Seconds(), commits, float64(r.n)/commits)
 }

@@ -6,7 +6,9 @@ package queue
 // behind intake's batches (each inserting River jobs), so a crash repeated
 // every call answered in the last batch or two. Here acks batch only with
 // acks: on PostgreSQL on a connection of their own, at once; on SQLite the
-// one writer connection goes to the waiting ack batch as soon as the
-// current batch commits (database/sql hands a released connection to the
-// first waiter), so an ack waits for at most one other batch.
+// ack batch waits for the one writer connection beside intake's committer
+// and River's own queries, and database/sql hands a released connection
+// to one of its waiters chosen at random (Go 1.23 and later), so an ack
+// waits for a few of those, milliseconds, not for a queue of intake
+// batches.
 func (s *Store) ackCommitter() { s.commitLoop(s.acks) }

@@ -343,11 +343,7 @@ func (s *Store) truncateWhenIdle(logPages, done int) {
 	} else {
 		w.ticks++
 	}
-	path := s.opts.Path
-	if path == "" {
-		path = "data/alertfan.db"
-	}
-	fi, err := os.Stat(path + "-wal")
+	fi, err := os.Stat(s.sqliteFile + "-wal")
 	if err != nil || !copied {
 		return
 	}
@@ -418,10 +414,7 @@ func (c *sizeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return
 	}
-	path := s.opts.Path
-	if path == "" {
-		path = "data/alertfan.db"
-	}
+	path := s.sqliteFile
 	for file, p := range map[string]string{"database": path, "wal": path + "-wal"} {
 		var n float64
 		if fi, err := os.Stat(p); err == nil {

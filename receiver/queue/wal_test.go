@@ -3,8 +3,11 @@ package queue
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,4 +122,126 @@ func TestCatchUpStopsWaitingForALongReader(t *testing.T) {
 	w.write("e")
 	require.NotEqual(t, before, w.restarts())
 	require.Zero(t, w.s.catchUpQuiet)
+}
+
+// shrinkResidual flushes what a pass copied and passes again while the
+// last pass still found residualFrames or more, at most residualPasses
+// times; a failure, a WAL started over or a pinned snapshot ends it.
+func TestShrinkResidual(t *testing.T) {
+	type passResult struct{ log, done int }
+	for _, tc := range []struct {
+		name       string
+		passes     []passResult
+		passErr    int // pass number (1-based) that fails; 0: none
+		syncErr    int // sync number (1-based) that fails; 0: none
+		wantPasses int
+		wantSyncs  int
+		wantLog    int
+		wantDone   int
+	}{
+		{name: "a short pass ends it", passes: []passResult{{2030, 2030}}, wantPasses: 1, wantSyncs: 1, wantLog: 2030, wantDone: 2030},
+		{name: "passes shrink until one is short", passes: []passResult{{2600, 2600}, {2700, 2700}, {2720, 2720}}, wantPasses: 3, wantSyncs: 3, wantLog: 2720, wantDone: 2720},
+		{name: "at most residualPasses", passes: []passResult{{3000, 3000}, {4000, 4000}, {5000, 5000}, {6000, 6000}}, wantPasses: residualPasses, wantSyncs: residualPasses + 1, wantLog: 5000, wantDone: 5000},
+		{name: "the WAL started over", passes: []passResult{{40, 40}}, wantPasses: 1, wantSyncs: 1, wantLog: 40, wantDone: 40},
+		{name: "a reader pins a snapshot", passes: []passResult{{2500, 2300}}, wantPasses: 1, wantSyncs: 1, wantLog: 2500, wantDone: 2300},
+		{name: "a failed pass keeps the figures before it", passes: []passResult{{2600, 2600}, {0, 0}}, passErr: 2, wantPasses: 2, wantSyncs: 2, wantLog: 2600, wantDone: 2600},
+		{name: "a failed sync stops at once", passes: []passResult{{2600, 2600}}, syncErr: 1, wantPasses: 0, wantSyncs: 1, wantLog: 2000, wantDone: 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var passes, syncs int
+			syncFile := func() error {
+				syncs++
+				if syncs == tc.syncErr {
+					return errors.New("EIO")
+				}
+				return nil
+			}
+			pass := func() (int, int, error) {
+				passes++
+				if passes == tc.passErr {
+					return 0, 0, errors.New("busy")
+				}
+				r := tc.passes[passes-1]
+				return r.log, r.done, nil
+			}
+			l, d := shrinkResidual(2000, 2000, syncFile, pass)
+			require.Equal(t, tc.wantPasses, passes, "passes")
+			require.Equal(t, tc.wantSyncs, syncs, "syncs")
+			require.Equal(t, tc.wantLog, l)
+			require.Equal(t, tc.wantDone, d)
+		})
+	}
+}
+
+// Under steady writes the checkpointer's flush and extra passes leave
+// every write in place, and the writer's catch-up still starts the WAL
+// over.
+func TestCheckpointerUnderSteadyWrites(t *testing.T) {
+	w := newWALTest(t)
+	for i := range 80 { // past catchUpFrames
+		w.write(fmt.Sprintf("pre%d", i))
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	var n int
+	go func() {
+		for ; ; n++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := w.s.Enqueue(context.Background(), []Item{item(fmt.Sprintf("live%d", n), "firing")}); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	var writeErr error
+	stopWriting := func() error {
+		once.Do(func() { close(stop); writeErr = <-done })
+		return writeErr
+	}
+	t.Cleanup(func() { stopWriting() }) //nolint:errcheck
+	for range 5 {
+		w.s.checkpointer()
+	}
+	require.NoError(t, stopWriting())
+	before := w.restarts()
+	w.catchUp()
+	w.write("after")
+	require.NotEqual(t, before, w.restarts(), "the catch-up did not start the WAL over")
+	var count int
+	require.NoError(t, w.s.rdb.QueryRow(`SELECT COUNT(*) FROM alertfan_state`).Scan(&count))
+	require.Equal(t, 80*20+n+20, count)
+}
+
+// A path whose %XX SQLite decodes (it takes the path as a file: URI): the
+// checkpointer's descriptor and the WAL's size are the file SQLite uses.
+func TestStoreFindsTheFileSQLiteOpened(t *testing.T) {
+	for _, decoyExists := range []bool{false, true} {
+		t.Run(fmt.Sprintf("decoy=%v", decoyExists), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "q%41.db")
+			if decoyExists {
+				require.NoError(t, os.WriteFile(path, nil, 0o640))
+			}
+			s := openStore(t, Options{Driver: DriverSQLite, Path: path}, &recordingSink{})
+			a, err := s.dbFile.Stat()
+			require.NoError(t, err)
+			b, err := os.Stat(filepath.Join(dir, "qA.db"))
+			require.NoError(t, err)
+			require.True(t, os.SameFile(a, b), "the checkpointer syncs another file than SQLite's")
+			require.True(t, os.SameFile(b, mustStat(t, s.sqliteFile)))
+		})
+	}
+}
+
+func mustStat(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi
 }
