@@ -93,6 +93,7 @@ type Store struct {
 	client       *river.Client[*sql.Tx]
 	dialect      dialect
 	lock         *os.File
+	canonLock    *os.File // SQLite: the lock beside the file SQLite opened, when the path names it otherwise
 	dbFile       *os.File // SQLite: the database file, for the checkpointer's fsync (shrinkCatchUp)
 	sqliteFile   string   // SQLite: the file SQLite opened (its URI decoding of the path)
 	ckdb         *sql.DB  // SQLite only: the WAL checkpointer's connection
@@ -256,13 +257,9 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	// One process owns an SQLite store: the lock makes a second alertfan
 	// on the same file fail loudly, and lets start-up treat every job left
 	// running as orphaned by a crash.
-	lf, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o640)
+	lf, err := lockStore(path+".lock", path)
 	if err != nil {
-		return fmt.Errorf("queue: open lock file: %w", err)
-	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lf.Close()
-		return fmt.Errorf("queue: %s is in use by another alertfan process: %w", path, err)
+		return err
 	}
 	s.lock = lf
 	// Checkpoints run on a connection of their own (see checkpointer), not
@@ -290,6 +287,16 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	var name string
 	if err := db.QueryRowContext(ctx, `PRAGMA database_list`).Scan(&seq, &name, &s.sqliteFile); err != nil {
 		return fmt.Errorf("queue: open sqlite %s: %w", path, err)
+	}
+	// Another spelling of the same file (a symlink, a %XX escape) locks
+	// another name: the file SQLite opened is locked too.
+	if canon := s.sqliteFile + ".lock"; canon != path+".lock" {
+		fi, err := os.Stat(canon)
+		if own, _ := s.lock.Stat(); err != nil || !os.SameFile(fi, own) {
+			if s.canonLock, err = lockStore(canon, path); err != nil {
+				return err
+			}
+		}
 	}
 	// Kept open until every SQLite connection is closed (closeDB): closing
 	// a descriptor drops the process's POSIX locks on the file, SQLite's
@@ -359,7 +366,9 @@ func (s *Store) shrinkCatchUp(ctx context.Context, logPages, done int) (int, int
 		// SQLite's own sync in the catch-up still sees a write-back error:
 		// Linux reports it to every descriptor open when it happened, not
 		// only to the first that asks.
-		if err := s.dbFile.Sync(); err != nil {
+		// A plain fsync, as SQLite's own: (*os.File).Sync is a drive-cache
+		// flush (F_FULLFSYNC) on macOS.
+		if err := syscall.Fsync(int(s.dbFile.Fd())); err != nil {
 			s.logger.Warn("Could not sync the database file; the writer's next checkpoint will try", "err", err)
 			return err
 		}
@@ -748,25 +757,60 @@ func (s *Store) closeDB() {
 		// that outlived the shutdown's deadline): closing our descriptor
 		// then would drop the locks SQLite holds for it. Kept referenced
 		// instead, or its finalizer would close it.
-		if openConns(s.db, s.rdb, s.ckdb) == 0 {
+		// The locks are the process's, not the store's: a store reopened
+		// on the file after such a close must keep this one's too.
+		strayDBFiles.Lock()
+		if openConns(s.db, s.rdb, s.ckdb) == 0 && !strayDBFiles.has(s.dbFile) {
 			s.dbFile.Close()
 		} else {
-			strayDBFiles.Lock()
 			strayDBFiles.files = append(strayDBFiles.files, s.dbFile)
-			strayDBFiles.Unlock()
+		}
+		strayDBFiles.Unlock()
+	}
+	for _, lf := range []*os.File{s.canonLock, s.lock} {
+		if lf != nil {
+			syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck
+			lf.Close()
 		}
 	}
-	if s.lock != nil {
-		syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
-		s.lock.Close()
+}
+
+// lockStore takes the lock file name that makes one process own an SQLite
+// store; path names the store in the error.
+func lockStore(name, path string) (*os.File, error) {
+	lf, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open lock file: %w", err)
 	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("queue: %s is in use by another alertfan process: %w", path, err)
+	}
+	return lf, nil
 }
 
 // strayDBFiles keeps the database descriptors of stores closed while a
 // connection was still in use (closeDB); one per such shutdown.
-var strayDBFiles struct {
+var strayDBFiles strayFiles
+
+type strayFiles struct {
 	sync.Mutex
 	files []*os.File
+}
+
+// has reports whether a kept descriptor is of f's file; the caller holds
+// the lock.
+func (s *strayFiles) has(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return true // unknown: keeping a descriptor costs nothing
+	}
+	for _, k := range s.files {
+		if ki, err := k.Stat(); err == nil && os.SameFile(fi, ki) {
+			return true
+		}
+	}
+	return false
 }
 
 // openConns is how many connections the pools still have open.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,6 +185,7 @@ func TestCheckpointerUnderSteadyWrites(t *testing.T) {
 	stop := make(chan struct{})
 	done := make(chan error, 1)
 	var n int
+	var written atomic.Int64
 	go func() {
 		for ; ; n++ {
 			select {
@@ -196,6 +198,7 @@ func TestCheckpointerUnderSteadyWrites(t *testing.T) {
 				done <- err
 				return
 			}
+			written.Add(1)
 		}
 	}()
 	var once sync.Once
@@ -205,7 +208,11 @@ func TestCheckpointerUnderSteadyWrites(t *testing.T) {
 		return writeErr
 	}
 	t.Cleanup(func() { stopWriting() }) //nolint:errcheck
+	// Each pass sees new frames: back to back, passes faster than the
+	// writer's commits count as idle ticks and TRUNCATE the WAL.
 	for range 5 {
+		at := written.Load()
+		require.Eventually(t, func() bool { return written.Load() >= at+3 }, 10*time.Second, time.Millisecond)
 		w.s.checkpointer()
 	}
 	require.NoError(t, stopWriting())
