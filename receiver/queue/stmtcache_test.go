@@ -25,6 +25,19 @@ func openCaching(t *testing.T) *sql.DB {
 	return db
 }
 
+// openCachingWith is openCaching with a table t (x INTEGER PRIMARY KEY)
+// holding xs.
+func openCachingWith(t *testing.T, xs ...int) *sql.DB {
+	db := openCaching(t)
+	_, err := db.Exec(`CREATE TABLE t (x INTEGER PRIMARY KEY)`)
+	require.NoError(t, err)
+	for _, x := range xs {
+		_, err := db.Exec(`INSERT INTO t (x) VALUES (?)`, x)
+		require.NoError(t, err)
+	}
+	return db
+}
+
 // cached returns how many statements the connection keeps, and whether
 // it keeps one for query.
 func cached(t *testing.T, db *sql.DB, query string) (n int, ok bool) {
@@ -97,14 +110,8 @@ func TestStatementCacheKeepsOnePerText(t *testing.T) {
 // the same transaction, on the same connection) gets a statement of its
 // own, and neither result is disturbed.
 func TestStatementCacheInUse(t *testing.T) {
-	db := openCaching(t)
+	db := openCachingWith(t, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 	ctx := context.Background()
-	_, err := db.Exec(`CREATE TABLE t (x INTEGER PRIMARY KEY)`)
-	require.NoError(t, err)
-	for i := range 10 {
-		_, err := db.Exec(`INSERT INTO t (x) VALUES (?)`, i)
-		require.NoError(t, err)
-	}
 	const q = `SELECT x FROM t WHERE x >= ? ORDER BY x`
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
@@ -143,12 +150,8 @@ func TestStatementCacheInUse(t *testing.T) {
 // Past maxCachedStatements the least recently used statement goes; one in
 // use goes when its rows close.
 func TestStatementCacheEvicts(t *testing.T) {
-	db := openCaching(t)
+	db := openCachingWith(t, 1, 2)
 	ctx := context.Background()
-	_, err := db.Exec(`CREATE TABLE t (x INTEGER PRIMARY KEY)`)
-	require.NoError(t, err)
-	_, err = db.Exec(`INSERT INTO t (x) VALUES (1), (2)`)
-	require.NoError(t, err)
 
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
@@ -179,11 +182,7 @@ func TestStatementCacheEvicts(t *testing.T) {
 // A kept statement follows the schema: SQLite prepares it again when the
 // table it reads changes.
 func TestStatementCacheFollowsSchema(t *testing.T) {
-	db := openCaching(t)
-	_, err := db.Exec(`CREATE TABLE t (x INTEGER)`)
-	require.NoError(t, err)
-	_, err = db.Exec(`INSERT INTO t (x) VALUES (1)`)
-	require.NoError(t, err)
+	db := openCachingWith(t, 1)
 	const q = `SELECT * FROM t`
 	cols := func() []string {
 		rows, err := db.Query(q)
@@ -194,7 +193,7 @@ func TestStatementCacheFollowsSchema(t *testing.T) {
 		return c
 	}
 	require.Equal(t, []string{"x"}, cols())
-	_, err = db.Exec(`ALTER TABLE t ADD COLUMN y TEXT NOT NULL DEFAULT 'd'`)
+	_, err := db.Exec(`ALTER TABLE t ADD COLUMN y TEXT NOT NULL DEFAULT 'd'`)
 	require.NoError(t, err)
 	require.Equal(t, []string{"x", "y"}, cols())
 }

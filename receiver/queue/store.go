@@ -363,11 +363,10 @@ func (s *Store) shrinkCatchUp(ctx context.Context, logPages, done int) (int, int
 		if s.dbFile == nil {
 			return nil
 		}
-		// SQLite's own sync in the catch-up still sees a write-back error:
-		// Linux reports it to every descriptor open when it happened, not
-		// only to the first that asks.
-		// A plain fsync, as SQLite's own: (*os.File).Sync is a drive-cache
-		// flush (F_FULLFSYNC) on macOS.
+		// A plain fsync, as SQLite's own ((*os.File).Sync is a drive-cache
+		// flush, F_FULLFSYNC, on macOS). A write-back error it reports is
+		// not lost to SQLite's sync in the catch-up: Linux reports it to
+		// every descriptor open when it happened, not only the first.
 		if err := syscall.Fsync(int(s.dbFile.Fd())); err != nil {
 			s.logger.Warn("Could not sync the database file; the writer's next checkpoint will try", "err", err)
 			return err
@@ -754,11 +753,11 @@ func (s *Store) closeDB() {
 	}
 	if s.dbFile != nil {
 		// database/sql leaves a connection in use open past Close (a read
-		// that outlived the shutdown's deadline): closing our descriptor
-		// then would drop the locks SQLite holds for it. Kept referenced
-		// instead, or its finalizer would close it.
-		// The locks are the process's, not the store's: a store reopened
-		// on the file after such a close must keep this one's too.
+		// that outlived the shutdown's deadline), and closing our
+		// descriptor would drop the locks SQLite holds for it; so would
+		// closing a later store's, since the locks are the process's. The
+		// descriptor is then kept referenced, or its finalizer would close
+		// it.
 		strayDBFiles.Lock()
 		if openConns(s.db, s.rdb, s.ckdb) == 0 && !strayDBFiles.has(s.dbFile) {
 			s.dbFile.Close()

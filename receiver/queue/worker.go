@@ -360,20 +360,29 @@ var errKeyUnfinished = errors.New("queue: the key's delivery did not finish; ret
 // recovery does not reach: a panic outside the sink's Deliver (which
 // callSink recovers) — its limiter, the plan, the bookkeeping — retries
 // the key with the job instead of ending the process.
-func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (o outcome) {
+func (w *worker) workKeyRecovered(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) outcome {
+	return unlessPanicked(w.s, "Delivery panicked; the job will be retried", []any{"target", job.Args.Target, "key", k.Key},
+		func() outcome { return w.workKey(ctx, job, k, st) },
+		func(what string) outcome {
+			return outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
+		})
+}
+
+// unlessPanicked returns fn's result, or, when fn does not return, logs
+// msg with attrs and the stack (logPanic) and returns failed of what it
+// makes of the panic. Not returning is a panic, and also a panic(nil)
+// under GODEBUG=panicnil=1 or runtime.Goexit (which goes on regardless),
+// for which recover gives nil: never a success.
+func unlessPanicked[T any](s *Store, msg string, attrs []any, fn func() T, failed func(what string) T) (v T) {
 	returned := false
 	defer func() {
-		if returned {
-			return
+		if !returned {
+			v = failed(s.logPanic(msg, recover(), attrs...))
 		}
-		// recover is nil for a panic(nil) under GODEBUG=panicnil=1 and
-		// for runtime.Goexit (which goes on regardless): never a success.
-		what := w.s.logPanic("Delivery panicked; the job will be retried", recover(), "target", job.Args.Target, "key", k.Key)
-		o = outcome{retry: true, err: fmt.Errorf("queue: the delivery %w (%s); see alertfan's log", errSinkPanicked, what)}
 	}()
-	o = w.workKey(ctx, job, k, st)
+	v = fn()
 	returned = true
-	return o
+	return v
 }
 
 // workKey brings one key's target in line with its newest state and keeps
@@ -874,18 +883,12 @@ var errSinkPanicked = errors.New("panicked")
 // marker heals. Deliver not returning (a panic(nil) under
 // GODEBUG=panicnil=1, runtime.Goexit) counts as a panic too, never as a
 // delivery.
-func (s *Store) callSink(ctx context.Context, t Target, n *sinks.Notification) (err error) {
-	returned := false
-	defer func() {
-		if returned {
-			return
-		}
-		what := s.logPanic("Sink panicked; the delivery will be retried", recover(), "target", t.ID, "kind", t.Kind)
-		err = sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("the %s sink %w (%s); see alertfan's log", t.Kind, errSinkPanicked, what))
-	}()
-	err = t.Sink.Deliver(ctx, n)
-	returned = true
-	return err
+func (s *Store) callSink(ctx context.Context, t Target, n *sinks.Notification) error {
+	return unlessPanicked(s, "Sink panicked; the delivery will be retried", []any{"target", t.ID, "kind", t.Kind},
+		func() error { return t.Sink.Deliver(ctx, n) },
+		func(what string) error {
+			return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("the %s sink %w (%s); see alertfan's log", t.Kind, errSinkPanicked, what))
+		})
 }
 
 // logPanic logs msg at error with the stack and what panicText makes of
