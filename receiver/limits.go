@@ -101,7 +101,7 @@ func checkPairs(c config.IntakeConfig, field string, m map[string]string, what, 
 	var errs intake.Errors
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if len(k) > c.MaxNameLength {
-			errs = append(errs, &intake.FieldError{Field: field, Message: fmt.Sprintf("%s name %s is %d bytes, over intake.max_name_length (%d)", what, strconv.Quote(cut(k, 32)), len(k), c.MaxNameLength)})
+			errs = append(errs, &intake.FieldError{Field: field, Message: fmt.Sprintf("%s name %s is %d bytes, over intake.max_name_length (%d)", what, strconv.Quote(sinks.Abbreviate(k, 32)), len(k), c.MaxNameLength)})
 			continue
 		}
 		if len(m[k]) > maxValue {
@@ -109,13 +109,6 @@ func checkPairs(c config.IntakeConfig, field string, m map[string]string, what, 
 		}
 	}
 	return errs
-}
-
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // utf8Field finds the JSON field whose string holds invalid UTF-8 (a

@@ -1,8 +1,33 @@
 package sinks
 
-import "time"
+import (
+	"time"
+	"unicode/utf8"
+)
 
 const truncationMarker = "…"
+
+// CutBytes cuts s to at most n bytes, on a character boundary so that a
+// multi-byte character is never split.
+func CutBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// Abbreviate is s for an error or log line: at most n bytes (CutBytes),
+// then "…" when it was cut.
+func Abbreviate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return CutBytes(s, n) + truncationMarker
+}
 
 // TruncateRunes cuts s to n runes, the last one being "…", as Alertmanager
 // does for PagerDuty summaries.

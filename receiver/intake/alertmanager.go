@@ -43,7 +43,7 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 	}
 	var errs Errors
 	if m.Version != "4" {
-		errs = append(errs, fieldErr("version", "must be \"4\" (Alertmanager webhook protocol), got %q", truncate(m.Version, 32)))
+		errs = append(errs, fieldErr("version", "must be \"4\" (Alertmanager webhook protocol), got %q", sinks.Abbreviate(m.Version, 32)))
 	}
 	if len(m.Alerts) == 0 {
 		errs = append(errs, fieldErr("alerts", "must hold at least one alert"))
@@ -53,20 +53,20 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 	for i, a := range m.Alerts {
 		f := fmt.Sprintf("alerts[%d]", i)
 		if a.Status != sinks.StatusFiring && a.Status != sinks.StatusResolved {
-			errs = append(errs, fieldErr(f+".status", "must be \"firing\" or \"resolved\", got %q", truncate(a.Status, 32)))
+			errs = append(errs, fieldErr(f+".status", "must be \"firing\" or \"resolved\", got %q", sinks.Abbreviate(a.Status, 32)))
 		}
 		errs = append(errs, checkLabels(f+".labels", a.Labels, true)...)
 		errs = append(errs, checkLabels(f+".annotations", a.Annotations, false)...)
 		startsAt, err := parseTime(a.StartsAt)
 		switch {
 		case err != nil:
-			errs = append(errs, fieldErr(f+".startsAt", "not an RFC 3339 time: %q", truncate(a.StartsAt, 40)))
+			errs = append(errs, fieldErr(f+".startsAt", "not an RFC 3339 time: %q", sinks.Abbreviate(a.StartsAt, 40)))
 		case startsAt.IsZero():
 			errs = append(errs, fieldErr(f+".startsAt", "required"))
 		}
 		endsAt, err := parseTime(a.EndsAt)
 		if err != nil {
-			errs = append(errs, fieldErr(f+".endsAt", "not an RFC 3339 time: %q", truncate(a.EndsAt, 40)))
+			errs = append(errs, fieldErr(f+".endsAt", "not an RFC 3339 time: %q", sinks.Abbreviate(a.EndsAt, 40)))
 		}
 		fp := a.Fingerprint
 		if fp == "" {

@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // Inputs, as used in metrics and in sinks.Source.Input.
@@ -127,7 +129,7 @@ func checkLabels(field string, ls map[string]string, required bool) Errors {
 	}
 	for _, k := range slices.Sorted(maps.Keys(ls)) {
 		if !model.UTF8Validation.IsValidLabelName(k) || k == "" {
-			errs = append(errs, fieldErr(field, "invalid label name %q", truncate(k, 64)))
+			errs = append(errs, fieldErr(field, "invalid label name %q", sinks.Abbreviate(k, 64)))
 			continue
 		}
 		if !utf8.ValidString(ls[k]) {
@@ -135,11 +137,4 @@ func checkLabels(field string, ls map[string]string, required bool) Errors {
 		}
 	}
 	return errs
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -173,7 +173,7 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 		errs = append(errs, fieldErr("alert.id", "required"))
 	}
 	if !mackerelStatuses[a.Status] {
-		errs = append(errs, fieldErr("alert.status", "must be one of ok, warning, critical, unknown, got %q", truncate(a.Status, 32)))
+		errs = append(errs, fieldErr("alert.status", "must be one of ok, warning, critical, unknown, got %q", sinks.Abbreviate(a.Status, 32)))
 	}
 	if len(errs) > 0 {
 		return nil, errs

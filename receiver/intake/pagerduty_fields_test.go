@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // pdFields is PagerDuty's Events API v2 alert event, field by field, as
@@ -72,14 +74,14 @@ func pdEventWith(t *testing.T, path, value string) []byte {
 func TestPagerDutyFieldTable(t *testing.T) {
 	for _, f := range pdFields {
 		for _, v := range f.accept {
-			t.Run(f.field+"="+truncate(v, 40), func(t *testing.T) {
+			t.Run(f.field+"="+sinks.Abbreviate(v, 40), func(t *testing.T) {
 				res, err := DecodePagerDuty(pdEventWith(t, f.field, v), now)
 				require.NoError(t, err)
 				require.NotNil(t, res.Alert.PagerDuty, "a trigger is kept for relaying")
 			})
 		}
 		for _, v := range f.refuse {
-			t.Run(f.field+"!="+truncate(v, 40), func(t *testing.T) {
+			t.Run(f.field+"!="+sinks.Abbreviate(v, 40), func(t *testing.T) {
 				_, err := DecodePagerDuty(pdEventWith(t, f.field, v), now)
 				require.Error(t, err)
 				require.Contains(t, err.Error(), f.msg)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // History events: what alertfan accepted for an alert and what it did
@@ -67,19 +69,7 @@ func (r *histRow) clean() {
 // storableError is an error text as alertfan stores it (history rows,
 // dead letters, River's job errors): storable, then cut to maxHistError
 // bytes — after, since each invalid byte became a 3-byte U+FFFD.
-func storableError(s string) string { return cutText(storableText(s), maxHistError) }
-
-// cutText cuts s to at most max bytes on a character boundary.
-func cutText(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
-}
+func storableError(s string) string { return sinks.CutBytes(storableText(s), maxHistError) }
 
 // storableText is s as valid UTF-8 without NUL, which PostgreSQL refuses
 // in TEXT (a target's error body may be Latin-1 or Shift_JIS).

@@ -338,10 +338,10 @@ func TestCancelledAtShutdownStillResolves(t *testing.T) {
 // error).
 func TestKeyErrorIsStorable(t *testing.T) {
 	orig := fmt.Errorf("503: \xfc\x00 %w", context.Canceled)
-	e := &keyError{text: cutText(storableText(orig.Error()), maxHistError), err: orig}
+	e := &keyError{text: storableError(orig.Error()), err: orig}
 	require.ErrorIs(t, e, context.Canceled)
 	require.NotContains(t, e.Error(), "\x00")
-	long := &keyError{text: cutText(storableText(strings.Repeat("\xe9a", 1000)), maxHistError)}
+	long := &keyError{text: storableError(strings.Repeat("\xe9a", 1000))}
 	require.LessOrEqual(t, len(long.Error()), maxHistError)
 	require.True(t, utf8.ValidString(long.Error()))
 }

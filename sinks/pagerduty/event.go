@@ -115,17 +115,10 @@ func (n *Notifier) severity(rendered, action string, quiet bool) string {
 	sev, ok := NormalizeSeverity(rendered, n.conf.SeverityFallback)
 	if !ok && action == ActionTrigger {
 		n.replaced(severityFallbacks, quiet)
-		n.warnOnce(quiet, "severity:"+truncate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
-			"rendered", truncate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
+		n.warnOnce(quiet, "severity:"+sinks.Abbreviate(rendered, 64), "Rendered severity is not one PagerDuty accepts; replaced",
+			"rendered", sinks.Abbreviate(rendered, 64), "sent", sev, "valid", strings.Join(Severities, ", "))
 	}
 	return sev
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // inputDefaults are the values a field takes when the user's config does
