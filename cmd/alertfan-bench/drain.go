@@ -133,23 +133,32 @@ func pprofEnv() string {
 	return addr
 }
 
+// traceScenarios, with -pprof, are the scenarios that get a runtime
+// trace (-trace) instead of a CPU profile.
+var traceScenarios = map[string]bool{}
+
 // profile takes a CPU profile of p for d (at least 1 s) into
-// pprofDir/name.pprof; the returned func waits for it.
+// pprofDir/name.pprof, or a runtime trace into pprofDir/name.trace when
+// -trace names the scenario; the returned func waits for it.
 func profile(p *proc, name string, d time.Duration) func() {
 	if pprofDir == "" || p.pprof == "" {
 		return func() {}
 	}
 	secs := max(1, int(d.Seconds()))
+	endpoint, ext := "profile", ".pprof"
+	if traceScenarios[name] {
+		endpoint, ext = "trace", ".trace"
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, secs))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.pprof, endpoint, secs))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "profile", name, err)
 			return
 		}
 		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(pprofDir, name+".pprof"))
+		f, err := os.Create(filepath.Join(pprofDir, name+ext))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "profile", name, err)
 			return

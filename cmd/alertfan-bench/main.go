@@ -51,12 +51,18 @@ func main() {
 	fsyncBase := flag.String("fsync-baseline-server", "", "internal: serve the decode + fdatasync group-commit baseline on this address")
 	fsyncFile := flag.String("fsync-baseline-file", "", "internal: the file the group-commit baseline appends to")
 	flag.StringVar(&pprofDir, "pprof", "", "build alertfan with -tags pprof and write a CPU profile of each scenario into this directory")
+	traces := flag.String("trace", "", "with -pprof: take a runtime trace instead of a CPU profile of these scenarios, comma-separated (ingest, draining-closed, draining-500, drain)")
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
 	reps := flag.Bool("replicas", false, "also run 1, 2 and 3 replicas on one PostgreSQL database beside SQLite, and the storm with 3 (~8 minutes)")
 	flag.StringVar(&postgresDSN, "postgres-dsn", postgresDSN, "PostgreSQL server for -replicas (default $ALERTFAN_TEST_POSTGRES_DSN); a fresh database per run")
 	flag.Parse()
+	for _, name := range strings.Split(*traces, ",") {
+		if name != "" {
+			traceScenarios[name] = true
+		}
+	}
 	if *soakN > 0 {
 		if err := runSoak(*bin); err != nil {
 			fmt.Fprintln(os.Stderr, "alertfan-bench:", err)

@@ -15,20 +15,37 @@ import (
 // deliveries (render, call, ack), and intake then waits behind them:
 // measured on 2 cores, intake fell to a third of its throughput and a
 // 500/s flow's p50 to 300 ms, long enough for Alertmanager to time out and
-// send the storm again. So while busyAt or more requests are being
-// accepted at once (and for busyHold after), deliveries start their calls
-// at most busyCallRate a second, in turn, and intake gets the rest of the
-// CPU. Nothing is held while a call runs: a slow or hung target costs the
-// others nothing. By Little's law busyAt is a latency target: at 500
-// requests/s, 8 in flight is 16 ms each. Deliveries never stop: the queue
-// keeps draining through any storm, and catches up afterwards.
+// send the storm again. So while intake is busy, deliveries start their
+// calls at most busyCallRate a second, in turn, and intake gets the rest
+// of the CPU. Nothing is held while a call runs: a slow or hung target
+// costs the others nothing. Deliveries never stop: the queue keeps
+// draining through any storm, and catches up afterwards.
 //
-// Source: the measurements in BENCHMARKS.md ("Intake goes first").
+// Intake is busy
+//   - while busyAt or more requests are being accepted at once, and for
+//     busyHold after (a storm: by Little's law busyAt is a latency target,
+//     at 500 requests/s 8 in flight is 16 ms each);
+//   - for slowHold after an accept that took longer than slowAt while
+//     deliveries started more than heavyCallRate calls a second (a steady
+//     flow, one or two requests at a time, that deliveries slow by taking
+//     the CPU rather than by crowding it out). A lighter delivery load is
+//     never paced, whatever the accept took: a flow of 200 notifications/s
+//     needs 1,000 calls a second, and pacing them at that rate would queue
+//     its own deliveries.
+//
+// Source: the measurements in BENCHMARKS.md ("Intake goes first", and
+// "Intake's tail while a queue drains").
 type intakeFirst struct {
 	inflight  atomic.Int64
 	busyUntil atomic.Int64 // Unix ns: intake counts as busy until then
 	calls     *rate.Limiter
 	waited    func(seconds float64)
+
+	// Calls started: the window under way (from windowStart, Unix ns) and
+	// the rate of the last one, in calls a second (see heavy).
+	windowStart atomic.Int64
+	windowCalls atomic.Int64
+	lastRate    atomic.Int64
 }
 
 const (
@@ -42,6 +59,20 @@ const (
 	// their senders come back a moment later: without it every commit
 	// would let every waiting delivery through at once.
 	busyHold = 50 * time.Millisecond
+	// slowAt is how long an accept may take before intake counts as busy
+	// however few requests are in flight: half the 20 ms that intake's
+	// p99 is held to while a queue drains (issue 14).
+	slowAt = 10 * time.Millisecond
+	// slowHold keeps intake busy that long after a slow accept, so that
+	// a flow's requests are not each slowed again by the deliveries let
+	// through between them.
+	slowHold = time.Second
+	// heavyCallRate is the delivery rate above which a slow accept makes
+	// intake busy: twice busyCallRate, so the flow busyCallRate is sized
+	// for (200 notifications/s) never sets it off. heavyWindow is the
+	// window it is measured over.
+	heavyCallRate = 2000
+	heavyWindow   = 100 * time.Millisecond
 	// busyCallRate is how many calls a second deliveries start while
 	// intake is busy: what 200 notifications/s of 5 new alerts each need,
 	// about half a core on the 2-core reference machine.
@@ -54,10 +85,58 @@ func newIntakeFirst(waited func(seconds float64)) *intakeFirst {
 
 // enter marks a request being accepted until the returned func is called.
 func (g *intakeFirst) enter() (exit func()) {
+	start := time.Now()
 	if g.inflight.Add(1) >= busyAt {
-		g.busyUntil.Store(time.Now().Add(busyHold).UnixNano())
+		g.hold(start, busyHold)
 	}
-	return func() { g.inflight.Add(-1) }
+	return func() {
+		g.inflight.Add(-1)
+		g.accepted(time.Now(), start)
+	}
+}
+
+// accepted judges an accept that ran from start to now.
+func (g *intakeFirst) accepted(now, start time.Time) {
+	if now.Sub(start) > slowAt && g.heavy(now) {
+		g.hold(now, slowHold)
+	}
+}
+
+// hold makes intake busy until at least now+d.
+func (g *intakeFirst) hold(now time.Time, d time.Duration) {
+	until := now.Add(d).UnixNano()
+	for {
+		cur := g.busyUntil.Load()
+		if cur >= until || g.busyUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// heavy reports whether deliveries started calls faster than
+// heavyCallRate in the last window or in the one under way.
+func (g *intakeFirst) heavy(now time.Time) bool {
+	g.roll(now)
+	return g.lastRate.Load() > heavyCallRate ||
+		g.windowCalls.Load() > int64(heavyCallRate*heavyWindow.Seconds())
+}
+
+// started counts a call started at now.
+func (g *intakeFirst) started(now time.Time) {
+	g.roll(now)
+	g.windowCalls.Add(1)
+}
+
+// roll closes the window under way once heavyWindow has passed, keeping
+// its rate over the time it really lasted (no call may have rolled it
+// for a while).
+func (g *intakeFirst) roll(now time.Time) {
+	start := g.windowStart.Load()
+	elapsed := now.UnixNano() - start
+	if elapsed < int64(heavyWindow) || !g.windowStart.CompareAndSwap(start, now.UnixNano()) {
+		return
+	}
+	g.lastRate.Store(g.windowCalls.Swap(0) * int64(time.Second) / elapsed)
 }
 
 // busy reports whether deliveries must take turns at now.
@@ -71,6 +150,7 @@ func (g *intakeFirst) busy(now time.Time) bool {
 // full worker pool). It returns ctx's error if ctx ends first.
 func (g *intakeFirst) call(ctx context.Context) error {
 	now := time.Now()
+	g.started(now)
 	if !g.busy(now) {
 		return nil
 	}

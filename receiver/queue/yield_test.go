@@ -75,6 +75,60 @@ func TestIntakeFirst(t *testing.T) {
 		require.False(t, g.busy(left.Add(busyHold+time.Millisecond)))
 	})
 
+	// heavyAt makes deliveries start calls at rate a second from t0 on,
+	// for a window and a bit, and returns when that ends.
+	heavyAt := func(g *intakeFirst, t0 time.Time, rate int) time.Time {
+		n := rate * 12 / 100 // 120 ms worth
+		step := 120 * time.Millisecond / time.Duration(n)
+		now := t0
+		for range n {
+			g.started(now)
+			now = now.Add(step)
+		}
+		return now
+	}
+
+	t.Run("a slow accept while deliveries are heavy makes intake busy for slowHold", func(t *testing.T) {
+		g := newIntakeFirst(nil)
+		now := heavyAt(g, time.Now(), 3*heavyCallRate)
+		require.False(t, g.busy(now), "one or two requests at a time are not busy")
+		g.accepted(now, now.Add(-slowAt-time.Millisecond))
+		require.True(t, g.busy(now))
+		require.True(t, g.busy(now.Add(slowHold-time.Millisecond)))
+		require.False(t, g.busy(now.Add(slowHold+time.Millisecond)))
+	})
+
+	t.Run("a quick accept paces nothing, however heavy the deliveries", func(t *testing.T) {
+		g := newIntakeFirst(nil)
+		now := heavyAt(g, time.Now(), 3*heavyCallRate)
+		g.accepted(now, now.Add(-slowAt))
+		require.False(t, g.busy(now))
+	})
+
+	t.Run("a slow accept while deliveries are light paces nothing", func(t *testing.T) {
+		// The flow busyCallRate is sized for: pacing its own deliveries at
+		// the rate it needs would queue them (accept → delivered).
+		g := newIntakeFirst(nil)
+		now := heavyAt(g, time.Now(), busyCallRate)
+		g.accepted(now, now.Add(-time.Second))
+		require.False(t, g.busy(now))
+	})
+
+	t.Run("the delivery rate counts the time a window really lasted", func(t *testing.T) {
+		// 2,500 calls over 10 s (nothing rolled the window meanwhile) are
+		// 250 a second, not 2,500 in a window.
+		g := newIntakeFirst(nil)
+		t0 := time.Now()
+		g.started(t0)
+		for i := range 2499 {
+			g.started(t0.Add(10 * time.Millisecond).Add(time.Duration(i) * time.Microsecond))
+		}
+		later := t0.Add(10 * time.Second)
+		require.False(t, g.heavy(later))
+		g.accepted(later, later.Add(-time.Second))
+		require.False(t, g.busy(later))
+	})
+
 	t.Run("a cancelled wait returns the context's error and gives its turn back", func(t *testing.T) {
 		g := newIntakeFirst(nil)
 		defer busy(g)()
