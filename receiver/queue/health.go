@@ -64,6 +64,19 @@ func (h *health) admit(target string, now time.Time) (probe bool, wait time.Dura
 	return true, 0
 }
 
+// wait is how long a delivery to target would be told to wait by admit,
+// without claiming a probe: 0 when it may try.
+func (h *health) wait(target string, now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	th := h.m[target]
+	if th == nil || !th.down || (!th.probing && !now.Before(th.nextProbe)) {
+		return 0
+	}
+	th.held++
+	return max(th.nextProbe.Sub(now), 100*time.Millisecond)
+}
+
 // failed records a failure that says the target is unwell and whether it
 // just went down.
 func (h *health) failed(target string, now time.Time, minBackoff time.Duration) (wentDown bool, failures int) {

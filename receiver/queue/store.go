@@ -709,6 +709,7 @@ func (s *Store) StopWorkers(ctx context.Context) error {
 	s.stopWorkers.Do(func() {
 		s.ready.Store(false)
 		s.draining.Store(true)
+		s.intake.stop()
 		if s.client == nil {
 			return
 		}

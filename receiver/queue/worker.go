@@ -491,7 +491,19 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	// Intake goes first (yield.go). The turn comes before the rate-limit
 	// turn is taken, so a wait here never bunches paced calls, and before
 	// the reload lock and the shutdown check, so neither waits for it.
+	//
+	// A delivery that would only park (shutting down, its target down)
+	// learns so before it queues for a turn: a turn is for a call.
+	if s.draining.Load() {
+		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
+	}
+	if wait := s.health.wait(id, time.Now()); wait > 0 {
+		return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil, nil
+	}
 	if err := s.intake.call(ctx); err != nil {
+		if errors.Is(err, errDraining) {
+			return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
+		}
 		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: sinks.Retryable(sinks.ReasonOther, time.Second, err)}, nil, nil
 	}
 	// A reload that moves stored work between target ids waits for the
@@ -554,6 +566,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			break
 		}
 		start := time.Now()
+		s.intake.started(start)
 		derr = s.callSink(sinks.WithCall(sinks.WithTarget(ctx, id), call), t, &n)
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}

@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,16 +38,27 @@ import (
 // Source: the measurements in BENCHMARKS.md ("Intake goes first", and
 // "Intake's tail while a queue drains").
 type intakeFirst struct {
+	// epoch holds a monotonic reading: every instant below is ns since
+	// it, so a step of the wall clock changes nothing.
+	epoch     time.Time
 	inflight  atomic.Int64
-	busyUntil atomic.Int64 // Unix ns: intake counts as busy until then
+	busyUntil atomic.Int64 // intake counts as busy until then
 	calls     *rate.Limiter
 	waited    func(seconds float64)
 
-	// Calls started: the window under way (from windowStart, Unix ns) and
+	// Calls started: the window under way (from windowStart) and
 	// the rate of the last one, in calls a second (see heavy).
 	windowStart atomic.Int64
 	windowCalls atomic.Int64
 	lastRate    atomic.Int64
+
+	// The fastest accept of the last minWindow or two (ns): what the
+	// store costs on its own (round trips, fsync), which no pacing of
+	// deliveries removes. An accept is slow at slowAt over it.
+	minStart, minCur, minPrev atomic.Int64
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed at shutdown: no more turns
 }
 
 const (
@@ -77,11 +90,24 @@ const (
 	// intake is busy: what 200 notifications/s of 5 new alerts each need,
 	// about half a core on the 2-core reference machine.
 	busyCallRate = 1000
+	// minWindow is how long the fastest accept stays the store's own cost.
+	minWindow = 10 * time.Second
 )
 
 func newIntakeFirst(waited func(seconds float64)) *intakeFirst {
-	return &intakeFirst{calls: rate.NewLimiter(busyCallRate, 1), waited: waited}
+	g := &intakeFirst{epoch: time.Now(), calls: rate.NewLimiter(busyCallRate, 1), waited: waited, stopped: make(chan struct{})}
+	g.windowStart.Store(math.MinInt64 / 4) // the first call starts a window
+	g.minStart.Store(math.MinInt64 / 4)
+	g.minCur.Store(math.MaxInt64)
+	g.minPrev.Store(math.MaxInt64)
+	return g
 }
+
+// ns is t as ns since epoch, on the monotonic clock.
+func (g *intakeFirst) ns(t time.Time) int64 { return int64(t.Sub(g.epoch)) }
+
+// stop ends every wait for a turn, now and later: shutdown began.
+func (g *intakeFirst) stop() { g.stopOnce.Do(func() { close(g.stopped) }) }
 
 // enter marks a request being accepted until the returned func is called.
 func (g *intakeFirst) enter() (exit func()) {
@@ -97,14 +123,31 @@ func (g *intakeFirst) enter() (exit func()) {
 
 // accepted judges an accept that ran from start to now.
 func (g *intakeFirst) accepted(now, start time.Time) {
-	if now.Sub(start) > slowAt && g.heavy(now) {
+	d := int64(now.Sub(start))
+	if d > g.baseline(g.ns(now), d)+int64(slowAt) && g.heavy(now) {
 		g.hold(now, slowHold)
 	}
 }
 
+// baseline counts an accept of d ns in and returns the fastest of the
+// last minWindow or two, d included: an accept is never slow against
+// itself, so the first on a slow store sets nothing off.
+func (g *intakeFirst) baseline(now, d int64) int64 {
+	if s := g.minStart.Load(); now-s >= int64(minWindow) && g.minStart.CompareAndSwap(s, now) {
+		g.minPrev.Store(g.minCur.Swap(math.MaxInt64))
+	}
+	for {
+		cur := g.minCur.Load()
+		if d >= cur || g.minCur.CompareAndSwap(cur, d) {
+			break
+		}
+	}
+	return min(g.minCur.Load(), g.minPrev.Load())
+}
+
 // hold makes intake busy until at least now+d.
 func (g *intakeFirst) hold(now time.Time, d time.Duration) {
-	until := now.Add(d).UnixNano()
+	until := g.ns(now) + int64(d)
 	for {
 		cur := g.busyUntil.Load()
 		if cur >= until || g.busyUntil.CompareAndSwap(cur, until) {
@@ -121,7 +164,8 @@ func (g *intakeFirst) heavy(now time.Time) bool {
 		g.windowCalls.Load() > int64(heavyCallRate*heavyWindow.Seconds())
 }
 
-// started counts a call started at now.
+// started counts a call started at now: deliver counts it just before
+// the call, never for a delivery that parks.
 func (g *intakeFirst) started(now time.Time) {
 	g.roll(now)
 	g.windowCalls.Add(1)
@@ -131,9 +175,10 @@ func (g *intakeFirst) started(now time.Time) {
 // its rate over the time it really lasted (no call may have rolled it
 // for a while).
 func (g *intakeFirst) roll(now time.Time) {
+	n := g.ns(now)
 	start := g.windowStart.Load()
-	elapsed := now.UnixNano() - start
-	if elapsed < int64(heavyWindow) || !g.windowStart.CompareAndSwap(start, now.UnixNano()) {
+	elapsed := n - start
+	if elapsed < int64(heavyWindow) || !g.windowStart.CompareAndSwap(start, n) {
 		return
 	}
 	g.lastRate.Store(g.windowCalls.Swap(0) * int64(time.Second) / elapsed)
@@ -141,16 +186,22 @@ func (g *intakeFirst) roll(now time.Time) {
 
 // busy reports whether deliveries must take turns at now.
 func (g *intakeFirst) busy(now time.Time) bool {
-	return g.inflight.Load() >= busyAt || now.UnixNano() < g.busyUntil.Load()
+	return g.inflight.Load() >= busyAt || g.ns(now) < g.busyUntil.Load()
 }
 
 // call returns at once while intake is not busy; while it is, it waits for
-// the delivery's turn (a turn taken is not given back when intake calms
-// down: the queue of turns drains at busyCallRate, under a second for a
-// full worker pool). It returns ctx's error if ctx ends first.
+// the delivery's turn. A turn taken is kept when intake calms down: the
+// queue of turns drains at busyCallRate (1.6 s for the default pool's
+// 1,600 deliveries). Releasing them all at once was tried: the burst of
+// calls slowed intake again at once (BENCHMARKS.md). It returns ctx's
+// error if ctx ends first, and errDraining once shutdown began (stop).
 func (g *intakeFirst) call(ctx context.Context) error {
+	select {
+	case <-g.stopped:
+		return errDraining
+	default:
+	}
 	now := time.Now()
-	g.started(now)
 	if !g.busy(now) {
 		return nil
 	}
@@ -159,16 +210,19 @@ func (g *intakeFirst) call(ctx context.Context) error {
 	if d <= 0 {
 		return nil
 	}
-	if g.waited != nil {
-		g.waited(d.Seconds())
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return nil
+	case <-g.stopped:
+		r.Cancel()
+		return errDraining
 	case <-ctx.Done():
 		r.Cancel()
 		return ctx.Err()
 	}
+	if g.waited != nil {
+		g.waited(d.Seconds()) // a wait given up is not counted
+	}
+	return nil
 }

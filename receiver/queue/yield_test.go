@@ -78,8 +78,8 @@ func TestIntakeFirst(t *testing.T) {
 	// heavyAt makes deliveries start calls at rate a second from t0 on,
 	// for a window and a bit, and returns when that ends.
 	heavyAt := func(g *intakeFirst, t0 time.Time, rate int) time.Time {
-		n := rate * 12 / 100 // 120 ms worth
-		step := 120 * time.Millisecond / time.Duration(n)
+		n := rate * int(heavyWindow/time.Millisecond) * 12 / 10000 // a window and a fifth
+		step := heavyWindow * 12 / 10 / time.Duration(n)
 		now := t0
 		for range n {
 			g.started(now)
@@ -92,7 +92,8 @@ func TestIntakeFirst(t *testing.T) {
 		g := newIntakeFirst(nil)
 		now := heavyAt(g, time.Now(), 3*heavyCallRate)
 		require.False(t, g.busy(now), "one or two requests at a time are not busy")
-		g.accepted(now, now.Add(-slowAt-time.Millisecond))
+		g.accepted(now, now.Add(-time.Millisecond)) // the store's own cost
+		g.accepted(now, now.Add(-slowAt-2*time.Millisecond))
 		require.True(t, g.busy(now))
 		require.True(t, g.busy(now.Add(slowHold-time.Millisecond)))
 		require.False(t, g.busy(now.Add(slowHold+time.Millisecond)))
@@ -110,6 +111,7 @@ func TestIntakeFirst(t *testing.T) {
 		// the rate it needs would queue them (accept → delivered).
 		g := newIntakeFirst(nil)
 		now := heavyAt(g, time.Now(), busyCallRate)
+		g.accepted(now, now.Add(-time.Millisecond))
 		g.accepted(now, now.Add(-time.Second))
 		require.False(t, g.busy(now))
 	})
@@ -125,6 +127,7 @@ func TestIntakeFirst(t *testing.T) {
 		}
 		later := t0.Add(10 * time.Second)
 		require.False(t, g.heavy(later))
+		g.accepted(later, later.Add(-time.Millisecond))
 		g.accepted(later, later.Add(-time.Second))
 		require.False(t, g.busy(later))
 	})
