@@ -117,6 +117,12 @@ func TestCatchUpStopsWaitingForALongReader(t *testing.T) {
 	}
 	end()
 	// The reader gone, the next catch-up waits again and starts the WAL over.
+	// It waits longer now: the store's own workers read the WAL too (they
+	// deliver what was written), and under -race on a loaded machine one
+	// such read outlasted 20 ms.
+	w.s.ckMu.Lock()
+	w.s.catchUpWait = time.Second
+	w.s.ckMu.Unlock()
 	before := w.restarts()
 	w.write("d")
 	w.catchUp()

@@ -31,8 +31,8 @@ func TestClockAt(t *testing.T) {
 	require.Equal(t, (-time.Hour).Nanoseconds(), c.Round(0).Sub(t0.Round(0)).Nanoseconds(), "wall")
 }
 
-// intakeFirst keeps its times as Unix ns (wall clock). A wall clock stepped
-// back keeps intake "busy" for the size of the step (deliveries paced at
+// intakeFirst kept its times as Unix ns (wall clock). A wall clock stepped
+// back kept intake "busy" for the size of the step (deliveries paced at
 // 1,000 calls/s for an hour after a one-hour step) and stops the delivery
 // window from rolling, so the calls of the hour pile into one window and
 // any slow accept finds deliveries "heavy".

@@ -15,9 +15,9 @@ import (
 	"github.com/alertfan/alertfan/sinks"
 )
 
-// StopWorkers waits for every delivery queued for intake's turn: a
-// delivery waits its turn and only then sees that shutdown began (the
-// turn comes before the shutdown check, and nothing wakes it). With the
+// StopWorkers used to wait for every delivery queued for intake's turn: a
+// delivery waited its turn and only then saw that shutdown began (the
+// turn came before the shutdown check, and nothing woke it). With the
 // default pool (2 queues × 50 jobs × 16 keys = 1,600 deliveries, each
 // holding a turn 1 ms after the one before) that is 1.6 s of a 7 s
 // shutdown spent on turns for calls that will not be made; each job's
@@ -84,14 +84,7 @@ func TestParkedDeliveriesTakeNoIntakeTurn(t *testing.T) {
 		s.Close(cctx) //nolint:errcheck
 	})
 
-	// The PagerDuty target goes down, then a backlog of 60 jobs arrives.
-	require.NoError(t, s.Enqueue(ctx, []Item{item("first", "firing")}))
-	require.Eventually(t, func() bool { _, ok := s.Down()["r/pagerduty/0"]; return ok }, 5*time.Second, 5*time.Millisecond)
-	var backlog []Item
-	for i := range 60 * maxKeysPerJob {
-		backlog = append(backlog, item(fmt.Sprintf("k%05d", i), "firing"))
-	}
-	require.NoError(t, s.Enqueue(ctx, backlog))
+	downWithBacklog(t, s)
 
 	const waitMetric = "alertfan_delivery_intake_wait_seconds_total"
 	waitedBefore := counterValue(t, s, waitMetric)
@@ -112,20 +105,13 @@ func TestParkedDeliveriesTakeNoIntakeTurn(t *testing.T) {
 	require.Less(t, waited, 0.1, "deliveries that never call queued for intake's turns")
 }
 
-// Parks count as started calls: a down target's backlog, re-fetched and
-// parked without a single call, makes deliveries "heavy", so any accept
-// over 10 ms then paces every other target for a second.
+// Parks counted as started calls: a down target's backlog, re-fetched and
+// parked without a single call, made deliveries "heavy", so any slow
+// accept then paced every other target for a second.
 func TestParkedDeliveriesAreNotHeavy(t *testing.T) {
 	down := &downSink{}
 	s := openStore(t, drivers()[0].opts(t), down)
-	ctx := context.Background()
-	require.NoError(t, s.Enqueue(ctx, []Item{item("first", "firing")}))
-	require.Eventually(t, func() bool { _, ok := s.Down()["r/pagerduty/0"]; return ok }, 5*time.Second, 5*time.Millisecond)
-	var backlog []Item
-	for i := range 60 * maxKeysPerJob {
-		backlog = append(backlog, item(fmt.Sprintf("k%05d", i), "firing"))
-	}
-	require.NoError(t, s.Enqueue(ctx, backlog))
+	downWithBacklog(t, s)
 	callsBefore := down.calls.Load()
 	heavy := false
 	deadline := time.Now().Add(time.Second)
@@ -135,4 +121,18 @@ func TestParkedDeliveriesAreNotHeavy(t *testing.T) {
 	}
 	t.Logf("the down target was called %d times meanwhile", down.calls.Load()-callsBefore)
 	require.False(t, heavy, "deliveries that only parked count as more than 2,000 calls a second")
+}
+
+// downWithBacklog takes the PagerDuty target r/pagerduty/0 (a downSink)
+// down, then queues a backlog of 60 jobs for it.
+func downWithBacklog(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, s.Enqueue(ctx, []Item{item("first", "firing")}))
+	require.Eventually(t, func() bool { _, ok := s.Down()["r/pagerduty/0"]; return ok }, 5*time.Second, 5*time.Millisecond)
+	var backlog []Item
+	for i := range 60 * maxKeysPerJob {
+		backlog = append(backlog, item(fmt.Sprintf("k%05d", i), "firing"))
+	}
+	require.NoError(t, s.Enqueue(ctx, backlog))
 }
