@@ -53,23 +53,25 @@ func (h *health) admit(target string, now time.Time) (probe bool, wait time.Dura
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	th := h.m[target]
-	if th == nil || !th.down {
-		return false, 0
-	}
-	if th.probing || now.Before(th.nextProbe) {
-		th.held++
-		return false, max(th.nextProbe.Sub(now), 100*time.Millisecond)
+	if wait := th.holdBack(now); wait > 0 || th == nil || !th.down {
+		return false, wait
 	}
 	th.probing = true
 	return true, 0
 }
 
-// wait is how long a delivery to target would be told to wait by admit,
-// without claiming a probe: 0 when it may try.
+// wait is how long admit would tell a delivery to target to wait, without
+// claiming a probe: 0 when it may try.
 func (h *health) wait(target string, now time.Time) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	th := h.m[target]
+	return h.m[target].holdBack(now)
+}
+
+// holdBack counts a delivery held back and says for how long, while th
+// is down and its next probe is taken or not due; otherwise 0. th may be
+// nil (never failed). The caller holds the health's lock.
+func (th *targetHealth) holdBack(now time.Time) time.Duration {
 	if th == nil || !th.down || (!th.probing && !now.Before(th.nextProbe)) {
 		return 0
 	}

@@ -699,6 +699,10 @@ func (s *Store) Target(id string) (Target, bool) { return s.target(id) }
 // errDraining hands a key back to the queue during shutdown.
 var errDraining = errors.New("queue: shutting down; handed back to the queue")
 
+// handedBack is the outcome of a delivery that shutdown stopped before its
+// call: the key goes back to the queue, uncalled.
+var handedBack = outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}
+
 // StopWorkers stops deliveries for a shutdown: the store is no longer
 // ready, workers start no new call and hand their remaining keys back to
 // the queue, and calls in flight get until ctx's deadline; then they are

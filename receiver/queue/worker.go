@@ -495,14 +495,14 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	// A delivery that would only park (shutting down, its target down)
 	// learns so before it queues for a turn: a turn is for a call.
 	if s.draining.Load() {
-		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
+		return nil, handedBack, nil, nil
 	}
 	if wait := s.health.wait(id, time.Now()); wait > 0 {
 		return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil, nil
 	}
 	if err := s.intake.call(ctx); err != nil {
 		if errors.Is(err, errDraining) {
-			return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
+			return nil, handedBack, nil, nil
 		}
 		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: sinks.Retryable(sinks.ReasonOther, time.Second, err)}, nil, nil
 	}
@@ -512,7 +512,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	defer s.swap.RUnlock()
 	if s.draining.Load() {
 		// Shutting down: hand the key back to the queue, uncalled.
-		return nil, outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}, nil, nil
+		return nil, handedBack, nil, nil
 	}
 	t, ok := s.target(id)
 	call := &sinks.Call{}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -65,24 +63,12 @@ func (d *downSink) Deliver(ctx context.Context, n *sinks.Notification) error {
 func TestParkedDeliveriesTakeNoIntakeTurn(t *testing.T) {
 	down := &downSink{}
 	healthy := &recordingSink{}
-	opts := Options{Driver: DriverSQLite, Path: filepath.Join(t.TempDir(), "q.db")}
-	opts.PollInterval = 10 * time.Millisecond
-	opts.MinBackoff = 50 * time.Millisecond
-	opts.MaxBackoff = 200 * time.Millisecond
-	opts.Registerer = prometheus.NewRegistry()
-	s, err := Open(context.Background(), opts)
-	require.NoError(t, err)
+	s := openStore(t, drivers()[0].opts(t), down)
 	ctx := context.Background()
 	require.NoError(t, s.SetTargets(ctx, map[string]Target{
 		"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: down},
 		"r/backlog/0":   {ID: "r/backlog/0", Kind: "backlog", Receiver: "r", Sink: healthy},
 	}))
-	require.NoError(t, s.Start(ctx))
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Close(cctx) //nolint:errcheck
-	})
 
 	downWithBacklog(t, s)
 
