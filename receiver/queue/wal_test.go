@@ -64,10 +64,25 @@ func (w *walTest) reader() (end func()) {
 }
 
 // catchUp runs the writer's catch-up (again if the background checkpoint
-// held it off).
+// held it off) and returns once it is over. The store's committers run it
+// too, after each batch: the one that clears the flag may be one of them,
+// still in its checkpoint. It holds ckMu from before it clears the flag
+// until it is done, so taking ckMu once the flag is clear waits for it.
+// (Returning at the cleared flag let the test's next write commit before
+// that checkpoint under -race; the WAL was not started over.)
 func (w *walTest) catchUp() {
 	w.s.catchUp.Store(true)
 	require.Eventually(w.t, func() bool { w.s.catchUpWAL(); return !w.s.catchUp.Load() }, 10*time.Second, time.Millisecond)
+	w.s.ckMu.Lock()
+	//lint:ignore SA2001 an empty critical section: it only waits for the catch-up in progress
+	w.s.ckMu.Unlock()
+}
+
+// quiet is catchUpQuiet, read under the lock that guards it.
+func (w *walTest) quiet() int {
+	w.s.ckMu.Lock()
+	defer w.s.ckMu.Unlock()
+	return w.s.catchUpQuiet
 }
 
 // With a reader on the WAL (workers load states while a queue drains),
@@ -109,11 +124,11 @@ func TestCatchUpStopsWaitingForALongReader(t *testing.T) {
 	start := time.Now()
 	w.catchUp()
 	require.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond, "it waited for the reader")
-	require.Equal(t, catchUpQuietAfterBusy, w.s.catchUpQuiet)
+	require.Equal(t, catchUpQuietAfterBusy, w.quiet())
 	for i := range catchUpQuietAfterBusy {
 		w.write(fmt.Sprintf("c%d", i))
 		w.catchUp()
-		require.Equal(t, catchUpQuietAfterBusy-1-i, w.s.catchUpQuiet, "catch-up %d did not wait", i)
+		require.Equal(t, catchUpQuietAfterBusy-1-i, w.quiet(), "catch-up %d did not wait", i)
 	}
 	end()
 	// The reader gone, the next catch-up waits again and starts the WAL over.
@@ -128,7 +143,7 @@ func TestCatchUpStopsWaitingForALongReader(t *testing.T) {
 	w.catchUp()
 	w.write("e")
 	require.NotEqual(t, before, w.restarts())
-	require.Zero(t, w.s.catchUpQuiet)
+	require.Zero(t, w.quiet())
 }
 
 // shrinkResidual flushes what a pass copied and passes again while the
