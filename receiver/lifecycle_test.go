@@ -171,6 +171,22 @@ const otherRoutingKey = "fedcba9876543210fedcba9876543210"
 
 func sleep(d time.Duration) lcStep { return func(*lcEnv) { time.Sleep(d) } }
 
+// noAttempt waits until no delivery job is running on either sink (River
+// marks a job running when it fetches it, before the worker reads a
+// state), so every attempt that could have read a state from before the
+// previous steps is over. A fixed sleep stood in for it: an attempt that
+// read the firing (or acknowledged) state and then lost its CPU past the
+// targets' return sent it, on a slow CI run.
+func noAttempt() lcStep {
+	return func(e *lcEnv) {
+		require.Eventually(e.t, func() bool {
+			_, m := e.ts.get(e.t, "/metrics")
+			return strings.Contains(m, `alertfan_queue_jobs{sink="pagerduty",state="running"} 0`) &&
+				strings.Contains(m, `alertfan_queue_jobs{sink="backlog",state="running"} 0`)
+		}, 30*time.Second, 5*time.Millisecond)
+	}
+}
+
 // reload rewrites the config and reloads it.
 func reload(cfg func(e *lcEnv) string) lcStep {
 	return func(e *lcEnv) {
@@ -267,9 +283,9 @@ func TestLifecycle(t *testing.T) {
 			// An attempt that read the firing state before the resolve
 			// and then lost its CPU past the targets' return would send
 			// that trigger (the ack then sees the resolve and sends it):
-			// a slow CI run did. The wait keeps the test on what it is
-			// about, both updates taken while the targets are down.
-			sleep(500 * time.Millisecond),
+			// a slow CI run did. Waiting for it keeps the test on what it
+			// is about, both updates taken while the targets are down.
+			noAttempt(),
 			pdDown(false), blDown(false),
 			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: nil, issues: 0}},
@@ -300,7 +316,7 @@ func TestLifecycle(t *testing.T) {
 			pdDown(true), blDown(true),
 			post("/v2/enqueue", pdEvent("acknowledge", "disk-db-1", false)),
 			post("/v2/enqueue", pdEvent("resolve", "disk-db-1", false)),
-			sleep(300 * time.Millisecond),
+			noAttempt(),
 			pdDown(false), blDown(false),
 			func(e *lcEnv) { settle(e.t, e.ts) },
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},

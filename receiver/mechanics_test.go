@@ -140,8 +140,17 @@ func TestCriticalOvertakesQueuedWarnings(t *testing.T) {
 	mu.Lock()
 	took := criticalAt.Sub(sent)
 	mu.Unlock()
-	t.Logf("critical delivered %v after it arrived, behind %d queued warnings", took.Round(time.Millisecond), 2000-len(pd.Events()))
-	require.Less(t, took, 500*time.Millisecond+time.Second, "one pacing slot (0.5 s at 120/min) plus 1 s")
+	overtaken := 0 // warnings that went out between the critical's arrival and its delivery
+	for _, e := range pd.Events() {
+		if e.Received.After(sent) && e.Received.Before(criticalAt) {
+			overtaken++
+		}
+	}
+	t.Logf("critical delivered %v after it arrived, behind %d queued warnings; %d warnings went out meanwhile", took.Round(time.Millisecond), 2000-len(pd.Events()), overtaken)
+	// Counted in pacing slots rather than seconds: the promise is one slot
+	// (0.5 s at 120/min) plus a second, and a starved -race run stretches
+	// the second (intake, commit, fetch) without moving the order.
+	require.LessOrEqual(t, overtaken, 3, "more warnings went first than one pacing slot plus a second's worth (3 at 120/min)")
 }
 
 // Every answer of the target counts as an attempt, Retry-After included:

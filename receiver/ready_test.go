@@ -27,7 +27,9 @@ import (
 func TestBrokenBacklogAtStartIsHeldNotFatal(t *testing.T) {
 	old := gateRecheck
 	gateRecheck = 200 * time.Millisecond
-	defer func() { gateRecheck = old }()
+	// Put back after the server below has stopped (its cleanup runs
+	// before this one; a defer would run while it still reads the value).
+	t.Cleanup(func() { gateRecheck = old })
 	b := sinkstest.NewBacklog(backlogKey)
 	defer b.Close()
 	target, err := url.Parse(b.URL)

@@ -133,22 +133,41 @@ func TestLimiterServesBetterClassesFirst(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := l.Wait(WithPriority(context.Background(), class), 10*time.Second)
+			_, err := l.Wait(WithPriority(context.Background(), class), time.Minute)
 			require.NoError(t, err)
 			mu.Lock()
 			order = append(order, class)
 			mu.Unlock()
 		}()
 	}
-	_, err := l.Wait(context.Background(), time.Second) // takes the free slot
-	require.NoError(t, err)
+	// The key is held while the calls queue up, so that all of them wait
+	// when the next slot comes (a free slot 50 ms away was not always
+	// enough for 12 goroutines to queue on a starved -race run).
+	l.Hold(30 * time.Second)
+	queued := func(n int) {
+		require.Eventually(t, func() bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return len(l.waiters) == n
+		}, 10*time.Second, time.Millisecond)
+	}
 	for i := 0; i < 10; i++ {
 		start(PriorityWarning)
-		time.Sleep(time.Millisecond)
+		queued(i + 1)
 	}
 	start(PriorityCritical)
-	time.Sleep(time.Millisecond)
+	queued(11)
 	start(PriorityClose)
+	queued(12)
+	// The hold ends: the next slot is now.
+	l.mu.Lock()
+	l.next = time.Now()
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	l.mu.Unlock()
+	l.dispatch()
 	wg.Wait()
 	require.Len(t, order, 12)
 	require.Equal(t, []int{PriorityClose, PriorityCritical}, order[:2], "close, then critical, before every waiting warning")

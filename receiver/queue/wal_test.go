@@ -200,6 +200,14 @@ func TestShrinkResidual(t *testing.T) {
 // over.
 func TestCheckpointerUnderSteadyWrites(t *testing.T) {
 	w := newWALTest(t)
+	// The store's own committers run catch-ups here too (the writes pass
+	// catchUpFrames), with deliveries reading the WAL: with the default
+	// 10 ms wait, one worker's read outlasting it under -race made the
+	// catch-ups after it skip the wait (catchUpQuiet), and the final one
+	// found a reader. The wait is not what this test is about.
+	w.s.ckMu.Lock()
+	w.s.catchUpWait = 10 * time.Second
+	w.s.ckMu.Unlock()
 	for i := range 80 { // past catchUpFrames
 		w.write(fmt.Sprintf("pre%d", i))
 	}

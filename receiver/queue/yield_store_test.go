@@ -27,21 +27,32 @@ func TestStopWorkersDoesNotWaitForIntakeTurns(t *testing.T) {
 	ctx := context.Background()
 	stop := busyIntake(s)
 	defer stop()
-	// 1,000 other deliveries wait for their turns (1 s of them).
-	for range 1000 {
-		go s.intake.call(ctx) //nolint:errcheck
+	// Other deliveries hold the next 30 s of turns (30,000 reserved, as
+	// call reserves them). The horizon is far beyond what StopWorkers takes
+	// on its own (River's stop: up to a second or two under -race on a
+	// starved machine), so the bound below tells a wait from no wait
+	// without depending on the machine's speed.
+	now := time.Now()
+	tokens := s.intake.calls.TokensAt(now)
+	for range 30_000 {
+		s.intake.calls.ReserveN(now, 1)
 	}
-	time.Sleep(20 * time.Millisecond)
+	reserved := func() float64 { // turns taken since now
+		at := time.Now()
+		return tokens + at.Sub(now).Seconds()*busyCallRate - s.intake.calls.TokensAt(at)
+	}
 	require.NoError(t, s.Enqueue(ctx, []Item{item("shutdown-turn", "firing")}))
-	time.Sleep(100 * time.Millisecond) // the delivery waits for its turn; no call is in flight
+	// The delivery is queued for its turn: one more taken.
+	require.Eventually(t, func() bool { return reserved() > 30_000.5 }, 10*time.Second, time.Millisecond)
+	require.Empty(t, sink.all())
 
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	start := time.Now()
 	require.NoError(t, s.StopWorkers(sctx))
 	took := time.Since(start)
 	require.Empty(t, sink.all())
-	require.Less(t, took, 250*time.Millisecond, "shutdown waited for intake's turns with no call in flight")
+	require.Less(t, took, 10*time.Second, "shutdown waited for intake's turns with no call in flight")
 }
 
 // downSink answers every call with a network error: the target is down.

@@ -37,17 +37,28 @@ func TestIntakeFirst(t *testing.T) {
 		}
 	}
 
+	// unbounded says that calls neither waited nor took a turn (a time
+	// bound on starting 200 goroutines failed on a starved -race run).
+	unbounded := func(t *testing.T, g *intakeFirst, waits *atomic.Int64) {
+		before := g.calls.TokensAt(time.Now())
+		calls(t, g, 200)
+		require.Zero(t, waits.Load(), "a call waited")
+		require.GreaterOrEqual(t, g.calls.TokensAt(time.Now()), before, "a call took a turn")
+	}
+
 	t.Run("idle intake leaves deliveries unbounded", func(t *testing.T) {
-		g := newIntakeFirst(nil)
-		require.Less(t, calls(t, g, 200), 50*time.Millisecond)
+		var waits atomic.Int64
+		g := newIntakeFirst(func(float64) { waits.Add(1) })
+		unbounded(t, g, &waits)
 	})
 
 	t.Run("a few requests at a time are not busy", func(t *testing.T) {
-		g := newIntakeFirst(nil)
+		var waits atomic.Int64
+		g := newIntakeFirst(func(float64) { waits.Add(1) })
 		for range busyAt - 1 {
 			defer g.enter()()
 		}
-		require.Less(t, calls(t, g, 200), 50*time.Millisecond)
+		unbounded(t, g, &waits)
 	})
 
 	t.Run("busy intake paces the calls' starts and counts the waits", func(t *testing.T) {
@@ -64,15 +75,21 @@ func TestIntakeFirst(t *testing.T) {
 		g := newIntakeFirst(nil)
 		defer busy(g)()
 		require.NoError(t, g.call(context.Background())) // and it never ends
-		require.Less(t, calls(t, g, 10), 100*time.Millisecond)
+		// Paced, 10 calls start in ~10 ms; a call that held its turn
+		// until it ended would keep them waiting for ever.
+		require.Less(t, calls(t, g, 10), 5*time.Second)
 	})
 
 	t.Run("intake stays busy for busyHold after the crowd leaves", func(t *testing.T) {
 		g := newIntakeFirst(nil)
-		busy(g)()
-		left := time.Now()
-		require.True(t, g.busy(left), "a group commit answers many at once; they come back")
-		require.False(t, g.busy(left.Add(busyHold+time.Millisecond)))
+		exit := busy(g)
+		before := time.Now()
+		exit()
+		after := time.Now()
+		// The hold runs from the exit, which is between before and after
+		// (times read after it would depend on not being descheduled).
+		require.True(t, g.busy(before.Add(busyHold-time.Millisecond)), "a group commit answers many at once; they come back")
+		require.False(t, g.busy(after.Add(busyHold+time.Millisecond)))
 	})
 
 	// heavyAt makes deliveries start calls at rate a second from t0 on,
