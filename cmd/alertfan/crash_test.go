@@ -144,8 +144,11 @@ func TestKill9MidStream(t *testing.T) {
 			mu.Unlock()
 
 			// Restart on the same store and send the rest. Anything the fake
-			// received before this instant was sent by the killed process.
-			time.Sleep(100 * time.Millisecond)
+			// received before this instant was sent by the killed process:
+			// once its connections are all handled and closed, the fake
+			// has every request it sent (a fixed 100 ms was not always
+			// enough for a starved fake to get through them).
+			require.Eventually(t, func() bool { return fakeDrained(pd) }, 30*time.Second, time.Millisecond)
 			unrecorded := unrecordedCalls(t, tc.driver, tc.dsn(dir), receivedKeys(pd))
 			restarting := time.Now()
 			c = startChild(t, dir, addr)
@@ -419,7 +422,8 @@ func TestKill9MidStreamWithResolvesAndAcks(t *testing.T) {
 			cut := len(interrupted)
 			mu.Unlock()
 
-			time.Sleep(100 * time.Millisecond)
+			// Every call the killed process made has reached the fake.
+			require.Eventually(t, func() bool { return fakeDrained(pd) }, 30*time.Second, time.Millisecond)
 			restarting := time.Now()
 			c = startChild(t, dir, addr)
 			for i := 0; i < 8; i++ {

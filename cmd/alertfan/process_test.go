@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
 var (
@@ -58,15 +61,34 @@ func freePort(t *testing.T) string {
 type child struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *bytes.Buffer
+	logs *logBuffer
 	done chan struct{}
+}
+
+// logBuffer is the child's output, safe to read while the child writes it
+// (exec copies the pipe into it from a goroutine of its own).
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startChild starts alertfan in dir and waits until it is ready (or, behind
 // basic auth, until it answers 401).
 func startChild(t *testing.T, dir, addr string, extra ...string) *child {
 	t.Helper()
-	c := &child{addr: addr, logs: &bytes.Buffer{}, done: make(chan struct{})}
+	c := &child{addr: addr, logs: &logBuffer{}, done: make(chan struct{})}
 	args := []string{"--config.file=config.yml", "--web.listen-address=" + addr}
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
 		args = append(args, "--log.level=warn")
@@ -139,4 +161,40 @@ func listen(t *testing.T) net.Listener {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	return l
+}
+
+// fakeDrained reports that a fake PagerDuty whose only client was killed
+// has handled every request that client sent: no connection is open in
+// the server, and none waits in the kernel to be accepted (a connection
+// the client opened just before it died is in the listener's queue,
+// ESTABLISHED or CLOSE_WAIT, with its request in the socket buffer, and
+// the server has not counted it yet). The kernel's side is read from
+// /proc/net/tcp where there is one.
+func fakeDrained(pd *sinkstest.PagerDuty) bool {
+	if pd.OpenConns() != 0 {
+		return false
+	}
+	_, port, err := net.SplitHostPort(pd.Listener.Addr().String())
+	if err != nil {
+		return true
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return true
+	}
+	local := fmt.Sprintf(":%04X", p)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			// sl local_address rem_address st ...; st 01 ESTABLISHED, 08 CLOSE_WAIT
+			if len(fields) > 3 && strings.HasSuffix(fields[1], local) && (fields[3] == "01" || fields[3] == "08") {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -119,11 +119,23 @@ func TestCleanStopWithASlowTarget(t *testing.T) {
 		probes   sync.WaitGroup
 		seen     = map[string]int{}
 		stopProb = make(chan struct{})
+		shutAt   time.Time // when the test saw the child begin its shutdown
 	)
 	probes.Add(1)
 	go func() {
 		defer probes.Done()
-		time.Sleep(50 * time.Millisecond) // the signal is handled
+		// From the child's own word that it began (a fixed 50 ms for the
+		// signal to be handled was not always enough on a starved run).
+		for !strings.Contains(c.logs.String(), "Shutting down") {
+			select {
+			case <-stopProb:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		mu.Lock()
+		shutAt = time.Now()
+		mu.Unlock()
 		for {
 			select {
 			case <-stopProb:
@@ -160,9 +172,11 @@ func TestCleanStopWithASlowTarget(t *testing.T) {
 	probes.Wait()
 	logs := c.logs.String()
 	mu.Lock()
+	require.False(t, shutAt.IsZero(), "the child never logged its shutdown: %s", logs)
+	t.Logf("the shutdown began %v after the signal", shutAt.Sub(termAt).Round(time.Millisecond))
 	lateCalls := 0
 	for _, at := range entered {
-		if at.After(termAt.Add(200 * time.Millisecond)) {
+		if at.After(shutAt.Add(200 * time.Millisecond)) {
 			lateCalls++
 		}
 	}

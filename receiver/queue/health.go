@@ -31,8 +31,17 @@ type targetHealth struct {
 	failures  int       // consecutive
 	nextProbe time.Time // while down: when the next probe may start
 	probing   bool
-	held      int // deliveries held back since it went down
+	// offered is when wait let a delivery go on to claim the due probe
+	// (zero once it is claimed or ends): the others are held meanwhile.
+	offered time.Time
+	held    int // deliveries held back since it went down
 }
+
+// probeOffer is how long the due probe is kept for the delivery wait let
+// through, which claims it in admit after its turn behind intake
+// (yield.go: milliseconds, up to ~1.6 s in a storm). Should it never come
+// (shutdown began, its context ended), another is let through after this.
+const probeOffer = time.Second
 
 // downFailure reports whether a failure says the target is unwell.
 func downFailure(e *sinks.Error) bool {
@@ -56,16 +65,30 @@ func (h *health) admit(target string, now time.Time) (probe bool, wait time.Dura
 	if wait := th.holdBack(now); wait > 0 || th == nil || !th.down {
 		return false, wait
 	}
-	th.probing = true
+	th.probing, th.offered = true, time.Time{}
 	return true, 0
 }
 
-// wait is how long admit would tell a delivery to target to wait, without
-// claiming a probe: 0 when it may try.
+// wait is how long a delivery to target must wait before it tries (0: it
+// may go on to admit), checked before it queues for intake's turn. While
+// the target is down and its probe is due, one delivery is let through to
+// claim it and the others are held: jobs parked until the same probe time
+// come back together, and letting all of them through queued each for a
+// turn (a storm's intake waits behind those turns) only for admit to park
+// them. It claims nothing itself; admit does.
 func (h *health) wait(target string, now time.Time) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.m[target].holdBack(now)
+	th := h.m[target]
+	if d := th.holdBack(now); d > 0 || th == nil || !th.down {
+		return d
+	}
+	if until := th.offered.Add(probeOffer); !th.offered.IsZero() && now.Before(until) {
+		th.held++
+		return max(until.Sub(now), 100*time.Millisecond)
+	}
+	th.offered = now
+	return 0
 }
 
 // holdBack counts a delivery held back and says for how long, while th
@@ -93,7 +116,7 @@ func (h *health) failed(target string, now time.Time, minBackoff time.Duration) 
 		h.m[target] = th
 	}
 	th.failures++
-	th.probing = false
+	th.probing, th.offered = false, time.Time{}
 	wentDown = !th.down
 	if wentDown {
 		th.down, th.since, th.held = true, now, 0
@@ -126,7 +149,7 @@ func (h *health) released(target string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if th := h.m[target]; th != nil {
-		th.probing = false
+		th.probing, th.offered = false, time.Time{}
 	}
 }
 

@@ -169,7 +169,7 @@ func NewBacklog(apiKey string) *Backlog {
 // NewBacklogOn starts the English fake on l (a loopback port when nil).
 func NewBacklogOn(l net.Listener, apiKey string) *Backlog {
 	b := newBacklog(apiKey)
-	b.Server = startOn(l, http.HandlerFunc(b.serve))
+	b.Server = startOn(l, http.HandlerFunc(b.serve), nil)
 	return b
 }
 
@@ -189,7 +189,7 @@ func NewBacklogJa(apiKey string) *Backlog {
 		{ID: 3001, TypeID: BacklogFieldText, Name: "手順書"},
 		{ID: 3002, TypeID: BacklogFieldText, Name: "チーム"},
 	}
-	b.Server = startOn(nil, http.HandlerFunc(b.serve))
+	b.Server = startOn(nil, http.HandlerFunc(b.serve), nil)
 	return b
 }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -47,6 +48,8 @@ type PDResponse struct {
 type PagerDuty struct {
 	*httptest.Server
 
+	conns atomic.Int64 // open connections (OpenConns)
+
 	mu       sync.Mutex
 	events   []PDEvent
 	script   []PDResponse
@@ -72,17 +75,33 @@ func NewPagerDutyOn(l net.Listener) *PagerDuty {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v2/enqueue", func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, false) })
 	mux.HandleFunc("/v2/change/enqueue", func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, true) })
-	p.Server = startOn(l, mux)
+	p.Server = startOn(l, mux, &p.conns)
 	return p
 }
 
-func startOn(l net.Listener, h http.Handler) *httptest.Server {
-	if l == nil {
-		return httptest.NewServer(h)
-	}
+// OpenConns is how many connections to the fake are open. After its only
+// client was killed, 0 means every request the client sent before it
+// died has been handled (a connection closes after its handler returns).
+func (p *PagerDuty) OpenConns() int { return int(p.conns.Load()) }
+
+// startOn starts a fake's server on l (a loopback port when nil), counting
+// its open connections in conns when that is not nil.
+func startOn(l net.Listener, h http.Handler, conns *atomic.Int64) *httptest.Server {
 	s := httptest.NewUnstartedServer(h)
-	s.Listener.Close()
-	s.Listener = l
+	if l != nil {
+		s.Listener.Close()
+		s.Listener = l
+	}
+	if conns != nil {
+		s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		}
+	}
 	s.Start()
 	return s
 }
