@@ -168,15 +168,29 @@ func TestNoCallAfterShutdownBeganWhileWaitingForIntake(t *testing.T) {
 	s := openStore(t, drivers()[0].opts(t), sink)
 	ctx := context.Background()
 	exit := busyIntake(s)
-	// Turns far ahead: a delivery started now waits for its turn.
-	for range 500 {
-		s.intake.calls.Reserve()
+	// Turns 3 s ahead: a delivery started now waits for its turn. (Half a
+	// second was not always enough for the job to be fetched and reach
+	// its turn on a starved -race run; its turn then came at once.)
+	now := time.Now()
+	tokens := s.intake.calls.TokensAt(now)
+	const ahead = 3000
+	for range ahead {
+		s.intake.calls.ReserveN(now, 1)
+	}
+	reserved := func() float64 { // turns taken since now
+		at := time.Now()
+		return tokens + at.Sub(now).Seconds()*busyCallRate - s.intake.calls.TokensAt(at)
 	}
 	require.NoError(t, s.Enqueue(ctx, []Item{item("shutdown-wait", "firing")}))
-	time.Sleep(100 * time.Millisecond) // the delivery is waiting for its turn
+	require.Eventually(t, func() bool { return reserved() > ahead+0.5 }, 3*time.Second, time.Millisecond, "the delivery queued for its turn")
 	s.draining.Store(true)
 	exit()
-	time.Sleep(700 * time.Millisecond) // its turn came and went
+	// Its turn comes within the 3 s; then it hands the key back.
+	require.Eventually(t, func() bool {
+		var running int
+		require.NoError(t, s.rdb.QueryRow(`SELECT COUNT(*) FROM river_job WHERE state = 'running'`).Scan(&running))
+		return running == 0 && time.Since(now) > ahead*time.Second/busyCallRate
+	}, 15*time.Second, 10*time.Millisecond)
 	require.Empty(t, sink.all(), "no call may start once shutdown began")
 }
 
