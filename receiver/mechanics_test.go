@@ -107,8 +107,10 @@ func TestStormResolvedWhileQueuedLeavesTheQueue(t *testing.T) {
 	require.Equal(t, got["trigger"], got["resolve"], "every sent trigger resolved, nothing else: %v", got)
 	require.Less(t, got["trigger"], 10)
 	// The resolves of the sent triggers go out at the rate (1/s); every
-	// other queued trigger leaves the queue within seconds.
-	require.Less(t, took, time.Duration(got["resolve"])*1010*time.Millisecond+5*time.Second)
+	// other queued trigger leaves the queue within seconds, not at a
+	// pacing slot each (~190 s). The slack is for a starved -race run,
+	// where intake, the jobs' re-plan and settle's polling all stretch.
+	require.Less(t, took, time.Duration(got["resolve"])*1010*time.Millisecond+20*time.Second)
 }
 
 // When a key's budget is the bottleneck, a critical alert that arrives
