@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -156,6 +157,25 @@ func serve(t *testing.T, h http.Handler) (ln net.Listener, stop func()) {
 	return ln, func() { srv.Close() }
 }
 
+// serveCounted is serve, also counting the server's open connections
+// (open), so that a test can tell when a killed client's requests are all
+// handled (drained).
+func serveCounted(t *testing.T, h http.Handler) (ln net.Listener, open func() int, stop func()) {
+	t.Helper()
+	ln = listen(t)
+	var n atomic.Int64
+	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			n.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			n.Add(-1)
+		}
+	}}
+	go srv.Serve(ln) //nolint:errcheck
+	return ln, func() int { return int(n.Load()) }, func() { srv.Close() }
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -171,10 +191,16 @@ func listen(t *testing.T) net.Listener {
 // the server has not counted it yet). The kernel's side is read from
 // /proc/net/tcp where there is one.
 func fakeDrained(pd *sinkstest.PagerDuty) bool {
-	if pd.OpenConns() != 0 {
+	return drained(pd.OpenConns(), pd.Listener.Addr().String())
+}
+
+// drained is fakeDrained for a server listening on addr with open
+// connections open.
+func drained(open int, addr string) bool {
+	if open != 0 {
 		return false
 	}
-	_, port, err := net.SplitHostPort(pd.Listener.Addr().String())
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return true
 	}

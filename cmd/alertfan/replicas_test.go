@@ -202,6 +202,12 @@ receivers:
         rate_limit_per_minute: 600000
 `, crashRoutingKey, ln.Addr().String(), bl.URL, backlogKey)
 	dirs := replicaDirs(t, 3, dsn, cfg)
+	// The replica to be killed calls PagerDuty on a port of its own (the
+	// same fake), so the test can tell when every request it sent has
+	// been handled: the others keep calling the shared one meanwhile.
+	ln0, open0, stop0 := serveCounted(t, slow)
+	defer stop0()
+	require.NoError(t, os.WriteFile(filepath.Join(dirs[0], "config.yml"), []byte(strings.Replace(cfg, ln.Addr().String(), ln0.Addr().String(), 1)), 0o600))
 	cs, addrs := startReplicas(t, dirs)
 
 	const total = 1500
@@ -269,7 +275,9 @@ receivers:
 	flying := len(inFlight) // every replica's; the killed one's are among them
 	flightMu.Unlock()
 	eventsAtKill := len(pd.Events())
-	time.Sleep(300 * time.Millisecond) // the calls in flight at the kill reach the fake
+	// Every call the killed replica sent has reached the fake (a fixed
+	// 300 ms stood in for this).
+	require.Eventually(t, func() bool { return drained(open0(), ln0.Addr().String()) }, 30*time.Second, time.Millisecond)
 	unrecorded := unrecordedCalls(t, "pgx", dsn, receivedKeys(pd))
 	restarting := time.Now()
 	c0 := startChild(t, dirs[0], addrs[0])
