@@ -22,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/alertfan/alertfan/internal/testenv"
 	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
@@ -62,34 +63,15 @@ func freePort(t *testing.T) string {
 type child struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *logBuffer
+	logs *testenv.LogBuffer // safe to read while the child writes it
 	done chan struct{}
-}
-
-// logBuffer is the child's output, safe to read while the child writes it
-// (exec copies the pipe into it from a goroutine of its own).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startChild starts alertfan in dir and waits until it is ready (or, behind
 // basic auth, until it answers 401).
 func startChild(t *testing.T, dir, addr string, extra ...string) *child {
 	t.Helper()
-	c := &child{addr: addr, logs: &logBuffer{}, done: make(chan struct{})}
+	c := &child{addr: addr, logs: &testenv.LogBuffer{}, done: make(chan struct{})}
 	args := []string{"--config.file=config.yml", "--web.listen-address=" + addr}
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
 		args = append(args, "--log.level=warn")
