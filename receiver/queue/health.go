@@ -21,16 +21,18 @@ const maxProbeInterval = 5 * time.Second
 // errors, timeouts and 5xx — not a 429 (the target is fine, alertfan is
 // fast) and not a 4xx (the target answered; the request was wrong).
 type health struct {
-	mu sync.Mutex
-	m  map[string]*targetHealth
+	mu  sync.Mutex
+	m   map[string]*targetHealth
+	gen uint64 // the last probe's number
 }
 
 type targetHealth struct {
 	down      bool
 	since     time.Time
+	upAt      time.Time // when it last came back: calls started before say nothing now
 	failures  int       // consecutive
 	nextProbe time.Time // while down: when the next probe may start
-	probing   bool
+	probe     uint64    // the probe under way (its number), 0 if none
 	// offered is when wait let a delivery go on to claim the due probe
 	// (zero once it is claimed or ends): the others are held meanwhile.
 	offered time.Time
@@ -57,16 +59,19 @@ func downFailure(e *sinks.Error) bool {
 
 // admit says whether a delivery to target may call it now. While the
 // target is down only one probe at a time may, once its time has come;
-// the others are told how long to wait.
-func (h *health) admit(target string, now time.Time) (probe bool, wait time.Duration) {
+// the others are told how long to wait. probe is the probe's number (0:
+// not a probe), which its end (failed, released) names, so that a call
+// from before cannot end a newer probe.
+func (h *health) admit(target string, now time.Time) (probe uint64, wait time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	th := h.m[target]
 	if wait := th.holdBack(now); wait > 0 || th == nil || !th.down {
-		return false, wait
+		return 0, wait
 	}
-	th.probing, th.offered = true, time.Time{}
-	return true, 0
+	h.gen++
+	th.probe, th.offered = h.gen, time.Time{}
+	return th.probe, 0
 }
 
 // wait is how long a delivery to target must wait before it tries (0: it
@@ -83,9 +88,11 @@ func (h *health) wait(target string, now time.Time) time.Duration {
 	if d := th.holdBack(now); d > 0 || th == nil || !th.down {
 		return d
 	}
-	if until := th.offered.Add(probeOffer); !th.offered.IsZero() && now.Before(until) {
+	if !th.offered.IsZero() && now.Before(th.offered.Add(probeOffer)) {
+		// Back soon, not at the offer's end: the probe may fail at once
+		// and the next be due at a short min_backoff.
 		th.held++
-		return max(until.Sub(now), 100*time.Millisecond)
+		return 100 * time.Millisecond
 	}
 	th.offered = now
 	return 0
@@ -95,16 +102,22 @@ func (h *health) wait(target string, now time.Time) time.Duration {
 // is down and its next probe is taken or not due; otherwise 0. th may be
 // nil (never failed). The caller holds the health's lock.
 func (th *targetHealth) holdBack(now time.Time) time.Duration {
-	if th == nil || !th.down || (!th.probing && !now.Before(th.nextProbe)) {
+	if th == nil || !th.down || (th.probe == 0 && !now.Before(th.nextProbe)) {
 		return 0
 	}
 	th.held++
 	return max(th.nextProbe.Sub(now), 100*time.Millisecond)
 }
 
-// failed records a failure that says the target is unwell and whether it
-// just went down.
-func (h *health) failed(target string, now time.Time, minBackoff time.Duration) (wentDown bool, failures int) {
+// failed records a failure that says the target is unwell, of a call
+// that started at started (probe: the probe's number, 0 if it was not
+// one), and whether the target just went down. A failure says nothing new,
+// and is not counted, when its call started before the target last came
+// back, or when the target is down and the call is not the probe under
+// way: calls in flight when a target hangs time out one by one after it
+// is marked down, and each ended the probe and pushed the next one out
+// (a second probe could start while the first ran).
+func (h *health) failed(target string, now, started time.Time, probe uint64, minBackoff time.Duration) (wentDown bool, failures int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
@@ -115,8 +128,11 @@ func (h *health) failed(target string, now time.Time, minBackoff time.Duration) 
 		th = &targetHealth{}
 		h.m[target] = th
 	}
+	if started.Before(th.upAt) || (th.down && (probe == 0 || probe != th.probe)) {
+		return false, th.failures
+	}
 	th.failures++
-	th.probing, th.offered = false, time.Time{}
+	th.probe, th.offered = 0, time.Time{}
 	wentDown = !th.down
 	if wentDown {
 		th.down, th.since, th.held = true, now, 0
@@ -129,27 +145,51 @@ func (h *health) failed(target string, now time.Time, minBackoff time.Duration) 
 	return wentDown, th.failures
 }
 
-// answered records that the target answered (a success, or a failure that
-// is not its fault) and whether it just came back.
-func (h *health) answered(target string) (cameBack bool, th targetHealth) {
+// answered records that the target answered a call (a success, or a
+// failure that is not its fault) and whether it just came back; th is
+// its health until then.
+func (h *health) answered(target string, now time.Time) (cameBack bool, th targetHealth) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	t := h.m[target]
-	if t == nil {
+	if t == nil || !t.down {
 		return false, targetHealth{}
 	}
 	th = *t
-	delete(h.m, target)
-	return th.down, th
+	h.m[target] = &targetHealth{upAt: now}
+	return true, th
 }
 
-// released ends a probe that made no call (the limiter parked it), so
-// another delivery may probe.
-func (h *health) released(target string) {
+// released ends a probe that made no call (the limiter parked it, the
+// state moved on, the sink had nothing to send), so another delivery may
+// probe; probe is its number, and a probe that ended already is not ended
+// again.
+func (h *health) released(target string, probe uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if th := h.m[target]; th != nil {
-		th.probing, th.offered = false, time.Time{}
+	if th := h.m[target]; th != nil && th.probe == probe {
+		th.probe, th.offered = 0, time.Time{}
+	}
+}
+
+// reassign follows a reload: a target's health goes with its destination
+// to the id it has now (to[id]; "" when the id is gone and its work with
+// it), so that a removed target is not reported down for ever and an id
+// that now sends elsewhere starts afresh.
+func (h *health) reassign(to map[string]string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	moved := map[string]*targetHealth{}
+	for from, nid := range to {
+		if th := h.m[from]; th != nil {
+			delete(h.m, from)
+			if nid != "" {
+				moved[nid] = th
+			}
+		}
+	}
+	for id, th := range moved {
+		h.m[id] = th
 	}
 }
 
@@ -169,12 +209,19 @@ func (s *Store) Down() map[string]time.Time {
 // targetFailed and targetAnswered are the worker's side: state changes
 // are logged once each (not once per attempt), and a target that comes
 // back gets its waiting work released.
-func (s *Store) targetFailed(t Target, e *sinks.Error) {
+//
+// targetFailed takes the call's start, the probe's number (0: not a
+// probe) and whether the target answered at all (an HTTP status came
+// back): a failure that is not the target's fault (a 4xx, a 429) is an
+// answer only then; a template error, say, made no call.
+func (s *Store) targetFailed(t Target, e *sinks.Error, started time.Time, probe uint64, answered bool) {
 	if !downFailure(e) {
-		s.targetAnswered(t)
+		if answered {
+			s.targetAnswered(t)
+		}
 		return
 	}
-	wentDown, n := s.health.failed(t.ID, time.Now(), s.opts.MinBackoff)
+	wentDown, n := s.health.failed(t.ID, time.Now(), started, probe, s.opts.MinBackoff)
 	if wentDown {
 		s.metrics.targetUp.WithLabelValues(t.ID).Set(0)
 		s.logger.Warn("Target is down; holding its deliveries and probing it with one call at a time", "target", t.ID, "reason", e.Reason, "err", e)
@@ -184,7 +231,7 @@ func (s *Store) targetFailed(t Target, e *sinks.Error) {
 }
 
 func (s *Store) targetAnswered(t Target) {
-	back, th := s.health.answered(t.ID)
+	back, th := s.health.answered(t.ID, time.Now())
 	if !back {
 		return
 	}

@@ -41,28 +41,20 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	if err != nil {
 		return err
 	}
-	cp := make(map[string]Target, len(ts))
-	for k, v := range ts {
-		cp[k] = v
-		// Export the series a target will have from the start, so that
-		// rates and alert rules see 0 rather than nothing.
-		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
-		if _, down := s.Down()[k]; !down {
-			s.metrics.targetUp.WithLabelValues(k).Set(1)
-		}
-	}
 	retired := map[string]Target{}
 	for id, t := range *s.retired.Load() {
-		if _, back := cp[id]; !back {
+		if _, back := ts[id]; !back {
 			retired[id] = t
 		}
 	}
+	healthTo := map[string]string{} // id → where its health goes
 	for id, t := range prev {
-		if nt, kept := cp[id]; kept && (nt.Destination == t.Destination || t.Destination == "") {
+		if nt, kept := ts[id]; kept && (nt.Destination == t.Destination || t.Destination == "") {
 			continue
 		}
-		if _, moved := moves[id]; moved {
-			continue // its destination lives on under another id
+		if nid, moved := moves[id]; moved {
+			healthTo[id] = nid // its destination lives on under another id
+			continue
 		}
 		// Gone, or its id now sends elsewhere: the old sink serves what
 		// the old destination holds, under the retired id.
@@ -72,6 +64,29 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 		}
 		t.ID = rid
 		retired[rid] = t
+		healthTo[id] = rid
+	}
+	// Whether a destination is down goes with it: a target removed while
+	// down was reported down until a restart, and an id that now sends to
+	// another destination started held.
+	s.health.reassign(healthTo)
+	down := s.Down()
+	for id := range prev {
+		if _, kept := ts[id]; !kept {
+			s.metrics.targetUp.DeleteLabelValues(id)
+		}
+	}
+	cp := make(map[string]Target, len(ts))
+	for k, v := range ts {
+		cp[k] = v
+		// Export the series a target will have from the start, so that
+		// rates and alert rules see 0 rather than nothing.
+		s.metrics.deliveries.WithLabelValues(v.Kind, v.Receiver, "success", "")
+		up := 1.0
+		if _, isDown := down[k]; isDown {
+			up = 0
+		}
+		s.metrics.targetUp.WithLabelValues(k).Set(up)
 	}
 	s.retired.Store(&retired)
 	s.targets.Store(&cp)

@@ -516,18 +516,19 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	t, ok := s.target(id)
 	call := &sinks.Call{}
-	var probe bool
+	var probe uint64
 	if ok {
 		var wait time.Duration
 		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
 			// The target is down and another delivery is probing it.
 			return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil, nil
 		}
-		if probe {
+		if probe != 0 {
 			// A probe that ends without the target's answer (parked by the
-			// limiter, the state moved on) lets another delivery probe; an
-			// answer has settled the target's health already.
-			defer s.health.released(id)
+			// limiter, the state moved on, nothing to send) lets another
+			// delivery probe; an answer has settled the target's health
+			// already.
+			defer s.health.released(id, probe)
 		}
 	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
@@ -556,6 +557,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			}
 		}
 	}
+	var start time.Time // the call's
 	switch {
 	case !ok:
 		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", id))
@@ -565,13 +567,16 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			derr = sinks.Permanent(sinks.ReasonOther, fmt.Errorf("stored state is unreadable: %w", err))
 			break
 		}
-		start := time.Now()
+		start = time.Now()
 		s.intake.started(start)
 		derr = s.callSink(sinks.WithCall(sinks.WithTarget(ctx, id), call), t, &n)
 		s.metrics.attemptDuration.WithLabelValues(t.Kind).Observe(time.Since(start).Seconds())
 	}
 	if derr == nil {
-		if ok {
+		if ok && (call.Action != "" || call.StatusCode != 0) {
+			// Only a call answered says the target is up: a sink with
+			// nothing to send (a Backlog change event, a resolve with
+			// on_resolved: none) made none.
 			s.targetAnswered(t)
 		}
 		s.logger.Debug("Delivered", "target", id, "key", k.Key, "status", n.Status(), "alerts", len(n.Alerts))
@@ -592,7 +597,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 	}
 	if ok && !errors.Is(e, errSinkPanicked) {
-		s.targetFailed(t, e)
+		s.targetFailed(t, e, start, probe, call.StatusCode != 0)
 		if h, isH := t.Sink.(holder); isH && e.Reason == sinks.ReasonRateLimited {
 			// A 429 is about the key, not this alert: every call of the
 			// key waits it out.
