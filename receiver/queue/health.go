@@ -137,12 +137,33 @@ func (h *health) failed(target string, now, started time.Time, probe uint64, min
 	if wentDown {
 		th.down, th.since, th.held = true, now, 0
 	}
+	th.nextProbe = now.Add(th.backoff(minBackoff))
+	return wentDown, th.failures
+}
+
+// backoff is the wait before the next probe: minBackoff, doubling with
+// each consecutive failure, at most maxProbeInterval.
+func (th *targetHealth) backoff(minBackoff time.Duration) time.Duration {
 	d := minBackoff
 	for i := 1; i < th.failures && d < maxProbeInterval; i++ {
 		d *= 2
 	}
-	th.nextProbe = now.Add(min(d, maxProbeInterval))
-	return wentDown, th.failures
+	return min(d, maxProbeInterval)
+}
+
+// putOff ends probe (its number), which ended in a panic of alertfan's
+// own, and puts the next probe off as a failed probe's would be: its call
+// may have gone out, and a sink that panics on every call probed a down
+// target ~40 times a second. It keeps the target down (a panic is no
+// answer) and the back-off grows as for a failure.
+func (h *health) putOff(target string, probe uint64, now time.Time, minBackoff time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if th := h.m[target]; th != nil && th.probe == probe {
+		th.failures++
+		th.probe, th.offered = 0, time.Time{}
+		th.nextProbe = now.Add(th.backoff(minBackoff))
+	}
 }
 
 // answered records that the target answered a call (a success, or a
@@ -223,7 +244,7 @@ func (s *Store) targetFailed(t Target, e *sinks.Error, started time.Time, probe 
 	}
 	wentDown, n := s.health.failed(t.ID, time.Now(), started, probe, s.opts.MinBackoff)
 	if wentDown {
-		s.metrics.targetUp.WithLabelValues(t.ID).Set(0)
+		s.setTargetUp(t.ID, 0)
 		s.logger.Warn("Target is down; holding its deliveries and probing it with one call at a time", "target", t.ID, "reason", e.Reason, "err", e)
 	} else {
 		s.logger.Debug("Target still down", "target", t.ID, "failures", n, "err", e)
@@ -235,7 +256,7 @@ func (s *Store) targetAnswered(t Target) {
 	if !back {
 		return
 	}
-	s.metrics.targetUp.WithLabelValues(t.ID).Set(1)
+	s.setTargetUp(t.ID, 1)
 	s.logger.Info("Target is back; releasing its waiting deliveries", "target", t.ID,
 		"down_for", time.Since(th.since).Round(time.Millisecond), "failed_calls", th.failures, "held_deliveries", th.held)
 	go func() {
@@ -245,4 +266,14 @@ func (s *Store) targetAnswered(t Target) {
 			s.logger.Debug("Could not release a recovered target's work; it follows its back-off", "target", t.ID, "err", err)
 		}
 	}()
+}
+
+// setTargetUp sets alertfan_target_up for a configured target. A retired
+// one (retired/<destination>, finishing what it holds) has no series: a
+// reload would never remove it, and "a target is down" would fire until a
+// restart after its last work was done.
+func (s *Store) setTargetUp(id string, v float64) {
+	if _, configured := (*s.targets.Load())[id]; configured {
+		s.metrics.targetUp.WithLabelValues(id).Set(v)
+	}
 }

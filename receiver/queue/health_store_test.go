@@ -127,3 +127,97 @@ func targetUpSeries(t *testing.T, s *Store) map[string]float64 {
 	}
 	return out
 }
+
+// Two replicas on one PostgreSQL database each keep their own health. The
+// replica that reloads second finds the destination already moved in the
+// shared store; its health must follow the destination all the same
+// (found by a second helper breaking the reload change).
+func TestReloadCarriesHealthOnEveryReplica(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	ctx := context.Background()
+	open := func() *Store {
+		opts := drivers()[1].opts(t)
+		opts.DSN = dsn
+		opts.MinBackoff = 50 * time.Millisecond
+		opts.Registerer = prometheus.NewRegistry()
+		s, err := Open(ctx, opts)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s.Close(c) //nolint:errcheck
+		})
+		return s
+	}
+	a, b := open(), open()
+	sink := &downSink{}
+	const oldID, newID, dest = "r/pagerduty/0", "r/pagerduty/1", "pd:one"
+	before := map[string]Target{oldID: {ID: oldID, Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: dest}}
+	after := map[string]Target{
+		oldID: {ID: oldID, Kind: "pagerduty", Receiver: "r", Sink: &recordingSink{}, Destination: "pd:inserted"},
+		newID: {ID: newID, Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: dest},
+	}
+	for _, s := range []*Store{a, b} {
+		require.NoError(t, s.SetTargets(ctx, before))
+		now := time.Now()
+		wentDown, _ := s.health.failed(oldID, now, now, 0, 50*time.Millisecond)
+		require.True(t, wentDown)
+	}
+	require.NoError(t, a.SetTargets(ctx, after)) // replica A reloads first
+	require.NoError(t, b.SetTargets(ctx, after)) // then replica B
+	for name, s := range map[string]*Store{"A": a, "B": b} {
+		down := s.Down()
+		require.Contains(t, down, newID, "replica %s", name)
+		require.NotContains(t, down, oldID, "replica %s", name)
+	}
+}
+
+// A retired destination (its leftover work delivered under
+// retired/<destination>) that fails exports no alertfan_target_up series:
+// no reload would remove it, and "a target is down" fired until a restart.
+func TestRetiredTargetHasNoTargetUpSeries(t *testing.T) {
+	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
+	ctx := context.Background()
+	const id, dest = "r/pagerduty/0", "pd:gone"
+	require.NoError(t, s.SetTargets(ctx, map[string]Target{id: {ID: id, Kind: "pagerduty", Receiver: "r", Sink: &downSink{}, Destination: dest}}))
+	require.NoError(t, s.SetTargets(ctx, map[string]Target{"r/backlog/0": {ID: "r/backlog/0", Kind: "backlog", Receiver: "r", Sink: &recordingSink{}, Destination: "bl:x"}}))
+	rt, ok := s.target(RetiredPrefix + dest)
+	require.True(t, ok)
+	// The leftover resolve fails, as deliver records it.
+	s.targetFailed(rt, sinks.AsError(sinks.Retryable(sinks.ReasonNetwork, 0, errors.New("connection refused"))), time.Now(), 0, false)
+	require.Contains(t, s.Down(), RetiredPrefix+dest, "its leftover work is held")
+	require.Equal(t, map[string]float64{"r/backlog/0": 1}, targetUpSeries(t, s))
+}
+
+// panicAfterCallSink: the target is down (the first call fails with a
+// network error); every later call reaches it and then the sink panics.
+type panicAfterCallSink struct{ calls atomic.Int64 }
+
+func (p *panicAfterCallSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	sinks.CallFrom(ctx).Action = "trigger"
+	if p.calls.Add(1) == 1 {
+		return sinks.Retryable(sinks.ReasonNetwork, 0, errors.New("connection refused"))
+	}
+	panic("after the call")
+}
+
+// A probe that panics moves the back-off as a failed one does: it ended
+// the probe at once, and the next was due already, so a down target whose
+// sink panics after each call was probed ~40 times a second.
+func TestPanickingProbeKeepsTheBackoff(t *testing.T) {
+	sink := &panicAfterCallSink{}
+	s := openStore(t, drivers()[0].opts(t), sink) // min_backoff 50 ms
+	ctx := context.Background()
+	var items []Item
+	for i := range 20 {
+		items = append(items, item(fmt.Sprintf("k%02d", i), "firing"))
+	}
+	require.NoError(t, s.Enqueue(ctx, items[:1]))
+	require.Eventually(t, func() bool { return len(s.Down()) == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, s.Enqueue(ctx, items[1:]))
+	time.Sleep(2 * time.Second)
+	// 100+200+400+800 ms of back-off after the first failure's 50 ms: at
+	// most ~5 probes in 2 s.
+	require.LessOrEqual(t, sink.calls.Load()-1, int64(6), "probes in 2 s of a down target")
+	require.Len(t, s.Down(), 1, "a panic is no answer")
+}

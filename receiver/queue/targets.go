@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,14 +48,26 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 			retired[id] = t
 		}
 	}
+	// Where each destination is now, from the sets themselves: moves
+	// says what this reload moved in the shared store, and on PostgreSQL
+	// the replica that reloads first moves it for all (the others find
+	// nothing to move, but their health must follow the destination too).
+	destIDs := map[string][]string{}
+	for id, t := range ts {
+		if t.Destination != "" {
+			destIDs[t.Destination] = append(destIDs[t.Destination], id)
+		}
+	}
 	healthTo := map[string]string{} // id → where its health goes
 	for id, t := range prev {
 		if nt, kept := ts[id]; kept && (nt.Destination == t.Destination || t.Destination == "") {
 			continue
 		}
-		if nid, moved := moves[id]; moved {
-			healthTo[id] = nid // its destination lives on under another id
-			continue
+		if ids := destIDs[t.Destination]; t.Destination != "" && len(ids) > 0 {
+			healthTo[id] = slices.Min(ids) // as moveDestinations picks
+		}
+		if _, moved := moves[id]; moved {
+			continue // its destination lives on under another id
 		}
 		// Gone, or its id now sends elsewhere: the old sink serves what
 		// the old destination holds, under the retired id.
@@ -64,7 +77,9 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 		}
 		t.ID = rid
 		retired[rid] = t
-		healthTo[id] = rid
+		if _, set := healthTo[id]; !set {
+			healthTo[id] = rid
+		}
 	}
 	// Whether a destination is down goes with it: a target removed while
 	// down was reported down until a restart, and an id that now sends to
