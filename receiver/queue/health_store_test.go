@@ -17,6 +17,19 @@ import (
 	"github.com/alertfan/alertfan/sinks"
 )
 
+// downStore opens a store whose one target (sink) is down: a first
+// alert's delivery failed with a network error. logs is its log.
+func downStore(t *testing.T, sink Sink) (*Store, *testenv.LogBuffer) {
+	t.Helper()
+	logs := &testenv.LogBuffer{}
+	opts := drivers()[0].opts(t)
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(context.Background(), []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return len(s.Down()) == 1 }, 10*time.Second, 5*time.Millisecond)
+	return s, logs
+}
+
 // noCallSink is down (a network error) for every key but those it has
 // nothing to send for, which it answers without a call, as the Backlog
 // sink does for a change event, a resolve with on_resolved: none, or a
@@ -47,13 +60,8 @@ func (s *noCallSink) Deliver(ctx context.Context, n *sinks.Notification) error {
 // fresh helper breaking the probe change).
 func TestProbeWithoutACallDoesNotBringATargetBack(t *testing.T) {
 	sink := &noCallSink{noop: map[string]bool{"noop": true}}
-	var logs testenv.LogBuffer
-	opts := drivers()[0].opts(t)
-	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	s := openStore(t, opts, sink)
+	s, logs := downStore(t, sink)
 	ctx := context.Background()
-	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-	require.Eventually(t, func() bool { return len(s.Down()) == 1 }, 10*time.Second, 5*time.Millisecond)
 	var held []Item
 	for i := range 20 {
 		held = append(held, item(fmt.Sprintf("b%02d", i), "firing"))

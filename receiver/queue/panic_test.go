@@ -163,13 +163,7 @@ func TestSinkPanicDoesNotBringATargetBack(t *testing.T) {
 		}
 		panic("boom")
 	}}
-	var logs testenv.LogBuffer
-	opts := drivers()[0].opts(t)
-	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	s := openStore(t, opts, sink)
-	ctx := context.Background()
-	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-	require.Eventually(t, func() bool { return len(s.Down()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	s, logs := downStore(t, sink)
 	mu.Lock()
 	mode = "panic"
 	mu.Unlock()
