@@ -229,3 +229,49 @@ func TestPanickingProbeKeepsTheBackoff(t *testing.T) {
 	require.LessOrEqual(t, sink.calls.Load()-1, int64(6), "probes in 2 s of a down target")
 	require.Len(t, s.Down(), 1, "a panic is no answer")
 }
+
+// perKeySink is down for every key and counts each key's calls.
+type perKeySink struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (p *perKeySink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	p.mu.Lock()
+	p.calls[n.Key]++
+	p.mu.Unlock()
+	sinks.CallFrom(ctx).Action = "trigger"
+	return sinks.Retryable(sinks.ReasonNetwork, 0, errors.New("connection refused"))
+}
+
+// Waiting while the target is down never counts as an attempt (README): a
+// key dead-lettered as exhausted made max_attempts calls itself. Keys of
+// one job shared the job's attempts, so each failed probe of one key spent
+// an attempt of every key held beside it (found by the second helper).
+func TestHeldKeysSpendNoAttemptOfTheirJobMates(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &perKeySink{calls: map[string]int{}}
+			opts := d.opts(t)
+			opts.MaxAttempts = 3
+			s := openStore(t, opts, sink)
+			ctx := context.Background()
+			var items []Item
+			for i := range 8 {
+				items = append(items, item(fmt.Sprintf("k%d", i), "firing"))
+			}
+			require.NoError(t, s.Enqueue(ctx, items)) // one job, eight keys
+			require.Eventually(t, func() bool {
+				dead, err := s.DeadLetters(ctx)
+				return err == nil && len(dead) >= 1
+			}, 60*time.Second, 20*time.Millisecond)
+			dead, err := s.DeadLetters(ctx)
+			require.NoError(t, err)
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			for _, dl := range dead {
+				require.Equal(t, opts.MaxAttempts, sink.calls[dl.Key], "key %s dead-lettered after %d calls (calls: %v)", dl.Key, sink.calls[dl.Key], sink.calls)
+			}
+		})
+	}
+}
