@@ -278,7 +278,6 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}
 		return river.JobSnooze(parkAfter)
 	default:
-		s.handOffHeld(ctx, job, outcomes)
 		jobErr := keyErrs[0]
 		if len(keyErrs) > 1 {
 			jobErr = errors.Join(keyErrs...)
@@ -295,52 +294,6 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		return jobErr
 	}
 }
-
-// handOffHeld gives the keys of a failing job that were only held because
-// their target is down a job of their own, in one transaction: their
-// state's seq moves on (so this job skips them when River retries it) and
-// a new job carries them. The job's error is an attempt of every key it
-// carries: a key held beside a failed probe spent an attempt without a
-// call of its own, and with max_attempts: 3 a held key was dead-lettered
-// after a single call (README: waiting while the target is down never
-// counts). Keys parked by the rate limiter are left in the job: a Backlog
-// key may wait there between two calls of one delivery. If the store
-// cannot take it, the keys stay in the job, as before.
-func (s *Store) handOffHeld(ctx context.Context, job *river.Job[deliverArgs], outcomes []outcome) {
-	var held []keySeq
-	for i, o := range outcomes {
-		if o.retry && o.park && sinks.AsError(o.err).Reason == sinks.ReasonTargetDown {
-			held = append(held, job.Args.Keys[i])
-		}
-	}
-	if len(held) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	a := job.Args
-	err := s.submitTo(ctx, s.acks, func(ctx context.Context, b *batch) error {
-		for _, k := range held {
-			var seq int64
-			err := b.queryRow(ctx, sqlHandOff, a.Target, k.Key, k.Seq).Scan(&seq)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // the key moved on meanwhile: another job has it
-			}
-			if err != nil {
-				return fmt.Errorf("queue: hand off a held key: %w", err)
-			}
-			b.enqueue(a.Target, k.Key, job.Queue, a.Class, seq)
-		}
-		return nil
-	})
-	if err != nil {
-		s.logger.Debug("Could not give held keys a job of their own; they stay in the failing job", "target", a.Target, "keys", len(held), "err", err)
-	}
-}
-
-// sqlHandOff moves a pending key's seq on, from the job that held it to a
-// new one.
-const sqlHandOff = `UPDATE alertfan_state SET seq = seq + 1 WHERE target = ? AND key = ? AND pending = 1 AND seq = ? RETURNING seq`
 
 // maxJobErrors bounds the distinct key errors a job's error names (each
 // cut to maxHistError bytes).
