@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -131,24 +132,25 @@ func (h *health) failed(target string, now, started time.Time, probe uint64, min
 	if started.Before(th.upAt) || (th.down && (probe == 0 || probe != th.probe)) {
 		return false, th.failures
 	}
-	th.failures++
-	th.probe, th.offered = 0, time.Time{}
 	wentDown = !th.down
 	if wentDown {
 		th.down, th.since, th.held = true, now, 0
 	}
-	th.nextProbe = now.Add(th.backoff(minBackoff))
+	th.fail(now, minBackoff)
 	return wentDown, th.failures
 }
 
-// backoff is the wait before the next probe: minBackoff, doubling with
-// each consecutive failure, at most maxProbeInterval.
-func (th *targetHealth) backoff(minBackoff time.Duration) time.Duration {
+// fail counts a failed call and ends the probe under way: the next one
+// may start after minBackoff, doubling with each consecutive failure, at
+// most maxProbeInterval.
+func (th *targetHealth) fail(now time.Time, minBackoff time.Duration) {
+	th.failures++
+	th.probe, th.offered = 0, time.Time{}
 	d := minBackoff
 	for i := 1; i < th.failures && d < maxProbeInterval; i++ {
 		d *= 2
 	}
-	return min(d, maxProbeInterval)
+	th.nextProbe = now.Add(min(d, maxProbeInterval))
 }
 
 // putOff ends probe (its number), which ended in a panic of alertfan's
@@ -160,9 +162,7 @@ func (h *health) putOff(target string, probe uint64, now time.Time, minBackoff t
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if th := h.m[target]; th != nil && th.probe == probe {
-		th.failures++
-		th.probe, th.offered = 0, time.Time{}
-		th.nextProbe = now.Add(th.backoff(minBackoff))
+		th.fail(now, minBackoff)
 	}
 }
 
@@ -234,9 +234,18 @@ func (s *Store) Down() map[string]time.Time {
 // targetFailed takes the call's start, the probe's number (0: not a
 // probe) and whether the target answered at all (an HTTP status came
 // back): a failure that is not the target's fault (a 4xx, a 429) is an
-// answer only then; a template error, say, made no call.
+// answer only then; a template error, say, made no call. A panic of the
+// sink says nothing of the target, but a probe's call may have gone out:
+// the next probe waits as after a failed one, or a sink that panics on
+// every call would probe a down target many times a second.
 func (s *Store) targetFailed(t Target, e *sinks.Error, started time.Time, probe uint64, answered bool) {
-	if !downFailure(e) {
+	switch {
+	case errors.Is(e, errSinkPanicked):
+		if probe != 0 {
+			s.health.putOff(t.ID, probe, time.Now(), s.opts.MinBackoff)
+		}
+		return
+	case !downFailure(e):
 		if answered {
 			s.targetAnswered(t)
 		}

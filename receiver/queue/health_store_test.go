@@ -141,24 +141,10 @@ func targetUpSeries(t *testing.T, s *Store) map[string]float64 {
 // shared store; its health must follow the destination all the same
 // (found by a second helper breaking the reload change).
 func TestReloadCarriesHealthOnEveryReplica(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
 	ctx := context.Background()
-	open := func() *Store {
-		opts := drivers()[1].opts(t)
-		opts.DSN = dsn
-		opts.MinBackoff = 50 * time.Millisecond
-		opts.Registerer = prometheus.NewRegistry()
-		s, err := Open(ctx, opts)
-		require.NoError(t, err)
-		t.Cleanup(func() {
-			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s.Close(c) //nolint:errcheck
-		})
-		return s
-	}
-	a, b := open(), open()
+	shared := Options{Driver: DriverPostgres, DSN: testenv.PostgresDSN(t)}
 	sink := &downSink{}
+	a, b := openStore(t, shared, sink), openStore(t, shared, sink)
 	const oldID, newID, dest = "r/pagerduty/0", "r/pagerduty/1", "pd:one"
 	before := map[string]Target{oldID: {ID: oldID, Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: dest}}
 	after := map[string]Target{

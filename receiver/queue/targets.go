@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -38,7 +37,8 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	s.swap.Lock()
 	defer s.swap.Unlock()
 	prev := *s.targets.Load()
-	moves, err := s.moveDestinations(ctx, ts)
+	destIDs := destinationIDs(ts)
+	moves, err := s.moveDestinations(ctx, ts, destIDs)
 	if err != nil {
 		return err
 	}
@@ -48,23 +48,17 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 			retired[id] = t
 		}
 	}
-	// Where each destination is now, from the sets themselves: moves
-	// says what this reload moved in the shared store, and on PostgreSQL
-	// the replica that reloads first moves it for all (the others find
-	// nothing to move, but their health must follow the destination too).
-	destIDs := map[string][]string{}
-	for id, t := range ts {
-		if t.Destination != "" {
-			destIDs[t.Destination] = append(destIDs[t.Destination], id)
-		}
-	}
+	// Health follows each destination to where it is now, from the sets
+	// themselves: moves says what this reload moved in the shared store,
+	// and on PostgreSQL the replica that reloads first moves it for all
+	// (the others find nothing to move).
 	healthTo := map[string]string{} // id → where its health goes
 	for id, t := range prev {
 		if nt, kept := ts[id]; kept && (nt.Destination == t.Destination || t.Destination == "") {
 			continue
 		}
 		if ids := destIDs[t.Destination]; t.Destination != "" && len(ids) > 0 {
-			healthTo[id] = slices.Min(ids) // as moveDestinations picks
+			healthTo[id] = ids[0] // where moveDestinations moves its work
 		}
 		if _, moved := moves[id]; moved {
 			continue // its destination lives on under another id
@@ -108,21 +102,30 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	return nil
 }
 
-// moveDestinations records each id's destination and moves the stored work
-// of destinations that changed ids. It returns the ids whose destination
-// moved to another id.
-func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target) (map[string]string, error) {
-	newDest := map[string]string{}   // id → destination
-	destIDs := map[string][]string{} // destination → ids now
+// destinationIDs maps each destination of ts to the ids that send to it,
+// sorted: a destination that changed ids goes to the first.
+func destinationIDs(ts map[string]Target) map[string][]string {
+	destIDs := map[string][]string{}
 	for id, t := range ts {
-		if t.Destination == "" {
-			continue
+		if t.Destination != "" {
+			destIDs[t.Destination] = append(destIDs[t.Destination], id)
 		}
-		newDest[id] = t.Destination
-		destIDs[t.Destination] = append(destIDs[t.Destination], id)
 	}
 	for _, ids := range destIDs {
 		sort.Strings(ids)
+	}
+	return destIDs
+}
+
+// moveDestinations records each id's destination and moves the stored work
+// of destinations that changed ids (destIDs: destinationIDs(ts)). It
+// returns the ids whose destination moved to another id.
+func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, destIDs map[string][]string) (map[string]string, error) {
+	newDest := map[string]string{} // id → destination
+	for id, t := range ts {
+		if t.Destination != "" {
+			newDest[id] = t.Destination
+		}
 	}
 	moves := map[string]string{}
 	var orphans map[string]int

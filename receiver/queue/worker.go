@@ -596,14 +596,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 	}
-	if ok && errors.Is(e, errSinkPanicked) && probe != 0 {
-		// A panic says nothing of the target, but its call may have gone
-		// out: the next probe waits the back-off the target is at, or a
-		// sink that panics on every call would probe a down target many
-		// times a second.
-		s.health.putOff(id, probe, time.Now(), s.opts.MinBackoff)
-	}
-	if ok && !errors.Is(e, errSinkPanicked) {
+	if ok {
 		s.targetFailed(t, e, start, probe, call.StatusCode != 0)
 		if h, isH := t.Sink.(holder); isH && e.Reason == sinks.ReasonRateLimited {
 			// A 429 is about the key, not this alert: every call of the
