@@ -146,14 +146,7 @@ func serveCounted(t *testing.T, h http.Handler) (ln net.Listener, open func() in
 	t.Helper()
 	ln = listen(t)
 	var n atomic.Int64
-	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			n.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			n.Add(-1)
-		}
-	}}
+	srv := &http.Server{Handler: h, ConnState: sinkstest.CountConns(&n)}
 	go srv.Serve(ln) //nolint:errcheck
 	return ln, func() int { return int(n.Load()) }, func() { srv.Close() }
 }

@@ -32,18 +32,9 @@ func TestStopWorkersDoesNotWaitForIntakeTurns(t *testing.T) {
 	// on its own (River's stop: up to a second or two under -race on a
 	// starved machine), so the bound below tells a wait from no wait
 	// without depending on the machine's speed.
-	now := time.Now()
-	tokens := s.intake.calls.TokensAt(now)
-	for range 30_000 {
-		s.intake.calls.ReserveN(now, 1)
-	}
-	reserved := func() float64 { // turns taken since now
-		at := time.Now()
-		return tokens + at.Sub(now).Seconds()*busyCallRate - s.intake.calls.TokensAt(at)
-	}
+	queued := takeTurns(t, s, 30_000)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("shutdown-turn", "firing")}))
-	// The delivery is queued for its turn: one more taken.
-	require.Eventually(t, func() bool { return reserved() > 30_000.5 }, 10*time.Second, time.Millisecond)
+	queued(10 * time.Second)
 	require.Empty(t, sink.all())
 
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)

@@ -172,17 +172,10 @@ func TestNoCallAfterShutdownBeganWhileWaitingForIntake(t *testing.T) {
 	// second was not always enough for the job to be fetched and reach
 	// its turn on a starved -race run; its turn then came at once.)
 	now := time.Now()
-	tokens := s.intake.calls.TokensAt(now)
 	const ahead = 3000
-	for range ahead {
-		s.intake.calls.ReserveN(now, 1)
-	}
-	reserved := func() float64 { // turns taken since now
-		at := time.Now()
-		return tokens + at.Sub(now).Seconds()*busyCallRate - s.intake.calls.TokensAt(at)
-	}
+	queued := takeTurns(t, s, ahead)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("shutdown-wait", "firing")}))
-	require.Eventually(t, func() bool { return reserved() > ahead+0.5 }, 3*time.Second, time.Millisecond, "the delivery queued for its turn")
+	queued(3 * time.Second)
 	s.draining.Store(true)
 	exit()
 	// Its turn comes within the 3 s; then it hands the key back.
@@ -192,6 +185,24 @@ func TestNoCallAfterShutdownBeganWhileWaitingForIntake(t *testing.T) {
 		return running == 0 && time.Since(now) > ahead*time.Second/busyCallRate
 	}, 15*time.Second, 10*time.Millisecond)
 	require.Empty(t, sink.all(), "no call may start once shutdown began")
+}
+
+// takeTurns takes the next n of intake's turns, as n deliveries waiting
+// for them would, and returns a wait (at most within) for one more
+// delivery to queue for its turn.
+func takeTurns(t *testing.T, s *Store, n int) (queued func(within time.Duration)) {
+	now := time.Now()
+	tokens := s.intake.calls.TokensAt(now)
+	for range n {
+		s.intake.calls.ReserveN(now, 1)
+	}
+	return func(within time.Duration) {
+		require.Eventually(t, func() bool {
+			at := time.Now()
+			taken := tokens + at.Sub(now).Seconds()*busyCallRate - s.intake.calls.TokensAt(at)
+			return taken > float64(n)+0.5
+		}, within, time.Millisecond, "a delivery queued for its turn")
+	}
 }
 
 func busyIntake(s *Store) (exit func()) {

@@ -93,17 +93,23 @@ func startOn(l net.Listener, h http.Handler, conns *atomic.Int64) *httptest.Serv
 		s.Listener = l
 	}
 	if conns != nil {
-		s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				conns.Add(1)
-			case http.StateClosed, http.StateHijacked:
-				conns.Add(-1)
-			}
-		}
+		s.Config.ConnState = CountConns(conns)
 	}
 	s.Start()
 	return s
+}
+
+// CountConns is an http.Server's ConnState hook that keeps n at the
+// number of its open connections.
+func CountConns(n *atomic.Int64) func(net.Conn, http.ConnState) {
+	return func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			n.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			n.Add(-1)
+		}
+	}
 }
 
 // URL of the events endpoint.
