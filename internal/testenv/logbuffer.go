@@ -30,3 +30,10 @@ func (l *LogBuffer) Len() int {
 	defer l.mu.Unlock()
 	return l.b.Len()
 }
+
+// Reset drops what was collected.
+func (l *LogBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}

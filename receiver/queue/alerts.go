@@ -338,8 +338,8 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 		for rows.Next() {
 			var d Destination
 			var version, delivered, updated int64
-			var pending int
-			if err := rows.Scan(&d.Target, &d.Key, &version, &delivered, &pending, &d.Want, &d.Phase, &updated); err != nil {
+			var pending, attempts int
+			if err := rows.Scan(&d.Target, &d.Key, &version, &delivered, &pending, &d.Want, &d.Phase, &updated, &attempts); err != nil {
 				return err
 			}
 			d.UpdatedAt = time.Unix(0, updated).UTC()
@@ -347,9 +347,14 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 			case pending == 1:
 				d.State = DestQueued
 				if r, ok := retrying[[2]string{d.Target, d.Key}]; ok {
-					d.State, d.Attempt, d.LastError = DestRetrying, r.attempt, r.lastError
+					// Its job has failed; the key itself only when it
+					// has attempts of its own (else it waits, held
+					// while another key of the job probes a down target).
 					next := r.next
 					d.NextAttempt = &next
+					if attempts > 0 {
+						d.State, d.Attempt, d.LastError = DestRetrying, attempts, r.lastError
+					}
 				}
 			default:
 				d.State = DestDelivered
@@ -359,7 +364,7 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 		}
 		return rows.Err()
 	}
-	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at FROM alertfan_state`
+	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at, attempts FROM alertfan_state`
 	if err := read(cols+` WHERE key = ?`, identity); err != nil {
 		return nil, err
 	}
@@ -454,13 +459,13 @@ type linker interface {
 }
 
 type retryInfo struct {
-	attempt   int
 	lastError string
 	next      time.Time
 }
 
 // retryingKeys maps the (target, key) of every job that has failed at
-// least once to its attempt, last error and next attempt.
+// least once to its last error and next attempt. The attempts are the
+// key's own (alertfan_state.attempts).
 func (s *Store) retryingKeys(ctx context.Context) (map[[2]string]retryInfo, error) {
 	out := map[[2]string]retryInfo{}
 	if s.client == nil {
@@ -483,7 +488,7 @@ func (s *Store) retryingKeys(ctx context.Context) (map[[2]string]retryInfo, erro
 		}
 		last := j.Errors[len(j.Errors)-1]
 		for _, k := range a.Keys {
-			out[[2]string{a.Target, k.Key}] = retryInfo{attempt: j.Attempt, lastError: last.Error, next: j.ScheduledAt.UTC()}
+			out[[2]string{a.Target, k.Key}] = retryInfo{lastError: last.Error, next: j.ScheduledAt.UTC()}
 		}
 	}
 	return out, nil

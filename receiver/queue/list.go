@@ -8,8 +8,8 @@ import (
 
 // Queue states an operator lists with `alertfan queue list --state`.
 const (
-	StatePending  = "pending"  // a delivery is owed and has not failed yet
-	StateRetrying = "retrying" // a delivery is owed and has failed at least once
+	StatePending  = "pending"  // a delivery is owed and its key has not failed yet (it may be held while its target is down)
+	StateRetrying = "retrying" // a delivery is owed and its key has failed at least once
 	StateDead     = "dead"     // a dead letter
 )
 
@@ -34,7 +34,7 @@ const maxListed = 1000
 // Pending lists deliveries still owed (pending and retrying), oldest
 // change first, at most 1000.
 func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at, attempts FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
 	if err != nil {
 		return nil, fmt.Errorf("queue: list pending: %w", err)
 	}
@@ -44,10 +44,13 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 		var e Entry
 		var payload string
 		var at int64
-		if err := rows.Scan(&e.Target, &e.Key, &payload, &at); err != nil {
+		if err := rows.Scan(&e.Target, &e.Key, &payload, &at, &e.Attempts); err != nil {
 			return nil, err
 		}
 		e.State = StatePending
+		if e.Attempts > 0 {
+			e.State = StateRetrying
+		}
 		e.UpdatedAt = time.Unix(0, at).UTC()
 		var d DeadLetter
 		d.describe([]byte(payload))
@@ -60,7 +63,8 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 	if len(out) == 0 {
 		return out, nil
 	}
-	// Jobs that have failed at least once say how the key is doing.
+	// Jobs that have failed at least once say when the key is tried
+	// next, and, when the key itself has failed, how.
 	retrying, err := s.retryingKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -69,7 +73,10 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 		e := &out[i]
 		if r, ok := retrying[[2]string{e.Target, e.Key}]; ok {
 			next := r.next
-			e.State, e.Attempts, e.LastError, e.NextAttempt = StateRetrying, r.attempt, r.lastError, &next
+			e.NextAttempt = &next
+			if e.Attempts > 0 {
+				e.LastError = r.lastError
+			}
 		}
 	}
 	return out, nil

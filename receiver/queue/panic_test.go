@@ -238,36 +238,58 @@ func TestSchedulePanicStillEnqueues(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 20*time.Millisecond)
 }
 
-// A job that fails at or past delivery.max_attempts (not for a target's
-// answer: deliver dead-letters those) snoozes instead of being discarded
-// (a job inserted before riverMaxAttempts) or piling up one error per
-// attempt.
+// A job that fails at or past delivery.max_attempts of its own snoozes
+// until its next retry instead of being discarded (a job inserted before
+// riverMaxAttempts) or piling up one error per attempt. A job gets there
+// legitimately, its keys' attempts being counted each (a warning only
+// when no key's own attempt failed), and its snooze keeps the target's
+// Retry-After.
 func TestPastMaxAttemptsSnoozes(t *testing.T) {
-	s := &Store{logger: slog.New(slog.DiscardHandler), opts: Options{MaxAttempts: 50, MaxBackoff: time.Minute}}
+	logs := &testenv.LogBuffer{}
+	s := &Store{logger: slog.New(slog.NewTextHandler(logs, nil)), opts: Options{MaxAttempts: 50, MaxBackoff: time.Minute}}
+	s.retry = &backoff{min: time.Second, max: time.Minute, hints: &s.retryHints}
 	failed := errors.New("queue: ack: database is locked")
+	keyFailed := errors.Join(&keyError{text: "held", err: failed}, &keyError{text: "pagerduty: 503", err: failed, counted: true})
 	for _, c := range []struct {
 		name         string
 		attempt, max int
 		err          error
-		snoozed      bool
+		hint         time.Duration
+		snoozed      time.Duration // 0: not snoozed; else about this long
+		warned       bool
 	}{
-		{"success", 60, riverMaxAttempts, nil, false},
-		{"before max_attempts", 49, riverMaxAttempts, failed, false},
-		{"at max_attempts", 50, riverMaxAttempts, failed, true},
-		{"past it", 51, riverMaxAttempts, failed, true},
-		{"an older job's last attempt", 5, 5, failed, true},
-		{"an older job before it", 4, 5, failed, false},
-		{"already a snooze", 60, riverMaxAttempts, river.JobSnooze(time.Second), true},
+		{"success", 60, riverMaxAttempts, nil, 0, 0, false},
+		{"before max_attempts", 49, riverMaxAttempts, failed, 0, 0, false},
+		{"at max_attempts", 50, riverMaxAttempts, failed, 0, time.Minute, true},
+		{"past it", 51, riverMaxAttempts, failed, 0, time.Minute, true},
+		{"an older job's last attempt", 5, 5, failed, 0, 16 * time.Second, true},
+		{"an older job before it", 4, 5, failed, 0, 0, false},
+		{"a key's own attempt past the job's", 51, riverMaxAttempts, keyFailed, 0, time.Minute, false},
+		{"the target's Retry-After", 51, riverMaxAttempts, keyFailed, 3 * time.Second, 3 * time.Second, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			logs.Reset()
+			if c.hint > 0 {
+				s.retryHints.Store(int64(7), time.Now().Add(c.hint))
+			}
 			err := s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{ID: 7, Attempt: c.attempt, MaxAttempts: c.max}, c.err)
 			var snooze *river.JobSnoozeError
-			require.Equal(t, c.snoozed, errors.As(err, &snooze))
-			if !c.snoozed {
+			require.Equal(t, c.snoozed > 0, errors.As(err, &snooze))
+			if c.snoozed == 0 {
 				require.Equal(t, c.err, err)
+				return
 			}
+			// The back-off's ±20% jitter; a hint is exact.
+			require.InDelta(t, c.snoozed.Seconds(), snooze.Duration.Seconds(), c.snoozed.Seconds()*0.21)
+			require.Equal(t, c.warned, strings.Contains(logs.String(), "level=WARN"), logs.String())
+			_, hinted := s.retryHints.Load(int64(7))
+			require.False(t, hinted, "the hint is used once")
 		})
 	}
+	err := s.notDiscarded("r/pagerduty/0", &rivertype.JobRow{ID: 7, Attempt: 60, MaxAttempts: riverMaxAttempts}, river.JobSnooze(time.Second))
+	var snooze *river.JobSnoozeError
+	require.ErrorAs(t, err, &snooze, "a snooze stays one")
+	require.Equal(t, time.Second, snooze.Duration)
 }
 
 // Whether an attempt may have left calls unrecorded survives what River

@@ -204,6 +204,13 @@ var migrations = []string{
 	// (key) WHERE resolved = 0 did; each new state wrote both, one random
 	// index page more per alert in every intake commit.
 	`DROP INDEX alertfan_state_open`,
+	// 32–33: a key's own failed attempts at its pending work and when the
+	// first of them failed (Unix nanoseconds, 0: none), judged against
+	// delivery.max_attempts and max_age instead of its job's attempts: a
+	// job carries up to 16 keys, and keys held while another key of the
+	// job probes a down target have not failed (see deliver).
+	`ALTER TABLE alertfan_state ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE alertfan_state ADD COLUMN failing_since BIGINT NOT NULL DEFAULT 0`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

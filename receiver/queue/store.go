@@ -118,6 +118,7 @@ type Store struct {
 
 	unrecorded unrecorded
 	retryHints sync.Map
+	retry      *backoff // River's retry policy, also asked by notDiscarded's snoozes
 	health     health
 
 	// draining is set when shutdown begins: workers hand keys back
@@ -603,6 +604,7 @@ func (s *Store) recoverOrphans(ctx context.Context) error {
 }
 
 func (s *Store) newClient() error {
+	s.retry = &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff, hints: &s.retryHints}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely[deliverArgs](workers, &worker{s: s}); err != nil {
 		return err
@@ -620,7 +622,7 @@ func (s *Store) newClient() error {
 		JobTimeout:                  s.opts.JobTimeout,
 		RescueStuckJobsAfter:        s.opts.RescueAfter,
 		MaxAttempts:                 riverMaxAttempts,
-		RetryPolicy:                 &backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff, hints: &s.retryHints},
+		RetryPolicy:                 s.retry,
 		Queues:                      queues,
 		Workers:                     workers,
 		Logger:                      slog.New(warnOnly{s.logger.Handler()}).With("component", "river"),

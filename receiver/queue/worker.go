@@ -130,6 +130,11 @@ type state struct {
 	digest, sentDigest      string
 	occ, sentOcc            int64
 	closePayload            []byte
+	// attempts are the key's failed attempts at its pending work since
+	// its last ack, and failingSince (Unix nanoseconds, 0: none) when the
+	// first of them failed: what delivery.max_attempts and max_age judge.
+	attempts     int
+	failingSince int64
 	// uncertain: an earlier attempt of the job owning the key may have
 	// made a call it could not record (see callsUnrecorded).
 	uncertain bool
@@ -137,7 +142,7 @@ type state struct {
 
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
-	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload FROM alertfan_state WHERE target = ? AND key IN (` +
+	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, attempts, failing_since FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, target)
@@ -155,7 +160,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		var key, payload, fire, closing string
 		var pending int
 		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest,
-			&st.occ, &st.sentOcc, &closing); err != nil {
+			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
@@ -173,6 +178,11 @@ type outcome struct {
 	retryAfter time.Duration // > 0: the target or our limiter said when
 	park       bool          // only our own limiter asked to wait
 	err        error
+	// failedSince is set when the key's own attempt failed (a call made
+	// or tried, counted toward max_attempts): when its run of failures
+	// began. Zero for what is no attempt of the key — a park, a key held
+	// while its target is down, a failure of the store.
+	failedSince time.Time
 }
 
 // Work delivers the newest state of each of the job's keys, several at
@@ -244,7 +254,8 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	}
 	wg.Wait()
 	var parkAfter, targetAfter time.Duration
-	var keyErrs []error // storable: River keeps each attempt's error; empty: every key done
+	var failingSince time.Time // the earliest run of failures among the keys
+	var keyErrs []error        // storable: River keeps each attempt's error; empty: every key done
 	seen := map[string]bool{}
 	parkOnly := true
 	for _, o := range outcomes {
@@ -257,7 +268,10 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		// (callsUnrecorded).
 		if msg := storableError(o.err.Error()); !seen[msg] && len(keyErrs) < maxJobErrors {
 			seen[msg] = true
-			keyErrs = append(keyErrs, &keyError{text: msg, err: o.err})
+			keyErrs = append(keyErrs, &keyError{text: msg, err: o.err, counted: !o.failedSince.IsZero()})
+		}
+		if !o.failedSince.IsZero() && (failingSince.IsZero() || o.failedSince.Before(failingSince)) {
+			failingSince = o.failedSince
 		}
 		parkOnly = parkOnly && o.park
 		// Come back when the first waiting key's turn comes; the others
@@ -286,7 +300,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 			at := time.Now().Add(targetAfter)
 			// A target's wait never outlasts max_age: the attempt at the
 			// deadline is the last (tooOld dead-letters its failure).
-			if deadline := failingSince(job.JobRow).Add(s.opts.MaxAge); s.opts.MaxAge > 0 && at.After(deadline) {
+			if deadline := failingSince.Add(s.opts.MaxAge); s.opts.MaxAge > 0 && !failingSince.IsZero() && at.After(deadline) {
 				at = deadline
 			}
 			s.retryHints.Store(job.ID, at)
@@ -306,6 +320,8 @@ const maxJobErrors = 8
 type keyError struct {
 	text string
 	err  error
+	// counted: the failure was the key's own attempt (outcome.failedSince).
+	counted bool
 }
 
 func (e *keyError) Error() string { return e.text }
@@ -313,31 +329,60 @@ func (e *keyError) Unwrap() error { return e.err }
 
 // riverMaxAttempts is the attempts River allows a job: its max_attempts
 // column's largest value (a smallint on PostgreSQL). alertfan judges a
-// delivery's attempts itself, against delivery.max_attempts (deliver
-// dead-letters the key), because River discards a job at its last
+// delivery's attempts itself, per key against delivery.max_attempts
+// (deliver dead-letters the key), because River discards a job at its last
 // attempt — and with it keys still to retry for a reason other than the
 // target (the store failing on the ack, a panic, a rate-limit wait beside
 // them), left pending with no job: never delivered, never dead-lettered,
 // and no later update makes a job for them. Its rescuer does the same to
-// a stuck job at its last attempt. Past delivery.max_attempts such a job
-// comes back every max_backoff.
+// a stuck job at its last attempt.
 const riverMaxAttempts = 32767
 
 // notDiscarded handles a job that failed at or past delivery.max_attempts
-// (what failed then is not a target's answer: deliver dead-letters those)
-// by snoozing it max_backoff instead: River would discard a job inserted
-// before riverMaxAttempts at its last attempt, and would keep one error
-// per attempt of the others, up to 32,767. A snooze records no error;
-// whether a call may have left unrecorded is in the job's metadata
-// (markUncertain).
+// of its own by snoozing it until its next retry instead: River would
+// discard a job inserted before riverMaxAttempts at its last attempt, and
+// would keep one error per attempt of the others, up to 32,767. A job
+// gets there legitimately — each of its up to 16 keys has max_attempts of
+// its own, and a key that probes a down target fails while the others
+// wait — or because something other than a target keeps failing, which
+// is worth a warning. A snooze records no error; whether a call may have
+// left unrecorded is in the job's metadata (markUncertain).
 func (s *Store) notDiscarded(target string, job *rivertype.JobRow, err error) error {
 	var snooze *river.JobSnoozeError
 	if err == nil || job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) || errors.As(err, &snooze) {
 		return err
 	}
+	var at time.Time
+	if s.retry != nil {
+		at = s.retry.NextRetry(job) // takes the target's Retry-After hint
+	} else {
+		at = time.Now().Add(s.opts.MaxBackoff)
+	}
 	s.retryHints.Delete(job.ID) // a snooze asks no retry policy
-	s.logger.Warn("Deliveries failed for a reason other than the target past max_attempts; retrying", "target", target, "job_id", job.ID, "retry_after", s.opts.MaxBackoff, "err", err)
-	return river.JobSnooze(s.opts.MaxBackoff)
+	wait := max(time.Until(at), time.Millisecond)
+	if keyAttemptsFailed(err) {
+		s.logger.Debug("A delivery job passed max_attempts of its own while its keys' attempts are counted each; retrying", "target", target, "job_id", job.ID, "retry_after", wait, "err", err)
+	} else {
+		s.logger.Warn("Deliveries failed for a reason other than the target past max_attempts; retrying", "target", target, "job_id", job.ID, "retry_after", wait, "err", err)
+	}
+	return river.JobSnooze(wait)
+}
+
+// keyAttemptsFailed reports whether err, a job's error from Work, holds a
+// failure that counted as a key's own attempt.
+func keyAttemptsFailed(err error) bool {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		if k, ok := e.(*keyError); ok && k.counted {
+			return true
+		}
+	}
+	return false
 }
 
 // ackRecord is the outcome of one key's work: the version handled, the
@@ -401,7 +446,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				var o outcome
 				var moved *state
 				if rec, o, moved = w.advance(ctx, job, k, st); o.retry {
-					s.recordCalls(ctx, rec.calls)
+					s.recordFailure(ctx, target, k, rec.calls, o.failedSince)
 					return o
 				}
 				if moved != nil {
@@ -452,7 +497,7 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		return rec, outcome{}, nil
 	}
 	for i, sp := range steps {
-		dead, o, moved, call := w.deliver(ctx, job, k, sp.payload, st.version)
+		dead, o, moved, call := w.deliver(ctx, job, k, st, sp.payload)
 		if call != nil {
 			rec.calls = append(rec.calls, *call)
 		}
@@ -481,11 +526,18 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 	return rec, outcome{}, nil
 }
 
-// deliver makes one call. It returns a dead letter for a permanent failure,
-// or an outcome asking for a retry, and the call's history row (nil when
-// no call was made: parked, or the sink had nothing to send).
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, payload []byte, version int64) (*deadRecord, outcome, *state, *histRow) {
-	s, id := w.s, job.Args.Target
+// deliver makes one call of st's plan, with payload. It returns a dead
+// letter for a permanent failure, or an outcome asking for a retry, and
+// the call's history row (nil when no call was made: parked, or the sink
+// had nothing to send).
+//
+// The call is the key's attempt st.attempts+1: delivery.max_attempts and
+// max_age judge the key's own failures, not its job's attempts, which
+// also count failures of the job's other keys — a key held while another
+// probes its down target has not failed.
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state, payload []byte) (*deadRecord, outcome, *state, *histRow) {
+	s, id, version := w.s, job.Args.Target, st.version
+	attempt := st.attempts + 1
 	var n sinks.Notification
 	var derr error
 	// Intake goes first (yield.go). The turn comes before the rate-limit
@@ -587,10 +639,10 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if call.Action == "" {
 			return nil, outcome{}, nil, nil // the sink had nothing to send
 		}
-		return nil, outcome{}, nil, s.callRow(id, k, job.Attempt, call, OutcomeSuccess, nil)
+		return nil, outcome{}, nil, s.callRow(id, k, attempt, call, OutcomeSuccess, nil)
 	}
 	e := sinks.AsError(derr)
-	log := s.logger.With("target", id, "key", k.Key, "attempt", job.Attempt, "reason", e.Reason)
+	log := s.logger.With("target", id, "key", k.Key, "attempt", attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
 		// Our own limiter parked the key: not a failure of the target.
 		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
@@ -604,12 +656,16 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			h.Hold(max(e.RetryAfter, s.opts.MinBackoff))
 		}
 	}
-	if e.Retryable && job.Attempt < min(s.opts.MaxAttempts, job.MaxAttempts) && !s.tooOld(job.JobRow) {
+	since := time.Now()
+	if st.failingSince > 0 {
+		since = time.Unix(0, st.failingSince)
+	}
+	if e.Retryable && attempt < s.opts.MaxAttempts && !s.tooOld(since) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
 		// One line per target state change is logged (targetFailed); each
 		// attempt only at debug.
 		log.Debug("Delivery failed; will retry", "retry_after", e.RetryAfter, "err", e)
-		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e}, nil, s.callRow(id, k, job.Attempt, call, OutcomeRetry, e)
+		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e, failedSince: since}, nil, s.callRow(id, k, attempt, call, OutcomeRetry, e)
 	}
 	reason := e.Reason
 	if e.Retryable {
@@ -617,9 +673,9 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
-	row := s.callRow(id, k, job.Attempt, call, OutcomeDead, e)
+	row := s.callRow(id, k, attempt, call, OutcomeDead, e)
 	row.reason = reason
-	return &deadRecord{reason: reason, err: e.Error(), attempts: job.Attempt}, outcome{}, nil, row
+	return &deadRecord{reason: reason, err: e.Error(), attempts: attempt}, outcome{}, nil, row
 }
 
 // callRow is the history row of one call (or of a failure before any call,
@@ -704,21 +760,10 @@ func uncertainError(msg string) bool {
 		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish")
 }
 
-// tooOld reports whether a job has been failing for longer than max_age.
-func (s *Store) tooOld(job *rivertype.JobRow) bool {
-	if s.opts.MaxAge <= 0 || len(job.Errors) == 0 {
-		return false
-	}
-	return time.Since(failingSince(job)) > s.opts.MaxAge
-}
-
-// failingSince is when a job's first failed attempt was; now for a job
-// that has not failed before (its failure is being handled).
-func failingSince(job *rivertype.JobRow) time.Time {
-	if len(job.Errors) == 0 {
-		return time.Now()
-	}
-	return job.Errors[0].At
+// tooOld reports whether a key whose run of failures began at since has
+// been failing for longer than max_age.
+func (s *Store) tooOld(since time.Time) bool {
+	return s.opts.MaxAge > 0 && time.Since(since) > s.opts.MaxAge
 }
 
 type deadRecord struct {
@@ -727,7 +772,10 @@ type deadRecord struct {
 	attempts int
 }
 
-const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END
+// The version handled ends the key's run of failures: a newer version
+// starts with a clean slate of attempts.
+const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END,
+	attempts = 0, failing_since = 0
 	WHERE target = ? AND key = ? AND seq = ? RETURNING pending`
 
 // ack records that a version was handled (delivered, needed no call, or
@@ -790,6 +838,35 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		time.Sleep(wait)
 	}
 	return false, fmt.Errorf("record delivery: %w", err)
+}
+
+// sqlFailed counts a key's failed attempt and starts its run of failures.
+const sqlFailed = `UPDATE alertfan_state SET attempts = attempts + 1,
+	failing_since = CASE WHEN failing_since = 0 THEN ? ELSE failing_since END
+	WHERE target = ? AND key = ? AND seq = ? AND pending = 1`
+
+// recordFailure writes the history rows of a failed attempt's calls and,
+// when the failure was the key's own attempt (since is when its run of
+// failures began; zero: it was not), counts it on the key's state. A
+// write that fails leaves the attempt uncounted: the key gets one attempt
+// more rather than none.
+func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, calls []histRow, since time.Time) {
+	if since.IsZero() {
+		s.recordCalls(ctx, calls)
+		return
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
+	defer cancel()
+	err := s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
+		for _, r := range calls {
+			b.record(r)
+		}
+		_, err := b.exec(ctx, sqlFailed, since.UnixNano(), target, k.Key, k.Seq)
+		return err
+	})
+	if err != nil {
+		s.logger.Debug("Could not count a failed attempt; the key gets one more", "target", target, "calls", len(calls), "err", err)
+	}
 }
 
 // errInjected is the store failure tests inject (see Store.failAcks).
