@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -35,8 +36,12 @@ import (
 type Options struct {
 	ConfigFile      string
 	ListenAddresses []string
-	WebConfigFile   string
-	Logger          *slog.Logger
+	// SystemdSocket serves on the sockets passed by systemd socket
+	// activation (LISTEN_FDS and LISTEN_PID, sd_listen_fds(3)) instead of
+	// ListenAddresses: exporter-toolkit's --web.systemd-socket.
+	SystemdSocket bool
+	WebConfigFile string
+	Logger        *slog.Logger
 	// Transport is used for every call to a target; nil means the default.
 	Transport http.RoundTripper
 	// OnListen, when set, is told each address the server listens on.
@@ -186,24 +191,26 @@ func Run(ctx context.Context, opts Options) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	serveErr := make(chan error, len(opts.ListenAddresses))
-	for _, addr := range opts.ListenAddresses {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", addr, err)
-		}
+	listeners, err := listen(opts)
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, len(listeners))
+	var addrs []string
+	for _, l := range listeners {
 		if opts.OnListen != nil {
 			opts.OnListen(l.Addr())
 		}
+		addrs = append(addrs, l.Addr().String())
 		flags := &web.FlagConfig{
-			WebListenAddresses: &[]string{addr},
+			WebListenAddresses: &[]string{l.Addr().String()},
 			WebSystemdSocket:   new(bool),
 			WebConfigFile:      &opts.WebConfigFile,
 		}
 		go func() { serveErr <- web.Serve(l, srv, flags, logger) }()
 	}
 	go s.expireLoop(ctx)
-	logger.Info("alertfan started", "listen", opts.ListenAddresses, "storage", cfg.Storage.Driver, "targets", len(rt.targets))
+	logger.Info("alertfan started", "listen", addrs, "systemd_socket", opts.SystemdSocket, "storage", cfg.Storage.Driver, "targets", len(rt.targets))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -223,6 +230,41 @@ func Run(ctx context.Context, opts Options) error {
 			return nil
 		}
 	}
+}
+
+// listen opens the server's listeners: one per listen address, or the
+// sockets a socket-activation launcher passed (systemd's LISTEN_FDS for
+// this process's LISTEN_PID; https://www.freedesktop.org/software/systemd/man/latest/sd_listen_fds.html).
+// Errors name the address, or say that no socket was passed.
+func listen(opts Options) ([]net.Listener, error) {
+	if opts.SystemdSocket {
+		passed, err := activation.Listeners()
+		if err != nil {
+			return nil, fmt.Errorf("--web.systemd-socket: %w", err)
+		}
+		var out []net.Listener
+		for _, l := range passed {
+			if l != nil { // a passed file that is no stream socket
+				out = append(out, l)
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("--web.systemd-socket: no listening socket was passed to this process (LISTEN_FDS and LISTEN_PID unset or for another process)")
+		}
+		return out, nil
+	}
+	var out []net.Listener
+	for _, addr := range opts.ListenAddresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // DefaultShutdownTimeout fits Docker's default 10 s stop grace period with

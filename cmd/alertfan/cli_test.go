@@ -76,3 +76,31 @@ func TestFatalErrorThroughLogger(t *testing.T) {
 	require.Equal(t, "ERROR", last["level"])
 	require.Contains(t, last["err"], "missing.yml")
 }
+
+// --web.systemd-socket (exporter-toolkit's flag) serves on the socket a
+// socket-activation launcher passed, and nowhere else; without one it is
+// a clear start-up error. alertfan accepted the flag and listened on
+// :9095 regardless.
+func TestSystemdSocketActivation(t *testing.T) {
+	dir := t.TempDir()
+	cfg := "storage:\n  path: " + filepath.Join(dir, "a.db") + "\nroute:\n  receiver: r\nreceivers:\n  - name: r\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
+
+	c := startChild(t, dir, "", "--log.level=info") // socket-activated, ready on the passed socket
+	require.Contains(t, c.logs.String(), "systemd_socket=true")
+	require.Contains(t, c.logs.String(), `listen=[`+c.addr+`]`)
+	require.NotContains(t, c.logs.String(), ":9095", "the default listen address is not used")
+
+	other := t.TempDir()
+	cfg = strings.ReplaceAll(cfg, dir, other)
+	require.NoError(t, os.WriteFile(filepath.Join(other, "config.yml"), []byte(cfg), 0o600))
+	cmd := exec.Command(alertfanBinary(t), "--web.systemd-socket", "--config.file=config.yml")
+	cmd.Dir = other
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, out.String())
+	require.Equal(t, 1, ee.ExitCode())
+	require.Contains(t, out.String(), "--web.systemd-socket: no listening socket was passed to this process")
+}

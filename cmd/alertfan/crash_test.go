@@ -91,8 +91,8 @@ func TestKill9MidStream(t *testing.T) {
 			dir := t.TempDir()
 			cfg := crashConfig(tc.storage(t, dir), "http://"+ln.Addr().String()+"/v2/enqueue")
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
-			addr := freePort(t)
-			c := startChild(t, dir, addr)
+			c := startChild(t, dir, "")
+			addr := c.addr
 
 			// ~1,000 delivered and acknowledged before the kill: the repeats
 			// measure how promptly acks reach the store.
@@ -248,8 +248,8 @@ receivers:
         issue_type: Bug
 `, b.URL, key)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
-	addr := freePort(t)
-	c := startChild(t, dir, addr)
+	c := startChild(t, dir, "")
+	addr := c.addr
 	var once sync.Once
 	b.AfterCreate = func(*sinkstest.BacklogIssue) {
 		once.Do(func() { c.kill() })
@@ -334,8 +334,8 @@ func TestKill9MidStreamWithResolvesAndAcks(t *testing.T) {
 			dir := t.TempDir()
 			cfg := crashConfig(tc.storage(t, dir), "http://"+ln.Addr().String()+"/v2/enqueue")
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
-			addr := freePort(t)
-			c := startChild(t, dir, addr)
+			c := startChild(t, dir, "")
+			addr := c.addr
 
 			// Five shapes of lifecycle, interleaved.
 			const total = 800

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +68,6 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 
 	dir := t.TempDir()
 	copyTree(t, filepath.Join(repo, "deploy", "secrets"), filepath.Join(dir, "deploy", "secrets"))
-	afAddr, authAddr, promAddr, amAddr := freePort(t), freePort(t), freePort(t), freePort(t)
 
 	// alertfan: config.example.yml, targets swapped for the fakes.
 	cfg := readFile(t, filepath.Join(repo, "config.example.yml"))
@@ -75,7 +75,8 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	cfg = strings.ReplaceAll(cfg, "http://demo-targets:8081", bl.URL)
 	cfg = strings.Replace(cfg, "delivery:\n", "delivery:\n  poll_interval: 20ms\n", 1)
 	writeFile(t, filepath.Join(dir, "config.yml"), cfg)
-	af := startChild(t, dir, afAddr)
+	af := startChild(t, dir, "")
+	afAddr := af.addr
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("alertfan output:\n%s", lastLines(af.logs.String(), 30))
@@ -100,7 +101,8 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	require.NoError(t, err)
 	writeFile(t, filepath.Join(authDir, "web.yml"), "basic_auth_users:\n  prometheus: "+string(hash)+"\n")
 	writeFile(t, filepath.Join(dir, "scrape_password"), "scrape-secret\n")
-	auth := startChild(t, authDir, authAddr, "--web.config.file=web.yml")
+	auth := startChild(t, authDir, "", "--web.config.file=web.yml")
+	authAddr := auth.addr
 
 	// Alertmanager: deploy/alertmanager/alertmanager.yml.
 	am := readFile(t, filepath.Join(repo, "deploy", "alertmanager", "alertmanager.yml"))
@@ -114,8 +116,7 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	am = strings.Replace(am, direct, "      - url: "+pdDirect.EventsURL()+"\n        routing_key_file: "+amKey+"\n        send_resolved: true\n"+
 		"        severity: '{{ or .CommonLabels.severity \"error\" }}'\n"+direct, 1)
 	writeFile(t, filepath.Join(dir, "alertmanager.yml"), am)
-	startService(t, dir, amBin, amAddr, "--config.file=alertmanager.yml", "--storage.path="+filepath.Join(dir, "am-data"),
-		"--web.listen-address="+amAddr, "--cluster.listen-address=")
+	amAddr, _ := startService(t, dir, amBin, "--config.file=alertmanager.yml", "--storage.path="+filepath.Join(dir, "am-data"), "--cluster.listen-address=")
 
 	// Prometheus: deploy/prometheus/prometheus.yml with its rule files,
 	// plus the test's exporter, its rule and a scrape of the auth instance.
@@ -136,7 +137,6 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	prom := readFile(t, filepath.Join(repo, "deploy", "prometheus", "prometheus.yml"))
 	prom = strings.ReplaceAll(prom, "alertmanager:9093", amAddr)
 	prom = strings.ReplaceAll(prom, "alertfan:9095", afAddr)
-	prom = strings.ReplaceAll(prom, "localhost:9090", promAddr)
 	prom = strings.ReplaceAll(prom, "scrape_interval: 5s", "scrape_interval: 1s")
 	prom = strings.ReplaceAll(prom, "evaluation_interval: 5s", "evaluation_interval: 1s")
 	prom = strings.Replace(prom, "  - demo.rules.yml\n", "  - demo.rules.yml\n  - e2e.rules.yml\n", 1)
@@ -151,8 +151,12 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
       - targets: ['%s']
 `, expLn.Addr(), filepath.Join(dir, "scrape_password"), authAddr)
 	writeFile(t, filepath.Join(dir, "prometheus.yml"), prom)
-	startService(t, dir, promBin, promAddr, "--config.file=prometheus.yml", "--storage.tsdb.path="+filepath.Join(dir, "prom-data"),
-		"--web.listen-address="+promAddr, "--rules.alert.resend-delay=1s", "--rules.alert.for-grace-period=1s")
+	promAddr, promCmd := startService(t, dir, promBin, "--config.file=prometheus.yml", "--storage.tsdb.path="+filepath.Join(dir, "prom-data"),
+		"--rules.alert.resend-delay=1s", "--rules.alert.for-grace-period=1s")
+	// Its own address is known once it listens: scrape itself there.
+	writeFile(t, filepath.Join(dir, "prometheus.yml"), strings.ReplaceAll(prom, "localhost:9090", promAddr))
+	require.NoError(t, promCmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return promValue(t, promAddr, `up{job="prometheus"}`) == "1" }, 60*time.Second, 500*time.Millisecond)
 
 	// Prometheus scrapes alertfan, and the auth instance with credentials.
 	require.Eventually(t, func() bool { return promValue(t, promAddr, `up{job="alertfan"}`) == "1" }, 60*time.Second, 500*time.Millisecond)
@@ -273,10 +277,14 @@ func countIssues(b *sinkstest.Backlog, s string) int {
 }
 
 // startService runs Prometheus or Alertmanager until the test ends.
-func startService(t *testing.T, dir, bin, addr string, args ...string) {
+// startService starts a Prometheus-ecosystem server (bin with args) on a
+// loopback port of its own choosing (port 0) and returns the address it
+// logged ("Listening on", exporter-toolkit's line) once it answers
+// /-/healthy.
+func startService(t *testing.T, dir, bin string, args ...string) (string, *exec.Cmd) {
 	t.Helper()
-	logs := &bytes.Buffer{}
-	cmd := exec.Command(bin, args...)
+	logs := &testenv.LogBuffer{}
+	cmd := exec.Command(bin, append(args, "--web.listen-address=127.0.0.1:0")...)
 	cmd.Dir = dir
 	cmd.Stdout = logs
 	cmd.Stderr = logs
@@ -288,23 +296,28 @@ func startService(t *testing.T, dir, bin, addr string, args ...string) {
 			t.Logf("%s output:\n%s", filepath.Base(bin), lastLines(logs.String(), 30))
 		}
 	})
-	waitTCP(t, addr, logs)
-}
-
-func waitTCP(t *testing.T, addr string, logs *bytes.Buffer) {
-	t.Helper()
+	listening := regexp.MustCompile(`msg="Listening on" address=(\S+)`)
+	var addr string
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/-/healthy")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 || resp.StatusCode == 401 {
-				return
+		if addr == "" {
+			if m := listening.FindStringSubmatch(logs.String()); m != nil {
+				addr = m[1]
+			}
+		}
+		if addr != "" {
+			resp, err := http.Get("http://" + addr + "/-/healthy")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 || resp.StatusCode == 401 {
+					return addr, cmd
+				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s did not come up: %s", addr, logs.String())
+	t.Fatalf("%s did not come up: %s", filepath.Base(bin), logs.String())
+	return "", nil
 }
 
 func lastLines(s string, n int) string {

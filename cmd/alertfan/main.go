@@ -131,6 +131,7 @@ func run(args []string) int {
 			Handlers:        handlers,
 			ConfigFile:      *configFile,
 			ListenAddresses: *webFlags.WebListenAddresses,
+			SystemdSocket:   *webFlags.WebSystemdSocket,
 			WebConfigFile:   *webFlags.WebConfigFile,
 			Logger:          logger,
 			ShutdownTimeout: *shutdownTimeout,

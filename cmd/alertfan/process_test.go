@@ -51,12 +51,27 @@ func alertfanBinary(t *testing.T) string {
 	return binPath
 }
 
-func freePort(t *testing.T) string {
+// passedSocket is a loopback listener on port 0 to hand to a child as
+// systemd socket activation does (--web.systemd-socket): the port is
+// bound from the start, with no moment for another process to take it
+// between choosing and binding.
+func passedSocket(t *testing.T) (*os.File, string) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	defer l.Close() // the file is a copy
+	f, err := l.(*net.TCPListener).File()
+	require.NoError(t, err)
+	return f, l.Addr().String()
+}
+
+// socketActivated is cmd as systemd starts a socket-activated service:
+// the socket at fd 3, LISTEN_FDS=1 and LISTEN_PID set to the process's
+// own pid, which only the process knows (the shell's exec keeps it).
+func socketActivated(bin string, f *os.File, args ...string) *exec.Cmd {
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin, "--web.systemd-socket"}, args...)...)
+	cmd.ExtraFiles = []*os.File{f}
+	return cmd
 }
 
 // child is an alertfan process.
@@ -68,25 +83,37 @@ type child struct {
 }
 
 // startChild starts alertfan in dir and waits until it is ready (or, behind
-// basic auth, until it answers 401).
+// basic auth, until it answers 401). With addr "" it serves on a socket
+// the test binds (passedSocket); a restart passes the address it had.
 func startChild(t *testing.T, dir, addr string, extra ...string) *child {
 	t.Helper()
 	c := &child{addr: addr, logs: &testenv.LogBuffer{}, done: make(chan struct{})}
-	args := []string{"--config.file=config.yml", "--web.listen-address=" + addr}
+	args := []string{"--config.file=config.yml"}
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
 		args = append(args, "--log.level=warn")
 	}
 	args = append(args, extra...)
-	c.cmd = exec.Command(alertfanBinary(t), args...)
+	var sock *os.File
+	if addr == "" {
+		sock, c.addr = passedSocket(t)
+		c.cmd = socketActivated(alertfanBinary(t), sock, args...)
+	} else {
+		c.cmd = exec.Command(alertfanBinary(t), append(args, "--web.listen-address="+addr)...)
+	}
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.logs
 	c.cmd.Stderr = c.logs
 	require.NoError(t, c.cmd.Start())
+	if sock != nil {
+		// The child has its own copy: the socket closes when it exits,
+		// so a killed child refuses connections as a dead process does.
+		sock.Close()
+	}
 	go func() { c.cmd.Wait(); close(c.done) }() //nolint:errcheck
 	t.Cleanup(func() { c.kill() })
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/-/ready")
+		resp, err := http.Get("http://" + c.addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 || resp.StatusCode == 401 {

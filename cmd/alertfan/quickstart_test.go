@@ -1,17 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/internal/testenv"
 )
 
 // TestQuickStart follows the README's quick start on a fresh directory:
@@ -40,13 +40,15 @@ func TestQuickStart(t *testing.T) {
 	args := strings.Fields(strings.TrimPrefix(cmds[0], "go run ./cmd/alertfan "))
 	require.Contains(t, args, "--demo")
 
-	// The first command, in an empty directory, on a free port.
-	addr := freePort(t)
-	cmd := exec.Command(alertfanBinary(t), append(args, "--web.listen-address="+addr)...)
+	// The first command, in an empty directory, on a socket of the
+	// test's (its port bound from the start).
+	sock, addr := passedSocket(t)
+	cmd := socketActivated(alertfanBinary(t), sock, args...)
 	cmd.Dir = t.TempDir()
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &testenv.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
+	sock.Close()                                      // the child's copy serves
 	defer func() { cmd.Process.Kill(); cmd.Wait() }() //nolint:errcheck
 	base := "http://" + addr
 	require.Eventually(t, func() bool {
@@ -56,7 +58,7 @@ func TestQuickStart(t *testing.T) {
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
-	}, 30*time.Second, 50*time.Millisecond, "alertfan --demo did not get ready: %s", &logs)
+	}, 30*time.Second, 50*time.Millisecond, "alertfan --demo did not get ready: %s", logs)
 
 	// The curl commands of the second block.
 	curls := strings.ReplaceAll(blocks[1][1], "\\\n", " ")
@@ -82,12 +84,12 @@ func TestQuickStart(t *testing.T) {
 	post(firing)
 	require.Eventually(t, func() bool {
 		return strings.Contains(get("/-/demo/events"), `"event_action": "trigger"`) && strings.Contains(get("/-/demo/issues"), "Test")
-	}, 30*time.Second, 50*time.Millisecond, "%s", &logs)
+	}, 30*time.Second, 50*time.Millisecond, "%s", logs)
 	require.Contains(t, get("/metrics"), `alertfan_deliveries_total{reason="",receiver="demo",result="success",sink="pagerduty"} 1`)
 
 	// "Send the same body with "status":"resolved" (in both places)".
 	post(strings.ReplaceAll(firing, `"status":"firing"`, `"status":"resolved"`))
 	require.Eventually(t, func() bool {
 		return strings.Contains(get("/-/demo/events"), `"event_action": "resolve"`) && strings.Contains(get("/-/demo/issues"), `"status": "Closed"`)
-	}, 30*time.Second, 50*time.Millisecond, "%s", &logs)
+	}, 30*time.Second, 50*time.Millisecond, "%s", logs)
 }

@@ -41,8 +41,8 @@ func startReplicas(t *testing.T, dirs []string) ([]*child, []string) {
 	cs := make([]*child, len(dirs))
 	addrs := make([]string, len(dirs))
 	for i, d := range dirs {
-		addrs[i] = freePort(t)
-		cs[i] = startChild(t, d, addrs[i])
+		cs[i] = startChild(t, d, "")
+		addrs[i] = cs[i].addr
 	}
 	return cs, addrs
 }

@@ -97,8 +97,8 @@ func TestCleanStopWithASlowTarget(t *testing.T) {
 
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(shutdownConfig("http://"+ln.Addr().String()+"/v2/enqueue")), 0o600))
-	addr := freePort(t)
-	c := startChild(t, dir, addr, "--shutdown-timeout=2s", "--log.level=info")
+	c := startChild(t, dir, "", "--shutdown-timeout=2s", "--log.level=info")
+	addr := c.addr
 
 	const total = 20
 	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
