@@ -219,16 +219,20 @@ func TestDockerfileBuildStampsVersion(t *testing.T) {
 	// alertfan_build_info carries it too.
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.yml"), []byte("route:\n  receiver: r\nreceivers:\n  - name: r\n"), 0o600))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
-	p := exec.Command(out, "--config.file=c.yml", "--web.listen-address="+addr)
+	// Port 0: the address is the one its "Listening on" line names.
+	p := exec.Command(out, "--config.file=c.yml", "--web.listen-address=127.0.0.1:0")
 	p.Dir = dir
+	logs := &testenv.LogBuffer{}
+	p.Stdout, p.Stderr = logs, logs
 	require.NoError(t, p.Start())
 	defer func() { p.Process.Kill(); p.Wait() }() //nolint:errcheck
+	listening := regexp.MustCompile(`msg="Listening on" address=(\S+)`)
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		m := listening.FindStringSubmatch(logs.String())
+		if m == nil {
+			return false
+		}
+		resp, err := http.Get("http://" + m[1] + "/metrics")
 		if err != nil {
 			return false
 		}
