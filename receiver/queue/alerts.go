@@ -346,14 +346,17 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 			switch {
 			case pending == 1:
 				d.State = DestQueued
+				if attempts > 0 { // the key's own failed calls (as queue list says)
+					d.State, d.Attempt = DestRetrying, attempts
+				}
 				if r, ok := retrying[[2]string{d.Target, d.Key}]; ok {
-					// Its job has failed; the key itself only when it
-					// has attempts of its own (else it waits, held
+					// Its job has failed: when it runs again, and, when
+					// the key itself failed, how (else the key waits, held
 					// while another key of the job probes a down target).
 					next := r.next
 					d.NextAttempt = &next
 					if attempts > 0 {
-						d.State, d.Attempt, d.LastError = DestRetrying, attempts, r.lastError
+						d.LastError = r.lastError
 					}
 				}
 			default:
@@ -364,7 +367,7 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 		}
 		return rows.Err()
 	}
-	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at, attempts FROM alertfan_state`
+	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at, CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END FROM alertfan_state`
 	if err := read(cols+` WHERE key = ?`, identity); err != nil {
 		return nil, err
 	}

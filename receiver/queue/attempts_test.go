@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/alertfan/alertfan/internal/testenv"
 	"github.com/alertfan/alertfan/sinks"
 )
 
@@ -137,4 +139,292 @@ func TestMaxAgeRunsFromTheKeysOwnFirstFailure(t *testing.T) {
 			})
 		})
 	}
+}
+
+// fnSink answers each call with answer(n); it records every call made.
+type fnSink struct {
+	mu     sync.Mutex
+	answer func(n *sinks.Notification, call int) error
+	calls  []*sinks.Notification
+	at     []time.Time
+}
+
+func (f *fnSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	c := sinks.CallFrom(ctx)
+	c.Action = "trigger"
+	if n.Status() == sinks.StatusResolved {
+		c.Action = "resolve"
+	}
+	f.mu.Lock()
+	f.calls = append(f.calls, n)
+	f.at = append(f.at, time.Now())
+	i := len(f.calls)
+	ans := f.answer
+	f.mu.Unlock()
+	if err := ans(n, i); err != nil {
+		var e *sinks.Error
+		if errors.As(err, &e) && e.StatusCode != 0 {
+			c.StatusCode = e.StatusCode
+		}
+		return err
+	}
+	c.StatusCode = 202
+	return nil
+}
+
+func (f *fnSink) set(a func(n *sinks.Notification, call int) error) {
+	f.mu.Lock()
+	f.answer = a
+	f.mu.Unlock()
+}
+
+func (f *fnSink) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (f *fnSink) statuses() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, n := range f.calls {
+		out = append(out, n.Status())
+	}
+	return out
+}
+
+// liveJobs counts delivery jobs not finished.
+func liveJobs(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	require.NoError(t, s.rdb.QueryRowContext(context.Background(),
+		`SELECT COUNT(*) FROM river_job WHERE kind = 'alertfan_deliver' AND state NOT IN ('completed', 'cancelled', 'discarded')`).Scan(&n))
+	return n
+}
+
+// stateAttempts reads a key's attempts and failing_since as deliver sees
+// them (those of an earlier seq are no longer the key's) and pending.
+func stateAttempts(t *testing.T, s *Store, key string) (attempts int, since int64, pending int) {
+	t.Helper()
+	err := s.rdb.QueryRowContext(context.Background(), s.rebind(`SELECT CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END,
+		CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, pending FROM alertfan_state WHERE target = ? AND key = ?`),
+		"r/pagerduty/0", key).Scan(&attempts, &since, &pending)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, 0
+	}
+	require.NoError(t, err)
+	return
+}
+
+// The README's upgrade path on PostgreSQL: "roll replicas one at a time".
+// While the roll is under way an old replica (before migrations 32–34)
+// shares the store with a new one. The new replica counts a key's failed
+// calls; the old one then delivers the key with its own ack, which does
+// not know the columns and leaves them as they are. The key's next change
+// must start with a clean slate all the same: it was dead-lettered at its
+// first failed call with max_attempts 3 (found by a fresh helper).
+func TestAttemptsStartOverWhoeverAckedTheLastRun(t *testing.T) {
+	ctx := context.Background()
+	opts := Options{Driver: DriverPostgres, DSN: testenv.PostgresDSN(t), MaxAttempts: 3}
+	sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+		return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
+	}}
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	// The new replica counts two failed calls of its own.
+	require.Eventually(t, func() bool { n, _, _ := stateAttempts(t, s, "a"); return n >= 2 }, 20*time.Second, 5*time.Millisecond)
+	// Stop the new replica's calls from counting more; then the old
+	// replica delivers the key: its ack (before migration 32) sets no
+	// attempts.
+	sink.set(func(n *sinks.Notification, call int) error { return nil })
+	const oldAck = `UPDATE alertfan_state SET delivered = version, phase = 'triggered', sent_digest = digest, sent_occ = occ, pending = 0
+		WHERE target = 'r/pagerduty/0' AND key = 'a' AND pending = 1`
+	_, err := s.db.ExecContext(ctx, oldAck)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return liveJobs(t, s) == 0 }, 10*time.Second, 5*time.Millisecond) // the new replica's job finds nothing left
+
+	// The alert changes; the target fails once (a 502 blip) and then
+	// answers: the change must be delivered, not dead-lettered.
+	before := sink.count()
+	sink.set(func(n *sinks.Notification, call int) error {
+		if call == before+1 {
+			return sinks.StatusError(502, 0, errors.New("pagerduty answered 502"))
+		}
+		return nil
+	})
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+	require.Eventually(t, func() bool {
+		p, err := s.Pending(ctx)
+		return err == nil && len(p) == 0
+	}, 20*time.Second, 10*time.Millisecond)
+	dead, err := s.DeadLetters(ctx)
+	require.NoError(t, err)
+	require.Empty(t, dead, "the next change was dead-lettered at its first failed call: its attempts did not start over (%v)", dead)
+}
+
+// A trigger whose calls timed out (their outcome never recorded: the
+// incident may be open at PagerDuty) runs out of attempts and is
+// dead-lettered. The alert then resolves: the resolve comes in a new job,
+// and the row, not only the old job, must say that a trigger may be open,
+// or the plan skips the resolve ("a trigger never sent needs no resolve")
+// and the incident stays open (found by a fresh helper).
+func TestResolveAfterDeadLetteredTimedOutTriggers(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			opts := d.opts(t)
+			opts.MaxAttempts = 2
+			sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+				if n.Status() == sinks.StatusResolved {
+					return nil
+				}
+				return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+			}}
+			s := openStore(t, opts, sink)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			require.Eventually(t, func() bool {
+				dead, err := s.DeadLetters(ctx)
+				return err == nil && len(dead) == 1
+			}, 20*time.Second, 10*time.Millisecond)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			require.Eventually(t, func() bool {
+				p, err := s.Pending(ctx)
+				return err == nil && len(p) == 0
+			}, 20*time.Second, 10*time.Millisecond)
+			require.Contains(t, sink.statuses(), sinks.StatusResolved,
+				"the resolve after timed-out triggers was skipped: %v", sink.statuses())
+		})
+	}
+}
+
+// A job past max_attempts of its own (its keys take turns probing a down
+// target, each with attempts left) is snoozed by notDiscarded until the
+// target's Retry-After. A snooze is River's 'scheduled' state, which every
+// reload and restart (Replan) makes available at once — meant for work
+// parked by the rate limit. A retryable job is left to its wait; so must
+// this one be, or each SIGHUP makes a call the target asked not to get
+// (found by a fresh helper).
+func TestReplanLeavesABackoffSnoozeAlone(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+				return sinks.StatusError(503, time.Hour, errors.New("pagerduty answered 503"))
+			}}
+			s := openStore(t, d.opts(t), sink) // max_attempts 50
+			require.NoError(t, s.Enqueue(ctx, []Item{item("k0", "firing"), item("k1", "firing"), item("k2", "firing")}))
+			jobState := func() (state string, attempt int) {
+				require.NoError(t, s.rdb.QueryRowContext(ctx, `SELECT state, attempt FROM river_job WHERE kind = 'alertfan_deliver'`).Scan(&state, &attempt))
+				return
+			}
+			require.Eventually(t, func() bool { st, _ := jobState(); return st == "retryable" }, 10*time.Second, 5*time.Millisecond)
+			// Control: a retryable job waiting for Retry-After is not woken.
+			n := sink.count()
+			require.NoError(t, s.Replan(ctx))
+			time.Sleep(time.Second) // a woken job calls within its poll interval (10 ms) and back-off (≤ 200 ms)
+			require.Equal(t, n, sink.count(), "control: Replan woke a retryable job")
+
+			// The same job after its keys took turns probing for a while:
+			// its own attempts are past max_attempts (a 16-key job gets
+			// there with each key far from its own). Let it fail once more.
+			_, err := s.db.ExecContext(ctx, s.rebind(`UPDATE river_job SET attempt = 60, state = 'available', scheduled_at = ? WHERE kind = 'alertfan_deliver'`), s.dbTime(time.Now()))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return sink.count() > n }, 15*time.Second, 5*time.Millisecond)
+			require.Eventually(t, func() bool { st, _ := jobState(); return st == "scheduled" }, 10*time.Second, 5*time.Millisecond)
+			for _, k := range []string{"k0", "k1", "k2"} {
+				a, _, _ := stateAttempts(t, s, k)
+				require.Less(t, a, 50)
+			}
+			var sched time.Time
+			require.NoError(t, s.rdb.QueryRowContext(ctx, `SELECT scheduled_at FROM river_job WHERE kind = 'alertfan_deliver'`).Scan(&sched))
+			t.Logf("snoozed for %v", time.Until(sched).Round(time.Second))
+			require.Greater(t, time.Until(sched), 30*time.Minute, "snoozed for the Retry-After")
+			n = sink.count()
+			require.NoError(t, s.Replan(ctx)) // a SIGHUP
+			time.Sleep(3 * time.Second)       // the down target's next probe is due within 1.6 s
+			require.Equal(t, n, sink.count(), "a reload made a call before the target's Retry-After (1h)")
+		})
+	}
+}
+
+// limitedSink is a target with a real per-key rate limiter (as the
+// PagerDuty and Backlog sinks have): every call answers 429 with a long
+// Retry-After, which the worker turns into a Hold of the key's calls.
+type limitedSink struct {
+	fnSink
+	l *sinks.Limiter
+}
+
+func (l *limitedSink) Hold(d time.Duration)          { l.l.Hold(d) }
+func (l *limitedSink) Admit(class int) time.Duration { return l.l.Admit(class, maxPaceWait) }
+func (l *limitedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
+	return l.l.Wait(ctx, maxWait)
+}
+
+// "A target's Retry-After never pushes the next attempt past max_age"
+// (README): with max_age 2s a 429 with Retry-After 30s ends in a dead
+// letter at the 2 s deadline. Work clips the job's retry to the deadline,
+// but the 429 also holds the key's calls in the limiter for the full 30 s:
+// the attempt at the deadline parked (no attempt, not too old) and the key
+// was judged only after the Retry-After (found by a fresh helper).
+func TestRetryAfterHoldEndsAtMaxAge(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	opts.MaxAge = 2 * time.Second
+	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 120)}
+	sink.answer = func(n *sinks.Notification, call int) error {
+		return sinks.StatusError(429, 30*time.Second, errors.New("pagerduty answered 429"))
+	}
+	s := openStore(t, opts, sink)
+	start := time.Now()
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dead, err := s.DeadLetters(ctx)
+		require.NoError(t, err)
+		if len(dead) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			sink.mu.Lock()
+			at := append([]time.Time(nil), sink.at...)
+			sink.mu.Unlock()
+			var offs []time.Duration
+			for _, a := range at {
+				offs = append(offs, a.Sub(start).Round(10*time.Millisecond))
+			}
+			t.Fatalf("not dead-lettered 10 s after the first call (max_age 2s); calls at %v", offs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("dead-lettered after %v, %d calls", took.Round(100*time.Millisecond), sink.count())
+	require.Equal(t, 1, sink.count(), "no call while the key is held")
+	dead, err := s.DeadLetters(ctx)
+	require.NoError(t, err)
+	require.Equal(t, sinks.ReasonExhausted, dead[0].Reason)
+	require.Contains(t, dead[0].Error, "max_age")
+}
+
+// A reload that moves a failing destination to another id gives its
+// pending keys jobs of their own: they start over (a new seq) and are
+// marked uncertain, as the old jobs' attempts may have left calls
+// unrecorded that the new jobs cannot know of.
+func TestMovedKeysStartOverUncertain(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+		return sinks.StatusError(429, time.Hour, errors.New("pagerduty answered 429"))
+	}}
+	s := openStore(t, opts, sink)
+	const oldID, newID = "r/pagerduty/0", "r/pagerduty/1"
+	require.NoError(t, s.SetTargets(ctx, map[string]Target{oldID: {ID: oldID, Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: "pd:one"}}))
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { n, _, _ := stateAttempts(t, s, "a"); return n == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, s.SetTargets(ctx, map[string]Target{newID: {ID: newID, Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: "pd:one"}}))
+	var n, uncertain int
+	require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, uncertain FROM alertfan_state WHERE target = ? AND key = 'a'`), newID).Scan(&n, &uncertain))
+	require.Equal(t, 0, n)
+	require.Equal(t, 1, uncertain)
 }

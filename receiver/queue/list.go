@@ -34,7 +34,7 @@ const maxListed = 1000
 // Pending lists deliveries still owed (pending and retrying), oldest
 // change first, at most 1000.
 func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at, attempts FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at, CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
 	if err != nil {
 		return nil, fmt.Errorf("queue: list pending: %w", err)
 	}

@@ -30,9 +30,10 @@ func (s *Store) jobTargetExpr() string {
 	return `args->>'target'`
 }
 
-// wake makes waiting delivery jobs available now: every parked or
-// scheduled one (target empty), or those of one target, including its
-// retries (a target that recovered). Their keys then meet the limiter and
+// wake makes waiting delivery jobs available now: every parked one
+// (target empty; a job past max_attempts of its own that snoozes for its
+// back-off is a retry: metaBackoff), or those of one target, including
+// its retries (a target that recovered). Their keys then meet the limiter and
 // the target as they are now, not as they were when the wait was planned.
 func (s *Store) wake(ctx context.Context, target string, retries bool) (int64, error) {
 	states := `'scheduled'`
@@ -40,6 +41,10 @@ func (s *Store) wake(ctx context.Context, target string, retries bool) (int64, e
 		states = `'scheduled', 'retryable'`
 	}
 	q := `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE kind = 'alertfan_deliver' AND state IN (` + states + `)`
+	if !retries {
+		// A snooze that is a retry's back-off waits as a retry does.
+		q += s.dialect.pick(` AND NOT (metadata @> '{"`+metaBackoff+`": true}')`, ` AND COALESCE(json_extract(metadata, '$.`+metaBackoff+`'), 0) = 0`)
+	}
 	args := []any{s.dbTime(time.Now())}
 	if target != "" {
 		q += ` AND ` + s.jobTargetExpr() + ` = ?`

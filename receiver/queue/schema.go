@@ -204,13 +204,25 @@ var migrations = []string{
 	// (key) WHERE resolved = 0 did; each new state wrote both, one random
 	// index page more per alert in every intake commit.
 	`DROP INDEX alertfan_state_open`,
-	// 32–33: a key's own failed attempts at its pending work and when the
-	// first of them failed (Unix nanoseconds, 0: none), judged against
-	// delivery.max_attempts and max_age instead of its job's attempts: a
-	// job carries up to 16 keys, and keys held while another key of the
-	// job probes a down target have not failed (see deliver).
+	// 32–34: a key's own failed attempts at its pending work, when the
+	// first of them failed (Unix nanoseconds), and the seq they were
+	// counted under, judged against delivery.max_attempts and max_age
+	// instead of its job's attempts: a job carries up to 16 keys, and keys
+	// held while another key of the job probes a down target have not
+	// failed (see deliver). Counts under another seq are an earlier run's:
+	// work made pending again starts over whoever acked the last (a
+	// replica from before these columns, during a rolling upgrade, acks
+	// without zeroing them).
 	`ALTER TABLE alertfan_state ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0`,
 	`ALTER TABLE alertfan_state ADD COLUMN failing_since BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE alertfan_state ADD COLUMN attempts_seq BIGINT NOT NULL DEFAULT 0`,
+	// 35: a call of the key's may have reached the target unrecorded (it
+	// timed out, panicked, was cut by a shutdown or a kill) and no call
+	// since has settled what the target holds. A job's attempts know it
+	// (callsUnrecorded); the row keeps it beyond the job — past a dead
+	// letter, into the next change's job — so a resolve still goes out
+	// for a trigger that may have opened an incident.
+	`ALTER TABLE alertfan_state ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {

@@ -277,7 +277,10 @@ func (b *batch) moveTarget(ctx context.Context, from, to string) error {
 	if err != nil {
 		return nil // a destination with no kind known yet: its keys wait for a retry command
 	}
-	if _, err := b.tx.ExecContext(ctx, b.s.rebind(`UPDATE alertfan_state SET pending = 0 WHERE target = ? AND pending = 1`), to); err != nil {
+	// The old jobs' attempts may have left calls unrecorded, which the
+	// new jobs cannot know: the row says so (a resolve too many is
+	// harmless, a missing one leaves an incident open).
+	if _, err := b.tx.ExecContext(ctx, b.s.rebind(`UPDATE alertfan_state SET pending = 0, uncertain = 1 WHERE target = ? AND pending = 1`), to); err != nil {
 		return err
 	}
 	for _, k := range keys {

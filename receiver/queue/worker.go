@@ -136,13 +136,17 @@ type state struct {
 	attempts     int
 	failingSince int64
 	// uncertain: an earlier attempt of the job owning the key may have
-	// made a call it could not record (see callsUnrecorded).
+	// made a call it could not record (see callsUnrecorded), or the row
+	// says so of an earlier job's (unsettled, migration 35).
 	uncertain bool
+	unsettled bool
 }
 
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
-	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, attempts, failing_since FROM alertfan_state WHERE target = ? AND key IN (` +
+	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload,
+		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain
+		FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, target)
@@ -158,12 +162,13 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 	for rows.Next() {
 		var st state
 		var key, payload, fire, closing string
-		var pending int
+		var pending, uncertain int
 		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest,
-			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince); err != nil {
+			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince, &uncertain); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
+		st.unsettled = uncertain == 1
 		st.payload = []byte(payload)
 		st.firePayload = []byte(fire)
 		st.closePayload = []byte(closing)
@@ -394,6 +399,9 @@ type ackRecord struct {
 	digest  string
 	occ     int64
 	dead    *deadRecord
+	// uncertain: a call may have reached the target unrecorded and none
+	// since settled it (the row's uncertain column after this ack).
+	uncertain bool
 	// calls are the history rows of the calls made, written with the ack.
 	calls []histRow
 }
@@ -441,7 +449,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 		// call it records is never made twice.
 		rec, ok := s.unrecorded.take(target, k)
 		if !ok {
-			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
+			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, uncertain: st.unsettled}
 			if st.delivered < st.version {
 				var o outcome
 				var moved *state
@@ -486,7 +494,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
 	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
-	st.uncertain = callsUnrecorded(job.JobRow)
+	st.uncertain = st.unsettled || callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
@@ -514,7 +522,9 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 			return rec, o, nil
 		}
 		if dead != nil {
-			rec.dead = dead
+			// The key's uncertainty outlives its job: a later change (a
+			// resolve) still treats the target as maybe holding it.
+			rec.dead, rec.uncertain = dead, st.uncertain || uncertainError(dead.err)
 			return rec, outcome{}, nil
 		}
 		rec.phase = sp.to
@@ -585,8 +595,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	if ad, isAd := t.Sink.(admitter); ok && isAd {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
-			s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-			return nil, outcome{retry: true, park: true, retryAfter: d, err: sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)}, nil, nil
+			return w.limitPark(t, k, st, d, sinks.AsError(sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)))
 		}
 	}
 	if pc, isPc := t.Sink.(pacer); ok && isPc {
@@ -596,8 +605,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		if err != nil {
 			e := sinks.AsError(err)
 			if e.Reason == sinks.ReasonRateLimitWait {
-				s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-				return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
+				return w.limitPark(t, k, st, e.RetryAfter, e)
 			}
 			return nil, outcome{retry: true, err: e}, nil, nil
 		}
@@ -645,8 +653,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	log := s.logger.With("target", id, "key", k.Key, "attempt", attempt, "reason", e.Reason)
 	if e.Reason == sinks.ReasonRateLimitWait {
 		// Our own limiter parked the key: not a failure of the target.
-		s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
-		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
+		return w.limitPark(t, k, st, e.RetryAfter, e)
 	}
 	if ok {
 		s.targetFailed(t, e, start, probe, call.StatusCode != 0)
@@ -671,11 +678,41 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	if e.Retryable {
 		reason = sinks.ReasonExhausted
 	}
+	return w.deadLetter(t, k, attempt, call, e, reason, log)
+}
+
+// deadLetter ends a key's delivery for good with e (reason: e's, or
+// attempts_exhausted), counted, logged and recorded with call.
+func (w *worker) deadLetter(t Target, k keySeq, attempt int, call *sinks.Call, e *sinks.Error, reason string, log *slog.Logger) (*deadRecord, outcome, *state, *histRow) {
+	s := w.s
 	s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "dead", reason).Inc()
 	log.Error("Delivery failed permanently; dead-lettered", "err", e)
-	row := s.callRow(id, k, attempt, call, OutcomeDead, e)
+	row := s.callRow(t.ID, k, attempt, call, OutcomeDead, e)
 	row.reason = reason
 	return &deadRecord{reason: reason, err: e.Error(), attempts: attempt}, outcome{}, nil, row
+}
+
+// limitPark parks a key for d because alertfan's own limiter asks it to
+// wait (its turn, or its routing key held by a 429's Retry-After): no
+// attempt. A key that has failed waits no further than its max_age
+// (from its first failure), and is dead-lettered at that deadline rather
+// than wait on: a target's Retry-After never pushes its next attempt past
+// max_age (README, "Retries").
+func (w *worker) limitPark(t Target, k keySeq, st *state, d time.Duration, e *sinks.Error) (*deadRecord, outcome, *state, *histRow) {
+	s := w.s
+	if st.failingSince > 0 && s.opts.MaxAge > 0 {
+		deadline := time.Unix(0, st.failingSince).Add(s.opts.MaxAge)
+		if left := time.Until(deadline); left <= 0 {
+			late := sinks.AsError(sinks.Retryable(sinks.ReasonRateLimitWait, d,
+				fmt.Errorf("delivery.max_age (%s) passed while the key waited %s more for the target's rate limit", s.opts.MaxAge, d.Round(time.Second))))
+			log := s.logger.With("target", t.ID, "key", k.Key, "attempt", st.attempts, "reason", sinks.ReasonExhausted)
+			return w.deadLetter(t, k, st.attempts, &sinks.Call{}, late, sinks.ReasonExhausted, log)
+		} else if left < d {
+			d = left
+		}
+	}
+	s.metrics.rateLimitParks.WithLabelValues(t.Kind).Inc()
+	return nil, outcome{retry: true, park: true, retryAfter: d, err: e}, nil, nil
 }
 
 // callRow is the history row of one call (or of a failure before any call,
@@ -737,17 +774,39 @@ var markUncertain = func(ctx context.Context) {
 	river.MetadataSet(ctx, metaUncertain, true) //nolint:errcheck // fails only outside a worker
 }
 
+// metaBackoff is the job metadata key that says the job's snooze is a
+// retry's back-off (notDiscarded), not a park for alertfan's own rate
+// limit: Replan, which wakes parked jobs when rates change, leaves it to
+// its wait (a target's Retry-After among them), as it leaves a retryable
+// job.
+const metaBackoff = "alertfan_backoff"
+
+// markBackoff records in the job's metadata whether its snooze is a
+// retry's back-off. A variable for tests, as markUncertain.
+var markBackoff = func(ctx context.Context, on bool) {
+	river.MetadataSet(ctx, metaBackoff, on) //nolint:errcheck // fails only outside a worker
+}
+
 // finishAttempt is the last step of every attempt of Work that returns
 // err: it marks the job uncertain when this attempt may have left calls
 // unrecorded, or inherited such an attempt (an orphan, a rescue: no one
 // marked it) and fails plainly now — else the attempt after it, reading
 // only this one's error, would no longer send the resolve — and keeps
-// River from discarding the job (notDiscarded).
+// River from discarding the job (notDiscarded), marking such a snooze as
+// a back-off (metaBackoff).
 func (s *Store) finishAttempt(ctx context.Context, target string, job *rivertype.JobRow, err error) error {
 	if err != nil && (uncertainError(err.Error()) || callsUnrecorded(job)) {
 		markUncertain(ctx)
 	}
-	return s.notDiscarded(target, job, err)
+	out := s.notDiscarded(target, job, err)
+	var snooze *river.JobSnoozeError
+	if errors.As(out, &snooze) {
+		backoff := !errors.As(err, &snooze) // notDiscarded made it; else Work parked the job
+		if backoff || bytes.Contains(job.Metadata, []byte(metaBackoff)) {
+			markBackoff(ctx, backoff)
+		}
+	}
+	return out
 }
 
 // uncertainError reports whether an attempt that failed with msg may have
@@ -775,7 +834,7 @@ type deadRecord struct {
 // The version handled ends the key's run of failures: a newer version
 // starts with a clean slate of attempts.
 const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END,
-	attempts = 0, failing_since = 0
+	attempts = 0, failing_since = 0, uncertain = ?
 	WHERE target = ? AND key = ? AND seq = ? RETURNING pending`
 
 // ack records that a version was handled (delivered, needed no call, or
@@ -808,7 +867,11 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			}
 		}
 		var p int
-		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.occ, rec.version, target, k.Key, k.Seq).Scan(&p)
+		uncertain := 0
+		if rec.uncertain {
+			uncertain = 1
+		}
+		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.occ, rec.version, uncertain, target, k.Key, k.Seq).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			pending = false
 			return nil
@@ -840,9 +903,12 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 	return false, fmt.Errorf("record delivery: %w", err)
 }
 
-// sqlFailed counts a key's failed attempt and starts its run of failures.
-const sqlFailed = `UPDATE alertfan_state SET attempts = attempts + 1,
-	failing_since = CASE WHEN failing_since = 0 THEN ? ELSE failing_since END
+// sqlFailed counts a key's failed attempt and starts its run of failures,
+// over any counts of an earlier seq (see migration 34).
+const sqlFailed = `UPDATE alertfan_state SET
+	attempts = CASE WHEN attempts_seq = seq THEN attempts + 1 ELSE 1 END,
+	failing_since = CASE WHEN attempts_seq = seq AND failing_since <> 0 THEN failing_since ELSE ? END,
+	attempts_seq = seq
 	WHERE target = ? AND key = ? AND seq = ? AND pending = 1`
 
 // recordFailure writes the history rows of a failed attempt's calls and,
