@@ -93,12 +93,13 @@ type pacer interface {
 // alert resolves is dropped by a re-plan, not sent.
 const maxPaceWait = 2 * time.Second
 
-// rereadAfterPace is the shortest pace wait after which the key's state is
-// read again before the call. A shorter one is a fast target's limiter
-// spacing its calls (microseconds at high rates), where the re-read cost a
-// store query per call; an update that lands meanwhile is sent next, as
-// one that lands during the call is.
-const rereadAfterPace = 10 * time.Millisecond
+// rereadAfter is the shortest wait — since the key's state was read, or
+// for its pace — after which the state is read again before the call. A
+// shorter one is a fast target's limiter spacing its calls (microseconds
+// at high rates) and a job's keys taking their turns on its goroutines,
+// where the re-read cost a store query per call; an update that lands
+// meanwhile is sent next, as one that lands during the call is.
+const rereadAfter = 10 * time.Millisecond
 
 // PriorityAging moves waiting work up one priority class per period, so
 // that a steady flow of better work never starves worse work: after four
@@ -135,6 +136,8 @@ type state struct {
 	// first of them failed: what delivery.max_attempts and max_age judge.
 	attempts     int
 	failingSince int64
+	// readAt is when the state was read from the store.
+	readAt time.Time
 	// uncertain: an earlier attempt of the job owning the key may have
 	// made a call it could not record (see callsUnrecorded), or the row
 	// says so of an earlier job's (unsettled, migration 35).
@@ -153,6 +156,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 	for _, k := range keys {
 		args = append(args, k.Key)
 	}
+	readAt := time.Now() // what the query reads is at least this new
 	rows, err := s.rdb.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, err
@@ -169,6 +173,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		}
 		st.pending = pending == 1
 		st.unsettled = uncertain == 1
+		st.readAt = readAt
 		st.payload = []byte(payload)
 		st.firePayload = []byte(fire)
 		st.closePayload = []byte(closing)
@@ -579,6 +584,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	t, ok := s.target(id)
 	call := &sinks.Call{}
 	var probe uint64
+	stale := false // waited for its pace long enough to read the state again
 	if ok {
 		var wait time.Duration
 		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
@@ -610,11 +616,19 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			return nil, outcome{retry: true, err: e}, nil, nil
 		}
 		ctx = sinks.WithPrepaid(ctx)
-		if waited >= rereadAfterPace {
-			states, err := s.loadStates(ctx, id, []keySeq{k})
-			if st := states[k.Key]; err == nil && st != nil && st.pending && st.seq == k.Seq && st.version != version {
-				return nil, outcome{}, st, nil
-			}
+		if waited >= rereadAfter {
+			stale = true
+		}
+	}
+	// The call goes out with the state as it is now when the key waited
+	// since its state was read (its turn after intake's, the reload lock,
+	// its pace): a resolve accepted meanwhile — in a storm, the very time
+	// deliveries wait — replaces a trigger that would page for an alert
+	// already resolved.
+	if ok && (stale || time.Since(st.readAt) >= rereadAfter) {
+		states, err := s.loadStates(ctx, id, []keySeq{k})
+		if now := states[k.Key]; err == nil && now != nil && now.pending && now.seq == k.Seq && now.version != version {
+			return nil, outcome{}, now, nil
 		}
 	}
 	var start time.Time // the call's
