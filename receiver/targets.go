@@ -139,6 +139,13 @@ func (g *gatedSink) Hold(d time.Duration) {
 	}
 }
 
+func (g *gatedSink) HeldUntil() time.Time {
+	if h, ok := g.notifier.(interface{ HeldUntil() time.Time }); ok {
+		return h.HeldUntil()
+	}
+	return time.Time{}
+}
+
 func (g *gatedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
 	if p, ok := g.notifier.(interface {
 		Pace(context.Context, time.Duration) (time.Duration, error)

@@ -216,9 +216,21 @@ func (l *Limiter) Hold(d time.Duration) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if until := time.Now().Add(d); until.After(l.next) {
+	until := time.Now().Add(d)
+	if until.After(l.next) {
 		l.next = until
 	}
+	if until.After(l.heldUntil) {
+		l.heldUntil = until
+	}
+}
+
+// HeldUntil is when the hold of the key's last 429 (Hold) ends: no call
+// before it. Zero, or a past time, when no hold is in force.
+func (l *Limiter) HeldUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.heldUntil
 }
 
 // Admit tells whether a call of the class could be made within maxWait.

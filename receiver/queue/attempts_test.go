@@ -357,6 +357,7 @@ type limitedSink struct {
 }
 
 func (l *limitedSink) Hold(d time.Duration)          { l.l.Hold(d) }
+func (l *limitedSink) HeldUntil() time.Time          { return l.l.HeldUntil() }
 func (l *limitedSink) Admit(class int) time.Duration { return l.l.Admit(class, maxPaceWait) }
 func (l *limitedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
 	return l.l.Wait(ctx, maxWait)
@@ -427,4 +428,249 @@ func TestMovedKeysStartOverUncertain(t *testing.T) {
 	require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, uncertain FROM alertfan_state WHERE target = ? AND key = 'a'`), newID).Scan(&n, &uncertain))
 	require.Equal(t, 0, n)
 	require.Equal(t, 1, uncertain)
+}
+
+// waitIdle waits until nothing is owed.
+func waitIdle(t *testing.T, s *Store) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		p, err := s.Pending(context.Background())
+		return err == nil && len(p) == 0
+	}, 20*time.Second, 10*time.Millisecond)
+}
+
+// A second occurrence's trigger times out (its outcome unknown: PagerDuty
+// may have opened a new incident under the dedup key that the first
+// occurrence's resolve closed) and is dead-lettered. The occurrence then
+// resolves: the resolve is sent. The state says phase=resolved (the first
+// occurrence's), and plan returned nothing for want=resolved at
+// phase=resolved whatever the uncertainty (found by a fresh helper).
+func TestResolveAfterDeadTimedOutRetrigger(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			opts := d.opts(t)
+			opts.MaxAttempts = 2
+			sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
+			s := openStore(t, opts, sink)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			waitIdle(t, s)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			waitIdle(t, s)
+			sink.set(func(n *sinks.Notification, call int) error {
+				if n.Status() == sinks.StatusFiring {
+					return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+				}
+				return nil
+			})
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")})) // occurrence 2
+			require.Eventually(t, func() bool {
+				dead, err := s.DeadLetters(ctx)
+				return err == nil && len(dead) == 1
+			}, 20*time.Second, 10*time.Millisecond)
+			before := sink.count()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			waitIdle(t, s)
+			time.Sleep(200 * time.Millisecond)
+			st := sink.statuses()
+			t.Logf("calls: %v", st)
+			require.Greater(t, sink.count(), before, "the resolve after a dead-lettered, timed-out re-trigger was skipped: %v", st)
+			require.Equal(t, sinks.StatusResolved, st[len(st)-1])
+		})
+	}
+}
+
+// The same without a dead letter: the re-trigger times out once and the
+// resolve arrives before its retry (same job, callsUnrecorded true).
+func TestResolveAfterTimedOutRetriggerSameJob(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			opts := d.opts(t)
+			entered := make(chan struct{})
+			release := make(chan struct{})
+			sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
+			s := openStore(t, opts, sink)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			waitIdle(t, s)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			waitIdle(t, s)
+			first := true
+			sink.set(func(n *sinks.Notification, call int) error {
+				if first && n.Status() == sinks.StatusFiring {
+					first = false
+					close(entered)
+					<-release
+					return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+				}
+				return nil
+			})
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")})) // occurrence 2
+			<-entered
+			before := sink.count()
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			close(release)
+			waitIdle(t, s)
+			time.Sleep(200 * time.Millisecond)
+			st := sink.statuses()
+			t.Logf("calls: %v", st)
+			require.Greater(t, sink.count(), before, "the resolve after a timed-out re-trigger was skipped: %v", st)
+		})
+	}
+}
+
+// A key fails once (a 503 blip, no Retry-After) and the target is fine
+// after it. Its retry is due at once, but alertfan's own limiter (a low
+// rate: its next turn is 3 s away, past max_age; no 429, no hold) parks
+// it. Waiting
+// for alertfan's own rate limit never counts: the key is tried again at
+// its turn, not dead-lettered at max_age without a second call (found by
+// a fresh helper).
+func TestOwnPacingTurnPastMaxAgeIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	opts.MaxAge = time.Second
+	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 20)} // one call per ~3 s, past max_age
+	sink.answer = func(n *sinks.Notification, call int) error {
+		if call == 1 {
+			return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
+		}
+		return nil
+	}
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool {
+		p, err := s.Pending(ctx)
+		return err == nil && len(p) == 0
+	}, 30*time.Second, 20*time.Millisecond)
+	dead, err := s.DeadLetters(ctx)
+	require.NoError(t, err)
+	t.Logf("calls: %d, dead: %+v", sink.count(), dead)
+	require.Empty(t, dead, "dead-lettered while waiting for alertfan's own rate-limit turn after one failed call")
+	require.Equal(t, 2, sink.count())
+}
+
+// README, Shutdown: "lets calls in flight finish for --shutdown-timeout,
+// cancels what is left — it stays in the queue and goes out after the
+// next start". A key at its last attempt (max_attempts 2, one 503 before)
+// whose call the shutdown cancels stays queued, not dead-lettered: the
+// cancel is no answer of the target, and the job is marked uncertain
+// (found by a fresh helper).
+func TestShutdownCancelAtLastAttemptStaysQueued(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			opts := d.opts(t)
+			opts.MaxAttempts = 2
+			entered := make(chan struct{})
+			sink := &fnSinkCtx{}
+			sink.answer = func(ctx context.Context, call int) error {
+				if call == 1 {
+					return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
+				}
+				close(entered)
+				<-ctx.Done()
+				// as sinks/pagerduty classify does for a cancelled request
+				return sinks.Retryable(sinks.ReasonTimeout, 0, ctx.Err())
+			}
+			s := openStore(t, opts, sink)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no second call")
+			}
+			sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			t.Logf("StopWorkers: %v", s.StopWorkers(sctx))
+			time.Sleep(300 * time.Millisecond)
+			dead, err := s.DeadLetters(ctx)
+			require.NoError(t, err)
+			p, err := s.Pending(ctx)
+			require.NoError(t, err)
+			t.Logf("dead %+v pending %d", dead, len(p))
+			require.Empty(t, dead, "a call cancelled by the shutdown dead-lettered the key")
+			require.Len(t, p, 1)
+			var meta string
+			require.NoError(t, s.rdb.QueryRowContext(ctx, s.dialect.pick(`SELECT metadata::text FROM river_job`, `SELECT json(metadata) FROM river_job`)).Scan(&meta))
+			require.Contains(t, meta, metaUncertain, "the cut call may have reached the target")
+		})
+	}
+}
+
+// fnSinkCtx answers the nth call with answer(ctx, n).
+type fnSinkCtx struct {
+	n      atomic.Int64
+	answer func(ctx context.Context, call int) error
+}
+
+func (f *fnSinkCtx) Deliver(ctx context.Context, n *sinks.Notification) error {
+	c := sinks.CallFrom(ctx)
+	c.Action = "trigger"
+	err := f.answer(ctx, int(f.n.Add(1)))
+	var e *sinks.Error
+	if errors.As(err, &e) && e.StatusCode != 0 {
+		c.StatusCode = e.StatusCode
+	}
+	return err
+}
+
+// The incident is open (trigger delivered). An update of it fails once
+// (503); the alert then resolves. The resolve waits for its turn under
+// alertfan's own rate limit (no 429), a turn that comes after max_age
+// from the update's failure: it is sent then, not dead-lettered unsent
+// with the incident left open (found by a fresh helper).
+func TestResolveWaitsForItsOwnTurnPastMaxAge(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	opts.MaxAge = time.Second
+	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 20)} // one call per ~3 s, past max_age
+	sink.answer = func(n *sinks.Notification, call int) error {
+		if call == 2 {
+			return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
+		}
+		return nil
+	}
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	waitIdle(t, s)
+	upd := item("a", "firing")
+	upd.Digest = "firing, new annotation"
+	require.NoError(t, s.Enqueue(ctx, []Item{upd}))
+	require.Eventually(t, func() bool { return sink.count() == 2 }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+	require.Eventually(t, func() bool {
+		p, err := s.Pending(ctx)
+		return err == nil && len(p) == 0
+	}, 40*time.Second, 20*time.Millisecond)
+	dead, _ := s.DeadLetters(ctx)
+	t.Logf("calls %v dead %+v", sink.statuses(), dead)
+	require.Contains(t, sink.statuses(), sinks.StatusResolved, "the resolve of an open incident was dead-lettered unsent")
+}
+
+// replanDone wakes waiting jobs none of whose keys needs a call any more,
+// judged with plan() as the job's next attempt will: after a timed-out
+// trigger a resolve is owed. A job waiting out a 503's Retry-After (1h)
+// after a timed-out trigger was woken when the alert resolved, and the
+// resolve went out at once (found by a fresh helper).
+func TestReplanDoneLeavesAnUncertainJobToItsRetryAfter(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+		switch call {
+		case 1:
+			return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+		case 2:
+			return sinks.StatusError(503, time.Hour, errors.New("pagerduty answered 503"))
+		}
+		return nil
+	}}
+	s := openStore(t, opts, sink)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+	require.Eventually(t, func() bool { return sink.count() == 2 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+	time.Sleep(4 * time.Second) // replanEvery 2s
+	t.Logf("calls %v", sink.statuses())
+	require.Equal(t, 2, sink.count(), "a call was made before the target's Retry-After (1h)")
 }

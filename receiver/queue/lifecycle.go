@@ -92,7 +92,9 @@ func planPhase(st *state) []step {
 		return append(steps, step{st.payload, PhaseAcknowledged})
 	case PhaseResolved:
 		switch {
-		case st.phase == PhaseResolved:
+		case st.phase == PhaseResolved && !st.uncertain:
+			// Unless a later call (a new occurrence's trigger, a reopen)
+			// may have reached the target unrecorded.
 			return nil
 		case st.phase == PhaseNone && len(fire) > 0 && !st.uncertain:
 			return nil

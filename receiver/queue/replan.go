@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 // replanEvery is how often waiting jobs are checked against the present:
@@ -92,22 +94,38 @@ func (s *Store) replanDone() {
 	if s.dialect == dialectSQLite {
 		args = `json(args)` // River's SQLite driver keeps args as JSONB
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, `+args+` FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
+	// What callsUnrecorded reads of a job, as text JSON on both databases
+	// (River keeps PostgreSQL's errors as jsonb[], SQLite's as JSONB).
+	meta, errs := `metadata`, `COALESCE(array_to_json(errors), '[]')`
+	if s.dialect == dialectSQLite {
+		meta, errs = `json(metadata)`, `COALESCE(json(errors), '[]')`
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, attempt, `+args+`, `+meta+`, `+errs+` FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
 	if err != nil {
 		s.logger.Debug("Could not look for jobs that need no call", "err", err)
 		return
 	}
 	type job struct {
-		id   int64
-		args deliverArgs
+		id        int64
+		args      deliverArgs
+		uncertain bool
 	}
 	var jobs []job
 	for rows.Next() {
 		var j job
-		var raw []byte
-		if rows.Scan(&j.id, &raw) == nil && json.Unmarshal(raw, &j.args) == nil {
-			jobs = append(jobs, j)
+		var attempt int
+		var raw, meta, errs []byte
+		if rows.Scan(&j.id, &attempt, &raw, &meta, &errs) != nil || json.Unmarshal(raw, &j.args) != nil {
+			continue
 		}
+		// As its next attempt will judge it: a call of an earlier one may
+		// have reached the target unrecorded, and a resolve is then owed.
+		next := &rivertype.JobRow{Attempt: attempt + 1, Metadata: meta}
+		if json.Unmarshal(errs, &next.Errors) != nil {
+			continue
+		}
+		j.uncertain = callsUnrecorded(next)
+		jobs = append(jobs, j)
 	}
 	rows.Close()
 	var done []any
@@ -122,6 +140,9 @@ func (s *Store) replanDone() {
 		idle := true
 		for _, k := range j.args.Keys {
 			st := states[k.Key]
+			if st != nil {
+				st.uncertain = st.unsettled || j.uncertain
+			}
 			if st != nil && st.pending && st.seq == k.Seq && len(plan(st)) > 0 {
 				idle = false
 				break

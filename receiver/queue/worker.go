@@ -112,6 +112,12 @@ type holder interface {
 	Hold(d time.Duration)
 }
 
+// heldReporter is implemented by sinks that hold a key after a 429: it
+// says until when the hold is in force (zero or past: none).
+type heldReporter interface {
+	HeldUntil() time.Time
+}
+
 // effectiveClass is a job's class after aging.
 func effectiveClass(job *rivertype.JobRow, class int) int {
 	return max(0, class-int(time.Since(job.CreatedAt)/PriorityAging))
@@ -669,6 +675,14 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// Our own limiter parked the key: not a failure of the target.
 		return w.limitPark(t, k, st, e.RetryAfter, e)
 	}
+	if ctx.Err() != nil && s.draining.Load() {
+		// Shutdown cut the call (README, "Shutdown": what is cancelled
+		// goes out after the next start): neither the target's answer nor
+		// the key's attempt. The error names the cancellation, so the job
+		// is marked uncertain: the call may have reached the target.
+		log.Debug("Delivery cut by shutdown; handed back", "err", e)
+		return nil, outcome{retry: true, err: fmt.Errorf("the call was cut by shutdown (%w): %w", context.Canceled, e)}, nil, s.callRow(id, k, attempt, call, OutcomeRetry, e)
+	}
 	if ok {
 		s.targetFailed(t, e, start, probe, call.StatusCode != 0)
 		if h, isH := t.Sink.(holder); isH && e.Reason == sinks.ReasonRateLimited {
@@ -708,13 +722,15 @@ func (w *worker) deadLetter(t Target, k keySeq, attempt int, call *sinks.Call, e
 
 // limitPark parks a key for d because alertfan's own limiter asks it to
 // wait (its turn, or its routing key held by a 429's Retry-After): no
-// attempt. A key that has failed waits no further than its max_age
-// (from its first failure), and is dead-lettered at that deadline rather
-// than wait on: a target's Retry-After never pushes its next attempt past
-// max_age (README, "Retries").
+// attempt. While a 429's hold is in force, a key that has failed waits no
+// further than its max_age (from its first failure), and is dead-lettered
+// at that deadline rather than wait on: a target's Retry-After never
+// pushes its next attempt past max_age (README, "Retries"). Its turn at
+// the rate limit alone never ends a key: that wait is alertfan's.
 func (w *worker) limitPark(t Target, k keySeq, st *state, d time.Duration, e *sinks.Error) (*deadRecord, outcome, *state, *histRow) {
 	s := w.s
-	if st.failingSince > 0 && s.opts.MaxAge > 0 {
+	hr, reports := t.Sink.(heldReporter)
+	if held := reports && hr.HeldUntil().After(time.Now()); held && st.failingSince > 0 && s.opts.MaxAge > 0 {
 		deadline := time.Unix(0, st.failingSince).Add(s.opts.MaxAge)
 		if left := time.Until(deadline); left <= 0 {
 			late := sinks.AsError(sinks.Retryable(sinks.ReasonRateLimitWait, d,

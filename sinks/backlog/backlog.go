@@ -182,6 +182,9 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// HeldUntil is when the API key's hold by a 429 ends (zero: none).
+func (n *Notifier) HeldUntil() time.Time { return n.limiter.HeldUntil() }
+
 // RateLimit is the space's limiter state, for the status API.
 func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
 

@@ -115,6 +115,9 @@ func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class
 // Hold keeps every call of the key back for d (the target answered 429).
 func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
 
+// HeldUntil is when the routing key's hold by a 429 ends (zero: none).
+func (n *Notifier) HeldUntil() time.Time { return n.limiter.HeldUntil() }
+
 // Link is the status page's link for a dedup key (incident_link), "" when
 // none is configured.
 func (n *Notifier) Link(dedupKey string) string {
