@@ -65,6 +65,8 @@ type batch struct {
 	order   []pendingGroup
 	// hist is the delivery history this batch's ops made (see record).
 	hist []histRow
+	// written are the (target, key) states the batch wrote (touched).
+	written [][2]string
 }
 
 type pendingGroup struct {
@@ -233,6 +235,7 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("queue: commit: %w", err)
 	}
+	s.touched.mark(b.written, time.Now().UnixNano())
 	s.metrics.jobsInserted.Add(float64(len(jobs)))
 	return nil
 }
@@ -361,6 +364,7 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 		// A queued trigger may now need no call: let the re-planner look.
 		b.s.replanWanted.Store(true)
 	}
+	b.written = append(b.written, [2]string{it.Target, it.Key})
 	if enqueued == 1 {
 		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
 	}

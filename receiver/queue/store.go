@@ -81,6 +81,7 @@ type Store struct {
 	opts    Options
 	intake  *intakeFirst // intake goes before deliveries (yield.go)
 	seen    *seenFilter  // which alerts have a row, roughly (seen.go)
+	touched touched      // which states intake wrote lately (touched.go)
 	catchUp atomic.Bool  // SQLite: the writer runs catchUpWAL between batches
 	// catchUpWait is how long the catch-up waits for readers (restartWait;
 	// tests lengthen it), and catchUpQuiet how many catch-ups to come do

@@ -93,13 +93,23 @@ type pacer interface {
 // alert resolves is dropped by a re-plan, not sent.
 const maxPaceWait = 2 * time.Second
 
-// rereadAfter is the shortest wait — since the key's state was read, or
-// for its pace — after which the state is read again before the call. A
-// shorter one is a fast target's limiter spacing its calls (microseconds
-// at high rates) and a job's keys taking their turns on its goroutines,
-// where the re-read cost a store query per call; an update that lands
-// meanwhile is sent next, as one that lands during the call is.
+// rereadAfter is the shortest wait — for intake's turn or for its pace —
+// after which the key's state is read again before the call. A shorter
+// one is a fast target's limiter spacing its calls (microseconds at high
+// rates), where the re-read cost a store query per call; an update that
+// lands meanwhile is sent next, as one that lands during the call is.
 const rereadAfter = 10 * time.Millisecond
+
+// readStaleAfter is how old a key's state may be at its call, whatever
+// it waited for, before it is read again.
+const readStaleAfter = time.Second
+
+// mayHaveChanged reports whether the state of (target, key) read at readAt
+// may have been written since: on SQLite this process's intake is its only
+// writer and says (touched); on PostgreSQL another replica may have.
+func (s *Store) mayHaveChanged(target, key string, readAt time.Time) bool {
+	return s.dialect != dialectSQLite || s.touched.changedSince(target, key, readAt.UnixNano())
+}
 
 // PriorityAging moves waiting work up one priority class per period, so
 // that a steady flow of better work never starves worse work: after four
@@ -573,7 +583,8 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	if wait := s.health.wait(id, time.Now()); wait > 0 {
 		return nil, outcome{retry: true, park: true, retryAfter: wait, err: sinks.Retryable(sinks.ReasonTargetDown, wait, nil)}, nil, nil
 	}
-	if err := s.intake.call(ctx); err != nil {
+	turnWait, err := s.intake.call(ctx)
+	if err != nil {
 		if errors.Is(err, errDraining) {
 			return nil, handedBack, nil, nil
 		}
@@ -590,7 +601,9 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	t, ok := s.target(id)
 	call := &sinks.Call{}
 	var probe uint64
-	stale := false // waited for its pace long enough to read the state again
+	// The key waited long enough for intake's turn or its pace to read its
+	// state again before the call.
+	stale := turnWait >= rereadAfter
 	if ok {
 		var wait time.Duration
 		if probe, wait = s.health.admit(id, time.Now()); wait > 0 {
@@ -627,11 +640,12 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		}
 	}
 	// The call goes out with the state as it is now when the key waited
-	// since its state was read (its turn after intake's, the reload lock,
-	// its pace): a resolve accepted meanwhile — in a storm, the very time
-	// deliveries wait — replaces a trigger that would page for an alert
-	// already resolved.
-	if ok && (stale || time.Since(st.readAt) >= rereadAfter) {
+	// for intake's turn or its pace, or its state was read long before (a
+	// reload's lock): a resolve accepted meanwhile — in a storm, the very
+	// time deliveries wait — replaces a trigger that would page for an
+	// alert already resolved. A job's keys taking their turns on its
+	// goroutines read no state again: that doubled a drain's store reads.
+	if ok && (time.Since(st.readAt) >= readStaleAfter || stale && s.mayHaveChanged(id, k.Key, st.readAt)) {
 		states, err := s.loadStates(ctx, id, []keySeq{k})
 		if now := states[k.Key]; err == nil && now != nil && now.pending && now.seq == k.Seq && now.version != version {
 			return nil, outcome{}, now, nil

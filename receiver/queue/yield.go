@@ -193,22 +193,23 @@ func (g *intakeFirst) busy(now time.Time) bool {
 // the delivery's turn. A turn taken is kept when intake calms down: the
 // queue of turns drains at busyCallRate (1.6 s for the default pool's
 // 1,600 deliveries). Releasing them all at once was tried: the burst of
-// calls slowed intake again at once (BENCHMARKS.md). It returns ctx's
-// error if ctx ends first, and errDraining once shutdown began (stop).
-func (g *intakeFirst) call(ctx context.Context) error {
+// calls slowed intake again at once (BENCHMARKS.md). It returns how long
+// it waited, ctx's error if ctx ends first, and errDraining once shutdown
+// began (stop).
+func (g *intakeFirst) call(ctx context.Context) (time.Duration, error) {
 	select {
 	case <-g.stopped:
-		return errDraining
+		return 0, errDraining
 	default:
 	}
 	now := time.Now()
 	if !g.busy(now) {
-		return nil
+		return 0, nil
 	}
 	r := g.calls.ReserveN(now, 1)
 	d := r.DelayFrom(now)
 	if d <= 0 {
-		return nil
+		return 0, nil
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -216,13 +217,13 @@ func (g *intakeFirst) call(ctx context.Context) error {
 	case <-t.C:
 	case <-g.stopped:
 		r.Cancel()
-		return errDraining
+		return 0, errDraining
 	case <-ctx.Done():
 		r.Cancel()
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	if g.waited != nil {
 		g.waited(d.Seconds()) // a wait given up is not counted
 	}
-	return nil
+	return d, nil
 }
