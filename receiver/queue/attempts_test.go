@@ -84,10 +84,7 @@ func heldKeysCase(t *testing.T, opts Options, keys int, check func(t *testing.T,
 	}, 10*time.Second, 5*time.Millisecond, "pending keys' attempts are their own failed calls")
 
 	sink.up.Store(true)
-	require.Eventually(t, func() bool {
-		pending, err := s.Pending(ctx)
-		return err == nil && len(pending) == 0
-	}, 30*time.Second, 20*time.Millisecond)
+	waitIdle(t, s)
 	dead, err := s.DeadLetters(ctx)
 	require.NoError(t, err)
 	isDead := map[string]bool{}
@@ -254,10 +251,7 @@ func TestAttemptsStartOverWhoeverAckedTheLastRun(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-	require.Eventually(t, func() bool {
-		p, err := s.Pending(ctx)
-		return err == nil && len(p) == 0
-	}, 20*time.Second, 10*time.Millisecond)
+	waitIdle(t, s)
 	dead, err := s.DeadLetters(ctx)
 	require.NoError(t, err)
 	require.Empty(t, dead, "the next change was dead-lettered at its first failed call: its attempts did not start over (%v)", dead)
@@ -265,36 +259,46 @@ func TestAttemptsStartOverWhoeverAckedTheLastRun(t *testing.T) {
 
 // A trigger whose calls timed out (their outcome never recorded: the
 // incident may be open at PagerDuty) runs out of attempts and is
-// dead-lettered. The alert then resolves: the resolve comes in a new job,
-// and the row, not only the old job, must say that a trigger may be open,
-// or the plan skips the resolve ("a trigger never sent needs no resolve")
-// and the incident stays open (found by a fresh helper).
+// dead-lettered; the alert then resolves, and the resolve is sent (found
+// by fresh helpers). It comes in a new job, so the row, not only the old
+// job, must say that a trigger may be open, or the plan skips it ("a
+// trigger never sent needs no resolve"); after an earlier occurrence the
+// state says phase=resolved (that occurrence's), and plan returned
+// nothing for want=resolved at phase=resolved whatever the uncertainty.
 func TestResolveAfterDeadLetteredTimedOutTriggers(t *testing.T) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) {
-			ctx := context.Background()
-			opts := d.opts(t)
-			opts.MaxAttempts = 2
-			sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
-				if n.Status() == sinks.StatusResolved {
-					return nil
+	for _, earlier := range []bool{false, true} {
+		for _, d := range drivers() {
+			t.Run(fmt.Sprintf("%s/earlier_occurrence=%v", d.name, earlier), func(t *testing.T) {
+				ctx := context.Background()
+				opts := d.opts(t)
+				opts.MaxAttempts = 2
+				sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
+				s := openStore(t, opts, sink)
+				if earlier {
+					require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+					waitIdle(t, s)
+					require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+					waitIdle(t, s)
 				}
-				return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
-			}}
-			s := openStore(t, opts, sink)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-			require.Eventually(t, func() bool {
-				dead, err := s.DeadLetters(ctx)
-				return err == nil && len(dead) == 1
-			}, 20*time.Second, 10*time.Millisecond)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-			require.Eventually(t, func() bool {
-				p, err := s.Pending(ctx)
-				return err == nil && len(p) == 0
-			}, 20*time.Second, 10*time.Millisecond)
-			require.Contains(t, sink.statuses(), sinks.StatusResolved,
-				"the resolve after timed-out triggers was skipped: %v", sink.statuses())
-		})
+				sink.set(func(n *sinks.Notification, call int) error {
+					if n.Status() == sinks.StatusFiring {
+						return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+					}
+					return nil
+				})
+				require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+				require.Eventually(t, func() bool {
+					dead, err := s.DeadLetters(ctx)
+					return err == nil && len(dead) == 1
+				}, 20*time.Second, 10*time.Millisecond)
+				before := sink.count()
+				require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+				waitIdle(t, s)
+				st := sink.statuses()
+				require.Greater(t, sink.count(), before, "the resolve after dead-lettered, timed-out triggers was skipped: %v", st)
+				require.Equal(t, sinks.StatusResolved, st[len(st)-1])
+			})
+		}
 	}
 }
 
@@ -436,48 +440,7 @@ func waitIdle(t *testing.T, s *Store) {
 	require.Eventually(t, func() bool {
 		p, err := s.Pending(context.Background())
 		return err == nil && len(p) == 0
-	}, 20*time.Second, 10*time.Millisecond)
-}
-
-// A second occurrence's trigger times out (its outcome unknown: PagerDuty
-// may have opened a new incident under the dedup key that the first
-// occurrence's resolve closed) and is dead-lettered. The occurrence then
-// resolves: the resolve is sent. The state says phase=resolved (the first
-// occurrence's), and plan returned nothing for want=resolved at
-// phase=resolved whatever the uncertainty (found by a fresh helper).
-func TestResolveAfterDeadTimedOutRetrigger(t *testing.T) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) {
-			ctx := context.Background()
-			opts := d.opts(t)
-			opts.MaxAttempts = 2
-			sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
-			s := openStore(t, opts, sink)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-			waitIdle(t, s)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-			waitIdle(t, s)
-			sink.set(func(n *sinks.Notification, call int) error {
-				if n.Status() == sinks.StatusFiring {
-					return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
-				}
-				return nil
-			})
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")})) // occurrence 2
-			require.Eventually(t, func() bool {
-				dead, err := s.DeadLetters(ctx)
-				return err == nil && len(dead) == 1
-			}, 20*time.Second, 10*time.Millisecond)
-			before := sink.count()
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-			waitIdle(t, s)
-			time.Sleep(200 * time.Millisecond)
-			st := sink.statuses()
-			t.Logf("calls: %v", st)
-			require.Greater(t, sink.count(), before, "the resolve after a dead-lettered, timed-out re-trigger was skipped: %v", st)
-			require.Equal(t, sinks.StatusResolved, st[len(st)-1])
-		})
-	}
+	}, 30*time.Second, 10*time.Millisecond)
 }
 
 // The same without a dead letter: the re-trigger times out once and the
@@ -522,27 +485,14 @@ func TestResolveAfterTimedOutRetriggerSameJob(t *testing.T) {
 // A key fails once (a 503 blip, no Retry-After) and the target is fine
 // after it. Its retry is due at once, but alertfan's own limiter (a low
 // rate: its next turn is 3 s away, past max_age; no 429, no hold) parks
-// it. Waiting
-// for alertfan's own rate limit never counts: the key is tried again at
-// its turn, not dead-lettered at max_age without a second call (found by
-// a fresh helper).
+// it. Waiting for alertfan's own rate limit never counts: the key is
+// tried again at its turn, not dead-lettered at max_age without a second
+// call (found by a fresh helper).
 func TestOwnPacingTurnPastMaxAgeIsWaitedFor(t *testing.T) {
 	ctx := context.Background()
-	opts := drivers()[0].opts(t)
-	opts.MaxAge = time.Second
-	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 20)} // one call per ~3 s, past max_age
-	sink.answer = func(n *sinks.Notification, call int) error {
-		if call == 1 {
-			return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
-		}
-		return nil
-	}
-	s := openStore(t, opts, sink)
+	s, sink := pacedPastMaxAge(t, 1)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-	require.Eventually(t, func() bool {
-		p, err := s.Pending(ctx)
-		return err == nil && len(p) == 0
-	}, 30*time.Second, 20*time.Millisecond)
+	waitIdle(t, s)
 	dead, err := s.DeadLetters(ctx)
 	require.NoError(t, err)
 	t.Logf("calls: %d, dead: %+v", sink.count(), dead)
@@ -598,6 +548,23 @@ func TestShutdownCancelAtLastAttemptStaysQueued(t *testing.T) {
 	}
 }
 
+// pacedPastMaxAge opens a store with max_age 1s whose target alertfan
+// paces at 20 calls a minute (a turn every ~3 s, past max_age) and which
+// answers its failCall-th call with a 503, every other with success.
+func pacedPastMaxAge(t *testing.T, failCall int) (*Store, *limitedSink) {
+	t.Helper()
+	opts := drivers()[0].opts(t)
+	opts.MaxAge = time.Second
+	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 20)}
+	sink.answer = func(n *sinks.Notification, call int) error {
+		if call == failCall {
+			return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
+		}
+		return nil
+	}
+	return openStore(t, opts, sink), sink
+}
+
 // fnSinkCtx answers the nth call with answer(ctx, n).
 type fnSinkCtx struct {
 	n      atomic.Int64
@@ -622,16 +589,7 @@ func (f *fnSinkCtx) Deliver(ctx context.Context, n *sinks.Notification) error {
 // with the incident left open (found by a fresh helper).
 func TestResolveWaitsForItsOwnTurnPastMaxAge(t *testing.T) {
 	ctx := context.Background()
-	opts := drivers()[0].opts(t)
-	opts.MaxAge = time.Second
-	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 20)} // one call per ~3 s, past max_age
-	sink.answer = func(n *sinks.Notification, call int) error {
-		if call == 2 {
-			return sinks.StatusError(503, 0, errors.New("pagerduty answered 503"))
-		}
-		return nil
-	}
-	s := openStore(t, opts, sink)
+	s, sink := pacedPastMaxAge(t, 2)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
 	waitIdle(t, s)
 	upd := item("a", "firing")
@@ -639,10 +597,7 @@ func TestResolveWaitsForItsOwnTurnPastMaxAge(t *testing.T) {
 	require.NoError(t, s.Enqueue(ctx, []Item{upd}))
 	require.Eventually(t, func() bool { return sink.count() == 2 }, 30*time.Second, 10*time.Millisecond)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-	require.Eventually(t, func() bool {
-		p, err := s.Pending(ctx)
-		return err == nil && len(p) == 0
-	}, 40*time.Second, 20*time.Millisecond)
+	waitIdle(t, s)
 	dead, _ := s.DeadLetters(ctx)
 	t.Logf("calls %v dead %+v", sink.statuses(), dead)
 	require.Contains(t, sink.statuses(), sinks.StatusResolved, "the resolve of an open incident was dead-lettered unsent")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -170,18 +171,5 @@ func (s *Store) receiverOfTarget(id string) string {
 // recordCalls writes call rows whose outcome is not written with an ack
 // (a retry), on the ack lane with the other delivery outcomes.
 func (s *Store) recordCalls(ctx context.Context, rows []histRow) {
-	if len(rows) == 0 || s.opts.NoHistory {
-		return
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
-	defer cancel()
-	err := s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
-		for _, r := range rows {
-			b.record(r)
-		}
-		return nil
-	})
-	if err != nil {
-		s.logger.Debug("Could not record calls in the delivery history", "calls", len(rows), "err", err)
-	}
+	s.recordFailure(ctx, "", keySeq{}, rows, time.Time{})
 }

@@ -961,8 +961,8 @@ const sqlFailed = `UPDATE alertfan_state SET
 // write that fails leaves the attempt uncounted: the key gets one attempt
 // more rather than none.
 func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, calls []histRow, since time.Time) {
-	if since.IsZero() {
-		s.recordCalls(ctx, calls)
+	counted := !since.IsZero()
+	if !counted && (len(calls) == 0 || s.opts.NoHistory) {
 		return
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
@@ -971,11 +971,14 @@ func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, call
 		for _, r := range calls {
 			b.record(r)
 		}
+		if !counted {
+			return nil
+		}
 		_, err := b.exec(ctx, sqlFailed, since.UnixNano(), target, k.Key, k.Seq)
 		return err
 	})
 	if err != nil {
-		s.logger.Debug("Could not count a failed attempt; the key gets one more", "target", target, "calls", len(calls), "err", err)
+		s.logger.Debug("Could not record a failed attempt's calls, or count it (the key then gets one attempt more)", "target", target, "calls", len(calls), "err", err)
 	}
 }
 

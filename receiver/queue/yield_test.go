@@ -253,10 +253,7 @@ func TestStateReadAgainAfterWaitingForIntake(t *testing.T) {
 			queued(3 * time.Second)
 			require.NoError(t, s.Enqueue(ctx, []Item{item("flap", "resolved")}))
 			exit()
-			require.Eventually(t, func() bool {
-				p, err := s.Pending(ctx)
-				return err == nil && len(p) == 0
-			}, 15*time.Second, 10*time.Millisecond)
+			waitIdle(t, s)
 			require.Empty(t, sink.all(), "a trigger for an alert that resolved while its call waited")
 		})
 	}
