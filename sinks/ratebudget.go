@@ -17,9 +17,10 @@ import (
 // waiting, so a process that dies wastes at most those few.
 type Budget interface {
 	// Claim books n consecutive slots of key, interval apart, after every
-	// slot any process booked before, and returns the start of the first in
+	// slot any process booked before, and returns the start of the first
+	// and the end of the key's hold by a 429 (Hold; zero or past: none), in
 	// the local clock. key is the limiter's hashed id (no secret).
-	Claim(ctx context.Context, key string, n int, interval time.Duration) (time.Time, error)
+	Claim(ctx context.Context, key string, n int, interval time.Duration) (first, heldUntil time.Time, err error)
 	// Hold books nothing for d from now: no process gets a slot of key
 	// before then (the target answered 429 with Retry-After d).
 	Hold(ctx context.Context, key string, d time.Duration) error
@@ -150,7 +151,7 @@ func (l *Limiter) pumpTimer() {
 func (l *Limiter) claim(n int, interval time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), budgetTimeout)
 	asked := time.Now()
-	start, err := l.budget.Claim(ctx, l.key, n, interval)
+	start, held, err := l.budget.Claim(ctx, l.key, n, interval)
 	cancel()
 	if err != nil {
 		time.Sleep(claimRetry)
@@ -159,6 +160,10 @@ func (l *Limiter) claim(n int, interval time.Duration) {
 	defer l.mu.Unlock()
 	l.claiming = false
 	if err == nil {
+		// Another process's 429 holds the key here too (HeldUntil).
+		if held.After(l.heldUntil) {
+			l.heldUntil = held
+		}
 		l.learnShare(asked, start, n, interval)
 		for i := range n {
 			l.slots = append(l.slots, start.Add(time.Duration(i)*interval))

@@ -15,26 +15,33 @@ import (
 type memBudget struct {
 	mu      sync.Mutex
 	next    map[string]time.Time
+	held    map[string]time.Time // a 429's hold: no slot before
 	claimed int
 }
 
-func (b *memBudget) Claim(_ context.Context, key string, n int, interval time.Duration) (time.Time, error) {
+func (b *memBudget) Claim(_ context.Context, key string, n int, interval time.Duration) (time.Time, time.Time, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	start := time.Now()
 	if b.next[key].After(start) {
 		start = b.next[key]
 	}
+	if b.held[key].After(start) {
+		start = b.held[key]
+	}
 	b.next[key] = start.Add(time.Duration(n) * interval)
 	b.claimed += n
-	return start, nil
+	return start, b.held[key], nil
 }
 
 func (b *memBudget) Hold(_ context.Context, key string, d time.Duration) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if until := time.Now().Add(d); until.After(b.next[key]) {
-		b.next[key] = until
+	if b.held == nil {
+		b.held = map[string]time.Time{}
+	}
+	if until := time.Now().Add(d); until.After(b.held[key]) {
+		b.held[key] = until
 	}
 	return nil
 }
@@ -95,10 +102,37 @@ func TestSharedBudgetHold(t *testing.T) {
 	require.Eventually(t, func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return b.next[c.key].After(time.Now().Add(200 * time.Millisecond))
+		return b.held[c.key].After(time.Now().Add(200 * time.Millisecond))
 	}, time.Second, time.Millisecond)
 	start := time.Now()
 	_, err := c.Wait(context.Background(), time.Second)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
+	require.True(t, c.HeldUntil().After(start), "the other process learns the hold with its claim")
+}
+
+// Wait never outlasts maxWait: a hold that comes after its estimate (a
+// 429 of another call; on PostgreSQL, a claim that finds another replica's
+// hold) parks the call with the time left instead of holding its worker.
+func TestWaitStaysWithinMaxWait(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		ls := NewLimiters()
+		if shared {
+			ls.SetBudget(&memBudget{next: map[string]time.Time{}})
+		}
+		l := ls.Get("pagerduty", "key", 600) // 100 ms apart
+		_, err := l.Wait(context.Background(), time.Second)
+		require.NoError(t, err)
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			l.Hold(5 * time.Second)
+		}()
+		start := time.Now()
+		d, err := l.Wait(context.Background(), 300*time.Millisecond)
+		require.Less(t, time.Since(start), time.Second, "shared=%v", shared)
+		var e *Error
+		require.ErrorAs(t, err, &e, "shared=%v", shared)
+		require.Equal(t, ReasonRateLimitWait, e.Reason)
+		require.Greater(t, d, 4*time.Second, "comes back after the hold, shared=%v", shared)
+	}
 }

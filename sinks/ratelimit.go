@@ -117,10 +117,8 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 	class := PriorityFrom(ctx)
 	now := time.Now()
 	l.mu.Lock()
-	var d time.Duration
 	if l.budget == nil {
-		base := max(0, l.next.Sub(now))
-		if base == 0 && len(l.waiters) == 0 {
+		if !l.next.After(now) && len(l.waiters) == 0 {
 			l.next = now.Add(l.interval)
 			if l.onGrant != nil {
 				l.onGrant(now)
@@ -128,10 +126,8 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 			l.mu.Unlock()
 			return 0, nil
 		}
-		d = base + time.Duration(l.waiters.ahead(class))*l.interval
-	} else {
-		d = l.sharedBase(now) + time.Duration(max(0, l.waiters.ahead(class)-len(l.slots)))*l.estInterval()
 	}
+	d := l.estimate(now, class)
 	if d > maxWait {
 		l.mu.Unlock()
 		return d, Retryable(ReasonRateLimitWait, d, nil)
@@ -145,20 +141,23 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 		l.arm(now)
 	}
 	l.mu.Unlock()
+	// The estimate can fall short: a 429's hold after it, a claim that
+	// finds another replica's hold or its slots booked far ahead. The wait
+	// stays within maxWait all the same, or the worker would sit holding a
+	// key's state for as long (seconds, a Retry-After's minutes).
+	bound := time.NewTimer(maxWait)
+	defer bound.Stop()
 	select {
 	case <-w.ready:
-		// The slot may start a moment after it was handed out (dispatch
-		// hands out the slots due within dispatchSlack at once).
-		if wait := time.Until(w.at); wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return d, ctx.Err()
-			}
+	case <-bound.C:
+		l.mu.Lock()
+		if !w.granted {
+			heap.Remove(&l.waiters, w.index)
+			later := max(l.estimate(time.Now(), class), time.Millisecond)
+			l.mu.Unlock()
+			return later, Retryable(ReasonRateLimitWait, later, nil)
 		}
-		return d, nil
+		l.mu.Unlock() // granted meanwhile: take the slot
 	case <-ctx.Done():
 		l.mu.Lock()
 		if !w.granted {
@@ -167,6 +166,27 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (time.Duratio
 		l.mu.Unlock()
 		return d, ctx.Err()
 	}
+	// The slot may start a moment after it was handed out (dispatch
+	// hands out the slots due within dispatchSlack at once).
+	if wait := time.Until(w.at); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return d, ctx.Err()
+		}
+	}
+	return d, nil
+}
+
+// estimate is how long a call of the class would wait for its slot now,
+// behind the waiters ahead of it (under l.mu).
+func (l *Limiter) estimate(now time.Time, class int) time.Duration {
+	if l.budget == nil {
+		return max(0, l.next.Sub(now)) + time.Duration(l.waiters.ahead(class))*l.interval
+	}
+	return l.sharedBase(now) + time.Duration(max(0, l.waiters.ahead(class)-len(l.slots)))*l.estInterval()
 }
 
 // arm makes sure the next free slot is handed to the best waiter.
@@ -241,12 +261,7 @@ func (l *Limiter) Admit(class int, maxWait time.Duration) time.Duration {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var d time.Duration
-	if l.budget == nil {
-		d = max(0, l.next.Sub(now)) + time.Duration(l.waiters.ahead(class))*l.interval
-	} else {
-		d = l.sharedBase(now) + time.Duration(max(0, l.waiters.ahead(class)-len(l.slots)))*l.estInterval()
-	}
+	d := l.estimate(now, class)
 	if d <= maxWait {
 		return 0
 	}

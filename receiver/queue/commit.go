@@ -235,7 +235,7 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("queue: commit: %w", err)
 	}
-	s.touched.mark(b.written, time.Now().UnixNano())
+	s.touched.mark(b.written, time.Now())
 	s.metrics.jobsInserted.Add(float64(len(jobs)))
 	return nil
 }

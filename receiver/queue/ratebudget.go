@@ -41,7 +41,7 @@ const (
 INSERT INTO alertfan_rate AS r (key, next_slot) SELECT $1, c.now + $2 FROM c
 ON CONFLICT (key) DO UPDATE SET next_slot =
 	GREATEST(LEAST(r.next_slot, (SELECT now FROM c) + $3), (SELECT now FROM c), r.held_until) + $2
-RETURNING r.next_slot - $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
+RETURNING r.next_slot - $2, r.held_until, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
 	sqlHold = `WITH c AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now)
 INSERT INTO alertfan_rate AS r (key, next_slot, held_until) SELECT $1, c.now + $2, c.now + $2 FROM c
 ON CONFLICT (key) DO UPDATE SET held_until = GREATEST(r.held_until, (SELECT now FROM c) + $2)`
@@ -50,24 +50,30 @@ ON CONFLICT (key) DO UPDATE SET held_until = GREATEST(r.held_until, (SELECT now 
 // maxAhead bounds, in intervals, how far ahead of now slots are booked.
 const maxAhead = 1024
 
-// Claim books n slots interval apart and returns the first one's start on
-// the local clock.
-func (b pgBudget) Claim(ctx context.Context, key string, n int, interval time.Duration) (time.Time, error) {
-	first, dbNow, err := b.claim(ctx, key, n, interval)
+// Claim books n slots interval apart and returns the first one's start
+// and the end of the key's 429 hold on the local clock.
+func (b pgBudget) Claim(ctx context.Context, key string, n int, interval time.Duration) (time.Time, time.Time, error) {
+	first, held, dbNow, err := b.claim(ctx, key, n, interval)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, time.Time{}, err
 	}
-	return time.Now().Add(time.Duration(first-dbNow) * time.Microsecond), nil
+	now := time.Now()
+	local := func(us int64) time.Time { return now.Add(time.Duration(us-dbNow) * time.Microsecond) }
+	var heldUntil time.Time
+	if held > 0 {
+		heldUntil = local(held)
+	}
+	return local(first), heldUntil, nil
 }
 
-// claim returns the first slot booked and the database's clock, both in
-// microseconds since the epoch.
-func (b pgBudget) claim(ctx context.Context, key string, n int, interval time.Duration) (first, dbNow int64, err error) {
+// claim returns the first slot booked, the end of the key's hold and the
+// database's clock, all in microseconds since the epoch.
+func (b pgBudget) claim(ctx context.Context, key string, n int, interval time.Duration) (first, held, dbNow int64, err error) {
 	iv := interval.Microseconds()
-	if err := b.db.QueryRowContext(ctx, sqlClaim, key, int64(n)*iv, maxAhead*iv).Scan(&first, &dbNow); err != nil {
-		return 0, 0, fmt.Errorf("queue: claim rate slots: %w", err)
+	if err := b.db.QueryRowContext(ctx, sqlClaim, key, int64(n)*iv, maxAhead*iv).Scan(&first, &held, &dbNow); err != nil {
+		return 0, 0, 0, fmt.Errorf("queue: claim rate slots: %w", err)
 	}
-	return first, dbNow, nil
+	return first, held, dbNow, nil
 }
 
 // Hold gives nobody a slot of key for d.

@@ -32,7 +32,7 @@ func TestRateBudgetOnPostgres(t *testing.T) {
 			if i%2 == 1 {
 				s = b
 			}
-			first, _, err := s.RateBudget().(pgBudget).claim(ctx, "k", 3, iv)
+			first, _, _, err := s.RateBudget().(pgBudget).claim(ctx, "k", 3, iv)
 			require.NoError(t, err)
 			mu.Lock()
 			starts = append(starts, first)
@@ -49,9 +49,11 @@ func TestRateBudgetOnPostgres(t *testing.T) {
 		}
 	}
 	require.NoError(t, b.RateBudget().Hold(ctx, "k", 5*time.Second))
-	first, err := a.RateBudget().Claim(ctx, "k", 1, iv)
+	first, held, err := a.RateBudget().Claim(ctx, "k", 1, iv)
 	require.NoError(t, err)
 	require.Greater(t, time.Until(first), 4*time.Second)
+	require.Greater(t, time.Until(held), 4*time.Second, "the other replica's hold is told with the claim")
+	require.False(t, first.Before(held), "no slot before the hold ends")
 
 	// SQLite is owned by one process: its limiters stay in memory.
 	lite := openStore(t, Options{Driver: DriverSQLite, Path: t.TempDir() + "/q.db"}, &recordingSink{})

@@ -105,11 +105,28 @@ const rereadAfter = 10 * time.Millisecond
 const readStaleAfter = time.Second
 
 // mayHaveChanged reports whether the state of (target, key) read at readAt
-// may have been written since: on SQLite this process's intake is its only
-// writer and says (touched); on PostgreSQL another replica may have.
-func (s *Store) mayHaveChanged(target, key string, readAt time.Time) bool {
-	return s.dialect != dialectSQLite || s.touched.changedSince(target, key, readAt.UnixNano())
+// may have been written since. On SQLite this process's intake is its only
+// writer and says so (touched), at the cost of a map lookup. On PostgreSQL
+// another replica may have written it, and reading it again costs a round
+// trip: it is read again after a wait of the key's (waited: for intake's
+// turn or its pace), when it is pgRereadAfter old, as a call or an earlier
+// step takes, and at readStaleAfter.
+func (s *Store) mayHaveChanged(target, key string, readAt time.Time, waited bool) bool {
+	age := time.Since(readAt)
+	if age >= readStaleAfter {
+		return true
+	}
+	if s.dialect == dialectSQLite {
+		return s.touched.changedSince(target, key, readAt)
+	}
+	return waited || age >= pgRereadAfter
 }
+
+// pgRereadAfter is how old a key's state may be at its call on PostgreSQL
+// before it is read again, when the key waited for nothing: longer than a
+// job's keys take to start their calls on its goroutines in a drain
+// (re-reading each doubled the store's reads), shorter than a slow call.
+const pgRereadAfter = 100 * time.Millisecond
 
 // PriorityAging moves waiting work up one priority class per period, so
 // that a steady flow of better work never starves worse work: after four
@@ -154,6 +171,10 @@ type state struct {
 	failingSince int64
 	// readAt is when the state was read from the store.
 	readAt time.Time
+	// paced: a slot of the rate limit was taken for a call of the key, and
+	// this newer state, read after it, takes it over; fresh: the state was
+	// read just before its call and is sent as it is (see deliver).
+	paced, fresh bool
 	// uncertain: an earlier attempt of the job owning the key may have
 	// made a call it could not record (see callsUnrecorded), or the row
 	// says so of an earlier job's (unsettled, migration 35).
@@ -618,12 +639,20 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			defer s.health.released(id, probe)
 		}
 	}
-	if ad, isAd := t.Sink.(admitter); ok && isAd {
+	// A newer state that took over a call's paced slot (below) uses it,
+	// and is sent as read: a key updated faster than its pace spacing
+	// would otherwise take slot after slot and never be called.
+	prepaid, fresh := st.paced, st.fresh
+	st.paced, st.fresh = false, false
+	if prepaid {
+		ctx = sinks.WithPrepaid(ctx)
+	}
+	if ad, isAd := t.Sink.(admitter); ok && isAd && !prepaid {
 		if d := ad.Admit(sinks.PriorityFrom(ctx)); d > 0 {
 			return w.limitPark(t, k, st, d, sinks.AsError(sinks.Retryable(sinks.ReasonRateLimitWait, d, nil)))
 		}
 	}
-	if pc, isPc := t.Sink.(pacer); ok && isPc {
+	if pc, isPc := t.Sink.(pacer); ok && isPc && !prepaid {
 		// Wait for the call's turn here, then look at the state again: the
 		// alert may have moved on while the call waited.
 		waited, err := pc.Pace(ctx, maxPaceWait)
@@ -634,20 +663,21 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 			}
 			return nil, outcome{retry: true, err: e}, nil, nil
 		}
-		ctx = sinks.WithPrepaid(ctx)
+		ctx, prepaid = sinks.WithPrepaid(ctx), true
 		if waited >= rereadAfter {
 			stale = true
 		}
 	}
-	// The call goes out with the state as it is now when the key waited
-	// for intake's turn or its pace, or its state was read long before (a
-	// reload's lock): a resolve accepted meanwhile — in a storm, the very
-	// time deliveries wait — replaces a trigger that would page for an
-	// alert already resolved. A job's keys taking their turns on its
-	// goroutines read no state again: that doubled a drain's store reads.
-	if ok && (time.Since(st.readAt) >= readStaleAfter || stale && s.mayHaveChanged(id, k.Key, st.readAt)) {
+	// The call goes out with the state as it is now when it may have
+	// changed since it was read: a resolve accepted meanwhile — while the
+	// key waited for intake's turn (in a storm, the very time resolves
+	// arrive), for its pace, for its job's other calls or an earlier step
+	// of its plan — replaces a trigger that would page for an alert
+	// already resolved.
+	if ok && !fresh && s.mayHaveChanged(id, k.Key, st.readAt, stale) {
 		states, err := s.loadStates(ctx, id, []keySeq{k})
 		if now := states[k.Key]; err == nil && now != nil && now.pending && now.seq == k.Seq && now.version != version {
+			now.paced, now.fresh = prepaid, true
 			return nil, outcome{}, now, nil
 		}
 	}

@@ -234,27 +234,3 @@ func busyIntake(s *Store) (exit func()) {
 		}
 	}
 }
-
-// A delivery that waited for intake's turn (a storm: the very time
-// resolves arrive) calls with the alert's state as it is after the wait,
-// not as its job read it: a trigger whose alert resolved meanwhile is
-// never sent (it was, and paged for an alert already resolved, then
-// resolved it).
-func TestStateReadAgainAfterWaitingForIntake(t *testing.T) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) {
-			sink := &recordingSink{}
-			s := openStore(t, d.opts(t), sink)
-			ctx := context.Background()
-			exit := sync.OnceFunc(busyIntake(s))
-			defer exit()
-			queued := takeTurns(t, s, 1000) // a second of turns ahead
-			require.NoError(t, s.Enqueue(ctx, []Item{item("flap", "firing")}))
-			queued(3 * time.Second)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("flap", "resolved")}))
-			exit()
-			waitIdle(t, s)
-			require.Empty(t, sink.all(), "a trigger for an alert that resolved while its call waited")
-		})
-	}
-}
