@@ -17,19 +17,17 @@ import (
 // replica may have written (Store.mayHaveChanged). Times are kept on the
 // monotonic clock, so a step of the wall clock cannot hide a write.
 type touched struct {
-	mu    sync.Mutex
-	epoch time.Time // the monotonic origin of the marks
+	mu    sync.RWMutex // deliveries read it on every call; commits write it
+	epoch time.Time    // the monotonic origin of the marks
 	// cur holds marks since rotated, prev those from since to rotated:
 	// together every mark since since (offsets from epoch).
-	cur, prev      map[string]time.Duration
+	cur, prev      map[[2]string]time.Duration // by (target, key)
 	since, rotated time.Duration
 }
 
 // touchedPeriod is how long marks are kept at least: past it a state is
 // read again anyway (readStaleAfter).
 const touchedPeriod = readStaleAfter
-
-func touchedKey(target, key string) string { return target + "\x00" + key }
 
 // mark records that a transaction which wrote the states of written,
 // (target, key) pairs, committed by now. It is called after the commit: a
@@ -47,13 +45,13 @@ func (t *touched) mark(written [][2]string, now time.Time) {
 	switch {
 	case t.cur == nil:
 		// Nothing was written before: the first marks cover all time.
-		t.cur, t.since, t.rotated = map[string]time.Duration{}, math.MinInt64, at
+		t.cur, t.since, t.rotated = map[[2]string]time.Duration{}, math.MinInt64, at
 	case at-t.rotated >= touchedPeriod:
-		t.prev, t.cur = t.cur, make(map[string]time.Duration, len(t.cur))
+		t.prev, t.cur = t.cur, make(map[[2]string]time.Duration, len(t.cur))
 		t.since, t.rotated = t.rotated, at
 	}
 	for _, w := range written {
-		t.cur[touchedKey(w[0], w[1])] = at
+		t.cur[w] = at
 	}
 }
 
@@ -61,8 +59,8 @@ func (t *touched) mark(written [][2]string, now time.Time) {
 // at or after at: a mark says so, and so does a time older than the marks
 // kept.
 func (t *touched) changedSince(target, key string, at time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	if t.cur == nil {
 		return false // nothing written since the process started
 	}
@@ -70,7 +68,7 @@ func (t *touched) changedSince(target, key string, at time.Time) bool {
 	if since < t.since {
 		return true
 	}
-	k := touchedKey(target, key)
+	k := [2]string{target, key}
 	if w, ok := t.cur[k]; ok && w >= since {
 		return true
 	}
