@@ -106,6 +106,7 @@ func heldKeysCase(t *testing.T, opts Options, keys int, check func(t *testing.T,
 // one key spent an attempt of every key held beside it, and a key was
 // dead-lettered after a single call (found by a fresh helper).
 func TestHeldKeysSpendNoAttemptOfTheirJobMates(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			opts := d.opts(t)
@@ -123,6 +124,7 @@ func TestHeldKeysSpendNoAttemptOfTheirJobMates(t *testing.T) {
 // job mate probed the down target for longer than max_age was
 // dead-lettered at its first call.
 func TestMaxAgeRunsFromTheKeysOwnFirstFailure(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			opts := d.opts(t)
@@ -222,6 +224,7 @@ func stateAttempts(t *testing.T, s *Store, key string) (attempts int, since int6
 // must start with a clean slate all the same: it was dead-lettered at its
 // first failed call with max_attempts 3 (found by a fresh helper).
 func TestAttemptsStartOverWhoeverAckedTheLastRun(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	opts := Options{Driver: DriverPostgres, DSN: testenv.PostgresDSN(t), MaxAttempts: 3}
 	sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
@@ -266,6 +269,7 @@ func TestAttemptsStartOverWhoeverAckedTheLastRun(t *testing.T) {
 // state says phase=resolved (that occurrence's), and plan returned
 // nothing for want=resolved at phase=resolved whatever the uncertainty.
 func TestResolveAfterDeadLetteredTimedOutTriggers(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, earlier := range []bool{false, true} {
 		for _, d := range drivers() {
 			t.Run(fmt.Sprintf("%s/earlier_occurrence=%v", d.name, earlier), func(t *testing.T) {
@@ -310,6 +314,7 @@ func TestResolveAfterDeadLetteredTimedOutTriggers(t *testing.T) {
 // this one be, or each SIGHUP makes a call the target asked not to get
 // (found by a fresh helper).
 func TestReplanLeavesABackoffSnoozeAlone(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -374,6 +379,7 @@ func (l *limitedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Dur
 // the attempt at the deadline parked (no attempt, not too old) and the key
 // was judged only after the Retry-After (found by a fresh helper).
 func TestRetryAfterHoldEndsAtMaxAge(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	opts.MaxAge = 2 * time.Second
@@ -446,6 +452,7 @@ func waitIdle(t *testing.T, s *Store) {
 // The same without a dead letter: the re-trigger times out once and the
 // resolve arrives before its retry (same job, callsUnrecorded true).
 func TestResolveAfterTimedOutRetriggerSameJob(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -489,6 +496,7 @@ func TestResolveAfterTimedOutRetriggerSameJob(t *testing.T) {
 // tried again at its turn, not dead-lettered at max_age without a second
 // call (found by a fresh helper).
 func TestOwnPacingTurnPastMaxAgeIsWaitedFor(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	s, sink := pacedPastMaxAge(t, 1)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
@@ -507,6 +515,7 @@ func TestOwnPacingTurnPastMaxAgeIsWaitedFor(t *testing.T) {
 // cancel is no answer of the target, and the job is marked uncertain
 // (found by a fresh helper).
 func TestShutdownCancelAtLastAttemptStaysQueued(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -588,6 +597,7 @@ func (f *fnSinkCtx) Deliver(ctx context.Context, n *sinks.Notification) error {
 // from the update's failure: it is sent then, not dead-lettered unsent
 // with the incident left open (found by a fresh helper).
 func TestResolveWaitsForItsOwnTurnPastMaxAge(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	s, sink := pacedPastMaxAge(t, 2)
 	require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
@@ -609,6 +619,7 @@ func TestResolveWaitsForItsOwnTurnPastMaxAge(t *testing.T) {
 // after a timed-out trigger was woken when the alert resolved, and the
 // resolve went out at once (found by a fresh helper).
 func TestReplanDoneLeavesAnUncertainJobToItsRetryAfter(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	sink := &fnSink{answer: func(n *sinks.Notification, call int) error {

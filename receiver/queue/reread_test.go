@@ -19,6 +19,7 @@ import (
 // never sent (it was, and paged for an alert already resolved, then
 // resolved it).
 func TestStateReadAgainAfterWaitingForIntake(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			sink := &recordingSink{}
@@ -43,6 +44,7 @@ func TestStateReadAgainAfterWaitingForIntake(t *testing.T) {
 // resolved: it was sent with the state read before step 1 (found by a
 // fresh helper).
 func TestSecondStepAfterASlowFirstStep(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -78,6 +80,7 @@ func TestSecondStepAfterASlowFirstStep(t *testing.T) {
 // kept changing (found by a fresh helper). The newer state takes over the
 // slot and is sent.
 func TestFlappingKeyUnderPaceStillCalls(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	sink := &limitedSink{l: sinks.NewLimiters().Get("pagerduty", "rk", 120)} // 500 ms apart
@@ -107,6 +110,7 @@ func TestFlappingKeyUnderPaceStillCalls(t *testing.T) {
 // and B's pace never waits past maxPaceWait for the slot it claimed
 // (found by a fresh helper: B waited 28 s holding a worker, then called).
 func TestRetryAfterHoldEndsAtMaxAgeOnAnotherReplica(t *testing.T) {
+	t.Parallel() // waits on timers and the store, not the CPU
 	ctx := context.Background()
 	opts := drivers()[1].opts(t)
 	opts.MaxAge = 2 * time.Second
