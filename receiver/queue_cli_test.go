@@ -81,13 +81,18 @@ delivery:
 		require.NoError(t, json.Unmarshal(out.Bytes(), &rs), out.String())
 		return rs
 	}
+	// Until the failed attempt's job is back in the queue (River records
+	// its error as the attempt ends, just after the key's own count), the
+	// retrying row has no next attempt.
 	require.Eventually(t, func() bool {
 		rows = list(ListOptions{})
 		states := map[string]int{}
+		scheduled := false
 		for _, r := range rows {
 			states[r.State]++
+			scheduled = scheduled || (r.State == "retrying" && r.NextAttempt != nil)
 		}
-		return states["dead"] == 1 && states["retrying"] == 1
+		return states["dead"] == 1 && states["retrying"] == 1 && scheduled
 	}, 15*time.Second, 50*time.Millisecond)
 
 	cases := []struct {

@@ -339,7 +339,8 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 			var d Destination
 			var version, delivered, updated int64
 			var pending, attempts int
-			if err := rows.Scan(&d.Target, &d.Key, &version, &delivered, &pending, &d.Want, &d.Phase, &updated, &attempts); err != nil {
+			var lastError string
+			if err := rows.Scan(&d.Target, &d.Key, &version, &delivered, &pending, &d.Want, &d.Phase, &updated, &attempts, &lastError); err != nil {
 				return err
 			}
 			d.UpdatedAt = time.Unix(0, updated).UTC()
@@ -347,7 +348,7 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 			case pending == 1:
 				d.State = DestQueued
 				if attempts > 0 { // the key's own failed calls (as queue list says)
-					d.State, d.Attempt = DestRetrying, attempts
+					d.State, d.Attempt, d.LastError = DestRetrying, attempts, lastError
 				}
 				if r, ok := retrying[[2]string{d.Target, d.Key}]; ok {
 					// Its job has failed: when it runs again, and, when
@@ -355,7 +356,7 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 					// while another key of the job probes a down target).
 					next := r.next
 					d.NextAttempt = &next
-					if attempts > 0 {
+					if attempts > 0 && d.LastError == "" {
 						d.LastError = r.lastError
 					}
 				}
@@ -367,7 +368,8 @@ func (s *Store) destinations(ctx context.Context, identity string, retrying map[
 		}
 		return rows.Err()
 	}
-	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at, CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END FROM alertfan_state`
+	const cols = `SELECT target, key, version, delivered, pending, want, phase, updated_at,
+		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN last_error ELSE '' END FROM alertfan_state`
 	if err := read(cols+` WHERE key = ?`, identity); err != nil {
 		return nil, err
 	}

@@ -70,13 +70,13 @@ func heldKeysCase(t *testing.T, opts Options, keys int, check func(t *testing.T,
 	}, 90*time.Second, 20*time.Millisecond)
 
 	// The listing tells the key that failed from the keys held beside it:
-	// each key's attempts are its own failed calls.
+	// each key's attempts are its own failed calls, with its own error.
 	require.Eventually(t, func() bool {
 		pending, err := s.Pending(ctx)
 		require.NoError(t, err)
 		for _, e := range pending {
 			n := len(sink.failures(e.Key))
-			if e.Attempts != n || (e.State == StateRetrying) != (n > 0) {
+			if e.Attempts != n || (e.State == StateRetrying) != (n > 0) || (e.LastError != "") != (n > 0) {
 				return false
 			}
 		}

@@ -171,5 +171,5 @@ func (s *Store) receiverOfTarget(id string) string {
 // recordCalls writes call rows whose outcome is not written with an ack
 // (a retry), on the ack lane with the other delivery outcomes.
 func (s *Store) recordCalls(ctx context.Context, rows []histRow) {
-	s.recordFailure(ctx, "", keySeq{}, rows, time.Time{})
+	s.recordFailure(ctx, "", keySeq{}, rows, time.Time{}, nil)
 }

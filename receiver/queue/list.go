@@ -34,7 +34,8 @@ const maxListed = 1000
 // Pending lists deliveries still owed (pending and retrying), oldest
 // change first, at most 1000.
 func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at, CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT target, key, payload, updated_at, CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN last_error ELSE '' END
+		FROM alertfan_state WHERE pending = 1 ORDER BY updated_at LIMIT ?`), maxListed)
 	if err != nil {
 		return nil, fmt.Errorf("queue: list pending: %w", err)
 	}
@@ -44,7 +45,7 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 		var e Entry
 		var payload string
 		var at int64
-		if err := rows.Scan(&e.Target, &e.Key, &payload, &at, &e.Attempts); err != nil {
+		if err := rows.Scan(&e.Target, &e.Key, &payload, &at, &e.Attempts, &e.LastError); err != nil {
 			return nil, err
 		}
 		e.State = StatePending
@@ -74,7 +75,7 @@ func (s *Store) Pending(ctx context.Context) ([]Entry, error) {
 		if r, ok := retrying[[2]string{e.Target, e.Key}]; ok {
 			next := r.next
 			e.NextAttempt = &next
-			if e.Attempts > 0 {
+			if e.Attempts > 0 && e.LastError == "" {
 				e.LastError = r.lastError
 			}
 		}

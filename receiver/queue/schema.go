@@ -223,6 +223,10 @@ var migrations = []string{
 	// letter, into the next change's job — so a resolve still goes out
 	// for a trigger that may have opened an incident.
 	`ALTER TABLE alertfan_state ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0`,
+	// 36: the error of the key's last failed attempt (with attempts, under
+	// attempts_seq), for `queue list` and the alert view: the job's last
+	// error may be another key's, and is stored only once the attempt ends.
+	`ALTER TABLE alertfan_state ADD COLUMN last_error TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrateOwn(ctx context.Context) error {
