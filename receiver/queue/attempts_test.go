@@ -279,10 +279,7 @@ func TestResolveAfterDeadLetteredTimedOutTriggers(t *testing.T) {
 				sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
 				s := openStore(t, opts, sink)
 				if earlier {
-					require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-					waitIdle(t, s)
-					require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-					waitIdle(t, s)
+					deliverOccurrence(t, s, "a")
 				}
 				sink.set(func(n *sinks.Notification, call int) error {
 					if n.Status() == sinks.StatusFiring {
@@ -440,6 +437,17 @@ func TestMovedKeysStartOverUncertain(t *testing.T) {
 	require.Equal(t, 1, uncertain)
 }
 
+// deliverOccurrence delivers one occurrence of key: its trigger, then
+// its resolve.
+func deliverOccurrence(t *testing.T, s *Store, key string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, s.Enqueue(ctx, []Item{item(key, "firing")}))
+	waitIdle(t, s)
+	require.NoError(t, s.Enqueue(ctx, []Item{item(key, "resolved")}))
+	waitIdle(t, s)
+}
+
 // waitIdle waits until nothing is owed.
 func waitIdle(t *testing.T, s *Store) {
 	t.Helper()
@@ -461,19 +469,18 @@ func TestResolveAfterTimedOutRetriggerSameJob(t *testing.T) {
 			release := make(chan struct{})
 			sink := &fnSink{answer: func(n *sinks.Notification, call int) error { return nil }}
 			s := openStore(t, opts, sink)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
-			waitIdle(t, s)
-			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
-			waitIdle(t, s)
-			first := true
-			sink.set(func(n *sinks.Notification, call int) error {
-				if first && n.Status() == sinks.StatusFiring {
-					first = false
+			deliverOccurrence(t, s, "a")
+			var once sync.Once
+			sink.set(func(n *sinks.Notification, call int) (err error) {
+				if n.Status() != sinks.StatusFiring {
+					return nil
+				}
+				once.Do(func() { // the first re-trigger times out
 					close(entered)
 					<-release
-					return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
-				}
-				return nil
+					err = sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+				})
+				return err
 			})
 			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")})) // occurrence 2
 			<-entered

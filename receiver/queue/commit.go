@@ -364,7 +364,10 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 		// A queued trigger may now need no call: let the re-planner look.
 		b.s.replanWanted.Store(true)
 	}
-	b.written = append(b.written, [2]string{it.Target, it.Key})
+	if b.s.dialect == dialectSQLite {
+		// Only SQLite's writes are all this process's to know (touched).
+		b.written = append(b.written, [2]string{it.Target, it.Key})
+	}
 	if enqueued == 1 {
 		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
 	}

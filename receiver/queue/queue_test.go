@@ -76,12 +76,22 @@ func drivers() []driverCase {
 
 func openStore(t *testing.T, opts Options, sink Sink) *Store {
 	t.Helper()
+	return openStoreWith(t, opts, sink, nil)
+}
+
+// openStoreWith is openStore with hook, when not nil, run after Open and
+// before the targets are set and the store starts.
+func openStoreWith(t *testing.T, opts Options, sink Sink, hook func(*Store)) *Store {
+	t.Helper()
 	opts.PollInterval = 10 * time.Millisecond
 	opts.MinBackoff = 50 * time.Millisecond
 	opts.MaxBackoff = 200 * time.Millisecond
 	opts.Registerer = prometheus.NewRegistry()
 	s, err := Open(context.Background(), opts)
 	require.NoError(t, err)
+	if hook != nil {
+		hook(s)
+	}
 	require.NoError(t, s.SetTargets(context.Background(), map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}}))
 	require.NoError(t, s.Start(context.Background()))
 	t.Cleanup(func() {

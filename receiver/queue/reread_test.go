@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -146,24 +145,4 @@ func TestRetryAfterHoldEndsAtMaxAgeOnAnotherReplica(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	require.Zero(t, sinkB.count(), "B called during the 429's hold")
-}
-
-// openStoreWith is openStore with a hook run after Open, before Start.
-func openStoreWith(t *testing.T, opts Options, sink Sink, hook func(*Store)) *Store {
-	t.Helper()
-	opts.PollInterval = 10 * time.Millisecond
-	opts.MinBackoff = 50 * time.Millisecond
-	opts.MaxBackoff = 200 * time.Millisecond
-	opts.Registerer = prometheus.NewRegistry()
-	s, err := Open(context.Background(), opts)
-	require.NoError(t, err)
-	hook(s)
-	require.NoError(t, s.SetTargets(context.Background(), map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}}))
-	require.NoError(t, s.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Close(ctx) //nolint:errcheck
-	})
-	return s
 }

@@ -164,9 +164,10 @@ type state struct {
 	digest, sentDigest      string
 	occ, sentOcc            int64
 	closePayload            []byte
-	// attempts are the key's failed attempts at its pending work since
-	// its last ack, and failingSince (Unix nanoseconds, 0: none) when the
-	// first of them failed: what delivery.max_attempts and max_age judge.
+	// attempts are the key's failed attempts at its pending work under
+	// its seq since its last ack, and failingSince (Unix nanoseconds, 0:
+	// none) when the first of them failed: what delivery.max_attempts and
+	// max_age judge.
 	attempts     int
 	failingSince int64
 	// readAt is when the state was read from the store.
