@@ -87,6 +87,9 @@ func TestSystemdSocketActivation(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600))
 
 	c := startChild(t, dir, "", "--log.level=info") // socket-activated, ready on the passed socket
+	// The start line is logged once the server serves, which can be just
+	// after it has answered its first request.
+	require.Eventually(t, func() bool { return strings.Contains(c.logs.String(), "alertfan started") }, 10*time.Second, 5*time.Millisecond)
 	require.Contains(t, c.logs.String(), "systemd_socket=true")
 	require.Contains(t, c.logs.String(), `listen=[`+c.addr+`]`)
 	require.NotContains(t, c.logs.String(), ":9095", "the default listen address is not used")
