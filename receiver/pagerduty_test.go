@@ -136,3 +136,47 @@ func TestTargetDownThenBack(t *testing.T) {
 	}
 	require.Len(t, seen, 20, "each alert delivered once")
 }
+
+// The message's commonLabels and commonAnnotations are not what templates
+// get: in alert mode .CommonLabels and .CommonAnnotations are those of the
+// one alert each event is about, in group mode those the group's alerts
+// share — whatever the sender put in the message (a relay or an older
+// Alertmanager may send them stale or empty).
+func TestCommonLabelsAreTheNotificationsOwn(t *testing.T) {
+	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	a := sinkstest.NamedAlert("DiskFull", "critical", "db-1", "firing", at)
+	b := sinkstest.NamedAlert("DiskFull", "critical", "db-2", "firing", at)
+	msg := func() []byte {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sinkstest.Webhook("oncall", `{}:{alertname="DiskFull"}`, map[string]string{"alertname": "DiskFull"}, a, b), &m))
+		m["commonLabels"] = map[string]string{"instance": "from-the-message", "severity": "info"}
+		m["commonAnnotations"] = map[string]string{"summary": "from the message"}
+		out, err := json.Marshal(m)
+		require.NoError(t, err)
+		return out
+	}
+	tmpl := "        description: '{{ .CommonLabels.severity }} {{ .CommonLabels.instance }}: {{ .CommonAnnotations.summary }}'\n"
+	for _, c := range []struct {
+		mode string
+		want []string
+	}{
+		{"alert", []string{"critical db-1: DiskFull on db-1", "critical db-2: DiskFull on db-2"}},
+		{"group", []string{"critical : "}},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			ts := startServer(t, pdConfig(pd.EventsURL(), "        mode: "+c.mode+"\n"+tmpl))
+			code, body := ts.post(t, "/webhook", msg())
+			require.Equal(t, 200, code, body)
+			require.Eventually(t, func() bool { return len(pd.Events()) == len(c.want) }, 15*time.Second, 20*time.Millisecond)
+			var got []string
+			for _, ev := range pd.Events() {
+				var p struct{ Summary string }
+				require.NoError(t, json.Unmarshal(ev.Payload, &p))
+				got = append(got, p.Summary)
+			}
+			require.ElementsMatch(t, c.want, got)
+		})
+	}
+}

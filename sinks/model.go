@@ -91,14 +91,17 @@ func (a *Alert) OneOff() bool { return a.Action == ActionChange || a.Action == A
 
 // Source describes the notification an alert arrived in.
 type Source struct {
-	Input             string            `json:"input"` // alertmanager | pagerduty | mackerel
-	Receiver          string            `json:"receiver,omitempty"`
-	GroupKey          string            `json:"groupKey,omitempty"`
-	ExternalURL       string            `json:"externalURL,omitempty"`
-	GroupLabels       map[string]string `json:"groupLabels,omitempty"`
-	CommonLabels      map[string]string `json:"commonLabels,omitempty"`
-	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
-	TruncatedAlerts   uint64            `json:"truncatedAlerts,omitempty"`
+	Input           string            `json:"input"` // alertmanager | pagerduty | mackerel
+	Receiver        string            `json:"receiver,omitempty"`
+	GroupKey        string            `json:"groupKey,omitempty"`
+	ExternalURL     string            `json:"externalURL,omitempty"`
+	GroupLabels     map[string]string `json:"groupLabels,omitempty"`
+	TruncatedAlerts uint64            `json:"truncatedAlerts,omitempty"`
+	// The message's common labels and annotations are not kept: every
+	// stored notification would carry them once per alert, and templates
+	// get them recomputed from the notification's own alerts
+	// (TemplateData). Payloads stored before they were dropped still
+	// decode: their commonLabels and commonAnnotations are ignored.
 }
 
 // Notification is the unit a sink delivers: the latest known state of one

@@ -13,16 +13,18 @@ import (
 // struct lives in notify/webhook, which would pull in ~110 modules; the
 // message is small enough to define here.
 type amMessage struct {
-	Version           string            `json:"version"`
-	GroupKey          string            `json:"groupKey"`
-	TruncatedAlerts   uint64            `json:"truncatedAlerts"`
-	Status            string            `json:"status"`
-	Receiver          string            `json:"receiver"`
-	GroupLabels       map[string]string `json:"groupLabels"`
-	CommonLabels      map[string]string `json:"commonLabels"`
-	CommonAnnotations map[string]string `json:"commonAnnotations"`
-	ExternalURL       string            `json:"externalURL"`
-	Alerts            []amAlert         `json:"alerts"`
+	Version         string            `json:"version"`
+	GroupKey        string            `json:"groupKey"`
+	TruncatedAlerts uint64            `json:"truncatedAlerts"`
+	Status          string            `json:"status"`
+	Receiver        string            `json:"receiver"`
+	GroupLabels     map[string]string `json:"groupLabels"`
+	ExternalURL     string            `json:"externalURL"`
+	Alerts          []amAlert         `json:"alerts"`
+	// commonLabels and commonAnnotations are not read: templates get them
+	// recomputed from the alerts each notification holds
+	// (sinks.Notification.TemplateData), which in alert mode is one alert
+	// of the message, not all of them.
 }
 
 type amAlert struct {
@@ -93,14 +95,12 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		return sinks.Source{}, nil, errs
 	}
 	src := sinks.Source{
-		Input:             InputAlertmanager,
-		Receiver:          m.Receiver,
-		GroupKey:          m.GroupKey,
-		ExternalURL:       m.ExternalURL,
-		GroupLabels:       m.GroupLabels,
-		CommonLabels:      m.CommonLabels,
-		CommonAnnotations: m.CommonAnnotations,
-		TruncatedAlerts:   m.TruncatedAlerts,
+		Input:           InputAlertmanager,
+		Receiver:        m.Receiver,
+		GroupKey:        m.GroupKey,
+		ExternalURL:     m.ExternalURL,
+		GroupLabels:     m.GroupLabels,
+		TruncatedAlerts: m.TruncatedAlerts,
 	}
 	return src, alerts, nil
 }

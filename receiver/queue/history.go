@@ -2,8 +2,6 @@ package queue
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -49,8 +47,8 @@ type histRow struct {
 
 const histColumns = `aid, at, identity, target, key, event, input, status, labels, receiver, route, action, outcome, http_status, reason, error, attempt, ref`
 
-// histChunk rows go in one INSERT: 18 parameters each stays well under
-// SQLite's and PostgreSQL's parameter limits.
+// histChunk rows go in one PostgreSQL INSERT: 18 parameters each stays well
+// under its limit of 65,535.
 const histChunk = 128
 
 // maxHistError bounds the error text kept per call.
@@ -92,33 +90,51 @@ func (b *batch) record(r histRow) {
 	b.hist = append(b.hist, r)
 }
 
-// sqlInsertHistory writes one row. On SQLite it is prepared once on the
-// writer (hotStatements) and run per row: modernc parses every prepare, and
-// a multi-row INSERT whose text changes with the row count was prepared
-// again by every batch. PostgreSQL takes the multi-row form, one round trip
-// per 128 rows.
-const sqlInsertHistory = `INSERT INTO alertfan_history (` + histColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// On SQLite the history goes in multi-row INSERTs of sqliteHistChunks rows
+// (32, 8, then one at a time): three texts, each prepared once on the
+// writer (hotStatements) — a text per row count would be parsed again by
+// every batch, since modernc parses at every prepare. Each row finds its
+// alert's rowid (aid) in the INSERT itself when the caller did not know
+// it (a call, an expiry, an operator's action; none for a group key):
+// COALESCE stops at a known aid, so the lookup runs only for those rows.
+// Per-row statements, with the aid read by a statement of its own, were
+// 9% of a drain's CPU (BENCHMARKS.md, "History rows in chunks").
+// PostgreSQL, which has no alert rowid, takes chunks of up to histChunk
+// rows, one round trip each.
+var sqliteHistChunks = [...]int{32, 8, 1}
 
-// sqlAlertRowid finds the aid of a row the worker writes (a call).
+// sqliteHistRow is one row of the SQLite INSERT: 19 parameters, the aid
+// and the identity it is looked up by first.
+const sqliteHistRow = `(COALESCE(NULLIF(?, 0), (SELECT rowid FROM alertfan_alert WHERE identity = ?), 0), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// sqliteHistInserts are the SQLite INSERT texts, by sqliteHistChunks.
+var sqliteHistInserts = func() (q [len(sqliteHistChunks)]string) {
+	for i, n := range sqliteHistChunks {
+		q[i] = "INSERT INTO alertfan_history (" + histColumns + ") VALUES " + strings.TrimSuffix(strings.Repeat(sqliteHistRow+", ", n), ", ")
+	}
+	return q
+}()
+
+// sqlAlertRowid finds the aid of an alert by its identity.
 const sqlAlertRowid = `SELECT rowid FROM alertfan_alert WHERE identity = ?`
 
 // flushHistory writes the batch's history rows.
 func (b *batch) flushHistory(ctx context.Context) error {
 	if b.s.dialect == dialectSQLite {
-		for i := range b.hist {
-			r := &b.hist[i]
-			r.clean()
-			if r.aid == 0 && r.identity != "" {
-				// A call, an expiry, an operator's action: the alert's row
-				// (none for a group key) gives the aid.
-				err := b.queryRow(ctx, sqlAlertRowid, r.identity).Scan(&r.aid)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return fmt.Errorf("queue: history: read alert: %w", err)
+		rows := b.hist
+		for i, n := range sqliteHistChunks {
+			for len(rows) >= n {
+				args := make([]any, 0, n*19)
+				for j := range rows[:n] {
+					r := &rows[j]
+					r.clean()
+					args = append(args, r.aid, r.identity, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+						r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
 				}
-			}
-			if _, err := b.exec(ctx, sqlInsertHistory, r.aid, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
-				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref); err != nil {
-				return fmt.Errorf("queue: write history: %w", err)
+				if _, err := b.exec(ctx, sqliteHistInserts[i], args...); err != nil {
+					return fmt.Errorf("queue: write history: %w", err)
+				}
+				rows = rows[n:]
 			}
 		}
 		b.hist = b.hist[:0]
@@ -140,8 +156,8 @@ func (b *batch) flushHistory(ctx context.Context) error {
 	return nil
 }
 
-// historyInserts caches the INSERT text per row count (the statement
-// cache is keyed by text).
+// historyInserts caches the PostgreSQL INSERT text per row count (the
+// statement cache is keyed by text).
 var historyInserts [histChunk + 1]string
 
 func init() {
