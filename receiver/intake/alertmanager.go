@@ -19,12 +19,15 @@ type amMessage struct {
 	Status          string            `json:"status"`
 	Receiver        string            `json:"receiver"`
 	GroupLabels     map[string]string `json:"groupLabels"`
-	ExternalURL     string            `json:"externalURL"`
-	Alerts          []amAlert         `json:"alerts"`
-	// commonLabels and commonAnnotations are not read: templates get them
-	// recomputed from the alerts each notification holds
-	// (sinks.Notification.TemplateData), which in alert mode is one alert
-	// of the message, not all of them.
+	// CommonLabels and CommonAnnotations are decoded only so that a wrong
+	// type is refused naming the field, as before; they are not kept:
+	// templates get them computed from the alerts each notification holds
+	// (sinks.Notification.TemplateData), in alert mode one alert of the
+	// message.
+	CommonLabels      map[string]string `json:"commonLabels"`
+	CommonAnnotations map[string]string `json:"commonAnnotations"`
+	ExternalURL       string            `json:"externalURL"`
+	Alerts            []amAlert         `json:"alerts"`
 }
 
 type amAlert struct {

@@ -124,6 +124,8 @@ func TestValidationErrors(t *testing.T) {
 		{"am alerts type", am, `{"version":"4","alerts":{}}`, "alerts", "must be an array"},
 		{"am labels type", am, `{"version":"4","alerts":[{"labels":[]}]}`, "alerts.labels", "must be an object"},
 		{"am label value type", am, `{"version":"4","alerts":[{"labels":{"a":1}}]}`, "alerts.labels", "must be a string"},
+		{"am commonLabels value type", am, `{"version":"4","commonLabels":{"severity":1},"alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "commonLabels", "must be a string"},
+		{"am commonAnnotations type", am, `{"version":"4","commonAnnotations":"x","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "commonAnnotations", "must be an object"},
 		{"am startsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"yesterday"}]}`, "alerts[0].startsAt", "RFC 3339"},
 		{"am endsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"later"}]}`, "alerts[0].endsAt", "RFC 3339"},
 		{"am wrong version", am, `{"version":"3","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "version", `must be "4"`},

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -502,7 +503,11 @@ func (s *Store) retryingKeys(ctx context.Context) (map[[2]string]retryInfo, erro
 // history reads an identity's events: its own rows, and the calls and
 // operator actions on the group keys it was delivered under.
 func (s *Store) history(ctx context.Context, identity string, dests []Destination, hc *historyConds) ([]HistoryEvent, error) {
-	var out []HistoryEvent
+	type row struct {
+		id int64 // grows as rows are written: it orders the rows one commit wrote, which share their time
+		e  HistoryEvent
+	}
+	var rs []row
 	read := func(q string, args ...any) error {
 		rows, err := s.rdb.QueryContext(ctx, s.rebind(q), args...)
 		if err != nil {
@@ -511,9 +516,9 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		defer rows.Close()
 		for rows.Next() {
 			var e HistoryEvent
-			var at int64
+			var id, at int64
 			var labels string
-			if err := rows.Scan(&at, &e.Event, &e.Target, &e.Receiver, &e.Key, &e.Input, &e.Status, &labels, &e.Route,
+			if err := rows.Scan(&id, &at, &e.Event, &e.Target, &e.Receiver, &e.Key, &e.Input, &e.Status, &labels, &e.Route,
 				&e.Action, &e.Outcome, &e.HTTPStatus, &e.Reason, &e.Error, &e.Attempt, &e.Ref); err != nil {
 				return err
 			}
@@ -521,11 +526,11 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 			if labels != "" && labels != "{}" {
 				json.Unmarshal([]byte(labels), &e.Labels) //nolint:errcheck // written by Accept as JSON
 			}
-			out = append(out, e)
+			rs = append(rs, row{id, e})
 		}
 		return rows.Err()
 	}
-	const cols = `SELECT at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM alertfan_history`
+	const cols = `SELECT id, at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM alertfan_history`
 	where, args, err := hc.where(ctx, identity)
 	if err != nil {
 		return nil, err
@@ -545,7 +550,19 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 			return nil, err
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	// Oldest first; the rows one commit wrote (a trigger and its resolve
+	// group-committed together, an expiry and a re-fire) in the order
+	// they were written.
+	slices.SortFunc(rs, func(a, b row) int {
+		if c := a.e.At.Compare(b.e.At); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	out := make([]HistoryEvent, len(rs))
+	for i, r := range rs {
+		out[i] = r.e
+	}
 	if len(out) > maxHistory {
 		out = out[len(out)-maxHistory:]
 	}

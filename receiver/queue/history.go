@@ -98,7 +98,8 @@ func (b *batch) record(r histRow) {
 // it (a call, an expiry, an operator's action; none for a group key):
 // COALESCE stops at a known aid, so the lookup runs only for those rows.
 // Per-row statements, with the aid read by a statement of its own, were
-// 9% of a drain's CPU (BENCHMARKS.md, "History rows in chunks").
+// 9% of a drain's CPU (BENCHMARKS.md, "History in chunks, no common
+// labels per payload").
 // PostgreSQL, which has no alert rowid, takes chunks of up to histChunk
 // rows, one round trip each.
 var sqliteHistChunks = [...]int{32, 8, 1}

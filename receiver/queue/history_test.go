@@ -4,7 +4,9 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
@@ -95,4 +97,104 @@ func TestHistoryChunksKeepEveryRowAndItsAlert(t *testing.T) {
 			require.Equal(t, want, got)
 		})
 	}
+}
+
+// TestHistoryOrderWithinOneCommit: a trigger and its resolve that the
+// committer writes in one batch share their time; the alert view, oldest
+// first, shows them in the order they were accepted (it showed the
+// resolve first).
+func TestHistoryOrderWithinOneCommit(t *testing.T) {
+	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
+	ctx := context.Background()
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	upd := func(want Phase, status string, ends time.Time) *Intake {
+		return &Intake{Updates: []Update{{Identity: "am:tie", Input: "alertmanager", Want: want, StartsAt: start, EndsAt: ends,
+			Ordered: true, Labels: []byte(`{"alertname":"tie"}`), Items: []Item{item("am:tie", status)}}}}
+	}
+	// Hold the committer, so that both Accepts are gathered in one batch.
+	release, held := make(chan struct{}), make(chan struct{})
+	go s.submit(ctx, func(ctx context.Context, b *batch) error { close(held); <-release; return nil }) //nolint:errcheck
+	<-held
+	var once sync.Once
+	rel := func() { once.Do(func() { close(release) }) }
+	defer rel()
+	errs := make(chan error, 2)
+	go func() { _, err := s.Accept(ctx, upd(PhaseTriggered, "firing", time.Time{})); errs <- err }()
+	require.Eventually(t, func() bool { return len(s.ops) == 1 }, 5*time.Second, time.Millisecond)
+	go func() { _, err := s.Accept(ctx, upd(PhaseResolved, "resolved", start.Add(time.Minute))); errs <- err }()
+	require.Eventually(t, func() bool { return len(s.ops) == 2 }, 5*time.Second, time.Millisecond)
+	rel()
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+
+	v, err := s.Alert(ctx, "am:tie")
+	require.NoError(t, err)
+	var acc []string
+	var at []time.Time
+	for _, e := range v.History {
+		if e.Event == EventAccepted {
+			acc, at = append(acc, e.Status), append(at, e.At)
+		}
+	}
+	require.Equal(t, []string{string(PhaseTriggered), string(PhaseResolved)}, acc, "oldest first")
+	require.Equal(t, at[0], at[1], "one commit: the case this test is about")
+}
+
+// TestHistoryOfAPrunedAlertRowStaysInItsView: with storage.retention.history
+// longer than resolved_states, an alert's row is pruned and its history
+// rows kept; when the alert fires again (a new alert row, a new rowid) its
+// view still shows them. On SQLite the rows pointed at the pruned rowid
+// and vanished from the view. A database whose earlier prunes left such
+// rows gets them back when it is upgraded.
+func TestHistoryOfAPrunedAlertRowStaysInItsView(t *testing.T) {
+	ret := Retention{CompletedJobs: time.Hour, ResolvedStates: time.Hour, ClosedIssues: 2 * time.Hour, DeadLetters: time.Hour, History: 30 * 24 * time.Hour}
+	ctx := context.Background()
+	refire := func(t *testing.T, s *Store) {
+		t.Helper()
+		_, err := s.Accept(ctx, &Intake{Updates: []Update{{Identity: "am:x", Input: "alertmanager", Want: PhaseTriggered, StartsAt: time.Now().Truncate(time.Second),
+			Ordered: true, Labels: []byte(`{"alertname":"x"}`), Items: []Item{item("am:x", "firing")}}}})
+		require.NoError(t, err)
+		v, err := s.Alert(ctx, "am:x")
+		require.NoError(t, err)
+		var evs []string
+		for _, e := range v.History {
+			evs = append(evs, e.Event)
+		}
+		require.Contains(t, evs, EventCall, "the kept call of the earlier occurrence: %v", evs)
+	}
+	// seed writes an alert row last seen 2 h ago with a call in its
+	// history, and a newer alert after it (so x's rowid is not reused).
+	seed := func(t *testing.T, s *Store) {
+		t.Helper()
+		old := time.Now().Add(-2 * time.Hour).UnixNano()
+		_, err := s.db.ExecContext(ctx, `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES ('am:x', 'alertmanager', 'resolved', 1, 2, '{}', ?), ('am:y', 'alertmanager', 'firing', 1, 0, '{}', ?)`, old, time.Now().UnixNano())
+		require.NoError(t, err)
+		require.NoError(t, s.submit(ctx, func(ctx context.Context, b *batch) error {
+			b.record(histRow{identity: "am:x", target: "r/pagerduty/0", key: "am:x", event: EventCall, action: "trigger", outcome: OutcomeSuccess, at: old})
+			return nil
+		}))
+	}
+	t.Run("pruned", func(t *testing.T) {
+		s := openStore(t, Options{Driver: DriverSQLite, Path: t.TempDir() + "/q.db", Retention: ret}, &recordingSink{})
+		seed(t, s)
+		_, err := s.prune(ctx, time.Now())
+		require.NoError(t, err)
+		var n int
+		require.NoError(t, s.db.QueryRowContext(ctx, `SELECT count(*) FROM alertfan_alert WHERE identity = 'am:x'`).Scan(&n))
+		require.Zero(t, n, "the alert row is pruned")
+		refire(t, s)
+	})
+	t.Run("pruned by an earlier build, then upgraded", func(t *testing.T) {
+		path := t.TempDir() + "/q.db"
+		s := openStore(t, Options{Driver: DriverSQLite, Path: path, Retention: ret}, &recordingSink{})
+		seed(t, s)
+		// What an earlier build left: no trigger, a prune that kept the
+		// history rows' aid, a database at schema 36.
+		for _, q := range []string{`DROP TRIGGER alertfan_alert_unlink_history`, `DELETE FROM alertfan_alert WHERE identity = 'am:x'`, `DELETE FROM alertfan_migration WHERE version > 36`} {
+			_, err := s.db.ExecContext(ctx, q)
+			require.NoError(t, err)
+		}
+		require.NoError(t, s.Close(ctx))
+		refire(t, openStore(t, Options{Driver: DriverSQLite, Path: path, Retention: ret}, &recordingSink{}))
+	})
 }

@@ -43,7 +43,8 @@ func (d dialect) rebind(q string) string {
 }
 
 // migrations are alertfan's own tables, applied in order once each. The
-// {{id}} placeholder is the dialect's auto-increment key.
+// {{id}} placeholder is the dialect's auto-increment key; a migration that
+// starts with sqliteOnly is run on SQLite and only counted on PostgreSQL.
 var migrations = []string{
 	// 1: latest state per (target, key) and what of it was delivered.
 	`CREATE TABLE alertfan_state (
@@ -227,7 +228,24 @@ var migrations = []string{
 	// attempts_seq), for `queue list` and the alert view: the job's last
 	// error may be another key's, and is stored only once the attempt ends.
 	`ALTER TABLE alertfan_state ADD COLUMN last_error TEXT NOT NULL DEFAULT ''`,
+	// 37, 38 (SQLite): history rows whose alert row is pruned are found by
+	// their identity again (aid 0, see 22). Before, a kept row pointed at
+	// a rowid no alert row had any more, and once the alert fired again
+	// under a new rowid its earlier history was hidden from the alert
+	// view. The trigger unlinks them in the pruning DELETE's transaction;
+	// 38 unlinks the rows earlier prunes left (a rowid reused by another
+	// alert included: the view checks the identity too).
+	sqliteOnly + `CREATE TRIGGER alertfan_alert_unlink_history AFTER DELETE ON alertfan_alert
+	BEGIN
+		UPDATE alertfan_history SET aid = 0 WHERE aid = OLD.rowid AND identity = OLD.identity;
+	END`,
+	sqliteOnly + `UPDATE alertfan_history SET aid = 0 WHERE aid <> 0 AND NOT EXISTS (
+		SELECT 1 FROM alertfan_alert a WHERE a.rowid = alertfan_history.aid AND a.identity = alertfan_history.identity)`,
 }
+
+// sqliteOnly starts a migration PostgreSQL has no need of (its history
+// rows have no aid).
+const sqliteOnly = "-- sqlite only\n"
 
 func (s *Store) migrateOwn(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS alertfan_migration (version INTEGER PRIMARY KEY)`); err != nil {
@@ -249,9 +267,12 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, strings.NewReplacer("{{id}}", id, "{{rowid}}", rowid).Replace(migrations[v-1])); err != nil {
-			tx.Rollback() //nolint:errcheck
-			return fmt.Errorf("queue: migration %d: %w", v, err)
+		q, sqlite := strings.CutPrefix(migrations[v-1], sqliteOnly)
+		if !sqlite || s.dialect == dialectSQLite {
+			if _, err := tx.ExecContext(ctx, strings.NewReplacer("{{id}}", id, "{{rowid}}", rowid).Replace(q)); err != nil {
+				tx.Rollback() //nolint:errcheck
+				return fmt.Errorf("queue: migration %d: %w", v, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_migration (version) VALUES (?)`), v); err != nil {
 			tx.Rollback() //nolint:errcheck
