@@ -105,6 +105,17 @@ type pruneRule struct {
 //     new issue. closed_issues >= every reopen_within (config checks it), so
 //     a record a re-fire could reopen is never removed.
 var pruneRules = []pruneRule{
+	// The history first: with the default retentions an alert's rows are
+	// as old as its alert row, and they go before it rather than being
+	// unlinked from it (on SQLite, migration 37's trigger) and deleted
+	// after.
+	{
+		table:     "alertfan_history",
+		retention: func(r Retention) time.Duration { return r.History },
+		query: `DELETE FROM alertfan_history WHERE id IN (
+			SELECT id FROM alertfan_history WHERE at < ? ORDER BY id LIMIT ?)
+			AND at < ?`,
+	},
 	{
 		table:     "river_job",
 		retention: func(r Retention) time.Duration { return r.CompletedJobs },
@@ -153,13 +164,6 @@ var pruneRules = []pruneRule{
 		query: `DELETE FROM alertfan_dead WHERE id IN (
 			SELECT id FROM alertfan_dead WHERE created_at < ? ORDER BY id LIMIT ?)
 			AND created_at < ?`,
-	},
-	{
-		table:     "alertfan_history",
-		retention: func(r Retention) time.Duration { return r.History },
-		query: `DELETE FROM alertfan_history WHERE id IN (
-			SELECT id FROM alertfan_history WHERE at < ? ORDER BY id LIMIT ?)
-			AND at < ?`,
 	},
 }
 
