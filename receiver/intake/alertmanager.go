@@ -54,6 +54,7 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		errs = append(errs, fieldErr("alerts", "must hold at least one alert"))
 	}
 	errs = append(errs, checkLabels("groupLabels", m.GroupLabels, false)...)
+	errs = append(errs, checkKeyText("groupKey", m.GroupKey)...)
 	alerts := make([]sinks.Alert, 0, len(m.Alerts))
 	for i, a := range m.Alerts {
 		f := fmt.Sprintf("alerts[%d]", i)
@@ -82,6 +83,8 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 			fp = ls.Fingerprint().String()
 		} else if len(fp) > 64 {
 			errs = append(errs, fieldErr(f+".fingerprint", "longer than 64 characters"))
+		} else {
+			errs = append(errs, checkKeyText(f+".fingerprint", fp)...)
 		}
 		alerts = append(alerts, sinks.Alert{
 			Identity:     "am:" + fp,

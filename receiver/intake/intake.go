@@ -53,6 +53,19 @@ func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// checkKeyText refuses a NUL (U+0000) in a field that becomes an alert's
+// identity or a delivery's key (a fingerprint, a group key, a dedup key, a
+// Mackerel id). Those are stored as text, and PostgreSQL refuses NUL in
+// text: the write, and with it the request, would fail with a 503 at every
+// retry instead of a 400 naming the field. JSON allows it (\u0000), no
+// sender uses it.
+func checkKeyText(field, s string) Errors {
+	if strings.IndexByte(s, 0) >= 0 {
+		return Errors{fieldErr(field, "must not contain NUL (U+0000)")}
+	}
+	return nil
+}
+
 // decodeJSON decodes strictly enough to name the field a type error is in,
 // and refuses trailing data so that two concatenated bodies are not taken
 // as one.

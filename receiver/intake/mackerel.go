@@ -157,6 +157,11 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 	if m.Event == "" {
 		return nil, Errors{fieldErr("event", "required")}
 	}
+	if m.AlertGroup != nil {
+		if errs := checkKeyText("alertGroup.id", m.AlertGroup.ID); errs != nil {
+			return nil, errs
+		}
+	}
 	if m.Event != "alert" {
 		res := &MackerelResult{Event: m.Event}
 		if routeOther {
@@ -172,6 +177,7 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 	if a.ID == "" {
 		errs = append(errs, fieldErr("alert.id", "required"))
 	}
+	errs = append(errs, checkKeyText("alert.id", a.ID)...)
 	if !mackerelStatuses[a.Status] {
 		errs = append(errs, fieldErr("alert.status", "must be one of ok, warning, critical, unknown, got %q", sinks.Abbreviate(a.Status, 32)))
 	}

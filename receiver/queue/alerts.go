@@ -312,11 +312,11 @@ func nanoTime(ns int64) *time.Time {
 // and the group keys its history says it was accepted under.
 func (s *Store) destinations(ctx context.Context, identity string, retrying map[[2]string]retryInfo, hc *historyConds) ([]Destination, error) {
 	pairs := map[[2]string]bool{}
-	where, args, err := hc.where(ctx, identity)
+	src, args, err := hc.source(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT DISTINCT target, key FROM alertfan_history WHERE `+where+` AND event = ? AND key <> ? AND key <> ''`), append(args, EventAccepted, identity)...)
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT DISTINCT target, key FROM `+src+` AND event = ? AND key <> ? AND key <> ''`), append(args, EventAccepted, identity)...)
 	if err != nil {
 		return nil, fmt.Errorf("queue: read alert groups: %w", err)
 	}
@@ -407,12 +407,12 @@ func (s *Store) describeDestination(ctx context.Context, d *Destination, hc *his
 			return fmt.Errorf("queue: read dead letter: %w", err)
 		}
 	}
-	where, args, err := hc.where(ctx, d.Key)
+	src, args, err := hc.source(ctx, d.Key)
 	if err != nil {
 		return err
 	}
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT outcome, reason, error, attempt, ref FROM alertfan_history
-		WHERE `+where+` AND target = ? AND event = ? ORDER BY id DESC LIMIT 20`), append(args, d.Target, EventCall)...)
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT outcome, reason, error, attempt, ref FROM `+src+`
+		AND target = ? AND event = ? ORDER BY id DESC LIMIT 20`), append(args, d.Target, EventCall)...)
 	if err != nil {
 		return fmt.Errorf("queue: read calls: %w", err)
 	}
@@ -530,23 +530,23 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 		}
 		return rows.Err()
 	}
-	const cols = `SELECT id, at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM alertfan_history`
-	where, args, err := hc.where(ctx, identity)
+	const cols = `SELECT id, at, event, target, receiver, key, input, status, labels, route, action, outcome, http_status, reason, error, attempt, ref FROM `
+	src, args, err := hc.source(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
-	if err := read(cols+` WHERE `+where+` ORDER BY id DESC LIMIT ?`, append(args, maxHistory)...); err != nil {
+	if err := read(cols+src+` ORDER BY id DESC LIMIT ?`, append(args, maxHistory)...); err != nil {
 		return nil, err
 	}
 	for _, d := range dests {
 		if d.Key == identity {
 			continue
 		}
-		where, args, err := hc.where(ctx, d.Key)
+		src, args, err := hc.source(ctx, d.Key)
 		if err != nil {
 			return nil, err
 		}
-		if err := read(cols+` WHERE `+where+` AND target = ? AND event <> ? ORDER BY id DESC LIMIT ?`, append(args, d.Target, EventAccepted, maxHistory)...); err != nil {
+		if err := read(cols+src+` AND target = ? AND event <> ? ORDER BY id DESC LIMIT ?`, append(args, d.Target, EventAccepted, maxHistory)...); err != nil {
 			return nil, err
 		}
 	}
@@ -569,45 +569,57 @@ func (s *Store) history(ctx context.Context, identity string, dests []Destinatio
 	return out, nil
 }
 
-// historyConds hands out, for one API call, the condition that selects
-// the history rows of an identity (or of a group key), reading each
-// identity's aid once however many destinations ask.
+// historyConds hands out, for one API call, the rows of alertfan_history
+// that belong to an identity (or to a group key), reading each identity's
+// aid once however many destinations ask.
 type historyConds struct {
 	s *Store
 	m map[string]historyCond
 }
 
 type historyCond struct {
-	where string
-	args  []any
+	src  string
+	args []any
 }
 
 func (s *Store) historyConds() *historyConds {
 	return &historyConds{s: s, m: map[string]historyCond{}}
 }
 
-// where is the condition: on SQLite by aid, the rowid of the alert row
-// (see migration 22), and by identity for rows kept without one.
+// sqlHistoryUnlinked selects the rows kept without an alert row (aid 0):
+// group keys, alerts whose row was pruned (migration 37), and every row on
+// PostgreSQL. On SQLite it names the partial index on the identity: the
+// planner otherwise takes the (aid, id) index, which gives ORDER BY id for
+// free, and walks every aid-0 row of every identity (280 ms against 0.3 ms
+// for one alert among 500,000 unlinked rows).
+func (d dialect) sqlHistoryUnlinked() string {
+	return d.pick(`alertfan_history WHERE (aid = 0 AND identity = ?)`,
+		`alertfan_history INDEXED BY alertfan_history_identity WHERE (aid = 0 AND identity = ?)`)
+}
+
+// source is "alertfan_history … WHERE <the identity's rows>", to be
+// followed by more conditions: on SQLite by aid, the rowid of the alert
+// row (see migration 22), and by identity for rows kept without one.
 // identity is checked on both, so a rowid SQLite hands out again after the
 // alert row was pruned never mixes two alerts. The args are a fresh slice
 // the caller may append to.
-func (hc *historyConds) where(ctx context.Context, identity string) (string, []any, error) {
+func (hc *historyConds) source(ctx context.Context, identity string) (string, []any, error) {
 	c, ok := hc.m[identity]
 	if !ok {
-		c = historyCond{`(aid = 0 AND identity = ?)`, []any{identity}}
+		c = historyCond{hc.s.dialect.sqlHistoryUnlinked(), []any{identity}}
 		if hc.s.dialect == dialectSQLite {
 			var aid int64
 			err := hc.s.rdb.QueryRowContext(ctx, sqlAlertRowid, identity).Scan(&aid)
 			switch {
 			case err == nil:
-				c = historyCond{`((aid = ? AND identity = ?) OR (aid = 0 AND identity = ?))`, []any{aid, identity, identity}}
+				c = historyCond{`alertfan_history WHERE ((aid = ? AND identity = ?) OR (aid = 0 AND identity = ?))`, []any{aid, identity, identity}}
 			case !errors.Is(err, sql.ErrNoRows):
 				return "", nil, fmt.Errorf("queue: read alert: %w", err)
 			}
 		}
 		hc.m[identity] = c
 	}
-	return c.where, slices.Clone(c.args), nil
+	return c.src, slices.Clone(c.args), nil
 }
 
 func encodeCursor(seen int64, identity string) string {

@@ -44,7 +44,7 @@ func (d dialect) rebind(q string) string {
 
 // migrations are alertfan's own tables, applied in order once each. The
 // {{id}} placeholder is the dialect's auto-increment key; a migration that
-// starts with sqliteOnly is run on SQLite and only counted on PostgreSQL.
+// starts with sqliteOnly runs on SQLite only.
 var migrations = []string{
 	// 1: latest state per (target, key) and what of it was delivered.
 	`CREATE TABLE alertfan_state (
@@ -244,7 +244,10 @@ var migrations = []string{
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history
-// rows have no aid).
+// rows have no aid). On PostgreSQL it is neither run nor recorded, so the
+// database's version stays that of the last shared migration and a replica
+// of the build before can still start during a rolling upgrade (a store at
+// a newer version refuses an older alertfan).
 const sqliteOnly = "-- sqlite only\n"
 
 func (s *Store) migrateOwn(ctx context.Context) error {
@@ -263,16 +266,17 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 		id, rowid = "BIGSERIAL PRIMARY KEY", "BIGSERIAL PRIMARY KEY"
 	}
 	for v := have + 1; v <= len(migrations); v++ {
+		q, sqlite := strings.CutPrefix(migrations[v-1], sqliteOnly)
+		if sqlite && s.dialect != dialectSQLite {
+			continue // not recorded either: see sqliteOnly
+		}
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
-		q, sqlite := strings.CutPrefix(migrations[v-1], sqliteOnly)
-		if !sqlite || s.dialect == dialectSQLite {
-			if _, err := tx.ExecContext(ctx, strings.NewReplacer("{{id}}", id, "{{rowid}}", rowid).Replace(q)); err != nil {
-				tx.Rollback() //nolint:errcheck
-				return fmt.Errorf("queue: migration %d: %w", v, err)
-			}
+		if _, err := tx.ExecContext(ctx, strings.NewReplacer("{{id}}", id, "{{rowid}}", rowid).Replace(q)); err != nil {
+			tx.Rollback() //nolint:errcheck
+			return fmt.Errorf("queue: migration %d: %w", v, err)
 		}
 		if _, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_migration (version) VALUES (?)`), v); err != nil {
 			tx.Rollback() //nolint:errcheck

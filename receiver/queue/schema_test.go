@@ -1,0 +1,50 @@
+package queue
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSchemaVersionOfEachDialect: SQLite runs and records every
+// migration; PostgreSQL skips those only SQLite needs without recording
+// them, so its version stays that of the last shared migration and a
+// replica of the build before can still start during a rolling upgrade.
+// A store at a version newer than the running alertfan knows is refused,
+// naming both versions.
+func TestSchemaVersionOfEachDialect(t *testing.T) {
+	lastShared := 0
+	for i, m := range migrations {
+		if !strings.HasPrefix(m, sqliteOnly) {
+			lastShared = i + 1
+		}
+	}
+	require.Less(t, lastShared, len(migrations), "this test is about a schema whose last migrations are SQLite's own")
+	ctx := context.Background()
+	for _, c := range []struct {
+		d    driverCase
+		want int
+	}{{drivers()[0], len(migrations)}, {drivers()[1], lastShared}} {
+		t.Run(c.d.name, func(t *testing.T) {
+			opts := c.d.opts(t)
+			s := openStore(t, opts, &recordingSink{})
+			var v int
+			require.NoError(t, s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM alertfan_migration`).Scan(&v))
+			require.Equal(t, c.want, v)
+			require.NoError(t, s.Close(ctx))
+			// Reopening runs nothing again and changes nothing.
+			s = openStore(t, opts, &recordingSink{})
+			require.NoError(t, s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM alertfan_migration`).Scan(&v))
+			require.Equal(t, c.want, v)
+			// A store written by a newer alertfan.
+			_, err := s.db.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_migration (version) VALUES (?)`), len(migrations)+1)
+			require.NoError(t, err)
+			require.NoError(t, s.Close(ctx))
+			opts.Registerer = nil
+			_, err = Open(ctx, opts)
+			require.ErrorContains(t, err, "newer than this alertfan knows")
+		})
+	}
+}
