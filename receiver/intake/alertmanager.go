@@ -54,7 +54,7 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		errs = append(errs, fieldErr("alerts", "must hold at least one alert"))
 	}
 	errs = append(errs, checkLabels("groupLabels", m.GroupLabels, false)...)
-	errs = append(errs, checkKeyText("groupKey", m.GroupKey)...)
+	errs = append(errs, checkKeyText("groupKey", m.GroupKey, MaxGroupKeyBytes)...)
 	alerts := make([]sinks.Alert, 0, len(m.Alerts))
 	for i, a := range m.Alerts {
 		f := fmt.Sprintf("alerts[%d]", i)
@@ -84,7 +84,7 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		} else if len(fp) > 64 {
 			errs = append(errs, fieldErr(f+".fingerprint", "longer than 64 characters"))
 		} else {
-			errs = append(errs, checkKeyText(f+".fingerprint", fp)...)
+			errs = append(errs, checkKeyText(f+".fingerprint", fp, 0)...)
 		}
 		alerts = append(alerts, sinks.Alert{
 			Identity:     "am:" + fp,

@@ -53,17 +53,34 @@ func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// checkKeyText refuses a NUL (U+0000) in a field that becomes an alert's
-// identity or a delivery's key (a fingerprint, a group key, a dedup key, a
-// Mackerel id). Those are stored as text, and PostgreSQL refuses NUL in
-// text: the write, and with it the request, would fail with a 503 at every
-// retry instead of a 400 naming the field. JSON allows it (\u0000), no
-// sender uses it.
-func checkKeyText(field, s string) Errors {
+// Byte caps of the fields that become an alert's identity or a delivery's
+// key and have no cap of their own (a fingerprint has 64 characters, a
+// dedup_key PagerDuty's 255). PostgreSQL refuses a B-tree index entry over
+// 2,704 bytes (https://www.postgresql.org/docs/current/btree.html#BTREE-IMPLEMENTATION),
+// and these are indexed with the target id beside them.
+const (
+	// MaxGroupKeyBytes caps an Alertmanager groupKey (a group mode key).
+	MaxGroupKeyBytes = 2048
+	// MaxIDBytes caps a Mackerel alert or alert group id.
+	MaxIDBytes = 255
+)
+
+// checkKeyText refuses, in a field that becomes an alert's identity or a
+// delivery's key (a fingerprint, a group key, a dedup key, a Mackerel id),
+// a NUL (U+0000) and, when maxBytes > 0, more than maxBytes bytes. Those
+// are stored as indexed text, and PostgreSQL refuses both NUL in text and
+// an index entry over 2,704 bytes: the write, and with it the request,
+// would fail with a 503 at every retry instead of a 400 naming the field.
+// JSON allows NUL (\u0000); no sender uses it.
+func checkKeyText(field, s string, maxBytes int) Errors {
+	var errs Errors
 	if strings.IndexByte(s, 0) >= 0 {
-		return Errors{fieldErr(field, "must not contain NUL (U+0000)")}
+		errs = append(errs, fieldErr(field, "must not contain NUL (U+0000)"))
 	}
-	return nil
+	if maxBytes > 0 && len(s) > maxBytes {
+		errs = append(errs, fieldErr(field, "longer than %d bytes", maxBytes))
+	}
+	return errs
 }
 
 // decodeJSON decodes strictly enough to name the field a type error is in,

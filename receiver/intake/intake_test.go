@@ -135,6 +135,7 @@ func TestValidationErrors(t *testing.T) {
 		{"am empty label name", am, `{"version":"4","alerts":[{"status":"firing","labels":{"":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "alerts[0].labels", "invalid label name"},
 		{"am no startsAt", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`, "alerts[0].startsAt", "required"},
 		{"am NUL in fingerprint", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"ab\u0000cd"}]}`, "alerts[0].fingerprint", "NUL"},
+		{"am long groupKey", am, `{"version":"4","groupKey":"` + strings.Repeat("k", 2049) + `","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "groupKey", "longer than 2048 bytes"},
 		{"am NUL in groupKey", am, `{"version":"4","groupKey":"{}:{a=\"\u0000\"}","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "groupKey", "NUL"},
 		{"am long fingerprint", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"` + strings.Repeat("f", 65) + `"}]}`, "alerts[0].fingerprint", "longer"},
 
@@ -162,6 +163,8 @@ func TestValidationErrors(t *testing.T) {
 		{"mackerel no event", mk, `{}`, "event", "required"},
 		{"mackerel no alert", mk, `{"event":"alert"}`, "alert", "required"},
 		{"mackerel no id", mk, `{"event":"alert","alert":{"status":"critical"}}`, "alert.id", "required"},
+		{"mackerel long id", mk, `{"event":"alert","alert":{"id":"` + strings.Repeat("a", 256) + `","status":"critical"}}`, "alert.id", "longer than 255 bytes"},
+		{"mackerel long alert group id", mk, `{"event":"alertGroup","alertGroup":{"id":"` + strings.Repeat("g", 256) + `","status":"CRITICAL"}}`, "alertGroup.id", "longer than 255 bytes"},
 		{"mackerel NUL in id", mk, `{"event":"alert","alert":{"id":"x\u0000y","status":"critical"}}`, "alert.id", "NUL"},
 		{"mackerel NUL in alert group id", mk, `{"event":"alertGroup","alertGroup":{"id":"g\u0000","status":"CRITICAL"}}`, "alertGroup.id", "NUL"},
 		{"mackerel bad status", mk, `{"event":"alert","alert":{"id":"x","status":"bad"}}`, "alert.status", "must be one of"},

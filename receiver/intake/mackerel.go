@@ -158,7 +158,7 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 		return nil, Errors{fieldErr("event", "required")}
 	}
 	if m.AlertGroup != nil {
-		if errs := checkKeyText("alertGroup.id", m.AlertGroup.ID); errs != nil {
+		if errs := checkKeyText("alertGroup.id", m.AlertGroup.ID, MaxIDBytes); errs != nil {
 			return nil, errs
 		}
 	}
@@ -177,7 +177,7 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 	if a.ID == "" {
 		errs = append(errs, fieldErr("alert.id", "required"))
 	}
-	errs = append(errs, checkKeyText("alert.id", a.ID)...)
+	errs = append(errs, checkKeyText("alert.id", a.ID, MaxIDBytes)...)
 	if !mackerelStatuses[a.Status] {
 		errs = append(errs, fieldErr("alert.status", "must be one of ok, warning, critical, unknown, got %q", sinks.Abbreviate(a.Status, 32)))
 	}

@@ -101,7 +101,7 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 	if !utf8.ValidString(ev.DedupKey) {
 		errs = append(errs, fieldErr("dedup_key", "'dedup_key' is not valid UTF-8"))
 	}
-	errs = append(errs, checkKeyText("dedup_key", ev.DedupKey)...)
+	errs = append(errs, checkKeyText("dedup_key", ev.DedupKey, 0)...)
 	if len(errs) > 0 {
 		return nil, errs
 	}

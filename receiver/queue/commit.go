@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
+	"modernc.org/sqlite"
 )
 
 // Item is one (target, key) state to store, as intake produces it.
@@ -35,13 +37,56 @@ func (it *Item) closed() bool { return it.Want == PhaseResolved || it.Want == Ph
 
 // op is one unit of work for the committer. Ops from many requests and
 // workers share one transaction, so one fsync covers them all (group
-// commit); an op's error is its batch's error.
+// commit); an op's error is its batch's error, unless it is the op's own
+// (OpError) or the database refused the op's data (refusedWrite).
 type op struct {
 	fn   func(ctx context.Context, b *batch) error
 	done chan error
 	// own is an error that is this op's alone (see OpError): the batch
 	// commits without it and only this op's caller sees it.
 	own error
+	// refused is the error of a write of this op's that the database
+	// refused for its data (refusedWrite): the batch was committed again
+	// without the op, and only its caller sees the error.
+	refused error
+}
+
+// opFailure is the error of the op whose function failed a batch.
+type opFailure struct {
+	op  *op
+	err error
+}
+
+func (e *opFailure) Error() string { return e.err.Error() }
+func (e *opFailure) Unwrap() error { return e.err }
+
+// refusedWrite reports whether the database refused a statement for the
+// data it was given — on PostgreSQL a data exception (class 22: NUL or
+// invalid UTF-8 in text, a value out of range), an integrity constraint
+// (23) or a program limit (54: an index entry over 2,704 bytes); on
+// SQLite a value too big (SQLITE_TOOBIG), a constraint or a type
+// mismatch — rather than failing as a store (down, busy, full, a lost
+// connection). Such an error is the request's own: intake refuses what it
+// knows a database would refuse, and this keeps whatever it did not know
+// from failing every other request that shares its batch at each of its
+// sender's retries.
+func refusedWrite(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "22", "23", "54":
+			return true
+		}
+		return false
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff {
+		case 18, 19, 20: // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
+			return true
+		}
+	}
+	return false
 }
 
 // OpError marks an op's error as its caller's alone — not found, conflict,
@@ -158,22 +203,40 @@ func (s *Store) commitLoop(in chan *op) {
 			s.logger.Error("Store commit failed", "ops", len(ops), "err", err)
 		}
 		for _, o := range ops {
-			if err == nil && o.own != nil {
+			switch {
+			case o.refused != nil:
+				o.done <- o.refused
+			case err == nil && o.own != nil:
 				o.done <- o.own
-				continue
+			default:
+				o.done <- err
 			}
-			o.done <- err
 		}
 		s.catchUpWAL()
 	}
 }
 
+// commit commits ops in one transaction, rerun after a deadlock or a
+// serialization failure. An op whose write the database refused for its
+// data is taken out and the rest are committed again without it (a
+// failed statement ends a PostgreSQL transaction, so it cannot be skipped
+// in place): only its caller gets the error.
 func (s *Store) commit(ops []*op) error {
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = s.commitOnce(ops); err == nil || !retriableTxError(err) {
+	for attempt := 0; attempt < 3; {
+		err = s.commitOnce(ops)
+		var bad *opFailure
+		if len(ops) > 1 && errors.As(err, &bad) && refusedWrite(err) {
+			bad.op.refused = bad.err
+			s.metrics.commitErrors.Inc()
+			s.logger.Warn("The store refused one request's writes; committing the rest of its batch without it", "ops", len(ops)-1, "err", bad.err)
+			ops = slices.DeleteFunc(slices.Clone(ops), func(o *op) bool { return o == bad.op })
+			continue
+		}
+		if err == nil || !retriableTxError(err) {
 			return err
 		}
+		attempt++
 	}
 	return err
 }
@@ -220,7 +283,7 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 				o.own, err, b.hist = own.Err, nil, b.hist[:mark]
 				continue
 			}
-			return err
+			return &opFailure{op: o, err: err}
 		}
 	}
 	if err = b.flushHistory(ctx); err != nil {
