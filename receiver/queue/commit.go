@@ -216,6 +216,11 @@ func (s *Store) commitLoop(in chan *op) {
 	}
 }
 
+// maxRefusedOps bounds how many ops one commit takes out (see commit):
+// each costs a run of the ops before it, so a batch full of refused writes
+// fails whole after these, as every batch with one did before.
+const maxRefusedOps = 4
+
 // commit commits ops in one transaction, rerun after a deadlock or a
 // serialization failure. An op whose write the database refused for its
 // data is taken out and the rest are committed again without it (a
@@ -223,10 +228,12 @@ func (s *Store) commitLoop(in chan *op) {
 // in place): only its caller gets the error.
 func (s *Store) commit(ops []*op) error {
 	var err error
+	refused := 0
 	for attempt := 0; attempt < 3; {
 		err = s.commitOnce(ops)
 		var bad *opFailure
-		if len(ops) > 1 && errors.As(err, &bad) && refusedWrite(err) {
+		if len(ops) > 1 && refused < maxRefusedOps && errors.As(err, &bad) && refusedWrite(err) {
+			refused++
 			bad.op.refused = bad.err
 			s.metrics.commitErrors.Inc()
 			s.logger.Warn("The store refused one request's writes; committing the rest of its batch without it", "ops", len(ops)-1, "err", bad.err)

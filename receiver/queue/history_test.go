@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -111,13 +110,7 @@ func TestHistoryOrderWithinOneCommit(t *testing.T) {
 		return &Intake{Updates: []Update{{Identity: "am:tie", Input: "alertmanager", Want: want, StartsAt: start, EndsAt: ends,
 			Ordered: true, Labels: []byte(`{"alertname":"tie"}`), Items: []Item{item("am:tie", status)}}}}
 	}
-	// Hold the committer, so that both Accepts are gathered in one batch.
-	release, held := make(chan struct{}), make(chan struct{})
-	go s.submit(ctx, func(ctx context.Context, b *batch) error { close(held); <-release; return nil }) //nolint:errcheck
-	<-held
-	var once sync.Once
-	rel := func() { once.Do(func() { close(release) }) }
-	defer rel()
+	rel := holdCommitter(t, s) // both Accepts in one batch
 	errs := make(chan error, 2)
 	go func() { _, err := s.Accept(ctx, upd(PhaseTriggered, "firing", time.Time{})); errs <- err }()
 	require.Eventually(t, func() bool { return len(s.ops) == 1 }, 5*time.Second, time.Millisecond)
@@ -240,79 +233,4 @@ func TestHistoryReadsFindAnIdentityByIndex(t *testing.T) {
 			}
 		}
 	}
-}
-
-// TestRefusedWriteFailsOnlyItsOwnRequest: a write the database refuses
-// for its data (here a duplicate key) fails only the request it belongs
-// to; the requests that shared its group commit are committed without it,
-// and nothing the refused request wrote before its failing statement is.
-// Before, the whole batch failed, at each of its sender's retries (on
-// PostgreSQL a key over the B-tree limit or a NUL did this).
-func TestRefusedWriteFailsOnlyItsOwnRequest(t *testing.T) {
-	for _, d := range drivers() {
-		t.Run(d.name, func(t *testing.T) {
-			s := openStore(t, d.opts(t), &recordingSink{})
-			ctx := context.Background()
-			write := func(ref string) func(ctx context.Context, b *batch) error {
-				return func(ctx context.Context, b *batch) error {
-					_, err := b.exec(ctx, `INSERT INTO alertfan_history (aid, at, identity, event, ref) VALUES (0, 1, 'am:refused', 'call', ?)`, ref)
-					return err
-				}
-			}
-			refused := func(ctx context.Context, b *batch) error {
-				if err := write("refused")(ctx, b); err != nil {
-					return err
-				}
-				_, err := b.exec(ctx, `INSERT INTO alertfan_migration (version) VALUES (1)`) // there is one
-				return err
-			}
-			if d.name == "postgres" {
-				// Its two committers may split what is queued: the batch
-				// is made by hand.
-				ops := []*op{{fn: write("before")}, {fn: refused}, {fn: write("after")}}
-				require.NoError(t, s.commit(ops))
-				require.NoError(t, ops[0].refused)
-				require.Error(t, ops[1].refused)
-				require.NoError(t, ops[2].refused)
-				requireRefs(t, s, "before", "after")
-				return
-			}
-			// Hold the committer, so that all three are gathered in one batch.
-			release, held := make(chan struct{}), make(chan struct{})
-			go s.submit(ctx, func(ctx context.Context, b *batch) error { close(held); <-release; return nil }) //nolint:errcheck
-			<-held
-			var once sync.Once
-			rel := func() { once.Do(func() { close(release) }) }
-			defer rel()
-			errs := map[string]chan error{"before": make(chan error, 1), "refused": make(chan error, 1), "after": make(chan error, 1)}
-			for i, name := range []string{"before", "refused", "after"} {
-				fn := write(name)
-				if name == "refused" {
-					fn = refused
-				}
-				go func() { errs[name] <- s.submit(ctx, fn) }()
-				require.Eventually(t, func() bool { return len(s.ops) == i+1 }, 5*time.Second, time.Millisecond)
-			}
-			rel()
-			require.NoError(t, <-errs["before"])
-			require.NoError(t, <-errs["after"])
-			require.Error(t, <-errs["refused"])
-			requireRefs(t, s, "before", "after")
-		})
-	}
-}
-
-func requireRefs(t *testing.T, s *Store, want ...string) {
-	t.Helper()
-	rows, err := s.db.QueryContext(context.Background(), `SELECT ref FROM alertfan_history WHERE identity = 'am:refused' ORDER BY id`)
-	require.NoError(t, err)
-	defer rows.Close()
-	var refs []string
-	for rows.Next() {
-		var ref string
-		require.NoError(t, rows.Scan(&ref))
-		refs = append(refs, ref)
-	}
-	require.NoError(t, rows.Err())
-	require.Equal(t, want, refs)
 }

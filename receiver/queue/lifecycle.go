@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 )
@@ -277,8 +279,25 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 	// One lock order in every transaction keeps concurrent PostgreSQL
 	// committers and replicas from deadlocking.
 	sort.SliceStable(ups, func(a, b int) bool { return in.Updates[ups[a]].Identity < in.Updates[ups[b]].Identity })
+	// The batch may run again (a PostgreSQL deadlock, another request's
+	// write refused: see commit), and each run starts from the updates as
+	// they came: acceptUpdate drops the items of targets with nothing to
+	// resolve and adds those of the targets holding the alert open, into
+	// copies (else a second run would find the sticky targets routed and
+	// count none).
+	type given struct {
+		items  []Item
+		routes map[string]string
+	}
+	as := make([]given, len(in.Updates))
+	for i, u := range in.Updates {
+		as[i] = given{u.Items, u.Routes}
+	}
 	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
 		res = Accepted{}
+		for i, g := range as {
+			in.Updates[i].Items, in.Updates[i].Routes = g.items, g.routes
+		}
 		fresh := make([]bool, len(in.Updates))
 		for _, i := range ups {
 			u := &in.Updates[i]
@@ -442,14 +461,13 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		// added by a reload, or one whose route the alert never took, has
 		// nothing to acknowledge or resolve. (A resolve for an alert never
 		// seen at all is passed on as it came.)
+		// (A copy, never the items in place: Accept's batch may run again
+		// from the update as it came.)
 		if known && (u.Want == PhaseResolved || u.Want == PhaseAcknowledged) {
-			kept := u.Items[:0]
-			for _, it := range u.Items {
-				if _, ok := held[it.Target]; ok {
-					kept = append(kept, it)
-				}
+			notHeld := func(it Item) bool { _, ok := held[it.Target]; return !ok }
+			if slices.ContainsFunc(u.Items, notHeld) {
+				u.Items = slices.DeleteFunc(slices.Clone(u.Items), notHeld)
 			}
-			u.Items = kept
 		}
 		// Targets holding the alert open hear about every later update,
 		// whatever its labels route to now.
@@ -463,13 +481,14 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 					continue
 				}
 				if it, ok := u.Sticky(t); ok {
-					if u.Routes == nil {
-						u.Routes = map[string]string{}
-					}
 					if recv := b.s.receiverOfTarget(t); u.Routes[recv] == "" {
+						u.Routes = maps.Clone(u.Routes) // not the caller's: see Accept
+						if u.Routes == nil {
+							u.Routes = map[string]string{}
+						}
 						u.Routes[recv] = routeSticky
 					}
-					u.Items = append(u.Items, it)
+					u.Items = append(slices.Clip(u.Items), it)
 					res.Sticky++
 				}
 			}
