@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/alertmanager/matcher/compat"
 	"github.com/prometheus/alertmanager/pkg/labels"
@@ -100,15 +99,7 @@ func (s *server) handleAlertShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "identity: required (URL-escaped, as GET /api/v1/alerts lists it)", nil)
 		return
 	}
-	var a *queue.AlertView
-	var err error
-	if utf8.ValidString(id) && !strings.ContainsRune(id, 0) {
-		a, err = s.store.Alert(r.Context(), id)
-	} else {
-		// No identity holds either (intake refuses them), and PostgreSQL
-		// would refuse the query itself: a 404, as on SQLite.
-		err = queue.ErrUnknownAlert
-	}
+	a, err := s.store.Alert(r.Context(), id)
 	switch {
 	case errors.Is(err, queue.ErrUnknownAlert):
 		writeError(w, http.StatusNotFound, "no alert with identity "+strconv.Quote(id), nil)

@@ -239,6 +239,11 @@ func keep(a *AlertView, q AlertQuery) bool {
 
 // Alert is one alert identity with its destinations and its history.
 func (s *Store) Alert(ctx context.Context, identity string) (*AlertView, error) {
+	if storableText(identity) != identity {
+		// Invalid UTF-8 or a NUL: no identity holds either (intake refuses
+		// them), and PostgreSQL would refuse the query itself.
+		return nil, ErrUnknownAlert
+	}
 	row := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT identity, input, status, starts_at, ends_at, labels, seen_at FROM alertfan_alert WHERE identity = ?`), identity)
 	a, _, err := scanAlert(row)
 	found := err == nil

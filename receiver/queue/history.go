@@ -119,6 +119,13 @@ var sqliteHistInserts = func() (q [len(sqliteHistChunks)]string) {
 // sqlAlertRowid finds the aid of an alert by its identity.
 const sqlAlertRowid = `SELECT rowid FROM alertfan_alert WHERE identity = ?`
 
+// appendValues appends the row's values of histColumns after aid, which
+// each dialect gives its own way.
+func (r *histRow) appendValues(args []any) []any {
+	return append(args, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
+		r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
+}
+
 // flushHistory writes the batch's history rows.
 func (b *batch) flushHistory(ctx context.Context) error {
 	if b.s.dialect == dialectSQLite {
@@ -129,8 +136,7 @@ func (b *batch) flushHistory(ctx context.Context) error {
 				for j := range rows[:n] {
 					r := &rows[j]
 					r.clean()
-					args = append(args, r.aid, r.identity, r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
-						r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
+					args = r.appendValues(append(args, r.aid, r.identity))
 				}
 				if _, err := b.exec(ctx, sqliteHistInserts[i], args...); err != nil {
 					return fmt.Errorf("queue: write history: %w", err)
@@ -146,8 +152,7 @@ func (b *batch) flushHistory(ctx context.Context) error {
 		args := make([]any, 0, len(rows)*18)
 		for _, r := range rows {
 			r.clean()
-			args = append(args, int64(0), r.at, r.identity, r.target, r.key, r.event, r.input, r.status, r.labels, r.receiver, r.route,
-				r.action, r.outcome, r.httpStatus, r.reason, r.errText, r.attempt, r.ref)
+			args = r.appendValues(append(args, int64(0)))
 		}
 		if _, err := b.exec(ctx, historyInsert(len(rows)), args...); err != nil {
 			return fmt.Errorf("queue: write history: %w", err)
