@@ -415,6 +415,9 @@ func (c *Config) resolveFiles(dir string) error {
 				if pc.RoutingKey, err = readSecret(dir, pc.RoutingKeyFile, field); err != nil {
 					return err
 				}
+				if err := pagerduty.CheckRoutingKey(string(pc.RoutingKey), pc.URL); err != nil {
+					return fmt.Errorf("%s: %s: %w", field, pc.RoutingKeyFile, err)
+				}
 			}
 		}
 		for i, bc := range r.BacklogConfigs {

@@ -147,3 +147,21 @@ receivers:
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "SUPERSECRETKEY")
 }
+
+// A routing key PagerDuty refuses for every event is refused at load,
+// inline or from routing_key_file (naming the file), and never quoted.
+func TestRoutingKeyPagerDutyRefusesIsAConfigError(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "key"), []byte("e+23rschqsESqk9Q6_-g\n"), 0o600))
+	file := filepath.Join(dir, "alertfan.yml")
+	for _, c := range []struct{ key, want string }{
+		{"routing_key_file: key", `receivers "r": pagerduty_configs[0].routing_key_file: key: PagerDuty routing keys are 32 characters, this one has 20`},
+		{"routing_key: 'e+23rschqsESqk9Q6_-g0123456789ab'", `routing_key: PagerDuty routing keys hold only letters and digits, this one has '+' at position 2`},
+	} {
+		require.NoError(t, os.WriteFile(file, []byte("route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - "+c.key+"\n"), 0o600))
+		_, err := Load(file)
+		require.ErrorContains(t, err, c.want)
+		require.ErrorContains(t, err, "routing_key")
+		require.NotContains(t, err.Error(), "e+23rschq")
+	}
+}

@@ -1,6 +1,7 @@
 package backlog
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -594,15 +595,53 @@ func (w *work) renderPlain(field, text string) (string, error) {
 	return w.exec(field, text, RulePlain)
 }
 
+// exec renders one field. A template that fails for this alert (the
+// start-up check, checkTemplates, renders only a sample alert) gives the
+// field its default (fieldDefault), counted and logged: one field's
+// template must not cost the ticket. An error is left only when the
+// default fails too.
 func (w *work) exec(field, text, rule string) (string, error) {
 	if text == "" {
 		return "", nil
 	}
 	s, err := sinks.ExecuteText(w.n.d.Template, text, w.data)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		def := fieldDefault(field)
+		w.templateFallback(field, err)
+		if def == "" || def == text {
+			return "", nil
+		}
+		if s, err = sinks.ExecuteText(w.n.d.Template, def, w.data); err != nil {
+			return "", fmt.Errorf("%s: the default template failed too: %w", field, err)
+		}
 	}
 	return strings.TrimSpace(applyRule(s, rule)), nil
+}
+
+// fieldDefault is the text a field takes when its template fails for an
+// alert: DefaultConfig's for the summary, description and comments. The
+// others fall back to nothing: an empty priority takes default_priority,
+// an empty assignee leaves the issue unassigned, an empty custom field is
+// not sent.
+func fieldDefault(field string) string {
+	d := DefaultConfig
+	return map[string]string{
+		"summary": d.Summary, "description": d.Description,
+		"repeat_comment": d.RepeatComment, "ack_comment": d.AckComment,
+		"resolved_comment": d.ResolvedComment, "refire_comment": d.RefireComment,
+	}[field]
+}
+
+// templateFallback reports a field whose template failed, or rendered
+// blank where Backlog needs a value, except in a preview (quiet).
+func (w *work) templateFallback(field string, err error) {
+	if w.quiet {
+		return
+	}
+	w.n.d.Logger.Warn("A template failed or rendered blank for an alert; the field takes its default", "field", field, "key", w.key, "err", err)
+	if w.n.d.Metrics != nil {
+		w.n.d.Metrics.fallbacks.WithLabelValues(w.n.d.Receiver, field).Inc()
+	}
 }
 
 // description renders the description with the marker, cut to the limit,
@@ -760,7 +799,18 @@ func (w *work) issueValues(gen int64) (*issueValues, error) {
 	}
 	summary, _ = truncate(oneLine(summary), maxSummary)
 	if summary == "" {
-		return nil, errors.New("summary: rendered empty")
+		// Backlog refuses an issue without a summary: the default
+		// template's, else the status and alert name.
+		w.templateFallback("summary", errors.New("rendered blank"))
+		if n.conf.Summary != DefaultConfig.Summary {
+			if summary, err = w.renderPlain("summary", DefaultConfig.Summary); err != nil {
+				return nil, err
+			}
+			summary, _ = truncate(oneLine(summary), maxSummary)
+		}
+		if summary == "" {
+			summary, _ = truncate(oneLine(fmt.Sprintf("[%s] %s", strings.ToUpper(w.data.Status), cmp.Or(w.data.CommonLabels["alertname"], w.key))), maxSummary)
+		}
 	}
 	v := &issueValues{summary: summary, custom: make(map[string]string, len(n.conf.CustomFields))}
 	if v.description, v.hash, err = w.description(gen); err != nil {

@@ -22,7 +22,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"endpoint", "code"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_backlog_fallbacks_total",
-			Help: "Rendered values that do not exist in Backlog (priority, assignee, custom field item), replaced by the configured fallback, by receiver and field.",
+			Help: "Rendered values that do not exist in Backlog (priority, assignee, custom field item), or whose template failed for the alert or rendered a blank summary, replaced by the configured fallback or the field's default, by receiver and field.",
 		}, []string{"receiver", "field"}),
 	}
 	reg.MustRegister(m.issues, m.requests, m.fallbacks)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -171,6 +172,11 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("url: %q is not an absolute http(s) URL", c.URL)
 	}
+	if c.RoutingKey != "" {
+		if err := CheckRoutingKey(string(c.RoutingKey), c.URL); err != nil {
+			return fmt.Errorf("routing_key: %w", err)
+		}
+	}
 	if c.Mode != ModeAlert && c.Mode != ModeGroup {
 		return fmt.Errorf("mode: %q is not one of %q, %q", c.Mode, ModeAlert, ModeGroup)
 	}
@@ -202,6 +208,38 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.Source == "" {
 		c.Source = c.Client
+	}
+	return nil
+}
+
+// routingKeyLen is the length of every routing key PagerDuty issues: an
+// integration key, or a global or service orchestration's "R0…" key.
+const routingKeyLen = 32
+
+// CheckRoutingKey refuses a routing key that PagerDuty refuses for every
+// event when url is PagerDuty's own (a host under pagerduty.com): it must
+// be 32 ASCII letters and digits. PagerDuty answers 400 "Length of
+// 'routing_key' is incorrect (should be 32 characters)" and "'routing_key'
+// cannot contain non-alphanumeric characters."
+// (https://developer.pagerduty.com/docs/send-alert-event), so such a key
+// would dead-letter each alert. A relay or proxy at another host may take
+// keys of its own shape, and is not checked. The error never quotes the
+// key, which is a secret.
+func CheckRoutingKey(key, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil // the url's own check reports it
+	}
+	if h := strings.ToLower(u.Hostname()); h != "pagerduty.com" && !strings.HasSuffix(h, ".pagerduty.com") {
+		return nil
+	}
+	if len(key) != routingKeyLen {
+		return fmt.Errorf("PagerDuty routing keys are %d characters, this one has %d (PagerDuty refuses every event with it: \"Length of 'routing_key' is incorrect\"); copy the Integration Key of the service's Events API v2 integration", routingKeyLen, utf8.RuneCountInString(key))
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return fmt.Errorf("PagerDuty routing keys hold only letters and digits, this one has %q at position %d (PagerDuty refuses every event with it: \"'routing_key' cannot contain non-alphanumeric characters\")", rune(c), i+1)
+		}
 	}
 	return nil
 }

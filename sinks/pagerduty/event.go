@@ -1,6 +1,7 @@
 package pagerduty
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,13 +25,17 @@ var (
 	}, []string{"target"})
 	dedupKeyFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "alertfan_pagerduty_dedup_key_replaced_total",
-		Help: "Rendered dedup_key templates that were empty (default key used) or over 255 characters (hashed), by target.",
+		Help: "Rendered dedup_key templates that failed or were empty (default key used) or were over 255 characters (hashed), by target.",
 	}, []string{"target"})
+	fieldFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "alertfan_pagerduty_field_replaced_total",
+		Help: "Event fields whose template failed for the alert, or that rendered blank where PagerDuty requires a value (payload.summary, payload.source of a trigger), replaced by their default, by target and field.",
+	}, []string{"target", "field"})
 )
 
 // Collectors are the PagerDuty sink's metrics, for the process registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{severityFallbacks, dedupKeyFallbacks}
+	return []prometheus.Collector{severityFallbacks, dedupKeyFallbacks, fieldFallbacks}
 }
 
 // Input names, as in sinks.Source.Input.
@@ -68,13 +73,23 @@ func (n *Notifier) DedupKey(notif *sinks.Notification) (string, error) {
 
 // dedupKey is DedupKey; quiet (a preview) neither counts nor logs a
 // replaced key.
+//
+// A dedup_key template that fails for this alert (the start-up check
+// renders only a sample alert) also takes the default key: the page goes
+// out, and its resolve, rendered from the same alert, fails the same way
+// and finds the same incident.
 func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, error) {
 	if n.conf.DedupKey == "" {
 		return n.defaultKey(notif), nil
 	}
 	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, notif.TemplateData())
-	if err != nil {
+	if err != nil && n.checking {
 		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
+	}
+	if err != nil {
+		n.replaced(dedupKeyFallbacks, quiet)
+		n.warnOnce(quiet, "dedup_key:error", "dedup_key template failed for an alert; using the default key", "key", notif.Key, "err", err)
+		return n.defaultKey(notif), nil
 	}
 	k = strings.TrimSpace(k)
 	switch {
@@ -258,19 +273,55 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 		return ev, nil, nil
 	}
 	data := notif.TemplateData()
-	var tmplErr error
+	exec := func(text string) (string, error) {
+		if f, ok := n.shipped[text]; ok {
+			return f(data), nil
+		}
+		return sinks.ExecuteText(n.tmpl, text, data)
+	}
+	// A template that fails for this alert (the start-up check renders
+	// only a sample alert, and refuses the config when that fails: checkErr)
+	// gives the field its default (fieldDefault), counted and logged: one
+	// cosmetic field must not cost the page.
+	var checkErr error
 	tmpl := func(field, text string) string {
-		if tmplErr != nil {
+		s, err := exec(text)
+		if err == nil {
+			return s
+		}
+		if n.checking {
+			checkErr = cmp.Or(checkErr, fmt.Errorf("%s: template %q: %w", field, text, err))
 			return ""
 		}
-		if f, ok := n.shipped[text]; ok {
-			return f(data)
+		n.replacedField(field, quiet)
+		n.warnOnce(quiet, "template:"+field, "A template failed for an alert; the field takes its default",
+			"field", field, "key", notif.Key, "err", err)
+		if def := fieldDefault(field); def != "" && def != text {
+			if s, err := exec(def); err == nil {
+				return s
+			}
 		}
-		s, err := sinks.ExecuteText(n.tmpl, text, data)
-		if err != nil {
-			tmplErr = fmt.Errorf("%s: template %q: %w", field, text, err)
+		return ""
+	}
+	// required gives a field PagerDuty requires of a trigger its default
+	// when the user's template rendered it blank, and Alertmanager's
+	// subject or "alertfan" when that is blank too
+	// (https://developer.pagerduty.com/docs/send-alert-event: summary and
+	// source are required; PagerDuty answers 400 "'payload.summary' is
+	// missing or blank").
+	required := func(field, v, last string) string {
+		if action != ActionTrigger || strings.TrimSpace(v) != "" {
+			return v
 		}
-		return s
+		n.replacedField(field, quiet)
+		n.warnOnce(quiet, "blank:"+field, "A field PagerDuty requires rendered blank for an alert; it takes its default",
+			"field", field, "key", notif.Key)
+		if def := fieldDefault(field); def != "" {
+			if s, err := exec(def); err == nil && strings.TrimSpace(s) != "" {
+				return s
+			}
+		}
+		return last
 	}
 	// field renders the user's template, or takes the input's default.
 	field := func(key, text string) string {
@@ -281,12 +332,12 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 		}
 		return tmpl(key, text)
 	}
-	summary, _ := sinks.TruncateRunes(field("description", n.conf.Description), maxSummaryRunes)
+	summary, _ := sinks.TruncateRunes(required("description", field("description", n.conf.Description), strings.TrimSpace(subject(data))), maxSummaryRunes)
 	ev.Client = field("client", n.conf.Client)
 	ev.ClientURL = field("client_url", n.conf.ClientURL)
 	ev.Payload = &pd.V2Payload{
 		Summary:   summary,
-		Source:    field("source", n.conf.Source),
+		Source:    required("source", field("source", n.conf.Source), "alertfan"),
 		Severity:  n.severity(field("severity", n.conf.Severity), action, quiet),
 		Class:     field("class", n.conf.Class),
 		Component: field("component", n.conf.Component),
@@ -300,11 +351,15 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 			ev.Payload.Details = defs.details
 		}
 	} else {
-		details, err := n.renderDetails(data)
-		if err != nil {
-			return nil, nil, err
-		}
-		ev.Payload.Details = details
+		ev.Payload.Details = n.renderDetails(data, func(key string, err error) {
+			if n.checking {
+				checkErr = cmp.Or(checkErr, fmt.Errorf("details.%s: %w", key, err))
+				return
+			}
+			n.replacedField("details."+key, quiet)
+			n.warnOnce(quiet, "template:details."+key, "A details template failed for an alert; the detail holds the error instead",
+				"field", "details."+key, "key", notif.Key, "err", err)
+		})
 	}
 	if defs != nil && !n.conf.Explicit("images") {
 		ev.Images = defs.images
@@ -333,8 +388,8 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 			}
 		}
 	}
-	if tmplErr != nil {
-		return nil, nil, tmplErr
+	if checkErr != nil {
+		return nil, nil, checkErr
 	}
 	// As Alertmanager: an event over PagerDuty's size limit loses its custom
 	// details rather than being refused.
@@ -353,6 +408,32 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 		return ev, nil, nil
 	}
 	return ev, b, nil
+}
+
+// fieldDefault is the text a field takes when its template fails or a
+// required field renders blank: DefaultConfig's (source defaults to the
+// client, as in Alertmanager), or "" for a field with no default (class,
+// component, group, images, links: left out of the event).
+func fieldDefault(field string) string {
+	switch field {
+	case "description":
+		return DefaultConfig.Description
+	case "client", "source":
+		return DefaultConfig.Client
+	case "client_url":
+		return DefaultConfig.ClientURL
+	case "severity":
+		return DefaultConfig.Severity
+	}
+	return ""
+}
+
+// replacedField counts a field replaced by its default, except in the
+// start-up render of a sample alert and in a preview (quiet).
+func (n *Notifier) replacedField(field string, quiet bool) {
+	if !n.checking && !quiet {
+		fieldFallbacks.WithLabelValues(n.target, field).Inc()
+	}
 }
 
 // replaced counts a replaced value, except in the start-up render of a

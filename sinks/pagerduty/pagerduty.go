@@ -285,7 +285,12 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 	}
 }
 
-func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
+// renderDetails renders the configured custom details for data.
+//
+// A detail whose template fails for this alert holds the error's text
+// instead ("template error: …"), and failed is told: the page goes out, and
+// the person reading it sees why that detail is missing.
+func (n *Notifier) renderDetails(data *template.Data, failed func(key string, err error)) map[string]any {
 	out := make(map[string]any, len(n.conf.Details))
 	for k, v := range n.conf.Details {
 		if text, ok := v.(string); ok && n.shippedDetails {
@@ -298,11 +303,12 @@ func (n *Notifier) renderDetails(data *template.Data) (map[string]any, error) {
 			return sinks.ExecuteText(n.tmpl, text, data)
 		})
 		if err != nil {
-			return nil, fmt.Errorf("details.%s: %w", k, err)
+			failed(k, err)
+			r = "template error: " + err.Error()
 		}
 		out[k] = r
 	}
-	return out, nil
+	return out
 }
 
 type respInfoKey struct{}

@@ -242,6 +242,11 @@ func validatePD(ev *PDEvent, change bool) []string {
 	if len(ev.RoutingKey) != 32 {
 		errs = append(errs, "Length of 'routing_key' is incorrect (should be 32 characters)")
 	}
+	if strings.IndexFunc(ev.RoutingKey, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
+	}) >= 0 {
+		errs = append(errs, "'routing_key' cannot contain non-alphanumeric characters.")
+	}
 	var payload struct {
 		Summary   *string `json:"summary"`
 		Source    *string `json:"source"`
