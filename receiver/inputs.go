@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/intake"
 	"github.com/alertfan/alertfan/sinks"
 )
@@ -105,13 +106,27 @@ func decodePD[T any](s *server, w http.ResponseWriter, r *http.Request, start ti
 		pdError(w, http.StatusBadRequest, "invalid event", "Event object is invalid", err)
 		return nil, res, "", false
 	}
-	if err := checkLimits(rt.cfg.Intake, pdAlerts(res), func(int) string { return "payload" }); err != nil {
+	if err := checkLimits(pdLimits(rt.cfg.Intake), pdAlerts(res), func(int) string { return "payload" }); err != nil {
 		s.refuse(r, intake.InputPagerDuty, "over_limit", err.Error())
 		pdError(w, http.StatusBadRequest, "invalid event", "Event object is over an intake limit", withFields(err))
 		return nil, res, "", false
 	}
 	name, ok = s.routingKeyName(w, r, rt, routingKey(res))
 	return rt, res, name, ok
+}
+
+// pdLimits are the intake limits for a PagerDuty event: an event that
+// PagerDuty would take is taken. Alertmanager's pagerduty_configs put every
+// firing alert of a group in custom_details (a 100-alert group is ~100 KB
+// in one detail) and never retry a 400, so intake's name and value limits
+// for webhooks would lose exactly the big outages' pages; here they rise to
+// PagerDuty's event size (intake.PDMaxEventSize), which DecodePagerDuty
+// enforces.
+func pdLimits(c config.IntakeConfig) config.IntakeConfig {
+	c.MaxNameLength = max(c.MaxNameLength, intake.PDMaxEventSize)
+	c.MaxLabelValueLength = max(c.MaxLabelValueLength, intake.PDMaxEventSize)
+	c.MaxAnnotationValueLength = max(c.MaxAnnotationValueLength, intake.PDMaxEventSize)
+	return c
 }
 
 // withFields puts each field's name in its message: PagerDuty-shaped

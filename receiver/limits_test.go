@@ -2,6 +2,8 @@ package receiver
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -53,7 +55,8 @@ func TestIntakeLimits(t *testing.T) {
 		{"annotation value length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"summary":"`+long(65)+`"`)), "alerts[0].annotations.summary", "intake.max_annotation_value_length (64)"},
 		{"invalid UTF-8 value", "/webhook", amBody(limitsAlert(`"alertname":"A","instance":"db-1`+"\xff"+`"`, "")), "alerts[0].labels.instance", "UTF-8"},
 		{"invalid UTF-8 name", "/webhook", amBody(ok, limitsAlert(`"alertname":"A","in`+"\xfe"+`st":"x"`, "")), `alerts[1].labels."in` + "\ufffd" + `st" (name)`, "UTF-8"},
-		{"pagerduty annotation value", "/v2/enqueue", []byte(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","payload":{"summary":"` + long(65) + `","source":"h","severity":"info"}}`), "payload.annotations.summary", "intake.max_annotation_value_length (64)"},
+		// PagerDuty endpoints: PagerDuty's own event size (pdLimits).
+		{"pagerduty annotation value", "/v2/enqueue", []byte(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","payload":{"summary":"` + long(512001) + `","source":"h","severity":"info"}}`), "Event object is too large", "PagerDuty's limit is 512 KB"},
 		{"pagerduty invalid UTF-8", "/v2/enqueue", []byte(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","payload":{"summary":"s` + "\xff" + `","source":"h","severity":"info"}}`), "payload.summary", "UTF-8"},
 		{"mackerel invalid UTF-8", "/mackerel", []byte(`{"event":"alert","host":{"name":"h` + "\xff" + `"}}`), "host.name", "UTF-8"},
 	}
@@ -142,5 +145,67 @@ func TestIntakeLimitsConfig(t *testing.T) {
 			continue
 		}
 		require.ErrorContains(t, err, c.err)
+	}
+}
+
+// Alertmanager's own pagerduty_configs, pointed at /v2/enqueue, sends a
+// whole group in one event: its default details carry every firing alert
+// (`firing: {{ .Alerts.Firing | toJson }}`). PagerDuty takes events up to
+// 512 KB and Alertmanager never retries a 400, so intake takes what
+// PagerDuty takes, whatever the webhook limits say: a 100-alert group
+// (~100 KB in one detail), a nested custom_details object, a long detail
+// name.
+func TestPagerDutyIntakeTakesWhatPagerDutyTakes(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	start := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	var firing []map[string]any
+	for i := range 100 {
+		firing = append(firing, map[string]any{
+			"status": "firing",
+			"labels": map[string]string{"alertname": "KubePodCrashLooping", "severity": "warning", "namespace": "payments",
+				"pod": fmt.Sprintf("checkout-7d9f8c6b5d-%05d", i), "container": "checkout", "job": "kube-state-metrics",
+				"instance": "10.2.3.4:8080", "cluster": "prod-eu-1", "reason": "CrashLoopBackOff"},
+			"annotations": map[string]string{
+				"description": fmt.Sprintf("Pod payments/checkout-7d9f8c6b5d-%05d (checkout) is in waiting state (reason: \"CrashLoopBackOff\").", i),
+				"runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
+				"summary":     "Pod is crash looping.",
+			},
+			"startsAt": start.Format(time.RFC3339Nano), "endsAt": "0001-01-01T00:00:00Z",
+			"generatorURL": "http://prometheus.example:9090/graph?g0.expr=kube_pod_container_status_waiting_reason",
+			"fingerprint":  fmt.Sprintf("%016x", 0xabc000+i),
+		})
+	}
+	sum := sha256.Sum256([]byte(`{}/{severity="warning"}:{alertname="KubePodCrashLooping", namespace="payments"}`))
+	cases := []struct {
+		name    string
+		details map[string]any
+	}{
+		{"a 100-alert group", map[string]any{"firing": firing, "resolved": []any{}, "num_firing": 100, "num_resolved": 0}},
+		{"a nested object", map[string]any{"inventory": map[string]any{"pods": firing[:90]}}},
+		{"a long detail name", map[string]any{strings.Repeat("k", 300): "v"}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			body, err := json.Marshal(map[string]any{
+				"routing_key": testRoutingKey, "event_action": "trigger", "dedup_key": fmt.Sprintf("%x-%d", sum[:8], i),
+				"client": "Alertmanager", "client_url": "http://alertmanager.example:9093/#/alerts?receiver=pd",
+				"payload": map[string]any{"summary": "[FIRING:100] KubePodCrashLooping (payments warning)", "source": "Alertmanager",
+					"severity": "warning", "custom_details": c.details},
+			})
+			require.NoError(t, err)
+			require.Less(t, len(body), 512000)
+			code, resp := ts.post(t, "/v2/enqueue", body)
+			require.Equal(t, 202, code, "%v", resp)
+			require.Eventually(t, func() bool { return len(pd.Events()) == i+1 }, 10*time.Second, 10*time.Millisecond)
+			var got struct {
+				CustomDetails map[string]any `json:"custom_details"`
+			}
+			require.NoError(t, json.Unmarshal(pd.Events()[i].Payload, &got))
+			want, _ := json.Marshal(c.details)
+			gotJSON, _ := json.Marshal(got.CustomDetails)
+			require.JSONEq(t, string(want), string(gotJSON), "relayed as it came")
+		})
 	}
 }

@@ -197,7 +197,13 @@ func DecodeMackerel(body []byte, routeOther bool, now time.Time) (*MackerelResul
 		GeneratorURL: a.URL,
 		Fingerprint:  "mackerel:" + a.ID,
 	}
-	if a.Status == "ok" {
+	// An alert closed without recovering (closed by hand, its monitor
+	// deleted, its host retired: trigger manual, monitorDelete, hostRetire)
+	// comes with isOpen false and its last status, and no ok follows
+	// (https://mackerel.io/docs/entry/howto/alerts/webhook, "isOpen";
+	// https://mackerel.io/docs/entry/howto/alerts: "When a host retires,
+	// alerts related to that host will automatically be closed").
+	if a.Status == "ok" || (a.IsOpen != nil && !*a.IsOpen) {
 		al.Status = sinks.StatusResolved
 		al.EndsAt = now
 		if a.ClosedAt != nil && *a.ClosedAt > 0 {

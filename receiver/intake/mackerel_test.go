@@ -63,3 +63,38 @@ func TestMackerelLabelsPerMonitorType(t *testing.T) {
 		})
 	}
 }
+
+// An alert Mackerel closes without recovering (by hand, its monitor
+// deleted, its host retired) comes with isOpen false and its last status;
+// no ok follows, so it resolves, ending at closedAt.
+func TestMackerelClosedAlertResolves(t *testing.T) {
+	cases := []struct {
+		name, alert string
+		resolved    bool
+	}{
+		{"open critical", `"status":"critical","isOpen":true,"trigger":"monitoring"`, false},
+		{"isOpen absent", `"status":"critical","trigger":"monitoring"`, false},
+		{"closed by hand", `"status":"critical","isOpen":false,"trigger":"manual","closedAt":1765000900`, true},
+		{"monitor deleted", `"status":"warning","isOpen":false,"trigger":"monitorDelete","closedAt":1765000900`, true},
+		{"host retired", `"status":"critical","isOpen":false,"trigger":"hostRetire","closedAt":1765000900`, true},
+		{"unknown, closed", `"status":"unknown","isOpen":false,"trigger":"manual","closedAt":1765000900`, true},
+		{"ok", `"status":"ok","isOpen":false,"trigger":"monitoring","closedAt":1765000900`, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			body := `{"orgName":"Org","event":"alert","type":"host","message":"loadavg5 12.5 > 10",
+				"host":{"id":"22D4","name":"db1","status":"working","isRetired":` + map[bool]string{true: "true", false: "false"}[c.name == "host retired"] + `},
+				"alert":{"id":"3Xyz1","url":"https://mackerel.io/orgs/o/alerts/3Xyz1","openedAt":1765000000,"monitorName":"loadavg5",` + c.alert + `}}`
+			res, err := DecodeMackerel([]byte(body), false, now)
+			require.NoError(t, err)
+			if !c.resolved {
+				require.Equal(t, "firing", res.Alert.Status)
+				require.True(t, res.Alert.EndsAt.IsZero())
+				return
+			}
+			require.Equal(t, "resolved", res.Alert.Status)
+			require.EqualValues(t, 1765000900, res.Alert.EndsAt.Unix())
+			require.Equal(t, "mackerel:3Xyz1", res.Alert.Identity)
+		})
+	}
+}

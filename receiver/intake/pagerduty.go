@@ -19,11 +19,11 @@ const (
 	pdRoutingKeyLen = 32
 	pdMaxDedupKey   = 255
 	pdMaxSummary    = 1024
-	// pdMaxEventSize is PagerDuty's limit on one event ("Events API
+	// PDMaxEventSize is PagerDuty's limit on one event ("Events API
 	// payloads are limited to 512 KB",
 	// https://developer.pagerduty.com/docs/events-api-v2-overview), counted
 	// as Alertmanager counts it.
-	pdMaxEventSize = 512000
+	PDMaxEventSize = 512000
 )
 
 // PDEvent is a PagerDuty Events API v2 alert event, as
@@ -68,7 +68,7 @@ var pdSeverities = map[string]bool{"critical": true, "error": true, "warning": t
 // DecodePagerDuty decodes and validates an Events API v2 alert event. Its
 // error texts follow PagerDuty's ("… is missing or blank"), one per field.
 func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
-	if len(body) > pdMaxEventSize {
+	if len(body) > PDMaxEventSize {
 		return nil, Errors{fieldErr("", "Event object is too large (PagerDuty's limit is 512 KB)")}
 	}
 	var ev PDEvent
@@ -140,7 +140,10 @@ func DecodePagerDuty(body []byte, now time.Time) (*PDResult, error) {
 		// grafana-host: …" rather than a placeholder.
 		setIf(a.Labels, "instance", p.Source)
 		switch {
-		case p.Class != "":
+		// Grafana sends class "default" when its contact point sets none
+		// (grafana/alerting: DefaultPagerDutyClass): a placeholder, not a
+		// name.
+		case p.Class != "" && p.Class != "default":
 			a.Labels["alertname"] = p.Class
 		case ev.Client != "":
 			a.Labels["alertname"] = ev.Client

@@ -123,3 +123,22 @@ func TestPagerDutyKeepsTheEvent(t *testing.T) {
 	require.Equal(t, "2015-07-17T08:42:58.315+0000", res.Alert.PagerDuty.Timestamp, "relayed as sent")
 	require.Equal(t, time.Date(2015, 7, 17, 8, 42, 58, 315e6, time.UTC), res.Alert.StartsAt.UTC())
 }
+
+// The alert's name is the event's class, else its client; Grafana's
+// placeholder class "default" (grafana/alerting DefaultPagerDutyClass) is
+// not a name.
+func TestPagerDutyAlertName(t *testing.T) {
+	cases := []struct{ class, client, want string }{
+		{`"disk"`, `"Zabbix"`, "disk"},
+		{`"default"`, `"Grafana"`, "Grafana"},
+		{`""`, `"Grafana"`, "Grafana"},
+		{`"default"`, `""`, "PagerDutyEvent"},
+	}
+	for _, c := range cases {
+		body := `{"routing_key":"R0UT1NGKEY0000000000000000000001","event_action":"trigger","client":` + c.client +
+			`,"payload":{"summary":"s","source":"grafana-host","severity":"critical","class":` + c.class + `}}`
+		res, err := DecodePagerDuty([]byte(body), time.Now())
+		require.NoError(t, err)
+		require.Equal(t, c.want, res.Alert.Labels["alertname"], "class %s, client %s", c.class, c.client)
+	}
+}
