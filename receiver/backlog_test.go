@@ -352,3 +352,43 @@ func TestBacklogNamesResolvedAtReload(t *testing.T) {
 	is := waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 1 })
 	require.Equal(t, b.IssueTypes["Task"], is[0].IssueTypeID)
 }
+
+// TestBacklogKeyRevokedAtRunTimeIsHeld: the API key is revoked while
+// alertfan runs. Backlog answers every call 401 (code 11); that holds the
+// target's work as a target that is down (alertfan_target_up 0, one
+// warning with reason unauthorized, one call at a time probing) instead
+// of dead-lettering each alert, and the work goes out on its own once the
+// key works again.
+func TestBacklogKeyRevokedAtRunTimeIsHeld(t *testing.T) {
+	b := sinkstest.NewBacklog(backlogKey)
+	defer b.Close()
+	ts := startServer(t, backlogConfig(b.URL, ""))
+	b.SetAPIKey("rotated-by-an-administrator")
+	start := time.Now().UTC()
+	for _, name := range []string{"DiskFull", "CPUHot", "MemLow"} {
+		code, _ := ts.post(t, "/webhook", sinkstest.Webhook("tickets", `{}:{alertname="`+name+`"}`, map[string]string{"alertname": name},
+			sinkstest.NamedAlert(name, "critical", "db-1", "firing", start)))
+		require.Equal(t, 200, code)
+	}
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_target_up{target="tickets/backlog/0"} 0`)
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return b.CountStatus(http.StatusUnauthorized) >= 2 }, 10*time.Second, 20*time.Millisecond)
+	admin := &AdminClient{URL: ts.URL}
+	var out bytes.Buffer
+	require.NoError(t, admin.List(context.Background(), ListOptions{State: "dead"}, &out))
+	require.NotContains(t, out.String(), "tickets/backlog/0", "a refused key must not dead-letter the alerts")
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, `reason="unauthorized"`)
+	require.Contains(t, ts.logs.String(), "Target is down")
+	require.Contains(t, ts.logs.String(), "unauthorized")
+
+	b.SetAPIKey(backlogKey)
+	waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 3 })
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_target_up{target="tickets/backlog/0"} 1`)
+	}, 10*time.Second, 20*time.Millisecond)
+	require.NotContains(t, ts.logs.String(), backlogKey)
+}

@@ -26,6 +26,12 @@ const (
 	ReasonUnexpectedReply = "unexpected_response"
 )
 
+// ReasonUnauthorized: the target refuses alertfan's credentials for every
+// call (a Backlog API key revoked, its user locked: 401). It is retryable,
+// and the queue treats the target as down: its work is held, one call at
+// a time probes it, and the target comes back when the key works again.
+const ReasonUnauthorized = "unauthorized"
+
 // Error is the one error type for delivery failures. The queue reads it to
 // decide: retry (after RetryAfter if set, else back-off) or dead-letter.
 type Error struct {

@@ -72,6 +72,9 @@ type sharedState struct {
 	claiming bool
 	// heldUntil: no call before (a 429's Retry-After).
 	heldUntil time.Time
+	// notBefore: no call before either, while the calls of the limiter
+	// this one took over from drain (HandOver); slots before it go unused.
+	notBefore time.Time
 	// share is the estimated fraction of the key's slots this process
 	// gets while the key is busy (1 alone); the waits it predicts for
 	// parked and scheduled work stretch by 1/share.
@@ -93,7 +96,7 @@ func (l *Limiter) estInterval() time.Duration {
 // sharedBase is how long until this process could start a call of the
 // key, given the slots it holds and the 429 hold (under l.mu).
 func (l *Limiter) sharedBase(now time.Time) time.Duration {
-	d := max(0, l.heldUntil.Sub(now))
+	d := max(0, l.heldUntil.Sub(now), l.notBefore.Sub(now))
 	if len(l.slots) > len(l.waiters) {
 		return max(d, l.slots[len(l.waiters)].Sub(now))
 	}
@@ -104,7 +107,15 @@ func (l *Limiter) sharedBase(now time.Time) time.Duration {
 // when waiters outnumber the slots held, and arms a timer for the next
 // slot (under l.mu).
 func (l *Limiter) pump(now time.Time) {
-	for len(l.slots) > 0 && (l.slots[0].Before(now.Add(-staleSlot)) || l.slots[0].Before(l.heldUntil)) {
+	if now.Before(l.notBefore) {
+		// Taking over from another limiter (HandOver): book nothing
+		// before its calls are done, or the slots would go unused.
+		if l.timer == nil && len(l.waiters) > 0 {
+			l.timer = time.AfterFunc(l.notBefore.Sub(now), l.pumpTimer)
+		}
+		return
+	}
+	for len(l.slots) > 0 && (l.slots[0].Before(now.Add(-staleSlot)) || l.slots[0].Before(l.heldUntil) || l.slots[0].Before(l.notBefore)) {
 		l.slots = l.slots[1:]
 	}
 	for len(l.waiters) > 0 && len(l.slots) > 0 && !l.slots[0].After(now.Add(dispatchSlack)) {

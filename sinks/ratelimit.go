@@ -245,6 +245,33 @@ func (l *Limiter) Hold(d time.Duration) {
 	}
 }
 
+// HandOver makes next take over l's calls: next starts none before the
+// calls l has granted or has waiting would all have started, so the two
+// together keep to the rate while l's waiting calls drain. A sink whose
+// budget turns out to be another's (Backlog learns a key's user, whose
+// budget all the user's keys share, only when it resolves names) moves
+// to the shared limiter with it. next may be l.
+func (l *Limiter) HandOver(next *Limiter) {
+	if l == nil || next == nil || l == next {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	free := now.Add(l.estimate(now, NumPriorities-1))
+	l.mu.Unlock()
+	next.mu.Lock()
+	defer next.mu.Unlock()
+	if next.budget != nil {
+		if free.After(next.notBefore) {
+			next.notBefore = free
+		}
+		return
+	}
+	if free.After(next.next) {
+		next.next = free
+	}
+}
+
 // HeldUntil is when the hold of the key's last 429 (Hold) ends: no call
 // before it. Zero, or a past time, when no hold is in force.
 func (l *Limiter) HeldUntil() time.Time {

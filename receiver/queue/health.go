@@ -19,8 +19,10 @@ const maxProbeInterval = 5 * time.Second
 // work waits without calling it (and without spending attempts); the
 // first success releases the waiting work at once, to go out at the rate
 // limit. Only failures that say the target is unwell count: network
-// errors, timeouts and 5xx — not a 429 (the target is fine, alertfan is
-// fast) and not a 4xx (the target answered; the request was wrong).
+// errors, timeouts and 5xx, and a refusal of the credentials that every
+// call would get (sinks.ReasonUnauthorized: a revoked key) — not a 429
+// (the target is fine, alertfan is fast) and not another 4xx (the target
+// answered; the request was wrong).
 type health struct {
 	mu  sync.Mutex
 	m   map[string]*targetHealth
@@ -52,7 +54,7 @@ func downFailure(e *sinks.Error) bool {
 		return false
 	}
 	switch e.Reason {
-	case sinks.ReasonNetwork, sinks.ReasonTimeout, sinks.ReasonServerError, sinks.ReasonUnexpectedReply:
+	case sinks.ReasonNetwork, sinks.ReasonTimeout, sinks.ReasonServerError, sinks.ReasonUnexpectedReply, sinks.ReasonUnauthorized:
 		return true
 	}
 	return false

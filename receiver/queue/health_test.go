@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // While a target is down, one delivery at a time probes it: wait lets one
@@ -132,4 +134,31 @@ func TestHealthOneProbeAtATime(t *testing.T) {
 			require.Zero(t, h.wait(id, due))
 		}
 	})
+}
+
+// TestDownFailure: which failures say the whole target cannot take calls
+// now, so its work is held and one call at a time probes it. A refused
+// key (sinks.ReasonUnauthorized: Backlog's 401 for a revoked key) is one:
+// its alerts were each dead-lettered at once before, while the same key
+// refused at start only held the target.
+func TestDownFailure(t *testing.T) {
+	cases := []struct {
+		err  *sinks.Error
+		down bool
+	}{
+		{sinks.Retryable(sinks.ReasonNetwork, 0, nil), true},
+		{sinks.Retryable(sinks.ReasonTimeout, 0, nil), true},
+		{sinks.StatusError(503, 0, nil), true},
+		{sinks.Retryable(sinks.ReasonUnexpectedReply, 0, nil), true},
+		{&sinks.Error{Reason: sinks.ReasonUnauthorized, Retryable: true, StatusCode: 401}, true},
+		{sinks.StatusError(429, time.Second, nil), false},
+		{sinks.StatusError(400, 0, nil), false},
+		{sinks.Permanent(sinks.ReasonUnauthorized, nil), false},
+		{sinks.Retryable(sinks.ReasonConfig, 0, nil), false},
+	}
+	for _, c := range cases {
+		t.Run(c.err.Error(), func(t *testing.T) {
+			require.Equal(t, c.down, downFailure(c.err))
+		})
+	}
 }

@@ -16,7 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	// A date custom field's bounds are days in the space's time zone; the
+	// zone database must be there on a minimal image too.
+	_ "time/tzdata"
 
 	"github.com/prometheus/alertmanager/template"
 
@@ -83,10 +87,13 @@ const (
 
 // Notifier keeps one Backlog issue per alert identity.
 type Notifier struct {
-	conf    *Config
-	d       Deps
-	client  *Client
-	limiter *sinks.Limiter
+	conf   *Config
+	d      Deps
+	client *Client
+	// limiter paces the writes of the API key's Backlog user: keyed by the
+	// space and the key until name resolution learns the user, then by
+	// the space and the user (Backlog counts per user: see userLimiter).
+	limiter atomic.Pointer[sinks.Limiter]
 	// dest names the space, project and mode; issue markers use it, so
 	// they survive a rename, a reordering of the config or a new API key.
 	dest string
@@ -112,6 +119,8 @@ type resolved struct {
 	defaultPriority int64
 	fields          map[string]*field
 	users           map[string]int64
+	// loc is the space's time zone when a date field's range needs it.
+	loc *time.Location
 }
 
 // ConfigError is a config that the Backlog API shows cannot work: a name
@@ -143,13 +152,17 @@ func New(ctx context.Context, conf *Config, d Deps) (*Notifier, error) {
 		}
 	}
 	n := &Notifier{
-		conf:    conf,
-		d:       d,
-		client:  NewClient(conf.APIURL, string(conf.APIKey), d.Transport, time.Duration(conf.Timeout), observe),
-		limiter: d.Limiters.Get("backlog", conf.APIURL+"\x00"+string(conf.APIKey), conf.RateLimitPerMinute),
+		conf:   conf,
+		d:      d,
+		client: NewClient(conf.APIURL, string(conf.APIKey), d.Transport, time.Duration(conf.Timeout), observe),
 		// The space and project (not the API key, which a rotation changes).
 		dest: sinks.DestinationID("backlog", strings.TrimRight(conf.APIURL, "/"), conf.Project, conf.Mode),
 	}
+	n.limiter.Store(d.Limiters.Get("backlog", conf.APIURL+"\x00"+string(conf.APIKey), conf.RateLimitPerMinute))
+	// A write that spent the user's last call of the window (other tools
+	// of the same user count too) holds the limiter until the window
+	// resets, as a 429 would, without spending a call on the 429.
+	n.client.exhausted = func(wait time.Duration) { n.lim().Hold(wait) }
 	if err := n.checkTemplates(); err != nil {
 		return nil, err
 	}
@@ -178,28 +191,46 @@ func (n *Notifier) Check(ctx context.Context) error {
 // Admit says whether a delivery could start within the rate limiter's
 // patience; otherwise how long to park it. It lets the queue skip parked
 // work before loading or decoding anything.
-func (n *Notifier) Admit(class int) time.Duration { return n.limiter.Admit(class, maxLimiterWait) }
+func (n *Notifier) Admit(class int) time.Duration { return n.lim().Admit(class, maxLimiterWait) }
 
 // Hold keeps every call of the key back for d (the target answered 429).
-func (n *Notifier) Hold(d time.Duration) { n.limiter.Hold(d) }
+func (n *Notifier) Hold(d time.Duration) { n.lim().Hold(d) }
 
 // HeldUntil is when the API key's hold by a 429 ends (zero: none).
-func (n *Notifier) HeldUntil() time.Time { return n.limiter.HeldUntil() }
+func (n *Notifier) HeldUntil() time.Time { return n.lim().HeldUntil() }
 
 // RateLimit is the space's limiter state, for the status API.
-func (n *Notifier) RateLimit() sinks.LimiterState { return n.limiter.State(time.Now()) }
+func (n *Notifier) RateLimit() sinks.LimiterState { return n.lim().State(time.Now()) }
 
 // Pace waits for a call's turn under the rate limit (the queue's last look
 // at the alert's state comes after it); a turn further off than maxWait is
 // an error carrying the wait.
 func (n *Notifier) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
-	return n.limiter.Wait(ctx, maxWait)
+	return n.lim().Wait(ctx, maxWait)
 }
 
 // Schedule books calls for keys deliveries and says how long the job
 // carrying them should wait before it runs.
 func (n *Notifier) Schedule(keys, class int) time.Duration {
-	return n.limiter.Schedule(keys, class, maxLimiterWait)
+	return n.lim().Schedule(keys, class, maxLimiterWait)
+}
+
+func (n *Notifier) lim() *sinks.Limiter { return n.limiter.Load() }
+
+// userLimiter keys the limiter by the space and the API key's user.
+// Backlog counts its limits per user, not per API key ("If a user creates
+// API key 1 and API key 2, they will be subject to the same limitations",
+// https://developer.nulab.com/docs/backlog/rate-limit/): configs with two
+// keys of one user (a key per project, a rotation) share one budget, the
+// lowest rate_limit_per_minute of them. The key is the same in every
+// replica, so the PostgreSQL-shared budget (sinks.Budget) is the user's.
+func (n *Notifier) userLimiter(u *User) {
+	space := strings.ToLower(strings.TrimRight(n.conf.APIURL, "/"))
+	key := "user\x00" + space + "\x00" + strconv.FormatInt(u.ID, 10)
+	next := n.d.Limiters.Get("backlog", key, n.conf.RateLimitPerMinute)
+	// Calls already waiting for the key's limiter (names resolved on a
+	// delivery, after start) go first: the user's limiter starts after.
+	n.limiter.Swap(next).HandOver(next)
 }
 
 // Grouped reports whether work is keyed by Alertmanager group (mode: group).
@@ -246,9 +277,12 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 		return n.ids, nil
 	}
 	c, conf := n.client, n.conf
+	// A refusal is a config error, and so is a key Backlog refuses
+	// (unauthorized is retryable at run time, where it holds the target's
+	// work, but at start and on reload it is the config's fault).
 	asConfig := func(what string, err error) error {
 		e := sinks.AsError(err)
-		if !e.Retryable {
+		if !e.Retryable || e.Reason == sinks.ReasonUnauthorized {
 			return &ConfigError{fmt.Errorf("%s: %w", what, err)}
 		}
 		return err
@@ -325,6 +359,9 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 	if err != nil {
 		return nil, asConfig("custom fields", err)
 	}
+	if r.loc, err = n.spaceZone(ctx, conf, cfs); err != nil {
+		return nil, asConfig("space", err)
+	}
 	if err := r.resolveFields(conf, cfs); err != nil {
 		return nil, err
 	}
@@ -347,8 +384,38 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 			}
 		}
 	}
+	me, err := c.Myself(ctx)
+	if err != nil {
+		return nil, asConfig("the API key's user", err)
+	}
+	n.userLimiter(me)
 	n.ids = r
 	return r, nil
+}
+
+// spaceZone reads the space's time zone (get-space's timezone) when a
+// configured date custom field has a min or max, whose days are days
+// there; otherwise it makes no call and returns nil. An unknown zone name
+// is nil too: the range is then read as it could be anywhere (dayRange).
+func (n *Notifier) spaceZone(ctx context.Context, conf *Config, cfs []CustomField) (*time.Location, error) {
+	need := false
+	for _, cf := range cfs {
+		_, used := conf.CustomFields[cf.Name]
+		need = need || (used && cf.TypeID == FieldDate && (cf.Min.Time != nil || cf.Max.Time != nil))
+	}
+	if !need {
+		return nil, nil
+	}
+	sp, err := n.client.GetSpace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := time.LoadLocation(sp.Timezone)
+	if err != nil || sp.Timezone == "" {
+		n.d.Logger.Warn("The space's time zone is unknown; a date custom field's range is checked as if the space could be in any zone", "timezone", sp.Timezone)
+		return nil, nil
+	}
+	return loc, nil
 }
 
 func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
@@ -374,7 +441,7 @@ func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
 			return &ConfigError{fmt.Errorf("custom_fields.%s: field %q does not apply to issue type %q in Backlog (it applies to issue type ids %v); Backlog would ignore or refuse it",
 				name, cf.Name, conf.IssueType, cf.ApplicableIssueTypes)}
 		}
-		f := &field{CustomField: cf, conf: name}
+		f := &field{CustomField: cf, conf: name, loc: r.loc}
 		if _, known := fieldTypeNames[cf.TypeID]; !known {
 			return &ConfigError{fmt.Errorf("custom_fields.%s: field %q has type %d, which alertfan does not know", name, cf.Name, cf.TypeID)}
 		}
@@ -419,6 +486,13 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	ids, err := n.resolve(ctx)
 	if err != nil {
 		var ce *ConfigError
+		var se *sinks.Error
+		if errors.As(err, &se) && se.Reason == sinks.ReasonUnauthorized {
+			// The key stopped working while alertfan ran: hold the work
+			// (the queue takes the target as down) rather than
+			// dead-letter it, as a target that is not ready at start.
+			return &sinks.Error{Reason: se.Reason, Retryable: true, StatusCode: se.StatusCode, Err: err}
+		}
 		if errors.As(err, &ce) {
 			return sinks.Permanent(sinks.ReasonConfig, err)
 		}
@@ -550,7 +624,7 @@ func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {
 }
 
 func (n *Notifier) wait(ctx context.Context) error {
-	_, err := n.limiter.Wait(ctx, maxLimiterWait)
+	_, err := n.lim().Wait(ctx, maxLimiterWait)
 	return err
 }
 

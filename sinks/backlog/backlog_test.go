@@ -223,7 +223,9 @@ func TestClientErrorPathsAreSafe(t *testing.T) {
 		// The first 400 makes the names be resolved again and is retried
 		// once (TestBacklog400ResolvesNamesAgainOnce); this one is the second.
 		{"400 keeps the message", sinkstest.BacklogResponse{Status: 400, Body: `{"errors":[{"message":"Please input summary.","code":7,"moreInfo":""}]}`}, false, false, "Please input summary."},
-		{"error echoing the key is scrubbed", sinkstest.BacklogResponse{Status: 403, Body: `{"errors":[{"message":"bad key ` + apiKey + `","code":11,"moreInfo":""}]}`}, false, false, "<secret>"},
+		// Code 11 (AuthenticationError) refuses the key for every call:
+		// retryable, the target held as down (TestKeyRefusedAtRunTime).
+		{"error echoing the key is scrubbed", sinkstest.BacklogResponse{Status: 403, Body: `{"errors":[{"message":"bad key ` + apiKey + `","code":11,"moreInfo":""}]}`}, true, false, "<secret>"},
 	}
 	// One 400 first: it is retried after the names are resolved again, so
 	// the 400 below within the minute is permanent.

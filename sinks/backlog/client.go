@@ -61,6 +61,11 @@ type Client struct {
 	apiKey  string
 	http    *http.Client
 	observe func(endpoint string, code int)
+	// exhausted, when set, is told how long until Backlog's update window
+	// resets when a write succeeded with X-RateLimit-Remaining: 0: the
+	// user's budget is spent (by alertfan or any other tool of the same
+	// user), and the next write would get 429.
+	exhausted func(wait time.Duration)
 }
 
 // NewClient returns a client for a space's root URL.
@@ -132,7 +137,21 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 			ae.Errors[i].Message = c.scrub(ae.Errors[i].Message)
 			ae.Errors[i].MoreInfo = c.scrub(ae.Errors[i].MoreInfo)
 		}
+		if ae.TargetWide() {
+			// Every call of this key fails the same way until a person
+			// fixes the key or the user: hold the target's work as for a
+			// target that is down, do not dead-letter each alert.
+			return &sinks.Error{Reason: sinks.ReasonUnauthorized, Retryable: true, StatusCode: resp.StatusCode, Err: ae}
+		}
 		return sinks.StatusError(resp.StatusCode, ae.RetryAfter, ae)
+	}
+	if method != http.MethodGet && c.exhausted != nil && resp.Header.Get("X-RateLimit-Remaining") == "0" {
+		// Only a write's headers speak of the update budget that
+		// rate_limit_per_minute paces; a GET's are the read or search
+		// budget's (https://developer.nulab.com/docs/backlog/rate-limit/).
+		if d := retryAfter(resp.Header, time.Now()); d > 0 {
+			c.exhausted(d)
+		}
 	}
 	if out == nil {
 		return nil
@@ -143,6 +162,46 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 		return sinks.Retryable(sinks.ReasonUnexpectedReply, 0, fmt.Errorf("backlog %s %s: %d with an unreadable body: %v", method, endpoint, resp.StatusCode, err))
 	}
 	return nil
+}
+
+// Backlog error codes
+// (https://developer.nulab.com/docs/backlog/error-response/).
+const (
+	codeLicenceExpired        = 3  // LicenceExpiredError: the space's plan expired
+	codeAccessDenied          = 4  // AccessDeniedError: e.g. the space's IP address restriction
+	codeUnauthorizedOperation = 5  // UnauthorizedOperationError: the user may not do this
+	codeAuthentication        = 11 // AuthenticationError: key revoked, user removed or locked
+	codeRequiredMFA           = 12 // RequiredMFAError: the space requires 2FA the user lacks
+)
+
+// TargetWide reports whether the answer refuses alertfan's credentials
+// for every call to the space or project, rather than this one request:
+//   - 401, whatever its code (11 AuthenticationError: the key was revoked
+//     or its user removed or locked; 12 RequiredMFAError);
+//   - 403 with code 3 (the licence expired), 4 (access denied, e.g. the
+//     space's IP restriction) or 12;
+//   - 403 with code 5 (UnauthorizedOperationError) on a call that is not
+//     about one issue (add-issue, the project's lists, search): the user
+//     may not add issues to, or read, the project at all. On one issue
+//     (/api/v2/issues/:key…) it may be that issue's alone, and stays a
+//     permanent failure of that delivery.
+func (e *APIError) TargetWide() bool {
+	switch e.StatusCode {
+	case http.StatusUnauthorized:
+		return true
+	case http.StatusForbidden:
+		for _, it := range e.Errors {
+			switch it.Code {
+			case codeLicenceExpired, codeAccessDenied, codeAuthentication, codeRequiredMFA:
+				return true
+			case codeUnauthorizedOperation:
+				if !strings.HasPrefix(e.Endpoint, "/api/v2/issues/:key") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (c *Client) scrub(s string) string {
@@ -211,10 +270,60 @@ type CustomField struct {
 	AllowAddItem         bool    `json:"allowAddItem"`
 	// AllowInput is the "other" free-text choice of checkbox and radio
 	// fields, sent as customField_{id}_otherValue.
-	AllowInput bool     `json:"allowInput"`
-	Min        *float64 `json:"min"`
-	Max        *float64 `json:"max"`
+	AllowInput bool `json:"allowInput"`
+	// Min and Max bound numeric fields (typeId 3: numbers) and date
+	// fields (typeId 4: instants such as "2014-06-09T15:00:00Z", the
+	// first moment of the bounding day in the space's time zone).
+	Min Bound `json:"min"`
+	Max Bound `json:"max"`
 }
+
+// Bound is a custom field's min or max as get-custom-field-list returns
+// it (https://developer.nulab.com/docs/backlog/api/2/get-custom-field-list/;
+// nulab/backlog4j NumericCustomFieldSetting: BigDecimal,
+// DateCustomFieldSetting: a date string): a JSON number, a string, or
+// null/absent for no bound. A value of a shape alertfan does not know is
+// kept as no bound: one field's setting must never stop the whole list
+// (and with it every delivery) from decoding.
+type Bound struct {
+	// Num is set for a number (or a string holding a decimal number).
+	Num *float64
+	// Time is set for a date or date-time string.
+	Time *time.Time
+	// dateOnly: the string was a day (yyyy-MM-dd), not an instant.
+	dateOnly bool
+}
+
+// UnmarshalJSON reads a number, a string or null.
+func (b *Bound) UnmarshalJSON(data []byte) error {
+	*b = Bound{}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil //nolint:nilerr // an unreadable bound is no bound, see Bound
+	}
+	switch v := v.(type) {
+	case float64:
+		b.Num = &v
+	case string:
+		v = strings.TrimSpace(v)
+		for _, l := range []string{time.RFC3339Nano, "2006-01-02T15:04:05Z0700", dayLayout} {
+			if t, err := time.Parse(l, v); err == nil {
+				b.Time, b.dateOnly = &t, l == dayLayout
+				return nil
+			}
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil && decimalNumber.MatchString(v) {
+			b.Num = &f
+		}
+	}
+	return nil
+}
+
+// NumBound is a numeric bound.
+func NumBound(f float64) Bound { return Bound{Num: &f} }
+
+// TimeBound is a date bound.
+func TimeBound(t time.Time) Bound { return Bound{Time: &t} }
 
 // User is a project member.
 type User struct {
@@ -276,6 +385,34 @@ func (c *Client) GetIssue(ctx context.Context, key string) (*Issue, error) {
 		return nil, sinks.Retryable(sinks.ReasonUnexpectedReply, 0, errors.New("backlog GET /api/v2/issues/:key: answer has no issueKey"))
 	}
 	return &is, nil
+}
+
+// Myself returns the user the API key belongs to
+// (https://developer.nulab.com/docs/backlog/api/2/get-own-user/):
+// Backlog counts its rate limits per user, not per key.
+func (c *Client) Myself(ctx context.Context) (*User, error) {
+	var u User
+	if err := c.do(ctx, http.MethodGet, "/api/v2/users/myself", "/api/v2/users/myself", nil, nil, &u); err != nil {
+		return nil, err
+	}
+	if u.ID == 0 {
+		return nil, sinks.Retryable(sinks.ReasonUnexpectedReply, 0, errors.New("backlog GET /api/v2/users/myself: answer has no user id"))
+	}
+	return &u, nil
+}
+
+// Space is the part of the space alertfan uses
+// (https://developer.nulab.com/docs/backlog/api/2/get-space/).
+type Space struct {
+	SpaceKey string `json:"spaceKey"`
+	// Timezone is an IANA name, e.g. "Asia/Tokyo".
+	Timezone string `json:"timezone"`
+}
+
+// GetSpace returns the space's settings.
+func (c *Client) GetSpace(ctx context.Context) (*Space, error) {
+	var sp Space
+	return &sp, c.do(ctx, http.MethodGet, "/api/v2/space", "/api/v2/space", nil, nil, &sp)
 }
 
 // Priorities lists the space's priorities.

@@ -209,6 +209,9 @@ var fieldTypeNames = map[int]string{
 type field struct {
 	CustomField
 	conf string // the config key
+	// loc is the space's time zone (get-space's timezone), which a date
+	// field's bounds are days of; nil when alertfan does not know it.
+	loc *time.Location
 }
 
 // fieldValue is what one custom field sends: customField_{id} values
@@ -284,8 +287,8 @@ func (f *field) convert(v string) (fieldValue, error) {
 		if err != nil || !decimalNumber.MatchString(v) || math.IsNaN(n) || math.IsInf(n, 0) {
 			return fieldValue{}, fmt.Errorf("custom_fields.%s: %q is not a number (numeric field %q takes a decimal)", f.conf, v, f.Name)
 		}
-		if (f.Min != nil && n < *f.Min) || (f.Max != nil && n > *f.Max) {
-			return fieldValue{}, fmt.Errorf("custom_fields.%s: %v is outside the field's range [%s, %s]", f.conf, n, fmtBound(f.Min), fmtBound(f.Max))
+		if (f.Min.Num != nil && n < *f.Min.Num) || (f.Max.Num != nil && n > *f.Max.Num) {
+			return fieldValue{}, fmt.Errorf("custom_fields.%s: %v is outside the field's range [%s, %s]", f.conf, n, fmtBound(f.Min.Num), fmtBound(f.Max.Num))
 		}
 		return fieldValue{values: []string{strconv.FormatFloat(n, 'f', -1, 64)}}, nil
 	case FieldDate:
@@ -293,7 +296,12 @@ func (f *field) convert(v string) (fieldValue, error) {
 			if t, err := time.Parse(l, v); err == nil {
 				// The day in the value's own offset: 2026-11-28T08:00:00+09:00
 				// is the 28th in a Japanese space, not the 27th in UTC.
-				return fieldValue{values: []string{t.Format("2006-01-02")}}, nil
+				day := t.Format(dayLayout)
+				lo, hi := f.dayRange()
+				if (lo != "" && day < lo) || (hi != "" && day > hi) {
+					return fieldValue{}, fmt.Errorf("custom_fields.%s: %s is outside date field %q's range [%s, %s]", f.conf, day, f.Name, or(lo, "-"), or(hi, "-"))
+				}
+				return fieldValue{values: []string{day}}, nil
 			}
 		}
 		return fieldValue{}, fmt.Errorf("custom_fields.%s: %q is not a date (want yyyy-MM-dd or RFC 3339; date field %q)", f.conf, v, f.Name)
@@ -340,6 +348,47 @@ func (f *field) convert(v string) (fieldValue, error) {
 		return fv, nil
 	}
 	return fieldValue{}, fmt.Errorf("custom_fields.%s: field %q has type %d, which alertfan does not know", f.conf, f.Name, f.TypeID)
+}
+
+const dayLayout = "2006-01-02"
+
+// Offsets of the earliest and the latest time zones in use (UTC−12,
+// UTC+14).
+var (
+	westmost = time.FixedZone("UTC-12", -12*3600)
+	eastmost = time.FixedZone("UTC+14", 14*3600)
+)
+
+// dayRange is a date field's first and last allowed day (yyyy-MM-dd, ""
+// for none). Backlog gives a bound as an instant, the first moment of the
+// bounding day in the space's time zone ("2014-06-09T15:00:00Z" is
+// 2014-06-10 in Asia/Tokyo), so it is read in that zone. When the zone is
+// not known, the range is widened to what the bound could mean in any
+// zone (the min's day at UTC−12, the max's at UTC+14): a day refused then
+// is out of range wherever the space is, and a day Backlog might take is
+// never refused.
+func (f *field) dayRange() (lo, hi string) {
+	day := func(b Bound, wide *time.Location) string {
+		if b.Time == nil {
+			return ""
+		}
+		switch {
+		case b.dateOnly:
+			return b.Time.Format(dayLayout)
+		case f.loc != nil:
+			return b.Time.In(f.loc).Format(dayLayout)
+		default:
+			return b.Time.In(wide).Format(dayLayout)
+		}
+	}
+	return day(f.Min, westmost), day(f.Max, eastmost)
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // decimalNumber is what a numeric field takes: Go's ParseFloat also reads

@@ -77,7 +77,14 @@ type BacklogCustomField struct {
 	// "other" free-text choice of checkbox and radio fields.
 	AllowAddItem bool
 	AllowInput   bool
-	Min, Max     *float64
+	// Min, Max bound a numeric field; get-custom-field-list shows them as
+	// JSON numbers (nulab/backlog4j NumericCustomFieldSetting: BigDecimal).
+	Min, Max *float64
+	// MinDate, MaxDate bound a date field, as days (yyyy-MM-dd) in the
+	// space's Timezone; get-custom-field-list shows each as the instant
+	// that day begins, "2014-06-09T15:00:00Z" for 2014-06-10 in Tokyo
+	// (backlog4j DateCustomFieldSetting, test fixture custom_fields.json).
+	MinDate, MaxDate string
 }
 
 // BacklogIssue is an issue in the fake.
@@ -139,9 +146,21 @@ type Backlog struct {
 	Resolutions        map[string]int64
 	CustomFields       []BacklogCustomField
 	Users              map[string]int64
-	// UpdateLimit is how many POST/PATCH/DELETE calls one API key may make
-	// per Window; 0 means no limit.
+	// Timezone is the space's (get-space's timezone), an IANA name.
+	Timezone string
+	// UserID is the user APIKey belongs to (get-own-user); AddAPIKey
+	// gives a user more keys.
+	UserID   int64
+	UserName string
+	// UpdateLimit, ReadLimit and SearchLimit are how many calls of each
+	// of Backlog's request types one USER may make per Window, whichever
+	// of its keys it uses (https://developer.nulab.com/docs/backlog/rate-limit/:
+	// "This limit is per user, not per API key"): Update is POST, PATCH
+	// and DELETE; Search is get-issue-list (GET /api/v2/issues); Read is
+	// every other GET. 0 means no limit (the headers show 1<<20).
 	UpdateLimit int
+	ReadLimit   int
+	SearchLimit int
 	Window      time.Duration
 
 	mu          sync.Mutex
@@ -153,8 +172,10 @@ type Backlog struct {
 	script      []BacklogResponse
 	writeScript []BacklogResponse
 	down        bool
-	windowStart time.Time
-	windowCount int
+	// keys maps extra API keys to their users (AddAPIKey).
+	keys map[string]int64
+	// windows count each user's calls per request type in the window.
+	windows map[rateWindowKey]*rateWindow
 	// AfterCreate, if set, runs after an issue is stored and before the
 	// 201 is written: a test can kill the client there.
 	AfterCreate func(*BacklogIssue)
@@ -189,6 +210,7 @@ func NewBacklogJa(apiKey string) *Backlog {
 		{ID: 3001, TypeID: BacklogFieldText, Name: "手順書"},
 		{ID: 3002, TypeID: BacklogFieldText, Name: "チーム"},
 	}
+	b.Timezone = "Asia/Tokyo"
 	b.Server = startOn(nil, http.HandlerFunc(b.serve), nil)
 	return b
 }
@@ -208,17 +230,22 @@ func newBacklog(apiKey string) *Backlog {
 			{ID: 3001, TypeID: BacklogFieldText, Name: "Runbook"},
 			{ID: 3002, TypeID: BacklogFieldText, Name: "Team"},
 		},
-		Users:   map[string]int64{"oncall": 4001, "alice": 4002},
-		Window:  time.Minute,
-		issues:  map[string]*BacklogIssue{},
-		nextID:  1,
-		nextKey: 1,
+		Users:    map[string]int64{"oncall": 4001, "alice": 4002},
+		Timezone: "UTC",
+		UserID:   4001,
+		UserName: "oncall",
+		Window:   time.Minute,
+		keys:     map[string]int64{},
+		windows:  map[rateWindowKey]*rateWindow{},
+		issues:   map[string]*BacklogIssue{},
+		nextID:   1,
+		nextKey:  1,
 	}
 }
 
 // AllFieldTypes replaces the project's custom fields with one of each type
 // (ids 3101–3108, list items from 5001): Note (text), Details (sentence),
-// Cost (numeric, 0–1000), Due (date), Environment (single list: prod, stg),
+// Cost (numeric, 0–1000), Due (date, 2020-01-01–2099-12-31), Environment (single list: prod, stg),
 // Regions (multiple list: tokyo, osaka), Impact (checkbox: users, billing,
 // with "other"), Severity (radio: sev1, sev2, with "other"). ja gives the
 // fields Japanese names (メモ, 詳細, 費用, 期限, 環境, 地域, 影響, 重大度).
@@ -236,12 +263,64 @@ func (b *Backlog) AllFieldTypes(ja bool) {
 		{ID: 3101, TypeID: BacklogFieldText, Name: n("Note", "メモ")},
 		{ID: 3102, TypeID: BacklogFieldSentence, Name: n("Details", "詳細")},
 		{ID: 3103, TypeID: BacklogFieldNumeric, Name: n("Cost", "費用"), Min: &lo, Max: &hi},
-		{ID: 3104, TypeID: BacklogFieldDate, Name: n("Due", "期限")},
+		{ID: 3104, TypeID: BacklogFieldDate, Name: n("Due", "期限"), MinDate: "2020-01-01", MaxDate: "2099-12-31"},
 		{ID: 3105, TypeID: BacklogFieldList, Name: n("Environment", "環境"), Items: []BacklogItem{{5001, "prod"}, {5002, "stg"}}},
 		{ID: 3106, TypeID: BacklogFieldMulti, Name: n("Regions", "地域"), Items: []BacklogItem{{5011, "tokyo"}, {5012, "osaka"}}},
 		{ID: 3107, TypeID: BacklogFieldCheckbox, Name: n("Impact", "影響"), Items: []BacklogItem{{5021, "users"}, {5022, "billing"}}, AllowInput: true},
 		{ID: 3108, TypeID: BacklogFieldRadio, Name: n("Severity", "重大度"), Items: []BacklogItem{{5031, "sev1"}, {5032, "sev2"}}, AllowInput: true},
 	}
+}
+
+// AddAPIKey makes key another API key of user userID: its calls count
+// toward that user's rate limits, with every other key of the user.
+func (b *Backlog) AddAPIKey(key string, userID int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.keys[key] = userID
+}
+
+// SetAPIKey replaces APIKey while the fake serves: the old key answers
+// 401 from now on, as after an administrator revoked it.
+func (b *Backlog) SetAPIKey(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.APIKey = key
+}
+
+// RevokeAPIKey makes key answer 401, as Backlog does once a key is
+// deleted or its user locked; APIKey itself is revoked by setting another.
+func (b *Backlog) RevokeAPIKey(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.keys, key)
+}
+
+// user is the user of an API key, false when Backlog would refuse it.
+func (b *Backlog) user(key string) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if key != "" && key == b.APIKey {
+		return b.UserID, true
+	}
+	id, ok := b.keys[key]
+	return id, ok
+}
+
+// Rate-limit request types (https://developer.nulab.com/docs/backlog/rate-limit/).
+const (
+	rateRead   = "read"
+	rateUpdate = "update"
+	rateSearch = "search"
+)
+
+type rateWindowKey struct {
+	user int64
+	kind string
+}
+
+type rateWindow struct {
+	start time.Time
+	count int
 }
 
 // Issue returns one issue by key.
@@ -400,7 +479,8 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		b.calls = append(b.calls, BacklogCall{Method: r.Method, Path: r.URL.Path, Status: w.status, At: time.Now(), Form: r.PostForm})
 		b.mu.Unlock()
 	}()
-	if r.URL.Query().Get("apiKey") != b.APIKey {
+	user, ok := b.user(r.URL.Query().Get("apiKey"))
+	if !ok {
 		backlogErr(w, http.StatusUnauthorized, BacklogAuthenticationError, "Authentication failure.")
 		return
 	}
@@ -426,29 +506,38 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		backlogErr(w, http.StatusServiceUnavailable, BacklogInternalError, "Service Unavailable")
 		return
 	}
-	// Every answer carries the rate-limit headers
-	// (https://developer.nulab.com/docs/backlog/rate-limit/).
-	limit := b.UpdateLimit
+	// Every answer carries the rate-limit headers of its request type,
+	// counted per user (https://developer.nulab.com/docs/backlog/rate-limit/).
+	kind, limit := rateRead, b.ReadLimit
+	switch {
+	case r.Method != http.MethodGet:
+		kind, limit = rateUpdate, b.UpdateLimit
+	case strings.TrimSuffix(r.URL.Path, "/") == "/api/v2/issues":
+		kind, limit = rateSearch, b.SearchLimit
+	}
 	if limit == 0 {
 		limit = 1 << 20
 	}
 	now := time.Now()
-	if now.Sub(b.windowStart) >= b.Window {
-		b.windowStart, b.windowCount = now, 0
+	win := b.windows[rateWindowKey{user, kind}]
+	if win == nil {
+		win = &rateWindow{}
+		b.windows[rateWindowKey{user, kind}] = win
 	}
-	reset := b.windowStart.Add(b.Window)
+	if now.Sub(win.start) >= b.Window {
+		win.start, win.count = now, 0
+	}
+	reset := win.start.Add(b.Window)
 	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(limit))
 	w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
-	if r.Method != http.MethodGet {
-		if b.windowCount >= limit {
-			b.mu.Unlock()
-			w.Header().Set("X-RateLimit-Remaining", "0")
-			backlogErr(w, http.StatusTooManyRequests, BacklogTooManyRequestsError, "Too many requests.")
-			return
-		}
-		b.windowCount++
+	if win.count >= limit {
+		b.mu.Unlock()
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		backlogErr(w, http.StatusTooManyRequests, BacklogTooManyRequestsError, "Too many requests.")
+		return
 	}
-	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(limit-b.windowCount))
+	win.count++
+	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(limit-win.count))
 	b.mu.Unlock()
 
 	if r.Method == http.MethodPost || r.Method == http.MethodPatch {
@@ -473,6 +562,17 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		backlogJSON(w, 200, namedList(b.Priorities))
 	case r.Method == http.MethodGet && len(parts) == 1 && parts[0] == "resolutions":
 		backlogJSON(w, 200, namedList(b.Resolutions))
+	case r.Method == http.MethodGet && len(parts) == 1 && parts[0] == "space":
+		backlogJSON(w, 200, map[string]any{"spaceKey": "EXAMPLE", "name": "Example", "ownerId": b.UserID, "lang": "en",
+			"timezone": b.Timezone, "reportSendTime": "08:00:00", "textFormattingRule": b.TextFormattingRule,
+			"created": "2008-07-06T15:00:00Z", "updated": "2013-06-18T07:55:37Z"})
+	case r.Method == http.MethodGet && len(parts) == 2 && parts[0] == "users" && parts[1] == "myself":
+		name := b.UserName
+		if name == "" {
+			name = "user" + strconv.FormatInt(user, 10)
+		}
+		backlogJSON(w, 200, map[string]any{"id": user, "userId": name, "name": name, "roleType": 1, "lang": "en",
+			"mailAddress": name + "@example.com"})
 	case parts[0] == "projects" && r.Method == http.MethodGet:
 		b.serveProject(w, parts[1:])
 	case parts[0] == "issues" && len(parts) == 1 && r.Method == http.MethodPost:
@@ -548,7 +648,11 @@ func (b *Backlog) serveProject(w http.ResponseWriter, rest []string) {
 			case BacklogFieldNumeric:
 				m["min"], m["max"], m["initialValue"], m["unit"] = f.Min, f.Max, nil, ""
 			case BacklogFieldDate:
-				m["min"], m["max"], m["initialValueType"] = nil, nil, 1
+				// Strings, the instant each bounding day begins in the
+				// space's zone, and the initial value setting.
+				m["min"], m["max"] = b.dayStart(f.MinDate), b.dayStart(f.MaxDate)
+				m["initialValueType"] = 1
+				m["initialDate"] = map[string]any{"id": 1, "shift": nil, "date": nil}
 			}
 			out = append(out, m)
 		}
@@ -562,6 +666,23 @@ func (b *Backlog) serveProject(w http.ResponseWriter, rest []string) {
 	default:
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No such API.")
 	}
+}
+
+// dayStart is the instant a day (yyyy-MM-dd) begins in the space's time
+// zone, as Backlog shows a date field's bound; nil for no day.
+func (b *Backlog) dayStart(day string) any {
+	if day == "" {
+		return nil
+	}
+	loc, err := time.LoadLocation(b.Timezone)
+	if err != nil {
+		loc = time.UTC
+	}
+	t, err := time.ParseInLocation("2006-01-02", day, loc)
+	if err != nil {
+		return day
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 func nonNil(ids []int64) []int64 {
@@ -671,6 +792,9 @@ func (b *Backlog) customValues(r *http.Request, issueType int64) (map[string][]s
 			case BacklogFieldDate:
 				if _, err := time.Parse("2006-01-02", v); err != nil {
 					return nil, nil, "Please input " + f.Name + " as yyyy-MM-dd."
+				}
+				if (f.MinDate != "" && v < f.MinDate) || (f.MaxDate != "" && v > f.MaxDate) {
+					return nil, nil, "Custom field " + f.Name + " is out of range."
 				}
 			default:
 				n, err := strconv.ParseInt(v, 10, 64)

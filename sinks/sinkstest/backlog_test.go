@@ -82,6 +82,27 @@ func TestFakeBacklogFollowsTheDocs(t *testing.T) {
 	require.Len(t, byName["Environment"]["items"], 2)
 	require.Equal(t, true, byName["Impact"]["allowInput"])
 	require.NotContains(t, byName["Note"], "items")
+	// Numeric bounds are numbers; date bounds are strings, the instant the
+	// day begins in the space's zone (backlog4j's custom_fields.json:
+	// "min":"2014-06-09T15:00:00Z"), with initialValueType and initialDate.
+	require.Equal(t, 0.0, byName["Cost"]["min"])
+	require.Equal(t, 1000.0, byName["Cost"]["max"])
+	require.Contains(t, byName["Cost"], "unit")
+	require.Equal(t, "2020-01-01T00:00:00Z", byName["Due"]["min"])
+	require.Equal(t, "2099-12-31T00:00:00Z", byName["Due"]["max"])
+	require.Contains(t, byName["Due"], "initialValueType")
+	require.Contains(t, byName["Due"], "initialDate")
+	ja.AllFieldTypes(true)
+	_, _, jcfs := call(t, ja, http.MethodGet, "/api/v2/projects/OPS/customFields", nil)
+	for _, f := range jcfs.([]any) {
+		if f := f.(map[string]any); f["name"] == "期限" {
+			require.Equal(t, "2019-12-31T15:00:00Z", f["min"], "midnight in Asia/Tokyo")
+		}
+	}
+	_, _, space := call(t, ja, http.MethodGet, "/api/v2/space", nil)
+	require.Equal(t, "Asia/Tokyo", space.(map[string]any)["timezone"])
+	_, _, me := call(t, en, http.MethodGet, "/api/v2/users/myself", nil)
+	require.Equal(t, 4001.0, me.(map[string]any)["id"])
 
 	base := url.Values{"projectId": {"1001"}, "summary": {"s"}, "issueTypeId": {"2001"}, "priorityId": {"3"}}
 	with := func(kv ...string) url.Values {
@@ -114,6 +135,9 @@ func TestFakeBacklogFollowsTheDocs(t *testing.T) {
 		{"numeric out of range", with("customField_3103", "1001"), 400, "out of range"},
 		{"date", with("customField_3104", "2026-11-29"), 201, ""},
 		{"date in another form", with("customField_3104", "2026/11/29"), 400, "yyyy-MM-dd"},
+		{"date before min", with("customField_3104", "2019-12-31"), 400, "out of range"},
+		{"date after max", with("customField_3104", "2100-01-01"), 400, "out of range"},
+		{"date on max", with("customField_3104", "2099-12-31"), 201, ""},
 		{"text too long", with("customField_3101", strings.Repeat("x", 256)), 400, "255"},
 	}
 	for _, c := range cases {
@@ -152,4 +176,59 @@ func TestFakeBacklogFollowsTheDocs(t *testing.T) {
 	}
 	require.Equal(t, "0", h.Get("X-RateLimit-Remaining"))
 	require.Equal(t, 13.0, out.(map[string]any)["errors"].([]any)[0].(map[string]any)["code"])
+}
+
+// Backlog counts its limits per user, whichever of the user's API keys a
+// call uses, and per request type (Read, Update, Search); every answer
+// carries that type's X-RateLimit-* headers
+// (https://developer.nulab.com/docs/backlog/rate-limit/).
+func TestFakeBacklogRateLimitsPerUser(t *testing.T) {
+	b := sinkstest.NewBacklog(key)
+	defer b.Close()
+	b.AddAPIKey("same-user-key", 4001)
+	b.AddAPIKey("other-user-key", 4002)
+	b.UpdateLimit, b.ReadLimit, b.SearchLimit = 2, 3, 1
+	form := url.Values{"projectId": {"1001"}, "summary": {"s"}, "issueTypeId": {"2001"}, "priorityId": {"3"}}
+	as := func(k, method, path string, form url.Values) (int, http.Header) {
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, b.URL+path+"?apiKey="+k, body)
+		require.NoError(t, err)
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	cases := []struct {
+		name, key, method, path string
+		form                    url.Values
+		code                    int
+		limit, remaining        string
+	}{
+		{"update by key 1", key, http.MethodPost, "/api/v2/issues", form, 201, "2", "1"},
+		{"update by key 2 of the same user", "same-user-key", http.MethodPost, "/api/v2/issues", form, 201, "2", "0"},
+		{"the user's updates are spent", key, http.MethodPost, "/api/v2/issues", form, 429, "2", "0"},
+		{"and by the other key too", "same-user-key", http.MethodPatch, "/api/v2/issues/OPS-1", url.Values{"statusId": {"2"}}, 429, "2", "0"},
+		{"another user has its own", "other-user-key", http.MethodPost, "/api/v2/issues", form, 201, "2", "1"},
+		{"reads are counted apart", key, http.MethodGet, "/api/v2/priorities", nil, 200, "3", "2"},
+		{"search is counted apart", key, http.MethodGet, "/api/v2/issues", nil, 200, "1", "0"},
+		{"search spent", "same-user-key", http.MethodGet, "/api/v2/issues", nil, 429, "1", "0"},
+		{"reads still there", "same-user-key", http.MethodGet, "/api/v2/issues/OPS-1", nil, 200, "3", "1"},
+		{"an error answer carries them too", key, http.MethodGet, "/api/v2/issues/OPS-999", nil, 404, "3", "0"},
+	}
+	for _, c := range cases {
+		code, h := as(c.key, c.method, c.path, c.form)
+		require.Equal(t, c.code, code, c.name)
+		require.Equal(t, c.limit, h.Get("X-RateLimit-Limit"), c.name)
+		require.Equal(t, c.remaining, h.Get("X-RateLimit-Remaining"), c.name)
+		require.NotEmpty(t, h.Get("X-RateLimit-Reset"), c.name)
+	}
+	b.RevokeAPIKey("same-user-key")
+	code, _ := as("same-user-key", http.MethodGet, "/api/v2/priorities", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
 }
