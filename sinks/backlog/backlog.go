@@ -572,6 +572,10 @@ func (w *work) apply(ctx context.Context) error {
 	}
 }
 
+// healRecent is how many of a project's newest issues a heal reads
+// besides its keyword search: get-issue-list's largest page.
+const healRecent = 100
+
 // heal settles a create whose outcome was not recorded: if an issue with
 // the marker exists it is adopted, else the record is cleared for a create.
 func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec IssueRecord) (IssueRecord, error) {
@@ -580,7 +584,15 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 	if err != nil {
 		return rec, err
 	}
-	for _, is := range issues {
+	// A keyword search reads Backlog's search index, which may not have
+	// the issue of a create that timed out a moment ago: the project's
+	// newest issues are read too, so that a retry right after such a
+	// timeout adopts the issue instead of opening a second one.
+	recent, err := n.client.RecentIssues(ctx, ids.projectID, healRecent)
+	if err != nil {
+		return rec, err
+	}
+	for _, is := range append(issues, recent...) {
 		// A closed issue with this marker is an earlier series': its
 		// record was pruned (storage.retention.closed_issues) and the
 		// generations started over. A create makes an open issue.
@@ -597,9 +609,9 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 			return rec, nil
 		}
 	}
-	// Not found: the create never happened. The next create reuses this
-	// generation's marker, so a create that did happen but is not yet
-	// searchable is still found by a later heal.
+	// Not found: the create never happened (or happened more than
+	// healRecent issues ago and is not searchable yet). The next create
+	// reuses this generation's marker, so a later heal finds either.
 	return rec, nil
 }
 

@@ -174,6 +174,27 @@ func TestUnrecordedCreateIsHealedBySearch(t *testing.T) {
 	require.Equal(t, "OPS-1", rec.IssueKey)
 }
 
+// A create that timed out after Backlog did the work, retried before
+// Backlog's search index has the issue: the heal finds it among the
+// project's newest issues, not by keyword, and adopts it.
+func TestUnrecordedCreateIsHealedBeforeItIsSearchable(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.SearchLag = time.Hour
+	s := store(t)
+	n, err := newNotifier(t, fake, "", s)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.NoError(t, s.PutIssue(ctx, "tickets/backlog/0", "am:c0ffee", backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.Len(t, fake.Issues(), 1, "adopted from the newest issues, not created again")
+	rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "OPS-1", rec.IssueKey)
+}
+
 // TestHealSkipsAnEarlierSeriesIssue: once a closed issue's record is
 // pruned by retention, the next issue of the identity starts again at
 // generation 1, whose marker the old, closed issue also carries. A create

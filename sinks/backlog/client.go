@@ -463,3 +463,14 @@ func (c *Client) SearchIssues(ctx context.Context, projectID int64, keyword stri
 	var out []Issue
 	return out, c.do(ctx, http.MethodGet, "/api/v2/issues", "/api/v2/issues", q, nil, &out)
 }
+
+// RecentIssues lists a project's newest issues, newest first, at most
+// count (1–100): get-issue-list with sort=created, order=desc and no
+// keyword (https://developer.nulab.com/docs/backlog/api/2/get-issue-list/).
+// Unlike a keyword search it does not wait for Backlog's search index, so
+// an issue created a moment ago is in it.
+func (c *Client) RecentIssues(ctx context.Context, projectID int64, count int) ([]Issue, error) {
+	q := url.Values{"projectId[]": {strconv.FormatInt(projectID, 10)}, "sort": {"created"}, "order": {"desc"}, "count": {strconv.Itoa(count)}}
+	var out []Issue
+	return out, c.do(ctx, http.MethodGet, "/api/v2/issues", "/api/v2/issues", q, nil, &out)
+}

@@ -162,6 +162,10 @@ type Backlog struct {
 	ReadLimit   int
 	SearchLimit int
 	Window      time.Duration
+	// SearchLag is how long a new issue stays out of keyword searches
+	// (get-issue-list with keyword): a search index behind the writes.
+	// Lists without a keyword see every issue at once.
+	SearchLag time.Duration
 
 	mu          sync.Mutex
 	issues      map[string]*BacklogIssue
@@ -989,7 +993,7 @@ func (b *Backlog) searchIssues(w http.ResponseWriter, r *http.Request) {
 		if len(projects) > 0 && !containsID(projects, is.ProjectID) {
 			continue
 		}
-		if kw != "" && !strings.Contains(is.Summary, kw) && !strings.Contains(is.Description, kw) {
+		if kw != "" && (!strings.Contains(is.Summary, kw) && !strings.Contains(is.Description, kw) || time.Since(is.Created) < b.SearchLag) {
 			continue
 		}
 		out = append(out, b.issueJSON(is))
