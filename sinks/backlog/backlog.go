@@ -388,9 +388,43 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 	if err != nil {
 		return nil, asConfig("the API key's user", err)
 	}
+	if err := checkRole(conf, me); err != nil {
+		return nil, err
+	}
 	n.userLimiter(me)
 	n.ids = r
 	return r, nil
+}
+
+// checkRole refuses a config whose API key's user may not do what the
+// config asks, which Backlog would otherwise refuse issue by issue (403,
+// UnauthorizedOperationError): a Viewer adds no issue; a Reporter adds
+// issues but edits none, and comments, closes, reopens and description
+// updates are edits (update-issue). See the Role* constants.
+func checkRole(conf *Config, u *User) error {
+	switch u.RoleType {
+	case RoleViewer, RoleGuestViewer:
+		return &ConfigError{fmt.Errorf("api_key: user %q is a Viewer in Backlog, which may not add issues; use the key of a Normal User", u.UserID)}
+	case RoleReporter, RoleGuestReporter:
+		var edits []string
+		if conf.OnResolved != OnResolvedNone {
+			edits = append(edits, fmt.Sprintf("on_resolved: %s", conf.OnResolved))
+		}
+		if conf.OnRepeat == OnRepeatComment {
+			edits = append(edits, "on_repeat: comment")
+		}
+		if conf.Mode == ModeGroup {
+			edits = append(edits, "mode: group (the description follows the group)")
+		}
+		if conf.UpdateDescription {
+			edits = append(edits, "update_description: true")
+		}
+		if len(edits) > 0 {
+			return &ConfigError{fmt.Errorf("api_key: user %q is a Reporter in Backlog, which may add issues but not edit them (status, comments through update-issue), and this config edits them: %s; use the key of a Normal User, or set on_resolved: none, on_repeat: none",
+				u.UserID, strings.Join(edits, ", "))}
+		}
+	}
+	return nil
 }
 
 // spaceZone reads the space's time zone (get-space's timezone) when a

@@ -330,7 +330,25 @@ type User struct {
 	ID     int64  `json:"id"`
 	UserID string `json:"userId"`
 	Name   string `json:"name"`
+	// RoleType is the user's role in the space (get-own-user), one of the
+	// Role* constants; 0 when Backlog did not say.
+	RoleType int `json:"roleType"`
 }
+
+// Backlog's user roles (roleType), and what each may do to issues
+// (https://backlogtool.com/guide/en/others/others5.html): a Reporter
+// "can view and add issues as well as post comments. Changing the status
+// of an issue is not permitted", and may not edit issues (update-issue,
+// which alertfan's comments, closes and reopens go through); a Viewer
+// "can view issues. Adding and editing issues are not permitted".
+const (
+	RoleAdministrator = 1
+	RoleNormalUser    = 2
+	RoleReporter      = 3
+	RoleViewer        = 4
+	RoleGuestReporter = 5
+	RoleGuestViewer   = 6
+)
 
 // Issue is the part of an issue alertfan uses.
 type Issue struct {

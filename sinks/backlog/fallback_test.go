@@ -101,3 +101,40 @@ func TestTemplateFallbacksStillOpenTheIssue(t *testing.T) {
 		})
 	}
 }
+
+// A key whose Backlog user may not do what the config asks is a config
+// error at start, not a 403 per issue: a Viewer adds no issue, a Reporter
+// adds issues but edits none (comments, closes and reopens are edits).
+func TestUserRoleThatCannotDoTheConfigsWork(t *testing.T) {
+	cases := []struct {
+		name  string
+		role  int
+		extra string
+		err   string
+	}{
+		{"administrator", 1, "", ""},
+		{"normal user", 2, "", ""},
+		{"reporter, close on resolve", 3, "", `is a Reporter in Backlog, which may add issues but not edit them (status, comments through update-issue), and this config edits them: on_resolved: close`},
+		{"guest reporter, comments", 5, "on_resolved: comment\non_repeat: comment", "on_resolved: comment, on_repeat: comment"},
+		{"reporter, create only", 3, "on_resolved: none", ""},
+		{"viewer", 4, "on_resolved: none", "is a Viewer in Backlog, which may not add issues"},
+		{"guest viewer", 6, "", "is a Viewer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fake := sinkstest.NewBacklog(apiKey)
+			defer fake.Close()
+			fake.RoleType = c.role
+			n, err := newNotifier(t, fake, c.extra, store(t))
+			if c.err != "" {
+				require.ErrorContains(t, err, c.err)
+				require.NotContains(t, err.Error(), apiKey)
+				return
+			}
+			require.NoError(t, err)
+			require.NoError(t, n.Deliver(context.Background(), sample(sinks.StatusFiring)))
+			require.NoError(t, n.Deliver(context.Background(), sample(sinks.StatusResolved)))
+			require.Len(t, fake.Issues(), 1)
+		})
+	}
+}

@@ -22,11 +22,12 @@ import (
 
 // Backlog error codes, as the API documents them.
 const (
-	BacklogInternalError        = 1
-	BacklogNoResourceError      = 6
-	BacklogInvalidRequestError  = 7
-	BacklogAuthenticationError  = 11
-	BacklogTooManyRequestsError = 13
+	BacklogInternalError              = 1
+	BacklogNoResourceError            = 6
+	BacklogUnauthorizedOperationError = 5
+	BacklogInvalidRequestError        = 7
+	BacklogAuthenticationError        = 11
+	BacklogTooManyRequestsError       = 13
 )
 
 // Limits the fake enforces, as Backlog documents or answers them: an issue
@@ -152,6 +153,13 @@ type Backlog struct {
 	// gives a user more keys.
 	UserID   int64
 	UserName string
+	// RoleType is the users' role (get-own-user's roleType,
+	// https://developer.nulab.com/docs/backlog/api/2/get-own-user/):
+	// 1 Administrator, 2 Normal User, 3 Reporter, 4 Viewer, 5 Guest
+	// Reporter, 6 Guest Viewer; 0 means 1. Reporters may add issues but
+	// not edit them (change status, comment through update-issue);
+	// viewers may do neither (https://backlogtool.com/guide/en/others/others5.html).
+	RoleType int
 	// UpdateLimit, ReadLimit and SearchLimit are how many calls of each
 	// of Backlog's request types one USER may make per Window, whichever
 	// of its keys it uses (https://developer.nulab.com/docs/backlog/rate-limit/:
@@ -183,6 +191,15 @@ type Backlog struct {
 	// AfterCreate, if set, runs after an issue is stored and before the
 	// 201 is written: a test can kill the client there.
 	AfterCreate func(*BacklogIssue)
+}
+
+func (b *Backlog) roleType() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.RoleType == 0 {
+		return 1
+	}
+	return b.RoleType
 }
 
 // NewBacklog starts a fake English-language space with project OPS and
@@ -555,6 +572,11 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if role := b.roleType(); r.Method != http.MethodGet && (role == 4 || role == 6 ||
+		(role == 3 || role == 5) && !(r.Method == http.MethodPost && strings.TrimSuffix(r.URL.Path, "/") == "/api/v2/issues")) {
+		backlogErr(w, http.StatusForbidden, BacklogUnauthorizedOperationError, "You do not have permission to perform this operation.")
+		return
+	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(parts) < 3 || parts[0] != "api" || parts[1] != "v2" {
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No such API.")
@@ -575,7 +597,7 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		if name == "" {
 			name = "user" + strconv.FormatInt(user, 10)
 		}
-		backlogJSON(w, 200, map[string]any{"id": user, "userId": name, "name": name, "roleType": 1, "lang": "en",
+		backlogJSON(w, 200, map[string]any{"id": user, "userId": name, "name": name, "roleType": b.roleType(), "lang": "en",
 			"mailAddress": name + "@example.com"})
 	case parts[0] == "projects" && r.Method == http.MethodGet:
 		b.serveProject(w, parts[1:])
