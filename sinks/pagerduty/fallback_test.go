@@ -47,7 +47,9 @@ func TestTemplateFallbacksStillPage(t *testing.T) {
 			name:  "summary and its default both blank",
 			extra: "description: '{{ .CommonAnnotations.title }}'\nclient: ''",
 			field: "description",
-			check: func(t *testing.T, ev, _ map[string]any) { require.NotEmpty(t, strings.TrimSpace(ev["summary"].(string))) },
+			check: func(t *testing.T, ev, _ map[string]any) {
+				require.NotEmpty(t, strings.TrimSpace(ev["summary"].(string)))
+			},
 		},
 		{
 			name:  "source label absent",
