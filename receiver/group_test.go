@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +136,107 @@ func TestGroupModeTruncatedMessageDoesNotResolve(t *testing.T) {
 				require.Contains(t, m, fmt.Sprintf("%s %d", series, c.held))
 				require.Contains(t, ts.logs.String(), "Group not resolved")
 			}
+		})
+	}
+}
+
+// incompressible is n bytes of hex digits without repeats: PostgreSQL
+// compresses a long index entry before it judges its size, so a key of
+// repeated text would fit where a real one does not.
+func incompressible(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		sum := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
+		b.WriteString(hex.EncodeToString(sum[:]))
+	}
+	return b.String()[:n]
+}
+
+// A groupKey of any length within the body limit is accepted: with
+// group_by: ['...'] Alertmanager puts every label in it, and it does not
+// retry a 400. Group mode keys its state by a bounded form of a long key
+// (PostgreSQL cannot index a long one) and sends PagerDuty Alertmanager's
+// dedup_key, sha256 of the whole key, on the trigger and on the resolve.
+func TestLongGroupKey(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			bl := sinkstest.NewBacklog(backlogKey)
+			defer bl.Close()
+			dir := t.TempDir()
+			ts := startServerIn(t, dir, lcStorage(t, driver, dir)+fmt.Sprintf(`
+route:
+  receiver: all
+receivers:
+  - name: all
+    pagerduty_configs:
+      - routing_key: %[1]s
+        url: %[2]s
+        mode: group
+        rate_limit_per_minute: 60000
+      - routing_key: %[1]s
+        url: %[2]s
+        rate_limit_per_minute: 60000
+    backlog_configs:
+      - api_url: %[3]s
+        api_key: %[4]s
+        project: OPS
+        issue_type: Bug
+        mode: group
+        rate_limit_per_minute: 60000
+`, testRoutingKey, pd.EventsURL(), bl.URL, backlogKey))
+			al := func(status string) sinkstest.WebhookAlert {
+				a := sinkstest.NamedAlert("ProbeFailed", "critical", "h1", status, start)
+				a.Labels["url"] = "https://shop.example.com/checkout?" + strings.Repeat("item=123456789&", 250)
+				return a
+			}
+			url := al("firing").Labels["url"]
+			gk := `{}/{severity="critical"}:{alertname="ProbeFailed", instance="h1", severity="critical", url="` + url + `", trace="` + incompressible(4000) + `", extra="` + strings.Repeat("é", 1200) + `"}`
+			require.Greater(t, len(gk), 10_000)
+			for _, status := range []string{"firing", "resolved"} {
+				code, body := ts.post(t, "/webhook", sinkstest.Webhook("all", gk, map[string]string{"url": url}, al(status)))
+				require.Equal(t, 200, code, "%v", body)
+				settle(t, ts)
+			}
+			sum := sha256.Sum256([]byte(gk))
+			// events splits PagerDuty's events into the group target's
+			// (Alertmanager's dedup_key) and the alert-mode target's.
+			events := func() (group, single []string, singleKeys map[string]bool) {
+				singleKeys = map[string]bool{}
+				for _, e := range pd.Events() {
+					if e.DedupKey == hex.EncodeToString(sum[:]) {
+						group = append(group, e.EventAction)
+					} else {
+						single = append(single, e.EventAction)
+						singleKeys[e.DedupKey] = true
+					}
+				}
+				return group, single, singleKeys
+			}
+			group, single, singleKeys := events()
+			require.Equal(t, []string{"trigger", "resolve"}, group, "group mode: Alertmanager's dedup_key, sha256 of the whole group key")
+			require.Equal(t, []string{"trigger", "resolve"}, single, "alert mode")
+			require.Len(t, singleKeys, 1)
+			is := bl.Issues()
+			require.Len(t, is, 1)
+			require.Equal(t, "Closed", bl.StatusName(is[0].StatusID))
+
+			// The same group fires again: the one state the long key has
+			// is found again (a new occurrence of the group's incident and
+			// issue, not a second state beside the first).
+			later := start.Add(30 * time.Minute)
+			a := al("firing")
+			a.StartsAt = later
+			code, body := ts.post(t, "/webhook", sinkstest.Webhook("all", gk, nil, a))
+			require.Equal(t, 200, code, "%v", body)
+			settle(t, ts)
+			require.Len(t, bl.Issues(), 1, "the closed issue is reopened, not duplicated")
+			require.Equal(t, "Open", bl.StatusName(bl.Issues()[0].StatusID))
+			group, single, _ = events()
+			require.Equal(t, []string{"trigger", "resolve", "trigger"}, group)
+			require.Equal(t, []string{"trigger", "resolve", "trigger"}, single)
 		})
 	}
 }

@@ -357,7 +357,9 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build})
 	}
 	if src.GroupKey != "" {
-		in.GroupKey = src.GroupKey
+		// The store keys a group's state by a bounded form of its key
+		// (queue.StoreKey); the payloads keep the whole key.
+		in.GroupKey = queue.StoreKey(src.GroupKey)
 		in.StickyGroup = func(id string) (queue.Item, bool) {
 			t, ok := s.store.Target(id)
 			if !ok || len(alerts) == 0 {
@@ -427,7 +429,7 @@ func newItem(t queue.Target, n *sinks.Notification) (queue.Item, error) {
 	case n.Status() == sinks.StatusResolved:
 		want = queue.PhaseResolved
 	}
-	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Want: want, Digest: n.Digest(), Payload: b, Priority: n.Priority()}, nil
+	return queue.Item{Target: t.ID, Kind: t.Kind, Key: queue.StoreKey(n.Key), Want: want, Digest: n.Digest(), Payload: b, Priority: n.Priority()}, nil
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
