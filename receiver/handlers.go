@@ -333,32 +333,39 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 	}
 	for _, g := range groups {
 		build := func(keep []bool) (queue.Item, bool) {
-			n := &sinks.Notification{Key: src.GroupKey, Source: src, AcceptedAt: now}
+			var members []sinks.Alert
 			for j, m := range g.members {
 				if keep == nil || keep[j] {
-					n.Alerts = append(n.Alerts, alerts[m])
+					members = append(members, alerts[m])
 				}
 			}
-			if len(n.Alerts) == 0 {
+			if len(members) == 0 {
 				return queue.Item{}, false
 			}
-			it, err := newItem(g.t.Target, n)
+			it, err := newItem(g.t.Target, groupNotification(src, members, now))
 			return it, err == nil
 		}
 		it, ok := build(nil)
 		if !ok {
 			continue
 		}
+		if src.TruncatedAlerts > 0 && allResolved(alerts, g.members) {
+			s.metrics.heldResolves.WithLabelValues(g.t.Receiver).Inc()
+			s.logger.Warn("Group not resolved: every alert the message lists has resolved, but it left alerts out (truncatedAlerts; webhook_configs max_alerts), and those may still fire. The group resolves with a message that lists all its alerts resolved; set max_alerts above the group's size",
+				"receiver", g.t.Receiver, "target", g.t.ID, "listed", len(g.members), "truncatedAlerts", src.TruncatedAlerts, "group_key", sinks.Abbreviate(src.GroupKey, 256))
+		}
 		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build})
 	}
 	if src.GroupKey != "" {
-		in.GroupKey = src.GroupKey
+		// The store keys a group's state by a bounded form of its key
+		// (queue.StoreKey); the payloads keep the whole key.
+		in.GroupKey = queue.StoreKey(src.GroupKey)
 		in.StickyGroup = func(id string) (queue.Item, bool) {
 			t, ok := s.store.Target(id)
 			if !ok || len(alerts) == 0 {
 				return queue.Item{}, false
 			}
-			it, err := newItem(t, &sinks.Notification{Key: src.GroupKey, Source: src, Alerts: alerts, AcceptedAt: now})
+			it, err := newItem(t, groupNotification(src, alerts, now))
 			return it, err == nil
 		}
 	}
@@ -373,6 +380,25 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 	s.metrics.sticky.Add(float64(res.Sticky))
 	s.metrics.notifications.WithLabelValues(src.Input, "accepted").Inc()
 	return nil
+}
+
+// groupNotification is what a group-mode target is sent for alerts of the
+// message's group: keyed by the whole group key (PagerDuty's dedup_key is
+// its sha256), with the count of alerts the message left out, which keeps
+// the group from resolving (sinks.Notification.Truncated).
+func groupNotification(src sinks.Source, alerts []sinks.Alert, now time.Time) *sinks.Notification {
+	return &sinks.Notification{Key: src.GroupKey, Source: src, Alerts: alerts, Truncated: src.TruncatedAlerts, AcceptedAt: now}
+}
+
+// allResolved reports whether every alert of alerts that members index
+// is resolved.
+func allResolved(alerts []sinks.Alert, members []int) bool {
+	for _, m := range members {
+		if alerts[m].Status != sinks.StatusResolved {
+			return false
+		}
+	}
+	return true
 }
 
 // wantOf is the lifecycle phase an alert's update asks its targets for.
@@ -395,12 +421,15 @@ func newItem(t queue.Target, n *sinks.Notification) (queue.Item, error) {
 	}
 	want := queue.PhaseTriggered
 	switch {
+	case n.Truncated > 0:
+		// A group message that left alerts out: they may fire, so the
+		// group does, even when the one alert it lists resolved.
 	case len(n.Alerts) == 1:
 		want = wantOf(&n.Alerts[0])
 	case n.Status() == sinks.StatusResolved:
 		want = queue.PhaseResolved
 	}
-	return queue.Item{Target: t.ID, Kind: t.Kind, Key: n.Key, Want: want, Digest: n.Digest(), Payload: b, Priority: n.Priority()}, nil
+	return queue.Item{Target: t.ID, Kind: t.Kind, Key: queue.StoreKey(n.Key), Want: want, Digest: n.Digest(), Payload: b, Priority: n.Priority()}, nil
 }
 
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ type metrics struct {
 	stale           *prometheus.CounterVec
 	sticky          prometheus.Counter
 	expired         *prometheus.CounterVec
+	heldResolves    *prometheus.CounterVec
 	intakeDuration  *prometheus.HistogramVec
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_alerts_expired_total",
 			Help: "Open alerts resolved by alertfan because their sender did not refresh them within the receiver's resolve_after.",
+		}, []string{"receiver"}),
+		heldResolves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alertfan_group_resolves_held_total",
+			Help: "Alertmanager messages, per group-mode target they reach, whose listed alerts had all resolved but that left alerts out (truncatedAlerts, webhook_configs max_alerts): the group stays firing, since the alerts left out may still fire.",
 		}, []string{"receiver"}),
 		intakeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "alertfan_intake_duration_seconds",
@@ -97,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.heldResolves, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
 	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }

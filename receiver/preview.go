@@ -142,7 +142,7 @@ func (rt *runtime) plan(src sinks.Source, alerts []sinks.Alert, now time.Time) [
 						continue
 					}
 					groups[t.ID] = len(out)
-					out = append(out, previewWork{t: t, notif: &sinks.Notification{Key: src.GroupKey, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now}})
+					out = append(out, previewWork{t: t, notif: groupNotification(src, []sinks.Alert{a}, now)})
 					continue
 				}
 				out = append(out, previewWork{t: t, notif: &sinks.Notification{Key: a.Identity, Source: src, Alerts: []sinks.Alert{a}, AcceptedAt: now}})

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
@@ -112,14 +113,26 @@ type Notification struct {
 	Key    string  `json:"key"`
 	Source Source  `json:"source"`
 	Alerts []Alert `json:"alerts"`
+	// Truncated is, in group mode, how many alerts of the group the message
+	// left out (Alertmanager's truncatedAlerts: webhook_configs max_alerts).
+	// Alertmanager cuts the group's alerts, sorted by labels and not by
+	// status, to max_alerts and computes the message's status from the
+	// alerts kept, so a message listing only resolved alerts may leave out
+	// alerts that still fire: the group is not resolved (Status). 0 in
+	// alert mode, where each alert has its own state.
+	Truncated uint64 `json:"truncated,omitempty"`
 	// AcceptedAt is when the newest state was accepted by intake; the
 	// accept → delivered latency is measured from it.
 	AcceptedAt time.Time `json:"acceptedAt"`
 }
 
 // Status is "resolved" when every alert is resolved, as Alertmanager decides
-// a group's status.
+// a group's status, and the message left none out (Truncated): alerts it
+// left out may still fire, so a group with any is "firing".
 func (n *Notification) Status() string {
+	if n.Truncated > 0 {
+		return StatusFiring
+	}
 	for _, a := range n.Alerts {
 		if a.Status != StatusResolved {
 			return StatusFiring
@@ -189,6 +202,8 @@ func intersect(common template.KV, other map[string]string) {
 // replicas' copies of one state have the same digest: a firing alert's
 // endsAt is Alertmanager's moving guess, and its startsAt may differ
 // between replicas (each keeps the earliest it saw), so both are left out.
+// A group's count of alerts left out (Truncated) is part of it: the group
+// changed beyond the alerts listed.
 func (n *Notification) Digest() string {
 	type content struct {
 		Identity     string            `json:"i"`
@@ -207,6 +222,11 @@ func (n *Notification) Digest() string {
 		}
 	}
 	b, _ := json.Marshal(cs) // maps marshal with sorted keys: stable
+	if n.Truncated > 0 {
+		// Appended only when set, so that every digest stored before
+		// Truncated existed stays what it was (no resend after an upgrade).
+		b = strconv.AppendUint(append(b, " truncated "...), n.Truncated, 10)
+	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }

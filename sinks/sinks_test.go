@@ -87,6 +87,41 @@ func TestNotificationStatusAndTemplateData(t *testing.T) {
 	require.Equal(t, StatusResolved, n.Status())
 }
 
+// A group message that left alerts out (Alertmanager's truncatedAlerts) is
+// not resolved whatever the alerts it lists say: those left out may fire.
+// The count is part of the digest only when set, so digests stored before
+// it existed are unchanged.
+func TestNotificationTruncated(t *testing.T) {
+	cases := []struct {
+		name      string
+		statuses  []string
+		truncated uint64
+		want      string
+	}{
+		{"all listed resolved, none left out", []string{StatusResolved, StatusResolved}, 0, StatusResolved},
+		{"all listed resolved, two left out", []string{StatusResolved, StatusResolved}, 2, StatusFiring},
+		{"the one listed resolved, one left out", []string{StatusResolved}, 1, StatusFiring},
+		{"one listed firing, two left out", []string{StatusFiring, StatusResolved}, 2, StatusFiring},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := SampleNotification()
+			base := n.Alerts[0]
+			n.Alerts = nil
+			for i, st := range c.statuses {
+				a := base
+				a.Identity, a.Status = fmt.Sprintf("am:%d", i), st
+				n.Alerts = append(n.Alerts, a)
+			}
+			before := n.Digest()
+			n.Truncated = c.truncated
+			require.Equal(t, c.want, n.Status())
+			require.Equal(t, c.want, n.TemplateData().Status)
+			require.Equal(t, c.truncated == 0, n.Digest() == before, "the digest changes only with alerts left out")
+		})
+	}
+}
+
 // The pacer starts calls at least 60/N s apart (plus 1% headroom) however
 // many callers race, so no minute ever holds more than N calls; and Wait
 // never returns before the call's start.

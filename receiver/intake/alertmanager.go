@@ -54,7 +54,10 @@ func DecodeAlertmanager(body []byte) (sinks.Source, []sinks.Alert, error) {
 		errs = append(errs, fieldErr("alerts", "must hold at least one alert"))
 	}
 	errs = append(errs, checkLabels("groupLabels", m.GroupLabels, false)...)
-	errs = append(errs, checkKeyText("groupKey", m.GroupKey, MaxGroupKeyBytes)...)
+	// A groupKey has no length cap but the body's: with group_by: ['...']
+	// Alertmanager puts every label in it, and it does not retry a 400.
+	// The store keeps a bounded form where it indexes one (queue.StoreKey).
+	errs = append(errs, checkKeyText("groupKey", m.GroupKey, 0)...)
 	alerts := make([]sinks.Alert, 0, len(m.Alerts))
 	for i, a := range m.Alerts {
 		f := fmt.Sprintf("alerts[%d]", i)

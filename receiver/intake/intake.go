@@ -53,14 +53,14 @@ func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// Byte caps of the fields that become an alert's identity or a delivery's
-// key and have no cap of their own (a fingerprint has 64 characters, a
-// dedup_key PagerDuty's 255). PostgreSQL refuses a B-tree index entry over
-// 2,704 bytes (https://www.postgresql.org/docs/current/btree.html#BTREE-IMPLEMENTATION),
-// and these are indexed with the target id beside them.
+// Byte caps of the fields that become an alert's identity and have no cap
+// of their own (a fingerprint has 64 characters, a dedup_key PagerDuty's
+// 255). PostgreSQL refuses a B-tree index entry over 2,704 bytes
+// (https://www.postgresql.org/docs/current/btree.html#BTREE-IMPLEMENTATION),
+// and these are indexed with the target id beside them. An Alertmanager
+// groupKey has none: the store indexes a bounded form of it
+// (queue.StoreKey).
 const (
-	// MaxGroupKeyBytes caps an Alertmanager groupKey (a group mode key).
-	MaxGroupKeyBytes = 2048
 	// MaxIDBytes caps a Mackerel alert or alert group id.
 	MaxIDBytes = 255
 )

@@ -17,7 +17,9 @@ import (
 type Item struct {
 	Target string
 	Kind   string
-	Key    string
+	// Key is the state's key in its StoreKey form (an alert identity, or
+	// a bounded form of a long group key); the payload keeps the whole key.
+	Key string
 	// Want is the phase the state asks for (PhaseTriggered,
 	// PhaseAcknowledged, PhaseResolved or PhaseEvent).
 	Want Phase

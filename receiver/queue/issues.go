@@ -12,8 +12,11 @@ import (
 
 var _ backlog.IssueStore = (*Store)(nil)
 
-// GetIssue reads the issue record of (target, identity).
+// GetIssue reads the issue record of (target, identity). The identity is
+// kept in its StoreKey form (a group-mode issue's is the group key), as the
+// states are, so that retention finds an issue's state by it.
 func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.IssueRecord, bool, error) {
+	identity = StoreKey(identity)
 	var rec backlog.IssueRecord
 	var closed int64
 	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at, content_hash FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
@@ -31,8 +34,10 @@ func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.
 }
 
 // PutIssue durably writes the record; the primary key on (target,
-// identity) means there is only ever one.
+// identity) means there is only ever one. The identity is kept in its
+// StoreKey form, as GetIssue reads it.
 func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backlog.IssueRecord) error {
+	identity = StoreKey(identity)
 	var closed int64
 	if !rec.ClosedAt.IsZero() {
 		closed = rec.ClosedAt.UnixNano()

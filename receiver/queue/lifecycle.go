@@ -159,7 +159,8 @@ type GroupItem struct {
 type Intake struct {
 	Updates []Update
 	Groups  []GroupItem
-	// GroupKey is the Alertmanager group the request carries, if any;
+	// GroupKey is the Alertmanager group the request carries, if any, in
+	// its StoreKey form (the key group-mode items are stored under);
 	// StickyGroup builds the group's item for a group-mode target that
 	// holds the group open but that its alerts no longer route to.
 	GroupKey    string

@@ -168,10 +168,14 @@ type Data struct {
 	ResolvedAt time.Time
 	// Now is when the notification was accepted.
 	Now time.Time
+	// Truncated is how many alerts of the group the message left out
+	// (group mode: Alertmanager's truncatedAlerts, webhook_configs
+	// max_alerts); the issue stays open for them.
+	Truncated uint64
 }
 
 func newData(notif *sinks.Notification, rule string) *Data {
-	d := &Data{Data: notif.TemplateData(), TextFormattingRule: rule, Markdown: rule != RuleBacklog, Now: notif.AcceptedAt.UTC()}
+	d := &Data{Data: notif.TemplateData(), TextFormattingRule: rule, Markdown: rule != RuleBacklog, Now: notif.AcceptedAt.UTC(), Truncated: notif.Truncated}
 	for _, a := range notif.Alerts {
 		if a.Status != sinks.StatusResolved && a.StartsAt.After(d.FiringSince) {
 			d.FiringSince = a.StartsAt.UTC()

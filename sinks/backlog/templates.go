@@ -3,7 +3,8 @@ package backlog
 // DefaultTemplates are loaded after Alertmanager's defaults; a user's
 // template files may redefine them. The data is Data: Alertmanager's
 // template.Data (one alert in alert mode, the group in group mode) plus the
-// project's TextFormattingRule. Every value that comes from an alert goes
+// project's TextFormattingRule and, in group mode, how many alerts the
+// message left out (Truncated). Every value that comes from an alert goes
 // through backlogEscape or backlogCell, so newlines, "|", "*", "#" or HTML
 // in labels and annotations cannot break the layout in either notation.
 const DefaultTemplates = `
@@ -11,7 +12,7 @@ const DefaultTemplates = `
 
 {{ define "backlog.default.description" }}{{ if .Markdown }}{{ template "backlog.default.description.markdown" . }}{{ else }}{{ template "backlog.default.description.backlog" . }}{{ end }}{{ end }}
 
-{{ define "backlog.default.description.markdown" }}{{ if gt (len .Alerts) 1 }}**{{ len .Alerts.Firing }} firing, {{ len .Alerts.Resolved }} resolved**
+{{ define "backlog.default.description.markdown" }}{{ if or (gt (len .Alerts) 1) .Truncated }}**{{ len .Alerts.Firing }} firing, {{ len .Alerts.Resolved }} resolved{{ with .Truncated }}, {{ . }} not listed (max_alerts){{ end }}**
 
 {{ end }}{{ range .Alerts }}## {{ backlogEscape (or .Labels.alertname "alert") }}
 
@@ -39,7 +40,7 @@ const DefaultTemplates = `
 {{ end }}{{ end }}
 {{ end }}{{ end }}
 
-{{ define "backlog.default.description.backlog" }}{{ if gt (len .Alerts) 1 }}''{{ len .Alerts.Firing }} firing, {{ len .Alerts.Resolved }} resolved''
+{{ define "backlog.default.description.backlog" }}{{ if or (gt (len .Alerts) 1) .Truncated }}''{{ len .Alerts.Firing }} firing, {{ len .Alerts.Resolved }} resolved{{ with .Truncated }}, {{ . }} not listed (max_alerts){{ end }}''
 
 {{ end }}{{ range .Alerts }}** {{ backlogEscape (or .Labels.alertname "alert") }}
 

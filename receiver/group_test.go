@@ -1,0 +1,242 @@
+package receiver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+// truncated is an Alertmanager webhook body that says it left n alerts out
+// (webhook_configs max_alerts): Alertmanager cuts the group's alerts to
+// max_alerts, then computes the message's status from the alerts kept.
+func truncated(t *testing.T, receiver, groupKey string, n int, alerts ...sinkstest.WebhookAlert) []byte {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(sinkstest.Webhook(receiver, groupKey, map[string]string{"alertname": "Disk"}, alerts...), &m))
+	m["truncatedAlerts"] = n
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	return b
+}
+
+// A message that left alerts out (truncatedAlerts > 0) never resolves a
+// group: the alerts it left out may still fire, and Alertmanager sends
+// nothing more until repeat_interval. The group resolves with the first
+// message that lists every alert of it resolved. Alert mode keeps a state
+// per alert, so there the listed alerts resolve as they say.
+func TestGroupModeTruncatedMessageDoesNotResolve(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	gk := `{}:{alertname="Disk"}`
+	h := func(host, status string) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, start)
+	}
+	type step struct {
+		truncated int
+		alerts    []sinkstest.WebhookAlert
+		// resolves is how many resolves PagerDuty has had after the step;
+		// closed whether the Backlog issue is closed.
+		resolves int
+		closed   bool
+	}
+	cases := []struct {
+		name    string
+		backlog bool
+		mode    string
+		steps   []step
+		// held is alertfan_group_resolves_held_total at the end.
+		held int
+	}{
+		{
+			name: "pagerduty group: listed alerts resolved, two left out",
+			mode: "group",
+			steps: []step{
+				{2, []sinkstest.WebhookAlert{h("h1", "firing"), h("h2", "firing")}, 0, false},
+				{2, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved")}, 0, false},
+				{0, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved"), h("h3", "resolved"), h("h4", "resolved")}, 1, false},
+			},
+			held: 1,
+		},
+		{
+			name: "pagerduty group: the one listed alert resolved, one left out",
+			mode: "group",
+			steps: []step{
+				{1, []sinkstest.WebhookAlert{h("h1", "firing")}, 0, false},
+				{1, []sinkstest.WebhookAlert{h("h1", "resolved")}, 0, false},
+				{1, []sinkstest.WebhookAlert{h("h1", "resolved")}, 0, false},
+				{0, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved")}, 1, false},
+			},
+			held: 2,
+		},
+		{
+			name: "pagerduty alert mode: each listed alert resolves",
+			mode: "alert",
+			steps: []step{
+				{2, []sinkstest.WebhookAlert{h("h1", "firing"), h("h2", "firing")}, 0, false},
+				{2, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved")}, 2, false},
+			},
+		},
+		{
+			name:    "backlog group: the issue stays open and says what was left out",
+			backlog: true,
+			mode:    "group",
+			steps: []step{
+				{2, []sinkstest.WebhookAlert{h("h1", "firing"), h("h2", "firing")}, 0, false},
+				{2, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved")}, 0, false},
+				{0, []sinkstest.WebhookAlert{h("h1", "resolved"), h("h2", "resolved"), h("h3", "resolved"), h("h4", "resolved")}, 0, true},
+			},
+			held: 1,
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			bl := sinkstest.NewBacklog(backlogKey)
+			defer bl.Close()
+			cfg, receiver := pdConfig(pd.EventsURL(), "        mode: "+c.mode+"\n"), "oncall"
+			if c.backlog {
+				cfg, receiver = backlogConfig(bl.URL, "        mode: "+c.mode+"\n"), "tickets"
+			}
+			ts := startServer(t, cfg)
+			for i, s := range c.steps {
+				code, body := ts.post(t, "/webhook", truncated(t, receiver, gk, s.truncated, s.alerts...))
+				require.Equal(t, 200, code, "step %d: %v", i, body)
+				settle(t, ts)
+				if c.backlog {
+					is := bl.Issues()
+					require.Len(t, is, 1, "step %d", i)
+					require.Equal(t, s.closed, bl.StatusName(is[0].StatusID) == "Closed", "step %d: status %s", i, bl.StatusName(is[0].StatusID))
+					if s.truncated > 0 {
+						require.Contains(t, is[0].Description, fmt.Sprintf("%d not listed", s.truncated), "step %d: the description says alerts were left out", i)
+					}
+					continue
+				}
+				require.Equal(t, s.resolves, len(eventsFor(pd, "resolve")), "step %d: resolves sent", i)
+			}
+			if !c.backlog && c.mode == "group" {
+				sum := sha256.Sum256([]byte(gk))
+				for _, e := range pd.Events() {
+					require.Equal(t, hex.EncodeToString(sum[:]), e.DedupKey)
+				}
+			}
+			_, m := ts.get(t, "/metrics")
+			series := fmt.Sprintf(`alertfan_group_resolves_held_total{receiver=%q}`, receiver)
+			if c.held == 0 {
+				require.NotContains(t, m, series)
+				require.NotContains(t, ts.logs.String(), "Group not resolved")
+			} else {
+				require.Contains(t, m, fmt.Sprintf("%s %d", series, c.held))
+				require.Contains(t, ts.logs.String(), "Group not resolved")
+			}
+		})
+	}
+}
+
+// incompressible is n bytes of hex digits without repeats: PostgreSQL
+// compresses a long index entry before it judges its size, so a key of
+// repeated text would fit where a real one does not.
+func incompressible(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		sum := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
+		b.WriteString(hex.EncodeToString(sum[:]))
+	}
+	return b.String()[:n]
+}
+
+// A groupKey of any length within the body limit is accepted: with
+// group_by: ['...'] Alertmanager puts every label in it, and it does not
+// retry a 400. Group mode keys its state by a bounded form of a long key
+// (PostgreSQL cannot index a long one) and sends PagerDuty Alertmanager's
+// dedup_key, sha256 of the whole key, on the trigger and on the resolve.
+func TestLongGroupKey(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			bl := sinkstest.NewBacklog(backlogKey)
+			defer bl.Close()
+			dir := t.TempDir()
+			ts := startServerIn(t, dir, lcStorage(t, driver, dir)+fmt.Sprintf(`
+route:
+  receiver: all
+receivers:
+  - name: all
+    pagerduty_configs:
+      - routing_key: %[1]s
+        url: %[2]s
+        mode: group
+        rate_limit_per_minute: 60000
+      - routing_key: %[1]s
+        url: %[2]s
+        rate_limit_per_minute: 60000
+    backlog_configs:
+      - api_url: %[3]s
+        api_key: %[4]s
+        project: OPS
+        issue_type: Bug
+        mode: group
+        rate_limit_per_minute: 60000
+`, testRoutingKey, pd.EventsURL(), bl.URL, backlogKey))
+			al := func(status string) sinkstest.WebhookAlert {
+				a := sinkstest.NamedAlert("ProbeFailed", "critical", "h1", status, start)
+				a.Labels["url"] = "https://shop.example.com/checkout?" + strings.Repeat("item=123456789&", 250)
+				return a
+			}
+			url := al("firing").Labels["url"]
+			gk := `{}/{severity="critical"}:{alertname="ProbeFailed", instance="h1", severity="critical", url="` + url + `", trace="` + incompressible(4000) + `", extra="` + strings.Repeat("é", 1200) + `"}`
+			require.Greater(t, len(gk), 10_000)
+			for _, status := range []string{"firing", "resolved"} {
+				code, body := ts.post(t, "/webhook", sinkstest.Webhook("all", gk, map[string]string{"url": url}, al(status)))
+				require.Equal(t, 200, code, "%v", body)
+				settle(t, ts)
+			}
+			sum := sha256.Sum256([]byte(gk))
+			// events splits PagerDuty's events into the group target's
+			// (Alertmanager's dedup_key) and the alert-mode target's.
+			events := func() (group, single []string, singleKeys map[string]bool) {
+				singleKeys = map[string]bool{}
+				for _, e := range pd.Events() {
+					if e.DedupKey == hex.EncodeToString(sum[:]) {
+						group = append(group, e.EventAction)
+					} else {
+						single = append(single, e.EventAction)
+						singleKeys[e.DedupKey] = true
+					}
+				}
+				return group, single, singleKeys
+			}
+			group, single, singleKeys := events()
+			require.Equal(t, []string{"trigger", "resolve"}, group, "group mode: Alertmanager's dedup_key, sha256 of the whole group key")
+			require.Equal(t, []string{"trigger", "resolve"}, single, "alert mode")
+			require.Len(t, singleKeys, 1)
+			is := bl.Issues()
+			require.Len(t, is, 1)
+			require.Equal(t, "Closed", bl.StatusName(is[0].StatusID))
+
+			// The same group fires again: the one state the long key has
+			// is found again (a new occurrence of the group's incident and
+			// issue, not a second state beside the first).
+			later := start.Add(30 * time.Minute)
+			a := al("firing")
+			a.StartsAt = later
+			code, body := ts.post(t, "/webhook", sinkstest.Webhook("all", gk, nil, a))
+			require.Equal(t, 200, code, "%v", body)
+			settle(t, ts)
+			require.Len(t, bl.Issues(), 1, "the closed issue is reopened, not duplicated")
+			require.Equal(t, "Open", bl.StatusName(bl.Issues()[0].StatusID))
+			group, single, _ = events()
+			require.Equal(t, []string{"trigger", "resolve", "trigger"}, group)
+			require.Equal(t, []string{"trigger", "resolve", "trigger"}, single)
+		})
+	}
+}
