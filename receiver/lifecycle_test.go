@@ -447,6 +447,29 @@ func TestLifecycle(t *testing.T) {
 			},
 		}, want{pd: []string{"trigger"}, issues: 1, status: "Open"}},
 
+		{"a destination removed, a restart, then put back: its open alerts resolve there", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			restart(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			restart(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				_, m := e.ts.get(e.t, "/metrics")
+				require.NotContains(e.t, m, `alertfan_orphaned_alerts{target="retired/`)
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"a destination removed by a reload and put back by another, then a restart: its open alerts resolve there", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			reload(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			reload(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+			restart(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
 		// resolve_after is 3 s, not 1 s: the refresh's trigger must be
 		// delivered and settled before the alert can expire again (with 1 s
 		// a slow CI run saw that second expiry's resolve).

@@ -27,7 +27,9 @@ const RetiredPrefix = "retired/"
 //     the new destination. Within this process the old sink keeps taking
 //     their acknowledges and resolves; after a restart nothing can reach
 //     the old destination (its key is gone from the config) and they are
-//     reported (alertfan_orphaned_alerts, a warning at start).
+//     reported (alertfan_orphaned_alerts, a warning at start);
+//   - when a destination comes back (a reload or a restart whose config
+//     has it again), what it held under its retired id is its own again.
 //
 // A target the new set lacks is kept in memory as retired for the same
 // reason, so a reload that moves a route never strands an open incident.
@@ -127,13 +129,13 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 			newDest[id] = t.Destination
 		}
 	}
-	moves := map[string]string{}
+	moves, restored := map[string]string{}, map[string]string{}
 	var orphans map[string]int
 	// Run as a batch of its own, not through the committer: at start the
 	// committer is not running yet.
 	o := &op{done: make(chan error, 1)}
 	o.fn = func(ctx context.Context, b *batch) error {
-		moves, orphans = map[string]string{}, map[string]int{}
+		moves, restored, orphans = map[string]string{}, map[string]string{}, map[string]int{}
 		if b.s.dialect == dialectPostgres {
 			// Replicas starting together rewrite the table one at a time
 			// (each deletes it and inserts its set; two at once collide on
@@ -176,6 +178,20 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 			}
 			plan = append(plan, move{id, to})
 		}
+		// A destination put back in the config takes back what it held
+		// while it was away ("retired/<destination>"): its open
+		// incidents' and issues' resolves reach it again, also after a
+		// restart, when no retired sink is left in memory to serve them.
+		back, err := b.retiredDestinations(ctx)
+		if err != nil {
+			return err
+		}
+		for _, rid := range back {
+			if cands := destIDs[strings.TrimPrefix(rid, RetiredPrefix)]; len(cands) > 0 {
+				plan = append(plan, move{rid, cands[0]})
+				restored[rid] = cands[0]
+			}
+		}
 		// Two steps, so that destinations swapping ids do not collide.
 		for i, m := range plan {
 			if err := b.moveTarget(ctx, m.from, fmt.Sprintf("moving/%d", i)); err != nil {
@@ -217,6 +233,9 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 	for from, to := range moves {
 		s.logger.Info("A destination moved to another place in the config; its open alerts moved with it", "from", from, "to", to)
 	}
+	for from, to := range restored {
+		s.logger.Info("A destination is back in the config; the alerts it held while it was away are its own again", "from", from, "to", to)
+	}
 	s.metrics.orphaned.Reset()
 	for t, n := range orphans {
 		s.metrics.orphaned.WithLabelValues(t).Set(float64(n))
@@ -226,6 +245,28 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 		}
 	}
 	return moves, nil
+}
+
+// retiredDestinations lists the retired ids ("retired/<destination>")
+// that still hold states, issue records or dead letters, sorted.
+func (b *batch) retiredDestinations(ctx context.Context) ([]string, error) {
+	rows, err := b.tx.QueryContext(ctx, `SELECT target FROM alertfan_state WHERE target LIKE 'retired/%'
+		UNION SELECT target FROM alertfan_backlog_issue WHERE target LIKE 'retired/%'
+		UNION SELECT target FROM alertfan_dead WHERE target LIKE 'retired/%'`)
+	if err != nil {
+		return nil, fmt.Errorf("queue: read retired destinations: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, rows.Err()
 }
 
 // moveTarget moves a target's stored work to another id: states (pending
