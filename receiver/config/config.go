@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	yaml "go.yaml.in/yaml/v2"
@@ -385,8 +386,16 @@ func (c *Config) resolveFiles(dir string) error {
 			if c.Storage.DSNFile != "" {
 				field = "storage.dsn_file"
 			}
-			// The parser's message may quote the string: keep it out.
+			// The parser's message quotes the string, with only a best-effort
+			// redaction of the password (a backslash-escaped space or a
+			// missing quote let part of it through): keep the string out.
 			msg := strings.ReplaceAll(perr.Error(), string(c.Storage.DSN), "<dsn>")
+			var pe *pgconn.ParseConfigError
+			if errors.As(perr, &pe) {
+				bare := *pe
+				bare.ConnString = "<dsn>"
+				msg = strings.ReplaceAll(bare.Error(), string(c.Storage.DSN), "<dsn>")
+			}
 			return fmt.Errorf("%s: not a valid PostgreSQL connection string (URL postgres://user@host:5432/db?sslmode=… or key=value form): %s", field, msg)
 		}
 	}

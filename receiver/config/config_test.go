@@ -165,3 +165,21 @@ func TestRoutingKeyPagerDutyRefusesIsAConfigError(t *testing.T) {
 		require.NotContains(t, err.Error(), "e+23rschq")
 	}
 }
+
+// A connection string pgx cannot parse is never quoted: pgx redacts the
+// password only as far as its own patterns reach (a backslash-escaped
+// space or a missing quote defeat them).
+func TestDSNErrorNeverQuotesTheString(t *testing.T) {
+	for _, dsn := range []string{
+		`host=127.0.0.1 user=postgres password=Sup3r\ SecretPW dbname=x sslmode=bogus`,
+		`host=127.0.0.1 user=postgres password='Sup3r SecretPW sslmode=disable`,
+		`postgres://postgres:Sup3rSecretPW@127.0.0.1:5432/x?sslmode=bogus`,
+	} {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600))
+		_, err := Parse([]byte("storage:\n  driver: postgres\n  dsn_file: dsn\nroute:\n  receiver: r\nreceivers:\n  - name: r\n"), dir)
+		require.ErrorContains(t, err, "storage.dsn_file: not a valid PostgreSQL connection string")
+		require.NotContains(t, err.Error(), "SecretPW", dsn)
+		require.NotContains(t, err.Error(), "Sup3r", dsn)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,5 +47,19 @@ func TestSchemaVersionOfEachDialect(t *testing.T) {
 			_, err = Open(ctx, opts)
 			require.ErrorContains(t, err, "newer than this alertfan knows")
 		})
+	}
+}
+
+// A connection string pgx cannot parse never appears in the store's
+// error, not even the part of a password pgx's own redaction misses.
+func TestOpenErrorNeverQuotesTheDSN(t *testing.T) {
+	for _, dsn := range []string{
+		`host=127.0.0.1 user=postgres password=Sup3r\ SecretPW dbname=x sslmode=bogus`,
+		`host=127.0.0.1 user=postgres password='Sup3r SecretPW sslmode=disable`,
+	} {
+		_, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: dsn, Registerer: prometheus.NewRegistry()})
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "SecretPW")
+		require.NotContains(t, err.Error(), "Sup3r")
 	}
 }

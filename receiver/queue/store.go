@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
@@ -555,8 +556,18 @@ func (s *Store) openPostgres(ctx context.Context) error {
 }
 
 // redact keeps a DSN (which may hold a password) out of an error text.
+//
+// A connection string pgx could not parse is left out whole: pgx quotes it
+// with only a best-effort redaction of the password, which a
+// backslash-escaped space or a missing quote defeats.
 func redact(err error, dsn string) string {
 	msg := err.Error()
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		bare := *pe
+		bare.ConnString = "<dsn>"
+		msg = bare.Error()
+	}
 	if dsn != "" {
 		msg = strings.ReplaceAll(msg, dsn, "<dsn>")
 	}
