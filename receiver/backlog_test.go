@@ -390,3 +390,36 @@ func TestBacklogKeyRevokedAtRunTimeIsHeld(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 	require.NotContains(t, ts.logs.String(), backlogKey)
 }
+
+// TestBacklogConfigErrorFoundAtADeliveryIsHeld: Backlog is unreachable at
+// start, so a name the config gets wrong (close_status) shows only at the
+// first delivery. The alerts are held as for a target down, never
+// dead-lettered, and go out once a reload fixes the config.
+func TestBacklogConfigErrorFoundAtADeliveryIsHeld(t *testing.T) {
+	b := sinkstest.NewBacklog(backlogKey)
+	defer b.Close()
+	b.SetDown(true)
+	ts := startServer(t, backlogConfig(b.URL, "        close_status: Gone\n"))
+	b.SetDown(false)
+	start := time.Now().UTC()
+	for _, name := range []string{"DiskFull", "CPUHot"} {
+		code, _ := ts.post(t, "/webhook", sinkstest.Webhook("tickets", `{}:{alertname="`+name+`"}`, map[string]string{"alertname": name},
+			sinkstest.NamedAlert(name, "critical", "db-1", "firing", start)))
+		require.Equal(t, 200, code)
+	}
+	require.Eventually(t, func() bool {
+		_, m := ts.get(t, "/metrics")
+		return strings.Contains(m, `alertfan_target_up{target="tickets/backlog/0"} 0`)
+	}, 10*time.Second, 20*time.Millisecond)
+	admin := &AdminClient{URL: ts.URL}
+	var out bytes.Buffer
+	require.NoError(t, admin.List(context.Background(), ListOptions{State: "dead"}, &out))
+	require.NotContains(t, out.String(), "tickets/backlog/0", "a config error must not dead-letter the alerts")
+	require.Contains(t, ts.logs.String(), "misconfigured")
+	require.Empty(t, b.Issues())
+
+	require.NoError(t, os.WriteFile(ts.cfg, []byte(backlogConfig(b.URL, "")), 0o600))
+	code, body := ts.post(t, "/-/reload", nil)
+	require.Equal(t, 200, code, "%v", body)
+	waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 2 })
+}

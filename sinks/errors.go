@@ -32,6 +32,14 @@ const (
 // a time probes it, and the target comes back when the key works again.
 const ReasonUnauthorized = "unauthorized"
 
+// ReasonMisconfigured: the target shows, at a delivery, that the config
+// cannot work with it (a Backlog name that does not exist, a key whose
+// user may not do the config's work), where start-up could not check it
+// (the target was unreachable then, or changed since). It is retryable
+// and the queue holds the target's work as for a target down, until a
+// reload fixes the config: never a dead letter per alert.
+const ReasonMisconfigured = "misconfigured"
+
 // Error is the one error type for delivery failures. The queue reads it to
 // decide: retry (after RetryAfter if set, else back-off) or dead-letter.
 type Error struct {

@@ -197,6 +197,23 @@ func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
 			return fmt.Errorf("intake.pagerduty: %q is in both routing_keys and routing_key_files", name)
 		}
 	}
+	for name, k := range c.PagerDuty.RoutingKeys {
+		if err := checkIntakeKey(string(k)); err != nil {
+			return fmt.Errorf("intake.pagerduty.routing_keys.%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// checkIntakeKey refuses a routing key no sender's event can carry: the
+// PagerDuty endpoints take only 32-character routing keys, as PagerDuty
+// does (400 "Length of 'routing_key' is incorrect"), so a listed key of
+// another length would refuse every event of its sender, which
+// Alertmanager's pagerduty_configs never retries. The key is not quoted.
+func checkIntakeKey(k string) error {
+	if len(k) != 32 {
+		return fmt.Errorf("routing keys are 32 characters (as PagerDuty's), this one has %d: every event carrying it would be refused", len(k))
+	}
 	return nil
 }
 
@@ -408,6 +425,9 @@ func (c *Config) resolveFiles(dir string) error {
 		s, err := readSecret(dir, f, "intake.pagerduty.routing_key_files."+name)
 		if err != nil {
 			return err
+		}
+		if err := checkIntakeKey(string(s)); err != nil {
+			return fmt.Errorf("intake.pagerduty.routing_key_files.%s: %s: %w", name, f, err)
 		}
 		if c.Intake.PagerDuty.RoutingKeys == nil {
 			c.Intake.PagerDuty.RoutingKeys = map[string]commoncfg.Secret{}

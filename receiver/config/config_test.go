@@ -88,6 +88,7 @@ receivers:
 		name, yaml, want string
 	}{
 		{"empty", ``, "empty configuration"},
+		{"intake key not 32 characters", "intake:\n  pagerduty:\n    routing_keys:\n      team-db: team-db-key\n" + pd(""), "intake.pagerduty.routing_keys.team-db: routing keys are 32 characters (as PagerDuty's), this one has 11"},
 		{"unknown top-level key", minimal + "bogus: 1\n", "field bogus not found"},
 		{"unknown key with line", "route:\n  receiver: r\n  recever: x\nreceivers:\n  - name: r\n", "line 3: field recever not found"},
 		{"unknown pagerduty key", pd("        routng_key: x\n"), "field routng_key not found"},

@@ -20,7 +20,8 @@ const maxProbeInterval = 5 * time.Second
 // first success releases the waiting work at once, to go out at the rate
 // limit. Only failures that say the target is unwell count: network
 // errors, timeouts and 5xx, and a refusal of the credentials that every
-// call would get (sinks.ReasonUnauthorized: a revoked key) — not a 429
+// call would get (sinks.ReasonUnauthorized: a revoked key), and a config
+// the target shows cannot work (sinks.ReasonMisconfigured) — not a 429
 // (the target is fine, alertfan is fast) and not another 4xx (the target
 // answered; the request was wrong).
 type health struct {
@@ -54,7 +55,7 @@ func downFailure(e *sinks.Error) bool {
 		return false
 	}
 	switch e.Reason {
-	case sinks.ReasonNetwork, sinks.ReasonTimeout, sinks.ReasonServerError, sinks.ReasonUnexpectedReply, sinks.ReasonUnauthorized:
+	case sinks.ReasonNetwork, sinks.ReasonTimeout, sinks.ReasonServerError, sinks.ReasonUnexpectedReply, sinks.ReasonUnauthorized, sinks.ReasonMisconfigured:
 		return true
 	}
 	return false

@@ -155,6 +155,7 @@ func TestDownFailure(t *testing.T) {
 		{sinks.StatusError(400, 0, nil), false},
 		{sinks.Permanent(sinks.ReasonUnauthorized, nil), false},
 		{sinks.Retryable(sinks.ReasonConfig, 0, nil), false},
+		{&sinks.Error{Reason: sinks.ReasonMisconfigured, Retryable: true}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.err.Error(), func(t *testing.T) {

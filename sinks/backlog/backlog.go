@@ -399,19 +399,18 @@ func (n *Notifier) resolve(ctx context.Context) (*resolved, error) {
 // checkRole refuses a config whose API key's user may not do what the
 // config asks, which Backlog would otherwise refuse issue by issue (403,
 // UnauthorizedOperationError): a Viewer adds no issue; a Reporter adds
-// issues but edits none, and comments, closes, reopens and description
-// updates are edits (update-issue). See the Role* constants.
+// issues and comments but edits no issue, and closes, reopens and
+// description updates are edits (update-issue). See the Role* constants.
 func checkRole(conf *Config, u *User) error {
 	switch u.RoleType {
 	case RoleViewer, RoleGuestViewer:
 		return &ConfigError{fmt.Errorf("api_key: user %q is a Viewer in Backlog, which may not add issues; use the key of a Normal User", u.UserID)}
 	case RoleReporter, RoleGuestReporter:
+		// Comments go by add-comment, which a Reporter may call (see
+		// work.update); closing and reopening change the status.
 		var edits []string
-		if conf.OnResolved != OnResolvedNone {
-			edits = append(edits, fmt.Sprintf("on_resolved: %s", conf.OnResolved))
-		}
-		if conf.OnRepeat == OnRepeatComment {
-			edits = append(edits, "on_repeat: comment")
+		if conf.OnResolved == OnResolvedClose {
+			edits = append(edits, "on_resolved: close")
 		}
 		if conf.Mode == ModeGroup {
 			edits = append(edits, "mode: group (the description follows the group)")
@@ -420,7 +419,7 @@ func checkRole(conf *Config, u *User) error {
 			edits = append(edits, "update_description: true")
 		}
 		if len(edits) > 0 {
-			return &ConfigError{fmt.Errorf("api_key: user %q is a Reporter in Backlog, which may add issues but not edit them (status, comments through update-issue), and this config edits them: %s; use the key of a Normal User, or set on_resolved: none, on_repeat: none",
+			return &ConfigError{fmt.Errorf("api_key: user %q is a Reporter in Backlog, which may add issues and comments but not edit issues (status, description), and this config edits them: %s; use the key of a Normal User, or set on_resolved: comment or none",
 				u.UserID, strings.Join(edits, ", "))}
 		}
 	}
@@ -528,7 +527,11 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 			return &sinks.Error{Reason: se.Reason, Retryable: true, StatusCode: se.StatusCode, Err: err}
 		}
 		if errors.As(err, &ce) {
-			return sinks.Permanent(sinks.ReasonConfig, err)
+			// Backlog was unreachable at start (or its names changed
+			// since): a config error found now holds the target's work,
+			// as at start, until a reload fixes the config, rather than
+			// dead-lettering alert by alert.
+			return &sinks.Error{Reason: sinks.ReasonMisconfigured, Retryable: true, Err: err}
 		}
 		return err
 	}
@@ -1098,7 +1101,16 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	if err := n.wait(ctx); err != nil {
 		return err
 	}
-	_, err := n.client.UpdateIssue(ctx, w.rec.IssueKey, form)
+	var err error
+	if len(form) == 1 && form.Has("comment") {
+		// A comment alone goes by add-comment, which a Reporter's key may
+		// call; update-issue is for Normal Users and Administrators
+		// (https://developer.nulab.com/docs/backlog/api/2/add-comment/,
+		// https://developer.nulab.com/docs/backlog/api/2/update-issue/).
+		err = n.client.AddComment(ctx, w.rec.IssueKey, form.Get("comment"))
+	} else {
+		_, err = n.client.UpdateIssue(ctx, w.rec.IssueKey, form)
+	}
 	if isNotFound(err) {
 		n.d.Logger.Warn("Backlog issue no longer exists", "issue", w.rec.IssueKey, "key", w.key)
 		if w.notif.Status() == sinks.StatusResolved {

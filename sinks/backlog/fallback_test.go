@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -114,8 +115,10 @@ func TestUserRoleThatCannotDoTheConfigsWork(t *testing.T) {
 	}{
 		{"administrator", 1, "", ""},
 		{"normal user", 2, "", ""},
-		{"reporter, close on resolve", 3, "", `is a Reporter in Backlog, which may add issues but not edit them (status, comments through update-issue), and this config edits them: on_resolved: close`},
-		{"guest reporter, comments", 5, "on_resolved: comment\non_repeat: comment", "on_resolved: comment, on_repeat: comment"},
+		{"reporter, close on resolve", 3, "", `is a Reporter in Backlog, which may add issues and comments but not edit issues (status, description), and this config edits them: on_resolved: close`},
+		{"guest reporter, group mode", 5, "mode: group\non_resolved: comment", "mode: group"},
+		{"reporter, update_description", 3, "on_resolved: comment\nupdate_description: true", "update_description: true"},
+		{"reporter, comments", 3, "on_resolved: comment\non_repeat: comment", ""},
 		{"reporter, create only", 3, "on_resolved: none", ""},
 		{"viewer", 4, "on_resolved: none", "is a Viewer in Backlog, which may not add issues"},
 		{"guest viewer", 6, "", "is a Viewer"},
@@ -137,4 +140,48 @@ func TestUserRoleThatCannotDoTheConfigsWork(t *testing.T) {
 			require.Len(t, fake.Issues(), 1)
 		})
 	}
+}
+
+// A Reporter's key with a config it can serve: every comment (repeat,
+// resolve, re-fire, acknowledge) goes by add-comment, which a Reporter may
+// call, and nothing is dead-lettered.
+func TestReporterCommentsByAddComment(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.RoleType = 3
+	n, err := newNotifier(t, fake, "on_resolved: comment\non_repeat: comment", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	firing := sample(sinks.StatusFiring)
+	require.NoError(t, n.Deliver(ctx, firing))
+	require.NoError(t, n.Deliver(ctx, firing), "a repeat comments")
+	ack := sample(sinks.StatusFiring)
+	ack.Alerts[0].Action = sinks.ActionAcknowledge
+	require.NoError(t, n.Deliver(ctx, ack), "an acknowledge comments")
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusResolved)), "the resolve comments")
+	refire := sample(sinks.StatusFiring)
+	refire.Alerts[0].StartsAt = refire.Alerts[0].StartsAt.Add(time.Hour)
+	require.NoError(t, n.Deliver(ctx, refire), "a re-fire comments")
+	issues := fake.Issues()
+	require.Len(t, issues, 1)
+	require.Len(t, issues[0].Comments, 4)
+	require.Zero(t, fake.CountStatus(403))
+}
+
+// A config error Backlog shows only at a delivery (it was unreachable at
+// start) holds the work as for a target down; it is no dead letter.
+func TestConfigErrorAtADeliveryHoldsTheWork(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.SetDown(true)
+	n, err := newNotifier(t, fake, "close_status: Gone", store(t))
+	require.NoError(t, err, "unreachable at start: a warning, the names are resolved later")
+	fake.SetDown(false)
+	err = n.Deliver(context.Background(), sample(sinks.StatusFiring))
+	require.Error(t, err)
+	se := sinks.AsError(err)
+	require.True(t, se.Retryable, "%v", err)
+	require.Equal(t, sinks.ReasonMisconfigured, se.Reason)
+	require.Contains(t, err.Error(), "close_status")
+	require.Empty(t, fake.Issues())
 }

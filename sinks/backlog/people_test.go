@@ -66,18 +66,18 @@ func TestPeopleWin(t *testing.T) {
 			name:   "skip list, but the person reopened it: firing again comments",
 			extra:  "skip_reopen_resolutions: [\"Won't Fix\"]\n",
 			steps:  []step{{deliver: "firing"}, {person: closeAs(1)}, {deliver: "resolved"}, {person: reopen}, {deliver: "refire"}},
-			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1"},
+			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues/OPS-1/comments"},
 		},
 		{
 			name:   "left open at resolve, closed by a person, refire: new issue",
 			extra:  "on_resolved: comment\n",
 			steps:  []step{{deliver: "firing"}, {deliver: "resolved"}, {person: closeAs(0)}, {deliver: "refire"}},
-			issues: 2, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
+			issues: 2, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues/OPS-1/comments", "POST /api/v2/issues"},
 		},
 		{
 			name:   "closed by alertfan, reopened by a person, refire: comment only",
 			steps:  []step{{deliver: "firing"}, {deliver: "resolved"}, {person: reopen}, {deliver: "refire"}},
-			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "PATCH /api/v2/issues/OPS-1"},
+			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues/OPS-1/comments"},
 			check: func(t *testing.T, b *sinkstest.Backlog) {
 				is, _ := b.Issue("OPS-1")
 				require.EqualValues(t, 2, is.StatusID, "the person's In Progress stays")
@@ -110,7 +110,7 @@ func TestPeopleWin(t *testing.T) {
 				b.Script(sinkstest.BacklogResponse{Status: 200, Body: `{"id":1,"issueKey":"OPS-1","status":{"id":1}}`})
 				del(b)
 			}}, {deliver: "firing"}},
-			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
+			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues/OPS-1/comments", "POST /api/v2/issues"},
 		},
 
 		{

@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	pd "github.com/PagerDuty/go-pagerduty"
 	"github.com/alecthomas/units"
+	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -82,7 +84,7 @@ func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, erro
 	if n.conf.DedupKey == "" {
 		return n.defaultKey(notif), nil
 	}
-	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, notif.TemplateData())
+	k, err := sinks.ExecuteText(n.tmpl, n.conf.DedupKey, keyData(notif))
 	if err != nil && n.checking {
 		return "", fmt.Errorf("dedup_key: template %q: %w", n.conf.DedupKey, err)
 	}
@@ -104,6 +106,25 @@ func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, erro
 		return hex.EncodeToString(sum[:]), nil
 	}
 	return k, nil
+}
+
+// keyData is the data a dedup_key template renders with: the
+// notification's alerts as they fire, whatever the event. The key must be
+// the trigger's for its acknowledge and resolve, and a template reading
+// .Status or .Alerts.Firing (the first firing alert's instance, say) would
+// give a resolve, whose alerts have resolved, another key or none: the
+// incident would stay open.
+func keyData(notif *sinks.Notification) *template.Data {
+	if notif.Status() == sinks.StatusFiring && !slices.ContainsFunc(notif.Alerts, func(a sinks.Alert) bool { return a.Status != sinks.StatusFiring }) {
+		return notif.TemplateData()
+	}
+	firing := *notif
+	firing.Alerts = make([]sinks.Alert, len(notif.Alerts))
+	for i, a := range notif.Alerts {
+		a.Status, a.EndsAt = sinks.StatusFiring, time.Time{}
+		firing.Alerts[i] = a
+	}
+	return firing.TemplateData()
 }
 
 // warnOnce logs a message once per target and topic (at most 32 topics).
@@ -405,6 +426,24 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 			n.logger.Warn("Truncated details because the event exceeds PagerDuty's size limit",
 				"size", units.MetricBytes(len(b)).String(), "key", notif.Key)
 		}
+		if b, err = json.Marshal(ev); err != nil {
+			return nil, nil, fmt.Errorf("encode event: %w", err)
+		}
+		if len(b)+1 > maxEventSize {
+			// Still too big: the free-text fields (a template that fills
+			// class or source with every alert of a big group) are cut,
+			// and the links and images left out, rather than PagerDuty
+			// refusing the page with 413.
+			p := ev.Payload
+			for _, f := range []*string{&p.Source, &p.Class, &p.Component, &p.Group, &ev.Client, &ev.ClientURL} {
+				*f, _ = sinks.TruncateRunes(*f, maxFieldRunes)
+			}
+			ev.Links, ev.Images = nil, nil
+			if !quiet {
+				n.logger.Warn("Cut source, class, component, group and client and left out links and images: the event still exceeded PagerDuty's size limit without its details",
+					"key", notif.Key)
+			}
+		}
 		return ev, nil, nil
 	}
 	return ev, b, nil
@@ -413,7 +452,8 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 // fieldDefault is the text a field takes when its template fails or a
 // required field renders blank: DefaultConfig's (source defaults to the
 // client, as in Alertmanager), or "" for a field with no default (class,
-// component, group, images, links: left out of the event).
+// component, group, images, links: left out of the event; severity:
+// severity_fallback).
 func fieldDefault(field string) string {
 	switch field {
 	case "description":
@@ -422,9 +462,8 @@ func fieldDefault(field string) string {
 		return DefaultConfig.Client
 	case "client_url":
 		return DefaultConfig.ClientURL
-	case "severity":
-		return DefaultConfig.Severity
 	}
+	// severity too: its "" becomes severity_fallback (severity).
 	return ""
 }
 

@@ -3,8 +3,10 @@ package pagerduty
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -68,10 +70,10 @@ func TestTemplateFallbacksStillPage(t *testing.T) {
 		},
 		{
 			name:  "severity fails at run time",
-			extra: `severity: '{{ with .CommonAnnotations.duration }}{{ humanizeDuration . }}{{ end }}'`,
+			extra: "severity: '{{ with .CommonAnnotations.duration }}{{ humanizeDuration . }}{{ end }}'\nseverity_fallback: warning",
 			edit:  func(a *sinks.Alert) { a.Annotations["duration"] = "5m" },
 			field: "severity",
-			check: func(t *testing.T, ev, _ map[string]any) { require.Equal(t, "error", ev["severity"]) },
+			check: func(t *testing.T, ev, _ map[string]any) { require.Equal(t, "warning", ev["severity"], "severity_fallback") },
 		},
 		{
 			name:  "class fails at run time",
@@ -206,4 +208,65 @@ func fieldReplaced(t *testing.T, target, field string) float64 {
 		}
 	}
 	return 0
+}
+
+// A dedup_key template that reads the firing alerts (or .Status) gives the
+// resolve the key its trigger had: it renders with the alerts as they
+// fire, whatever the event.
+func TestDedupKeyOfTheResolveIsTheTriggers(t *testing.T) {
+	for _, tmpl := range []string{
+		`{{ (index .Alerts.Firing 0).Labels.instance }}`,
+		`{{ range .Alerts.Firing }}{{ .Labels.instance }}{{ end }}`,
+		`{{ .Status }}-{{ .CommonLabels.alertname }}`,
+	} {
+		t.Run(tmpl, func(t *testing.T) {
+			fake := sinkstest.NewPagerDuty()
+			defer fake.Close()
+			n := newNotifier(t, "dedup_key: '"+tmpl+"'", fake.EventsURL())
+			notif := groupNotification()
+			notif.Alerts = notif.Alerts[:1]
+			notif.Key = notif.Alerts[0].Identity
+			require.NoError(t, n.Deliver(context.Background(), notif))
+			ack := *notif
+			ack.Alerts = []sinks.Alert{notif.Alerts[0]}
+			ack.Alerts[0].Action = sinks.ActionAcknowledge
+			require.NoError(t, n.Deliver(context.Background(), &ack))
+			resolved := *notif
+			resolved.Alerts = []sinks.Alert{notif.Alerts[0]}
+			resolved.Alerts[0].Status = sinks.StatusResolved
+			resolved.Alerts[0].EndsAt = resolved.Alerts[0].StartsAt.Add(time.Minute)
+			require.NoError(t, n.Deliver(context.Background(), &resolved))
+			evs := fake.Events()
+			require.Len(t, evs, 3)
+			require.Equal(t, []string{"trigger", "acknowledge", "resolve"}, []string{evs[0].EventAction, evs[1].EventAction, evs[2].EventAction})
+			require.Equal(t, evs[0].DedupKey, evs[1].DedupKey)
+			require.Equal(t, evs[0].DedupKey, evs[2].DedupKey)
+			require.NotEqual(t, n.defaultKey(notif), evs[0].DedupKey, "the template's key, not the default")
+		})
+	}
+}
+
+// A group event still over PagerDuty's 512,000 bytes once its details are
+// dropped (a class template that lists every alert of a big group) has
+// its free-text fields cut and its links left out: PagerDuty takes it.
+func TestEventStillTooBigWithoutDetailsIsCut(t *testing.T) {
+	fake := sinkstest.NewPagerDuty()
+	defer fake.Close()
+	n := newNotifier(t, "mode: group\nclass: '{{ range .Alerts.Firing }}{{ .Annotations.description }} {{ end }}'\nsource: '{{ range .Alerts.Firing }}{{ .Annotations.description }} {{ end }}'", fake.EventsURL())
+	notif := groupNotification()
+	base := notif.Alerts[0]
+	notif.Alerts = nil
+	for i := range 1000 {
+		a := base
+		a.Identity = fmt.Sprintf("am:fp%04d", i)
+		a.Annotations = map[string]string{"description": strings.Repeat("disk /var full on node ", 26)}
+		notif.Alerts = append(notif.Alerts, a)
+	}
+	require.NoError(t, n.Deliver(context.Background(), notif))
+	evs := fake.Events()
+	require.Len(t, evs, 1)
+	var p map[string]any
+	require.NoError(t, json.Unmarshal(evs[0].Payload, &p))
+	require.LessOrEqual(t, len([]rune(p["class"].(string))), 1024)
+	require.LessOrEqual(t, len([]rune(p["source"].(string))), 1024)
 }

@@ -31,6 +31,11 @@ const (
 	maxEventSize = 512000
 	// maxSummaryRunes is PagerDuty's limit on payload.summary.
 	maxSummaryRunes = 1024
+	// maxFieldRunes is where source, class, component, group and the
+	// client fields are cut in an event still too big without its
+	// details: PagerDuty documents no limit of their own, and the summary's
+	// is a sane one.
+	maxFieldRunes = 1024
 	// maxDedupKeyLen is PagerDuty's limit on dedup_key.
 	maxDedupKeyLen = 255
 	// maxLimiterWait is how long a worker may wait for the rate limiter

@@ -156,9 +156,10 @@ type Backlog struct {
 	// RoleType is the users' role (get-own-user's roleType,
 	// https://developer.nulab.com/docs/backlog/api/2/get-own-user/):
 	// 1 Administrator, 2 Normal User, 3 Reporter, 4 Viewer, 5 Guest
-	// Reporter, 6 Guest Viewer; 0 means 1. Reporters may add issues but
-	// not edit them (change status, comment through update-issue);
-	// viewers may do neither (https://backlogtool.com/guide/en/others/others5.html).
+	// Reporter, 6 Guest Viewer; 0 means 1. Reporters may add issues and
+	// comments (add-comment) but not edit issues (update-issue); viewers
+	// may do neither (https://backlogtool.com/guide/en/others/others5.html,
+	// https://developer.nulab.com/docs/backlog/api/2/add-comment/).
 	RoleType int
 	// UpdateLimit, ReadLimit and SearchLimit are how many calls of each
 	// of Backlog's request types one USER may make per Window, whichever
@@ -573,7 +574,7 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if role := b.roleType(); r.Method != http.MethodGet && (role == 4 || role == 6 ||
-		(role == 3 || role == 5) && !(r.Method == http.MethodPost && strings.TrimSuffix(r.URL.Path, "/") == "/api/v2/issues")) {
+		(role == 3 || role == 5) && !(r.Method == http.MethodPost && (strings.TrimSuffix(r.URL.Path, "/") == "/api/v2/issues" || strings.HasSuffix(r.URL.Path, "/comments")))) {
 		backlogErr(w, http.StatusForbidden, BacklogUnauthorizedOperationError, "You do not have permission to perform this operation.")
 		return
 	}
