@@ -73,7 +73,9 @@ func TestTemplateFallbacksStillPage(t *testing.T) {
 			extra: "severity: '{{ with .CommonAnnotations.duration }}{{ humanizeDuration . }}{{ end }}'\nseverity_fallback: warning",
 			edit:  func(a *sinks.Alert) { a.Annotations["duration"] = "5m" },
 			field: "severity",
-			check: func(t *testing.T, ev, _ map[string]any) { require.Equal(t, "warning", ev["severity"], "severity_fallback") },
+			check: func(t *testing.T, ev, _ map[string]any) {
+				require.Equal(t, "warning", ev["severity"], "severity_fallback")
+			},
 		},
 		{
 			name:  "class fails at run time",
