@@ -381,6 +381,11 @@ func Parse(b []byte, dir string) (*Config, error) {
 		return nil, errors.New("empty configuration")
 	}
 	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
+		// yaml.v2 places syntax and type errors ("line 3: …"), not what a
+		// value's own validation refuses: find that value's line.
+		if line, path := locate(b, err); line > 0 && !strings.Contains(err.Error(), "line ") {
+			return nil, fmt.Errorf("line %d: %s: %w", line, path, err)
+		}
 		return nil, err
 	}
 	if err := cfg.resolveFiles(dir); err != nil {

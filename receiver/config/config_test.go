@@ -184,3 +184,27 @@ func TestDSNErrorNeverQuotesTheString(t *testing.T) {
 		require.NotContains(t, err.Error(), "Sup3r", dsn)
 	}
 }
+
+// A value its own validation refuses (a duration, a mode, a severity) is
+// named with its line and path, which yaml.v2 does not give: a config has
+// twenty duration keys.
+func TestValidationErrorsNameTheLine(t *testing.T) {
+	base := "route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - routing_key: 0123456789abcdef0123456789abcdef\n"
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"delivery duration", "delivery:\n  max_backoff: 5parsecs\n" + base, `line 2: delivery.max_backoff: `},
+		{"retention duration", "storage:\n  retention:\n    history: 7days\n" + base, `line 3: storage.retention.history: `},
+		{"receiver duration", base + "        timeout: 10\n", `line 7: receivers[0].pagerduty_configs[0].timeout: not a valid duration string: "10"`},
+		{"backlog duration", base + "    backlog_configs:\n      - api_url: https://x.backlog.com\n        api_key: k\n        project: OPS\n        issue_type: Bug\n        reopen_within: 1hour\n", `line 12: receivers[0].backlog_configs[0].reopen_within: `},
+		{"pagerduty mode", base + "        mode: nope\n", `line 6: receivers[0].pagerduty_configs[0]: mode: "nope"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "alertfan.yml")
+			require.NoError(t, os.WriteFile(file, []byte(c.yaml), 0o600))
+			_, err := Load(file)
+			require.ErrorContains(t, err, file+": "+c.want)
+		})
+	}
+}
