@@ -48,7 +48,7 @@ type runtime struct {
 	router    *route.Route
 	receivers map[string][]target
 	targets   map[string]queue.Target
-	tokenSum  [32]byte
+	tokenSums [][32]byte
 	hasToken  bool
 	// pdKeys maps sha256(routing key) to its configured name.
 	pdKeys    map[[32]byte]string
@@ -128,10 +128,15 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 			rt.add(r.Name, id, "backlog", n)
 		}
 	}
-	if t := cfg.Intake.BearerToken; t != "" {
-		rt.tokenSum = sha256.Sum256([]byte(t))
-		rt.hasToken = true
+	// bearer_token_file may list several tokens, one per line, so that a
+	// token can be rotated without refusing anyone: add the new one,
+	// reload, move the senders over, remove the old one, reload.
+	for _, t := range strings.Split(string(cfg.Intake.BearerToken), "\n") {
+		if t = strings.TrimSpace(t); t != "" {
+			rt.tokenSums = append(rt.tokenSums, sha256.Sum256([]byte(t)))
+		}
 	}
+	rt.hasToken = len(rt.tokenSums) > 0
 	for name, k := range cfg.Intake.PagerDuty.RoutingKeys {
 		rt.pdKeys[sha256.Sum256([]byte(k))] = name
 	}

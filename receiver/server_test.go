@@ -158,7 +158,8 @@ func TestIntakeStatusCodes(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte("intake-token-123\n"), 0o600))
+	// Two tokens, one per line: a rotation under way.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte("intake-token-123\n  next-token-456 \n\n"), 0o600))
 	ts := startServerIn(t, dir, pdConfig(pd.EventsURL(), "")+`
 intake:
   bearer_token_file: token
@@ -178,6 +179,8 @@ intake:
 		{"unknown forced receiver", "/webhook/nope", firing("A", "h1"), auth, 404, ""},
 		{"no token", "/webhook", firing("A", "h1"), nil, 401, ""},
 		{"wrong token", "/webhook", firing("A", "h1"), []string{"Authorization", "Bearer wrong"}, 401, ""},
+		{"the other token of the file", "/webhook", firing("A", "h1"), []string{"Authorization", "Bearer next-token-456"}, 200, ""},
+		{"the file's whole text", "/webhook", firing("A", "h1"), []string{"Authorization", "Bearer intake-token-123 next-token-456"}, 401, ""},
 		{"basic auth password is the token", "/webhook", firing("A", "h1"), []string{"Authorization", "Basic " + basic("am", "intake-token-123")}, 200, ""},
 		{"bad json", "/webhook", []byte(`{"version":`), auth, 400, ""},
 		{"wrong type", "/webhook", []byte(`{"version":4,"alerts":[]}`), auth, 400, "version"},
