@@ -205,9 +205,10 @@ intake:
 		})
 	}
 	require.NotContains(t, ts.logs.String(), "intake-token-123", "the token must never be logged")
+	require.NotContains(t, ts.logs.String(), "next-token-456", "the token must never be logged")
 	code, metrics := ts.get(t, "/metrics")
 	require.Equal(t, 200, code)
-	require.Contains(t, metrics, `alertfan_notifications_received_total{input="alertmanager",outcome="unauthorized"} 2`)
+	require.Contains(t, metrics, `alertfan_notifications_received_total{input="alertmanager",outcome="unauthorized"} 3`)
 	require.Contains(t, metrics, `alertfan_notifications_received_total{input="alertmanager",outcome="too_large"} 1`)
 	require.NotContains(t, metrics, "intake-token-123")
 	require.NotContains(t, metrics, testRoutingKey)
