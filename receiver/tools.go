@@ -44,10 +44,14 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 	if err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
-	fmt.Fprintf(w, "%s: SUCCESS: %d receivers, %d targets, storage %s\n", file, len(cfg.Receivers), len(rt.targets), cfg.Storage.Driver)
+	summary := fmt.Sprintf("%d receivers, %d targets, storage %s", len(cfg.Receivers), len(rt.targets), cfg.Storage.Driver)
 	if !online {
+		fmt.Fprintf(w, "%s: SUCCESS: %s\n", file, summary)
 		return nil
 	}
+	// SUCCESS only once every target answered: a script that looks for
+	// it must not find it above a FAILED target.
+	fmt.Fprintf(w, "%s: valid: %s; checking each target online\n", file, summary)
 	var errs []string
 	for _, id := range slices.Sorted(maps.Keys(rt.targets)) {
 		t := rt.targets[id]
@@ -70,6 +74,7 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 	if len(errs) > 0 {
 		return errors.New("online check failed: " + strings.Join(errs, "; "))
 	}
+	fmt.Fprintf(w, "%s: SUCCESS: %s, every target answered\n", file, summary)
 	return nil
 }
 

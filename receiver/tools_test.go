@@ -36,6 +36,7 @@ func TestCheckConfigOnline(t *testing.T) {
 	require.NoError(t, CheckConfig(context.Background(), file, true, &out))
 	require.Contains(t, out.String(), "tickets/backlog/0: OK")
 	require.Contains(t, out.String(), "pd/pagerduty/0: OK")
+	require.Contains(t, out.String(), "SUCCESS", "every target answered")
 
 	bad := strings.Replace(good, "issue_type: Bug", "issue_type: Incident", 1)
 	require.NoError(t, os.WriteFile(file, []byte(bad), 0o600))
@@ -45,8 +46,10 @@ func TestCheckConfigOnline(t *testing.T) {
 
 	pd.Close()
 	require.NoError(t, os.WriteFile(file, []byte(good), 0o600))
+	out.Reset()
 	err = CheckConfig(context.Background(), file, true, &out)
 	require.ErrorContains(t, err, "pd/pagerduty/0")
+	require.NotContains(t, out.String(), "SUCCESS", "a target that does not answer: no SUCCESS anywhere")
 	require.NotContains(t, err.Error(), backlogKey)
 	require.NotContains(t, err.Error(), testRoutingKey)
 }
