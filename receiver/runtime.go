@@ -111,6 +111,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 			bd := backlog.Deps{
 				ID: id, Template: tmpl, Limiters: d.limiters, Transport: d.transport,
 				Logger: d.logger.With("target", id), Issues: d.issues, Metrics: d.bmetrics, Offline: d.offline,
+				ClosedIssues: time.Duration(cfg.Storage.Retention.ClosedIssues),
 			}
 			n, err := backlog.New(ctx, bc, bd)
 			if err != nil && d.holdBroken && !d.offline {

@@ -78,6 +78,11 @@ type Deps struct {
 	// Offline skips name resolution at build time (check-config without
 	// --online must not call Backlog).
 	Offline bool
+	// ClosedIssues is how long the store keeps the record of a closed
+	// issue (storage.retention.closed_issues); 0 when unknown. A heal
+	// tells by it an issue closed by a person since its create from one
+	// of an earlier series whose record was pruned (heal).
+	ClosedIssues time.Duration
 }
 
 const (
@@ -543,12 +548,13 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if err != nil {
 		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("read issue record: %w", err))
 	}
+	data := newData(notif, ids.rule)
 	if found && rec.State == StateCreating {
-		if rec, err = n.heal(ctx, ids, key, rec); err != nil {
+		if rec, err = n.heal(ctx, ids, key, rec, data.FiringSince); err != nil {
 			return err
 		}
 	}
-	w := &work{n: n, ids: ids, key: key, rec: rec, found: found, notif: notif, data: newData(notif, ids.rule)}
+	w := &work{n: n, ids: ids, key: key, rec: rec, found: found, notif: notif, data: data}
 	err = w.apply(ctx)
 	if call := sinks.CallFrom(ctx); w.rec.IssueKey != "" {
 		call.Ref, call.URL = w.rec.IssueKey, n.Link(w.rec.IssueKey)
@@ -615,7 +621,10 @@ const healRecent = 100
 
 // heal settles a create whose outcome was not recorded: if an issue with
 // the marker exists it is adopted, else the record is cleared for a create.
-func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec IssueRecord) (IssueRecord, error) {
+//
+// firingSince is the notification's newest firing occurrence (Data's
+// FiringSince): an issue a person closed is recorded against it.
+func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec IssueRecord, firingSince time.Time) (IssueRecord, error) {
 	marker := Marker(n.dest, key, rec.Gen)
 	issues, err := n.client.SearchIssues(ctx, ids.projectID, marker)
 	if err != nil {
@@ -630,21 +639,35 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 		return rec, err
 	}
 	for _, is := range append(issues, recent...) {
-		// A closed issue with this marker is an earlier series': its
-		// record was pruned (storage.retention.closed_issues) and the
-		// generations started over. A create makes an open issue.
-		if is.Status.ID == statusClosed || (ids.closeStatus != nil && is.Status.ID == *ids.closeStatus) {
+		if !strings.Contains(is.Description, marker) {
 			continue
 		}
-		if strings.Contains(is.Description, marker) {
-			rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
+		if is.Status.ID == statusClosed || (ids.closeStatus != nil && is.Status.ID == *ids.closeStatus) {
+			// A closed issue with this marker is either an earlier
+			// series' (its record was pruned, closed_issues after its
+			// last write, and the generations started over: a create
+			// makes an open issue) or this create's, closed by a person
+			// before its outcome was recorded. An issue created less than
+			// closed_issues ago cannot be the first: people win, and the
+			// same occurrence opens nothing more.
+			if created := is.CreatedAt(); n.d.ClosedIssues <= 0 || created.IsZero() || time.Since(created) >= n.d.ClosedIssues {
+				continue
+			}
+			rec.IssueID, rec.IssueKey, rec.State, rec.ClosedAt = is.ID, is.IssueKey, StatePersonClosed, firingSince
 			if err := n.put(ctx, key, rec); err != nil {
 				return rec, err
 			}
 			n.count(ctx, "adopted")
-			n.d.Logger.Info("Found the issue of an unrecorded create; adopting it instead of creating another", "issue", is.IssueKey)
+			n.d.Logger.Info("Found the issue of an unrecorded create, closed by a person since; adopting it and opening no other for this occurrence", "issue", is.IssueKey)
 			return rec, nil
 		}
+		rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
+		if err := n.put(ctx, key, rec); err != nil {
+			return rec, err
+		}
+		n.count(ctx, "adopted")
+		n.d.Logger.Info("Found the issue of an unrecorded create; adopting it instead of creating another", "issue", is.IssueKey)
+		return rec, nil
 	}
 	// Not found: the create never happened (or happened more than
 	// healRecent issues ago and is not searchable yet). The next create

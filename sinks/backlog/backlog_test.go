@@ -195,6 +195,56 @@ func TestUnrecordedCreateIsHealedBeforeItIsSearchable(t *testing.T) {
 	require.Equal(t, "OPS-1", rec.IssueKey)
 }
 
+// A create reached Backlog but its outcome was lost, and a person closed
+// the issue before the retry: the heal adopts it as closed by a person
+// (an issue younger than closed_issues cannot be an earlier series'), and
+// the same occurrence opens no other; a new occurrence does. With
+// closed_issues known, an issue older than it is an earlier series' and
+// is skipped.
+func TestHealAdoptsAnIssueAPersonClosedSinceItsCreate(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		age     time.Duration
+		adopted bool
+	}{
+		{"closed by a person since", 0, true},
+		{"an earlier series", 31 * 24 * time.Hour, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fake := sinkstest.NewBacklog(apiKey)
+			defer fake.Close()
+			s := store(t)
+			n, err := backlog.New(context.Background(), conf(t, fake.URL, ""), backlog.Deps{
+				ID: "tickets/backlog/0", Template: tmpl(t), Issues: s, Metrics: backlog.NewMetrics(prometheus.NewRegistry()),
+				Logger: slog.New(slog.DiscardHandler), ClosedIssues: 30 * 24 * time.Hour,
+			})
+			require.NoError(t, err)
+			ctx := context.Background()
+			require.NoError(t, n.Deliver(ctx, sample("firing")))
+			fake.PersonUpdates("OPS-1", 4, nil)
+			fake.Backdate("OPS-1", time.Now().Add(-c.age))
+			require.NoError(t, s.PutIssue(ctx, "tickets/backlog/0", "am:c0ffee", backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+			require.NoError(t, n.Deliver(ctx, sample("firing")))
+			if !c.adopted {
+				require.Len(t, fake.Issues(), 2, "a new issue, not the closed one of the earlier series")
+				return
+			}
+			require.Len(t, fake.Issues(), 1, "the person closed this occurrence's issue: nothing more")
+			rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Equal(t, backlog.StatePersonClosed, rec.State)
+			require.Equal(t, "OPS-1", rec.IssueKey)
+			require.NoError(t, n.Deliver(ctx, sample("firing")), "a repeat stays quiet")
+			require.Len(t, fake.Issues(), 1)
+			next := sample("firing")
+			next.Alerts[0].StartsAt = next.Alerts[0].StartsAt.Add(time.Hour)
+			require.NoError(t, n.Deliver(ctx, next))
+			require.Len(t, fake.Issues(), 2, "a new occurrence opens a new issue")
+		})
+	}
+}
+
 // TestHealSkipsAnEarlierSeriesIssue: once a closed issue's record is
 // pruned by retention, the next issue of the identity starts again at
 // generation 1, whose marker the old, closed issue also carries. A create

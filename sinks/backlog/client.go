@@ -359,6 +359,19 @@ type Issue struct {
 	Status      Named  `json:"status"`
 	// Resolution is nil when unset; "Fixed" is id 0.
 	Resolution *Named `json:"resolution"`
+	// Created is when the issue was created, as Backlog writes it
+	// (RFC 3339, "2013-08-05T06:15:06Z"); kept as text so that a form
+	// alertfan does not expect never fails the whole answer (CreatedAt).
+	Created string `json:"created"`
+}
+
+// CreatedAt is Created as a time, zero when absent or not RFC 3339.
+func (is *Issue) CreatedAt() time.Time {
+	t, err := time.Parse(time.RFC3339, is.Created)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // GetProject returns a project by key.

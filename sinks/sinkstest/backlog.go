@@ -370,6 +370,16 @@ func (b *Backlog) PersonUpdates(key string, statusID int64, resolution *int64) {
 	}
 }
 
+// Backdate sets when an issue was created (get-issue's created), to stand
+// for an issue of long ago.
+func (b *Backlog) Backdate(key string, created time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if is, ok := b.issues[key]; ok {
+		is.Created = created
+	}
+}
+
 // PersonEditsDescription replaces an issue's description as a person would.
 func (b *Backlog) PersonEditsDescription(key, description string) {
 	b.mu.Lock()
