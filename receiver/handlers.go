@@ -327,7 +327,7 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 		}
 		if a.Identity != "" && !a.OneOff() {
 			u.Sticky = func(id string) (queue.Item, bool) {
-				t, ok := s.store.Target(id)
+				t, ok := stickyTarget(s.store, id)
 				if !ok {
 					return queue.Item{}, false
 				}
@@ -367,7 +367,7 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 		// (queue.StoreKey); the payloads keep the whole key.
 		in.GroupKey = queue.StoreKey(src.GroupKey)
 		in.StickyGroup = func(id string) (queue.Item, bool) {
-			t, ok := s.store.Target(id)
+			t, ok := stickyTarget(s.store, id)
 			if !ok || len(alerts) == 0 {
 				return queue.Item{}, false
 			}
@@ -386,6 +386,22 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 	s.metrics.sticky.Add(float64(res.Sticky))
 	s.metrics.notifications.WithLabelValues(src.Input, "accepted").Inc()
 	return nil
+}
+
+// stickyTarget is the target an update goes to because it holds the
+// alert open. A destination no longer configured that this process serves
+// no sink for (retired before a restart, or by another replica's reload)
+// is a target with no kind: the update is written on its row, owed with no
+// job (queue: putItem), and goes out if the destination is put back
+// (queue: SetTargets) — Alertmanager sends a resolve once.
+func stickyTarget(store *queue.Store, id string) (queue.Target, bool) {
+	if t, ok := store.Target(id); ok {
+		return t, true
+	}
+	if strings.HasPrefix(id, queue.RetiredPrefix) {
+		return queue.Target{ID: id}, true
+	}
+	return queue.Target{}, false
 }
 
 // groupNotification is what a group-mode target is sent for alerts of the

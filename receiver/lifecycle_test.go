@@ -460,6 +460,41 @@ func TestLifecycle(t *testing.T) {
 			},
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
+		{"the resolve comes while the destination is away after a restart; putting it back sends it", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			restart(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				_, m := e.ts.get(e.t, "/metrics")
+				require.Contains(e.t, m, `alertfan_orphaned_alerts{target="retired/pagerduty:`, "the resolve is owed there: still reported")
+			},
+			restart(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"the resolve comes while the destination is away; a reload puts it back and sends it", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			restart(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			posted("/webhook", amAlert("resolved", "critical", t0)),
+			reload(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
+		{"a resolve pending while the target is down, the destination removed, then put back: it is sent", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			pdDown(true),
+			post("/webhook", amAlert("resolved", "critical", t0)),
+			sleep(300 * time.Millisecond),
+			restart(func(e *lcEnv) string {
+				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
+			}),
+			pdDown(false),
+			sleep(500 * time.Millisecond),
+			restart(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "") }),
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
 		{"a destination removed by a reload and put back by another, then a restart: its open alerts resolve there", "", []lcStep{
 			posted("/webhook", amAlert("firing", "critical", t0)),
 			reload(func(e *lcEnv) string {

@@ -16,7 +16,10 @@ import (
 // Item is one (target, key) state to store, as intake produces it.
 type Item struct {
 	Target string
-	Kind   string
+	// Kind is the target's sink kind, the River queue its job runs in; ""
+	// for a destination no longer configured that no sink serves here
+	// (RetiredPrefix): the state is written, owed, and gets no job.
+	Kind string
 	// Key is the state's key in its StoreKey form (an alert identity, or
 	// a bounded form of a long group key); the payload keeps the whole key.
 	Key string
@@ -440,7 +443,10 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 		// Only SQLite's writes are all this process's to know (touched).
 		b.written = append(b.written, [2]string{it.Target, it.Key})
 	}
-	if enqueued == 1 {
+	// An item with no kind is for a destination no longer configured
+	// (Item.Kind): its row is owed the update, with no job, until the
+	// destination is put back and moveTarget gives it one.
+	if enqueued == 1 && it.Kind != "" {
 		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
 	}
 	return true, nil

@@ -124,32 +124,40 @@ func (s *Store) RetryDead(ctx context.Context, id int64, all bool) (int, error) 
 			return &OpError{Err: ErrNotFound}
 		}
 		for _, r := range refs {
-			if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, r.id); err != nil {
-				return err
-			}
-			b.record(histRow{identity: r.key, target: r.target, key: r.key, event: EventRetried, receiver: s.receiverOfTarget(r.target)})
-			// Send the dead state again only while it is still the newest:
-			// a newer state, delivered or queued, supersedes it, and
-			// retrying would repeat a call.
-			res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0 WHERE target = ? AND key = ? AND version = ? AND pending = 0`, r.target, r.key, r.version)
+			sent, err := b.retryDead(ctx, r.id, r.target, r.key, r.version)
 			if err != nil {
 				return err
 			}
-			if k, _ := res.RowsAffected(); k == 0 {
-				continue // superseded, or cleaned up: nothing left to send
+			if sent {
+				n++
 			}
-			kind, err := s.kindOf(r.target)
-			if err != nil {
-				return err
-			}
-			if err := b.markPending(ctx, r.target, r.key, kind, sinks.PriorityWarning); err != nil {
-				return err
-			}
-			n++
 		}
 		return nil
 	})
 	return n, err
+}
+
+// retryDead deletes dead letter id of (target, key) and queues its state
+// again, if it is still the newest (version): a newer state, delivered or
+// queued, supersedes it, and retrying would repeat a call. It reports
+// whether a delivery was queued.
+func (b *batch) retryDead(ctx context.Context, id int64, target, key string, version int64) (bool, error) {
+	if _, err := b.exec(ctx, `DELETE FROM alertfan_dead WHERE id = ?`, id); err != nil {
+		return false, err
+	}
+	b.record(histRow{identity: key, target: target, key: key, event: EventRetried, receiver: b.s.receiverOfTarget(target)})
+	res, err := b.exec(ctx, `UPDATE alertfan_state SET delivered = 0 WHERE target = ? AND key = ? AND version = ? AND pending = 0`, target, key, version)
+	if err != nil {
+		return false, err
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return false, nil // superseded, or cleaned up: nothing left to send
+	}
+	kind, err := b.s.kindOf(target)
+	if err != nil {
+		return false, err
+	}
+	return true, b.markPending(ctx, target, key, kind, sinks.PriorityWarning)
 }
 
 // DropDead deletes one dead letter: an operator has looked at it and

@@ -203,6 +203,14 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 				return err
 			}
 		}
+		// What a restored destination could not be sent while it was
+		// away and was dead-lettered for that alone (unknown_target: its
+		// job ran where no sink served it) goes out now.
+		for _, to := range restored {
+			if err := b.retryAway(ctx, to); err != nil {
+				return err
+			}
+		}
 		if _, err := b.exec(ctx, `DELETE FROM alertfan_target`); err != nil {
 			return err
 		}
@@ -212,7 +220,9 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 			}
 		}
 		// Open alerts of destinations no longer configured.
-		orows, err := b.tx.QueryContext(ctx, `SELECT target, COUNT(*) FROM alertfan_state WHERE resolved = 0 AND target LIKE 'retired/%' GROUP BY target`)
+		// Open alerts of destinations no longer configured, and those owed
+		// an update (a resolve that came while the destination was away).
+		orows, err := b.tx.QueryContext(ctx, `SELECT target, COUNT(*) FROM alertfan_state WHERE (resolved = 0 OR pending = 1) AND target LIKE 'retired/%' GROUP BY target`)
 		if err != nil {
 			return err
 		}
@@ -240,11 +250,44 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 	for t, n := range orphans {
 		s.metrics.orphaned.WithLabelValues(t).Set(float64(n))
 		if _, live := s.target(t); !live {
-			s.logger.Warn("Alerts are open at a destination that is no longer configured; their acknowledges and resolves cannot be delivered. Put the destination back in the config (any receiver) until they resolve, or resolve them by hand.",
+			s.logger.Warn("Alerts are open at a destination that is no longer configured; their acknowledges and resolves cannot be delivered. Put the destination back in the config (any receiver, the same mode) and they are its own again; or resolve them by hand.",
 				"destination", t, "open_alerts", n)
 		}
 	}
 	return moves, nil
+}
+
+// retryAway queues again the dead letters of target whose only fault was
+// that the destination was not configured (sinks.ReasonUnknownTarget).
+func (b *batch) retryAway(ctx context.Context, target string) error {
+	rows, err := b.tx.QueryContext(ctx, b.s.rebind(`SELECT id, key, version FROM alertfan_dead WHERE target = ? AND reason = ? ORDER BY id`), target, sinks.ReasonUnknownTarget)
+	if err != nil {
+		return fmt.Errorf("queue: read dead letters of %s: %w", target, err)
+	}
+	type dead struct {
+		id      int64
+		key     string
+		version int64
+	}
+	var ds []dead
+	for rows.Next() {
+		var d dead
+		if err := rows.Scan(&d.id, &d.key, &d.version); err != nil {
+			rows.Close()
+			return err
+		}
+		ds = append(ds, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if _, err := b.retryDead(ctx, d.id, target, d.key, d.version); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // retiredDestinations lists the retired ids ("retired/<destination>")
