@@ -380,11 +380,20 @@ func Parse(b []byte, dir string) (*Config, error) {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return nil, errors.New("empty configuration")
 	}
+	if line := secondDocument(b); line > 0 {
+		return nil, fmt.Errorf("line %d: a second YAML document (after ---): a config file holds one, and the rest would be ignored", line)
+	}
 	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
 		// yaml.v2 places syntax and type errors ("line 3: …"), not what a
 		// value's own validation refuses: find that value's line.
-		if line, path := locate(b, err); line > 0 && !strings.Contains(err.Error(), "line ") {
+		if hasLine.MatchString(err.Error()) {
+			return nil, err
+		}
+		switch line, path := locate(b, err); {
+		case line > 0 && path != "":
 			return nil, fmt.Errorf("line %d: %s: %w", line, path, err)
+		case line > 0:
+			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		return nil, err
 	}

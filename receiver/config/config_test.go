@@ -197,7 +197,10 @@ func TestValidationErrorsNameTheLine(t *testing.T) {
 		{"retention duration", "storage:\n  retention:\n    history: 7days\n" + base, `line 3: storage.retention.history: `},
 		{"receiver duration", base + "        timeout: 10\n", `line 7: receivers[0].pagerduty_configs[0].timeout: not a valid duration string: "10"`},
 		{"backlog duration", base + "    backlog_configs:\n      - api_url: https://x.backlog.com\n        api_key: k\n        project: OPS\n        issue_type: Bug\n        reopen_within: 1hour\n", `line 12: receivers[0].backlog_configs[0].reopen_within: `},
-		{"pagerduty mode", base + "        mode: nope\n", `line 6: receivers[0].pagerduty_configs[0]: mode: "nope"`},
+		{"pagerduty mode, on its own line", base + "        send_resolved: true\n        mode: nope\n", `line 8: receivers[0].pagerduty_configs[0]: mode: "nope"`},
+		{"a value that says line", base + "        severity: 'pipeline broken'\n", `line 7: receivers[0].pagerduty_configs[0]: severity: "pipeline broken"`},
+		{"a second document", base + "---\ndelivery:\n  min_backoff: 1s\n", `line 7: a second YAML document`},
+		{"a matcher", "route:\n  receiver: r\n  routes:\n    - receiver: r\n      matchers: ['a=~\"(\"']\nreceivers:\n  - name: r\n", `line 5: route.routes[0].matchers[0]: `},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 
 	yaml "go.yaml.in/yaml/v2"
@@ -68,13 +71,63 @@ func locate(b []byte, err error) (int, string) {
 		}
 		if err := yaml.UnmarshalStrict(out, reflect.New(t).Interface()); err != nil && strings.Contains(msg, err.Error()) {
 			line, where = n.Line, path
+			// A section's check names the key it refuses first
+			// ("mode: …"): the key's own line, not the section's first.
+			if k, _, ok := strings.Cut(err.Error(), ": "); ok && n.Kind == yaml3.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == k {
+						line = n.Content[i].Line
+					}
+				}
+			}
 			return true
 		}
 		return false
 	}
 	walk(root.Content[0], reflect.TypeOf(Config{}), "")
+	if line == 0 {
+		// A check across values names the one it refuses by its path
+		// ("route.routes[0].matchers[0]: …"): find that path's line.
+		if m := leadingPath.FindString(msg); m != "" {
+			line = lineOf(root.Content[0], strings.TrimSuffix(m, ": "))
+		}
+	}
 	return line, where
 }
+
+// leadingPath matches an error that starts with a YAML path and ": ".
+var leadingPath = regexp.MustCompile(`^[a-z_]+(?:\.[a-z_]+|\[\d+\])*: `)
+
+// pathSegment is one step of a path: a key, or an index in brackets.
+var pathSegment = regexp.MustCompile(`[a-z_]+|\[\d+\]`)
+
+// lineOf is the line of the node at path ("route.routes[0].matchers[0]")
+// below n, or 0 when there is none.
+func lineOf(n *yaml3.Node, path string) int {
+	for _, seg := range pathSegment.FindAllString(path, -1) {
+		var next *yaml3.Node
+		switch {
+		case strings.HasPrefix(seg, "[") && n.Kind == yaml3.SequenceNode:
+			if i, err := strconv.Atoi(strings.Trim(seg, "[]")); err == nil && i < len(n.Content) {
+				next = n.Content[i]
+			}
+		case n.Kind == yaml3.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == seg {
+					next = n.Content[i+1]
+				}
+			}
+		}
+		if next == nil {
+			return 0
+		}
+		n = next
+	}
+	return n.Line
+}
+
+// hasLine reports whether a YAML error already gives a line ("line 3: …").
+var hasLine = regexp.MustCompile(`\bline \d+: `)
 
 // yamlField is the type of the struct field a YAML key names (its yaml
 // tag's name, or the lowercased field name as yaml.v2 takes it), looking
@@ -108,4 +161,15 @@ func joinPath(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// secondDocument is the line where a second YAML document starts in b, or
+// 0: yaml.v2 reads the first and silently drops the rest.
+func secondDocument(b []byte) int {
+	dec := yaml3.NewDecoder(bytes.NewReader(b))
+	var first, second yaml3.Node
+	if dec.Decode(&first) != nil || dec.Decode(&second) != nil {
+		return 0
+	}
+	return second.Line
 }
