@@ -488,7 +488,8 @@ func readSecret(dir, path, field string) (commoncfg.Secret, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
-	s := strings.TrimSpace(string(b))
+	// An editor's UTF-8 byte order mark is no part of a secret.
+	s := strings.TrimSpace(strings.TrimPrefix(string(b), "\ufeff"))
 	if s == "" {
 		return "", fmt.Errorf("%s: file %s is empty", field, path)
 	}

@@ -151,6 +151,17 @@ receivers:
 
 // A routing key PagerDuty refuses for every event is refused at load,
 // inline or from routing_key_file (naming the file), and never quoted.
+func TestSecretFileByteOrderMark(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "key"), []byte("\ufeff0123456789abcdef0123456789abcdef\r\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bom"), []byte("\ufeff\n"), 0o600))
+	c, err := Parse([]byte("route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - routing_key_file: key\n"), dir)
+	require.NoError(t, err)
+	require.EqualValues(t, "0123456789abcdef0123456789abcdef", c.Receivers[0].PagerdutyConfigs[0].RoutingKey)
+	_, err = Parse([]byte("intake:\n  bearer_token_file: bom\nroute:\n  receiver: r\nreceivers:\n  - name: r\n"), dir)
+	require.ErrorContains(t, err, "intake.bearer_token_file: file bom is empty")
+}
+
 func TestRoutingKeyPagerDutyRefusesIsAConfigError(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "key"), []byte("e+23rschqsESqk9Q6_-g\n"), 0o600))
