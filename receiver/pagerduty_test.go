@@ -180,3 +180,56 @@ func TestCommonLabelsAreTheNotificationsOwn(t *testing.T) {
 		})
 	}
 }
+
+// While an incident is open, every event for it carries the dedup_key it
+// was opened with, whatever the dedup_key template renders now: a group
+// member that left changes what a template reading the firing alerts
+// renders, and a sender's payload-less acknowledge and resolve carry no
+// annotations for a template reading them. The incident is resolved, and
+// no second one opened.
+func TestIncidentKeepsItsDedupKeyWhileOpen(t *testing.T) {
+	t.Run("group member leaves", func(t *testing.T) {
+		pd := sinkstest.NewPagerDuty()
+		defer pd.Close()
+		ts := startServer(t, pdConfig(pd.EventsURL(), "        mode: group\n        dedup_key: '{{ (index .Alerts.Firing 0).Labels.instance }}'\n"))
+		start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+		gk, gl := `{}:{alertname="HighLatency"}`, map[string]string{"alertname": "HighLatency"}
+		a := func(instance, status string) sinkstest.WebhookAlert {
+			return sinkstest.NamedAlert("HighLatency", "critical", instance, status, start)
+		}
+		for i, alerts := range [][]sinkstest.WebhookAlert{
+			{a("api-1", "firing"), a("api-2", "firing")},
+			{a("api-1", "resolved"), a("api-2", "firing")},
+			{a("api-2", "firing")},
+			{a("api-2", "resolved")},
+		} {
+			code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", gk, gl, alerts...))
+			require.Equal(t, 200, code, "%v", body)
+			require.Eventually(t, func() bool { return len(pd.Events()) == i+1 }, 10*time.Second, 10*time.Millisecond)
+		}
+		evs := pd.Events()
+		for _, ev := range evs {
+			require.Equal(t, "api-1", ev.DedupKey, "%s", ev.EventAction)
+		}
+		require.Equal(t, "resolve", evs[len(evs)-1].EventAction)
+	})
+	t.Run("payload-less acknowledge and resolve of a relayed event", func(t *testing.T) {
+		pd := sinkstest.NewPagerDuty()
+		defer pd.Close()
+		ts := startServer(t, pdConfig(pd.EventsURL(), "        dedup_key: '{{ .CommonAnnotations.summary }}'\n"))
+		for i, ev := range []string{
+			`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","dedup_key":"srv-1","payload":{"summary":"Disk full on web-1","source":"web-1","severity":"critical"}}`,
+			`{"routing_key":"` + testRoutingKey + `","event_action":"acknowledge","dedup_key":"srv-1"}`,
+			`{"routing_key":"` + testRoutingKey + `","event_action":"resolve","dedup_key":"srv-1"}`,
+		} {
+			code, body := ts.post(t, "/v2/enqueue", []byte(ev))
+			require.Equal(t, 202, code, "%v", body)
+			require.Eventually(t, func() bool { return len(pd.Events()) == i+1 }, 10*time.Second, 10*time.Millisecond)
+		}
+		evs := pd.Events()
+		require.Equal(t, []string{"trigger", "acknowledge", "resolve"}, []string{evs[0].EventAction, evs[1].EventAction, evs[2].EventAction})
+		for _, ev := range evs {
+			require.Equal(t, "Disk full on web-1", ev.DedupKey, "%s", ev.EventAction)
+		}
+	})
+}

@@ -20,6 +20,11 @@ type Call struct {
 	// URL is where a person sees the result (a Backlog issue page), "" if
 	// the sink cannot tell.
 	URL string
+	// Pinned is, set by the queue before the call, the Ref of what the
+	// target holds open for this key ("" when nothing): the PagerDuty sink
+	// sends every event of an open incident with the dedup_key it was
+	// opened with, whatever its dedup_key template renders now.
+	Pinned string
 }
 
 type callKey struct{}

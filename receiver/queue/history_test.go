@@ -183,7 +183,7 @@ func TestHistoryOfAPrunedAlertRowStaysInItsView(t *testing.T) {
 		seed(t, s)
 		// What an earlier build left: no trigger, a prune that kept the
 		// history rows' aid, a database at schema 36.
-		for _, q := range []string{`DROP TRIGGER alertfan_alert_unlink_history`, `DELETE FROM alertfan_alert WHERE identity = 'am:x'`, `DELETE FROM alertfan_migration WHERE version > 36`} {
+		for _, q := range []string{`DROP TRIGGER alertfan_alert_unlink_history`, `DELETE FROM alertfan_alert WHERE identity = 'am:x'`, `ALTER TABLE alertfan_state DROP COLUMN ref`, `DELETE FROM alertfan_migration WHERE version > 36`} {
 			_, err := s.db.ExecContext(ctx, q)
 			require.NoError(t, err)
 		}

@@ -241,6 +241,11 @@ var migrations = []string{
 	END`,
 	sqliteOnly + `UPDATE alertfan_history SET aid = 0 WHERE aid <> 0 AND NOT EXISTS (
 		SELECT 1 FROM alertfan_alert a WHERE a.rowid = alertfan_history.aid AND a.identity = alertfan_history.identity)`,
+	// 39: ref, what identifies at the target what it holds open for the
+	// key (a PagerDuty dedup_key): the calls that follow while it is open
+	// (an update, the acknowledge, the resolve) keep it, whatever a
+	// dedup_key template renders for them (sinks.Call.Pinned).
+	`ALTER TABLE alertfan_state ADD COLUMN ref TEXT NOT NULL DEFAULT ''`,
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history

@@ -181,12 +181,14 @@ type state struct {
 	// says so of an earlier job's (unsettled, migration 35).
 	uncertain bool
 	unsettled bool
+	// ref is what the target holds open for the key (migration 39).
+	ref string
 }
 
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
 	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload,
-		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain
+		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain, ref
 		FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
@@ -206,7 +208,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		var key, payload, fire, closing string
 		var pending, uncertain int
 		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest,
-			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince, &uncertain); err != nil {
+			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince, &uncertain, &st.ref); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
@@ -447,6 +449,9 @@ type ackRecord struct {
 	uncertain bool
 	// calls are the history rows of the calls made, written with the ack.
 	calls []histRow
+	// ref is what the target holds open for the key after these calls
+	// (the last call's Ref; "" once resolved).
+	ref string
 }
 
 // errKeyUnfinished is the outcome of a key whose work never returned.
@@ -536,7 +541,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 // resolved while it waited is never sent).
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
-	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc}
+	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, ref: st.ref}
 	st.uncertain = st.unsettled || callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
@@ -548,17 +553,24 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		return rec, outcome{}, nil
 	}
 	for i, sp := range steps {
-		dead, o, moved, call := w.deliver(ctx, job, k, st, sp.payload)
+		// While the target holds the key open, every call keeps what it
+		// was opened with (a PagerDuty dedup_key a template would now
+		// render otherwise: a group member gone, a payload-less resolve).
+		pin := ""
+		if rec.phase == PhaseTriggered || rec.phase == PhaseAcknowledged {
+			pin = rec.ref
+		}
+		dead, o, moved, call := w.deliver(ctx, job, k, st, sp.payload, pin)
 		if call != nil {
 			rec.calls = append(rec.calls, *call)
 		}
 		if (o.retry || moved != nil) && i > 0 {
-			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ); err != nil {
+			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ, rec.ref); err != nil {
 				s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
 			}
 		}
 		if moved != nil {
-			moved.phase, moved.sentOcc = rec.phase, rec.occ
+			moved.phase, moved.sentOcc, moved.ref = rec.phase, rec.occ, rec.ref
 			return rec, outcome{}, moved
 		}
 		if o.retry {
@@ -571,8 +583,12 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 			return rec, outcome{}, nil
 		}
 		rec.phase = sp.to
-		if sp.to == PhaseResolved {
+		switch {
+		case sp.to == PhaseResolved:
 			rec.occ = st.occ // the old occurrence is closed at the target
+			rec.ref = ""
+		case call != nil && call.ref != "":
+			rec.ref = call.ref
 		}
 	}
 	rec.digest, rec.occ = st.digest, st.occ
@@ -588,7 +604,10 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 // max_age judge the key's own failures, not its job's attempts, which
 // also count failures of the job's other keys — a key held while another
 // probes its down target has not failed.
-func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state, payload []byte) (*deadRecord, outcome, *state, *histRow) {
+//
+// pin is what the target holds open for the key ("" if nothing), which the
+// sink keeps using (sinks.Call.Pinned).
+func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state, payload []byte, pin string) (*deadRecord, outcome, *state, *histRow) {
 	s, id, version := w.s, job.Args.Target, st.version
 	attempt := st.attempts + 1
 	var n sinks.Notification
@@ -621,7 +640,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		return nil, handedBack, nil, nil
 	}
 	t, ok := s.target(id)
-	call := &sinks.Call{}
+	call := &sinks.Call{Pinned: pin}
 	var probe uint64
 	// The key waited long enough for intake's turn or its pace to read its
 	// state again before the call.
@@ -909,7 +928,7 @@ type deadRecord struct {
 // The version handled ends the key's run of failures: a newer version
 // starts with a clean slate of attempts.
 const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = CASE WHEN version > ? THEN 1 ELSE 0 END,
-	attempts = 0, failing_since = 0, uncertain = ?
+	attempts = 0, failing_since = 0, uncertain = ?, ref = ?
 	WHERE target = ? AND key = ? AND seq = ? RETURNING pending`
 
 // ack records that a version was handled (delivered, needed no call, or
@@ -946,7 +965,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		if rec.uncertain {
 			uncertain = 1
 		}
-		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.occ, rec.version, uncertain, target, k.Key, k.Seq).Scan(&p)
+		err := b.queryRow(ctx, sqlAck, rec.version, rec.phase, rec.digest, rec.occ, rec.version, uncertain, rec.ref, target, k.Key, k.Seq).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			pending = false
 			return nil
@@ -1030,11 +1049,11 @@ func (s *Store) injectAckFailure() bool {
 }
 
 // setPhase records the phase a target reached part-way through a plan.
-func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase, occ int64) error {
+func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase, occ int64, ref string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	return s.submit(actx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ? WHERE target = ? AND key = ? AND seq = ?`, phase, occ, target, k.Key, k.Seq)
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ?`, phase, occ, ref, target, k.Key, k.Seq)
 		return err
 	})
 }

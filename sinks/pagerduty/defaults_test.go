@@ -170,9 +170,9 @@ func TestShippedEventsAsTemplated(t *testing.T) {
 			Source: sinks.Source{Receiver: "on call/db", ExternalURL: "http://am:9093", GroupLabels: map[string]string{"alertname": "DiskFull"}}},
 		{Key: "resolved", Alerts: []sinks.Alert{alert(sinks.StatusResolved, "Down", "\x7f\ufeff")}},
 	} {
-		want, err := ns.render(n, true)
+		want, err := ns.render(n, true, "")
 		require.NoError(t, err)
-		got, err := nf.render(n, true)
+		got, err := nf.render(n, true, "")
 		require.NoError(t, err)
 		require.Equal(t, string(want.Body), string(got.Body), n.Key)
 	}
@@ -201,8 +201,8 @@ func TestShippedEventsAsTemplated(t *testing.T) {
 				Labels: labels(), Annotations: labels(), GeneratorURL: str(), Fingerprint: str(),
 				StartsAt: time.Unix(r.Int64N(4e9), r.Int64N(1e9)).In(time.FixedZone("z", (r.IntN(48)-24)*1800))})
 		}
-		want, werr := ns.render(n, true)
-		got, gerr := nf.render(n, true)
+		want, werr := ns.render(n, true, "")
+		got, gerr := nf.render(n, true, "")
 		require.Equal(t, werr == nil, gerr == nil, "%v / %v", werr, gerr)
 		if werr == nil {
 			require.Equal(t, string(want.Body), string(got.Body), n.Key)

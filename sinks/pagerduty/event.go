@@ -261,7 +261,7 @@ func mackerelDefaults(a *sinks.Alert) *inputDefaults {
 // what it leaves out comes from the input the alert arrived by (see
 // defaultsFor), and for Alertmanager alerts from Alertmanager's defaults.
 func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
-	ev, _, err := n.event(notif, false)
+	ev, _, err := n.event(notif, false, "")
 	return ev, err
 }
 
@@ -269,7 +269,13 @@ func (n *Notifier) Event(notif *sinks.Notification) (*pd.V2Event, error) {
 // event as json.Marshal encodes it (the size check encodes it anyway: a
 // second encoding was 2% of a drain's CPU), nil when ev is nil or its
 // details were replaced after encoding.
-func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event, body []byte, err error) {
+//
+// pin is the dedup_key of the incident the target holds open for this key
+// (sinks.Call.Pinned), "" when none: while an incident is open its
+// updates, acknowledge and resolve carry the key it was opened with,
+// whatever the dedup_key template renders for them now (a group member
+// that left, a resolve whose sender sent no payload).
+func (n *Notifier) event(notif *sinks.Notification, quiet bool, pin string) (ev *pd.V2Event, body []byte, err error) {
 	action := ActionTrigger
 	if notif.Status() == sinks.StatusResolved {
 		action = ActionResolve
@@ -279,9 +285,11 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool) (ev *pd.V2Event,
 	} else if len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge {
 		action = ActionAcknowledge
 	}
-	dedupKey, err := n.dedupKey(notif, quiet)
-	if err != nil {
-		return nil, nil, err
+	dedupKey := pin
+	if dedupKey == "" {
+		if dedupKey, err = n.dedupKey(notif, quiet); err != nil {
+			return nil, nil, err
+		}
 	}
 	if n.conf.RoutingKey == "" {
 		return nil, nil, errors.New("routing key is empty")

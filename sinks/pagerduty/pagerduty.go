@@ -184,14 +184,14 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if _, err := n.limiter.Wait(ctx, maxLimiterWait); err != nil {
 		return err
 	}
-	r, err := n.render(notif, false)
+	call := sinks.CallFrom(ctx)
+	r, err := n.render(notif, false, call.Pinned)
 	if err != nil {
 		return sinks.Permanent(sinks.ReasonTemplate, err)
 	}
 	if r.Body == nil {
 		return nil
 	}
-	call := sinks.CallFrom(ctx)
 	call.Action, call.Ref = r.action, r.ref
 	return n.post(ctx, r.path, r.Body)
 }

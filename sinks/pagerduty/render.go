@@ -50,10 +50,10 @@ func (r *Rendered) Redacted() json.RawMessage {
 // cannot drift from what is sent. Errors are template errors naming the
 // field (what Deliver turns into a dead letter with reason template).
 func (n *Notifier) Render(notif *sinks.Notification) (*Rendered, error) {
-	return n.render(notif, true)
+	return n.render(notif, true, "")
 }
 
-func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, error) {
+func (n *Notifier) render(notif *sinks.Notification, quiet bool, pin string) (*Rendered, error) {
 	u, err := url.Parse(n.conf.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -66,7 +66,7 @@ func (n *Notifier) render(notif *sinks.Notification, quiet bool) (*Rendered, err
 	case isChange(notif):
 		r.path, r.action, v = pathChange, "change", n.changeEvent(&notif.Alerts[0])
 	default:
-		ev, body, err := n.event(notif, quiet)
+		ev, body, err := n.event(notif, quiet, pin)
 		if err != nil {
 			return nil, err
 		}
