@@ -25,6 +25,11 @@ type Call struct {
 	// sends every event of an open incident with the dedup_key it was
 	// opened with, whatever its dedup_key template renders now.
 	Pinned string
+	// Uncertain is, set by the queue before the call, whether an earlier
+	// attempt may have reached the target without its outcome being
+	// recorded (a timeout, a crash): a sink whose call is not idempotent
+	// (a Backlog comment) looks before it repeats it.
+	Uncertain bool
 }
 
 type callKey struct{}

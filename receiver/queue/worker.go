@@ -640,7 +640,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		return nil, handedBack, nil, nil
 	}
 	t, ok := s.target(id)
-	call := &sinks.Call{Pinned: pin}
+	call := &sinks.Call{Pinned: pin, Uncertain: st.uncertain}
 	var probe uint64
 	// The key waited long enough for intake's turn or its pace to read its
 	// state again before the call.

@@ -559,7 +559,30 @@ func (n *Notifier) Deliver(ctx context.Context, notif *sinks.Notification) error
 	if call := sinks.CallFrom(ctx); w.rec.IssueKey != "" {
 		call.Ref, call.URL = w.rec.IssueKey, n.Link(w.rec.IssueKey)
 	}
-	return n.reresolveOn400(err)
+	return n.recheckRoleOn403(ctx, n.reresolveOn400(err))
+}
+
+// recheckRoleOn403 looks again at the key's user when Backlog refuses one
+// issue's change (403 UnauthorizedOperationError): a user demoted while
+// alertfan runs (a Normal User made a Reporter) would otherwise
+// dead-letter every close, alert by alert. When the role can no longer do
+// the config's work (checkRole), the target's work is held as
+// misconfigured; otherwise the refusal is that issue's own and stays
+// permanent.
+func (n *Notifier) recheckRoleOn403(ctx context.Context, err error) error {
+	var ae *APIError
+	if err == nil || !errors.As(err, &ae) || ae.StatusCode != http.StatusForbidden || ae.TargetWide() {
+		return err
+	}
+	me, merr := n.client.Myself(ctx)
+	if merr != nil {
+		return err
+	}
+	if rerr := checkRole(n.conf, me); rerr != nil {
+		n.d.Logger.Warn("Backlog refused a change, and the API key's user can no longer do this config's work; holding the target's deliveries until the role or the config is fixed", "err", rerr)
+		return &sinks.Error{Reason: sinks.ReasonMisconfigured, Retryable: true, Err: fmt.Errorf("%w (after %s)", rerr, err.Error())}
+	}
+	return err
 }
 
 // Link is the web page of an issue: {api_url}/view/{issueKey} (the
@@ -1124,6 +1147,24 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	if err := n.wait(ctx); err != nil {
 		return err
 	}
+	// An earlier attempt may have posted this comment and lost the answer
+	// (a timeout): a comment is not idempotent, so look first.
+	if c := form.Get("comment"); c != "" && sinks.CallFrom(ctx).Uncertain {
+		if posted, err := w.commented(ctx, c); err != nil {
+			return err
+		} else if posted {
+			form.Del("comment")
+			if len(form) == 0 {
+				n.d.Logger.Info("The comment of an attempt whose answer was lost is on the issue already; not posting it again", "issue", w.rec.IssueKey)
+				change(&w.rec)
+				if err := n.put(ctx, w.key, w.rec); err != nil {
+					return err
+				}
+				n.count(ctx, action)
+				return nil
+			}
+		}
+	}
 	var err error
 	if len(form) == 1 && form.Has("comment") {
 		// A comment alone goes by add-comment, which a Reporter's key may
@@ -1150,6 +1191,25 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	}
 	n.count(ctx, action)
 	return nil
+}
+
+// commented reports whether one of the issue's newest comments is
+// content (as Backlog stores it: line endings normalized).
+func (w *work) commented(ctx context.Context, content string) (bool, error) {
+	recent, err := w.n.client.RecentComments(ctx, w.rec.IssueKey, 10)
+	if isNotFound(err) {
+		return false, nil // the update's own 404 handles a deleted issue
+	}
+	if err != nil {
+		return false, err
+	}
+	norm := func(s string) string { return strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n")) }
+	for _, c := range recent {
+		if norm(c) == norm(content) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func isNotFound(err error) bool {

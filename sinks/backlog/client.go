@@ -480,6 +480,24 @@ func (c *Client) UpdateIssue(ctx context.Context, key string, form url.Values) (
 	return &is, c.do(ctx, http.MethodPatch, "/api/v2/issues/:key", "/api/v2/issues/"+url.PathEscape(key), nil, form, &is)
 }
 
+// RecentComments returns the contents of an issue's newest comments,
+// newest first, at most count (1–100): get-comment-list
+// (https://developer.nulab.com/docs/backlog/api/2/get-comment-list/).
+func (c *Client) RecentComments(ctx context.Context, key string, count int) ([]string, error) {
+	var out []struct {
+		Content string `json:"content"`
+	}
+	q := url.Values{"count": {strconv.Itoa(count)}, "order": {"desc"}}
+	if err := c.do(ctx, http.MethodGet, "/api/v2/issues/:key/comments", "/api/v2/issues/"+url.PathEscape(key)+"/comments", q, nil, &out); err != nil {
+		return nil, err
+	}
+	contents := make([]string, len(out))
+	for i, o := range out {
+		contents[i] = o.Content
+	}
+	return contents, nil
+}
+
 // AddComment comments on an issue.
 func (c *Client) AddComment(ctx context.Context, key, content string) error {
 	var out struct {

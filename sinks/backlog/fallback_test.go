@@ -2,6 +2,7 @@ package backlog_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -127,7 +128,7 @@ func TestUserRoleThatCannotDoTheConfigsWork(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			fake := sinkstest.NewBacklog(apiKey)
 			defer fake.Close()
-			fake.RoleType = c.role
+			fake.SetRoleType(c.role)
 			n, err := newNotifier(t, fake, c.extra, store(t))
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)
@@ -148,7 +149,7 @@ func TestUserRoleThatCannotDoTheConfigsWork(t *testing.T) {
 func TestReporterCommentsByAddComment(t *testing.T) {
 	fake := sinkstest.NewBacklog(apiKey)
 	defer fake.Close()
-	fake.RoleType = 3
+	fake.SetRoleType(3)
 	n, err := newNotifier(t, fake, "on_resolved: comment\non_repeat: comment", store(t))
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -184,4 +185,65 @@ func TestConfigErrorAtADeliveryHoldsTheWork(t *testing.T) {
 	require.Equal(t, sinks.ReasonMisconfigured, se.Reason)
 	require.Contains(t, err.Error(), "close_status")
 	require.Empty(t, fake.Issues())
+}
+
+// A comment whose answer was lost (a timeout: the queue marks the retry
+// uncertain) is looked for before it is posted again: a comment is not
+// idempotent. A retry that is not uncertain does not look.
+func TestUncertainCommentIsNotPostedTwice(t *testing.T) {
+	for _, uncertain := range []bool{true, false} {
+		t.Run(fmt.Sprint("uncertain ", uncertain), func(t *testing.T) {
+			fake := sinkstest.NewBacklog(apiKey)
+			defer fake.Close()
+			n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved: {{ .CommonLabels.alertname }}'", store(t))
+			require.NoError(t, err)
+			ctx := context.Background()
+			require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
+			// The resolve's comment reached Backlog, its answer did not.
+			fake.PersonComments("OPS-1", "Resolved: DiskFull")
+			calls := len(fake.Calls())
+			require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: uncertain}), sample(sinks.StatusResolved)))
+			is, _ := fake.Issue("OPS-1")
+			var writes int
+			for _, c := range fake.Calls()[calls:] {
+				if c.Method != "GET" {
+					writes++
+				}
+			}
+			if uncertain {
+				require.Equal(t, []string{"Resolved: DiskFull"}, is.Comments, "found on the issue: not posted again")
+				require.Zero(t, writes)
+				return
+			}
+			require.Len(t, is.Comments, 2, "a certain retry does not look")
+			require.Equal(t, 1, writes)
+		})
+	}
+}
+
+// A key's user demoted while alertfan runs (a Normal User made a Reporter)
+// is refused each close (403, UnauthorizedOperationError on the issue):
+// that holds the target as misconfigured instead of dead-lettering every
+// alert. A 403 on one issue while the role still fits stays that issue's.
+func TestUserDemotedWhileRunningHoldsTheTarget(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
+	fake.SetRoleType(3)
+	err = n.Deliver(ctx, sample(sinks.StatusResolved))
+	require.Error(t, err)
+	se := sinks.AsError(err)
+	require.True(t, se.Retryable, "%v", err)
+	require.Equal(t, sinks.ReasonMisconfigured, se.Reason)
+	require.Contains(t, err.Error(), "is a Reporter")
+
+	fake.SetRoleType(1)
+	forbidden := sinkstest.BacklogResponse{Status: 403, Body: `{"errors":[{"message":"You do not have permission.","code":5,"moreInfo":""}]}`}
+	fake.ScriptWrites(forbidden)
+	err = n.Deliver(ctx, sample(sinks.StatusResolved))
+	require.Error(t, err)
+	require.False(t, sinks.AsError(err).Retryable, "the role fits: that issue's own refusal: %v", err)
 }

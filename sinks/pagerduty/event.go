@@ -1,6 +1,7 @@
 package pagerduty
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -106,6 +107,18 @@ func (n *Notifier) dedupKey(notif *sinks.Notification, quiet bool) (string, erro
 		return hex.EncodeToString(sum[:]), nil
 	}
 	return k, nil
+}
+
+// marshalPlain is json.Marshal without HTML escaping (<, >, & as they
+// are), with no trailing newline.
+func marshalPlain(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // keyData is the data a dedup_key template renders with: the
@@ -425,6 +438,13 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool, pin string) (ev 
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode event: %w", err)
+	}
+	if len(b)+1 > maxEventSize {
+		// json.Marshal writes <, > and & as six bytes each: an event of
+		// HTML that PagerDuty takes as sent may only look too big.
+		if plain, err := marshalPlain(ev); err == nil && len(plain)+1 <= maxEventSize {
+			return ev, plain, nil
+		}
 	}
 	if len(b)+1 > maxEventSize {
 		ev.Payload.Details = map[string]any{"error": fmt.Sprintf(

@@ -272,3 +272,29 @@ func TestEventStillTooBigWithoutDetailsIsCut(t *testing.T) {
 	require.LessOrEqual(t, len([]rune(p["class"].(string))), 1024)
 	require.LessOrEqual(t, len([]rune(p["source"].(string))), 1024)
 }
+
+// A relayed event under 512,000 bytes as its sender wrote it, whose
+// details hold HTML, keeps them: json.Marshal's escaping of <, > and &
+// (six bytes each) must not make it look too big.
+func TestHTMLDetailsUnderTheLimitAreKept(t *testing.T) {
+	fake := sinkstest.NewPagerDuty()
+	defer fake.Close()
+	n := newNotifier(t, "", fake.EventsURL())
+	report := strings.Repeat("<td>&lt;ok&gt;</td>", 20000) // 380,000 bytes, ~980,000 escaped
+	details := []byte(`{"report":"` + report + `"}`) // as the sender wrote it: < and & as they are
+	a := sinks.Alert{
+		Identity: "pd:k:srv-1", Status: sinks.StatusFiring, Fingerprint: "srv-1",
+		Labels:   map[string]string{"alertname": "Grafana", "severity": "critical"},
+		StartsAt: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC),
+		PagerDuty: &sinks.PDEvent{DedupKey: "srv-1", Summary: "Disk full", Source: "web-1", Severity: "critical",
+			CustomDetails: details},
+	}
+	notif := &sinks.Notification{Key: a.Identity, Source: sinks.Source{Input: "pagerduty"}, Alerts: []sinks.Alert{a}}
+	require.NoError(t, n.Deliver(context.Background(), notif))
+	var p struct {
+		Details map[string]any `json:"custom_details"`
+	}
+	require.NoError(t, json.Unmarshal(fake.Events()[0].Payload, &p))
+	got, _ := p.Details["report"].(string)
+	require.True(t, got == report, "details kept whole: got %d bytes of %d", len(got), len(report))
+}

@@ -194,6 +194,13 @@ type Backlog struct {
 	AfterCreate func(*BacklogIssue)
 }
 
+// SetRoleType changes the users' role while the fake serves (RoleType).
+func (b *Backlog) SetRoleType(role int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.RoleType = role
+}
+
 func (b *Backlog) roleType() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -367,6 +374,16 @@ func (b *Backlog) PersonUpdates(key string, statusID int64, resolution *int64) {
 			r := *resolution
 			is.Resolution = &r
 		}
+	}
+}
+
+// PersonComments adds a comment to an issue as a person (or a call whose
+// answer was lost) would.
+func (b *Backlog) PersonComments(key, content string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if is, ok := b.issues[key]; ok {
+		is.Comments = append(is.Comments, content)
 	}
 }
 
@@ -620,6 +637,8 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 		b.getIssue(w, parts[1])
 	case parts[0] == "issues" && len(parts) == 2 && r.Method == http.MethodPatch:
 		b.updateIssue(w, r, parts[1])
+	case parts[0] == "issues" && len(parts) == 3 && parts[2] == "comments" && r.Method == http.MethodGet:
+		b.listComments(w, r, parts[1])
 	case parts[0] == "issues" && len(parts) == 3 && parts[2] == "comments" && r.Method == http.MethodPost:
 		b.addComment(w, r, parts[1])
 	default:
@@ -1008,6 +1027,36 @@ func (b *Backlog) addComment(w http.ResponseWriter, r *http.Request, key string)
 	}
 	is.Comments = append(is.Comments, content)
 	backlogJSON(w, http.StatusCreated, map[string]any{"id": len(is.Comments), "content": content, "created": time.Now().UTC().Format(time.RFC3339)})
+}
+
+// listComments is get-comment-list
+// (https://developer.nulab.com/docs/backlog/api/2/get-comment-list/): the
+// newest first by default (order=desc), at most count (1–100, default 20).
+func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key string) {
+	q := r.URL.Query()
+	count := 20
+	if c, err := strconv.Atoi(q.Get("count")); err == nil && c >= 1 && c <= 100 {
+		count = c
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	is, ok := b.issues[key]
+	if !ok {
+		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
+		return
+	}
+	out := []map[string]any{}
+	for i := range is.Comments {
+		j := len(is.Comments) - 1 - i
+		if q.Get("order") == "asc" {
+			j = i
+		}
+		if len(out) == count {
+			break
+		}
+		out = append(out, map[string]any{"id": j + 1, "content": is.Comments[j]})
+	}
+	backlogJSON(w, http.StatusOK, out)
 }
 
 func (b *Backlog) searchIssues(w http.ResponseWriter, r *http.Request) {
