@@ -281,7 +281,7 @@ func TestHTMLDetailsUnderTheLimitAreKept(t *testing.T) {
 	defer fake.Close()
 	n := newNotifier(t, "", fake.EventsURL())
 	report := strings.Repeat("<td>&lt;ok&gt;</td>", 20000) // 380,000 bytes, ~980,000 escaped
-	details := []byte(`{"report":"` + report + `"}`) // as the sender wrote it: < and & as they are
+	details := []byte(`{"report":"` + report + `"}`)       // as the sender wrote it: < and & as they are
 	a := sinks.Alert{
 		Identity: "pd:k:srv-1", Status: sinks.StatusFiring, Fingerprint: "srv-1",
 		Labels:   map[string]string{"alertname": "Grafana", "severity": "critical"},
