@@ -213,6 +213,26 @@ func TestIncidentKeepsItsDedupKeyWhileOpen(t *testing.T) {
 		}
 		require.Equal(t, "resolve", evs[len(evs)-1].EventAction)
 	})
+	t.Run("a trigger that failed keeps its key for the retry", func(t *testing.T) {
+		pd := sinkstest.NewPagerDuty()
+		defer pd.Close()
+		ts := startServer(t, pdConfig(pd.EventsURL(), "        dedup_key: '{{ .CommonAnnotations.summary }}'\n"))
+		send := func(ev string) {
+			code, body := ts.post(t, "/v2/enqueue", []byte(ev))
+			require.Equal(t, 202, code, "%v", body)
+		}
+		pd.SetDown(true) // its answer lost, as far as alertfan can tell
+		send(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","dedup_key":"srv-1","payload":{"summary":"Disk 91% full","source":"web-1","severity":"critical"}}`)
+		require.Eventually(t, func() bool { return pd.Attempts() >= 1 }, 10*time.Second, 10*time.Millisecond)
+		send(`{"routing_key":"` + testRoutingKey + `","event_action":"trigger","dedup_key":"srv-1","payload":{"summary":"Disk 95% full","source":"web-1","severity":"critical"}}`)
+		pd.SetDown(false)
+		require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond)
+		send(`{"routing_key":"` + testRoutingKey + `","event_action":"resolve","dedup_key":"srv-1"}`)
+		require.Eventually(t, func() bool { return len(pd.Events()) == 2 }, 10*time.Second, 10*time.Millisecond)
+		for _, ev := range pd.Events() {
+			require.Equal(t, "Disk 91% full", ev.DedupKey, "%s", ev.EventAction)
+		}
+	})
 	t.Run("payload-less acknowledge and resolve of a relayed event", func(t *testing.T) {
 		pd := sinkstest.NewPagerDuty()
 		defer pd.Close()

@@ -246,6 +246,15 @@ var migrations = []string{
 	// (an update, the acknowledge, the resolve) keep it, whatever a
 	// dedup_key template renders for them (sinks.Call.Pinned).
 	`ALTER TABLE alertfan_state ADD COLUMN ref TEXT NOT NULL DEFAULT ''`,
+	// 40: incidents open before 39 take their key from the delivery
+	// history (the newest call that named one), where it is kept: their
+	// updates, acknowledges and resolves reach them too. One pass over the
+	// history, grouped; nothing to do where it is off or pruned.
+	`UPDATE alertfan_state SET ref = last.ref
+	FROM (SELECT h.target, h.key, h.ref FROM alertfan_history h
+		JOIN (SELECT target, key, MAX(id) AS id FROM alertfan_history WHERE event = 'call' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
+	WHERE alertfan_state.target = last.target AND alertfan_state.key = last.key
+		AND alertfan_state.phase IN ('triggered', 'acknowledged') AND alertfan_state.ref = ''`,
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history

@@ -64,3 +64,41 @@ func TestOpenErrorNeverQuotesTheDSN(t *testing.T) {
 		require.NotContains(t, err.Error(), "Sup3r")
 	}
 }
+
+// TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade: incidents open before
+// migration 39 get their key from the delivery history (40), the newest
+// call that named one; a resolved state, or one the history has no call
+// for, gets none.
+func TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade(t *testing.T) {
+	ctx := context.Background()
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			opts := d.opts(t)
+			s := openStore(t, opts, &recordingSink{})
+			for _, q := range []string{
+				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'open', 1, '{}', 1, 'triggered')`,
+				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'acked', 1, '{}', 1, 'acknowledged')`,
+				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'done', 1, '{}', 1, 'resolved')`,
+				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'unknown', 1, '{}', 1, 'triggered')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'first')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (2, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'api-1')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (3, 'open', 'r/pagerduty/0', 'open', 'accepted', '', '')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'acked', 'r/pagerduty/0', 'acked', 'call', 'acknowledge', 'k-acked')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'done', 'r/pagerduty/0', 'done', 'call', 'resolve', 'k-done')`,
+				// What the build before 39 had.
+				`ALTER TABLE alertfan_state DROP COLUMN ref`,
+				`DELETE FROM alertfan_migration WHERE version >= 39`,
+			} {
+				_, err := s.db.ExecContext(ctx, q)
+				require.NoError(t, err, q)
+			}
+			require.NoError(t, s.Close(ctx))
+			s = openStore(t, opts, &recordingSink{})
+			for key, want := range map[string]string{"open": "api-1", "acked": "k-acked", "done": "", "unknown": ""} {
+				var ref string
+				require.NoError(t, s.db.QueryRowContext(ctx, s.rebind(`SELECT ref FROM alertfan_state WHERE key = ?`), key).Scan(&ref))
+				require.Equal(t, want, ref, key)
+			}
+		})
+	}
+}

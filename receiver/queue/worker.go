@@ -556,13 +556,23 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		// While the target holds the key open, every call keeps what it
 		// was opened with (a PagerDuty dedup_key a template would now
 		// render otherwise: a group member gone, a payload-less resolve).
+		// A key is also kept from a trigger that failed (its answer lost
+		// to a timeout or a dropped connection, it may have opened the
+		// incident): the retry uses it rather than render a new one. A
+		// resolve clears it.
 		pin := ""
-		if rec.phase == PhaseTriggered || rec.phase == PhaseAcknowledged {
+		if rec.phase != PhaseResolved {
 			pin = rec.ref
 		}
 		dead, o, moved, call := w.deliver(ctx, job, k, st, sp.payload, pin)
 		if call != nil {
 			rec.calls = append(rec.calls, *call)
+		}
+		if o.retry && call != nil && call.ref != "" && rec.ref == "" && sp.to != PhaseResolved {
+			rec.ref = call.ref
+			if err := s.setRef(ctx, job.Args.Target, k, call.ref); err != nil {
+				s.logger.Debug("Could not keep the key of a call whose answer was lost; its retry renders it again", "err", err)
+			}
 		}
 		if (o.retry || moved != nil) && i > 0 {
 			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ, rec.ref); err != nil {
@@ -1046,6 +1056,17 @@ func (s *Store) injectAckFailure() bool {
 			return true
 		}
 	}
+}
+
+// setRef keeps the key a failed call used (the target may hold it open:
+// its answer may have been lost), for the retry.
+func (s *Store) setRef(ctx context.Context, target string, k keySeq, ref string) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
+	defer cancel()
+	return s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET ref = ? WHERE target = ? AND key = ? AND seq = ?`, ref, target, k.Key, k.Seq)
+		return err
+	})
 }
 
 // setPhase records the phase a target reached part-way through a plan.

@@ -1194,7 +1194,11 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 }
 
 // commented reports whether one of the issue's newest comments is
-// content (as Backlog stores it: line endings normalized).
+// content (as Backlog stores it: line endings normalized), made since the
+// notification was accepted: only an attempt for it can have posted it,
+// and an earlier, identical comment (a fixed resolved_comment of an
+// earlier occurrence) is another comment. Backlog's times are whole
+// seconds.
 func (w *work) commented(ctx context.Context, content string) (bool, error) {
 	recent, err := w.n.client.RecentComments(ctx, w.rec.IssueKey, 10)
 	if isNotFound(err) {
@@ -1203,9 +1207,10 @@ func (w *work) commented(ctx context.Context, content string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	since := w.notif.AcceptedAt.Truncate(time.Second)
 	norm := func(s string) string { return strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n")) }
 	for _, c := range recent {
-		if norm(c) == norm(content) {
+		if at := c.CreatedAt(); norm(c.Content) == norm(content) && (since.IsZero() || !at.Before(since)) {
 			return true, nil
 		}
 	}

@@ -480,22 +480,30 @@ func (c *Client) UpdateIssue(ctx context.Context, key string, form url.Values) (
 	return &is, c.do(ctx, http.MethodPatch, "/api/v2/issues/:key", "/api/v2/issues/"+url.PathEscape(key), nil, form, &is)
 }
 
-// RecentComments returns the contents of an issue's newest comments,
-// newest first, at most count (1–100): get-comment-list
+// Comment is the part of a comment alertfan reads.
+type Comment struct {
+	Content string `json:"content"`
+	// Created is when the comment was made, as Backlog writes it (RFC
+	// 3339); see CreatedAt.
+	Created string `json:"created"`
+}
+
+// CreatedAt is Created as a time, zero when absent or not RFC 3339.
+func (c *Comment) CreatedAt() time.Time {
+	t, err := time.Parse(time.RFC3339, c.Created)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// RecentComments returns an issue's newest comments, newest first, at
+// most count (1–100): get-comment-list
 // (https://developer.nulab.com/docs/backlog/api/2/get-comment-list/).
-func (c *Client) RecentComments(ctx context.Context, key string, count int) ([]string, error) {
-	var out []struct {
-		Content string `json:"content"`
-	}
+func (c *Client) RecentComments(ctx context.Context, key string, count int) ([]Comment, error) {
+	var out []Comment
 	q := url.Values{"count": {strconv.Itoa(count)}, "order": {"desc"}}
-	if err := c.do(ctx, http.MethodGet, "/api/v2/issues/:key/comments", "/api/v2/issues/"+url.PathEscape(key)+"/comments", q, nil, &out); err != nil {
-		return nil, err
-	}
-	contents := make([]string, len(out))
-	for i, o := range out {
-		contents[i] = o.Content
-	}
-	return contents, nil
+	return out, c.do(ctx, http.MethodGet, "/api/v2/issues/:key/comments", "/api/v2/issues/"+url.PathEscape(key)+"/comments", q, nil, &out)
 }
 
 // AddComment comments on an issue.

@@ -247,3 +247,22 @@ func TestUserDemotedWhileRunningHoldsTheTarget(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, sinks.AsError(err).Retryable, "the role fits: that issue's own refusal: %v", err)
 }
+
+// An identical comment made before the notification was accepted (a
+// fixed resolved_comment of an earlier occurrence) is another comment: an
+// uncertain retry still posts its own.
+func TestUncertainCommentIdenticalToAnEarlierOneIsPosted(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved.'", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
+	fake.PersonComments("OPS-1", "Resolved.") // an earlier occurrence's
+	time.Sleep(1100 * time.Millisecond)       // Backlog's times are whole seconds
+	resolved := sample(sinks.StatusResolved)
+	resolved.AcceptedAt = time.Now()
+	require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: true}), resolved))
+	is, _ := fake.Issue("OPS-1")
+	require.Equal(t, []string{"Resolved.", "Resolved."}, is.Comments)
+}

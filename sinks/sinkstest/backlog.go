@@ -107,7 +107,9 @@ type BacklogIssue struct {
 	Custom   map[string][]string
 	Other    map[string]string
 	Comments []string
-	Created  time.Time
+	// CommentedAt is when each comment was made (get-comment-list's created).
+	CommentedAt []time.Time
+	Created     time.Time
 }
 
 // BacklogCall is one request the fake answered.
@@ -384,6 +386,7 @@ func (b *Backlog) PersonComments(key, content string) {
 	defer b.mu.Unlock()
 	if is, ok := b.issues[key]; ok {
 		is.Comments = append(is.Comments, content)
+		is.CommentedAt = append(is.CommentedAt, time.Now())
 	}
 }
 
@@ -422,6 +425,7 @@ func (b *Backlog) PersonDeletes(key string) {
 func copyIssue(is *BacklogIssue) BacklogIssue {
 	c := *is
 	c.Comments = append([]string(nil), is.Comments...)
+	c.CommentedAt = append([]time.Time(nil), is.CommentedAt...)
 	c.Custom = map[string][]string{}
 	for k, v := range is.Custom {
 		c.Custom[k] = append([]string(nil), v...)
@@ -1003,6 +1007,7 @@ func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string
 	}
 	if c != "" {
 		next.Comments = append(next.Comments, c)
+		next.CommentedAt = append(next.CommentedAt, time.Now())
 	}
 	*is = next
 	backlogJSON(w, http.StatusOK, b.issueJSON(is))
@@ -1026,6 +1031,7 @@ func (b *Backlog) addComment(w http.ResponseWriter, r *http.Request, key string)
 		return
 	}
 	is.Comments = append(is.Comments, content)
+	is.CommentedAt = append(is.CommentedAt, time.Now())
 	backlogJSON(w, http.StatusCreated, map[string]any{"id": len(is.Comments), "content": content, "created": time.Now().UTC().Format(time.RFC3339)})
 }
 
@@ -1054,7 +1060,11 @@ func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key strin
 		if len(out) == count {
 			break
 		}
-		out = append(out, map[string]any{"id": j + 1, "content": is.Comments[j]})
+		c := map[string]any{"id": j + 1, "content": is.Comments[j]}
+		if j < len(is.CommentedAt) {
+			c["created"] = is.CommentedAt[j].UTC().Format(time.RFC3339)
+		}
+		out = append(out, c)
 	}
 	backlogJSON(w, http.StatusOK, out)
 }
