@@ -1,6 +1,9 @@
 package sinks
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Call describes the API call one Deliver made, for the delivery history
 // (GET /api/v1/alerts/{identity}). A sink fills it when the context
@@ -30,6 +33,10 @@ type Call struct {
 	// recorded (a timeout, a crash): a sink whose call is not idempotent
 	// (a Backlog comment) looks before it repeats it.
 	Uncertain bool
+	// FailingSince is, set by the queue, when the key's run of failed
+	// attempts began (zero: none recorded): a call an uncertain attempt
+	// made was made shortly before.
+	FailingSince time.Time
 }
 
 type callKey struct{}

@@ -33,6 +33,9 @@ const (
 type step struct {
 	payload []byte
 	to      Phase
+	// closing: the resolve of an older occurrence the target may still
+	// hold, sent before the new occurrence's calls.
+	closing bool
 }
 
 // plan is the lifecycle rule shared by every sink: the calls that bring a
@@ -57,11 +60,14 @@ func plan(st *state) []step {
 	// new trigger — a new PagerDuty incident, a reopened (or new) issue —
 	// never the new occurrence folded into the old, perhaps acknowledged,
 	// incident.
+	//
+	// The same holds for an older occurrence whose trigger failed without
+	// its answer (uncertain, its key kept in ref): it may be open.
 	if st.want != PhaseResolved && st.want != PhaseEvent && st.occ > st.sentOcc && len(st.closePayload) > 0 &&
-		(st.phase == PhaseTriggered || st.phase == PhaseAcknowledged) {
+		(st.phase == PhaseTriggered || st.phase == PhaseAcknowledged || ((st.phase == PhaseNone || st.phase == PhaseResolved) && st.uncertain && st.ref != "")) {
 		next := *st
 		next.phase, next.sentDigest = PhaseResolved, ""
-		return append([]step{{st.closePayload, PhaseResolved}}, planPhase(&next)...)
+		return append([]step{{payload: st.closePayload, to: PhaseResolved, closing: true}}, planPhase(&next)...)
 	}
 	return planPhase(st)
 }
@@ -82,16 +88,16 @@ func planPhase(st *state) []step {
 		if st.phase == PhaseAcknowledged {
 			to = PhaseAcknowledged // a new trigger leaves an acknowledged incident acknowledged
 		}
-		return []step{{st.payload, to}}
+		return []step{{payload: st.payload, to: to}}
 	case PhaseAcknowledged:
 		if st.phase == PhaseAcknowledged && same {
 			return nil
 		}
 		var steps []step
 		if (st.phase == PhaseNone || st.phase == PhaseResolved) && len(fire) > 0 {
-			steps = append(steps, step{fire, PhaseTriggered})
+			steps = append(steps, step{payload: fire, to: PhaseTriggered})
 		}
-		return append(steps, step{st.payload, PhaseAcknowledged})
+		return append(steps, step{payload: st.payload, to: PhaseAcknowledged})
 	case PhaseResolved:
 		switch {
 		case st.phase == PhaseResolved && !st.uncertain:
@@ -101,9 +107,9 @@ func planPhase(st *state) []step {
 		case st.phase == PhaseNone && len(fire) > 0 && !st.uncertain:
 			return nil
 		}
-		return []step{{st.payload, PhaseResolved}}
+		return []step{{payload: st.payload, to: PhaseResolved}}
 	default: // PhaseEvent, or a state written before phases existed
-		return []step{{st.payload, st.phase}}
+		return []step{{payload: st.payload, to: st.phase}}
 	}
 }
 

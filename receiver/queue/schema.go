@@ -247,12 +247,15 @@ var migrations = []string{
 	// dedup_key template renders for them (sinks.Call.Pinned).
 	`ALTER TABLE alertfan_state ADD COLUMN ref TEXT NOT NULL DEFAULT ''`,
 	// 40: incidents open before 39 take their key from the delivery
-	// history (the newest call that named one), where it is kept: their
-	// updates, acknowledges and resolves reach them too. One pass over the
-	// history, grouped; nothing to do where it is off or pruned.
+	// history (the newest trigger that went through, which opened or
+	// updated the incident; an acknowledge or a failed call may have used
+	// another), where it is kept: their updates, acknowledges and
+	// resolves reach them too. One pass over the history, grouped;
+	// nothing to do where it is off or pruned.
 	`UPDATE alertfan_state SET ref = last.ref
 	FROM (SELECT h.target, h.key, h.ref FROM alertfan_history h
-		JOIN (SELECT target, key, MAX(id) AS id FROM alertfan_history WHERE event = 'call' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
+		JOIN (SELECT target, key, MAX(id) AS id FROM alertfan_history
+			WHERE event = 'call' AND action = 'trigger' AND outcome = 'success' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
 	WHERE alertfan_state.target = last.target AND alertfan_state.key = last.key
 		AND alertfan_state.phase IN ('triggered', 'acknowledged') AND alertfan_state.ref = ''`,
 }

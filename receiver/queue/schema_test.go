@@ -66,9 +66,9 @@ func TestOpenErrorNeverQuotesTheDSN(t *testing.T) {
 }
 
 // TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade: incidents open before
-// migration 39 get their key from the delivery history (40), the newest
-// call that named one; a resolved state, or one the history has no call
-// for, gets none.
+// migration 39 get their key from the delivery history (40): the newest
+// trigger that went through; a resolved state, or one the history has no
+// such call for, gets none.
 func TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade(t *testing.T) {
 	ctx := context.Background()
 	for _, d := range drivers() {
@@ -80,11 +80,17 @@ func TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade(t *testing.T) {
 				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'acked', 1, '{}', 1, 'acknowledged')`,
 				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'done', 1, '{}', 1, 'resolved')`,
 				`INSERT INTO alertfan_state (target, key, version, payload, updated_at, phase) VALUES ('r/pagerduty/0', 'unknown', 1, '{}', 1, 'triggered')`,
-				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'first')`,
-				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (2, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'api-1')`,
-				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (3, 'open', 'r/pagerduty/0', 'open', 'accepted', '', '')`,
-				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'acked', 'r/pagerduty/0', 'acked', 'call', 'acknowledge', 'k-acked')`,
-				`INSERT INTO alertfan_history (at, identity, target, key, event, action, ref) VALUES (1, 'done', 'r/pagerduty/0', 'done', 'call', 'resolve', 'k-done')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (1, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'success', 'first')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (2, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'success', 'api-1')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (3, 'open', 'r/pagerduty/0', 'open', 'accepted', '', '', '')`,
+				// Neither a failed trigger nor an acknowledge (an old build
+				// sent a sender's payload-less one to another key) names
+				// the incident.
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (4, 'open', 'r/pagerduty/0', 'open', 'call', 'trigger', 'dead', 'k-refused')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (5, 'open', 'r/pagerduty/0', 'open', 'call', 'acknowledge', 'success', 'srv-1')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (1, 'acked', 'r/pagerduty/0', 'acked', 'call', 'trigger', 'success', 'k-acked')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (2, 'acked', 'r/pagerduty/0', 'acked', 'call', 'acknowledge', 'success', 'k-acked')`,
+				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (1, 'done', 'r/pagerduty/0', 'done', 'call', 'trigger', 'success', 'k-done')`,
 				// What the build before 39 had.
 				`ALTER TABLE alertfan_state DROP COLUMN ref`,
 				`DELETE FROM alertfan_migration WHERE version >= 39`,

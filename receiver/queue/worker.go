@@ -547,6 +547,7 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 	if len(steps) == 0 {
 		if st.want == PhaseResolved {
 			rec.phase = PhaseResolved // nothing open there: nothing to resolve
+			rec.ref = ""
 		}
 		rec.digest, rec.occ = st.digest, st.occ
 		s.metrics.skipped.Inc()
@@ -558,20 +559,23 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		// render otherwise: a group member gone, a payload-less resolve).
 		// A key is also kept from a trigger that failed (its answer lost
 		// to a timeout or a dropped connection, it may have opened the
-		// incident): the retry uses it rather than render a new one. A
-		// resolve clears it.
+		// incident), with the occurrence it was for: that occurrence's
+		// retry and resolve use it rather than render a new one; a later
+		// occurrence renders its own (after the older one's resolve, when
+		// the failure left it uncertain: plan). A resolve clears it.
+		open := rec.phase == PhaseTriggered || rec.phase == PhaseAcknowledged
 		pin := ""
-		if rec.phase != PhaseResolved {
+		if open || (rec.ref != "" && (sp.closing || rec.occ == st.occ)) {
 			pin = rec.ref
 		}
 		dead, o, moved, call := w.deliver(ctx, job, k, st, sp.payload, pin)
 		if call != nil {
 			rec.calls = append(rec.calls, *call)
 		}
-		if o.retry && call != nil && call.ref != "" && rec.ref == "" && sp.to != PhaseResolved {
-			rec.ref = call.ref
-			if err := s.setRef(ctx, job.Args.Target, k, call.ref); err != nil {
-				s.logger.Debug("Could not keep the key of a call whose answer was lost; its retry renders it again", "err", err)
+		if o.retry && call != nil && call.ref != "" && !open && sp.to != PhaseResolved && !sp.closing {
+			rec.ref, rec.occ = call.ref, st.occ
+			if err := s.setRef(ctx, job.Args.Target, k, call.ref, st.occ); err != nil {
+				s.logger.Debug("Could not keep the key of a failed call; its retry renders it again", "err", err)
 			}
 		}
 		if (o.retry || moved != nil) && i > 0 {
@@ -651,6 +655,9 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	t, ok := s.target(id)
 	call := &sinks.Call{Pinned: pin, Uncertain: st.uncertain}
+	if st.failingSince != 0 {
+		call.FailingSince = time.Unix(0, st.failingSince)
+	}
 	var probe uint64
 	// The key waited long enough for intake's turn or its pace to read its
 	// state again before the call.
@@ -1060,11 +1067,14 @@ func (s *Store) injectAckFailure() bool {
 
 // setRef keeps the key a failed call used (the target may hold it open:
 // its answer may have been lost), for the retry.
-func (s *Store) setRef(ctx context.Context, target string, k keySeq, ref string) error {
+//
+// occ is the occurrence it was for, kept as sent_occ: a later occurrence
+// (occ > sent_occ) neither uses the key nor is folded into it (plan).
+func (s *Store) setRef(ctx context.Context, target string, k keySeq, ref string, occ int64) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	return s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET ref = ? WHERE target = ? AND key = ? AND seq = ?`, ref, target, k.Key, k.Seq)
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET ref = ?, sent_occ = ? WHERE target = ? AND key = ? AND seq = ?`, ref, occ, target, k.Key, k.Seq)
 		return err
 	})
 }

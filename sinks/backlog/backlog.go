@@ -1194,11 +1194,14 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 }
 
 // commented reports whether one of the issue's newest comments is
-// content (as Backlog stores it: line endings normalized), made since the
-// notification was accepted: only an attempt for it can have posted it,
-// and an earlier, identical comment (a fixed resolved_comment of an
-// earlier occurrence) is another comment. Backlog's times are whole
-// seconds.
+// content (as Backlog stores it: line endings normalized), made by the
+// attempt whose answer was lost: since the key's first failed attempt
+// began (its start is at most the call's timeout before it failed), or,
+// when no failure is recorded, since the notification was accepted. An
+// earlier, identical comment (a fixed resolved_comment of an earlier
+// occurrence) is another comment; a copy of the update accepted after the
+// lost attempt (an HA replica's) does not move the bound. Backlog's times
+// are whole seconds.
 func (w *work) commented(ctx context.Context, content string) (bool, error) {
 	recent, err := w.n.client.RecentComments(ctx, w.rec.IssueKey, 10)
 	if isNotFound(err) {
@@ -1208,6 +1211,9 @@ func (w *work) commented(ctx context.Context, content string) (bool, error) {
 		return false, err
 	}
 	since := w.notif.AcceptedAt.Truncate(time.Second)
+	if fs := sinks.CallFrom(ctx).FailingSince; !fs.IsZero() {
+		since = fs.Add(-time.Duration(w.n.conf.Timeout) - time.Second).Truncate(time.Second)
+	}
 	norm := func(s string) string { return strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n")) }
 	for _, c := range recent {
 		if at := c.CreatedAt(); norm(c.Content) == norm(content) && (since.IsZero() || !at.Before(since)) {

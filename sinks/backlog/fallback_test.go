@@ -266,3 +266,23 @@ func TestUncertainCommentIdenticalToAnEarlierOneIsPosted(t *testing.T) {
 	is, _ := fake.Issue("OPS-1")
 	require.Equal(t, []string{"Resolved.", "Resolved."}, is.Comments)
 }
+
+// The bound of the look is the key's first failed attempt, when the queue
+// has one: a copy of the update accepted after the lost attempt (an HA
+// replica's) must not make the attempt's own comment look older than it.
+func TestUncertainCommentBoundIsTheFirstFailure(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved.'", store(t))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
+	failed := time.Now()
+	fake.PersonComments("OPS-1", "Resolved.") // the lost attempt's
+	time.Sleep(1100 * time.Millisecond)
+	copyOf := sample(sinks.StatusResolved)
+	copyOf.AcceptedAt = time.Now() // the HA copy, accepted after
+	require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: true, FailingSince: failed}), copyOf))
+	is, _ := fake.Issue("OPS-1")
+	require.Equal(t, []string{"Resolved."}, is.Comments)
+}
