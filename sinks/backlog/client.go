@@ -366,8 +366,12 @@ type Issue struct {
 }
 
 // CreatedAt is Created as a time, zero when absent or not RFC 3339.
-func (is *Issue) CreatedAt() time.Time {
-	t, err := time.Parse(time.RFC3339, is.Created)
+func (is *Issue) CreatedAt() time.Time { return backlogTime(is.Created) }
+
+// backlogTime reads a time as Backlog writes it (RFC 3339), zero when
+// absent or in another form.
+func backlogTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
 		return time.Time{}
 	}
@@ -489,13 +493,7 @@ type Comment struct {
 }
 
 // CreatedAt is Created as a time, zero when absent or not RFC 3339.
-func (c *Comment) CreatedAt() time.Time {
-	t, err := time.Parse(time.RFC3339, c.Created)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
-}
+func (c *Comment) CreatedAt() time.Time { return backlogTime(c.Created) }
 
 // RecentComments returns an issue's newest comments, newest first, at
 // most count (1–100): get-comment-list

@@ -1035,15 +1035,21 @@ func (b *Backlog) addComment(w http.ResponseWriter, r *http.Request, key string)
 	backlogJSON(w, http.StatusCreated, map[string]any{"id": len(is.Comments), "content": content, "created": time.Now().UTC().Format(time.RFC3339)})
 }
 
+// countParam is a list's count parameter as Backlog takes it: 1–100,
+// default 20.
+func countParam(q url.Values) int {
+	if c, err := strconv.Atoi(q.Get("count")); err == nil && c >= 1 && c <= 100 {
+		return c
+	}
+	return 20
+}
+
 // listComments is get-comment-list
 // (https://developer.nulab.com/docs/backlog/api/2/get-comment-list/): the
 // newest first by default (order=desc), at most count (1–100, default 20).
 func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key string) {
 	q := r.URL.Query()
-	count := 20
-	if c, err := strconv.Atoi(q.Get("count")); err == nil && c >= 1 && c <= 100 {
-		count = c
-	}
+	count := countParam(q)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	is, ok := b.issues[key]
@@ -1072,10 +1078,7 @@ func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key strin
 func (b *Backlog) searchIssues(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	kw := q.Get("keyword")
-	count := 20
-	if c, err := strconv.Atoi(q.Get("count")); err == nil && c >= 1 && c <= 100 {
-		count = c
-	}
+	count := countParam(q)
 	projects := q["projectId[]"]
 	b.mu.Lock()
 	defer b.mu.Unlock()
