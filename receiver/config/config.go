@@ -211,7 +211,7 @@ func (c *IntakeConfig) UnmarshalYAML(unmarshal func(any) error) error {
 // another length would refuse every event of its sender, which
 // Alertmanager's pagerduty_configs never retries. The key is not quoted.
 func checkIntakeKey(k string) error {
-	if len(k) != 32 {
+	if len(k) != pagerduty.RoutingKeyLen {
 		return fmt.Errorf("routing keys are 32 characters (as PagerDuty's), this one has %d: every event carrying it would be refused", len(k))
 	}
 	return nil

@@ -572,15 +572,15 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		if call != nil {
 			rec.calls = append(rec.calls, *call)
 		}
-		if o.retry && call != nil && call.ref != "" && !open && sp.to != PhaseResolved && !sp.closing {
+		// The key a failed trigger used is kept with its occurrence
+		// (sent_occ): plan and the pin above read them.
+		keptRef := o.retry && call != nil && call.ref != "" && !open && sp.to != PhaseResolved && !sp.closing
+		if keptRef {
 			rec.ref, rec.occ = call.ref, st.occ
-			if err := s.setRef(ctx, job.Args.Target, k, call.ref, st.occ); err != nil {
-				s.logger.Debug("Could not keep the key of a failed call; its retry renders it again", "err", err)
-			}
 		}
-		if (o.retry || moved != nil) && i > 0 {
+		if (o.retry || moved != nil) && (i > 0 || keptRef) {
 			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ, rec.ref); err != nil {
-				s.logger.Debug("Could not record an intermediate phase; the retry may repeat the call before it", "err", err)
+				s.logger.Debug("Could not record an intermediate phase or a failed call's key; the retry may repeat the call before it or render its key again", "err", err)
 			}
 		}
 		if moved != nil {
@@ -1065,21 +1065,8 @@ func (s *Store) injectAckFailure() bool {
 	}
 }
 
-// setRef keeps the key a failed call used (the target may hold it open:
-// its answer may have been lost), for the retry.
-//
-// occ is the occurrence it was for, kept as sent_occ: a later occurrence
-// (occ > sent_occ) neither uses the key nor is folded into it (plan).
-func (s *Store) setRef(ctx context.Context, target string, k keySeq, ref string, occ int64) error {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
-	defer cancel()
-	return s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET ref = ?, sent_occ = ? WHERE target = ? AND key = ? AND seq = ?`, ref, occ, target, k.Key, k.Seq)
-		return err
-	})
-}
-
-// setPhase records the phase a target reached part-way through a plan.
+// setPhase records the phase a target reached part-way through a plan,
+// and the key it holds open for it (ref, with occ: a failed trigger's).
 func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase, occ int64, ref string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()

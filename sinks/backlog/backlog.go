@@ -665,6 +665,8 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 		if !strings.Contains(is.Description, marker) {
 			continue
 		}
+		state, closedAt := StateOpen, rec.ClosedAt
+		msg := "Found the issue of an unrecorded create; adopting it instead of creating another"
 		if is.Status.ID == statusClosed || (ids.closeStatus != nil && is.Status.ID == *ids.closeStatus) {
 			// A closed issue with this marker is either an earlier
 			// series' (its record was pruned, closed_issues after its
@@ -676,20 +678,15 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 			if created := is.CreatedAt(); n.d.ClosedIssues <= 0 || created.IsZero() || time.Since(created) >= n.d.ClosedIssues {
 				continue
 			}
-			rec.IssueID, rec.IssueKey, rec.State, rec.ClosedAt = is.ID, is.IssueKey, StatePersonClosed, firingSince
-			if err := n.put(ctx, key, rec); err != nil {
-				return rec, err
-			}
-			n.count(ctx, "adopted")
-			n.d.Logger.Info("Found the issue of an unrecorded create, closed by a person since; adopting it and opening no other for this occurrence", "issue", is.IssueKey)
-			return rec, nil
+			state, closedAt = StatePersonClosed, firingSince
+			msg = "Found the issue of an unrecorded create, closed by a person since; adopting it and opening no other for this occurrence"
 		}
-		rec.IssueID, rec.IssueKey, rec.State = is.ID, is.IssueKey, StateOpen
+		rec.IssueID, rec.IssueKey, rec.State, rec.ClosedAt = is.ID, is.IssueKey, state, closedAt
 		if err := n.put(ctx, key, rec); err != nil {
 			return rec, err
 		}
 		n.count(ctx, "adopted")
-		n.d.Logger.Info("Found the issue of an unrecorded create; adopting it instead of creating another", "issue", is.IssueKey)
+		n.d.Logger.Info(msg, "issue", is.IssueKey)
 		return rec, nil
 	}
 	// Not found: the create never happened (or happened more than
@@ -731,8 +728,9 @@ func (n *Notifier) count(ctx context.Context, action string) {
 	}
 }
 
-func (n *Notifier) fallback(field string, err error) {
-	n.d.Logger.Warn("A rendered value does not exist in Backlog; using the fallback", "field", field, "err", err)
+// fallback logs (msg) and counts a field that took its fallback.
+func (n *Notifier) fallback(msg, field string, err error) {
+	n.d.Logger.Warn(msg, "field", field, "err", err)
 	if n.d.Metrics != nil {
 		n.d.Metrics.fallbacks.WithLabelValues(n.d.Receiver, field).Inc()
 	}
@@ -804,12 +802,8 @@ func fieldDefault(field string) string {
 // templateFallback reports a field whose template failed, or rendered
 // blank where Backlog needs a value, except in a preview (quiet).
 func (w *work) templateFallback(field string, err error) {
-	if w.quiet {
-		return
-	}
-	w.n.d.Logger.Warn("A template failed or rendered blank for an alert; the field takes its default", "field", field, "key", w.key, "err", err)
-	if w.n.d.Metrics != nil {
-		w.n.d.Metrics.fallbacks.WithLabelValues(w.n.d.Receiver, field).Inc()
+	if !w.quiet {
+		w.n.fallback("A template failed or rendered blank for an alert; the field takes its default", field, fmt.Errorf("key %s: %w", w.key, err))
 	}
 }
 
@@ -1003,7 +997,7 @@ func (w *work) issueValues(gen int64) (*issueValues, error) {
 // preview (quiet), which counts and logs nothing.
 func (w *work) fallback(field string, err error) {
 	if !w.quiet {
-		w.n.fallback(field, err)
+		w.n.fallback("A rendered value does not exist in Backlog; using the fallback", field, err)
 	}
 }
 
@@ -1150,29 +1144,25 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 	// An earlier attempt may have posted this comment and lost the answer
 	// (a timeout): a comment is not idempotent, so look first.
 	if c := form.Get("comment"); c != "" && sinks.CallFrom(ctx).Uncertain {
-		if posted, err := w.commented(ctx, c); err != nil {
+		posted, err := w.commented(ctx, c)
+		if err != nil {
 			return err
-		} else if posted {
+		}
+		if posted {
 			form.Del("comment")
-			if len(form) == 0 {
-				n.d.Logger.Info("The comment of an attempt whose answer was lost is on the issue already; not posting it again", "issue", w.rec.IssueKey)
-				change(&w.rec)
-				if err := n.put(ctx, w.key, w.rec); err != nil {
-					return err
-				}
-				n.count(ctx, action)
-				return nil
-			}
 		}
 	}
 	var err error
-	if len(form) == 1 && form.Has("comment") {
+	switch {
+	case len(form) == 0:
+		n.d.Logger.Info("The comment of an attempt whose answer was lost is on the issue already; not posting it again", "issue", w.rec.IssueKey)
+	case len(form) == 1 && form.Has("comment"):
 		// A comment alone goes by add-comment, which a Reporter's key may
 		// call; update-issue is for Normal Users and Administrators
 		// (https://developer.nulab.com/docs/backlog/api/2/add-comment/,
 		// https://developer.nulab.com/docs/backlog/api/2/update-issue/).
 		err = n.client.AddComment(ctx, w.rec.IssueKey, form.Get("comment"))
-	} else {
+	default:
 		_, err = n.client.UpdateIssue(ctx, w.rec.IssueKey, form)
 	}
 	if isNotFound(err) {

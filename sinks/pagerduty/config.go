@@ -212,9 +212,9 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	return nil
 }
 
-// routingKeyLen is the length of every routing key PagerDuty issues: an
+// RoutingKeyLen is the length of every routing key PagerDuty issues: an
 // integration key, or a global or service orchestration's "R0…" key.
-const routingKeyLen = 32
+const RoutingKeyLen = 32
 
 // CheckRoutingKey refuses a routing key that PagerDuty refuses for every
 // event when url is PagerDuty's own (a host under pagerduty.com): it must
@@ -233,8 +233,8 @@ func CheckRoutingKey(key, rawURL string) error {
 	if h := strings.ToLower(u.Hostname()); h != "pagerduty.com" && !strings.HasSuffix(h, ".pagerduty.com") {
 		return nil
 	}
-	if len(key) != routingKeyLen {
-		return fmt.Errorf("PagerDuty routing keys are %d characters, this one has %d (PagerDuty refuses every event with it: \"Length of 'routing_key' is incorrect\"); copy the Integration Key of the service's Events API v2 integration", routingKeyLen, utf8.RuneCountInString(key))
+	if len(key) != RoutingKeyLen {
+		return fmt.Errorf("PagerDuty routing keys are %d characters, this one has %d (PagerDuty refuses every event with it: \"Length of 'routing_key' is incorrect\"); copy the Integration Key of the service's Events API v2 integration", RoutingKeyLen, utf8.RuneCountInString(key))
 	}
 	for i := 0; i < len(key); i++ {
 		if c := key[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {

@@ -335,7 +335,7 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool, pin string) (ev 
 			checkErr = cmp.Or(checkErr, fmt.Errorf("%s: template %q: %w", field, text, err))
 			return ""
 		}
-		n.replacedField(field, quiet)
+		n.replaced(fieldFallbacks, quiet, field)
 		n.warnOnce(quiet, "template:"+field, "A template failed for an alert; the field takes its default",
 			"field", field, "key", notif.Key, "err", err)
 		if def := fieldDefault(field); def != "" && def != text {
@@ -355,7 +355,7 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool, pin string) (ev 
 		if action != ActionTrigger || strings.TrimSpace(v) != "" {
 			return v
 		}
-		n.replacedField(field, quiet)
+		n.replaced(fieldFallbacks, quiet, field)
 		n.warnOnce(quiet, "blank:"+field, "A field PagerDuty requires rendered blank for an alert; it takes its default",
 			"field", field, "key", notif.Key)
 		if def := fieldDefault(field); def != "" {
@@ -398,7 +398,7 @@ func (n *Notifier) event(notif *sinks.Notification, quiet bool, pin string) (ev 
 				checkErr = cmp.Or(checkErr, fmt.Errorf("details.%s: %w", key, err))
 				return
 			}
-			n.replacedField("details."+key, quiet)
+			n.replaced(fieldFallbacks, quiet, "details."+key)
 			n.warnOnce(quiet, "template:details."+key, "A details template failed for an alert; the detail holds the error instead",
 				"field", "details."+key, "key", notif.Key, "err", err)
 		})
@@ -495,19 +495,12 @@ func fieldDefault(field string) string {
 	return ""
 }
 
-// replacedField counts a field replaced by its default, except in the
-// start-up render of a sample alert and in a preview (quiet).
-func (n *Notifier) replacedField(field string, quiet bool) {
-	if !n.checking && !quiet {
-		fieldFallbacks.WithLabelValues(n.target, field).Inc()
-	}
-}
-
-// replaced counts a replaced value, except in the start-up render of a
+// replaced counts a replaced value under the target (and the further
+// labels c has, such as the field), except in the start-up render of a
 // sample alert and in a preview (quiet).
-func (n *Notifier) replaced(c *prometheus.CounterVec, quiet bool) {
+func (n *Notifier) replaced(c *prometheus.CounterVec, quiet bool, labels ...string) {
 	if !n.checking && !quiet {
-		c.WithLabelValues(n.target).Inc()
+		c.WithLabelValues(append([]string{n.target}, labels...)...).Inc()
 	}
 }
 
