@@ -37,7 +37,8 @@ func (s *server) expireLoop(ctx context.Context) {
 }
 
 // expire resolves, for every receiver with resolve_after, the alerts its
-// alert-mode targets hold open that no sender refreshed since.
+// alert-mode targets hold open, and the groups its group-mode targets hold
+// open, that no sender refreshed since.
 func (s *server) expire(ctx context.Context, now time.Time) {
 	rt := s.rt.Load()
 	for _, r := range rt.cfg.Receivers {
@@ -47,26 +48,14 @@ func (s *server) expire(ctx context.Context, now time.Time) {
 		}
 		reason := "not refreshed by its sender within resolve_after (" + r.ResolveAfter.String() + "); resolved by alertfan"
 		for _, t := range rt.receivers[r.Name] {
+			resolve := expiredPayload(now, reason)
+			var n int
+			var err error
 			if t.grouped {
-				continue
+				n, err = s.store.ExpireGroups(ctx, t.ID, t.Kind, now.Add(-after), groupMembers, resolve)
+			} else {
+				n, err = s.store.Expire(ctx, t.ID, t.Kind, now.Add(-after), resolve)
 			}
-			n, err := s.store.Expire(ctx, t.ID, t.Kind, now.Add(-after), func(_ string, payload []byte) ([]byte, bool) {
-				var notif sinks.Notification
-				if json.Unmarshal(payload, &notif) != nil {
-					return nil, false
-				}
-				for i := range notif.Alerts {
-					a := &notif.Alerts[i]
-					a.Status, a.EndsAt, a.Action = sinks.StatusResolved, now.UTC(), ""
-					if a.Annotations == nil {
-						a.Annotations = map[string]string{}
-					}
-					a.Annotations[ReasonAnnotation] = reason
-				}
-				notif.AcceptedAt = now.UTC()
-				b, err := json.Marshal(&notif)
-				return b, err == nil
-			})
 			if err != nil {
 				s.logger.Warn("Could not resolve alerts past resolve_after; will try again", "receiver", r.Name, "err", err)
 				continue
@@ -77,4 +66,48 @@ func (s *server) expire(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+}
+
+// expiredPayload rewrites a state's payload into its resolve by alertfan:
+// every alert resolved at now, with the reason as an annotation. A group's
+// count of alerts left out (truncatedAlerts) is dropped: the group resolves
+// as a whole, and its description must not say that some may still fire.
+func expiredPayload(now time.Time, reason string) func(string, []byte) ([]byte, bool) {
+	return func(_ string, payload []byte) ([]byte, bool) {
+		var notif sinks.Notification
+		if json.Unmarshal(payload, &notif) != nil {
+			return nil, false
+		}
+		for i := range notif.Alerts {
+			a := &notif.Alerts[i]
+			a.Status, a.EndsAt, a.Action = sinks.StatusResolved, now.UTC(), ""
+			if a.Annotations == nil {
+				a.Annotations = map[string]string{}
+			}
+			a.Annotations[ReasonAnnotation] = reason
+		}
+		notif.Truncated = 0
+		notif.AcceptedAt = now.UTC()
+		b, err := json.Marshal(&notif)
+		return b, err == nil
+	}
+}
+
+// groupMembers is the identities of the alerts a group's payload lists.
+func groupMembers(payload []byte) []string {
+	var notif struct {
+		Alerts []struct {
+			Identity string `json:"identity"`
+		} `json:"alerts"`
+	}
+	if json.Unmarshal(payload, &notif) != nil {
+		return nil
+	}
+	ids := make([]string, 0, len(notif.Alerts))
+	for _, a := range notif.Alerts {
+		if a.Identity != "" {
+			ids = append(ids, a.Identity)
+		}
+	}
+	return ids
 }

@@ -240,3 +240,88 @@ receivers:
 		})
 	}
 }
+
+// resolve_after covers group-mode targets too: a group no message has
+// mentioned for that long resolves. It is what ends a group that resolved
+// while it had more alerts than max_alerts (Alertmanager then sends only
+// truncated messages, which never resolve it, and then nothing), and a
+// group Alertmanager lost. Repeats of an unchanged group refresh it.
+func TestGroupModeResolveAfter(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	gk := `{}:{alertname="Disk"}`
+	h := func(host, status string) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, start)
+	}
+	for _, backlog := range []bool{false, true} {
+		t.Run(fmt.Sprintf("backlog=%v", backlog), func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			bl := sinkstest.NewBacklog(backlogKey)
+			defer bl.Close()
+			cfg, receiver := pdConfig(pd.EventsURL(), "        mode: group\n"), "oncall"
+			if backlog {
+				cfg, receiver = backlogConfig(bl.URL, "        mode: group\n"), "tickets"
+			}
+			cfg = strings.Replace(cfg, "  - name: "+receiver+"\n", "  - name: "+receiver+"\n    resolve_after: 2s\n", 1)
+			ts := startServer(t, cfg)
+			send := func(n int, alerts ...sinkstest.WebhookAlert) {
+				code, body := ts.post(t, "/webhook", truncated(t, receiver, gk, n, alerts...))
+				require.Equal(t, 200, code, "%v", body)
+			}
+			closed := func() bool {
+				is := bl.Issues()
+				return len(is) == 1 && bl.StatusName(is[0].StatusID) == "Closed"
+			}
+			resolves := func() int {
+				if backlog {
+					if closed() {
+						return 1
+					}
+					return 0
+				}
+				return len(eventsFor(pd, "resolve"))
+			}
+			send(2, h("h1", "firing"), h("h2", "firing"))
+			settle(t, ts)
+			// Alertmanager's repeats of the unchanged group (here every
+			// 0.7 s, 2.8 s in all) keep it open past resolve_after.
+			for range 4 {
+				time.Sleep(700 * time.Millisecond)
+				send(2, h("h1", "firing"), h("h2", "firing"))
+			}
+			settle(t, ts)
+			require.Zero(t, resolves(), "a group its sender keeps sending stays open")
+
+			// The group resolves while it has more alerts than max_alerts:
+			// the message lists resolved alerts and leaves two out, and
+			// Alertmanager sends nothing more.
+			send(2, h("h1", "resolved"), h("h2", "resolved"))
+			settle(t, ts)
+			require.Zero(t, resolves(), "a truncated message does not resolve the group")
+			require.Eventually(t, func() bool { return resolves() == 1 }, 15*time.Second, 50*time.Millisecond, "resolve_after resolves it")
+			settle(t, ts)
+			if backlog {
+				is := bl.Issues()
+				require.NotContains(t, is[0].Description, "not listed", "a group resolved as a whole does not say alerts may still fire")
+			} else {
+				ev := eventsFor(pd, "resolve")[0]
+				sum := sha256.Sum256([]byte(gk))
+				require.Equal(t, hex.EncodeToString(sum[:]), ev.DedupKey, "the group's incident")
+			}
+			_, m := ts.get(t, "/metrics")
+			require.Contains(t, m, fmt.Sprintf(`alertfan_alerts_expired_total{receiver=%q} 1`, receiver))
+
+			// The group fires again (a new occurrence): it opens again.
+			triggers := len(eventsFor(pd, "trigger"))
+			again := h("h1", "firing")
+			again.StartsAt = start.Add(30 * time.Minute)
+			send(0, again)
+			settle(t, ts)
+			if backlog {
+				require.Eventually(t, func() bool { return !closed() }, 15*time.Second, 50*time.Millisecond, "the issue opens again")
+			} else {
+				require.Len(t, eventsFor(pd, "trigger"), triggers+1, "a new trigger after the expiry")
+			}
+		})
+	}
+}

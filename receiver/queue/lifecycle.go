@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -661,4 +662,106 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 		return nil
 	})
 	return n, err
+}
+
+// ExpireGroups resolves, at a group-mode target, every group it holds open
+// that no message has refreshed since cutoff (resolve_after). A message
+// refreshes a group when it changes the group's state (updated_at) or lists
+// any of its alerts (their alertfan_alert.seen_at, written by every
+// message, repeats included): Alertmanager sends a firing group again at
+// every repeat_interval, so a group it has not mentioned for longer has
+// resolved there, or Alertmanager lost it. members returns the identities
+// of the alerts a group's payload lists.
+//
+// The groups are found on the read connection and only those found are
+// checked again, and resolved, in the writer's transaction: a pass over
+// every firing group never holds intake up.
+func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff time.Time, members func(payload []byte) []string, resolve Refire) (int, error) {
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT key FROM alertfan_state
+		WHERE target = ? AND resolved = 0 AND want <> ? AND updated_at < ? ORDER BY key`), target, PhaseEvent, cutoff.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("queue: find unrefreshed groups: %w", err)
+	}
+	var found []string
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		found = append(found, key)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(found) == 0 {
+		return 0, nil
+	}
+	n := 0
+	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
+		n = 0
+		for _, key := range found {
+			var payload string
+			var updated int64
+			err := b.queryRow(ctx, s.rebind(`SELECT payload, updated_at FROM alertfan_state
+				WHERE target = ? AND key = ? AND resolved = 0 AND want <> ?`), target, key, PhaseEvent).Scan(&payload, &updated)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("queue: read group state: %w", err)
+			}
+			if updated >= cutoff.UnixNano() {
+				continue
+			}
+			ids := members([]byte(payload))
+			seen, err := b.lastSeen(ctx, ids)
+			if err != nil {
+				return err
+			}
+			if seen >= cutoff.UnixNano() {
+				continue
+			}
+			p, ok := resolve(key, []byte(payload))
+			if !ok {
+				continue
+			}
+			it := Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: "expired"}
+			wrote, err := b.putItem(ctx, it)
+			if err != nil {
+				return err
+			}
+			if wrote {
+				// Each listed alert's history shows why its group resolved.
+				for _, id := range ids {
+					b.record(histRow{identity: id, target: target, key: key, event: EventExpired, status: string(PhaseResolved),
+						receiver: b.s.receiverOfTarget(target), reason: "resolve_after"})
+				}
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// lastSeen is the newest alertfan_alert.seen_at of the alerts identities
+// names (Unix nanoseconds), 0 when none has a row (never seen, or pruned
+// after it resolved).
+func (b *batch) lastSeen(ctx context.Context, identities []string) (int64, error) {
+	var last int64
+	for chunk := range slices.Chunk(identities, 100) {
+		q := `SELECT COALESCE(MAX(seen_at), 0) FROM alertfan_alert WHERE identity IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		var seen int64
+		if err := b.tx.QueryRowContext(ctx, b.s.rebind(q), args...).Scan(&seen); err != nil {
+			return 0, fmt.Errorf("queue: read when a group's alerts were last seen: %w", err)
+		}
+		last = max(last, seen)
+	}
+	return last, nil
 }
