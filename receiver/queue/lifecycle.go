@@ -677,35 +677,54 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 // checked again, and resolved, in the writer's transaction: a pass over
 // every firing group never holds intake up.
 func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff time.Time, members func(payload []byte) []string, resolve Refire) (int, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT key FROM alertfan_state
+	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT key, payload FROM alertfan_state
 		WHERE target = ? AND resolved = 0 AND want <> ? AND updated_at < ? ORDER BY key`), target, PhaseEvent, cutoff.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("queue: find unrefreshed groups: %w", err)
 	}
-	var found []string
+	type group struct {
+		key string
+		ids []string
+	}
+	var found []group
 	for rows.Next() {
-		var key string
-		if err := rows.Scan(&key); err != nil {
+		var key, payload string
+		if err := rows.Scan(&key, &payload); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		found = append(found, key)
+		found = append(found, group{key, members([]byte(payload))})
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	if len(found) == 0 {
+	// A group still firing at its sender is mentioned at every
+	// repeat_interval without a change of state: most found are such, and
+	// are let go here, on the read connection.
+	stale := found[:0]
+	for _, g := range found {
+		seen, err := lastSeen(ctx, s.rdb, s.rebind, g.ids)
+		if err != nil {
+			return 0, err
+		}
+		if seen < cutoff.UnixNano() {
+			stale = append(stale, g)
+		}
+	}
+	if len(stale) == 0 {
 		return 0, nil
 	}
 	n := 0
 	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
 		n = 0
-		for _, key := range found {
+		for _, g := range stale {
+			// Again in the writer's transaction: a message may have come
+			// since.
 			var payload string
 			var updated int64
 			err := b.queryRow(ctx, s.rebind(`SELECT payload, updated_at FROM alertfan_state
-				WHERE target = ? AND key = ? AND resolved = 0 AND want <> ?`), target, key, PhaseEvent).Scan(&payload, &updated)
+				WHERE target = ? AND key = ? AND resolved = 0 AND want <> ?`), target, g.key, PhaseEvent).Scan(&payload, &updated)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -716,18 +735,18 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 				continue
 			}
 			ids := members([]byte(payload))
-			seen, err := b.lastSeen(ctx, ids)
+			seen, err := lastSeen(ctx, b.tx, s.rebind, ids)
 			if err != nil {
 				return err
 			}
 			if seen >= cutoff.UnixNano() {
 				continue
 			}
-			p, ok := resolve(key, []byte(payload))
+			p, ok := resolve(g.key, []byte(payload))
 			if !ok {
 				continue
 			}
-			it := Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: "expired"}
+			it := Item{Target: target, Kind: kind, Key: g.key, Want: PhaseResolved, Payload: p, Digest: "expired"}
 			wrote, err := b.putItem(ctx, it)
 			if err != nil {
 				return err
@@ -735,7 +754,7 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 			if wrote {
 				// Each listed alert's history shows why its group resolved.
 				for _, id := range ids {
-					b.record(histRow{identity: id, target: target, key: key, event: EventExpired, status: string(PhaseResolved),
+					b.record(histRow{identity: id, target: target, key: g.key, event: EventExpired, status: string(PhaseResolved),
 						receiver: b.s.receiverOfTarget(target), reason: "resolve_after"})
 				}
 			}
@@ -749,16 +768,18 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 // lastSeen is the newest alertfan_alert.seen_at of the alerts identities
 // names (Unix nanoseconds), 0 when none has a row (never seen, or pruned
 // after it resolved).
-func (b *batch) lastSeen(ctx context.Context, identities []string) (int64, error) {
+func lastSeen(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, rebind func(string) string, identities []string) (int64, error) {
 	var last int64
 	for chunk := range slices.Chunk(identities, 100) {
-		q := `SELECT COALESCE(MAX(seen_at), 0) FROM alertfan_alert WHERE identity IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
+		query := `SELECT COALESCE(MAX(seen_at), 0) FROM alertfan_alert WHERE identity IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
 			args[i] = id
 		}
 		var seen int64
-		if err := b.tx.QueryRowContext(ctx, b.s.rebind(q), args...).Scan(&seen); err != nil {
+		if err := q.QueryRowContext(ctx, rebind(query), args...).Scan(&seen); err != nil {
 			return 0, fmt.Errorf("queue: read when a group's alerts were last seen: %w", err)
 		}
 		last = max(last, seen)
