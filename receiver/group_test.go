@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
@@ -310,6 +312,10 @@ func TestGroupModeResolveAfter(t *testing.T) {
 			}
 			_, m := ts.get(t, "/metrics")
 			require.Contains(t, m, fmt.Sprintf(`alertfan_alerts_expired_total{receiver=%q} 1`, receiver))
+			var got queue.AlertView
+			require.Equal(t, 200, getData(t, ts, "/api/v1/alerts/"+url.PathEscape("am:"+h("h1", "firing").Fingerprint), &got))
+			require.Contains(t, events(got.History), "expired "+receiver+"/"+map[bool]string{false: "pagerduty", true: "backlog"}[backlog]+"/0",
+				"a listed alert's history says why its group resolved")
 
 			// The group fires again (a new occurrence): it opens again.
 			triggers := len(eventsFor(pd, "trigger"))
