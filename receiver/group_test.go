@@ -331,3 +331,59 @@ func TestGroupModeResolveAfter(t *testing.T) {
 		})
 	}
 }
+
+// A late copy of a truncated message that lists only resolved alerts (an
+// HA peer's, a retry) never opens a group that resolved since: it keeps
+// an open group firing, but Alertmanager deletes a group's resolved alerts
+// once it has sent them, so after the resolve it carries nothing new.
+func TestGroupModeLateHeldCopyDoesNotReopen(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	gk := `{}:{alertname="Disk"}`
+	h := func(host, status string) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, start)
+	}
+	for _, backlog := range []bool{false, true} {
+		t.Run(fmt.Sprintf("backlog=%v", backlog), func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			bl := sinkstest.NewBacklog(backlogKey)
+			defer bl.Close()
+			cfg, receiver := pdConfig(pd.EventsURL(), "        mode: group\n"), "oncall"
+			if backlog {
+				cfg, receiver = backlogConfig(bl.URL, "        mode: group\n"), "tickets"
+			}
+			ts := startServer(t, cfg)
+			send := func(n int, alerts ...sinkstest.WebhookAlert) {
+				code, body := ts.post(t, "/webhook", truncated(t, receiver, gk, n, alerts...))
+				require.Equal(t, 200, code, "%v", body)
+				settle(t, ts)
+			}
+			send(2, h("h1", "firing"), h("h2", "firing"))
+			send(2, h("h1", "resolved"), h("h2", "resolved"))
+			send(0, h("h3", "resolved"), h("h4", "resolved"))
+			calls := len(pd.Events())
+			issue := bl.Issues()
+			send(2, h("h1", "resolved"), h("h2", "resolved")) // the held message again, late
+			if backlog {
+				require.Len(t, bl.Issues(), 1)
+				require.Equal(t, "Closed", bl.StatusName(bl.Issues()[0].StatusID), "the issue stays closed")
+				require.Equal(t, issue[0].Description, bl.Issues()[0].Description)
+			} else {
+				require.Len(t, pd.Events(), calls, "no event: %v", pd.Events()[calls:])
+			}
+			_, m := ts.get(t, "/metrics")
+			require.Contains(t, m, `alertfan_stale_updates_total{input="alertmanager"} 1`)
+
+			// A new occurrence (a firing message) opens it again.
+			again := h("h1", "firing")
+			again.StartsAt = start.Add(30 * time.Minute)
+			send(2, again)
+			if backlog {
+				require.Eventually(t, func() bool { return bl.StatusName(bl.Issues()[len(bl.Issues())-1].StatusID) != "Closed" }, 15*time.Second, 20*time.Millisecond)
+			} else {
+				require.Len(t, eventsFor(pd, "trigger"), len(eventsFor(pd, "trigger")))
+				require.Equal(t, "trigger", pd.Events()[len(pd.Events())-1].EventAction)
+			}
+		})
+	}
+}

@@ -355,12 +355,13 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 		if !ok {
 			continue
 		}
-		if src.TruncatedAlerts > 0 && allResolved(alerts, g.members) {
+		held := src.TruncatedAlerts > 0 && allResolved(alerts, g.members)
+		if held {
 			s.metrics.heldResolves.WithLabelValues(g.t.Receiver).Inc()
 			s.logger.Warn("Group not resolved: every alert the message lists has resolved, but it left alerts out (truncatedAlerts; webhook_configs max_alerts), and those may still fire. The group resolves with a message that lists all its alerts resolved; set max_alerts above the group's size",
 				"receiver", g.t.Receiver, "target", g.t.ID, "listed", len(g.members), "truncatedAlerts", src.TruncatedAlerts, "group_key", sinks.Abbreviate(src.GroupKey, 256))
 		}
-		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build})
+		in.Groups = append(in.Groups, queue.GroupItem{Item: it, Members: g.members, Rebuild: build, Held: held})
 	}
 	if src.GroupKey != "" {
 		// The store keys a group's state by a bounded form of its key

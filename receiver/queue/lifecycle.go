@@ -160,6 +160,12 @@ type GroupItem struct {
 	// Rebuild makes the item again from the members still fresh (keep[i]
 	// for Members[i]); false means none is.
 	Rebuild func(keep []bool) (Item, bool)
+	// Held marks a message that left alerts out (truncatedAlerts) and
+	// lists only resolved ones: it keeps an open group firing but never
+	// opens a resolved one again. Alertmanager deletes a group's resolved
+	// alerts once it has sent them, so after the group's resolve such a
+	// message can only be a late copy (an HA peer's, a retry).
+	Held bool
 }
 
 // Intake is what one request makes.
@@ -327,6 +333,27 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 			if !keep {
 				continue
 			}
+			if g.Held {
+				closed, err := b.groupResolved(ctx, it.Target, it.Key)
+				if err != nil {
+					return err
+				}
+				if closed {
+					input := ""
+					for _, m := range g.Members {
+						if u := &in.Updates[m]; fresh[m] {
+							input = u.Input
+							b.record(histRow{aid: u.aid, identity: u.Identity, target: it.Target, key: it.Key, event: EventStale, input: u.Input, status: string(u.Want), labels: string(u.Labels)})
+						}
+					}
+					res.Stale++
+					if res.StaleByInput == nil {
+						res.StaleByInput = map[string]int{}
+					}
+					res.StaleByInput[input]++
+					continue
+				}
+			}
 			wrote, err := b.putItem(ctx, it)
 			if err != nil {
 				return err
@@ -367,6 +394,20 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 		s.metrics.itemsCommitted.Add(float64(res.Items))
 	}
 	return res, err
+}
+
+// groupResolved reports whether target's state of the group key is
+// resolved (false when it has none).
+func (b *batch) groupResolved(ctx context.Context, target, key string) (bool, error) {
+	var resolved int
+	err := b.queryRow(ctx, b.s.rebind(`SELECT resolved FROM alertfan_state WHERE target = ? AND key = ?`), target, key).Scan(&resolved)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("queue: read group state: %w", err)
+	}
+	return resolved == 1, nil
 }
 
 // stickyGroup sends the group's state to every group-mode target that
