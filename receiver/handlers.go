@@ -34,12 +34,23 @@ func (s *server) routes() http.Handler {
 		writeError(w, http.StatusForbidden, "cross-origin request refused: control endpoints accept requests from alertfan's own page or from clients that are not browsers", nil)
 	}))
 	guard := func(h http.HandlerFunc) http.Handler { return csrf.Handler(h) }
-	mux.HandleFunc("POST /webhook", s.bounded(intake.InputAlertmanager, s.handleWebhook))
-	mux.HandleFunc("POST /webhook/{receiver}", s.bounded(intake.InputAlertmanager, s.handleWebhook))
-	mux.HandleFunc("POST /v2/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDuty))
-	mux.HandleFunc("POST /v2/change/enqueue", s.bounded(intake.InputPagerDuty, s.handlePagerDutyChange))
-	mux.HandleFunc("POST /mackerel", s.bounded(intake.InputMackerel, s.handleMackerel))
-	mux.HandleFunc("POST /mackerel/{token}", s.bounded(intake.InputMackerel, s.handleMackerel))
+	// Intake paths refuse them too: senders (Alertmanager, PagerDuty
+	// clients, Mackerel, Grafana) are servers and send neither header, and
+	// a page must not page on-call, or resolve an incident, through a
+	// browser that holds the web layer's credentials or sits inside the
+	// network (a text/plain form needs no CORS preflight).
+	intakeCSRF := http.NewCrossOriginProtection()
+	intakeCSRF.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.logger.Warn("Refused a cross-origin request to an intake path", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "route", r.Pattern)
+		writeError(w, http.StatusForbidden, "cross-origin request refused: intake paths accept requests from senders that are not browsers", nil)
+	}))
+	in := func(input string, h http.HandlerFunc) http.Handler { return intakeCSRF.Handler(s.bounded(input, h)) }
+	mux.Handle("POST /webhook", in(intake.InputAlertmanager, s.handleWebhook))
+	mux.Handle("POST /webhook/{receiver}", in(intake.InputAlertmanager, s.handleWebhook))
+	mux.Handle("POST /v2/enqueue", in(intake.InputPagerDuty, s.handlePagerDuty))
+	mux.Handle("POST /v2/change/enqueue", in(intake.InputPagerDuty, s.handlePagerDutyChange))
+	mux.Handle("POST /mackerel", in(intake.InputMackerel, s.handleMackerel))
+	mux.Handle("POST /mackerel/{token}", in(intake.InputMackerel, s.handleMackerel))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "alertfan is Healthy.\n") //nolint:errcheck

@@ -360,8 +360,9 @@ func TestStatusAPINoDestination(t *testing.T) {
 }
 
 // TestControlEndpointsRefuseCrossSite: a page on another origin cannot make
-// the operator's browser retry a dead letter or reload; the CLI (no
-// Origin, no Sec-Fetch-Site) and alertfan's own page can.
+// the operator's browser retry a dead letter or reload, nor post alerts;
+// the CLI and senders (no Origin, no Sec-Fetch-Site) and alertfan's own
+// page can.
 func TestControlEndpointsRefuseCrossSite(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
@@ -379,12 +380,15 @@ func TestControlEndpointsRefuseCrossSite(t *testing.T) {
 		{"cross-site drop", http.MethodDelete, "/api/v1/dead-letters/1", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
 		{"same-origin page", http.MethodPost, "/api/v1/dead-letters/retry", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusOK},
 		{"CLI", http.MethodPost, "/api/v1/dead-letters/retry", nil, http.StatusOK},
-		{"intake is not a control endpoint", http.MethodPost, "/webhook", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusOK},
+		{"cross-site intake (a text/plain form)", http.MethodPost, "/webhook", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example", "Content-Type": "text/plain"}, http.StatusForbidden},
+		{"cross-origin PagerDuty intake, no fetch metadata", http.MethodPost, "/v2/enqueue", map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden},
+		{"cross-site Mackerel intake", http.MethodPost, "/mackerel", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"a sender (no browser headers)", http.MethodPost, "/webhook", nil, http.StatusOK},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var body *strings.Reader
-			if c.path == "/webhook" {
+			if c.method == http.MethodPost && !strings.HasPrefix(c.path, "/api") && !strings.HasPrefix(c.path, "/-") {
 				body = strings.NewReader(string(firing("X", "h")))
 			} else {
 				body = strings.NewReader("")

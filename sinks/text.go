@@ -1,6 +1,8 @@
 package sinks
 
 import (
+	"net/url"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -66,4 +68,26 @@ func SampleNotification() *Notification {
 		}},
 		AcceptedAt: t,
 	}
+}
+
+// Scrub replaces every occurrence of secret in s, as written and as
+// written in a URL query, with "<secret>": for a target's answer, which
+// may echo the request (a proxy's error page, a gateway), before it goes
+// into an error, a log or the history. A body cut to a limit may end in
+// the first part of the secret; eight bytes or more of it are replaced
+// too.
+func Scrub(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, secret, "<secret>")
+	if q := url.QueryEscape(secret); q != secret {
+		s = strings.ReplaceAll(s, q, "<secret>")
+	}
+	for n := min(len(secret)-1, len(s)); n >= 8; n-- {
+		if strings.HasSuffix(s, secret[:n]) {
+			return s[:len(s)-n] + "<secret>"
+		}
+	}
+	return s
 }

@@ -204,13 +204,7 @@ func (e *APIError) TargetWide() bool {
 	return false
 }
 
-func (c *Client) scrub(s string) string {
-	if c.apiKey == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, c.apiKey, "<secret>")
-	return strings.ReplaceAll(s, url.QueryEscape(c.apiKey), "<secret>")
-}
+func (c *Client) scrub(s string) string { return sinks.Scrub(s, c.apiKey) }
 
 // maxResetWait bounds a wait read from X-RateLimit-Reset: Backlog's
 // windows are a minute long (https://developer.nulab.com/docs/backlog/rate-limit/),

@@ -93,7 +93,7 @@ func New(conf *Config, tmpl *template.Template, limiters *sinks.Limiters, rt htt
 	n := &Notifier{
 		conf:    conf,
 		tmpl:    tmpl,
-		http:    &http.Client{Transport: &captureTransport{base: rt, target: u}, Timeout: time.Duration(conf.Timeout)},
+		http:    &http.Client{Transport: &captureTransport{base: rt, target: u, secret: string(conf.RoutingKey)}, Timeout: time.Duration(conf.Timeout)},
 		limiter: limiters.Get("pagerduty", string(conf.RoutingKey), conf.RateLimitPerMinute),
 		logger:  logger,
 		warned:  map[string]bool{},
@@ -356,6 +356,10 @@ func endpoint(target *url.URL, path string) *url.URL {
 type captureTransport struct {
 	base   http.RoundTripper
 	target *url.URL
+	// secret is the routing key, scrubbed from error answers: a proxy or
+	// gateway on the way may echo the request, and the answer goes into
+	// errors, logs, the history and dead letters.
+	secret string
 }
 
 func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -369,8 +373,9 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		info.status = resp.StatusCode
 		info.header = resp.Header.Clone()
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
+			b := []byte(sinks.Scrub(string(raw), t.secret))
 			info.body = b
 			resp.Body = io.NopCloser(bytes.NewReader(b))
 		}

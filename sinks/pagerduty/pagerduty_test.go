@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -240,4 +242,39 @@ func TestRateLimitSharedPerKey(t *testing.T) {
 	require.Same(t, a, b)
 	require.Equal(t, 60, a.PerMinute(), "the lowest configured rate wins")
 	_ = http.StatusOK
+}
+
+// An answer that echoes the request (a proxy's error page, a gateway, a
+// PagerDuty-compatible receiver) never puts the routing key into the
+// error, which goes to logs, the history and dead letters.
+func TestErrorAnswerEchoingTheRoutingKeyIsScrubbed(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+		answer func(body []byte) string
+	}{
+		{"PagerDuty-shaped 400", 400, func(b []byte) string {
+			m, _ := json.Marshal(map[string]any{"status": "invalid event", "message": "Event object is invalid", "errors": []string{"echo " + string(b)}})
+			return string(m)
+		}},
+		{"HTML 502 of a proxy", 502, func(b []byte) string { return "<html><body>bad gateway for " + string(b) + "</body></html>" }},
+		{"the key URL-encoded in a 401", 401, func([]byte) string { return "denied: /v2/enqueue?routing_key=" + routingKey }},
+		{"the key cut by the answer's limit", 500, func([]byte) string { return strings.Repeat("x", 4096-10) + routingKey }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				w.WriteHeader(c.status)
+				io.WriteString(w, c.answer(b)) //nolint:errcheck
+			}))
+			defer srv.Close()
+			n := newNotifier(t, "rate_limit_per_minute: 60000", srv.URL+"/v2/enqueue")
+			notif := groupNotification()
+			err := n.Deliver(context.Background(), notif)
+			require.Error(t, err)
+			require.NotContains(t, err.Error(), routingKey[:8])
+			require.Contains(t, err.Error(), "<secret>")
+		})
+	}
 }
