@@ -117,27 +117,52 @@ func (s *server) handleAlertShow(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleConfig(w http.ResponseWriter, _ *http.Request) {
 	rt := s.rt.Load()
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": map[string]any{
-		"yaml":      urlPassword.ReplaceAllString(rt.cfg.String(), "$1:<secret>@"),
+		"yaml":      redactURLsInText(rt.cfg.String()),
 		"file":      rt.cfg.Filename,
 		"loaded_at": rt.loadedAt,
 	}})
 }
 
+// redactURLsInText hides, in YAML text, the passwords of URLs and the
+// values of their queries (redactURL).
+func redactURLsInText(s string) string {
+	s = urlPassword.ReplaceAllString(s, "$1:<secret>@")
+	return urlWithQuery.ReplaceAllStringFunc(s, func(u string) string {
+		return urlQuery.ReplaceAllString(u, "$1<secret>")
+	})
+}
+
+// urlWithQuery finds a URL with a query in YAML text.
+var urlWithQuery = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'"?]*\?[^\s'"]*`)
+
 // urlPassword finds the user:password@ of a URL in YAML text.
 var urlPassword = regexp.MustCompile(`(://[^:/@\s'"]*):[^@/\s'"]+@`)
 
-// redactURL hides the password of a URL written with one.
+// redactURL hides the password of a URL written with one, and the values
+// of its query: a target URL's query may carry a key
+// (`?routing_key=…`), and alertfan cannot tell which parameter does.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return urlPassword.ReplaceAllString(s, "$1:<secret>@")
+		return urlQuery.ReplaceAllString(urlPassword.ReplaceAllString(s, "$1:<secret>@"), "$1<secret>")
 	}
+	query := u.RawQuery
+	u.RawQuery = ""
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "<secret>")
-		return strings.Replace(u.String(), "%3Csecret%3E", "<secret>", 1)
+		s = strings.Replace(u.String(), "%3Csecret%3E", "<secret>", 1)
+	} else if query != "" {
+		s = u.String()
+	}
+	if query != "" {
+		s += "?" + urlQuery.ReplaceAllString("?"+query, "$1<secret>")[1:]
 	}
 	return s
 }
+
+// urlQuery finds the values of a URL's query parameters ("?k=" or "&k="
+// then the value) in a URL or in YAML text.
+var urlQuery = regexp.MustCompile(`([?&][^=&\s'"#?]+=)[^&\s'"#]+`)
 
 // routeNode is a route tree node as GET /api/v1/routes shows it.
 type routeNode struct {

@@ -409,11 +409,16 @@ func TestControlEndpointsRefuseCrossSite(t *testing.T) {
 // TestRedactURLPasswords: a URL written with a password shows it nowhere.
 func TestRedactURLPasswords(t *testing.T) {
 	for in, want := range map[string]string{
-		"http://u:pw@127.0.0.1:1/v2/enqueue": "http://u:<secret>@127.0.0.1:1/v2/enqueue",
-		"https://events.pagerduty.com/v2":    "https://events.pagerduty.com/v2",
-		"http://onlyuser@host/x":             "http://onlyuser@host/x",
+		"http://u:pw@127.0.0.1:1/v2/enqueue":                     "http://u:<secret>@127.0.0.1:1/v2/enqueue",
+		"https://events.pagerduty.com/v2":                        "https://events.pagerduty.com/v2",
+		"http://onlyuser@host/x":                                 "http://onlyuser@host/x",
+		"http://h/v2/enqueue?routing_key=R0UT1NGQSECRET&token=Q": "http://h/v2/enqueue?routing_key=<secret>&token=<secret>",
+		"http://u:pw@h/x?k=v":                                    "http://u:<secret>@h/x?k=<secret>",
+		"http://h/x?flag":                                        "http://h/x?flag",
 	} {
 		require.Equal(t, want, redactURL(in))
 	}
+	require.Equal(t, "url: http://h/v2/enqueue?routing_key=<secret>&x=<secret>\n  api_url: 'https://u:<secret>@b/?k=<secret>'",
+		redactURLsInText("url: http://h/v2/enqueue?routing_key=R0UT1NGQSECRET&x=y\n  api_url: 'https://u:p@b/?k=v'"))
 	require.Equal(t, "url: http://u:<secret>@h/x\n  other: 'https://a:<secret>@b'", urlPassword.ReplaceAllString("url: http://u:pw@h/x\n  other: 'https://a:b@b'", "$1:<secret>@"))
 }
