@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -436,6 +437,11 @@ func (c *Config) resolveFiles(dir string) error {
 		if c.Intake.BearerToken, err = readSecret(dir, c.Intake.BearerTokenFile, "intake.bearer_token_file"); err != nil {
 			return err
 		}
+		if err := checkTokens(string(c.Intake.BearerToken)); err != nil {
+			return fmt.Errorf("intake.bearer_token_file: %s: %w", c.Intake.BearerTokenFile, err)
+		}
+	} else if err := checkTokens(string(c.Intake.BearerToken)); err != nil {
+		return fmt.Errorf("intake.bearer_token: %w", err)
 	}
 	for name, f := range c.Intake.PagerDuty.RoutingKeyFiles {
 		s, err := readSecret(dir, f, "intake.pagerduty.routing_key_files."+name)
@@ -482,6 +488,25 @@ func join(dir, p string) string {
 		return p
 	}
 	return filepath.Join(dir, p)
+}
+
+// checkTokens refuses, in an intake token list (one token per line), a
+// line that would make a token nobody meant: one holding control
+// characters (a file padded with NUL bytes) or starting with "#" (a
+// comment, which the list does not have). The message names the line,
+// never its text.
+func checkTokens(list string) error {
+	for i, line := range strings.Split(list, "\n") {
+		t := strings.TrimSpace(line)
+		switch {
+		case t == "":
+		case strings.ContainsFunc(t, unicode.IsControl):
+			return fmt.Errorf("line %d: a token must not contain control characters", i+1)
+		case strings.HasPrefix(t, "#"):
+			return fmt.Errorf("line %d starts with \"#\": the list holds tokens only, one per line, and no comments", i+1)
+		}
+	}
+	return nil
 }
 
 // readSecret reads a secret file; its content never appears in an error.

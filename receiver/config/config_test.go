@@ -162,6 +162,25 @@ func TestSecretFileByteOrderMark(t *testing.T) {
 	require.ErrorContains(t, err, "intake.bearer_token_file: file bom is empty")
 }
 
+// A token list line that would be a token nobody meant (NUL padding, a
+// comment) is refused at load, by its line, never quoted.
+func TestIntakeTokenListOddLines(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ content, want string }{
+		{"TOKSECRETpad1\n\x00\x00\x00\x00\n", "intake.bearer_token_file: tokens: line 2: a token must not contain control characters"},
+		{"# rotated 2026-12-01\nTOKSECRETnew\n", `intake.bearer_token_file: tokens: line 1 starts with "#"`},
+		{"TOKSECRET\x07bell\n", "line 1: a token must not contain control characters"},
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "tokens"), []byte(c.content), 0o600))
+		_, err := Parse([]byte("intake:\n  bearer_token_file: tokens\nroute:\n  receiver: r\nreceivers:\n  - name: r\n"), dir)
+		require.ErrorContains(t, err, c.want)
+		require.NotContains(t, err.Error(), "TOKSECRET")
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokens"), []byte("TOKSECRETold\r\n\r\n  TOKSECRETnew\t\n"), 0o600))
+	_, err := Parse([]byte("intake:\n  bearer_token_file: tokens\nroute:\n  receiver: r\nreceivers:\n  - name: r\n"), dir)
+	require.NoError(t, err, "CRLF, blank lines and surrounding blanks are fine")
+}
+
 func TestRoutingKeyPagerDutyRefusesIsAConfigError(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "key"), []byte("e+23rschqsESqk9Q6_-g\n"), 0o600))
