@@ -220,6 +220,20 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid Alertmanager webhook", err)
 		return
 	}
+	if limit := rt.cfg.Intake.MaxAlertsPerNotification; len(alerts) > limit {
+		// Alertmanager never retries a 400 and sends a group whole at every
+		// repeat (webhook max_alerts 0, its default), so refusing a group
+		// larger than the limit would lose its page for good. It is cut to
+		// the limit instead, as Alertmanager's own max_alerts cuts it: the
+		// alerts left out count in truncatedAlerts, so a group-mode target
+		// never resolves on this message.
+		n := len(alerts)
+		alerts = keepFiringFirst(alerts, limit)
+		src.TruncatedAlerts += uint64(n - limit)
+		s.metrics.overLimit.Add(float64(n - limit))
+		s.logger.Warn("Alertmanager message over intake.max_alerts_per_notification: taken with its first alerts (firing first), the rest left out as with Alertmanager's max_alerts; in alert mode the alerts left out are not delivered. Raise intake.max_alerts_per_notification above the largest group, or set max_alerts on the webhook_configs",
+			"receiver", src.Receiver, "alerts", n, "kept", limit, "group_key", sinks.Abbreviate(src.GroupKey, 256))
+	}
 	if err := checkLimits(rt.cfg.Intake, alerts, func(i int) string { return fmt.Sprintf("alerts[%d]", i) }); err != nil {
 		s.refuse(r, input, "over_limit", err.Error())
 		writeError(w, http.StatusBadRequest, "over an intake limit", err)
@@ -422,6 +436,21 @@ func stickyTarget(store *queue.Store, id string) (queue.Target, bool) {
 // the group from resolving (sinks.Notification.Truncated).
 func groupNotification(src sinks.Source, alerts []sinks.Alert, now time.Time) *sinks.Notification {
 	return &sinks.Notification{Key: src.GroupKey, Source: src, Alerts: alerts, Truncated: src.TruncatedAlerts, AcceptedAt: now}
+}
+
+// keepFiringFirst is the first n of alerts, firing ones before resolved
+// ones, each in the message's order: a page left out is worse than a
+// resolve left out (resolve_after ends what no resolve reaches).
+func keepFiringFirst(alerts []sinks.Alert, n int) []sinks.Alert {
+	kept := make([]sinks.Alert, 0, n)
+	for _, firing := range []bool{true, false} {
+		for _, a := range alerts {
+			if len(kept) < n && (a.Status != sinks.StatusResolved) == firing {
+				kept = append(kept, a)
+			}
+		}
+	}
+	return kept
 }
 
 // allResolved reports whether every alert of alerts that members index

@@ -47,7 +47,6 @@ func TestIntakeLimits(t *testing.T) {
 		field      string
 		limit      string
 	}{
-		{"alerts per notification", "/webhook", amBody(ok, ok, ok), "alerts", "intake.max_alerts_per_notification (2)"},
 		{"labels per alert", "/webhook", amBody(ok, limitsAlert(`"alertname":"A","a":"1","b":"2","c":"3","d":"4"`, "")), "alerts[1].labels", "intake.max_labels_per_alert (4)"},
 		{"label name length", "/webhook", amBody(limitsAlert(`"alertname":"A","`+long(17)+`":"1"`, "")), "alerts[0].labels", "intake.max_name_length (16)"},
 		{"annotation name length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"`+long(17)+`":"1"`)), "alerts[0].annotations", "intake.max_name_length (16)"},
@@ -74,10 +73,55 @@ func TestIntakeLimits(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	require.Empty(t, pd.Events(), "nothing of a refused request is stored or sent")
 	_, m := ts.get(t, "/metrics")
-	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="over_limit"} 6`)
+	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="over_limit"} 5`)
 	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="accepted"} 0`)
 	code, _ := ts.post(t, "/webhook", amBody(ok, ok))
 	require.Equal(t, 200, code, "within the limits is accepted")
+}
+
+// An Alertmanager message with more alerts than
+// max_alerts_per_notification is taken cut to the limit, as Alertmanager's
+// own max_alerts cuts it (firing alerts first), not refused: Alertmanager
+// never retries a 400 and sends the group whole at every repeat, so a
+// refusal would lose the group's page for good. The alerts left out count
+// in truncatedAlerts, so a group-mode target never resolves on it.
+func TestIntakeOverAlertLimitIsCutNotRefused(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	h := func(host, status string) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, start)
+	}
+	for _, mode := range []string{"alert", "group"} {
+		t.Run(mode, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			ts := startServer(t, pdConfig(pd.EventsURL(), "        mode: "+mode+"\nintake:\n  max_alerts_per_notification: 2\n"))
+			send := func(alerts ...sinkstest.WebhookAlert) {
+				code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", `{}:{alertname="Disk"}`, map[string]string{"alertname": "Disk"}, alerts...))
+				require.Equal(t, 200, code, "%v", body)
+				settle(t, ts)
+			}
+			send(h("h0", "resolved"), h("h1", "firing"), h("h2", "firing"), h("h3", "firing"))
+			_, m := ts.get(t, "/metrics")
+			require.Contains(t, m, "alertfan_alerts_left_out_total 2")
+			require.Contains(t, ts.logs.String(), "over intake.max_alerts_per_notification")
+			if mode == "alert" {
+				evs := eventsFor(pd, "trigger")
+				require.Len(t, evs, 2, "the first firing alerts are paged")
+				all := string(evs[0].Raw) + string(evs[1].Raw)
+				require.Contains(t, all, `"h1"`)
+				require.Contains(t, all, `"h2"`)
+				require.NotContains(t, all, `"h3"`)
+				return
+			}
+			require.Len(t, eventsFor(pd, "trigger"), 1, "the group is paged")
+			// The group resolves with more alerts than the limit: the cut
+			// message leaves alerts out, so it does not resolve the group.
+			send(h("h0", "resolved"), h("h1", "resolved"), h("h2", "resolved"), h("h3", "resolved"))
+			require.Empty(t, eventsFor(pd, "resolve"))
+			send(h("h1", "resolved"), h("h2", "resolved"))
+			require.Len(t, eventsFor(pd, "resolve"), 1, "a message within the limit resolves it")
+		})
+	}
 }
 
 // TestIntakeInflightBound: bodies in flight beyond

@@ -15,6 +15,7 @@ type metrics struct {
 	sticky          prometheus.Counter
 	expired         *prometheus.CounterVec
 	heldResolves    *prometheus.CounterVec
+	overLimit       prometheus.Counter
 	intakeDuration  *prometheus.HistogramVec
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -59,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_group_resolves_held_total",
 			Help: "Alertmanager messages, per group-mode target they reach, whose listed alerts had all resolved but that left alerts out (truncatedAlerts, webhook_configs max_alerts): the group stays firing, since the alerts left out may still fire.",
 		}, []string{"receiver"}),
+		overLimit: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_alerts_left_out_total",
+			Help: "Alerts of Alertmanager messages over intake.max_alerts_per_notification that alertfan left out, as Alertmanager's max_alerts does (firing alerts are kept first): the message is taken with the rest, and its truncatedAlerts grows by them.",
+		}),
 		intakeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "alertfan_intake_duration_seconds",
 			Help:    "Time to decode, route and durably commit one intake request.",
@@ -102,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.heldResolves, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.heldResolves, m.overLimit, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
 	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }
