@@ -46,6 +46,14 @@ func (s *server) expire(ctx context.Context, now time.Time) {
 		if after <= 0 {
 			continue
 		}
+		if now.Sub(s.expireFrom) < after {
+			// Not before alertfan has been up for resolve_after: while it
+			// was down, senders' refreshes failed (Alertmanager tries
+			// again at its next group_interval), and an outage longer than
+			// resolve_after would otherwise resolve, then page again,
+			// every alert still firing.
+			continue
+		}
 		reason := "not refreshed by its sender within resolve_after (" + r.ResolveAfter.String() + "); resolved by alertfan"
 		for _, t := range rt.receivers[r.Name] {
 			resolve := expiredPayload(now, reason)

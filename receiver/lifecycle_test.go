@@ -521,6 +521,20 @@ func TestLifecycle(t *testing.T) {
 			},
 			posted("/webhook", amAlert("firing", "critical", t0)),
 		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
+
+		// An outage longer than resolve_after: Alertmanager's refreshes
+		// failed meanwhile and its retry comes after the restart. Nothing
+		// is resolved before alertfan has been up for resolve_after.
+		{"resolve_after does not resolve what an outage kept from being refreshed", "    resolve_after: 4s\n", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			func(e *lcEnv) {
+				e.ts.stop()
+				time.Sleep(4500 * time.Millisecond)
+				e.ts = startServerIn(e.t, e.dir, e.storage+lcConfig(e.pd.EventsURL(), e.bl.URL, "    resolve_after: 4s\n"))
+			},
+			sleep(1500 * time.Millisecond),
+			posted("/webhook", amAlert("firing", "critical", t0)),
+		}, want{pd: []string{"trigger"}, issues: 1, status: "Open"}},
 	}
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {

@@ -66,16 +66,19 @@ type Options struct {
 }
 
 type server struct {
-	opts     Options
-	logger   *slog.Logger
-	store    *queue.Store
-	reg      *prometheus.Registry
-	metrics  *metrics
-	rt       atomic.Pointer[runtime]
-	limiters *sinks.Limiters
-	bmetrics *backlog.Metrics
-	reloadMu sync.Mutex
-	shutDown atomic.Bool
+	// expireFrom is when this process started: resolve_after expires
+	// nothing before it has been up that long (expire).
+	expireFrom time.Time
+	opts       Options
+	logger     *slog.Logger
+	store      *queue.Store
+	reg        *prometheus.Registry
+	metrics    *metrics
+	rt         atomic.Pointer[runtime]
+	limiters   *sinks.Limiters
+	bmetrics   *backlog.Metrics
+	reloadMu   sync.Mutex
+	shutDown   atomic.Bool
 	// webBasicAuth is whether the web config asks for basic auth; then a
 	// basic-auth password is the web user's, not the intake token.
 	webBasicAuth atomic.Bool
@@ -209,6 +212,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		go func() { serveErr <- web.Serve(l, srv, flags, logger) }()
 	}
+	s.expireFrom = time.Now()
 	go s.expireLoop(ctx)
 	logger.Info("alertfan started", "listen", addrs, "systemd_socket", opts.SystemdSocket, "storage", cfg.Storage.Driver, "targets", len(rt.targets))
 

@@ -293,7 +293,7 @@ type Receiver struct {
 	// alert its sender has not refreshed for that long (silenced,
 	// inhibited, or forgotten by an Alertmanager restart: Alertmanager
 	// issue #226). It must be longer than the sender's resend interval
-	// (Alertmanager's repeat_interval, 4h by default). At group-mode
+	// (Alertmanager's repeat_interval + group_interval, 4h05m by default). At group-mode
 	// targets it resolves a group no message mentioned for that long (one
 	// that resolved over max_alerts sends only truncated messages, which
 	// never resolve it). A later firing opens the alert or group again.
