@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/intake"
+	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/sinks"
 )
 
@@ -158,6 +160,28 @@ func pdAlerts(res any) []sinks.Alert {
 	return nil
 }
 
+// pdIdentity is the event's identity (intake's), or the legacy one of an
+// alert opened before the upgrade and still open under it
+// (intake.LegacyPDIdentity).
+func (s *server) pdIdentity(ctx context.Context, res *intake.PDResult) (string, error) {
+	id := res.Alert.Identity
+	legacy := intake.LegacyPDIdentity(res.RoutingKey, res.DedupKey)
+	if legacy == id {
+		return id, nil
+	}
+	if st, err := s.store.AlertStatus(ctx, id); err != nil || st != "" {
+		return id, err
+	}
+	st, err := s.store.AlertStatus(ctx, legacy)
+	if err != nil {
+		return id, err
+	}
+	if st != "" && st != queue.PhaseResolved {
+		return legacy, nil
+	}
+	return id, nil
+}
+
 func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	const input = intake.InputPagerDuty
@@ -169,6 +193,12 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	a := res.Alert
 	if name != "" {
 		a.Labels["routing_key_name"] = name
+	}
+	if id, err := s.pdIdentity(r.Context(), res); err != nil {
+		s.storeUnavailable(w, input, err)
+		return
+	} else {
+		a.Identity = id
 	}
 	if !res.HasPayload {
 		// An acknowledge or resolve without payload is rendered with the

@@ -68,7 +68,7 @@ func TestMappings(t *testing.T) {
 	pd, err := DecodePagerDuty(read(t, "pagerduty_trigger.json"), now)
 	require.NoError(t, err)
 	a := pd.Alert
-	require.Regexp(t, `^pd:[0-9a-f]{8}:srv01/mysql$`, a.Identity, "scoped by routing key")
+	require.Regexp(t, `^pd:[0-9a-f]{32}:srv01/mysql$`, a.Identity, "scoped by routing key")
 	require.Equal(t, map[string]string{"alertname": "disk", "severity": "critical", "source": "prod-datapipe03.example.com", "instance": "prod-datapipe03.example.com", "component": "mysql", "group": "prod-datapipe", "class": "disk"}, a.Labels)
 	require.Equal(t, "DISK at 99% on machine prod-datapipe03.example.com", a.Annotations["summary"])
 	require.Equal(t, "0.75", a.Annotations["load avg"])

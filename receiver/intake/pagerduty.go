@@ -327,9 +327,20 @@ func detailString(v any) string {
 // incident per dedup_key within one integration (routing key), so two
 // senders that happen to use the same dedup_key with different routing
 // keys are two alerts (an Alertmanager config shared by two clusters sends
-// the same sha256 group keys). The routing key appears only as a short
-// hash.
+// the same sha256 group keys). The routing key appears only as a hash, of
+// 128 bits: one of 32 bits (LegacyPDIdentity) let a sender who may post
+// any routing key find, in minutes, a key whose events act on another
+// sender's incident.
 func pdIdentity(routingKey, dedupKey string) string {
+	sum := sha256.Sum256([]byte(routingKey))
+	return "pd:" + hex.EncodeToString(sum[:16]) + ":" + dedupKey
+}
+
+// LegacyPDIdentity is the identity releases before 128-bit hashes gave a
+// PagerDuty event (a 32-bit hash of the routing key). An alert still open
+// under it keeps it until it resolves, so that its acknowledge and resolve
+// reach the incident and the issue it opened.
+func LegacyPDIdentity(routingKey, dedupKey string) string {
 	sum := sha256.Sum256([]byte(routingKey))
 	return "pd:" + hex.EncodeToString(sum[:4]) + ":" + dedupKey
 }

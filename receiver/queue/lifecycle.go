@@ -658,6 +658,20 @@ func (s *Store) RecallLabels(ctx context.Context, identity string) ([]byte, bool
 	return []byte(labels), true, nil
 }
 
+// AlertStatus is the status last accepted for an identity ("" when it has
+// no row: never seen, or pruned after it resolved).
+func (s *Store) AlertStatus(ctx context.Context, identity string) (Phase, error) {
+	var status string
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT status FROM alertfan_alert WHERE identity = ?`), identity).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("queue: read alert status: %w", err)
+	}
+	return Phase(status), nil
+}
+
 // Refire is what Expire needs to turn a stored firing state into the
 // resolve it sends: the new payload, or false to leave the key alone.
 type Refire func(key string, payload []byte) ([]byte, bool)
