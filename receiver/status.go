@@ -40,6 +40,11 @@ func parseMatchers(r *http.Request) (labels.Matchers, error) {
 			continue
 		}
 		ms, err := compat.Matchers(s, "api")
+		if err == nil && len(ms) == 0 && strings.Join(strings.Fields(s), "") != "{}" {
+			// The classic parser reads an unbalanced "{" as no matcher at
+			// all: a filter that would match everything.
+			err = errors.New("no matcher in a selector that is not empty")
+		}
 		if err != nil {
 			return nil, errors.New("matchers: " + strconv.Quote(s) + ": " + err.Error())
 		}

@@ -251,6 +251,8 @@ func TestAlertListFilters(t *testing.T) {
 	bad := []struct{ query, field string }{
 		{"?matchers=" + url.QueryEscape(`{alertname=~"(}`), "matchers"},
 		{"?filter=" + url.QueryEscape(`=x`), "filter"},
+		{"?matchers=" + url.QueryEscape(`{`), "matchers"},
+		{"?filter=" + url.QueryEscape(`a=~"a{1000000}"`), "filter"},
 		{"?state=sleeping", "state"},
 		{"?limit=0", "limit"},
 		{"?limit=abc", "limit"},

@@ -456,6 +456,16 @@ func (c *Config) resolveFiles(dir string) error {
 		}
 		c.Intake.PagerDuty.RoutingKeys[name] = s
 	}
+	// One key under two names would give its sender's alerts either name
+	// (routing_key_name), whichever the map gave first.
+	byKey := map[commoncfg.Secret]string{}
+	for _, name := range slices.Sorted(maps.Keys(c.Intake.PagerDuty.RoutingKeys)) {
+		k := c.Intake.PagerDuty.RoutingKeys[name]
+		if other, dup := byKey[k]; dup {
+			return fmt.Errorf("intake.pagerduty.routing_keys: %q and %q hold the same routing key; a key has one name", other, name)
+		}
+		byKey[k] = name
+	}
 	for i, t := range c.Templates {
 		c.Templates[i] = join(dir, t)
 	}

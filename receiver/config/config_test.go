@@ -89,6 +89,7 @@ receivers:
 	}{
 		{"empty", ``, "empty configuration"},
 		{"intake key not 32 characters", "intake:\n  pagerduty:\n    routing_keys:\n      team-db: team-db-key\n" + pd(""), "intake.pagerduty.routing_keys.team-db: routing keys are 32 characters (as PagerDuty's), this one has 11"},
+		{"one intake key under two names", "intake:\n  pagerduty:\n    routing_keys:\n      team-db: R0UT1NGKEY0000000000000000000001\n      team-web: R0UT1NGKEY0000000000000000000001\n" + pd(""), `intake.pagerduty.routing_keys: "team-db" and "team-web" hold the same routing key`},
 		{"unknown top-level key", minimal + "bogus: 1\n", "field bogus not found"},
 		{"unknown key with line", "route:\n  receiver: r\n  recever: x\nreceivers:\n  - name: r\n", "line 3: field recever not found"},
 		{"unknown pagerduty key", pd("        routng_key: x\n"), "field routng_key not found"},

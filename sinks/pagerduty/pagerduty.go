@@ -368,6 +368,13 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	r.URL = u
 	r.Host = u.Host
 	r.Header.Set("User-Agent", "alertfan")
+	if u.User != nil && r.Header.Get("Authorization") == "" {
+		// A URL written with user:password@ authenticates, as it would
+		// in a client's request (http.Client does it before the
+		// transport, which is where the configured URL comes in).
+		pw, _ := u.User.Password()
+		r.SetBasicAuth(u.User.Username(), pw)
+	}
 	resp, err := t.base.RoundTrip(r)
 	if info, ok := req.Context().Value(respInfoKey{}).(*respInfo); ok && resp != nil {
 		info.status = resp.StatusCode

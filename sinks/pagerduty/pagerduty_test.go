@@ -278,3 +278,19 @@ func TestErrorAnswerEchoingTheRoutingKeyIsScrubbed(t *testing.T) {
 		})
 	}
 }
+
+// A url written with user:password@ authenticates with them (basic auth),
+// as http_config's basic_auth would.
+func TestURLUserinfoAuthenticates(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, _ := r.BasicAuth()
+		got <- u + ":" + p
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"status":"success","message":"Event processed","dedup_key":"x"}`) //nolint:errcheck
+	}))
+	defer srv.Close()
+	n := newNotifier(t, "rate_limit_per_minute: 60000", strings.Replace(srv.URL, "http://", "http://relay:s3cret@", 1)+"/v2/enqueue")
+	require.NoError(t, n.Deliver(context.Background(), groupNotification()))
+	require.Equal(t, "relay:s3cret", <-got)
+}
