@@ -139,7 +139,11 @@ func goTypeName(t string) string {
 		return "an array"
 	case t == "string":
 		return "a string"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), strings.HasPrefix(t, "float"):
+	case strings.HasPrefix(t, "uint"):
+		return "a whole number, 0 or more"
+	case strings.HasPrefix(t, "int"):
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
 		return "a number"
 	case t == "bool":
 		return "a boolean"

@@ -152,6 +152,7 @@ func TestValidationErrors(t *testing.T) {
 		{"am not json", am, `nope`, "", "invalid JSON"},
 		{"am truncated", am, `{"version":"4"`, "", "JSON"},
 		{"am trailing data", am, `{"version":"4"} {}`, "", "unexpected data"},
+		{"am negative truncatedAlerts", am, `{"version":"4","truncatedAlerts":-5}`, "truncatedAlerts", "must be a whole number, 0 or more, got JSON number -5"},
 		{"am not utf-8", am, "{\"version\":\"\xff\"}", "", "UTF-8"},
 		{"am version type", am, `{"version":4}`, "version", "must be a string"},
 		{"am alerts type", am, `{"version":"4","alerts":{}}`, "alerts", "must be an array"},
