@@ -256,20 +256,8 @@ func TestGroupModeResolveAfter(t *testing.T) {
 	}
 	for _, backlog := range []bool{false, true} {
 		t.Run(fmt.Sprintf("backlog=%v", backlog), func(t *testing.T) {
-			pd := sinkstest.NewPagerDuty()
-			defer pd.Close()
-			bl := sinkstest.NewBacklog(backlogKey)
-			defer bl.Close()
-			cfg, receiver := pdConfig(pd.EventsURL(), "        mode: group\n"), "oncall"
-			if backlog {
-				cfg, receiver = backlogConfig(bl.URL, "        mode: group\n"), "tickets"
-			}
-			cfg = strings.Replace(cfg, "  - name: "+receiver+"\n", "  - name: "+receiver+"\n    resolve_after: 2s\n", 1)
-			ts := startServer(t, cfg)
-			send := func(n int, alerts ...sinkstest.WebhookAlert) {
-				code, body := ts.post(t, "/webhook", truncated(t, receiver, gk, n, alerts...))
-				require.Equal(t, 200, code, "%v", body)
-			}
+			e := newGroupEnv(t, backlog, "    resolve_after: 2s\n")
+			ts, pd, bl, receiver, send := e.ts, e.pd, e.bl, e.receiver, e.send
 			closed := func() bool {
 				is := bl.Issues()
 				return len(is) == 1 && bl.StatusName(is[0].StatusID) == "Closed"
@@ -338,24 +326,15 @@ func TestGroupModeResolveAfter(t *testing.T) {
 // once it has sent them, so after the resolve it carries nothing new.
 func TestGroupModeLateHeldCopyDoesNotReopen(t *testing.T) {
 	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
-	gk := `{}:{alertname="Disk"}`
 	h := func(host, status string) sinkstest.WebhookAlert {
 		return sinkstest.NamedAlert("Disk", "critical", host, status, start)
 	}
 	for _, backlog := range []bool{false, true} {
 		t.Run(fmt.Sprintf("backlog=%v", backlog), func(t *testing.T) {
-			pd := sinkstest.NewPagerDuty()
-			defer pd.Close()
-			bl := sinkstest.NewBacklog(backlogKey)
-			defer bl.Close()
-			cfg, receiver := pdConfig(pd.EventsURL(), "        mode: group\n"), "oncall"
-			if backlog {
-				cfg, receiver = backlogConfig(bl.URL, "        mode: group\n"), "tickets"
-			}
-			ts := startServer(t, cfg)
+			e := newGroupEnv(t, backlog, "")
+			ts, pd, bl := e.ts, e.pd, e.bl
 			send := func(n int, alerts ...sinkstest.WebhookAlert) {
-				code, body := ts.post(t, "/webhook", truncated(t, receiver, gk, n, alerts...))
-				require.Equal(t, 200, code, "%v", body)
+				e.send(n, alerts...)
 				settle(t, ts)
 			}
 			send(2, h("h1", "firing"), h("h2", "firing"))
@@ -386,4 +365,35 @@ func TestGroupModeLateHeldCopyDoesNotReopen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// groupEnv is a server whose one receiver reaches a group-mode PagerDuty
+// target (or, with backlog, a Backlog one), with receiverKeys added to
+// the receiver; send posts an Alertmanager message of the group
+// {}:{alertname="Disk"} that left n alerts out.
+type groupEnv struct {
+	t        *testing.T
+	ts       *testServer
+	pd       *sinkstest.PagerDuty
+	bl       *sinkstest.Backlog
+	receiver string
+}
+
+func newGroupEnv(t *testing.T, backlog bool, receiverKeys string) *groupEnv {
+	e := &groupEnv{t: t, pd: sinkstest.NewPagerDuty(), bl: sinkstest.NewBacklog(backlogKey), receiver: "oncall"}
+	t.Cleanup(e.pd.Close)
+	t.Cleanup(e.bl.Close)
+	cfg := pdConfig(e.pd.EventsURL(), "        mode: group\n")
+	if backlog {
+		cfg, e.receiver = backlogConfig(e.bl.URL, "        mode: group\n"), "tickets"
+	}
+	cfg = strings.Replace(cfg, "  - name: "+e.receiver+"\n", "  - name: "+e.receiver+"\n"+receiverKeys, 1)
+	e.ts = startServer(t, cfg)
+	return e
+}
+
+func (e *groupEnv) send(n int, alerts ...sinkstest.WebhookAlert) {
+	e.t.Helper()
+	code, body := e.ts.post(e.t, "/webhook", truncated(e.t, e.receiver, `{}:{alertname="Disk"}`, n, alerts...))
+	require.Equal(e.t, 200, code, "%v", body)
 }
