@@ -85,3 +85,39 @@ func TestExpireGroups(t *testing.T) {
 		})
 	}
 }
+
+// A job that ran where its target was not configured (a replica that had
+// not loaded the config adding it yet, on PostgreSQL) is a dead letter
+// (unknown_target); loading a config that has the target queues it again,
+// whichever process loads it.
+func TestUnknownTargetDeadLettersGoOutWhenTheTargetIsLoaded(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			it := item("am:new", sinks.StatusFiring)
+			it.Target = "new/pagerduty/0"
+			_, err := s.Accept(ctx, &Intake{Updates: []Update{{Identity: "am:new", Input: "alertmanager", Want: PhaseTriggered, StartsAt: time.Now(), Ordered: true, Labels: []byte(`{}`), Items: []Item{it}}}})
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				ds, err := s.DeadLetters(ctx)
+				return err == nil && len(ds) == 1
+			}, 10*time.Second, 10*time.Millisecond)
+			ds, err := s.DeadLetters(ctx)
+			require.NoError(t, err)
+			require.Equal(t, sinks.ReasonUnknownTarget, ds[0].Reason)
+			require.Contains(t, ds[0].Error, "not configured in this process")
+			require.Empty(t, sink.all())
+
+			require.NoError(t, s.SetTargets(ctx, map[string]Target{
+				"r/pagerduty/0":   {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink, Destination: "pd:a"},
+				"new/pagerduty/0": {ID: "new/pagerduty/0", Kind: "pagerduty", Receiver: "new", Sink: sink, Destination: "pd:new"},
+			}))
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 10*time.Millisecond, "delivered once the target is loaded")
+			ds, err = s.DeadLetters(ctx)
+			require.NoError(t, err)
+			require.Empty(t, ds)
+		})
+	}
+}

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -203,10 +205,18 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 				return err
 			}
 		}
-		// What a restored destination could not be sent while it was
-		// away and was dead-lettered for that alone (unknown_target: its
-		// job ran where no sink served it) goes out now.
-		for _, to := range restored {
+		// What a destination could not be sent while it was away, or
+		// while a replica that had not loaded it yet ran its job (a
+		// rolling reload on PostgreSQL), and was dead-lettered for that
+		// alone (unknown_target), goes out now that a config has it: a
+		// restored destination, and every destination configured. (A
+		// moved id's dead letters moved with its states.)
+		again := slices.Collect(maps.Values(restored))
+		for id := range newDest {
+			again = append(again, id)
+		}
+		slices.Sort(again)
+		for _, to := range slices.Compact(again) {
 			if err := b.retryAway(ctx, to); err != nil {
 				return err
 			}

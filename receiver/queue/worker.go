@@ -721,7 +721,7 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	var start time.Time // the call's
 	switch {
 	case !ok:
-		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is no longer configured", id))
+		derr = sinks.Permanent(sinks.ReasonUnknownTarget, fmt.Errorf("target %s is not configured in this process (removed, or not yet added here: replicas reloading one by one); queued again when a config that has it is loaded", id))
 		t = Target{ID: id, Kind: job.Queue}
 	default:
 		if err := json.Unmarshal(payload, &n); err != nil {
