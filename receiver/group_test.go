@@ -397,3 +397,34 @@ func (e *groupEnv) send(n int, alerts ...sinkstest.WebhookAlert) {
 	code, body := e.ts.post(e.t, "/webhook", truncated(e.t, e.receiver, `{}:{alertname="Disk"}`, n, alerts...))
 	require.Equal(e.t, 200, code, "%v", body)
 }
+
+// What a held message tells can be new, after the group resolved: an
+// alert that fired and resolved between two of Alertmanager's flushes (a
+// new occurrence of a listed alert, or a new alert) while another, left
+// out by max_alerts, started firing. That opens the group again: its page
+// must not wait for repeat_interval.
+func TestGroupModeHeldMessageWithNewsReopens(t *testing.T) {
+	start := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	h := func(host, status string, at time.Time) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, at)
+	}
+	for _, c := range []struct {
+		name   string
+		listed sinkstest.WebhookAlert
+	}{
+		{"a new occurrence of a listed alert", h("h1", "resolved", start.Add(50*time.Minute))},
+		{"a new alert", h("h0", "resolved", start.Add(50*time.Minute))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newGroupEnv(t, false, "")
+			e.send(0, h("h1", "firing", start))
+			settle(t, e.ts)
+			e.send(0, h("h1", "resolved", start))
+			settle(t, e.ts)
+			require.Len(t, eventsFor(e.pd, "resolve"), 1)
+			e.send(1, c.listed) // h2 fires, left out
+			settle(t, e.ts)
+			require.Equal(t, 2, len(eventsFor(e.pd, "trigger")), "the group fires again")
+		})
+	}
+}

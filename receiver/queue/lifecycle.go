@@ -148,6 +148,11 @@ type Update struct {
 	// changed is set by Accept when the update moved the alert's own state
 	// (new, or another status): a group's history row names such members.
 	changed bool
+	// news is set by Accept when the update told something the alert's
+	// row did not hold: a new alert, another status, or another
+	// occurrence (startsAt). A held group message none of whose members
+	// has news is a late copy (GroupItem.Held).
+	news bool
 	// aid is the alert row's rowid on SQLite (the history's aid), else 0.
 	aid int64
 }
@@ -161,10 +166,10 @@ type GroupItem struct {
 	// for Members[i]); false means none is.
 	Rebuild func(keep []bool) (Item, bool)
 	// Held marks a message that left alerts out (truncatedAlerts) and
-	// lists only resolved ones: it keeps an open group firing but never
-	// opens a resolved one again. Alertmanager deletes a group's resolved
-	// alerts once it has sent them, so after the group's resolve such a
-	// message can only be a late copy (an HA peer's, a retry).
+	// lists only resolved ones: it keeps an open group firing, and opens
+	// a resolved one again only when it tells something new of an alert
+	// (a new one, another occurrence): else it is a late copy of what
+	// came before the group resolved (an HA peer's, a retry).
 	Held bool
 }
 
@@ -333,7 +338,7 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 			if !keep {
 				continue
 			}
-			if g.Held {
+			if g.Held && !anyNews(in.Updates, fresh, g.Members) {
 				closed, err := b.groupResolved(ctx, it.Target, it.Key)
 				if err != nil {
 					return err
@@ -447,6 +452,17 @@ func (b *batch) stickyGroup(ctx context.Context, in *Intake, fresh []bool, res *
 	return nil
 }
 
+// anyNews reports whether a fresh member's update told something its
+// alert's row did not hold (Update.news).
+func anyNews(ups []Update, fresh []bool, members []int) bool {
+	for _, m := range members {
+		if fresh[m] && (ups[m].news || ups[m].Identity == "") {
+			return true
+		}
+	}
+	return false
+}
+
 func allFresh(fresh []bool, members []int) bool {
 	for _, m := range members {
 		if !fresh[m] {
@@ -461,6 +477,7 @@ func allFresh(fresh []bool, members []int) bool {
 func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (bool, error) {
 	known, changed := false, u.Identity == "" || u.Want == PhaseEvent
 	tracked, inserted := u.Identity != "" && u.Want != PhaseEvent, false
+	u.news = !tracked
 	if tracked && !b.s.seen.maybe(u.Identity) {
 		// Most likely a new alert (seen.go): insert its row, and read it
 		// only if one was there after all.
@@ -469,6 +486,7 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 			return false, err
 		}
 		changed = inserted
+		u.news = inserted
 	}
 	if tracked {
 		b.s.seen.add(u.Identity)
@@ -494,6 +512,9 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		}
 		next := nextAlertRow(prev, known, u, b.now)
 		changed = !known || next.status != prev.status
+		// (A resolve of a later occurrence leaves the row's startsAt, so
+		// the update's own is compared.)
+		u.news = changed || next.startsAt != prev.startsAt || (!u.StartsAt.IsZero() && u.StartsAt.UnixNano() > prev.startsAt)
 		if err := b.queryRow(ctx, b.s.dialect.pick(sqlUpsertAlert, sqlUpsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now).Scan(&u.aid); err != nil {
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
