@@ -32,6 +32,8 @@ func (s *server) expireLoop(ctx context.Context) {
 			return
 		case <-time.After(expireEvery(s.rt.Load())):
 			s.expire(ctx, time.Now())
+		case <-s.expireWake:
+			s.expire(ctx, time.Now())
 		}
 	}
 }

@@ -522,6 +522,17 @@ func TestLifecycle(t *testing.T) {
 			posted("/webhook", amAlert("firing", "critical", t0)),
 		}, want{pd: []string{"trigger", "resolve", "trigger"}, issues: 1, status: "Open", comments: 2}},
 
+		// A reload that sets resolve_after applies at once, not after the
+		// pass the old config scheduled (30 s away without one).
+		{"resolve_after set by a reload applies at once", "", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			sleep(2500 * time.Millisecond),
+			reload(func(e *lcEnv) string { return lcConfig(e.pd.EventsURL(), e.bl.URL, "    resolve_after: 2s\n") }),
+			func(e *lcEnv) {
+				require.Eventually(e.t, func() bool { return len(eventsFor(e.pd, "resolve")) == 1 }, 10*time.Second, 20*time.Millisecond)
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
 		// An outage longer than resolve_after: Alertmanager's refreshes
 		// failed meanwhile and its retry comes after the restart. Nothing
 		// is resolved before alertfan has been up for resolve_after.

@@ -69,6 +69,8 @@ type server struct {
 	// expireFrom is when this process started: resolve_after expires
 	// nothing before it has been up that long (expire).
 	expireFrom time.Time
+	// expireWake starts an expire pass at once (after a reload).
+	expireWake chan struct{}
 	opts       Options
 	logger     *slog.Logger
 	store      *queue.Store
@@ -131,7 +133,7 @@ func Run(ctx context.Context, opts Options) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector("alertfan"),
 	)
-	s := &server{
+	s := &server{expireWake: make(chan struct{}, 1),
 		opts:     opts,
 		logger:   logger,
 		reg:      reg,
@@ -395,6 +397,12 @@ func (s *server) reload(ctx context.Context) error {
 	s.metrics.reloadOK.Set(1)
 	s.metrics.reloadTimestamp.SetToCurrentTime()
 	s.logger.Info("Configuration reloaded", "file", s.opts.ConfigFile)
+	// A resolve_after set or lowered by the reload applies now, not after
+	// the pass the old config scheduled (up to 30 s away).
+	select {
+	case s.expireWake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
