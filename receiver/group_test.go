@@ -428,3 +428,78 @@ func TestGroupModeHeldMessageWithNewsReopens(t *testing.T) {
 		})
 	}
 }
+
+// Held messages (truncated, listing only resolved alerts) after the group
+// resolved, from the sequences real Alertmanagers send: what is a late
+// copy stays quiet, what tells of an alert fired since opens the group.
+func TestGroupModeHeldMessageSequences(t *testing.T) {
+	s1 := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	s2 := s1.Add(50 * time.Minute)
+	h := func(host, status string, at time.Time) sinkstest.WebhookAlert {
+		return sinkstest.NamedAlert("Disk", "critical", host, status, at)
+	}
+	type msg struct {
+		truncated int
+		alerts    []sinkstest.WebhookAlert
+	}
+	cases := []struct {
+		name     string
+		keys     string // receiver keys
+		steps    []msg
+		expire   bool // wait for resolve_after's resolve after the first step
+		triggers int
+	}{
+		{
+			// h1 flapped (S2) and h2 fired, left out: the group opens again
+			// (a trigger). h2 resolves. An HA copy of the reopening
+			// message then is a late copy.
+			name: "a copy of a message that reopened the group",
+			steps: []msg{
+				{0, []sinkstest.WebhookAlert{h("h1", "firing", s1), h("h2", "firing", s1)}},
+				{0, []sinkstest.WebhookAlert{h("h1", "resolved", s1), h("h2", "resolved", s1)}},
+				{1, []sinkstest.WebhookAlert{h("h1", "resolved", s2)}},
+				{0, []sinkstest.WebhookAlert{h("h2", "resolved", s2)}},
+				{1, []sinkstest.WebhookAlert{h("h1", "resolved", s2)}},
+			},
+			triggers: 2,
+		},
+		{
+			// Alertmanager's answer to the full resolve was lost, so it
+			// keeps h1 and h2 and lists them again, now with h3 firing
+			// left out: three alerts where the resolve listed two.
+			name: "a resend of the resolve that leaves out a new alert",
+			steps: []msg{
+				{0, []sinkstest.WebhookAlert{h("h1", "firing", s1), h("h2", "firing", s1)}},
+				{0, []sinkstest.WebhookAlert{h("h1", "resolved", s1), h("h2", "resolved", s1)}},
+				{1, []sinkstest.WebhookAlert{h("h1", "resolved", s1), h("h2", "resolved", s1)}},
+			},
+			triggers: 2,
+		},
+		{
+			// resolve_after resolved the group; Alertmanager's own,
+			// truncated, resolve of the same alerts comes later.
+			name: "the sender's truncated resolve after resolve_after's",
+			keys: "    resolve_after: 2s\n",
+			steps: []msg{
+				{2, []sinkstest.WebhookAlert{h("h1", "firing", s1), h("h2", "firing", s1)}},
+				{2, []sinkstest.WebhookAlert{h("h1", "resolved", s1), h("h2", "resolved", s1)}},
+			},
+			expire:   true,
+			triggers: 1,
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newGroupEnv(t, false, c.keys)
+			for i, m := range c.steps {
+				e.send(m.truncated, m.alerts...)
+				settle(t, e.ts)
+				if i == 0 && c.expire {
+					require.Eventually(t, func() bool { return len(eventsFor(e.pd, "resolve")) == 1 }, 15*time.Second, 20*time.Millisecond)
+				}
+			}
+			settle(t, e.ts)
+			require.Equal(t, c.triggers, len(eventsFor(e.pd, "trigger")), "triggers")
+		})
+	}
+}

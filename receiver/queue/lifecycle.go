@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -339,7 +340,7 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 				continue
 			}
 			if g.Held && !anyNews(in.Updates, fresh, g.Members) {
-				closed, err := b.groupResolved(ctx, it.Target, it.Key)
+				closed, err := b.groupResolved(ctx, it.Target, it.Key, it.Payload)
 				if err != nil {
 					return err
 				}
@@ -401,18 +402,48 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 	return res, err
 }
 
+// digestExpired is the content digest of a resolve by resolve_after.
+const digestExpired = "expired"
+
 // groupResolved reports whether target's state of the group key is
-// resolved (false when it has none).
-func (b *batch) groupResolved(ctx context.Context, target, key string) (bool, error) {
+// resolved (false when it has none) and held, the payload of a held
+// message (GroupItem.Held), tells no more alerts than that state and held
+// list together: the message says truncatedAlerts more alerts exist than
+// it lists, and if those are not among the alerts the resolved state
+// lists, an alert alertfan has not seen is in the group (the message came
+// after the resolve, an alert fired meanwhile), and it is not a late copy.
+func (b *batch) groupResolved(ctx context.Context, target, key string, held []byte) (bool, error) {
 	var resolved int
-	err := b.queryRow(ctx, b.s.rebind(`SELECT resolved FROM alertfan_state WHERE target = ? AND key = ?`), target, key).Scan(&resolved)
+	var payload, digest string
+	err := b.queryRow(ctx, b.s.rebind(`SELECT resolved, payload, digest FROM alertfan_state WHERE target = ? AND key = ?`), target, key).Scan(&resolved, &payload, &digest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("queue: read group state: %w", err)
 	}
-	return resolved == 1, nil
+	if resolved != 1 {
+		return false, nil
+	}
+	if digest == digestExpired {
+		// Resolved by resolve_after: the sender's own resolve of the
+		// same alerts, however truncated, is no news.
+		return true, nil
+	}
+	var was, now struct {
+		Alerts []struct {
+			Identity string `json:"identity"`
+		} `json:"alerts"`
+		Truncated int `json:"truncated"`
+	}
+	if json.Unmarshal([]byte(payload), &was) != nil || json.Unmarshal(held, &now) != nil {
+		return true, nil
+	}
+	known := map[string]bool{}
+	for _, a := range append(was.Alerts, now.Alerts...) {
+		known[a.Identity] = true
+	}
+	return len(now.Alerts)+now.Truncated <= len(known), nil
 }
 
 // stickyGroup sends the group's state to every group-mode target that
@@ -514,7 +545,13 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 		changed = !known || next.status != prev.status
 		// (A resolve of a later occurrence leaves the row's startsAt, so
 		// the update's own is compared.)
-		u.news = changed || next.startsAt != prev.startsAt || (!u.StartsAt.IsZero() && u.StartsAt.UnixNano() > prev.startsAt)
+		// A later occurrence than any the row holds: one that started
+		// after the row's last start and end. (A resolve of an occurrence
+		// first seen resolved leaves the row's startsAt but moves its
+		// endsAt, so a copy of it is no news the second time.) A status
+		// change of a known occurrence is none: it says nothing of what
+		// fired since.
+		u.news = !known || (u.StartsAt.UnixNano() > prev.startsAt && u.StartsAt.UnixNano() > prev.endsAt)
 		if err := b.queryRow(ctx, b.s.dialect.pick(sqlUpsertAlert, sqlUpsertAlertSQLite), u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now).Scan(&u.aid); err != nil {
 			return false, fmt.Errorf("queue: write alert state: %w", err)
 		}
@@ -717,7 +754,7 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 				return err
 			}
 			if p, ok := resolve(key, []byte(payload)); ok {
-				items = append(items, Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: "expired"})
+				items = append(items, Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: digestExpired})
 			}
 		}
 		rows.Close()
@@ -822,7 +859,7 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 			if !ok {
 				continue
 			}
-			it := Item{Target: target, Kind: kind, Key: g.key, Want: PhaseResolved, Payload: p, Digest: "expired"}
+			it := Item{Target: target, Kind: kind, Key: g.key, Want: PhaseResolved, Payload: p, Digest: digestExpired}
 			wrote, err := b.putItem(ctx, it)
 			if err != nil {
 				return err
