@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
@@ -65,6 +66,11 @@ receivers:
         project: OPS
         issue_type: Bug
         rate_limit_per_minute: 60000
+delivery:
+  max_attempts: 2
+  min_backoff: 50ms
+  max_backoff: 200ms
+  poll_interval: 10ms
 `, testRoutingKey, pd.EventsURL(), front.URL, backlogKey))
 	code, body := ts.get(t, "/-/ready")
 	require.Equal(t, 200, code, "the process can commit: ready")
@@ -79,8 +85,13 @@ receivers:
 	code, _ = ts.post(t, "/webhook", firing("A", "h1"))
 	require.Equal(t, 200, code)
 	require.Eventually(t, func() bool { return len(pd.Events()) == 1 }, 10*time.Second, 10*time.Millisecond, "PagerDuty pages meanwhile")
-	time.Sleep(500 * time.Millisecond)
+	// Many checks fail meanwhile (every 200 ms): none spends one of the
+	// two attempts, nothing is dead-lettered.
+	time.Sleep(2 * time.Second)
 	require.Empty(t, b.Issues(), "held while the target is not ready")
+	var dead []queue.DeadLetter
+	getData(t, ts, "/api/v1/dead-letters", &dead)
+	require.Empty(t, dead, "a target that is not ready spends no attempt")
 
 	broken.Store(false)
 	require.Eventually(t, func() bool { return len(b.Issues()) == 1 }, 60*time.Second, 50*time.Millisecond, "delivered once it recovers")

@@ -15,7 +15,7 @@ import (
 )
 
 // reasonNotReady labels deliveries held because their target is not ready.
-const reasonNotReady = "target_not_ready"
+const reasonNotReady = sinks.ReasonNotReady
 
 // gateRecheck is how often a target that is not ready is checked again.
 var gateRecheck = 30 * time.Second

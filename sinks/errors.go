@@ -11,17 +11,18 @@ import (
 // Failure reasons used as the `reason` label of delivery failure metrics.
 // Their set is closed so that metric cardinality stays bounded.
 const (
-	ReasonClientError     = "client_error"    // 4xx other than 429: permanent
-	ReasonServerError     = "server_error"    // 5xx: retryable
-	ReasonRateLimited     = "rate_limited"    // 429 from the target
-	ReasonRateLimitWait   = "rate_limit_wait" // our own limiter says wait
-	ReasonTargetDown      = "target_down"     // held while the target is down and another call probes it
-	ReasonNetwork         = "network"         // transport failure: retryable
-	ReasonTemplate        = "template"        // template failed to render: permanent
-	ReasonConfig          = "config"          // configuration cannot work: permanent
-	ReasonUnknownTarget   = "unknown_target"  // destination removed by reload
-	ReasonTimeout         = "timeout"         // request deadline: retryable
-	ReasonOther           = "other"           // anything unclassified: retryable
+	ReasonClientError     = "client_error"     // 4xx other than 429: permanent
+	ReasonServerError     = "server_error"     // 5xx: retryable
+	ReasonRateLimited     = "rate_limited"     // 429 from the target
+	ReasonRateLimitWait   = "rate_limit_wait"  // our own limiter says wait
+	ReasonTargetDown      = "target_down"      // held while the target is down and another call probes it
+	ReasonNotReady        = "target_not_ready" // held while this process's copy of the target is not set up (start check failed)
+	ReasonNetwork         = "network"          // transport failure: retryable
+	ReasonTemplate        = "template"         // template failed to render: permanent
+	ReasonConfig          = "config"           // configuration cannot work: permanent
+	ReasonUnknownTarget   = "unknown_target"   // destination removed by reload
+	ReasonTimeout         = "timeout"          // request deadline: retryable
+	ReasonOther           = "other"            // anything unclassified: retryable
 	ReasonExhausted       = "attempts_exhausted"
 	ReasonUnexpectedReply = "unexpected_response"
 )

@@ -756,6 +756,14 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// Our own limiter parked the key: not a failure of the target.
 		return w.limitPark(t, k, st, e.RetryAfter, e)
 	}
+	if e.Reason == sinks.ReasonNotReady {
+		// This process's copy of the target is not set up (its start
+		// check failed): no call was made, so no attempt is spent. The
+		// key waits for the next check here, or for a replica whose copy
+		// is ready; its deliveries are held, not dead-lettered.
+		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
+		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
+	}
 	if ctx.Err() != nil && s.draining.Load() {
 		// Shutdown cut the call (README, "Shutdown": what is cancelled
 		// goes out after the next start): neither the target's answer nor
