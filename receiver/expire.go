@@ -62,7 +62,7 @@ func (s *server) expire(ctx context.Context, now time.Time) {
 			var n int
 			var err error
 			if t.grouped {
-				n, err = s.store.ExpireGroups(ctx, t.ID, t.Kind, now.Add(-after), groupMembers, resolve)
+				n, err = s.store.ExpireGroups(ctx, t.ID, t.Kind, now.Add(-after), resolve)
 			} else {
 				n, err = s.store.Expire(ctx, t.ID, t.Kind, now.Add(-after), resolve)
 			}
@@ -101,23 +101,4 @@ func expiredPayload(now time.Time, reason string) func(string, []byte) ([]byte, 
 		b, err := json.Marshal(&notif)
 		return b, err == nil
 	}
-}
-
-// groupMembers is the identities of the alerts a group's payload lists.
-func groupMembers(payload []byte) []string {
-	var notif struct {
-		Alerts []struct {
-			Identity string `json:"identity"`
-		} `json:"alerts"`
-	}
-	if json.Unmarshal(payload, &notif) != nil {
-		return nil
-	}
-	ids := make([]string, 0, len(notif.Alerts))
-	for _, a := range notif.Alerts {
-		if a.Identity != "" {
-			ids = append(ids, a.Identity)
-		}
-	}
-	return ids
 }

@@ -140,70 +140,52 @@ func TestFailedTriggersKeyDoesNotOutliveItsOccurrence(t *testing.T) {
 // that separates occurrences). The old occurrence's possible incident is
 // resolved under its key, and the new occurrence gets its own.
 func TestNewOccurrenceIsNotFoldedIntoAnUncertainOne(t *testing.T) {
-	pd := sinkstest.NewPagerDuty()
-	defer pd.Close()
-	px := newLossyProxy(t, pd)
-	ts := startServer(t, pdConfig(px.URL+"/v2/enqueue", "        timeout: 300ms\n        dedup_key: '{{ (index .Alerts 0).Labels.alertname }}-{{ (index .Alerts 0).StartsAt.Unix }}'\n"))
 	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
 	t1 := t0.Add(10 * time.Minute)
-	gk, gl := `{}:{alertname="DiskFull"}`, map[string]string{"alertname": "DiskFull"}
-	post := func(a sinkstest.WebhookAlert) {
-		code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", gk, gl, a))
-		require.Equal(t, 200, code, "%v", body)
-	}
-	px.loseNext("firing", func() {
-		// While the first trigger's answer is on its way (and lost): the
-		// alert resolves and fires again.
-		r := sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t0)
-		post(r)
-		post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t1))
-		time.Sleep(600 * time.Millisecond) // past the target's timeout
-	})
-	post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t0))
-	require.Eventually(t, func() bool { return len(pd.Events()) >= 2 }, 10*time.Second, 10*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
-	r := sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t1)
-	post(r)
-	time.Sleep(time.Second)
-	t.Logf("events: %v", keysOf(pd))
 	k0, k1 := "DiskFull-"+strconv.FormatInt(t0.Unix(), 10), "DiskFull-"+strconv.FormatInt(t1.Unix(), 10)
-	require.Equal(t, []string{"trigger:" + k0, "resolve:" + k0, "trigger:" + k1, "resolve:" + k1}, keysOf(pd))
-}
-
-func TestNewOccurrenceIsNotFoldedIntoAnUncertainOneDefaultKey(t *testing.T) {
-	pd := sinkstest.NewPagerDuty()
-	defer pd.Close()
-	px := newLossyProxy(t, pd)
-	ts := startServer(t, pdConfig(px.URL+"/v2/enqueue", "        timeout: 300ms\n"))
-	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	t1 := t0.Add(10 * time.Minute)
-	gk, gl := `{}:{alertname="DiskFull"}`, map[string]string{"alertname": "DiskFull"}
-	post := func(a sinkstest.WebhookAlert) {
-		code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", gk, gl, a))
-		require.Equal(t, 200, code, "%v", body)
+	actions := func(pd *sinkstest.PagerDuty) []string {
+		var acts []string
+		for _, e := range pd.Events() {
+			acts = append(acts, e.EventAction)
+		}
+		return acts
 	}
-	px.loseNext("firing", func() {
-		// While the first trigger's answer is on its way (and lost): the
-		// alert resolves and fires again.
-		r := sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t0)
-		post(r)
-		post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t1))
-		time.Sleep(600 * time.Millisecond) // past the target's timeout
-	})
-	post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t0))
-	require.Eventually(t, func() bool { return len(pd.Events()) >= 2 }, 10*time.Second, 10*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
-	r := sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t1)
-	post(r)
-	time.Sleep(time.Second)
-	t.Logf("events: %v", keysOf(pd))
-	k0, k1 := "DiskFull-"+strconv.FormatInt(t0.Unix(), 10), "DiskFull-"+strconv.FormatInt(t1.Unix(), 10)
-	_, _ = k0, k1
-	var acts []string
-	for _, e := range pd.Events() {
-		acts = append(acts, e.EventAction)
+	for _, c := range []struct {
+		name  string
+		extra string
+		got   func(*sinkstest.PagerDuty) []string
+		want  []string
+	}{
+		{"a dedup_key template separating occurrences", "        dedup_key: '{{ (index .Alerts 0).Labels.alertname }}-{{ (index .Alerts 0).StartsAt.Unix }}'\n",
+			keysOf, []string{"trigger:" + k0, "resolve:" + k0, "trigger:" + k1, "resolve:" + k1}},
+		{"the default dedup_key", "", actions, []string{"trigger", "resolve", "trigger", "resolve"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pd := sinkstest.NewPagerDuty()
+			defer pd.Close()
+			px := newLossyProxy(t, pd)
+			ts := startServer(t, pdConfig(px.URL+"/v2/enqueue", "        timeout: 300ms\n"+c.extra))
+			gk, gl := `{}:{alertname="DiskFull"}`, map[string]string{"alertname": "DiskFull"}
+			post := func(a sinkstest.WebhookAlert) {
+				code, body := ts.post(t, "/webhook", sinkstest.Webhook("oncall", gk, gl, a))
+				require.Equal(t, 200, code, "%v", body)
+			}
+			px.loseNext("firing", func() {
+				// While the first trigger's answer is on its way (and
+				// lost): the alert resolves and fires again.
+				post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t0))
+				post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t1))
+				time.Sleep(600 * time.Millisecond) // past the target's timeout
+			})
+			post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "firing", t0))
+			require.Eventually(t, func() bool { return len(pd.Events()) >= 2 }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(500 * time.Millisecond)
+			post(sinkstest.NamedAlert("DiskFull", "critical", "web-1", "resolved", t1))
+			time.Sleep(time.Second)
+			t.Logf("events: %v", keysOf(pd))
+			require.Equal(t, c.want, c.got(pd))
+		})
 	}
-	require.Equal(t, []string{"trigger", "resolve", "trigger", "resolve"}, acts)
 }
 
 func TestDedupKeyTemplateReloadedWhileOpen(t *testing.T) {

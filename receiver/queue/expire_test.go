@@ -35,15 +35,6 @@ func TestExpireGroups(t *testing.T) {
 				in.Groups = []GroupItem{{Item: Item{Target: "r/pagerduty/0", Kind: "pagerduty", Key: "gk", Want: PhaseTriggered, Digest: "firing", Payload: p}, Members: []int{0, 1}}}
 				return in
 			}
-			members := func(payload []byte) []string {
-				var n sinks.Notification
-				require.NoError(t, json.Unmarshal(payload, &n))
-				var ids []string
-				for _, a := range n.Alerts {
-					ids = append(ids, a.Identity)
-				}
-				return ids
-			}
 			resolve := func(_ string, payload []byte) ([]byte, bool) {
 				var n sinks.Notification
 				require.NoError(t, json.Unmarshal(payload, &n))
@@ -55,7 +46,7 @@ func TestExpireGroups(t *testing.T) {
 				return b, err == nil
 			}
 			expire := func(cutoff time.Time) int {
-				n, err := s.ExpireGroups(ctx, "r/pagerduty/0", "pagerduty", cutoff, members, resolve)
+				n, err := s.ExpireGroups(ctx, "r/pagerduty/0", "pagerduty", cutoff, resolve)
 				require.NoError(t, err)
 				return n
 			}

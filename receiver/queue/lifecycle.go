@@ -430,20 +430,38 @@ func (b *batch) groupResolved(ctx context.Context, target, key string, held []by
 		// same alerts, however truncated, is no news.
 		return true, nil
 	}
-	var was, now struct {
-		Alerts []struct {
-			Identity string `json:"identity"`
-		} `json:"alerts"`
-		Truncated int `json:"truncated"`
-	}
-	if json.Unmarshal([]byte(payload), &was) != nil || json.Unmarshal(held, &now) != nil {
-		return true, nil
-	}
+	was, now := listed([]byte(payload)), listed(held)
 	known := map[string]bool{}
 	for _, a := range append(was.Alerts, now.Alerts...) {
 		known[a.Identity] = true
 	}
 	return len(now.Alerts)+now.Truncated <= len(known), nil
+}
+
+// payloadList is what a state's payload (a sinks.Notification) lists:
+// its alerts' identities and the count of alerts it left out.
+type payloadList struct {
+	Alerts []struct {
+		Identity string `json:"identity"`
+	} `json:"alerts"`
+	Truncated int `json:"truncated"`
+}
+
+// listed reads what payload lists (nothing, if it does not read).
+func listed(payload []byte) payloadList {
+	var l payloadList
+	json.Unmarshal(payload, &l) //nolint:errcheck // unreadable: lists nothing
+	return l
+}
+
+func (l payloadList) identities() []string {
+	ids := make([]string, 0, len(l.Alerts))
+	for _, a := range l.Alerts {
+		if a.Identity != "" {
+			ids = append(ids, a.Identity)
+		}
+	}
+	return ids
 }
 
 // stickyGroup sends the group's state to every group-mode target that
@@ -783,13 +801,12 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 // any of its alerts (their alertfan_alert.seen_at, written by every
 // message, repeats included): Alertmanager sends a firing group again at
 // every repeat_interval, so a group it has not mentioned for longer has
-// resolved there, or Alertmanager lost it. members returns the identities
-// of the alerts a group's payload lists.
+// resolved there, or Alertmanager lost it.
 //
 // The groups are found on the read connection and only those found are
 // checked again, and resolved, in the writer's transaction: a pass over
 // every firing group never holds intake up.
-func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff time.Time, members func(payload []byte) []string, resolve Refire) (int, error) {
+func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff time.Time, resolve Refire) (int, error) {
 	rows, err := s.rdb.QueryContext(ctx, s.rebind(`SELECT key, payload FROM alertfan_state
 		WHERE target = ? AND resolved = 0 AND want <> ? AND updated_at < ? ORDER BY key`), target, PhaseEvent, cutoff.UnixNano())
 	if err != nil {
@@ -806,7 +823,7 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 			rows.Close()
 			return 0, err
 		}
-		found = append(found, group{key, members([]byte(payload))})
+		found = append(found, group{key, listed([]byte(payload)).identities()})
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -847,7 +864,7 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 			if updated >= cutoff.UnixNano() {
 				continue
 			}
-			ids := members([]byte(payload))
+			ids := listed([]byte(payload)).identities()
 			seen, err := lastSeen(ctx, b.tx, s.rebind, ids)
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/sinks"
+	"github.com/alertfan/alertfan/sinks/backlog"
 	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
@@ -193,12 +194,8 @@ func TestConfigErrorAtADeliveryHoldsTheWork(t *testing.T) {
 func TestUncertainCommentIsNotPostedTwice(t *testing.T) {
 	for _, uncertain := range []bool{true, false} {
 		t.Run(fmt.Sprint("uncertain ", uncertain), func(t *testing.T) {
-			fake := sinkstest.NewBacklog(apiKey)
-			defer fake.Close()
-			n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved: {{ .CommonLabels.alertname }}'", store(t))
-			require.NoError(t, err)
+			fake, n := openedIssue(t, "on_resolved: comment\nresolved_comment: 'Resolved: {{ .CommonLabels.alertname }}'")
 			ctx := context.Background()
-			require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
 			// The resolve's comment reached Backlog, its answer did not.
 			fake.PersonComments("OPS-1", "Resolved: DiskFull")
 			calls := len(fake.Calls())
@@ -226,14 +223,10 @@ func TestUncertainCommentIsNotPostedTwice(t *testing.T) {
 // that holds the target as misconfigured instead of dead-lettering every
 // alert. A 403 on one issue while the role still fits stays that issue's.
 func TestUserDemotedWhileRunningHoldsTheTarget(t *testing.T) {
-	fake := sinkstest.NewBacklog(apiKey)
-	defer fake.Close()
-	n, err := newNotifier(t, fake, "", store(t))
-	require.NoError(t, err)
+	fake, n := openedIssue(t, "")
 	ctx := context.Background()
-	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
 	fake.SetRoleType(3)
-	err = n.Deliver(ctx, sample(sinks.StatusResolved))
+	err := n.Deliver(ctx, sample(sinks.StatusResolved))
 	require.Error(t, err)
 	se := sinks.AsError(err)
 	require.True(t, se.Retryable, "%v", err)
@@ -252,12 +245,8 @@ func TestUserDemotedWhileRunningHoldsTheTarget(t *testing.T) {
 // fixed resolved_comment of an earlier occurrence) is another comment: an
 // uncertain retry still posts its own.
 func TestUncertainCommentIdenticalToAnEarlierOneIsPosted(t *testing.T) {
-	fake := sinkstest.NewBacklog(apiKey)
-	defer fake.Close()
-	n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved.'", store(t))
-	require.NoError(t, err)
+	fake, n := openedIssue(t, "on_resolved: comment\nresolved_comment: 'Resolved.'")
 	ctx := context.Background()
-	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
 	fake.PersonComments("OPS-1", "Resolved.") // an earlier occurrence's
 	time.Sleep(1100 * time.Millisecond)       // Backlog's times are whole seconds
 	resolved := sample(sinks.StatusResolved)
@@ -271,12 +260,8 @@ func TestUncertainCommentIdenticalToAnEarlierOneIsPosted(t *testing.T) {
 // has one: a copy of the update accepted after the lost attempt (an HA
 // replica's) must not make the attempt's own comment look older than it.
 func TestUncertainCommentBoundIsTheFirstFailure(t *testing.T) {
-	fake := sinkstest.NewBacklog(apiKey)
-	defer fake.Close()
-	n, err := newNotifier(t, fake, "on_resolved: comment\nresolved_comment: 'Resolved.'", store(t))
-	require.NoError(t, err)
+	fake, n := openedIssue(t, "on_resolved: comment\nresolved_comment: 'Resolved.'")
 	ctx := context.Background()
-	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
 	failed := time.Now()
 	fake.PersonComments("OPS-1", "Resolved.") // the lost attempt's
 	time.Sleep(1100 * time.Millisecond)
@@ -285,4 +270,16 @@ func TestUncertainCommentBoundIsTheFirstFailure(t *testing.T) {
 	require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: true, FailingSince: failed}), copyOf))
 	is, _ := fake.Issue("OPS-1")
 	require.Equal(t, []string{"Resolved."}, is.Comments)
+}
+
+// openedIssue is a fake Backlog and a notifier with extra config that has
+// opened the sample alert's issue (OPS-1).
+func openedIssue(t *testing.T, extra string) (*sinkstest.Backlog, *backlog.Notifier) {
+	t.Helper()
+	fake := sinkstest.NewBacklog(apiKey)
+	t.Cleanup(fake.Close)
+	n, err := newNotifier(t, fake, extra, store(t))
+	require.NoError(t, err)
+	require.NoError(t, n.Deliver(context.Background(), sample(sinks.StatusFiring)))
+	return fake, n
 }

@@ -946,12 +946,21 @@ func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
 	backlogJSON(w, http.StatusCreated, b.issueJSON(&cp))
 }
 
-func (b *Backlog) getIssue(w http.ResponseWriter, key string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// issueOr404 is the issue key names, or Backlog's 404 for an issue that
+// does not exist (written to w). The caller holds b.mu.
+func (b *Backlog) issueOr404(w http.ResponseWriter, key string) (*BacklogIssue, bool) {
 	is, ok := b.issues[key]
 	if !ok {
 		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
+	}
+	return is, ok
+}
+
+func (b *Backlog) getIssue(w http.ResponseWriter, key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	is, ok := b.issueOr404(w, key)
+	if !ok {
 		return
 	}
 	backlogJSON(w, http.StatusOK, b.issueJSON(is))
@@ -961,9 +970,8 @@ func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string
 	bad := func(msg string) { backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, msg) }
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	is, ok := b.issues[key]
+	is, ok := b.issueOr404(w, key)
 	if !ok {
-		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
 		return
 	}
 	next := *is
@@ -1017,9 +1025,8 @@ func (b *Backlog) addComment(w http.ResponseWriter, r *http.Request, key string)
 	content := r.PostForm.Get("content")
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	is, ok := b.issues[key]
+	is, ok := b.issueOr404(w, key)
 	if !ok {
-		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
 		return
 	}
 	if strings.TrimSpace(content) == "" {
@@ -1052,9 +1059,8 @@ func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key strin
 	count := countParam(q)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	is, ok := b.issues[key]
+	is, ok := b.issueOr404(w, key)
 	if !ok {
-		backlogErr(w, http.StatusNotFound, BacklogNoResourceError, "No issue.")
 		return
 	}
 	out := []map[string]any{}
