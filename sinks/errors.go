@@ -33,6 +33,14 @@ const (
 // a time probes it, and the target comes back when the key works again.
 const ReasonUnauthorized = "unauthorized"
 
+// ReasonUnrecorded: the target took the call, but the sink could not
+// write its own record of it (the store failed: PostgreSQL away, a disk
+// full). Retryable, not the target's failure and not an attempt of the
+// key's: the queue retries it as a call that may have been made
+// (Call.Uncertain), so a sink looks before repeating what is not
+// idempotent (a Backlog comment).
+const ReasonUnrecorded = "unrecorded"
+
 // ReasonMisconfigured: the target shows, at a delivery, that the config
 // cannot work with it (a Backlog name that does not exist, a key whose
 // user may not do the config's work), where start-up could not check it

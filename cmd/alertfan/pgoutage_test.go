@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +168,91 @@ receivers:
 	t.Logf("%d replicas: %d events for %d alerts; %d repeated; %d calls in flight at the cut (no process killed)", len(cs), len(pd.Events()), len(per), dups, atCut)
 	mu.Unlock()
 	require.Zero(t, dups, "PagerDuty got repeats though no replica was killed")
+}
+
+// TestPostgresOutageRepeatsNoBacklogComment: two replicas, a Backlog that
+// takes a second to answer, and PostgreSQL away for 15 s while the
+// acknowledges' comments are being posted. A comment is not idempotent:
+// one whose outcome could not be written must not be posted again by the
+// other replica (a breaker saw 37 of 100 posted twice).
+func TestPostgresOutageRepeatsNoBacklogComment(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	proxy := newPGProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	const apiKey = "outage-test-backlog-key"
+	b := sinkstest.NewBacklog(apiKey)
+	defer b.Close()
+	b.UpdateLimit, b.ReadLimit, b.SearchLimit = 1<<20, 1<<20, 1<<20
+	var cutOnce sync.Once
+	var acking atomic.Bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if acking.Load() && r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/comments") {
+			cutOnce.Do(func() {
+				proxy.cut()
+				go func() { time.Sleep(15 * time.Second); proxy.restore() }()
+			})
+		}
+		time.Sleep(time.Second)
+		b.Config.Handler.ServeHTTP(w, r)
+	})
+	ln, stopTarget := serve(t, h)
+	defer stopTarget()
+	cfg := fmt.Sprintf(`storage:
+  driver: postgres
+  dsn_file: dsn
+delivery:
+  poll_interval: 20ms
+  min_backoff: 50ms
+  max_backoff: 500ms
+route:
+  receiver: tickets
+receivers:
+  - name: tickets
+    backlog_configs:
+      - api_url: http://%s
+        api_key: %s
+        project: OPS
+        issue_type: Bug
+        rate_limit_per_minute: 60000
+`, ln.Addr().String(), apiKey)
+	cs, _ := startReplicas(t, replicaDirs(t, 2, u.String(), cfg))
+	const alerts = 30
+	event := func(action string, i int) []byte {
+		ev := map[string]any{"routing_key": crashRoutingKey, "event_action": action, "dedup_key": fmt.Sprintf("outage-%02d", i)}
+		if action == "trigger" {
+			ev["payload"] = map[string]any{"summary": fmt.Sprintf("Outage %02d", i), "source": "db", "severity": "critical"}
+		}
+		body, _ := json.Marshal(ev)
+		return body
+	}
+	for i := range alerts {
+		code, err := cs[i%2].post(context.Background(), "/v2/enqueue", event("trigger", i))
+		require.NoError(t, err)
+		require.Equal(t, 202, code)
+	}
+	require.Eventually(t, func() bool { return len(b.Issues()) >= alerts && queueIdle(cs[0].addr) }, 90*time.Second, 100*time.Millisecond)
+	acking.Store(true)
+	for i := range alerts {
+		code, err := cs[i%2].post(context.Background(), "/v2/enqueue", event("acknowledge", i))
+		require.NoError(t, err)
+		require.Equal(t, 202, code)
+	}
+	require.Eventually(t, func() bool {
+		for _, is := range b.Issues() {
+			if len(is.Comments) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 3*time.Minute, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return queueIdle(cs[0].addr) }, 2*time.Minute, 200*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	twice := 0
+	for _, is := range b.Issues() {
+		twice += len(is.Comments) - 1
+	}
+	t.Logf("2 replicas, PostgreSQL away 15 s while %d acknowledge comments were posted (1 s each): %d posted twice", alerts, twice)
+	require.Zero(t, twice, "an acknowledge comment was posted twice")
 }

@@ -298,6 +298,82 @@ func TestFailedAckNeverRepeatsTheCall(t *testing.T) {
 	}
 }
 
+// uncertainSink records, per call, whether the queue told it an earlier
+// call may have reached the target unrecorded (sinks.Call.Uncertain). It
+// answers each call; while unrecorded is set, it then fails as a sink
+// whose own record of the call could not be written.
+type uncertainSink struct {
+	mu         sync.Mutex
+	uncertain  []bool
+	unrecorded atomic.Bool
+}
+
+func (u *uncertainSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	c := sinks.CallFrom(ctx)
+	u.uncertain = append(u.uncertain, c.Uncertain)
+	c.Action, c.StatusCode = "trigger", 200 // a call was made, and answered
+	if u.unrecorded.Load() {
+		return sinks.Retryable(sinks.ReasonUnrecorded, 0, errors.New("record issue: the store is away"))
+	}
+	return nil
+}
+
+func (u *uncertainSink) calls() []bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]bool(nil), u.uncertain...)
+}
+
+// A call whose outcome the store did not take — the queue's ack failed
+// past job_timeout, or the sink's own record of it (a Backlog issue
+// record) failed — is retried as a call that may have been made, also
+// where no memory of it is kept (another replica, after a restart), so
+// a sink looks before repeating what is not idempotent: a Backlog comment
+// or issue. Such a failure spends none of the key's attempts. (A breaker
+// saw 37 of 100 Backlog acknowledge comments posted twice with three
+// replicas and PostgreSQL stopped for 15 s.)
+func TestUnrecordedCallIsUncertainOnAnotherReplica(t *testing.T) {
+	for _, way := range []string{"ack", "sink record"} {
+		for _, d := range drivers() {
+			t.Run(way+"/"+d.name, func(t *testing.T) {
+				sink := &uncertainSink{}
+				opts := d.opts(t)
+				opts.JobTimeout = 400 * time.Millisecond
+				opts.MaxAttempts = 2
+				s := openStoreWith(t, opts, sink, func(s *Store) {
+					s.forgetUnrecorded.Store(true) // the retry runs where no memory of the call is
+					if way == "ack" {
+						s.failAcks.Store(1 << 20) // the store takes no outcome until told
+					} else {
+						sink.unrecorded.Store(true)
+					}
+				})
+				ctx := context.Background()
+				require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+				require.Eventually(t, func() bool { return len(sink.calls()) >= 3 }, 20*time.Second, 10*time.Millisecond)
+				s.failAcks.Store(0)
+				sink.unrecorded.Store(false)
+				require.Eventually(t, func() bool {
+					states, err := s.loadStates(ctx, "r/pagerduty/0", []keySeq{{Key: "a"}})
+					require.NoError(t, err)
+					st := states["a"]
+					return st != nil && !st.pending && st.delivered == st.version
+				}, 20*time.Second, 20*time.Millisecond)
+				dead, err := s.DeadLetters(ctx)
+				require.NoError(t, err)
+				require.Empty(t, dead, "more failures than max_attempts, none the target's")
+				got := sink.calls()
+				require.False(t, got[0], "the first call knows of no earlier one")
+				for i, u := range got[1:] {
+					require.True(t, u, "call %d follows one whose outcome the store never took", i+2)
+				}
+			})
+		}
+	}
+}
+
 // counterValue reads a counter from the store's registry.
 func counterValue(t *testing.T, s *Store, name string) float64 {
 	t.Helper()

@@ -137,6 +137,9 @@ type Store struct {
 	// failAcks, when above 0, makes that many next ack submissions fail
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
+	// forgetUnrecorded, when set, keeps no outcome whose write failed in
+	// memory (tests only: the job's retry runs on another replica).
+	forgetUnrecorded atomic.Bool
 
 	// prepared holds statements prepared once on the SQLite writer
 	// (see prepareHot); nil on PostgreSQL.

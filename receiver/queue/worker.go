@@ -454,6 +454,10 @@ type ackRecord struct {
 	ref string
 }
 
+// errCallsUnrecorded marks a key's failure whose calls were made but whose
+// outcome the store did not take (uncertainError knows its text).
+var errCallsUnrecorded = errors.New("queue: calls were made but their outcome is not recorded")
+
 // errKeyUnfinished is the outcome of a key whose work never returned.
 var errKeyUnfinished = errors.New("queue: the key's delivery did not finish; retrying")
 
@@ -516,7 +520,18 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 		}
 		pending, err := s.ack(ctx, target, k, rec)
 		if err != nil {
-			s.unrecorded.put(target, k, rec)
+			if !s.forgetUnrecorded.Load() {
+				s.unrecorded.put(target, k, rec)
+			}
+			if len(rec.calls) > 0 {
+				// The memory above serves this process only: the job's
+				// next attempt may run on another replica (PostgreSQL),
+				// or after a restart. Its error says the calls may be at
+				// the target already (callsUnrecorded), so that attempt
+				// checks before repeating what is not idempotent (a
+				// Backlog comment, an issue).
+				err = fmt.Errorf("%w: %w", errCallsUnrecorded, err)
+			}
 			return outcome{retry: true, err: err}
 		}
 		if !pending {
@@ -764,6 +779,15 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
 		return nil, outcome{retry: true, park: true, retryAfter: e.RetryAfter, err: e}, nil, nil
 	}
+	if e.Reason == sinks.ReasonUnrecorded {
+		// The target took the call; the sink's record of it is what
+		// failed (the store). Neither the target's failure nor the key's
+		// attempt: the retry, on any replica, treats the call as maybe
+		// made (errCallsUnrecorded) and looks before repeating it.
+		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
+		log.Debug("The target took the call but its record could not be written; will retry as a call that may have been made", "err", e)
+		return nil, outcome{retry: true, err: fmt.Errorf("%w: %w", errCallsUnrecorded, e)}, nil, s.callRow(id, k, attempt, call, OutcomeRetry, e)
+	}
 	if ctx.Err() != nil && s.draining.Load() {
 		// Shutdown cut the call (README, "Shutdown": what is cancelled
 		// goes out after the next start): neither the target's answer nor
@@ -851,8 +875,9 @@ func (s *Store) callRow(target string, k keySeq, attempt int, c *sinks.Call, out
 // callsUnrecorded reports whether the job's previous attempt may have made
 // calls whose outcome it never recorded: the process died during it (an
 // orphan recovered at start has no error for that attempt), River's
-// rescuer took it back from a dead replica, or its calls were cancelled
-// (job timeout, shutdown). A trigger may then be open at the target
+// rescuer took it back from a dead replica, its calls were cancelled
+// (job timeout, shutdown), or the store did not take their outcome
+// (errCallsUnrecorded). A trigger may then be open at the target
 // although the state says nothing was sent. Snoozes do not count as
 // attempts, so a key that only waited for its turn is never uncertain.
 func callsUnrecorded(job *rivertype.JobRow) bool {
@@ -935,7 +960,8 @@ func uncertainError(msg string) bool {
 	msg = strings.ToLower(msg)
 	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
 		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout") ||
-		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish")
+		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish") ||
+		strings.Contains(msg, "outcome is not recorded")
 }
 
 // tooOld reports whether a key whose run of failures began at since has
@@ -966,7 +992,10 @@ const sqlAck = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest 
 // the job's own deadline (delivery.job_timeout), with the job kept: once
 // the job gives up, any replica may run it again, and that replica, not
 // knowing the call was made, would make it again. So an outage of the
-// store shorter than job_timeout repeats no call.
+// store shorter than job_timeout repeats no call. A longer one fails the
+// key with errCallsUnrecorded: the retry, on any replica, then treats the
+// calls as maybe made (sinks.Call.Uncertain) and checks the target before
+// repeating one that is not idempotent.
 func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord) (bool, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {

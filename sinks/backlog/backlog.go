@@ -710,7 +710,9 @@ func (n *Notifier) Destination() string { return n.dest }
 
 func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {
 	if err := n.d.Issues.PutIssue(ctx, n.storeID(ctx), key, rec); err != nil {
-		return sinks.Retryable(sinks.ReasonOther, 0, fmt.Errorf("record issue: %w", err))
+		// Most puts follow a call Backlog took: its retry must look
+		// before posting a comment again (see update).
+		return sinks.Retryable(sinks.ReasonUnrecorded, 0, fmt.Errorf("record issue: %w", err))
 	}
 	return nil
 }

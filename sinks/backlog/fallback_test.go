@@ -2,8 +2,10 @@ package backlog_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,6 +218,47 @@ func TestUncertainCommentIsNotPostedTwice(t *testing.T) {
 			require.Equal(t, 1, writes)
 		})
 	}
+}
+
+// storeAway is the real issue store whose writes fail while away is set,
+// as when PostgreSQL is stopped between Backlog's answer and the record.
+type storeAway struct {
+	backlog.IssueStore
+	away atomic.Bool
+}
+
+func (s *storeAway) PutIssue(ctx context.Context, target, identity string, rec backlog.IssueRecord) error {
+	if s.away.Load() {
+		return errors.New("queue: begin: failed to connect: connection refused")
+	}
+	return s.IssueStore.PutIssue(ctx, target, identity, rec)
+}
+
+// An acknowledge's comment that Backlog took while the issue record could
+// not be written fails as "unrecorded", which the queue retries as a call
+// that may have been made (Call.Uncertain): the retry finds the comment
+// and posts none (a breaker saw acknowledge comments doubled across
+// replicas when PostgreSQL stopped).
+func TestCommentWhoseRecordFailedIsNotPostedAgain(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	st := &storeAway{IssueStore: store(t)}
+	n, err := newNotifier(t, fake, "", st)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusFiring)))
+	ack := sample(sinks.StatusFiring)
+	ack.Alerts[0].Action = sinks.ActionAcknowledge
+	st.away.Store(true)
+	err = n.Deliver(ctx, ack)
+	require.Error(t, err)
+	se := sinks.AsError(err)
+	require.True(t, se.Retryable, "%v", err)
+	require.Equal(t, sinks.ReasonUnrecorded, se.Reason)
+	st.away.Store(false)
+	require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: true}), ack))
+	is, _ := fake.Issue("OPS-1")
+	require.Len(t, is.Comments, 1, "the acknowledge's comment, once")
 }
 
 // A key's user demoted while alertfan runs (a Normal User made a Reporter)
