@@ -137,6 +137,8 @@ type Store struct {
 	// failAcks, when above 0, makes that many next ack submissions fail
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
+	// commitRun collapses the log of a run of failed commits.
+	commitRun failureRun
 	// forgetUnrecorded, when set, keeps no outcome whose write failed in
 	// memory (tests only: the job's retry runs on another replica).
 	forgetUnrecorded atomic.Bool
