@@ -423,3 +423,48 @@ func TestBacklogConfigErrorFoundAtADeliveryIsHeld(t *testing.T) {
 	require.Equal(t, 200, code, "%v", body)
 	waitIssues(t, b, func(is []sinkstest.BacklogIssue) bool { return len(is) == 2 })
 }
+
+// A rolling reload on PostgreSQL that inserts a destination before
+// another: the replica not yet reloaded answers 503 (Retry-After) for
+// what it would write under the moved id instead of sending it to the
+// destination it still has there, and takes it again once reloaded.
+func TestRollingReloadInsertingADestination(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	const newKey = "fedcba9876543210fedcba9876543210"
+	oldCfg := "storage:\n  driver: postgres\n  dsn_file: dsn\n" + fastDelivery + pdConfig(pd.EventsURL(), "")
+	newCfg := strings.Replace(oldCfg, "    pagerduty_configs:\n", "    pagerduty_configs:\n      - routing_key: "+newKey+"\n        url: "+pd.EventsURL()+"\n", 1)
+	require.NotEqual(t, oldCfg, newCfg)
+	var replicas []*testServer
+	for range 2 {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600))
+		replicas = append(replicas, startServerIn(t, dir, oldCfg))
+	}
+	reload := func(ts *testServer) {
+		require.NoError(t, os.WriteFile(ts.cfg, []byte(newCfg), 0o600))
+		code, body := ts.postRaw(t, "/-/reload")
+		require.Equal(t, 200, code, body)
+	}
+	reload(replicas[0])
+	code, body := replicas[1].post(t, "/webhook", firing("Early", "h1"))
+	require.Equal(t, 503, code, "%v", body)
+	require.Contains(t, fmt.Sprint(body["error"]), "rolling reload")
+	code, _ = replicas[0].post(t, "/webhook", firing("Reloaded", "h1"))
+	require.Equal(t, 200, code)
+	reload(replicas[1])
+	code, _ = replicas[1].post(t, "/webhook", firing("Early", "h1")) // the sender's retry
+	require.Equal(t, 200, code)
+	for _, r := range replicas {
+		settle(t, r)
+	}
+	keys := map[string][]string{} // routing key → dedup keys
+	for _, e := range pd.Events() {
+		keys[e.RoutingKey] = append(keys[e.RoutingKey], e.DedupKey)
+	}
+	require.Len(t, keys[newKey], 2, "each alert once at the inserted destination: %v", keys)
+	require.Len(t, keys[testRoutingKey], 2, "each alert once at the old one: %v", keys)
+	_, m := replicas[1].get(t, "/metrics")
+	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="config_differs"} 1`)
+}

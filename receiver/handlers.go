@@ -273,6 +273,16 @@ func quote(s string) string {
 }
 
 func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error) {
+	if errors.Is(err, queue.ErrTargetsDiffer) {
+		// The store commits; this replica's configuration is not the
+		// deployment's (a rolling reload under way). Another replica, or
+		// this one once reloaded, takes the sender's retry.
+		s.metrics.notifications.WithLabelValues(input, "config_differs").Inc()
+		s.logger.Warn("Refused an intake request: this replica's configuration differs from the one a replica of this deployment loaded last; answering 503 so the sender retries", "input", input, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
+		return
+	}
 	s.commitResult(err)
 	s.metrics.notifications.WithLabelValues(input, "store_unavailable").Inc()
 	s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries", "input", input, "err", err)

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_notifications_received_total",
-			Help: "Requests received on intake endpoints, by input and outcome (accepted, invalid, too_large, over_limit, overloaded, unauthorized, unknown_receiver, rate_limited, store_unavailable, ignored).",
+			Help: "Requests received on intake endpoints, by input and outcome (accepted, invalid, too_large, over_limit, overloaded, unauthorized, unknown_receiver, rate_limited, store_unavailable, config_differs, ignored).",
 		}, []string{"input", "outcome"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alertfan_alerts_received_total",

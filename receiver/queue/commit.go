@@ -120,6 +120,11 @@ type batch struct {
 	hist []histRow
 	// written are the (target, key) states the batch wrote (touched).
 	written [][2]string
+	// targetsChecked: checkTargets compared this process's destinations
+	// with the store's record (PostgreSQL, once per batch); targetsDiffer
+	// says how they differ ("" if they do not).
+	targetsChecked bool
+	targetsDiffer  string
 }
 
 type pendingGroup struct {

@@ -318,6 +318,9 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 		for i, g := range as {
 			in.Updates[i].Items, in.Updates[i].Routes = g.items, g.routes
 		}
+		if err := b.checkTargets(ctx); err != nil {
+			return err
+		}
 		fresh := make([]bool, len(in.Updates))
 		for _, i := range ups {
 			u := &in.Updates[i]

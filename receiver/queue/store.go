@@ -139,6 +139,9 @@ type Store struct {
 	failAcks atomic.Int32
 	// commitRun collapses the log of a run of failed commits.
 	commitRun failureRun
+	// differWarned holds the target ids whose destination this process
+	// and the store's record disagree on, warned of since the last load.
+	differWarned sync.Map
 	// forgetUnrecorded, when set, keeps no outcome whose write failed in
 	// memory (tests only: the job's retry runs on another replica).
 	forgetUnrecorded atomic.Bool

@@ -1,7 +1,10 @@
 package queue
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -103,6 +106,7 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	}
 	s.retired.Store(&retired)
 	s.targets.Store(&cp)
+	s.differWarned.Clear() // a disagreement after this load is news
 	return nil
 }
 
@@ -142,24 +146,14 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 			// Replicas starting together rewrite the table one at a time
 			// (each deletes it and inserts its set; two at once collide on
 			// the key). Released at commit.
-			if _, err := b.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(72616375)`); err != nil {
+			if _, err := b.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, targetsLock); err != nil {
 				return fmt.Errorf("queue: lock target destinations: %w", err)
 			}
 		}
-		rows, err := b.tx.QueryContext(ctx, `SELECT id, dest FROM alertfan_target`)
+		old, err := readDestinations(ctx, b.tx)
 		if err != nil {
-			return fmt.Errorf("queue: read target destinations: %w", err)
+			return err
 		}
-		old := map[string]string{}
-		for rows.Next() {
-			var id, dest string
-			if err := rows.Scan(&id, &dest); err != nil {
-				rows.Close()
-				return err
-			}
-			old[id] = dest
-		}
-		rows.Close()
 		// Plan: every stored id whose destination is not at that id now.
 		ids := make([]string, 0, len(old))
 		for id := range old {
@@ -383,4 +377,131 @@ func (b *batch) moveTarget(ctx context.Context, from, to string) error {
 		}
 	}
 	return nil
+}
+
+// ErrTargetsDiffer is the error of an intake request at a replica whose
+// configuration has other destinations, or puts them at other target ids,
+// than the configuration a replica of the deployment loaded last (the
+// store's record of each id's destination): replicas on PostgreSQL during
+// a rolling reload that changes destinations. Taken there, the request
+// would be written under ids that mean other destinations to the other
+// replicas, or miss a destination the deployment has now. It is answered
+// 503, and the sender retries it — at another replica, or here once this
+// one has loaded the same configuration.
+var ErrTargetsDiffer = errors.New("this replica's destinations differ from those of the configuration a replica of this deployment loaded last (a rolling reload under way); reload this replica with the same configuration")
+
+// targetsLock is the PostgreSQL advisory lock SetTargets takes exclusively
+// to rewrite the destinations of target ids (moveDestinations); intake
+// takes it shared while it checks them (checkTargets), so no batch writes
+// under the ids of a configuration being replaced.
+const targetsLock = 72616375
+
+// checkTargets refuses, as the op's own error (it has written nothing
+// yet), intake at a process whose destinations differ from the store's
+// record of them (ErrTargetsDiffer). Only on PostgreSQL: one SQLite file
+// has one process, whose own load wrote the record. The record is read
+// once per batch.
+func (b *batch) checkTargets(ctx context.Context) error {
+	if b.s.dialect != dialectPostgres {
+		return nil
+	}
+	if !b.targetsChecked {
+		if _, err := b.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, targetsLock); err != nil {
+			return fmt.Errorf("queue: lock target destinations: %w", err)
+		}
+		stored, err := readDestinations(ctx, b.tx)
+		if err != nil {
+			return err
+		}
+		b.targetsChecked, b.targetsDiffer = true, b.s.destinationsDiffer(stored, "intake")
+	}
+	if b.targetsDiffer != "" {
+		return &OpError{Err: fmt.Errorf("%w: %s", ErrTargetsDiffer, b.targetsDiffer)}
+	}
+	return nil
+}
+
+// destinationsDiffer compares this process's destinations with stored
+// (the store's record: id → destination) and says how they differ, first
+// id first ("" when they do not).
+func (s *Store) destinationsDiffer(stored map[string]string, where string) string {
+	local := *s.targets.Load()
+	var diffs []string
+	for id, t := range local {
+		if t.Destination != "" && stored[id] != t.Destination {
+			diffs = append(diffs, id)
+		}
+	}
+	for id := range stored {
+		if t, ok := local[id]; !ok || t.Destination == "" {
+			diffs = append(diffs, id)
+		}
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	slices.Sort(diffs)
+	id := diffs[0]
+	s.warnTargetsDiffer(id, local[id].Destination, stored[id], where)
+	return fmt.Sprintf("%s is %s here and %s in the configuration loaded last", id, cmp.Or(local[id].Destination, "not configured"), cmp.Or(stored[id], "not configured"))
+}
+
+// readDestinations reads the store's record of each target id's destination.
+func readDestinations(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) (map[string]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, dest FROM alertfan_target`)
+	if err != nil {
+		return nil, fmt.Errorf("queue: read target destinations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, dest string
+		if err := rows.Scan(&id, &dest); err != nil {
+			return nil, err
+		}
+		out[id] = dest
+	}
+	return out, rows.Err()
+}
+
+// targetDiffers reports, on PostgreSQL, whether the store gives target id
+// another destination than this process's configuration does: a job of
+// id is then another configuration's, and this process hands it back
+// without a call rather than send it to the destination it has at id.
+func (s *Store) targetDiffers(ctx context.Context, id string) (bool, error) {
+	if s.dialect != dialectPostgres {
+		return false, nil
+	}
+	// Only configured ids: a retired one ("retired/<destination>") names
+	// its destination itself and has no record.
+	t, ok := (*s.targets.Load())[id]
+	if !ok || t.Destination == "" {
+		return false, nil
+	}
+	var dest string
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT dest FROM alertfan_target WHERE id = ?`), id).Scan(&dest)
+	if errors.Is(err, sql.ErrNoRows) {
+		dest, err = "", nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("queue: read the destination of %s: %w", id, err)
+	}
+	if dest != t.Destination {
+		s.warnTargetsDiffer(id, t.Destination, dest, "delivery")
+		return true, nil
+	}
+	return false, nil
+}
+
+// warnTargetsDiffer logs, once per id and load, that this process's
+// configuration and the store's record disagree on id's destination.
+func (s *Store) warnTargetsDiffer(id, here, there, where string) {
+	if _, seen := s.differWarned.LoadOrStore(id, true); seen {
+		return
+	}
+	s.metrics.targetsDiffer.Inc()
+	s.logger.Warn("This replica's destinations differ from those of the configuration a replica of this deployment loaded last; its intake is answered 503, and the deliveries of ids whose destination differs are left to a replica with that configuration, until this one loads the same (a rolling reload under way?)",
+		"target", id, "destination_here", cmp.Or(here, "none"), "destination_in_store", cmp.Or(there, "none"), "seen_at", where)
 }

@@ -257,6 +257,15 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	if len(a.Keys) == 0 {
 		return nil
 	}
+	// A replica whose configuration puts another destination at this id
+	// than the one loaded last (a rolling reload under way) leaves the job
+	// to a replica with that configuration: sent from here, it would reach
+	// the destination this configuration has at the id.
+	if differs, err := s.targetDiffers(ctx, a.Target); err != nil {
+		return err
+	} else if differs {
+		return river.JobSnooze(targetsDifferWait)
+	}
 	states, err := s.loadStates(ctx, a.Target, a.Keys)
 	if err != nil {
 		return fmt.Errorf("load states: %w", err)
@@ -358,6 +367,11 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		return jobErr
 	}
 }
+
+// targetsDifferWait is how long a replica hands back a job of a target id
+// whose destination its configuration and the store's record disagree on:
+// a rolling reload's next replica is usually seconds away.
+const targetsDifferWait = 2 * time.Second
 
 // maxJobErrors bounds the distinct key errors a job's error names (each
 // cut to maxHistError bytes).
