@@ -533,6 +533,21 @@ func TestLifecycle(t *testing.T) {
 			},
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
+		// A reload that removes the destinations of a receiver with
+		// resolve_after: the alerts they hold open still expire there,
+		// under the old receiver's rule (the old sink serves them).
+		{"resolve_after still resolves at a destination a reload removed", "    resolve_after: 3s\n", []lcStep{
+			posted("/webhook", amAlert("firing", "critical", t0)),
+			reload(func(e *lcEnv) string { return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n" }),
+			func(e *lcEnv) {
+				require.Eventually(e.t, func() bool { return len(eventsFor(e.pd, "resolve")) == 1 }, 15*time.Second, 20*time.Millisecond)
+				require.Eventually(e.t, func() bool {
+					is := e.bl.Issues()
+					return len(is) == 1 && e.bl.StatusName(is[0].StatusID) == "Closed"
+				}, 15*time.Second, 20*time.Millisecond)
+			},
+		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
+
 		// An outage longer than resolve_after: Alertmanager's refreshes
 		// failed meanwhile and its retry comes after the restart. Nothing
 		// is resolved before alertfan has been up for resolve_after.

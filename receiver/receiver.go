@@ -71,6 +71,11 @@ type server struct {
 	expireFrom time.Time
 	// expireWake starts an expire pass at once (after a reload).
 	expireWake chan struct{}
+	// retiredExpiry holds, per retired id ("retired/<destination>"), the
+	// resolve_after its receiver had when a reload removed the
+	// destination: its open alerts still expire (expire). Written by
+	// install under reloadMu.
+	retiredExpiry atomic.Pointer[map[string]retiredTarget]
 	opts       Options
 	logger     *slog.Logger
 	store      *queue.Store
@@ -346,6 +351,7 @@ func (s *server) install(ctx context.Context, rt *runtime) error {
 		return err
 	}
 	old := s.rt.Swap(rt)
+	s.retire(old, rt)
 	counts := map[string]float64{}
 	for _, t := range rt.targets {
 		counts[t.Kind]++
