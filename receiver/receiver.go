@@ -76,16 +76,17 @@ type server struct {
 	// destination: its open alerts still expire (expire). Written by
 	// install under reloadMu.
 	retiredExpiry atomic.Pointer[map[string]retiredTarget]
-	opts       Options
-	logger     *slog.Logger
-	store      *queue.Store
-	reg        *prometheus.Registry
-	metrics    *metrics
-	rt         atomic.Pointer[runtime]
-	limiters   *sinks.Limiters
-	bmetrics   *backlog.Metrics
-	reloadMu   sync.Mutex
-	shutDown   atomic.Bool
+
+	opts     Options
+	logger   *slog.Logger
+	store    *queue.Store
+	reg      *prometheus.Registry
+	metrics  *metrics
+	rt       atomic.Pointer[runtime]
+	limiters *sinks.Limiters
+	bmetrics *backlog.Metrics
+	reloadMu sync.Mutex
+	shutDown atomic.Bool
 	// webBasicAuth is whether the web config asks for basic auth; then a
 	// basic-auth password is the web user's, not the intake token.
 	webBasicAuth atomic.Bool

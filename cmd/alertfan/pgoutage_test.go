@@ -71,6 +71,16 @@ func (p *pgProxy) cut() {
 
 func (p *pgProxy) restore() { p.mu.Lock(); p.down = false; p.mu.Unlock() }
 
+// proxiedPostgres is the test's database behind a pgProxy, and the DSN that
+// reaches it through the proxy.
+func proxiedPostgres(t *testing.T) (*pgProxy, string) {
+	u, err := url.Parse(testenv.PostgresDSN(t))
+	require.NoError(t, err)
+	proxy := newPGProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	return proxy, u.String()
+}
+
 // TestPostgresOutageRepeatsNothing: two replicas; PostgreSQL goes away for
 // 8 s while PagerDuty calls are answered (no process is killed). A call
 // whose outcome cannot be written keeps its job and writes it once the
@@ -78,11 +88,7 @@ func (p *pgProxy) restore() { p.mu.Lock(); p.down = false; p.mu.Unlock() }
 // six quick write attempts the job was handed back and the other replica
 // repeated 12-14 of 40 calls).
 func TestPostgresOutageRepeatsNothing(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	require.NoError(t, err)
-	proxy := newPGProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy, dsn := proxiedPostgres(t)
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
 	var (
@@ -135,7 +141,7 @@ receivers:
         url: http://%s/v2/enqueue
         rate_limit_per_minute: 600000
 `, crashRoutingKey, ln.Addr().String())
-	cs, _ := startReplicas(t, replicaDirs(t, 2, u.String(), cfg))
+	cs, _ := startReplicas(t, replicaDirs(t, 2, dsn, cfg))
 	start := time.Now().UTC()
 	const alerts = 40
 	as := make([]sinkstest.WebhookAlert, alerts)
@@ -177,11 +183,7 @@ receivers:
 // other replica (a breaker saw 37 of 100 posted twice). The outage is
 // logged as a run, not a line per failed commit.
 func TestPostgresOutageRepeatsNoBacklogComment(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	require.NoError(t, err)
-	proxy := newPGProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy, dsn := proxiedPostgres(t)
 	const apiKey = "outage-test-backlog-key"
 	b := sinkstest.NewBacklog(apiKey)
 	defer b.Close()
@@ -218,7 +220,7 @@ receivers:
         issue_type: Bug
         rate_limit_per_minute: 60000
 `, ln.Addr().String(), apiKey)
-	cs, _ := startReplicas(t, replicaDirs(t, 2, u.String(), cfg))
+	cs, _ := startReplicas(t, replicaDirs(t, 2, dsn, cfg))
 	const alerts = 30
 	event := func(action string, i int) []byte {
 		ev := map[string]any{"routing_key": crashRoutingKey, "event_action": action, "dedup_key": fmt.Sprintf("outage-%02d", i)}

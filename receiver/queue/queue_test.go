@@ -83,6 +83,12 @@ func openStore(t *testing.T, opts Options, sink Sink) *Store {
 // before the targets are set and the store starts.
 func openStoreWith(t *testing.T, opts Options, sink Sink, hook func(*Store)) *Store {
 	t.Helper()
+	return openStoreTargets(t, opts, map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}}, hook)
+}
+
+// openStoreTargets is openStoreWith with targets ts.
+func openStoreTargets(t *testing.T, opts Options, ts map[string]Target, hook func(*Store)) *Store {
+	t.Helper()
 	opts.PollInterval = 10 * time.Millisecond
 	opts.MinBackoff = 50 * time.Millisecond
 	opts.MaxBackoff = 200 * time.Millisecond
@@ -92,7 +98,7 @@ func openStoreWith(t *testing.T, opts Options, sink Sink, hook func(*Store)) *St
 	if hook != nil {
 		hook(s)
 	}
-	require.NoError(t, s.SetTargets(context.Background(), map[string]Target{"r/pagerduty/0": {ID: "r/pagerduty/0", Kind: "pagerduty", Receiver: "r", Sink: sink}}))
+	require.NoError(t, s.SetTargets(context.Background(), ts))
 	require.NoError(t, s.Start(context.Background()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/internal/testenv"
@@ -63,17 +62,7 @@ const destA, destX = "pagerduty:aaaa", "pagerduty:xxxx"
 // with targets ts: one replica of a deployment.
 func openReplica(t *testing.T, dsn string, ts map[string]Target) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Options{Driver: DriverPostgres, DSN: dsn, PollInterval: 10 * time.Millisecond,
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Registerer: prometheus.NewRegistry()})
-	require.NoError(t, err)
-	require.NoError(t, s.SetTargets(context.Background(), ts))
-	require.NoError(t, s.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Close(ctx) //nolint:errcheck
-	})
-	return s
+	return openStoreTargets(t, Options{Driver: DriverPostgres, DSN: dsn}, ts, nil)
 }
 
 func target(idx, dest string, sink Sink) Target {
