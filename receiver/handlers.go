@@ -278,14 +278,23 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 		// deployment's (a rolling reload under way). Another replica, or
 		// this one once reloaded, takes the sender's retry.
 		s.metrics.notifications.WithLabelValues(input, "config_differs").Inc()
-		s.logger.Warn("Refused an intake request: this replica's configuration differs from the one a replica of this deployment loaded last; answering 503 so the sender retries", "input", input, "err", err)
+		if log, first, failing, n := s.differRun.Failed(time.Now()); log {
+			s.logger.Warn("Refusing intake (503, the sender retries): this replica's destinations differ from those of the configuration a replica of this deployment loaded last; counted in alertfan_notifications_received_total{outcome=\"config_differs\"}, logged once a minute",
+				"input", input, "first", first, "refusing_for", failing.Round(time.Second), "refused", n, "err", err)
+		}
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
 		return
 	}
 	s.commitResult(err)
 	s.metrics.notifications.WithLabelValues(input, "store_unavailable").Inc()
-	s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries", "input", input, "err", err)
+	// One line when requests start failing and one a minute while they
+	// do (a sender retrying through an outage is a line per request);
+	// accepted logs the end.
+	if log, first, failing, n := s.unavailableRun.Failed(time.Now()); log {
+		s.logger.Error("Could not commit accepted alerts; answering 503 so the sender retries (counted in alertfan_notifications_received_total{outcome=\"store_unavailable\"}, logged once a minute until a request is accepted)",
+			"input", input, "first", first, "failing_for", failing.Round(time.Second), "refused", n, "err", err)
+	}
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, "the store cannot commit right now; retry later", nil)
 }

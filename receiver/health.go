@@ -82,6 +82,13 @@ func (s *server) commitContext(r *http.Request) (context.Context, context.Cancel
 // accepted records an intake request's durable commit.
 func (s *server) accepted(r *http.Request, input string, start time.Time) {
 	s.commitResult(nil)
+	now := time.Now()
+	if ended, failed, n := s.unavailableRun.Succeeded(now); ended {
+		s.logger.Info("Intake accepts again after answering 503 while the store could not commit", "failing_for", failed.Round(time.Millisecond), "refused", n)
+	}
+	if ended, failed, n := s.differRun.Succeeded(now); ended {
+		s.logger.Info("Intake accepts again: this replica's destinations are the deployment's", "refusing_for", failed.Round(time.Millisecond), "refused", n)
+	}
 	s.metrics.intakeDuration.WithLabelValues(input).Observe(time.Since(start).Seconds())
 	s.logger.Debug("Accepted intake request", "input", input, "remote", r.RemoteAddr, "route", r.Pattern, "duration", time.Since(start))
 }

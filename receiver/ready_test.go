@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,10 +140,19 @@ func TestReadyMeansCanCommit(t *testing.T) {
 	require.Equal(t, 503, code)
 	require.Less(t, time.Since(start), 5*time.Second, "503 within the commit timeout")
 	require.NotContains(t, ts.logs.String(), dsn)
+	for range 4 { // the sender retrying
+		code, _ = ts.post(t, "/webhook", firing("B", "h1"))
+		require.Equal(t, 503, code)
+	}
 
 	_, err = admin.Exec(`ALTER DATABASE ` + db + ` ALLOW_CONNECTIONS true`)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 200 }, 20*time.Second, 50*time.Millisecond)
+	code, _ = ts.post(t, "/webhook", firing("B", "h1"))
+	require.Equal(t, 200, code)
+	logs := ts.logs.String()
+	require.Equal(t, 1, strings.Count(logs, "Could not commit accepted alerts"), "one line for the five 503s, not one each: %s", logs)
+	require.Contains(t, logs, "refused=5", "the run's end says how many")
 }
 
 // A read-only PostgreSQL (a standby after a failover) lets an empty

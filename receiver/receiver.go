@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	yaml "go.yaml.in/yaml/v2"
 
+	"github.com/alertfan/alertfan/internal/logrun"
 	"github.com/alertfan/alertfan/receiver/config"
 	"github.com/alertfan/alertfan/receiver/queue"
 	"github.com/alertfan/alertfan/sinks"
@@ -76,6 +77,10 @@ type server struct {
 	// destination: its open alerts still expire (expire). Written by
 	// install under reloadMu.
 	retiredExpiry atomic.Pointer[map[string]retiredTarget]
+	// unavailableRun and differRun collapse the log of intake requests
+	// answered 503 (the store cannot commit; this replica's destinations
+	// differ from the deployment's) to a line a minute.
+	unavailableRun, differRun logrun.Run
 
 	opts     Options
 	logger   *slog.Logger

@@ -5,10 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -213,9 +210,16 @@ func (s *Store) commitLoop(in chan *op) {
 		s.metrics.commitBatchOps.Observe(float64(len(ops)))
 		if err != nil {
 			s.metrics.commitErrors.Inc()
-			s.commitRun.failed(s.logger, len(ops), err)
-		} else {
-			s.commitRun.succeeded(s.logger)
+			// A run of failures (the database away) is its start, a
+			// reminder a minute and its end (logrun), not a line each.
+			switch log, first, failing, n := s.commitRun.Failed(time.Now()); {
+			case first:
+				s.logger.Error("Store commit failed; the next failures are counted (alertfan_store_commit_errors_total), logged once a minute, until a commit succeeds", "ops", len(ops), "err", err)
+			case log:
+				s.logger.Error("Store commits still failing", "failing_for", failing.Round(time.Second), "failed_commits", n, "err", err)
+			}
+		} else if ended, failed, n := s.commitRun.Succeeded(time.Now()); ended {
+			s.logger.Info("Store commits succeed again", "failing_for", failed.Round(time.Millisecond), "failed_commits", n)
 		}
 		for _, o := range ops {
 			switch {
@@ -500,50 +504,4 @@ func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Dur
 		}
 	}()
 	return sch.Schedule(n, class)
-}
-
-// failureRun logs a run of failed commits (PostgreSQL away, a disk full)
-// as its start, with the cause, a reminder each minute, and its end, with
-// how long and how many; alertfan_store_commit_errors_total counts each.
-// A line per failed commit was tens of lines a second from each replica
-// during a database outage, burying what else the log said.
-type failureRun struct {
-	active   atomic.Bool // a fast path for the commits that succeed
-	mu       sync.Mutex
-	since    time.Time
-	n        int
-	reminded time.Time
-}
-
-// failureReminder is how often a run of failed commits is logged again.
-const failureReminder = time.Minute
-
-func (r *failureRun) failed(l *slog.Logger, ops int, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	r.n++
-	switch {
-	case !r.active.Load():
-		r.active.Store(true)
-		r.since, r.reminded = now, now
-		l.Error("Store commit failed; the next failures are counted (alertfan_store_commit_errors_total), logged once a minute, until a commit succeeds", "ops", ops, "err", err)
-	case now.Sub(r.reminded) >= failureReminder:
-		r.reminded = now
-		l.Error("Store commits still failing", "failing_for", now.Sub(r.since).Round(time.Second), "failed_commits", r.n, "err", err)
-	}
-}
-
-func (r *failureRun) succeeded(l *slog.Logger) {
-	if !r.active.Load() {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.active.Load() {
-		return
-	}
-	l.Info("Store commits succeed again", "failing_for", time.Since(r.since).Round(time.Millisecond), "failed_commits", r.n)
-	r.active.Store(false)
-	r.n = 0
 }

@@ -29,6 +29,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"modernc.org/sqlite" // also the database/sql driver "sqlite"
+
+	"github.com/alertfan/alertfan/internal/logrun"
 )
 
 // Storage drivers.
@@ -138,7 +140,7 @@ type Store struct {
 	// as a store failure would (tests only: disk full, PostgreSQL away).
 	failAcks atomic.Int32
 	// commitRun collapses the log of a run of failed commits.
-	commitRun failureRun
+	commitRun logrun.Run
 	// differWarned holds the target ids whose destination this process
 	// and the store's record disagree on, warned of since the last load.
 	differWarned sync.Map
