@@ -146,6 +146,14 @@ func (g *gatedSink) HeldUntil() time.Time {
 	return time.Time{}
 }
 
+// Settle passes the sink's wait before an uncertain retry through.
+func (g *gatedSink) Settle() time.Duration {
+	if st, ok := g.notifier.(interface{ Settle() time.Duration }); ok {
+		return st.Settle()
+	}
+	return 0
+}
+
 func (g *gatedSink) Pace(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
 	if p, ok := g.notifier.(interface {
 		Pace(context.Context, time.Duration) (time.Duration, error)

@@ -18,9 +18,9 @@ var _ backlog.IssueStore = (*Store)(nil)
 func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.IssueRecord, bool, error) {
 	identity = StoreKey(identity)
 	var rec backlog.IssueRecord
-	var closed int64
-	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at, content_hash FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
-		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed, &rec.ContentHash)
+	var closed, updated int64
+	err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT issue_id, issue_key, state, gen, closed_at, content_hash, updated_at FROM alertfan_backlog_issue WHERE target = ? AND identity = ?`), target, identity).
+		Scan(&rec.IssueID, &rec.IssueKey, &rec.State, &rec.Gen, &closed, &rec.ContentHash, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
 	}
@@ -30,6 +30,7 @@ func (s *Store) GetIssue(ctx context.Context, target, identity string) (backlog.
 	if closed > 0 {
 		rec.ClosedAt = time.Unix(0, closed)
 	}
+	rec.RecordedAt = time.Unix(0, updated)
 	return rec, true, nil
 }
 
@@ -55,3 +56,7 @@ func (s *Store) PutIssue(ctx context.Context, target, identity string, rec backl
 		return nil
 	})
 }
+
+// A Backlog call is not idempotent: its retry after a lost answer waits
+// for it to land (settler).
+var _ settler = (*backlog.Notifier)(nil)

@@ -368,6 +368,15 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	}
 }
 
+// settler is a sink whose calls are not idempotent (a Backlog issue or
+// comment): a call cut off before its answer (its timeout, job_timeout)
+// may still be served after alertfan gave up on it, and the retry, which
+// looks for it before calling again (sinks.Call.Uncertain), must not look
+// before it has landed. Settle is how long the retry waits.
+type settler interface {
+	Settle() time.Duration
+}
+
 // targetsDifferWait is how long a replica hands back a job of a target id
 // whose destination its configuration and the store's record disagree on:
 // a rolling reload's next replica is usually seconds away.
@@ -824,10 +833,16 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	}
 	if e.Retryable && attempt < s.opts.MaxAttempts && !s.tooOld(since) {
 		s.metrics.deliveries.WithLabelValues(t.Kind, t.Receiver, "retry", e.Reason).Inc()
+		retryAfter := e.RetryAfter
+		if st, ok := t.Sink.(settler); ok && uncertainError(e.Error()) {
+			// The call was cut, not answered: it may still land. Its
+			// retry, which looks for it first, waits until it has.
+			retryAfter = max(retryAfter, st.Settle())
+		}
 		// One line per target state change is logged (targetFailed); each
 		// attempt only at debug.
-		log.Debug("Delivery failed; will retry", "retry_after", e.RetryAfter, "err", e)
-		return nil, outcome{retry: true, retryAfter: e.RetryAfter, err: e, failedSince: since}, nil, s.callRow(id, k, attempt, call, OutcomeRetry, e)
+		log.Debug("Delivery failed; will retry", "retry_after", retryAfter, "err", e)
+		return nil, outcome{retry: true, retryAfter: retryAfter, err: e, failedSince: since}, nil, s.callRow(id, k, attempt, call, OutcomeRetry, e)
 	}
 	reason := e.Reason
 	if e.Retryable {

@@ -56,6 +56,10 @@ type IssueRecord struct {
 	// description update is sent only when it changes (group mode,
 	// update_description) and never over a person's edit.
 	ContentHash string
+	// RecordedAt is when the record was last written (set by the store;
+	// PutIssue ignores it): after each call on the issue alertfan made and
+	// recorded, so a comment older than it is not one of a lost attempt's.
+	RecordedAt time.Time
 }
 
 // IssueStore keeps identity → issue durably. The queue serializes work per
@@ -717,6 +721,14 @@ func (n *Notifier) put(ctx context.Context, key string, rec IssueRecord) error {
 	return nil
 }
 
+// Settle is how long a retry of a call whose answer was lost (cut by
+// timeout, or by the queue's job_timeout) waits before it looks for that
+// call's issue or comment: the request may still be served after alertfan
+// gave up on it, and found too early it is made twice. It is the call's
+// timeout (default 10 s), by which a request Backlog was still working on
+// has normally landed.
+func (n *Notifier) Settle() time.Duration { return time.Duration(n.conf.Timeout) }
+
 func (n *Notifier) wait(ctx context.Context) error {
 	_, err := n.lim().Wait(ctx, maxLimiterWait)
 	return err
@@ -1191,11 +1203,12 @@ func (w *work) update(ctx context.Context, form url.Values, action string, chang
 // began (its start is at most the call's timeout before it failed), or,
 // when no failure is recorded, since the notification was accepted. An
 // earlier, identical comment (a fixed resolved_comment of an earlier
-// occurrence) is another comment; a copy of the update accepted after the
-// lost attempt (an HA replica's) does not move the bound. Backlog's times
-// are whole seconds.
+// occurrence, which came before the last call recorded on the issue) is
+// another comment; a copy of the update accepted after the lost attempt
+// (an HA replica's) does not move the bound. Backlog's times are whole
+// seconds, compared with alertfan's clock (keep it synchronized).
 func (w *work) commented(ctx context.Context, content string) (bool, error) {
-	recent, err := w.n.client.RecentComments(ctx, w.rec.IssueKey, 10)
+	recent, err := w.n.client.RecentComments(ctx, w.rec.IssueKey, 100)
 	if isNotFound(err) {
 		return false, nil // the update's own 404 handles a deleted issue
 	}
@@ -1205,6 +1218,12 @@ func (w *work) commented(ctx context.Context, content string) (bool, error) {
 	since := w.notif.AcceptedAt.Truncate(time.Second)
 	if fs := sinks.CallFrom(ctx).FailingSince; !fs.IsZero() {
 		since = fs.Add(-time.Duration(w.n.conf.Timeout) - time.Second).Truncate(time.Second)
+	}
+	// Nor before the last call alertfan recorded on the issue: an
+	// identical comment from then (a fixed resolved_comment of the
+	// occurrence before) is not the lost one, however short the cycle.
+	if r := w.rec.RecordedAt.Truncate(time.Second); r.After(since) {
+		since = r
 	}
 	norm := func(s string) string { return strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n")) }
 	for _, c := range recent {

@@ -315,6 +315,29 @@ func TestUncertainCommentBoundIsTheFirstFailure(t *testing.T) {
 	require.Equal(t, []string{"Resolved."}, is.Comments)
 }
 
+// A fast cycle with a fixed resolved_comment: the occurrence before
+// posted the same "Resolved." seconds ago, within the look's bound from
+// the key's first failure (minus the call's timeout). It came before the
+// last call alertfan recorded on the issue (the re-fire), so it is not the
+// lost attempt's, and the resolve's own comment is posted (before, 5 of 5
+// second resolves of a breaker's fast cycles lost their comment).
+func TestUncertainCommentOfTheOccurrenceBeforeIsNotTheLostOne(t *testing.T) {
+	fake, n := openedIssue(t, "on_resolved: comment\nresolved_comment: 'Resolved.'")
+	ctx := context.Background()
+	require.NoError(t, n.Deliver(ctx, sample(sinks.StatusResolved)))
+	time.Sleep(1100 * time.Millisecond) // Backlog's times are whole seconds
+	refire := sample(sinks.StatusFiring)
+	refire.Alerts[0].StartsAt = refire.Alerts[0].StartsAt.Add(time.Hour)
+	require.NoError(t, n.Deliver(ctx, refire))
+	resolved := sample(sinks.StatusResolved)
+	resolved.Alerts[0].StartsAt = refire.Alerts[0].StartsAt
+	resolved.AcceptedAt = time.Now()
+	// The second resolve's call was cut and failed: its retry is uncertain.
+	require.NoError(t, n.Deliver(sinks.WithCall(ctx, &sinks.Call{Uncertain: true, FailingSince: time.Now()}), resolved))
+	is, _ := fake.Issue("OPS-1")
+	require.Equal(t, 2, strings.Count(strings.Join(is.Comments, "\n"), "Resolved."), "%q", is.Comments)
+}
+
 // openedIssue is a fake Backlog and a notifier with extra config that has
 // opened the sample alert's issue (OPS-1).
 func openedIssue(t *testing.T, extra string) (*sinkstest.Backlog, *backlog.Notifier) {
