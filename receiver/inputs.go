@@ -194,7 +194,12 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	if name != "" {
 		a.Labels["routing_key_name"] = name
 	}
-	if id, err := s.pdIdentity(r.Context(), res); err != nil {
+	// The store reads before the commit share its deadline: a database
+	// that hangs gets the sender a 503 within the commit timeout, not a
+	// request held until the connection gives up.
+	cctx, cancel := s.commitContext(r)
+	defer cancel()
+	if id, err := s.pdIdentity(cctx, res); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	} else {
@@ -204,7 +209,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 		// An acknowledge or resolve without payload is rendered with the
 		// trigger's labels; the targets that hold the trigger open get it
 		// whatever it routes to (sticky destinations, in the queue).
-		if b, found, err := s.store.RecallLabels(r.Context(), a.Identity); err != nil {
+		if b, found, err := s.store.RecallLabels(cctx, a.Identity); err != nil {
 			s.storeUnavailable(w, input, err)
 			return
 		} else if found {
@@ -216,8 +221,6 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logDropped(r.Context(), rt, input, []sinks.Alert{a}, "")
 	src := sinks.Source{Input: input, Receiver: name}
-	cctx, cancel := s.commitContext(r)
-	defer cancel()
 	if err := s.accept(cctx, rt, src, []sinks.Alert{a}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return

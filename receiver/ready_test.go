@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -265,6 +266,19 @@ func TestHungPostgresBoundedAndNotReady(t *testing.T) {
 	code, _ = ts.post(t, "/webhook", firing("B", "h1"))
 	require.Equal(t, 503, code)
 	require.Less(t, time.Since(start), 4*time.Second, "answered within the commit timeout, not held")
+	// A PagerDuty event reads the store before its commit (its identity;
+	// an acknowledge's labels): those reads have the same bound.
+	for _, action := range []string{"trigger", "acknowledge"} {
+		start = time.Now()
+		ev, _ := json.Marshal(map[string]any{"routing_key": testRoutingKey, "event_action": action, "dedup_key": "hung-" + action,
+			"payload": map[string]any{"summary": "Disk full", "source": "db-1", "severity": "critical"}})
+		if action == "acknowledge" {
+			ev, _ = json.Marshal(map[string]any{"routing_key": testRoutingKey, "event_action": action, "dedup_key": "hung-" + action})
+		}
+		code, _ = ts.post(t, "/v2/enqueue", ev)
+		require.Equal(t, 503, code, action)
+		require.Less(t, time.Since(start), 4*time.Second, "%s: answered within the commit timeout, not held", action)
+	}
 	require.Eventually(t, func() bool { code, _ := ts.get(t, "/-/ready"); return code == 503 }, 10*time.Second, 50*time.Millisecond)
 
 	fz.frozen.Store(false)
