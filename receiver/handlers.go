@@ -306,6 +306,14 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 // every target that holds the alert open (sticky destinations), drops
 // updates older than what it accepted (staleness), and folds repeats.
 func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string) error {
+	// Routing and its commit hold routing's read lock and use the config
+	// installed now, not the one the request began with: a reload that
+	// gives ids other destinations (install) moves the stored work first,
+	// and an alert routed by the old config after that would be written
+	// under an id that now sends elsewhere.
+	s.routing.RLock()
+	defer s.routing.RUnlock()
+	rt = s.rt.Load()
 	now := time.Now().UTC()
 	in := &queue.Intake{Updates: make([]queue.Update, 0, len(alerts))}
 	type group struct {

@@ -81,6 +81,10 @@ type server struct {
 	// answered 503 (the store cannot commit; this replica's destinations
 	// differ from the deployment's) to a line a minute.
 	unavailableRun, differRun logrun.Run
+	// routing is held (read) by each intake request from routing to
+	// commit, and (write) by install while a load moves stored work and
+	// swaps the config in.
+	routing sync.RWMutex
 
 	opts     Options
 	logger   *slog.Logger
@@ -353,10 +357,15 @@ func (s *server) deps() deps {
 }
 
 func (s *server) install(ctx context.Context, rt *runtime) error {
+	// No intake routes while the stored work moves to the new ids and
+	// the new config is swapped in (see accept).
+	s.routing.Lock()
 	if err := s.store.SetTargets(ctx, rt.targets); err != nil {
+		s.routing.Unlock()
 		return err
 	}
 	old := s.rt.Swap(rt)
+	s.routing.Unlock()
 	s.retire(old, rt)
 	counts := map[string]float64{}
 	for _, t := range rt.targets {

@@ -141,6 +141,9 @@ type Store struct {
 	failAcks atomic.Int32
 	// commitRun collapses the log of a run of failed commits.
 	commitRun logrun.Run
+	// targetsGen counts the loads (SetTargets) that gave an id another
+	// destination: a state read under an older count is not delivered.
+	targetsGen atomic.Int64
 	// differWarned holds the target ids whose destination this process
 	// and the store's record disagree on, warned of since the last load.
 	differWarned sync.Map
@@ -726,6 +729,13 @@ var errDraining = errors.New("queue: shutting down; handed back to the queue")
 // handedBack is the outcome of a delivery that shutdown stopped before its
 // call: the key goes back to the queue, uncalled.
 var handedBack = outcome{retry: true, park: true, retryAfter: time.Second, err: errDraining}
+
+// movedBack is the outcome of a delivery whose state was read before a
+// reload gave target ids other destinations: handed back, uncalled, to be
+// read again (see deliver).
+var movedBack = outcome{retry: true, park: true, retryAfter: 50 * time.Millisecond, err: errTargetsMoved}
+
+var errTargetsMoved = errors.New("queue: a reload gave target ids other destinations since the state was read; read again")
 
 // StopWorkers stops deliveries for a shutdown: the store is no longer
 // ready, workers start no new call and hand their remaining keys back to

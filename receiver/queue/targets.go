@@ -107,7 +107,24 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	s.retired.Store(&retired)
 	s.targets.Store(&cp)
 	s.differWarned.Clear() // a disagreement after this load is news
+	if destinationsChanged(prev, ts) {
+		s.targetsGen.Add(1) // states read before are read again (deliver)
+	}
 	return nil
+}
+
+// destinationsChanged reports whether an id of prev or next sends to
+// another destination in the other (or is missing there).
+func destinationsChanged(prev, next map[string]Target) bool {
+	if len(prev) != len(next) {
+		return true
+	}
+	for id, t := range prev {
+		if n, ok := next[id]; !ok || n.Destination != t.Destination {
+			return true
+		}
+	}
+	return false
 }
 
 // destinationIDs maps each destination of ts to the ids that send to it,

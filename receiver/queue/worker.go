@@ -183,6 +183,8 @@ type state struct {
 	unsettled bool
 	// ref is what the target holds open for the key (migration 39).
 	ref string
+	// targetsGen is Store.targetsGen when the state was read.
+	targetsGen int64
 }
 
 // loadStates reads the states of a job's keys in one query.
@@ -197,6 +199,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		args = append(args, k.Key)
 	}
 	readAt := time.Now() // what the query reads is at least this new
+	gen := s.targetsGen.Load()
 	rows, err := s.rdb.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, err
@@ -213,7 +216,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		}
 		st.pending = pending == 1
 		st.unsettled = uncertain == 1
-		st.readAt = readAt
+		st.readAt, st.targetsGen = readAt, gen
 		st.payload = []byte(payload)
 		st.firePayload = []byte(fire)
 		st.closePayload = []byte(closing)
@@ -690,6 +693,14 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 	if s.draining.Load() {
 		// Shutting down: hand the key back to the queue, uncalled.
 		return nil, handedBack, nil, nil
+	}
+	if st.targetsGen != s.targetsGen.Load() {
+		// A reload gave ids other destinations after the state was read
+		// (SetTargets waited for no call: none was in flight): the key
+		// may have moved to another id, and this id may send elsewhere
+		// now. Sent, the old state would reach the new destination. The
+		// job's next attempt reads it again, where it is now.
+		return nil, movedBack, nil, nil
 	}
 	t, ok := s.target(id)
 	call := &sinks.Call{Pinned: pin, Uncertain: st.uncertain}
