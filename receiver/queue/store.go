@@ -720,6 +720,16 @@ func (s *Store) target(id string) (Target, bool) {
 	return t, ok
 }
 
+// targetOf finds a configured target that sends to destination dest.
+func (s *Store) targetOf(dest string) (Target, bool) {
+	for _, t := range *s.targets.Load() {
+		if t.Destination == dest && dest != "" {
+			return t, true
+		}
+	}
+	return Target{}, false
+}
+
 // Target returns the target with the id, configured or retired.
 func (s *Store) Target(id string) (Target, bool) { return s.target(id) }
 

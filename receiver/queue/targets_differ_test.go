@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // Two replicas on one PostgreSQL database during a rolling reload that
@@ -104,4 +105,35 @@ func TestReplicaWithOtherDestinationsRefusesIntake(t *testing.T) {
 			require.NoError(t, err, "reloaded")
 		})
 	}
+}
+
+// A destination one replica's reload removed: its open alerts' resolves
+// go out under "retired/<destination>". A replica not reloaded yet still
+// has the destination configured, and sends them with that sink instead
+// of dead-lettering them as an unknown target (a breaker saw 14 of 20
+// such resolves dead-lettered, their incidents left open).
+func TestRetiredDestinationServedByAReplicaThatStillHasIt(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	aSink, bSink := &recordingSink{}, &recordingSink{}
+	a := openReplica(t, dsn, map[string]Target{"r/pagerduty/0": target("0", destA, aSink)})
+	b := openReplica(t, dsn, map[string]Target{"r/pagerduty/0": target("0", destA, bSink)})
+	ctx := context.Background()
+	require.NoError(t, a.Enqueue(ctx, []Item{item("open", "firing")}))
+	require.Eventually(t, func() bool { return len(aSink.all())+len(bSink.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, a.SetTargets(ctx, map[string]Target{}))
+	require.NoError(t, a.StopWorkers(ctx)) // b, not reloaded, takes the resolve
+	resolve := item("open", "resolved")
+	resolve.Target = RetiredPrefix + destA
+	require.NoError(t, a.Enqueue(ctx, []Item{resolve}))
+	require.Eventually(t, func() bool {
+		for _, n := range bSink.all() {
+			if n.Status() == sinks.StatusResolved {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the resolve reached the destination through the replica that still has it")
+	dead, err := b.DeadLetters(ctx)
+	require.NoError(t, err)
+	require.Empty(t, dead)
 }

@@ -703,6 +703,17 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		return nil, movedBack, nil, nil
 	}
 	t, ok := s.target(id)
+	if !ok && strings.HasPrefix(id, RetiredPrefix) {
+		// Another replica's reload retired the destination; this one, not
+		// reloaded yet, still has it configured (under its old id): the
+		// same destination, whose sink serves the retired id's work.
+		t, ok = s.targetOf(strings.TrimPrefix(id, RetiredPrefix))
+	}
+	if !ok && s.dialect == dialectPostgres && strings.HasPrefix(id, RetiredPrefix) && time.Since(job.CreatedAt) < s.opts.RescueAfter {
+		// A replica that retired it holds its sink until it restarts:
+		// leave the work to it for a while rather than dead-letter it.
+		return nil, outcome{retry: true, park: true, retryAfter: targetsDifferWait, err: sinks.Retryable(sinks.ReasonNotReady, targetsDifferWait, fmt.Errorf("target %s is not configured in this process; another replica may hold it", id))}, nil, nil
+	}
 	call := &sinks.Call{Pinned: pin, Uncertain: st.uncertain}
 	if st.failingSince != 0 {
 		call.FailingSince = time.Unix(0, st.failingSince)
