@@ -259,7 +259,7 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	s.logDropped(r.Context(), rt, input, alerts, forced)
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
-	if err := s.accept(cctx, rt, src, alerts, forced); err != nil {
+	if err := s.accept(cctx, src, alerts, forced); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -305,7 +305,7 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 // Routing gives each alert the targets its labels reach now; the queue adds
 // every target that holds the alert open (sticky destinations), drops
 // updates older than what it accepted (staleness), and folds repeats.
-func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, alerts []sinks.Alert, forced string) error {
+func (s *server) accept(ctx context.Context, src sinks.Source, alerts []sinks.Alert, forced string) error {
 	// Routing and its commit hold routing's read lock and use the config
 	// installed now, not the one the request began with: a reload that
 	// gives ids other destinations (install) moves the stored work first,
@@ -313,7 +313,7 @@ func (s *server) accept(ctx context.Context, rt *runtime, src sinks.Source, aler
 	// under an id that now sends elsewhere.
 	s.routing.RLock()
 	defer s.routing.RUnlock()
-	rt = s.rt.Load()
+	rt := s.rt.Load()
 	now := time.Now().UTC()
 	in := &queue.Intake{Updates: make([]queue.Update, 0, len(alerts))}
 	type group struct {

@@ -221,7 +221,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logDropped(r.Context(), rt, input, []sinks.Alert{a}, "")
 	src := sinks.Source{Input: input, Receiver: name}
-	if err := s.accept(cctx, rt, src, []sinks.Alert{a}, ""); err != nil {
+	if err := s.accept(cctx, src, []sinks.Alert{a}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -232,7 +232,7 @@ func (s *server) handlePagerDuty(w http.ResponseWriter, r *http.Request) {
 func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	const input = intake.InputPagerDuty
-	rt, res, name, ok := decodePD(s, w, r, start, intake.DecodePagerDutyChange, func(p *intake.PDChange) string { return p.RoutingKey })
+	_, res, name, ok := decodePD(s, w, r, start, intake.DecodePagerDutyChange, func(p *intake.PDChange) string { return p.RoutingKey })
 	if !ok {
 		return
 	}
@@ -242,7 +242,7 @@ func (s *server) handlePagerDutyChange(w http.ResponseWriter, r *http.Request) {
 	}
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
-	if err := s.accept(cctx, rt, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, ""); err != nil {
+	if err := s.accept(cctx, sinks.Source{Input: input, Receiver: name}, []sinks.Alert{res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
@@ -279,7 +279,7 @@ func (s *server) handleMackerel(w http.ResponseWriter, r *http.Request) {
 	s.logDropped(r.Context(), rt, input, []sinks.Alert{*res.Alert}, "")
 	cctx, cancel := s.commitContext(r)
 	defer cancel()
-	if err := s.accept(cctx, rt, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, ""); err != nil {
+	if err := s.accept(cctx, sinks.Source{Input: input}, []sinks.Alert{*res.Alert}, ""); err != nil {
 		s.storeUnavailable(w, input, err)
 		return
 	}
