@@ -169,7 +169,7 @@ func TestEndToEndWithPrometheusAndAlertmanager(t *testing.T) {
 	// alertfan's own rules are loaded and healthy.
 	groups := promRules(t, promAddr)
 	require.Contains(t, groups, "alertfan")
-	require.Len(t, groups["alertfan"], 10)
+	require.Len(t, groups["alertfan"], 11)
 	for name, health := range groups["alertfan"] {
 		require.Equal(t, "ok", health, name)
 	}
