@@ -708,11 +708,11 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		// reloaded yet, still has it configured (under its old id): the
 		// same destination, whose sink serves the retired id's work.
 		t, ok = s.targetOf(strings.TrimPrefix(id, RetiredPrefix))
-	}
-	if !ok && s.dialect == dialectPostgres && strings.HasPrefix(id, RetiredPrefix) && time.Since(job.CreatedAt) < s.opts.RescueAfter {
-		// A replica that retired it holds its sink until it restarts:
-		// leave the work to it for a while rather than dead-letter it.
-		return nil, outcome{retry: true, park: true, retryAfter: targetsDifferWait, err: sinks.Retryable(sinks.ReasonNotReady, targetsDifferWait, fmt.Errorf("target %s is not configured in this process; another replica may hold it", id))}, nil, nil
+		if !ok && s.dialect == dialectPostgres && time.Since(job.CreatedAt) < s.opts.RescueAfter {
+			// A replica that retired it holds its sink until it restarts:
+			// leave the work to it for a while rather than dead-letter it.
+			return nil, outcome{retry: true, park: true, retryAfter: targetsDifferWait, err: sinks.Retryable(sinks.ReasonNotReady, targetsDifferWait, fmt.Errorf("target %s is not configured in this process; another replica may hold it", id))}, nil, nil
+		}
 	}
 	call := &sinks.Call{Pinned: pin, Uncertain: st.uncertain}
 	if st.failingSince != 0 {
@@ -1012,7 +1012,7 @@ func uncertainError(msg string) bool {
 	return strings.Contains(msg, "rescued") || strings.Contains(msg, "context canceled") ||
 		strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "timeout") ||
 		strings.Contains(msg, errSinkPanicked.Error()) || strings.Contains(msg, "did not finish") ||
-		strings.Contains(msg, "outcome is not recorded")
+		strings.Contains(msg, errCallsUnrecorded.Error())
 }
 
 // tooOld reports whether a key whose run of failures began at since has
