@@ -258,7 +258,54 @@ var migrations = []string{
 			WHERE event = 'call' AND action = 'trigger' AND outcome = 'success' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
 	WHERE alertfan_state.target = last.target AND alertfan_state.key = last.key
 		AND alertfan_state.phase IN ('triggered', 'acknowledged') AND alertfan_state.ref = ''`,
+	// 41 (SQLite): the states keyed by (key, target), not (target, key).
+	// A key's lookup (which targets hold an alert, sqlKeyTargets) then
+	// reads the primary key, and alertfan_state_key goes: a new state
+	// wrote an entry at a random place in both, one random index page
+	// more per alert in every intake commit, each page written to the WAL
+	// (two pwrites) at the commit. The lookups by target alone (a reload,
+	// expiry, the retired destinations) read alertfan_state_target, whose
+	// new entries land at the end of their target's range (rowid order).
+	// SQLite cannot change a primary key in place: the table is rebuilt
+	// in the migration's one transaction. PostgreSQL keeps its key and
+	// index (see sqliteOnly), where every statement works the same.
+	sqliteOnly + `CREATE TABLE alertfan_state_rekeyed (
+		target        TEXT    NOT NULL,
+		key           TEXT    NOT NULL,
+		version       BIGINT  NOT NULL,
+		delivered     BIGINT  NOT NULL DEFAULT 0,
+		seq           BIGINT  NOT NULL DEFAULT 0,
+		pending       INTEGER NOT NULL DEFAULT 0,
+		resolved      INTEGER NOT NULL DEFAULT 0,
+		payload       TEXT    NOT NULL,
+		updated_at    BIGINT  NOT NULL,
+		want          TEXT    NOT NULL DEFAULT '',
+		phase         TEXT    NOT NULL DEFAULT '',
+		fire_payload  TEXT    NOT NULL DEFAULT '',
+		digest        TEXT    NOT NULL DEFAULT '',
+		sent_digest   TEXT    NOT NULL DEFAULT '',
+		occ           BIGINT  NOT NULL DEFAULT 0,
+		sent_occ      BIGINT  NOT NULL DEFAULT 0,
+		close_payload TEXT    NOT NULL DEFAULT '',
+		enqueued      INTEGER NOT NULL DEFAULT 0,
+		attempts      INTEGER NOT NULL DEFAULT 0,
+		failing_since BIGINT  NOT NULL DEFAULT 0,
+		attempts_seq  BIGINT  NOT NULL DEFAULT 0,
+		uncertain     INTEGER NOT NULL DEFAULT 0,
+		last_error    TEXT    NOT NULL DEFAULT '',
+		ref           TEXT    NOT NULL DEFAULT '',
+		PRIMARY KEY (key, target)
+	);
+	INSERT INTO alertfan_state_rekeyed (` + stateColumns + `) SELECT ` + stateColumns + ` FROM alertfan_state;
+	DROP TABLE alertfan_state;
+	ALTER TABLE alertfan_state_rekeyed RENAME TO alertfan_state;
+	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1;
+	CREATE INDEX alertfan_state_target ON alertfan_state (target)`,
 }
+
+// stateColumns are alertfan_state's columns as of migration 41.
+const stateColumns = `target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload,
+	digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref`
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history
 // rows have no aid). On PostgreSQL it is neither run nor recorded, so the

@@ -108,3 +108,73 @@ func TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// TestStatesRekeyedOnSQLite: migration 41 rebuilds a SQLite store's
+// alertfan_state under the primary key (key, target), every row and
+// column kept, with alertfan_state_key gone and alertfan_state_target in
+// its place; the upsert's conflict target still names it.
+func TestStatesRekeyedOnSQLite(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	s := openStore(t, opts, &recordingSink{})
+	// The table as migration 40 left it: (target, key), and the key index.
+	for _, q := range []string{
+		`DROP TABLE alertfan_state`,
+		`CREATE TABLE alertfan_state (target TEXT NOT NULL, key TEXT NOT NULL, version BIGINT NOT NULL,
+			delivered BIGINT NOT NULL DEFAULT 0, seq BIGINT NOT NULL DEFAULT 0, pending INTEGER NOT NULL DEFAULT 0,
+			resolved INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (target, key))`,
+		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+	} {
+		_, err := s.db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	for _, col := range strings.Split(stateColumns, ",")[9:] {
+		col = strings.TrimSpace(col)
+		def := "TEXT NOT NULL DEFAULT ''"
+		switch col {
+		case "occ", "sent_occ", "enqueued", "attempts", "failing_since", "attempts_seq", "uncertain":
+			def = "BIGINT NOT NULL DEFAULT 0"
+		}
+		_, err := s.db.ExecContext(ctx, `ALTER TABLE alertfan_state ADD COLUMN `+col+` `+def)
+		require.NoError(t, err, col)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, payload, updated_at, want, phase, digest, sent_digest, attempts, last_error, ref)
+		VALUES ('r/pagerduty/0', 'a', 3, 2, 4, 1, '{"x":1}', 7, 'triggered', 'triggered', 'd3', 'd2', 2, 'boom', 'k-a'),
+			('r/backlog/1', 'a', 1, 1, 1, 0, '{}', 8, 'resolved', 'resolved', 'd1', 'd1', 0, '', '')`)
+	require.NoError(t, err)
+	_, err = s.db.ExecContext(ctx, `DELETE FROM alertfan_migration WHERE version >= 41`)
+	require.NoError(t, err)
+	require.NoError(t, s.Close(ctx))
+
+	s = openStore(t, opts, &recordingSink{})
+	var sql string
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE name = 'alertfan_state'`).Scan(&sql))
+	require.Contains(t, sql, "PRIMARY KEY (key, target)")
+	var indexes []string
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'alertfan_state' AND sql IS NOT NULL ORDER BY name`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var n string
+		require.NoError(t, rows.Scan(&n))
+		indexes = append(indexes, n)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"alertfan_state_gc", "alertfan_state_target"}, indexes)
+	var (
+		version, delivered, seq, pending, attempts int
+		payload, digest, lastError, ref            string
+	)
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT version, delivered, seq, pending, payload, digest, attempts, last_error, ref
+		FROM alertfan_state WHERE key = 'a' AND target = 'r/pagerduty/0'`).Scan(&version, &delivered, &seq, &pending, &payload, &digest, &attempts, &lastError, &ref))
+	require.Equal(t, []any{3, 2, 4, 1, `{"x":1}`, "d3", 2, "boom", "k-a"}, []any{version, delivered, seq, pending, payload, digest, attempts, lastError, ref})
+	var n int
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state`).Scan(&n))
+	require.Equal(t, 2, n)
+	// The upsert's conflict target still finds the key, in either order.
+	_, err = s.db.ExecContext(ctx, `INSERT INTO alertfan_state (target, key, version, payload, updated_at) VALUES ('r/backlog/1', 'a', 1, '{}', 9)
+		ON CONFLICT (target, key) DO UPDATE SET version = alertfan_state.version + 1`)
+	require.NoError(t, err)
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state`).Scan(&n))
+	require.Equal(t, 2, n)
+}
