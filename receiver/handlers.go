@@ -283,7 +283,7 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 				"input", input, "first", first, "refusing_for", failing.Round(time.Second), "refused", n, "err", err)
 		}
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
+		unavailable(w, input, err.Error())
 		return
 	}
 	s.commitResult(err)
@@ -296,7 +296,20 @@ func (s *server) storeUnavailable(w http.ResponseWriter, input string, err error
 			"input", input, "first", first, "failing_for", failing.Round(time.Second), "refused", n, "err", err)
 	}
 	w.Header().Set("Retry-After", "5")
-	writeError(w, http.StatusServiceUnavailable, "the store cannot commit right now; retry later", nil)
+	unavailable(w, input, "the store cannot commit right now; retry later")
+}
+
+// unavailable answers 503 in the shape the sender's API uses for its
+// errors: PagerDuty's Events API ({"status", "message"}, see pdError) on
+// its endpoints, so that a client written against it (go-pagerduty's
+// EventsAPIV2Error, pdagent) shows the message; alertfan's own
+// {"status": "error", "error"} elsewhere.
+func unavailable(w http.ResponseWriter, input, msg string) {
+	if input == intake.InputPagerDuty {
+		pdError(w, http.StatusServiceUnavailable, "unavailable", msg, nil)
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, msg, nil)
 }
 
 // accept routes every alert and commits the resulting work in one

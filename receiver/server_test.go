@@ -242,6 +242,12 @@ func TestStoreDownAnswers503(t *testing.T) {
 	require.NoError(t, err)
 	code, body := ts.post(t, "/webhook", firing("B", "h1"))
 	require.Equal(t, 503, code, "body %v", body)
+	require.Equal(t, "error", body["status"])
+	// A PagerDuty Events API sender gets PagerDuty's error shape.
+	code, body = ts.post(t, "/v2/enqueue", []byte(`{"routing_key":"`+testRoutingKey+`","event_action":"trigger","dedup_key":"d","payload":{"summary":"s","source":"h","severity":"info"}}`))
+	require.Equal(t, 503, code, "body %v", body)
+	require.Equal(t, "unavailable", body["status"], "%v", body)
+	require.Contains(t, body["message"], "retry later")
 	require.NotContains(t, ts.logs.String(), dsn, "the DSN must never be logged")
 
 	// The store comes back: intake takes work again, and what was accepted
