@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 type dialect int
@@ -329,10 +330,17 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 	if s.dialect == dialectPostgres {
 		id, rowid = "BIGSERIAL PRIMARY KEY", "BIGSERIAL PRIMARY KEY"
 	}
+	start, told := time.Now(), false
 	for v := have + 1; v <= len(migrations); v++ {
 		q, sqlite := strings.CutPrefix(migrations[v-1], sqliteOnly)
 		if sqlite && s.dialect != dialectSQLite {
 			continue // not recorded either: see sqliteOnly
+		}
+		if have > 0 && !told {
+			// A migration may rebuild a table (41): on a large store the
+			// start pauses, and the operator is told why.
+			s.logger.Info("Migrating the store's schema; a large store can take a while", "from_version", have, "to_version", len(migrations))
+			told = true
 		}
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
@@ -349,6 +357,9 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("queue: migration %d: %w", v, err)
 		}
+	}
+	if told {
+		s.logger.Info("Migrated the store's schema", "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }

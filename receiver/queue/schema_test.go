@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -147,7 +149,12 @@ func TestStatesRekeyedOnSQLite(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close(ctx))
 
+	// The operator is told why the start pauses.
+	var logs bytes.Buffer
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s = openStore(t, opts, &recordingSink{})
+	require.Contains(t, logs.String(), `msg="Migrating the store's schema; a large store can take a while" from_version=40 to_version=41`)
+	require.Contains(t, logs.String(), `msg="Migrated the store's schema" took=`)
 	var sql string
 	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE name = 'alertfan_state'`).Scan(&sql))
 	require.Contains(t, sql, "PRIMARY KEY (key, target)")
