@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"log/slog"
 	"strings"
 	"testing"
@@ -119,33 +120,10 @@ func TestStatesRekeyedOnSQLite(t *testing.T) {
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	s := openStore(t, opts, &recordingSink{})
-	// The table as migration 40 left it: (target, key), and the key index.
-	for _, q := range []string{
-		`DROP TABLE alertfan_state`,
-		`CREATE TABLE alertfan_state (target TEXT NOT NULL, key TEXT NOT NULL, version BIGINT NOT NULL,
-			delivered BIGINT NOT NULL DEFAULT 0, seq BIGINT NOT NULL DEFAULT 0, pending INTEGER NOT NULL DEFAULT 0,
-			resolved INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (target, key))`,
-		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
-		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
-	} {
-		_, err := s.db.ExecContext(ctx, q)
-		require.NoError(t, err, q)
-	}
-	for _, col := range strings.Split(stateColumns, ",")[9:] {
-		col = strings.TrimSpace(col)
-		def := "TEXT NOT NULL DEFAULT ''"
-		switch col {
-		case "occ", "sent_occ", "enqueued", "attempts", "failing_since", "attempts_seq", "uncertain":
-			def = "BIGINT NOT NULL DEFAULT 0"
-		}
-		_, err := s.db.ExecContext(ctx, `ALTER TABLE alertfan_state ADD COLUMN `+col+` `+def)
-		require.NoError(t, err, col)
-	}
+	asBeforeRekey(t, s)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, payload, updated_at, want, phase, digest, sent_digest, attempts, last_error, ref)
 		VALUES ('r/pagerduty/0', 'a', 3, 2, 4, 1, '{"x":1}', 7, 'triggered', 'triggered', 'd3', 'd2', 2, 'boom', 'k-a'),
 			('r/backlog/1', 'a', 1, 1, 1, 0, '{}', 8, 'resolved', 'resolved', 'd1', 'd1', 0, '', '')`)
-	require.NoError(t, err)
-	_, err = s.db.ExecContext(ctx, `DELETE FROM alertfan_migration WHERE version >= 41`)
 	require.NoError(t, err)
 	require.NoError(t, s.Close(ctx))
 
@@ -184,4 +162,73 @@ func TestStatesRekeyedOnSQLite(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state`).Scan(&n))
 	require.Equal(t, 2, n)
+}
+
+// asBeforeRekey puts a SQLite store's alertfan_state back as migration 40
+// left it: keyed by (target, key), with alertfan_state_key, and 41 to run.
+func asBeforeRekey(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		`DROP TABLE alertfan_state`,
+		`CREATE TABLE alertfan_state (target TEXT NOT NULL, key TEXT NOT NULL, version BIGINT NOT NULL,
+			delivered BIGINT NOT NULL DEFAULT 0, seq BIGINT NOT NULL DEFAULT 0, pending INTEGER NOT NULL DEFAULT 0,
+			resolved INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (target, key))`,
+		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+	} {
+		_, err := s.db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	for _, col := range strings.Split(stateColumns, ",")[9:] {
+		col = strings.TrimSpace(col)
+		def := "TEXT NOT NULL DEFAULT ''"
+		switch col {
+		case "occ", "sent_occ", "enqueued", "attempts", "failing_since", "attempts_seq", "uncertain":
+			def = "BIGINT NOT NULL DEFAULT 0"
+		}
+		_, err := s.db.ExecContext(ctx, `ALTER TABLE alertfan_state ADD COLUMN `+col+` `+def)
+		require.NoError(t, err, col)
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM alertfan_migration WHERE version >= 41`)
+	require.NoError(t, err)
+}
+
+// TestRekeyRefusedWithoutRoom: on a disk without room for migration 41's
+// copy twice more, the start is refused before anything is written,
+// saying how much room it needs; with room, the same store migrates.
+func TestRekeyRefusedWithoutRoom(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	s := openStore(t, opts, &recordingSink{})
+	asBeforeRekey(t, s)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO alertfan_state (target, key, version, payload, updated_at) VALUES ('r/pagerduty/0', 'a', 1, '{}', 1)`)
+	require.NoError(t, err)
+	require.NoError(t, s.Close(ctx))
+
+	free := uint64(10 << 20)
+	defer func(f func(string) (uint64, error)) { diskFree = f }(diskFree)
+	diskFree = func(string) (uint64, error) { return free, nil }
+	o := opts
+	o.Registerer = prometheus.NewRegistry()
+	_, err = Open(ctx, o)
+	require.ErrorContains(t, err, "queue: migration 41: rebuilding alertfan_state (")
+	require.ErrorContains(t, err, "needs about 64.")
+	require.ErrorContains(t, err, "and 10.0 MiB are: free space or move the store (storage.path) and start again; nothing was changed")
+
+	raw, err := sql.Open("sqlite", opts.Path)
+	require.NoError(t, err)
+	var v, keyIndex int
+	require.NoError(t, raw.QueryRow(`SELECT MAX(version) FROM alertfan_migration`).Scan(&v))
+	require.NoError(t, raw.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name = 'alertfan_state_key'`).Scan(&keyIndex))
+	require.NoError(t, raw.Close())
+	require.Equal(t, 40, v, "nothing was changed")
+	require.Equal(t, 1, keyIndex)
+
+	free = 1 << 30
+	s = openStore(t, opts, &recordingSink{})
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM alertfan_migration`).Scan(&v))
+	require.Equal(t, len(migrations), v)
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state WHERE key = 'a'`).Scan(&keyIndex))
+	require.Equal(t, 1, keyIndex)
 }
