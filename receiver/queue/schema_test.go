@@ -232,3 +232,24 @@ func TestRekeyRefusedWithoutRoom(t *testing.T) {
 	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state WHERE key = 'a'`).Scan(&keyIndex))
 	require.Equal(t, 1, keyIndex)
 }
+
+// TestUnrefreshedAlertsFoundFromTheSeenIndex: resolve_after's pass, in
+// the writer's transaction, reads the alerts not seen since the cutoff
+// and each one's state by its primary key, never a target's every state.
+func TestUnrefreshedAlertsFoundFromTheSeenIndex(t *testing.T) {
+	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
+	rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+sqlUnrefreshed, "r/pagerduty/0", PhaseEvent, 1)
+	require.NoError(t, err)
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+		plan = append(plan, detail)
+	}
+	require.NoError(t, rows.Err())
+	require.NoError(t, rows.Close())
+	require.Len(t, plan, 3, "%q", plan)
+	require.Equal(t, "SEARCH a USING INDEX alertfan_alert_seen (seen_at<?)", plan[0])
+	require.Equal(t, "SEARCH st USING INDEX sqlite_autoindex_alertfan_state_1 (key=? AND target=?)", plan[1])
+}
