@@ -127,8 +127,8 @@ var pruneRules = []pruneRule{
 	{
 		table:     "alertfan_state",
 		retention: func(r Retention) time.Duration { return r.ResolvedStates },
-		query: `DELETE FROM alertfan_state WHERE (key, target) IN (
-			SELECT key, target FROM alertfan_state st WHERE pending = 0 AND resolved = 1 AND updated_at < ?
+		query: `DELETE FROM alertfan_state WHERE (target, key) IN (
+			SELECT target, key FROM alertfan_state st WHERE pending = 0 AND resolved = 1 AND updated_at < ?
 				AND (delivered >= version OR NOT EXISTS (SELECT 1 FROM alertfan_dead d WHERE d.target = st.target AND d.key = st.key))
 			LIMIT ?)
 			AND pending = 0 AND resolved = 1 AND updated_at < ?`,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -260,111 +259,7 @@ var migrations = []string{
 			WHERE event = 'call' AND action = 'trigger' AND outcome = 'success' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
 	WHERE alertfan_state.target = last.target AND alertfan_state.key = last.key
 		AND alertfan_state.phase IN ('triggered', 'acknowledged') AND alertfan_state.ref = ''`,
-	// 41 (SQLite): the states keyed by (key, target), not (target, key).
-	// A key's lookup (which targets hold an alert, sqlKeyTargets) then
-	// reads the primary key, and alertfan_state_key goes: a new state
-	// wrote an entry at a random place in both, one random index page
-	// more per alert in every intake commit, each page written to the WAL
-	// (two pwrites) at the commit. The lookups by target alone (a reload,
-	// expiry, the retired destinations) read alertfan_state_target, whose
-	// new entries land at the end of their target's range (rowid order).
-	// SQLite cannot change a primary key in place: the table is rebuilt
-	// in the migration's one transaction. PostgreSQL keeps its key and
-	// index (see sqliteOnly), where every statement works the same.
-	sqliteOnly + `CREATE TABLE alertfan_state_rekeyed (
-		target        TEXT    NOT NULL,
-		key           TEXT    NOT NULL,
-		version       BIGINT  NOT NULL,
-		delivered     BIGINT  NOT NULL DEFAULT 0,
-		seq           BIGINT  NOT NULL DEFAULT 0,
-		pending       INTEGER NOT NULL DEFAULT 0,
-		resolved      INTEGER NOT NULL DEFAULT 0,
-		payload       TEXT    NOT NULL,
-		updated_at    BIGINT  NOT NULL,
-		want          TEXT    NOT NULL DEFAULT '',
-		phase         TEXT    NOT NULL DEFAULT '',
-		fire_payload  TEXT    NOT NULL DEFAULT '',
-		digest        TEXT    NOT NULL DEFAULT '',
-		sent_digest   TEXT    NOT NULL DEFAULT '',
-		occ           BIGINT  NOT NULL DEFAULT 0,
-		sent_occ      BIGINT  NOT NULL DEFAULT 0,
-		close_payload TEXT    NOT NULL DEFAULT '',
-		enqueued      INTEGER NOT NULL DEFAULT 0,
-		attempts      INTEGER NOT NULL DEFAULT 0,
-		failing_since BIGINT  NOT NULL DEFAULT 0,
-		attempts_seq  BIGINT  NOT NULL DEFAULT 0,
-		uncertain     INTEGER NOT NULL DEFAULT 0,
-		last_error    TEXT    NOT NULL DEFAULT '',
-		ref           TEXT    NOT NULL DEFAULT '',
-		PRIMARY KEY (key, target)
-	);
-	INSERT INTO alertfan_state_rekeyed (` + stateColumns + `) SELECT ` + stateColumns + ` FROM alertfan_state;
-	DROP TABLE alertfan_state;
-	ALTER TABLE alertfan_state_rekeyed RENAME TO alertfan_state;
-	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1;
-	CREATE INDEX alertfan_state_target ON alertfan_state (target)`,
 }
-
-// migrationChecks run before the SQLite migration of their number and
-// stop the start, with nothing changed, when it cannot succeed.
-var migrationChecks = map[int]func(context.Context, *Store) error{
-	41: func(ctx context.Context, s *Store) error { return s.roomToRebuild(ctx, "alertfan_state") },
-}
-
-// diskFree is the space an unprivileged process may still write on the
-// file system holding path, in bytes (statfs(2): f_bavail × f_bsize).
-var diskFree = func(path string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
-
-// roomToRebuild refuses to rebuild a SQLite table (migration 41) on a
-// disk that cannot hold it twice more. The copy goes to the WAL, and the
-// checkpoint after the commit writes it into the file before the old
-// table's pages are free for reuse: a store of 2.10 GB grew to 4.18 GB
-// with a 2.1 GB WAL beside it. With room for the copy but not for the
-// checkpoint, the migration commits and every commit after it fails
-// (disk full), and the previous release no longer opens the store: a
-// start refused before the copy leaves the store as it was, for either
-// release. The margin (a tenth of the table, at least 64 MiB) is the WAL
-// room the commits after it need. The whole store's size answers the
-// common case at once; the table's own (dbstat, which reads its pages)
-// is measured only when that does not fit.
-func (s *Store) roomToRebuild(ctx context.Context, table string) error {
-	free, err := diskFree(s.sqliteFile)
-	if err != nil {
-		return nil // cannot tell: a copy that fills the disk rolls back
-	}
-	var pages, freePages, pageSize int64
-	for q, v := range map[string]*int64{`PRAGMA page_count`: &pages, `PRAGMA freelist_count`: &freePages, `PRAGMA page_size`: &pageSize} {
-		if err := s.db.QueryRowContext(ctx, q).Scan(v); err != nil {
-			return fmt.Errorf("%s: %w", q, err)
-		}
-	}
-	need := func(size int64) uint64 { return uint64(2*size + max(size/10, 64<<20)) }
-	if free >= need((pages-freePages)*pageSize) {
-		return nil
-	}
-	var size int64
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat('main', 1)
-		WHERE name IN (SELECT name FROM sqlite_master WHERE tbl_name = ?)`, table).Scan(&size); err != nil {
-		return fmt.Errorf("size of %s: %w", table, err)
-	}
-	if free >= need(size) {
-		return nil
-	}
-	return fmt.Errorf("rebuilding %s (%s with its indexes) needs about %s free on the disk of %s, and %s are: free space or move the store (storage.path) and start again; nothing was changed, and the previous release still runs on this store",
-		table, mib(uint64(size)), mib(need(size)), s.sqliteFile, mib(free))
-}
-
-func mib(n uint64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB" }
-
-// stateColumns are alertfan_state's columns as of migration 41.
-const stateColumns = `target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload,
-	digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref`
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history
 // rows have no aid). On PostgreSQL it is neither run nor recorded, so the
@@ -394,14 +289,9 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 		if sqlite && s.dialect != dialectSQLite {
 			continue // not recorded either: see sqliteOnly
 		}
-		if check := migrationChecks[v]; check != nil && s.dialect == dialectSQLite {
-			if err := check(ctx, s); err != nil {
-				return fmt.Errorf("queue: migration %d: %w", v, err)
-			}
-		}
 		if have > 0 && !told {
-			// A migration may rebuild a table (41): on a large store the
-			// start pauses, and the operator is told why.
+			// A migration that rewrites rows (40, and 38 on SQLite) pauses
+			// the start on a large store: the operator is told why.
 			s.logger.Info("Migrating the store's schema; a large store can take a while", "from_version", have, "to_version", len(migrations))
 			told = true
 		}

@@ -613,8 +613,8 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	if s.dialect == dialectSQLite {
 		// No other process can hold a SQLite store (the file lock), so
-		// the deadline guards nothing there, and a migration that rebuilds
-		// a table (41) on a large store must not fail at every start.
+		// the deadline guards nothing there, and a migration that rewrites
+		// rows of a large store must not fail at every start.
 		return s.migrateOwn(ctx)
 	}
 	return s.migrateOwn(mctx)
