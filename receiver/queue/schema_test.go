@@ -128,24 +128,3 @@ func TestMigrationsSayWhenTheyRun(t *testing.T) {
 	require.Contains(t, logs.String(), fmt.Sprintf(`msg="Migrating the store's schema; a large store can take a while" from_version=%d to_version=%d`, len(migrations)-1, len(migrations)))
 	require.Contains(t, logs.String(), `msg="Migrated the store's schema" took=`)
 }
-
-// TestUnrefreshedAlertsFoundFromTheSeenIndex: resolve_after's pass, in
-// the writer's transaction, reads the alerts not seen since the cutoff
-// and each one's state by its primary key, never a target's every state.
-func TestUnrefreshedAlertsFoundFromTheSeenIndex(t *testing.T) {
-	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
-	rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+sqlUnrefreshed, "r/pagerduty/0", PhaseEvent, 1)
-	require.NoError(t, err)
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
-		plan = append(plan, detail)
-	}
-	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
-	require.Len(t, plan, 3, "%q", plan)
-	require.Equal(t, "SEARCH a USING INDEX alertfan_alert_seen (seen_at<?)", plan[0])
-	require.Equal(t, "SEARCH st USING INDEX sqlite_autoindex_alertfan_state_1 (target=? AND key=?)", plan[1])
-}
