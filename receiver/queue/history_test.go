@@ -234,3 +234,46 @@ func TestHistoryReadsFindAnIdentityByIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryLinksEachAlertRowItsWriteMade: a history row's aid is the
+// rowid of the alert row the same accept wrote, whether the accept
+// inserted it (a new alert: the insert's result gives it) or upserted it
+// (an alert this process has seen, whose row was pruned meanwhile: the
+// history row finds it by identity), and stays the row's when the accept
+// refreshes a row that is there (read before the write).
+func TestHistoryLinksEachAlertRowItsWriteMade(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, drivers()[0].opts(t), &recordingSink{})
+	accept := func(status Phase, startsAt int64) {
+		t.Helper()
+		_, err := s.Accept(ctx, &Intake{Updates: []Update{{Identity: "am:z", Input: "alertmanager", Want: status, StartsAt: time.Unix(startsAt, 0),
+			Ordered: true, Labels: []byte(`{"alertname":"z"}`), Items: []Item{item("am:z", string(status))}}}})
+		require.NoError(t, err)
+	}
+	linked := func() (rowid, aid int64) {
+		t.Helper()
+		require.NoError(t, s.db.QueryRowContext(ctx, `SELECT rowid FROM alertfan_alert WHERE identity = 'am:z'`).Scan(&rowid))
+		require.NoError(t, s.db.QueryRowContext(ctx, `SELECT aid FROM alertfan_history WHERE identity = 'am:z' ORDER BY id DESC LIMIT 1`).Scan(&aid))
+		return rowid, aid
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES ('am:other', 'alertmanager', 'firing', 1, 0, '{}', 1)`)
+	require.NoError(t, err)
+	accept(PhaseTriggered, 100) // new: inserted
+	rowid, aid := linked()
+	require.Equal(t, rowid, aid)
+	require.NotZero(t, aid)
+	accept(PhaseResolved, 100) // there: upserted, the row read first
+	r2, a2 := linked()
+	require.Equal(t, []int64{rowid, rowid}, []int64{r2, a2})
+	// Pruned while this process remembers having seen it: the upsert
+	// inserts a row with a new rowid.
+	_, err = s.db.ExecContext(ctx, `DELETE FROM alertfan_alert WHERE identity = 'am:z'`)
+	require.NoError(t, err)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO alertfan_alert (identity, input, status, starts_at, ends_at, labels, seen_at) VALUES ('am:later', 'alertmanager', 'firing', 1, 0, '{}', 1)`)
+	require.NoError(t, err)
+	require.True(t, s.seen.maybe("am:z"))
+	accept(PhaseTriggered, 200)
+	r3, a3 := linked()
+	require.Equal(t, r3, a3)
+	require.Greater(t, r3, rowid, "a new row")
+}
