@@ -403,8 +403,7 @@ const (
 	// says whether this one did, so the caller enqueues a job exactly
 	// when markPending would have. Doing it here instead of in a second
 	// UPDATE saves a statement per alert on intake's single writer.
-	sqlUpsertState = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest, enqueued)
-		VALUES (?, ?, 1, 0, 1, 1, ?, ?, ?, ?, ?, 1)
+	sqlUpsertState = sqlStateValues + `
 		ON CONFLICT (target, key) DO UPDATE SET
 			version = alertfan_state.version + 1,
 			resolved = excluded.resolved,
@@ -425,6 +424,12 @@ const (
 		WHERE NOT (alertfan_state.pending = 0 AND alertfan_state.want = excluded.want AND alertfan_state.phase = excluded.want
 			AND alertfan_state.digest = excluded.digest AND alertfan_state.delivered = alertfan_state.version AND excluded.want <> 'event')
 		RETURNING seq, enqueued`
+	// sqlStateValues is a new state: version 1, seq 1, pending, enqueued.
+	sqlStateValues = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest, enqueued)
+		VALUES (?, ?, 1, 0, 1, 1, ?, ?, ?, ?, ?, 1)`
+	// sqlInsertState is sqlUpsertState's insert alone, an Exec (see
+	// putNewItem).
+	sqlInsertState = sqlStateValues + ` ON CONFLICT (target, key) DO NOTHING`
 	// Only the transaction that flips pending from 0 to 1 enqueues a job,
 	// so a (target, key) never has two live jobs; seq tells a live job
 	// from a stale one that a rescue or a retry command brought back.
@@ -449,6 +454,40 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("queue: upsert state: %w", err)
 	}
+	b.stored(it, seq, enqueued)
+	return true, nil
+}
+
+// putNewItem is putItem for a key that most likely has no state yet (its
+// alert's row was just created: a storm's every alert). The state is
+// inserted by an Exec, whose result says whether it was (a new state is
+// seq 1 and enqueued), without the rows a RETURNING query opens and
+// closes and SQLite's buffer of RETURNING rows, as the alert row's own
+// insert (insertAlert); a state that was there after all (DO NOTHING)
+// goes through putItem.
+func (b *batch) putNewItem(ctx context.Context, it Item) (bool, error) {
+	closed := 0
+	if it.closed() {
+		closed = 1
+	}
+	res, err := b.exec(ctx, sqlInsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest)
+	if err != nil {
+		return false, fmt.Errorf("queue: insert state: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("queue: insert state: %w", err)
+	}
+	if n == 0 {
+		return b.putItem(ctx, it)
+	}
+	b.stored(it, 1, 1)
+	return true, nil
+}
+
+// stored follows up a state written with seq, enqueued as sqlUpsertState
+// returns them.
+func (b *batch) stored(it Item, seq, enqueued int64) {
 	if it.Want == PhaseResolved {
 		// A queued trigger may now need no call: let the re-planner look.
 		b.s.replanWanted.Store(true)
@@ -463,7 +502,6 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 	if enqueued == 1 && it.Kind != "" {
 		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
 	}
-	return true, nil
 }
 
 // markPending enqueues a delivery job for (target, key) unless one is live.

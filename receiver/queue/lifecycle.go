@@ -627,7 +627,11 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 	recorded := false
 	for i := range u.Items {
 		it := &u.Items[i]
-		wrote, err := b.putItem(ctx, *it)
+		put := b.putItem
+		if inserted {
+			put = b.putNewItem
+		}
+		wrote, err := put(ctx, *it)
 		if err != nil {
 			return false, err
 		}

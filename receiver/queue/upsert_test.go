@@ -83,3 +83,37 @@ func TestBusyIntakeDoesNotSerializeSlowCalls(t *testing.T) {
 	require.True(t, s.intake.busy(time.Now()))
 	require.GreaterOrEqual(t, sink.most.Load(), int32(4), "calls ran one at a time while intake was busy")
 }
+
+// A new alert's state is inserted by an Exec (putNewItem); a state that
+// is there although the alert's row was not (a store from before the
+// alert rows, a row pruned) is upserted as putItem would: the new
+// content, the version bumped, pending flipped with a new seq and a job.
+func TestNewAlertsStateFoundThereIsUpserted(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			s := openStore(t, d.opts(t), &recordingSink{})
+			ctx := context.Background()
+			_, err := s.db.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, payload, updated_at, want, phase, digest, sent_digest)
+				VALUES ('r/pagerduty/0', 'am:old', 1, 1, 1, 0, '{}', 1, 'triggered', 'triggered', 'before', 'before')`))
+			require.NoError(t, err)
+			_, err = s.Accept(ctx, &Intake{Updates: []Update{
+				{Identity: "am:old", Input: "alertmanager", Want: PhaseTriggered, StartsAt: time.Unix(100, 0), Ordered: true, Labels: []byte(`{"alertname":"old"}`), Items: []Item{item("am:old", "firing")}},
+				{Identity: "am:new", Input: "alertmanager", Want: PhaseTriggered, StartsAt: time.Unix(100, 0), Ordered: true, Labels: []byte(`{"alertname":"new"}`), Items: []Item{item("am:new", "firing")}},
+			}})
+			require.NoError(t, err)
+			for key, want := range map[string][]any{"am:old": {int64(2), int64(2), int64(1), "firing"}, "am:new": {int64(1), int64(1), int64(1), "firing"}} {
+				var version, seq, pending int64
+				var digest string
+				require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT version, seq, pending, digest FROM alertfan_state WHERE target = ? AND key = ?`), "r/pagerduty/0", key).Scan(&version, &seq, &pending, &digest))
+				require.Equal(t, want, []any{version, seq, pending, digest}, key)
+			}
+			var jobs int
+			require.NoError(t, s.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM river_job WHERE kind = 'alertfan_deliver'`).Scan(&jobs))
+			require.Equal(t, 1, jobs, "one job carries both keys")
+			var args string
+			require.NoError(t, s.rdb.QueryRowContext(ctx, `SELECT CAST(args AS TEXT) FROM river_job WHERE kind = 'alertfan_deliver'`).Scan(&args))
+			require.Contains(t, args, "am:old") // SQLite keeps args as JSONB
+			require.Contains(t, args, "am:new")
+		})
+	}
+}
