@@ -470,19 +470,30 @@ func (b *batch) putNewItem(ctx context.Context, it Item) (bool, error) {
 	if it.closed() {
 		closed = 1
 	}
-	res, err := b.exec(ctx, sqlInsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest)
+	_, wrote, err := b.insertNew(ctx, sqlInsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest)
 	if err != nil {
 		return false, fmt.Errorf("queue: insert state: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("queue: insert state: %w", err)
-	}
-	if n == 0 {
+	if !wrote {
 		return b.putItem(ctx, it)
 	}
 	b.stored(it, 1, 1)
 	return true, nil
+}
+
+// insertNew runs q, an INSERT … ON CONFLICT DO NOTHING, as an Exec (no
+// RETURNING: see insertAlert) and reports whether it wrote the row (false:
+// one was there), with the result for the new row's id.
+func (b *batch) insertNew(ctx context.Context, q string, args ...any) (sql.Result, bool, error) {
+	res, err := b.exec(ctx, q, args...)
+	if err != nil {
+		return nil, false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return nil, false, err
+	}
+	return res, n > 0, nil
 }
 
 // stored follows up a state written with seq, enqueued as sqlUpsertState

@@ -664,16 +664,12 @@ func (u *Update) labelsOrEmpty() string {
 // time on intake's writer (pprof of the ingest benchmark, BENCHMARKS.md).
 func (b *batch) insertAlert(ctx context.Context, u *Update) (bool, error) {
 	next := nextAlertRow(alertRow{}, false, u, b.now)
-	res, err := b.exec(ctx, sqlInsertAlert, u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now)
+	res, wrote, err := b.insertNew(ctx, sqlInsertAlert, u.Identity, u.Input, next.status, next.startsAt, next.endsAt, u.labelsOrEmpty(), b.now)
 	if err != nil {
 		return false, fmt.Errorf("queue: write alert state: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("queue: write alert state: %w", err)
-	}
-	if n == 0 {
-		return false, nil // ON CONFLICT DO NOTHING: a row was there
+	if !wrote {
+		return false, nil // a row was there
 	}
 	u.aid = 0
 	if b.s.dialect == dialectSQLite {

@@ -703,11 +703,11 @@ func (w *worker) deliver(ctx context.Context, job *river.Job[deliverArgs], k key
 		return nil, movedBack, nil, nil
 	}
 	t, ok := s.target(id)
-	if !ok && strings.HasPrefix(id, RetiredPrefix) {
+	if dest, retired := strings.CutPrefix(id, RetiredPrefix); !ok && retired {
 		// Another replica's reload retired the destination; this one, not
 		// reloaded yet, still has it configured (under its old id): the
 		// same destination, whose sink serves the retired id's work.
-		t, ok = s.targetOf(strings.TrimPrefix(id, RetiredPrefix))
+		t, ok = s.targetOf(dest)
 		if !ok && s.dialect == dialectPostgres && time.Since(job.CreatedAt) < s.opts.RescueAfter {
 			// A replica that retired it holds its sink until it restarts:
 			// leave the work to it for a while rather than dead-letter it.
