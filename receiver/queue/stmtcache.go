@@ -13,7 +13,7 @@ import (
 // batch: modernc parses a statement on each prepare, and preparing them
 // per transaction was ~7% of intake's CPU. (pgx keeps its own statement
 // cache per connection, so PostgreSQL prepares per batch as before.)
-var hotStatements = []string{sqlUpsertState, sqlInsertState, sqlMarkPending, sqlGetAlertSQLite, sqlUpsertAlert, sqlInsertAlert, sqlKeyTargets, sqlAck, sqliteHistInserts[0], sqliteHistInserts[1], sqliteHistInserts[2]}
+var hotStatements = []string{sqlUpsertState, sqlInsertState, sqlMarkPending, sqlGetAlertSQLite, sqlUpsertAlert, sqlInsertAlert, sqlKeyTargets, sqlAckDone, sqlAckNewer, sqliteHistInserts[0], sqliteHistInserts[1], sqliteHistInserts[2]}
 
 // prepareHot prepares hotStatements on the SQLite writer. It must run
 // before the committer starts: the writer is the pool's only connection,
