@@ -38,7 +38,8 @@ const ReasonUnauthorized = "unauthorized"
 // full). Retryable, not the target's failure and not an attempt of the
 // key's: the queue retries it as a call that may have been made
 // (Call.Uncertain), so a sink looks before repeating what is not
-// idempotent (a Backlog comment).
+// idempotent (a Backlog comment). The queue counts a call whose own
+// outcome it could not write by the end of the job under this reason too.
 const ReasonUnrecorded = "unrecorded"
 
 // ReasonMisconfigured: the target shows, at a delivery, that the config

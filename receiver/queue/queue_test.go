@@ -370,6 +370,7 @@ func TestUnrecordedCallIsUncertainOnAnotherReplica(t *testing.T) {
 				dead, err := s.DeadLetters(ctx)
 				require.NoError(t, err)
 				require.Empty(t, dead, "more failures than max_attempts, none the target's")
+				require.Positive(t, deliveriesOf(t, s, "retry", sinks.ReasonUnrecorded), `alertfan_deliveries_total{result="retry",reason="unrecorded"} counts the calls whose outcome the store did not take, either way`)
 				got := sink.calls()
 				require.False(t, got[0], "the first call knows of no earlier one")
 				for i, u := range got[1:] {
@@ -432,6 +433,30 @@ func counterValue(t *testing.T, s *Store, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// deliveriesOf sums alertfan_deliveries_total over sinks and receivers
+// for a result and a reason.
+func deliveriesOf(t *testing.T, s *Store, result, reason string) float64 {
+	t.Helper()
+	mfs, err := s.opts.Registerer.(prometheus.Gatherer).Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "alertfan_deliveries_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["result"] == result && labels["reason"] == reason {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func firstErr(errs []error) error {

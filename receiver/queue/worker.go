@@ -556,6 +556,14 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				// checks before repeating what is not idempotent (a
 				// Backlog comment, an issue).
 				err = fmt.Errorf("%w: %w", errCallsUnrecorded, err)
+				// Counted as a sink's own record that failed is
+				// (reason="unrecorded"): calls made that may be retried
+				// elsewhere as maybe made.
+				kind, receiver := job.Queue, s.receiverOfTarget(target)
+				if t, ok := s.target(target); ok {
+					kind, receiver = t.Kind, t.Receiver
+				}
+				s.metrics.deliveries.WithLabelValues(kind, receiver, "retry", sinks.ReasonUnrecorded).Inc()
 			}
 			return outcome{retry: true, err: err}
 		}
