@@ -510,3 +510,59 @@ func waitDeadLetters(t *testing.T, s *Store, n int) []DeadLetter {
 	}, 10*time.Second, 20*time.Millisecond)
 	return dead
 }
+
+// A job runs twice under one seq when the replica running it stalls
+// (paused, frozen) past rescue_after, another runs the rescued job with
+// the state as it is then, and the first comes back. Its late ack and
+// phase writes must not take back the newer version's delivery: they
+// set the key pending again with no job left to deliver it, and every
+// later update of the alert was lost (a fresh helper, SIGSTOP on one of
+// two replicas on PostgreSQL).
+func TestStalledRunTakesNoDeliveryBack(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			const target = "r/pagerduty/0"
+			state := func() *state {
+				states, err := s.loadStates(ctx, target, []keySeq{{Key: "a"}})
+				require.NoError(t, err)
+				return states["a"]
+			}
+			settled := func() bool { st := state(); return st != nil && !st.pending && st.delivered == st.version }
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "resolved")}))
+			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
+			now := state()
+			require.Equal(t, PhaseResolved, now.phase)
+
+			// The stalled run delivered an older version under the same seq.
+			k := keySeq{Key: "a", Seq: now.seq}
+			require.NoError(t, s.setPhase(ctx, target, k, now.version-1, PhaseTriggered, now.occ, "stale-ref"))
+			pending, err := s.ack(ctx, target, k, ackRecord{version: now.version - 1, phase: PhaseTriggered, ref: "stale-ref"})
+			require.NoError(t, err)
+			require.False(t, pending, "nothing is left for the stalled run to do")
+			after := state()
+			require.False(t, after.pending, "no key pending without a job")
+			require.Equal(t, now.version, after.delivered)
+			require.Equal(t, PhaseResolved, after.phase)
+			require.Empty(t, after.ref)
+
+			// The alert's next update is delivered.
+			calls := len(sink.all())
+			require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+			require.Eventually(t, func() bool { return len(sink.all()) > calls }, 10*time.Second, 10*time.Millisecond)
+			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
+
+			// The ack of the run that holds the newest version still
+			// applies, and one a newer version follows leaves the key
+			// pending (the same job delivers it next).
+			now = state()
+			pending, err = s.ack(ctx, target, keySeq{Key: "a", Seq: now.seq}, ackRecord{version: now.version, phase: now.phase, ref: now.ref})
+			require.NoError(t, err)
+			require.False(t, pending)
+		})
+	}
+}

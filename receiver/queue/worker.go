@@ -627,7 +627,7 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 			rec.ref, rec.occ = call.ref, st.occ
 		}
 		if (o.retry || moved != nil) && (i > 0 || keptRef) {
-			if err := s.setPhase(ctx, job.Args.Target, k, rec.phase, rec.occ, rec.ref); err != nil {
+			if err := s.setPhase(ctx, job.Args.Target, k, st.version, rec.phase, rec.occ, rec.ref); err != nil {
 				s.logger.Debug("Could not record an intermediate phase or a failed call's key; the retry may repeat the call before it or render its key again", "err", err)
 			}
 		}
@@ -1043,9 +1043,17 @@ type deadRecord struct {
 // RETURNING statement costs about twice an Exec (BENCHMARKS.md). Only
 // intake changes a key's version, and only upward, so the second finds
 // what the first did not.
+//
+// Neither takes back a newer version's delivery (delivered <= the acked
+// version): a job runs twice under one seq when a replica that stalled
+// (paused, frozen past rescue_after) comes back after another ran the
+// job's rescue and recorded a newer version. The stalled one's late ack
+// then set delivered and phase back to its own and pending to 1, with no
+// job left to deliver it: every later update of the alert was lost (a
+// fresh helper, SIGSTOP on one of two replicas).
 const (
-	sqlAckDone  = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 0, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version <= ?`
-	sqlAckNewer = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 1, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version > ?`
+	sqlAckDone  = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 0, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version <= ? AND delivered <= ?`
+	sqlAckNewer = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 1, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version > ? AND delivered <= ?`
 )
 
 // ack records that a version was handled (delivered, needed no call, or
@@ -1084,7 +1092,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		if rec.uncertain {
 			uncertain = 1
 		}
-		args := []any{rec.version, rec.phase, rec.digest, rec.occ, uncertain, rec.ref, target, k.Key, k.Seq, rec.version}
+		args := []any{rec.version, rec.phase, rec.digest, rec.occ, uncertain, rec.ref, target, k.Key, k.Seq, rec.version, rec.version}
 		pending = false
 		for _, q := range [...]string{sqlAckDone, sqlAckNewer} {
 			res, err := b.exec(ctx, q, args...)
@@ -1098,7 +1106,9 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 				return nil
 			}
 		}
-		return nil // the key is no longer this job's (another seq), or gone
+		// The key is no longer this job's (another seq), another run of
+		// the job recorded a newer version, or the state is gone.
+		return nil
 	}
 	var err error
 	for i := 0; ; i++ {
@@ -1174,11 +1184,15 @@ func (s *Store) injectAckFailure() bool {
 
 // setPhase records the phase a target reached part-way through a plan,
 // and the key it holds open for it (ref, with occ: a failed trigger's).
-func (s *Store) setPhase(ctx context.Context, target string, k keySeq, phase Phase, occ int64, ref string) error {
+//
+// version is the state's version the plan is for: a run of the job that
+// stalled (see sqlAckDone) writes nothing over a delivery of it or of a
+// newer one, recorded meanwhile by another.
+func (s *Store) setPhase(ctx context.Context, target string, k keySeq, version int64, phase Phase, occ int64, ref string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	return s.submit(actx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ?`, phase, occ, ref, target, k.Key, k.Seq)
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND delivered < ?`, phase, occ, ref, target, k.Key, k.Seq, version)
 		return err
 	})
 }
