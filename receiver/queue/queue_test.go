@@ -549,6 +549,14 @@ func TestStalledRunTakesNoDeliveryBack(t *testing.T) {
 			require.Equal(t, now.version, after.delivered)
 			require.Equal(t, PhaseResolved, after.phase)
 			require.Empty(t, after.ref)
+			// Nor does its failure leave a dead letter of an alert
+			// delivered since.
+			_, err = s.ack(ctx, target, k, ackRecord{version: now.version - 1, phase: PhaseTriggered, dead: &deadRecord{reason: sinks.ReasonClientError, err: "pagerduty answered 400", attempts: 1}})
+			require.NoError(t, err)
+			dead, err := s.DeadLetters(ctx)
+			require.NoError(t, err)
+			require.Empty(t, dead)
+			require.False(t, state().pending)
 
 			// The alert's next update is delivered.
 			calls := len(sink.all())

@@ -1080,14 +1080,6 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		for _, r := range rec.calls {
 			b.record(r)
 		}
-		if rec.dead != nil {
-			// The error may hold a target's reply in any encoding: a dead
-			// letter PostgreSQL refused would fail this batch at every try.
-			if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				target, k.Key, rec.version, rec.dead.reason, storableError(rec.dead.err), rec.dead.attempts, b.now); err != nil {
-				return fmt.Errorf("queue: record dead letter: %w", err)
-			}
-		}
 		uncertain := 0
 		if rec.uncertain {
 			uncertain = 1
@@ -1103,11 +1095,13 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 				return fmt.Errorf("queue: ack: %w", err)
 			} else if n > 0 {
 				pending = q == sqlAckNewer
-				return nil
+				return recordDead(ctx, b, target, k, rec)
 			}
 		}
 		// The key is no longer this job's (another seq), another run of
-		// the job recorded a newer version, or the state is gone.
+		// the job recorded a newer version, or the state is gone: this
+		// run's outcome is history, and its failure no dead letter of an
+		// alert delivered since.
 		return nil
 	}
 	var err error
@@ -1129,6 +1123,20 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		time.Sleep(wait)
 	}
 	return false, fmt.Errorf("record delivery: %w", err)
+}
+
+// recordDead writes the dead letter an ack carries, if any.
+func recordDead(ctx context.Context, b *batch, target string, k keySeq, rec ackRecord) error {
+	if rec.dead == nil {
+		return nil
+	}
+	// The error may hold a target's reply in any encoding: a dead letter
+	// PostgreSQL refused would fail this batch at every try.
+	if _, err := b.exec(ctx, `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		target, k.Key, rec.version, rec.dead.reason, storableError(rec.dead.err), rec.dead.attempts, b.now); err != nil {
+		return fmt.Errorf("queue: record dead letter: %w", err)
+	}
+	return nil
 }
 
 // sqlFailed counts a key's failed attempt and starts its run of failures,
