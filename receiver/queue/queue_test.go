@@ -537,26 +537,34 @@ func TestStalledRunTakesNoDeliveryBack(t *testing.T) {
 			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
 			now := state()
 			require.Equal(t, PhaseResolved, now.phase)
-
-			// The stalled run delivered an older version under the same seq.
 			k := keySeq{Key: "a", Seq: now.seq}
-			require.NoError(t, s.setPhase(ctx, target, k, now.version-1, PhaseTriggered, now.occ, "stale-ref"))
-			pending, err := s.ack(ctx, target, k, ackRecord{version: now.version - 1, phase: PhaseTriggered, ref: "stale-ref"})
-			require.NoError(t, err)
-			require.False(t, pending, "nothing is left for the stalled run to do")
-			after := state()
-			require.False(t, after.pending, "no key pending without a job")
-			require.Equal(t, now.version, after.delivered)
-			require.Equal(t, PhaseResolved, after.phase)
-			require.Empty(t, after.ref)
-			// Nor does its failure leave a dead letter of an alert
-			// delivered since.
-			_, err = s.ack(ctx, target, k, ackRecord{version: now.version - 1, phase: PhaseTriggered, dead: &deadRecord{reason: sinks.ReasonClientError, err: "pagerduty answered 400", attempts: 1}})
-			require.NoError(t, err)
-			dead, err := s.DeadLetters(ctx)
-			require.NoError(t, err)
-			require.Empty(t, dead)
-			require.False(t, state().pending)
+			before := now.delivered - 1 // what the stalled run read
+
+			for _, stale := range []struct {
+				name string
+				rec  ackRecord
+			}{
+				// It delivered an older version under the same seq.
+				{"older version", ackRecord{version: now.version - 1, from: before, phase: PhaseTriggered, ref: "stale-ref"}},
+				// It had the same version, and its call was answered
+				// before the rescue's: a 400, where the rescue's got a
+				// 202 and the incident is open.
+				{"same version", ackRecord{version: now.version, from: before, phase: PhaseNone, dead: &deadRecord{reason: sinks.ReasonClientError, err: "pagerduty answered 400", attempts: 1}}},
+			} {
+				require.NoError(t, s.setPhase(ctx, target, k, stale.rec.from, stale.rec.phase, now.occ, stale.rec.ref), stale.name)
+				pending, applied, err := s.ack(ctx, target, k, stale.rec)
+				require.NoError(t, err, stale.name)
+				require.False(t, applied, "%s: the stalled run's ack applies to nothing", stale.name)
+				require.False(t, pending, stale.name)
+				after := state()
+				require.False(t, after.pending, "%s: no key pending without a job", stale.name)
+				require.Equal(t, now.delivered, after.delivered, stale.name)
+				require.Equal(t, PhaseResolved, after.phase, stale.name)
+				require.Empty(t, after.ref, stale.name)
+				dead, err := s.DeadLetters(ctx)
+				require.NoError(t, err)
+				require.Empty(t, dead, "%s: no dead letter of an alert delivered since", stale.name)
+			}
 
 			// The alert's next update is delivered.
 			calls := len(sink.all())
@@ -564,13 +572,78 @@ func TestStalledRunTakesNoDeliveryBack(t *testing.T) {
 			require.Eventually(t, func() bool { return len(sink.all()) > calls }, 10*time.Second, 10*time.Millisecond)
 			require.Eventually(t, settled, 10*time.Second, 10*time.Millisecond)
 
-			// The ack of the run that holds the newest version still
-			// applies, and one a newer version follows leaves the key
-			// pending (the same job delivers it next).
+			// The ack of the run that read the state as it is applies.
 			now = state()
-			pending, err = s.ack(ctx, target, keySeq{Key: "a", Seq: now.seq}, ackRecord{version: now.version, phase: now.phase, ref: now.ref})
+			pending, applied, err := s.ack(ctx, target, keySeq{Key: "a", Seq: now.seq}, ackRecord{version: now.version, from: now.delivered, phase: now.phase, ref: now.ref})
 			require.NoError(t, err)
+			require.True(t, applied)
 			require.False(t, pending)
 		})
+	}
+}
+
+// A run of a job that finds a key's outcome recorded by another run of
+// the job (a rescue's, while this one stalled), or that outlasted
+// rescue_after, hands the job back for job_timeout instead of finishing
+// it: River records a run's end on the job whoever runs it now, so its
+// "completed" would end the other run's job under it, and a key that run
+// then failed stayed pending with no job (a fresh helper: SIGSTOP on one
+// of two replicas, the rescue's call answered 500 after the stalled one
+// resumed). The job's next run finds what is left.
+func TestRunThatMayShareItsJobHandsItBack(t *testing.T) {
+	for _, way := range []string{"superseded", "stalled"} {
+		for _, d := range drivers() {
+			t.Run(way+"/"+d.name, func(t *testing.T) {
+				ctx := context.Background()
+				const target = "r/pagerduty/0"
+				var s *Store
+				sink := &fnSink{answer: func(n *sinks.Notification, call int) error {
+					if call > 1 {
+						return nil
+					}
+					if way == "stalled" {
+						time.Sleep(700 * time.Millisecond) // past rescue_after, the job's context ignored
+						return nil
+					}
+					// Another run of the job delivers the state and
+					// records it while this call is under way.
+					states, err := s.loadStates(ctx, target, []keySeq{{Key: "a"}})
+					if err != nil {
+						return err
+					}
+					st := states["a"]
+					_, applied, err := s.ack(ctx, target, keySeq{Key: "a", Seq: st.seq}, ackRecord{version: st.version, from: st.delivered, phase: PhaseTriggered})
+					if err == nil && !applied {
+						err = errors.New("the other run's ack did not apply")
+					}
+					return err
+				}}
+				opts := d.opts(t)
+				opts.JobTimeout = 300 * time.Millisecond
+				opts.RescueAfter = 600 * time.Millisecond
+				s = openStore(t, opts, sink)
+				require.NoError(t, s.Enqueue(ctx, []Item{item("a", "firing")}))
+				jobState := func() (state string, scheduled time.Time) {
+					require.NoError(t, s.rdb.QueryRowContext(ctx, `SELECT state, scheduled_at FROM river_job WHERE kind = 'alertfan_deliver'`).Scan(&state, &scheduled))
+					return
+				}
+				require.Eventually(t, func() bool { return sink.count() == 1 }, 10*time.Second, 5*time.Millisecond)
+				// River keeps a snoozed job available, due later.
+				var handedAt time.Time
+				require.Eventually(t, func() bool {
+					st, at := jobState()
+					handedAt = time.Now()
+					return (st == "available" || st == "scheduled") && at.After(handedAt.Add(opts.JobTimeout))
+				}, 10*time.Second, 5*time.Millisecond, "the run hands the job back rather than finishing it")
+				_, at := jobState()
+				require.WithinDuration(t, handedAt.Add(opts.JobTimeout+time.Second), at, 500*time.Millisecond, "for job_timeout, past the other run's end")
+				require.Eventually(t, func() bool { st, _ := jobState(); return st == "completed" }, 10*time.Second, 10*time.Millisecond, "the job's next run finds nothing left and finishes it")
+				require.Equal(t, 1, sink.count(), "the key was delivered once")
+				states, err := s.loadStates(ctx, target, []keySeq{{Key: "a"}})
+				require.NoError(t, err)
+				require.False(t, states["a"].pending)
+				require.Equal(t, PhaseTriggered, states["a"].phase)
+			})
+		}
 	}
 }

@@ -235,6 +235,9 @@ type outcome struct {
 	// began. Zero for what is no attempt of the key — a park, a key held
 	// while its target is down, a failure of the store.
 	failedSince time.Time
+	// superseded: the key's ack applied to nothing; another run of the
+	// job may be at work on it (see sqlAckDone).
+	superseded bool
 }
 
 // Work delivers the newest state of each of the job's keys, several at
@@ -247,6 +250,7 @@ type outcome struct {
 // is an attempt that counts toward max_attempts and max_age.
 func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err error) {
 	s, a := w.s, job.Args
+	start := time.Now()
 	// River recovers a panic here too, but logs and stores its value,
 	// which may hold anything: recover it first, as callSink does.
 	defer func() {
@@ -318,11 +322,12 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	var failingSince time.Time // the earliest run of failures among the keys
 	var keyErrs []error        // storable: River keeps each attempt's error; empty: every key done
 	seen := map[string]bool{}
-	parkOnly := true
+	parkOnly, superseded := true, false
 	for _, o := range outcomes {
 		if !o.retry {
 			continue
 		}
+		superseded = superseded || o.superseded
 		// The job's error (kept by River per attempt) names every distinct
 		// failure, not only the first key's: the next attempt reads it
 		// to tell whether any key's calls may have left unrecorded
@@ -343,6 +348,23 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		if !o.park && o.retryAfter > targetAfter {
 			targetAfter = o.retryAfter
 		}
+	}
+	// A run that found a key's outcome recorded by another run, or that
+	// outlasted rescue_after (its process stalled: a rescue may have
+	// started another run of the job meanwhile), hands the job back for
+	// job_timeout. River records a run's end on the job whoever runs it
+	// now (it checks only that the job is running): this run's
+	// "completed" would end the other run's job under it, and a key that
+	// run then failed stayed pending with no job, its alert's later
+	// updates lost (a fresh helper, SIGSTOP on one of two replicas). Past
+	// job_timeout the other run is over; the job's next run finds what is
+	// left.
+	if superseded || time.Since(start) > s.opts.RescueAfter {
+		if len(keyErrs) > 0 && uncertainError(errors.Join(keyErrs...).Error()) {
+			markUncertain(ctx)
+		}
+		s.logger.Debug("Another run of the delivery job may be under way (this one stalled past rescue_after, or found a key's outcome recorded by it); handing the job back until it is over", "target", a.Target, "job_id", job.ID, "took", time.Since(start).Round(time.Millisecond))
+		return river.JobSnooze(s.opts.JobTimeout + time.Second)
 	}
 	switch {
 	case len(keyErrs) == 0:
@@ -465,10 +487,13 @@ func keyAttemptsFailed(err error) bool {
 // letter when the delivery failed for good.
 type ackRecord struct {
 	version int64
-	phase   Phase
-	digest  string
-	occ     int64
-	dead    *deadRecord
+	// from is the state's delivered as this run read it: the ack and the
+	// phase writes apply only while it is still there (see sqlAckDone).
+	from   int64
+	phase  Phase
+	digest string
+	occ    int64
+	dead   *deadRecord
 	// uncertain: a call may have reached the target unrecorded and none
 	// since settled it (the row's uncertain column after this ack).
 	uncertain bool
@@ -526,7 +551,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 		// call it records is never made twice.
 		rec, ok := s.unrecorded.take(target, k)
 		if !ok {
-			rec = ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, uncertain: st.unsettled}
+			rec = ackRecord{version: st.version, from: st.delivered, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, uncertain: st.unsettled}
 			if st.delivered < st.version {
 				var o outcome
 				var moved *state
@@ -543,7 +568,12 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				}
 			}
 		}
-		pending, err := s.ack(ctx, target, k, rec)
+		pending, applied, err := s.ack(ctx, target, k, rec)
+		if err == nil && !applied {
+			// Another run of the job took the key over (a rescue while
+			// this one stalled) or it moved on: leave it to that run.
+			return outcome{retry: true, park: true, superseded: true, err: errSuperseded}
+		}
 		if err != nil {
 			if !s.forgetUnrecorded.Load() {
 				s.unrecorded.put(target, k, rec)
@@ -589,7 +619,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 // resolved while it waited is never sent).
 func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k keySeq, st *state) (ackRecord, outcome, *state) {
 	s := w.s
-	rec := ackRecord{version: st.version, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, ref: st.ref}
+	rec := ackRecord{version: st.version, from: st.delivered, phase: st.phase, digest: st.sentDigest, occ: st.sentOcc, ref: st.ref}
 	st.uncertain = st.unsettled || callsUnrecorded(job.JobRow)
 	steps := plan(st)
 	if len(steps) == 0 {
@@ -627,7 +657,7 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 			rec.ref, rec.occ = call.ref, st.occ
 		}
 		if (o.retry || moved != nil) && (i > 0 || keptRef) {
-			if err := s.setPhase(ctx, job.Args.Target, k, st.version, rec.phase, rec.occ, rec.ref); err != nil {
+			if err := s.setPhase(ctx, job.Args.Target, k, rec.from, rec.phase, rec.occ, rec.ref); err != nil {
 				s.logger.Debug("Could not record an intermediate phase or a failed call's key; the retry may repeat the call before it or render its key again", "err", err)
 			}
 		}
@@ -1044,17 +1074,24 @@ type deadRecord struct {
 // intake changes a key's version, and only upward, so the second finds
 // what the first did not.
 //
-// Neither takes back a newer version's delivery (delivered <= the acked
-// version): a job runs twice under one seq when a replica that stalled
-// (paused, frozen past rescue_after) comes back after another ran the
-// job's rescue and recorded a newer version. The stalled one's late ack
-// then set delivered and phase back to its own and pending to 1, with no
-// job left to deliver it: every later update of the alert was lost (a
-// fresh helper, SIGSTOP on one of two replicas).
+// Both apply only while the state's delivered is what this run read
+// (ackRecord.from): no other run has recorded an outcome since. A job
+// runs twice under one seq when a replica that stalled (paused, frozen
+// past rescue_after) comes back after another ran the job's rescue. The
+// stalled one's late ack set delivered and phase back to its own — over
+// a newer version's delivery, or over the same version's that reached
+// the target after its own call's answer (its 400 over the rescue's 202:
+// a dead letter and no phase, with the incident open at PagerDuty) — and
+// pending to 1 with no job left to deliver it (two fresh helpers, SIGSTOP
+// on one of two replicas). An ack that applies to nothing makes its run
+// hand the job back for the other run to finish (errSuperseded).
 const (
-	sqlAckDone  = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 0, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version <= ? AND delivered <= ?`
-	sqlAckNewer = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 1, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version > ? AND delivered <= ?`
+	sqlAckDone  = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 0, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version <= ? AND delivered = ?`
+	sqlAckNewer = `UPDATE alertfan_state SET delivered = ?, phase = ?, sent_digest = ?, sent_occ = ?, pending = 1, attempts = 0, failing_since = 0, uncertain = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND version > ? AND delivered = ?`
 )
+
+// errSuperseded is a key's outcome when its ack applied to nothing.
+var errSuperseded = errors.New("queue: another run of the job recorded the key's outcome, or the key moved on; this run's is kept as history only")
 
 // ack records that a version was handled (delivered, needed no call, or
 // dead-lettered) and the phase the target reached, and says whether a
@@ -1070,12 +1107,11 @@ const (
 // key with errCallsUnrecorded: the retry, on any replica, then treats the
 // calls as maybe made (sinks.Call.Uncertain) and checks the target before
 // repeating one that is not idempotent.
-func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord) (bool, error) {
+func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord) (pending, applied bool, err error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(commitDeadline)
 	}
-	var pending bool
 	fn := func(ctx context.Context, b *batch) error {
 		for _, r := range rec.calls {
 			b.record(r)
@@ -1084,8 +1120,8 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		if rec.uncertain {
 			uncertain = 1
 		}
-		args := []any{rec.version, rec.phase, rec.digest, rec.occ, uncertain, rec.ref, target, k.Key, k.Seq, rec.version, rec.version}
-		pending = false
+		args := []any{rec.version, rec.phase, rec.digest, rec.occ, uncertain, rec.ref, target, k.Key, k.Seq, rec.version, rec.from}
+		pending, applied = false, false
 		for _, q := range [...]string{sqlAckDone, sqlAckNewer} {
 			res, err := b.exec(ctx, q, args...)
 			if err != nil {
@@ -1094,7 +1130,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			if n, err := res.RowsAffected(); err != nil {
 				return fmt.Errorf("queue: ack: %w", err)
 			} else if n > 0 {
-				pending = q == sqlAckNewer
+				pending, applied = q == sqlAckNewer, true
 				return recordDead(ctx, b, target, k, rec)
 			}
 		}
@@ -1104,7 +1140,6 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		// alert delivered since.
 		return nil
 	}
-	var err error
 	for i := 0; ; i++ {
 		if s.injectAckFailure() {
 			err = errInjected
@@ -1113,7 +1148,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			err = s.submitTo(actx, s.acks, fn)
 			cancel()
 			if err == nil {
-				return pending, nil
+				return pending, applied, nil
 			}
 		}
 		wait := min(time.Duration(100<<min(i, 5))*time.Millisecond, 2*time.Second)
@@ -1122,7 +1157,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 		}
 		time.Sleep(wait)
 	}
-	return false, fmt.Errorf("record delivery: %w", err)
+	return false, false, fmt.Errorf("record delivery: %w", err)
 }
 
 // recordDead writes the dead letter an ack carries, if any.
@@ -1193,14 +1228,14 @@ func (s *Store) injectAckFailure() bool {
 // setPhase records the phase a target reached part-way through a plan,
 // and the key it holds open for it (ref, with occ: a failed trigger's).
 //
-// version is the state's version the plan is for: a run of the job that
-// stalled (see sqlAckDone) writes nothing over a delivery of it or of a
-// newer one, recorded meanwhile by another.
-func (s *Store) setPhase(ctx context.Context, target string, k keySeq, version int64, phase Phase, occ int64, ref string) error {
+// from is the state's delivered as the run read it (ackRecord.from): a
+// run of the job that stalled (see sqlAckDone) writes nothing over an
+// outcome another run recorded meanwhile.
+func (s *Store) setPhase(ctx context.Context, target string, k keySeq, from int64, phase Phase, occ int64, ref string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
 	return s.submit(actx, func(ctx context.Context, b *batch) error {
-		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND delivered < ?`, phase, occ, ref, target, k.Key, k.Seq, version)
+		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND delivered = ?`, phase, occ, ref, target, k.Key, k.Seq, from)
 		return err
 	})
 }
