@@ -578,6 +578,19 @@ func TestStalledRunTakesNoDeliveryBack(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, applied)
 			require.False(t, pending)
+
+			// A stalled run's failed call counts no attempt on a key the
+			// other run left pending for a newer version (as intake
+			// leaves it: same seq; no job is made for it here).
+			_, err = s.db.ExecContext(ctx, s.rebind(`UPDATE alertfan_state SET version = version + 1, pending = 1 WHERE target = ? AND key = ?`), target, "a")
+			require.NoError(t, err)
+			k = keySeq{Key: "a", Seq: now.seq}
+			s.recordFailure(ctx, target, k, now.delivered-1, nil, time.Now(), errors.New("pagerduty answered 500"))
+			attempts, _, _ := stateAttempts(t, s, "a")
+			require.Zero(t, attempts, "the stalled run's failure is not the key's attempt")
+			s.recordFailure(ctx, target, k, now.delivered, nil, time.Now(), errors.New("pagerduty answered 500"))
+			attempts, _, _ = stateAttempts(t, s, "a")
+			require.Equal(t, 1, attempts, "control: the failure of the run that read the state counts")
 		})
 	}
 }

@@ -556,7 +556,7 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				var o outcome
 				var moved *state
 				if rec, o, moved = w.advance(ctx, job, k, st); o.retry {
-					s.recordFailure(ctx, target, k, rec.calls, o.failedSince, o.err)
+					s.recordFailure(ctx, target, k, rec.from, rec.calls, o.failedSince, o.err)
 					return o
 				}
 				if moved != nil {
@@ -1181,14 +1181,16 @@ const sqlFailed = `UPDATE alertfan_state SET
 	attempts = CASE WHEN attempts_seq = seq THEN attempts + 1 ELSE 1 END,
 	failing_since = CASE WHEN attempts_seq = seq AND failing_since <> 0 THEN failing_since ELSE ? END,
 	attempts_seq = seq, last_error = ?
-	WHERE target = ? AND key = ? AND seq = ? AND pending = 1`
+	WHERE target = ? AND key = ? AND seq = ? AND pending = 1 AND delivered = ?`
 
 // recordFailure writes the history rows of a failed attempt's calls and,
 // when the failure was the key's own attempt (since is when its run of
 // failures began; zero: it was not), counts it on the key's state with
 // its error. A write that fails leaves the attempt uncounted: the key gets
-// one attempt more rather than none.
-func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, calls []histRow, since time.Time, failure error) {
+// one attempt more rather than none. from is the state's delivered as the
+// run read it (ackRecord.from): a stalled run's failure is not counted on
+// a key another run has recorded an outcome of since.
+func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, from int64, calls []histRow, since time.Time, failure error) {
 	counted := !since.IsZero()
 	if !counted && (len(calls) == 0 || s.opts.NoHistory) {
 		return
@@ -1202,7 +1204,7 @@ func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, call
 		if !counted {
 			return nil
 		}
-		_, err := b.exec(ctx, sqlFailed, since.UnixNano(), storableError(failure.Error()), target, k.Key, k.Seq)
+		_, err := b.exec(ctx, sqlFailed, since.UnixNano(), storableError(failure.Error()), target, k.Key, k.Seq, from)
 		return err
 	})
 	if err != nil {
