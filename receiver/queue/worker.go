@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,7 +361,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	// job_timeout the other run is over; the job's next run finds what is
 	// left.
 	if superseded || time.Since(start) > s.opts.RescueAfter {
-		if len(keyErrs) > 0 && uncertainError(errors.Join(keyErrs...).Error()) {
+		if slices.ContainsFunc(keyErrs, func(e error) bool { return uncertainError(e.Error()) }) {
 			markUncertain(ctx)
 		}
 		s.logger.Debug("Another run of the delivery job may be under way (this one stalled past rescue_after, or found a key's outcome recorded by it); handing the job back until it is over", "target", a.Target, "job_id", job.ID, "took", time.Since(start).Round(time.Millisecond))
@@ -588,12 +589,8 @@ func (w *worker) workKey(ctx context.Context, job *river.Job[deliverArgs], k key
 				err = fmt.Errorf("%w: %w", errCallsUnrecorded, err)
 				// Counted as a sink's own record that failed is
 				// (reason="unrecorded"): calls made that may be retried
-				// elsewhere as maybe made.
-				kind, receiver := job.Queue, s.receiverOfTarget(target)
-				if t, ok := s.target(target); ok {
-					kind, receiver = t.Kind, t.Receiver
-				}
-				s.metrics.deliveries.WithLabelValues(kind, receiver, "retry", sinks.ReasonUnrecorded).Inc()
+				// elsewhere as maybe made. (A job's queue is its sink kind.)
+				s.metrics.deliveries.WithLabelValues(job.Queue, s.receiverOfTarget(target), "retry", sinks.ReasonUnrecorded).Inc()
 			}
 			return outcome{retry: true, err: err}
 		}
