@@ -259,6 +259,45 @@ var migrations = []string{
 			WHERE event = 'call' AND action = 'trigger' AND outcome = 'success' AND ref <> '' GROUP BY target, key) m ON h.id = m.id) AS last
 	WHERE alertfan_state.target = last.target AND alertfan_state.key = last.key
 		AND alertfan_state.phase IN ('triggered', 'acknowledged') AND alertfan_state.ref = ''`,
+	// 41 (SQLite): the states keyed by (key, target), which also serves
+	// every lookup by key alone, instead of (target, key) beside an index
+	// on key: with random keys (fingerprints, dedup keys) each index puts
+	// a new state on a random page, a WAL frame of its own in every
+	// intake commit. SQLite cannot change a table's key in place: the
+	// table is made again (https://www.sqlite.org/lang_altertable.html,
+	// "Making Other Kinds Of Table Schema Changes").
+	sqliteOnly + `CREATE TABLE alertfan_state_new (
+		target        TEXT    NOT NULL,
+		key           TEXT    NOT NULL,
+		version       BIGINT  NOT NULL,
+		delivered     BIGINT  NOT NULL DEFAULT 0,
+		seq           BIGINT  NOT NULL DEFAULT 0,
+		pending       INTEGER NOT NULL DEFAULT 0,
+		resolved      INTEGER NOT NULL DEFAULT 0,
+		payload       TEXT    NOT NULL,
+		updated_at    BIGINT  NOT NULL,
+		want          TEXT    NOT NULL DEFAULT '',
+		phase         TEXT    NOT NULL DEFAULT '',
+		fire_payload  TEXT    NOT NULL DEFAULT '',
+		digest        TEXT    NOT NULL DEFAULT '',
+		sent_digest   TEXT    NOT NULL DEFAULT '',
+		occ           BIGINT  NOT NULL DEFAULT 0,
+		sent_occ      BIGINT  NOT NULL DEFAULT 0,
+		close_payload TEXT    NOT NULL DEFAULT '',
+		enqueued      INTEGER NOT NULL DEFAULT 0,
+		attempts      INTEGER NOT NULL DEFAULT 0,
+		failing_since BIGINT  NOT NULL DEFAULT 0,
+		attempts_seq  BIGINT  NOT NULL DEFAULT 0,
+		uncertain     INTEGER NOT NULL DEFAULT 0,
+		last_error    TEXT    NOT NULL DEFAULT '',
+		ref           TEXT    NOT NULL DEFAULT '',
+		PRIMARY KEY (key, target)
+	);
+	INSERT INTO alertfan_state_new (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref)
+		SELECT target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref FROM alertfan_state;
+	DROP TABLE alertfan_state;
+	ALTER TABLE alertfan_state_new RENAME TO alertfan_state;
+	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history

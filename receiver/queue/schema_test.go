@@ -128,3 +128,76 @@ func TestMigrationsSayWhenTheyRun(t *testing.T) {
 	require.Contains(t, logs.String(), fmt.Sprintf(`msg="Migrating the store's schema; a large store can take a while" from_version=%d to_version=%d`, len(migrations)-1, len(migrations)))
 	require.Contains(t, logs.String(), `msg="Migrated the store's schema" took=`)
 }
+
+// TestStatesKeyedByKeyFirst: migration 41 makes SQLite's state table
+// again, keyed by (key, target) instead of (target, key) beside an index
+// on key; every row and column comes through, the lookups by key alone
+// use the new key, and the writes that conflict on (target, key) still
+// meet it.
+func TestStatesKeyedByKeyFirst(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	s := openStore(t, opts, &recordingSink{})
+	v41 := migrations[40]
+	require.True(t, strings.HasPrefix(v41, sqliteOnly))
+	create, _, _ := strings.Cut(strings.TrimPrefix(v41, sqliteOnly), ";")
+	old := strings.NewReplacer("alertfan_state_new", "alertfan_state", "PRIMARY KEY (key, target)", "PRIMARY KEY (target, key)").Replace(create)
+	cols := `target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref`
+	// What the build before 41 had, with two states of every column set.
+	for _, q := range []string{
+		`DROP TABLE alertfan_state`,
+		old,
+		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/pagerduty/0', 'k1', 3, 2, 7, 1, 0, '{"a":1}', 11, 'triggered', 'triggered', '{"f":1}', 'd1', 's1', 4, 3, '{"c":1}', 1, 2, 99, 7, 1, 'boom', 'dk-1')`,
+		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/backlog/0', 'k1', 5, 5, 8, 0, 1, '{"a":2}', 12, 'resolved', 'resolved', '', 'd2', 'd2', 1, 1, '', 0, 0, 0, 0, 0, '', '')`,
+		`DELETE FROM alertfan_migration WHERE version = 41`,
+	} {
+		_, err := s.db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	dump := func() []string {
+		rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM alertfan_state ORDER BY target, key`)
+		require.NoError(t, err)
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			v := make([]any, 24)
+			p := make([]any, 24)
+			for i := range v {
+				p[i] = &v[i]
+			}
+			require.NoError(t, rows.Scan(p...))
+			out = append(out, fmt.Sprint(v...))
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	before := dump()
+	require.Len(t, before, 2)
+	require.NoError(t, s.Close(ctx))
+
+	s = openStore(t, opts, &recordingSink{})
+	require.Equal(t, before, dump(), "every row and column comes through")
+	var n int
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'alertfan_state_key'`).Scan(&n))
+	require.Zero(t, n, "the index on key alone is gone")
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'alertfan_state_gc'`).Scan(&n))
+	require.Equal(t, 1, n, "the retention index is made again")
+	var plan strings.Builder
+	rows, err := s.db.QueryContext(ctx, `EXPLAIN QUERY PLAN SELECT target FROM alertfan_state WHERE key = 'k1'`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &notused, &detail))
+		plan.WriteString(detail)
+	}
+	require.NoError(t, rows.Err())
+	require.Contains(t, plan.String(), "sqlite_autoindex_alertfan_state_1 (key=?)", "a lookup by key alone uses the table's key")
+
+	// Intake's upsert conflicts on (target, key): it updates the row.
+	require.NoError(t, s.Enqueue(ctx, []Item{item("k1", "firing")}))
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state WHERE key = 'k1'`).Scan(&n))
+	require.Equal(t, 2, n)
+}
