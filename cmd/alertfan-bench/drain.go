@@ -139,7 +139,8 @@ var traceScenarios = map[string]bool{}
 
 // profile takes a CPU profile of p for d (at least 1 s) into
 // pprofDir/name.pprof, or a runtime trace into pprofDir/name.trace when
-// -trace names the scenario; the returned func waits for it.
+// -trace names the scenario, and a heap profile d/4 in into
+// pprofDir/name.heap; the returned func waits for them.
 func profile(p *proc, name string, d time.Duration) func() {
 	if pprofDir == "" || p.pprof == "" {
 		return func() {}
@@ -166,7 +167,34 @@ func profile(p *proc, name string, d time.Duration) func() {
 		defer f.Close()
 		io.Copy(f, resp.Body) //nolint:errcheck
 	}()
-	return func() { <-done }
+	// The heap a quarter into the profile (in use at the last collection
+	// then), for what a scenario's resident memory holds while it runs:
+	// a drain is over before its profile is.
+	heap := make(chan struct{})
+	go func() {
+		defer close(heap)
+		time.Sleep(d / 4)
+		saveProfile(fmt.Sprintf("http://%s/debug/pprof/heap", p.pprof), filepath.Join(pprofDir, name+".heap"))
+	}()
+	return func() { <-done; <-heap }
+}
+
+// saveProfile writes what url answers into file; a failure is reported on
+// stderr, not fatal: profiles are extras of a run.
+func saveProfile(url, file string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile", file, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile", file, err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body) //nolint:errcheck
 }
 
 // countingPagerDuty is a fake PagerDuty that keeps no events, only counts.
@@ -331,14 +359,8 @@ func rawPosts(url string, senders int, d time.Duration) *result {
 				k := seq.Add(1)
 				body := fmt.Sprintf(`{"routing_key":%q,"event_action":"trigger","dedup_key":"raw-%d","payload":{"summary":"Raw on host-%d","source":"host-%d","severity":"critical","timestamp":%q,"custom_details":{"alertname":"Raw","instance":"host-%d"}},"client":"bench"}`,
 					routingKey, k, k, k, time.Now().UTC().Format(time.RFC3339Nano), k)
-				resp, err := client.Post(url, "application/json", strings.NewReader(body))
-				if err != nil {
-					errs++
-					continue
-				}
-				io.Copy(io.Discard, resp.Body) //nolint:errcheck
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted {
+				code, err := postJSON(url, strings.NewReader(body))
+				if err != nil || code != http.StatusAccepted {
 					errs++
 					continue
 				}

@@ -57,9 +57,13 @@ func (e *APIError) Error() string {
 // apiKey query parameter, as Backlog documents, and is kept out of every
 // error and log line.
 type Client struct {
-	base    string
-	apiKey  string
-	http    *http.Client
+	base   string
+	apiKey string
+	http   *http.Client
+	// timeout bounds each call through its context (0: none), not through
+	// http.Client.Timeout, which starts two goroutines and a timer per
+	// request (net/http's setRequestCancel).
+	timeout time.Duration
 	observe func(endpoint string, code int)
 	// exhausted, when set, is told how long until Backlog's update window
 	// resets when a write succeeded with X-RateLimit-Remaining: 0: the
@@ -76,13 +80,18 @@ func NewClient(base, apiKey string, rt http.RoundTripper, timeout time.Duration,
 	if observe == nil {
 		observe = func(string, int) {}
 	}
-	return &Client{base: strings.TrimSuffix(base, "/"), apiKey: apiKey, http: &http.Client{Transport: rt, Timeout: timeout}, observe: observe}
+	return &Client{base: strings.TrimSuffix(base, "/"), apiKey: apiKey, http: &http.Client{Transport: rt}, timeout: timeout, observe: observe}
 }
 
 // do sends one request. endpoint is the path template used in errors and
 // metrics; path is the real path. form, if not nil, is sent
 // x-www-form-urlencoded.
 func (c *Client) do(ctx context.Context, method, endpoint, path string, query, form url.Values, out any) error {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	q := url.Values{}
 	for k, v := range query {
 		q[k] = v

@@ -294,3 +294,27 @@ func TestURLUserinfoAuthenticates(t *testing.T) {
 	require.NoError(t, n.Deliver(context.Background(), groupNotification()))
 	require.Equal(t, "relay:s3cret", <-got)
 }
+
+// TestCallGivesUpAfterTimeout: a PagerDuty that takes the request and
+// never answers is given up on after the config's timeout, as a retryable
+// timeout, whatever the caller's context allows.
+func TestCallGivesUpAfterTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	n := newNotifier(t, "timeout: 200ms", srv.URL+"/v2/enqueue")
+	notif := groupNotification()
+	notif.Alerts = notif.Alerts[:1]
+	start := time.Now()
+	err := n.Deliver(context.Background(), notif)
+	require.Error(t, err)
+	require.Equal(t, sinks.ReasonTimeout, sinks.AsError(err).Reason)
+	require.True(t, sinks.AsError(err).Retryable)
+	require.Less(t, time.Since(start), 5*time.Second)
+}
