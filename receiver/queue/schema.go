@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -263,9 +264,15 @@ var migrations = []string{
 	// every lookup by key alone, instead of (target, key) beside an index
 	// on key: with random keys (fingerprints, dedup keys) each index puts
 	// a new state on a random page, a WAL frame of its own in every
-	// intake commit. SQLite cannot change a table's key in place: the
-	// table is made again (https://www.sqlite.org/lang_altertable.html,
-	// "Making Other Kinds Of Table Schema Changes").
+	// intake commit. The lookups by target alone (a reload's moves, expiry)
+	// get an index on target: a new state's entry lands after its
+	// target's last one (rowids grow), on a page the commit writes anyway.
+	// SQLite cannot change a table's key in place: the table is made again
+	// (https://www.sqlite.org/lang_altertable.html, "Making Other Kinds Of
+	// Table Schema Changes"), with legacy_alter_table on for the rename:
+	// otherwise SQLite checks every view again between the DROP and the
+	// RENAME, and an operator's view on the table failed the migration.
+	// The store's room for the copy is checked first (roomToRekey).
 	sqliteOnly + `CREATE TABLE alertfan_state_new (
 		target        TEXT    NOT NULL,
 		key           TEXT    NOT NULL,
@@ -296,8 +303,11 @@ var migrations = []string{
 	INSERT INTO alertfan_state_new (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref)
 		SELECT target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref FROM alertfan_state;
 	DROP TABLE alertfan_state;
+	PRAGMA legacy_alter_table = ON;
 	ALTER TABLE alertfan_state_new RENAME TO alertfan_state;
-	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+	PRAGMA legacy_alter_table = OFF;
+	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1;
+	CREATE INDEX alertfan_state_target ON alertfan_state (target)`,
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history
@@ -306,6 +316,42 @@ var migrations = []string{
 // of the build before can still start during a rolling upgrade (a store at
 // a newer version refuses an older alertfan).
 const sqliteOnly = "-- sqlite only\n"
+
+// rekeyMigration is the migration that makes SQLite's state table again
+// (41, above).
+const rekeyMigration = 41
+
+// diskFree is the space free to this process on the file system holding
+// dir, in bytes; ok is false where it cannot be told. A variable: tests
+// stand in a small disk.
+var diskFree = fsFree
+
+// roomToRekey refuses migration 41 when the store's file system lacks the
+// room it needs, naming what it needs and has. The new table is written
+// into the WAL, then into the file while the old table's pages are still
+// there: about twice the table. With room for one copy, the migration
+// committed and then every commit failed, the disk full, and the build
+// before refused the migrated store: no alert came in until disk was added
+// (a fresh helper, 1M states on a tmpfs). Refused here, the store stays
+// at the version before, which the build before still runs.
+func (s *Store) roomToRekey(ctx context.Context) error {
+	var table int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
+		WHERE name IN (SELECT name FROM sqlite_master WHERE tbl_name = 'alertfan_state')`).Scan(&table)
+	if err != nil {
+		s.logger.Debug("Could not size the state table before migrating it; migrating anyway", "err", err)
+		return nil
+	}
+	free, ok := diskFree(filepath.Dir(s.sqliteFile))
+	if !ok {
+		return nil
+	}
+	if need := 2*table + 64<<20; free < need {
+		return fmt.Errorf("queue: migration %d makes the alert-state table (%d MiB) again and needs about %d MiB free on the file system of %s (the new table is written twice: into the WAL, then into the file); %d MiB are free. Make room, or keep running the previous release until then: the store is unchanged",
+			rekeyMigration, table>>20, need>>20, s.sqliteFile, free>>20)
+	}
+	return nil
+}
 
 func (s *Store) migrateOwn(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS alertfan_migration (version INTEGER PRIMARY KEY)`); err != nil {
@@ -322,11 +368,17 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 	if s.dialect == dialectPostgres {
 		id, rowid = "BIGSERIAL PRIMARY KEY", "BIGSERIAL PRIMARY KEY"
 	}
-	start, told := time.Now(), false
+	start, told, rekeyed := time.Now(), false, false
 	for v := have + 1; v <= len(migrations); v++ {
 		q, sqlite := strings.CutPrefix(migrations[v-1], sqliteOnly)
 		if sqlite && s.dialect != dialectSQLite {
 			continue // not recorded either: see sqliteOnly
+		}
+		if sqlite && v == rekeyMigration && have > 0 {
+			if err := s.roomToRekey(ctx); err != nil {
+				return err
+			}
+			rekeyed = true
 		}
 		if have > 0 && !told {
 			// A migration that rewrites rows (40, and 38 on SQLite) pauses
@@ -348,6 +400,14 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("queue: migration %d: %w", v, err)
+		}
+	}
+	if rekeyed {
+		// The new table is in the WAL: written back into the file now,
+		// and the WAL emptied, rather than at the first shutdown, which
+		// outlasted its timeout on a large store.
+		if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			s.logger.Warn("Could not write the migrated state table back from the WAL; SQLite does it later", "err", err)
 		}
 	}
 	if told {

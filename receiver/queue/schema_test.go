@@ -151,6 +151,8 @@ func TestStatesKeyedByKeyFirst(t *testing.T) {
 		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
 		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/pagerduty/0', 'k1', 3, 2, 7, 1, 0, '{"a":1}', 11, 'triggered', 'triggered', '{"f":1}', 'd1', 's1', 4, 3, '{"c":1}', 1, 2, 99, 7, 1, 'boom', 'dk-1')`,
 		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/backlog/0', 'k1', 5, 5, 8, 0, 1, '{"a":2}', 12, 'resolved', 'resolved', '', 'd2', 'd2', 1, 1, '', 0, 0, 0, 0, 0, '', '')`,
+		// An operator's own view on the table.
+		`CREATE VIEW ops_open AS SELECT target, key FROM alertfan_state WHERE resolved = 0`,
 		`DELETE FROM alertfan_migration WHERE version = 41`,
 	} {
 		_, err := s.db.ExecContext(ctx, q)
@@ -184,20 +186,74 @@ func TestStatesKeyedByKeyFirst(t *testing.T) {
 	require.Zero(t, n, "the index on key alone is gone")
 	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'alertfan_state_gc'`).Scan(&n))
 	require.Equal(t, 1, n, "the retention index is made again")
-	var plan strings.Builder
-	rows, err := s.db.QueryContext(ctx, `EXPLAIN QUERY PLAN SELECT target FROM alertfan_state WHERE key = 'k1'`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		require.NoError(t, rows.Scan(&id, &parent, &notused, &detail))
-		plan.WriteString(detail)
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM ops_open`).Scan(&n))
+	require.Equal(t, 1, n, "the operator's view reads the new table")
+	plan := func(q string) string {
+		var plan strings.Builder
+		rows, err := s.db.QueryContext(ctx, `EXPLAIN QUERY PLAN `+q)
+		require.NoError(t, err)
+		defer rows.Close()
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &notused, &detail))
+			plan.WriteString(detail + "\n")
+		}
+		require.NoError(t, rows.Err())
+		return plan.String()
 	}
-	require.NoError(t, rows.Err())
-	require.Contains(t, plan.String(), "sqlite_autoindex_alertfan_state_1 (key=?)", "a lookup by key alone uses the table's key")
+	require.Contains(t, plan(`SELECT target FROM alertfan_state WHERE key = 'k1'`), "sqlite_autoindex_alertfan_state_1 (key=?)", "a lookup by key alone uses the table's key")
+	require.Contains(t, plan(`SELECT payload FROM alertfan_state WHERE target = 'r/pagerduty/0' AND key IN ('k1', 'k2')`), "sqlite_autoindex_alertfan_state_1 (key=? AND target=?)", "a job's states are read by their key")
+	for _, q := range []string{
+		`SELECT key FROM alertfan_state WHERE target = 'r/pagerduty/0' AND pending = 1`,
+		`SELECT key FROM alertfan_state WHERE target = 'r/pagerduty/0' AND resolved = 0 AND want <> 'event' AND updated_at < 5 ORDER BY key`,
+	} {
+		require.Contains(t, plan(q), "alertfan_state_target (target=?)", "a lookup by target alone (a reload's moves, expiry) scans that target's states only: %s", q)
+	}
 
 	// Intake's upsert conflicts on (target, key): it updates the row.
 	require.NoError(t, s.Enqueue(ctx, []Item{item("k1", "firing")}))
 	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state WHERE key = 'k1'`).Scan(&n))
 	require.Equal(t, 2, n)
+}
+
+// TestRekeyNeedsRoom: migration 41 is refused, naming what it needs, when
+// the store's file system cannot hold the state table twice (the WAL,
+// then the file); the store stays as the build before left it, and
+// migrates once there is room.
+func TestRekeyNeedsRoom(t *testing.T) {
+	ctx := context.Background()
+	opts := drivers()[0].opts(t)
+	s := openStore(t, opts, &recordingSink{})
+	create, _, _ := strings.Cut(strings.TrimPrefix(migrations[rekeyMigration-1], sqliteOnly), ";")
+	old := strings.NewReplacer("alertfan_state_new", "alertfan_state", "PRIMARY KEY (key, target)", "PRIMARY KEY (target, key)").Replace(create)
+	for _, q := range []string{
+		`DROP TABLE alertfan_state`,
+		old,
+		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+		`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000)
+			INSERT INTO alertfan_state (target, key, version, payload, updated_at) SELECT 'r/pagerduty/0', 'k' || x, 1, hex(randomblob(500)), x FROM c`,
+		`DELETE FROM alertfan_migration WHERE version = 41`,
+	} {
+		_, err := s.db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	require.NoError(t, s.Close(ctx))
+
+	real := diskFree
+	t.Cleanup(func() { diskFree = real })
+	diskFree = func(string) (int64, bool) { return 10 << 20, true }
+	opts.Registerer = nil
+	_, err := Open(ctx, opts)
+	require.ErrorContains(t, err, "migration 41 makes the alert-state table (2 MiB) again and needs about")
+	require.ErrorContains(t, err, "MiB free on the file system of "+opts.Path)
+	require.ErrorContains(t, err, "10 MiB are free")
+
+	diskFree = func(string) (int64, bool) { return 1 << 30, true }
+	s = openStore(t, opts, &recordingSink{})
+	var v, n int
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM alertfan_migration`).Scan(&v))
+	require.Equal(t, len(migrations), v)
+	require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM alertfan_state`).Scan(&n))
+	require.Equal(t, 2000, n)
 }
