@@ -2,8 +2,6 @@ package backlog_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -11,21 +9,15 @@ import (
 
 	"github.com/alertfan/alertfan/sinks"
 	"github.com/alertfan/alertfan/sinks/backlog"
+	"github.com/alertfan/alertfan/sinks/sinkstest"
 )
 
 // TestCallGivesUpAfterTimeout: a Backlog that takes the request and never
 // answers is given up on after the client's timeout, as a retryable
 // timeout, whatever the caller's context allows.
 func TestCallGivesUpAfterTimeout(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	srv := sinkstest.NewUnanswering()
 	defer srv.Close()
-	defer close(release)
 	c := backlog.NewClient(srv.URL, "key", nil, 200*time.Millisecond, func(string, int) {})
 	start := time.Now()
 	_, err := c.GetSpace(context.Background())

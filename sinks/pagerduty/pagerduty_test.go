@@ -299,15 +299,8 @@ func TestURLUserinfoAuthenticates(t *testing.T) {
 // never answers is given up on after the config's timeout, as a retryable
 // timeout, whatever the caller's context allows.
 func TestCallGivesUpAfterTimeout(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	srv := sinkstest.NewUnanswering()
 	defer srv.Close()
-	defer close(release)
 	n := newNotifier(t, "timeout: 200ms", srv.URL+"/v2/enqueue")
 	notif := groupNotification()
 	notif.Alerts = notif.Alerts[:1]
