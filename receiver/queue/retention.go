@@ -234,30 +234,67 @@ func (s *Store) isClosing() bool {
 	}
 }
 
-// vacuumStep is how many free pages one incremental_vacuum statement gives
-// back (4 MiB of 4 KiB pages): short enough not to stall intake.
-const vacuumStep = 1024
+// The incremental vacuum's steps: each incremental_vacuum statement gives
+// back a step of free pages holding the store's one connection, which
+// intake waits for. Moving a page costs little when the free pages sit at
+// the file's end (a prune's, mostly), and much on a file whose free pages
+// lie under live ones: after migration 41 freed the old state table's,
+// steps of 1,024 pages held intake 2.1–2.5 s each for a minute (a fresh
+// helper, 1M states). The step is sized by how long the last one took,
+// and the vacuum pauses as long as a step took before the next, so intake
+// has the connection at least half the time.
+const (
+	vacuumMinStep = 16
+	vacuumMaxStep = 1024
+	// vacuumStepTarget is how long a step may hold the connection.
+	vacuumStepTarget = 50 * time.Millisecond
+)
+
+// nextVacuumStep sizes the step after one of step pages that took took:
+// halved above twice vacuumStepTarget, doubled below half of it, within
+// [vacuumMinStep, vacuumMaxStep].
+func nextVacuumStep(step int, took time.Duration) int {
+	switch {
+	case took > 2*vacuumStepTarget:
+		return max(step/2, vacuumMinStep)
+	case took < vacuumStepTarget/2:
+		return min(step*2, vacuumMaxStep)
+	}
+	return step
+}
 
 // vacuum gives the SQLite file's free pages back to the file system, a
-// step at a time, once a prune freed them. Without it the file keeps its
-// largest size (free pages are reused, never returned). It needs
-// auto_vacuum=INCREMENTAL (see autoVacuum); otherwise it does nothing.
+// step at a time (nextVacuumStep), for at most a minute per janitor run.
+// Without it the file keeps its largest size (free pages are reused,
+// never returned). It needs auto_vacuum=INCREMENTAL (see autoVacuum);
+// otherwise it does nothing.
 func (s *Store) vacuum() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for range 1000 {
-		if s.isClosing() {
+	step := vacuumMinStep
+	for {
+		if s.isClosing() || ctx.Err() != nil {
 			return
 		}
 		var free int64
 		if err := s.db.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free); err != nil || free == 0 {
 			return
 		}
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, vacuumStep)); err != nil {
+		start := time.Now()
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, step)); err != nil {
 			s.logger.Debug("Incremental vacuum failed", "err", err)
 			return
 		}
-		if free <= vacuumStep {
+		took := time.Since(start)
+		if free <= int64(step) {
+			return
+		}
+		step = nextVacuumStep(step, took)
+		select {
+		case <-time.After(took):
+		case <-s.closing:
+			return
+		case <-ctx.Done():
 			return
 		}
 	}

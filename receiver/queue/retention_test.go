@@ -224,6 +224,20 @@ func TestSQLiteGivesSpaceBack(t *testing.T) {
 	after := pages()
 	require.Less(t, after*4, before, "the freed pages went back: %d → %d pages", before, after)
 
+	// Pages freed by what is not a prune (migration 41 drops the old
+	// state table) go back too, at the next run.
+	for _, q := range []string{
+		`CREATE TABLE scratch (v TEXT)`,
+		`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) INSERT INTO scratch SELECT hex(randomblob(500)) FROM c`,
+		`DROP TABLE scratch`,
+	} {
+		_, err := s.db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	before = pages()
+	s.janitor()
+	require.Less(t, pages()*2, before, "pages a drop freed went back with nothing pruned")
+
 	// A small file made without auto_vacuum is converted at the next start.
 	plain := filepath.Join(t.TempDir(), "plain.db")
 	p, err := Open(ctx, Options{Driver: DriverSQLite, Path: plain, Registerer: prometheus.NewRegistry()})
@@ -324,5 +338,27 @@ func TestPruneFollowsTheLifecycle(t *testing.T) {
 			require.Len(t, got, 3)
 			require.Equal(t, sinks.StatusResolved, got[2].Status(), "the late copy is passed on as a resolve; nothing fires")
 		})
+	}
+}
+
+// TestVacuumStepFollowsItsCost: the incremental vacuum's step halves when
+// a step held the store's connection over twice its target (a file whose
+// free pages lie under live ones), doubles when it took under half, and
+// stays within its bounds.
+func TestVacuumStepFollowsItsCost(t *testing.T) {
+	for _, c := range []struct {
+		step int
+		took time.Duration
+		want int
+	}{
+		{1024, 2 * time.Second, 512},
+		{vacuumMinStep, 2 * time.Second, vacuumMinStep},
+		{64, 10 * time.Millisecond, 128},
+		{vacuumMaxStep, time.Millisecond, vacuumMaxStep},
+		{256, vacuumStepTarget, 256},
+		{256, 2 * vacuumStepTarget, 256},
+		{256, vacuumStepTarget / 2, 256},
+	} {
+		require.Equal(t, c.want, nextVacuumStep(c.step, c.took), "%d pages in %s", c.step, c.took)
 	}
 }

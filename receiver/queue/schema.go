@@ -339,11 +339,12 @@ func (s *Store) roomToRekey(ctx context.Context) error {
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
 		WHERE name IN (SELECT name FROM sqlite_master WHERE tbl_name = 'alertfan_state')`).Scan(&table)
 	if err != nil {
-		s.logger.Debug("Could not size the state table before migrating it; migrating anyway", "err", err)
+		s.logger.Warn("Could not size the state table before migrating it; migrating without checking the room it needs (about twice the table's size free)", "err", err)
 		return nil
 	}
 	free, ok := diskFree(filepath.Dir(s.sqliteFile))
 	if !ok {
+		s.logger.Warn("Could not tell the free space beside the store; migrating without checking the room it needs", "path", s.sqliteFile, "table_mib", table>>20, "needs_mib", (2*table+64<<20)>>20)
 		return nil
 	}
 	if need := 2*table + 64<<20; free < need {

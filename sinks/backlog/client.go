@@ -132,7 +132,13 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return sinks.Retryable(sinks.ReasonNetwork, 0, fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error())))
+		msg := fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error()))
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			// The timeout ran out while the answer trickled in.
+			return sinks.Retryable(sinks.ReasonTimeout, 0, msg)
+		}
+		return sinks.Retryable(sinks.ReasonNetwork, 0, msg)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}

@@ -2,6 +2,8 @@ package backlog_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -25,4 +27,32 @@ func TestCallGivesUpAfterTimeout(t *testing.T) {
 	require.Equal(t, sinks.ReasonTimeout, sinks.AsError(err).Reason)
 	require.True(t, sinks.AsError(err).Retryable)
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestAnswerTricklingPastTimeoutIsATimeout: an answer whose body is still
+// coming in when the timeout runs out is a timeout too (an uncertain call:
+// the retry looks before it creates again), not a network failure.
+func TestAnswerTricklingPastTimeoutIsATimeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusCreated)
+		for range 1000 {
+			if _, err := w.Write([]byte(" ")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}))
+	defer srv.Close()
+	c := backlog.NewClient(srv.URL, "key", nil, 200*time.Millisecond, func(string, int) {})
+	_, err := c.GetSpace(context.Background())
+	require.Error(t, err)
+	require.Equal(t, sinks.ReasonTimeout, sinks.AsError(err).Reason, "%v", err)
+	require.True(t, sinks.AsError(err).Retryable)
 }
