@@ -382,7 +382,7 @@ func (s *Store) migrateOwn(ctx context.Context) error {
 			rekeyed = true
 		}
 		if have > 0 && !told {
-			// A migration that rewrites rows (40, and 38 on SQLite) pauses
+			// A migration that rewrites rows (40; 38 and 41 on SQLite) pauses
 			// the start on a large store: the operator is told why.
 			s.logger.Info("Migrating the store's schema; a large store can take a while", "from_version", have, "to_version", len(migrations))
 			told = true
