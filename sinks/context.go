@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"time"
 )
 
 type targetKey struct{}
@@ -31,4 +32,15 @@ func TargetFrom(ctx context.Context) (string, bool) {
 func DestinationID(kind string, parts ...string) string {
 	sum := sha256.Sum256([]byte(kind + "\x00" + strings.Join(parts, "\x00")))
 	return kind + ":" + hex.EncodeToString(sum[:8])
+}
+
+// WithTimeout bounds ctx by d when d is positive (a sink's timeout: 0 is
+// none). Sinks bound each call this way rather than with
+// http.Client.Timeout, which starts two goroutines and a timer per request
+// (net/http's setRequestCancel).
+func WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }

@@ -1,8 +1,10 @@
 package sinks
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -140,4 +142,12 @@ func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// IsTimeout reports whether err, from an HTTP call, is a timeout: the
+// call's deadline ran out (before the answer, or while it trickled in) or
+// the network timed out. Such a call may have landed.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }

@@ -153,19 +153,7 @@ func profile(p *proc, name string, d time.Duration) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.pprof, endpoint, secs))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile", name, err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(pprofDir, name+ext))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile", name, err)
-			return
-		}
-		defer f.Close()
-		io.Copy(f, resp.Body) //nolint:errcheck
+		saveProfile(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.pprof, endpoint, secs), filepath.Join(pprofDir, name+ext))
 	}()
 	// The heap a quarter into the profile (in use at the last collection
 	// then), for what a scenario's resident memory holds while it runs:

@@ -342,12 +342,13 @@ func (s *Store) roomToRekey(ctx context.Context) error {
 		s.logger.Warn("Could not size the state table before migrating it; migrating without checking the room it needs (about twice the table's size free)", "err", err)
 		return nil
 	}
+	need := 2*table + 64<<20
 	free, ok := diskFree(filepath.Dir(s.sqliteFile))
 	if !ok {
-		s.logger.Warn("Could not tell the free space beside the store; migrating without checking the room it needs", "path", s.sqliteFile, "table_mib", table>>20, "needs_mib", (2*table+64<<20)>>20)
+		s.logger.Warn("Could not tell the free space beside the store; migrating without checking the room it needs", "path", s.sqliteFile, "table_mib", table>>20, "needs_mib", need>>20)
 		return nil
 	}
-	if need := 2*table + 64<<20; free < need {
+	if free < need {
 		return fmt.Errorf("queue: migration %d makes the alert-state table (%d MiB) again and needs about %d MiB free on the file system of %s (the new table is written twice: into the WAL, then into the file); %d MiB are free. Make room, or keep running the previous release until then: the store is unchanged",
 			rekeyMigration, table>>20, need>>20, s.sqliteFile, free>>20)
 	}

@@ -129,6 +129,22 @@ func TestMigrationsSayWhenTheyRun(t *testing.T) {
 	require.Contains(t, logs.String(), `msg="Migrated the store's schema" took=`)
 }
 
+// stateTableBefore41 are the statements that put a migrated SQLite store's
+// state table back as the build before migration 41 had it: keyed by
+// (target, key), with its index on key (its rows are gone).
+func stateTableBefore41(t *testing.T) []string {
+	t.Helper()
+	v41 := migrations[rekeyMigration-1]
+	require.True(t, strings.HasPrefix(v41, sqliteOnly))
+	create, _, _ := strings.Cut(strings.TrimPrefix(v41, sqliteOnly), ";")
+	return []string{
+		`DROP TABLE alertfan_state`,
+		strings.NewReplacer("alertfan_state_new", "alertfan_state", "PRIMARY KEY (key, target)", "PRIMARY KEY (target, key)").Replace(create),
+		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
+		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+	}
+}
+
 // TestStatesKeyedByKeyFirst: migration 41 makes SQLite's state table
 // again, keyed by (key, target) instead of (target, key) beside an index
 // on key; every row and column comes through, the lookups by key alone
@@ -138,23 +154,15 @@ func TestStatesKeyedByKeyFirst(t *testing.T) {
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	s := openStore(t, opts, &recordingSink{})
-	v41 := migrations[40]
-	require.True(t, strings.HasPrefix(v41, sqliteOnly))
-	create, _, _ := strings.Cut(strings.TrimPrefix(v41, sqliteOnly), ";")
-	old := strings.NewReplacer("alertfan_state_new", "alertfan_state", "PRIMARY KEY (key, target)", "PRIMARY KEY (target, key)").Replace(create)
 	cols := `target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload, enqueued, attempts, failing_since, attempts_seq, uncertain, last_error, ref`
 	// What the build before 41 had, with two states of every column set.
-	for _, q := range []string{
-		`DROP TABLE alertfan_state`,
-		old,
-		`CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1`,
-		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
-		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/pagerduty/0', 'k1', 3, 2, 7, 1, 0, '{"a":1}', 11, 'triggered', 'triggered', '{"f":1}', 'd1', 's1', 4, 3, '{"c":1}', 1, 2, 99, 7, 1, 'boom', 'dk-1')`,
-		`INSERT INTO alertfan_state (` + cols + `) VALUES ('r/backlog/0', 'k1', 5, 5, 8, 0, 1, '{"a":2}', 12, 'resolved', 'resolved', '', 'd2', 'd2', 1, 1, '', 0, 0, 0, 0, 0, '', '')`,
+	for _, q := range append(stateTableBefore41(t),
+		`INSERT INTO alertfan_state (`+cols+`) VALUES ('r/pagerduty/0', 'k1', 3, 2, 7, 1, 0, '{"a":1}', 11, 'triggered', 'triggered', '{"f":1}', 'd1', 's1', 4, 3, '{"c":1}', 1, 2, 99, 7, 1, 'boom', 'dk-1')`,
+		`INSERT INTO alertfan_state (`+cols+`) VALUES ('r/backlog/0', 'k1', 5, 5, 8, 0, 1, '{"a":2}', 12, 'resolved', 'resolved', '', 'd2', 'd2', 1, 1, '', 0, 0, 0, 0, 0, '', '')`,
 		// An operator's own view on the table.
 		`CREATE VIEW ops_open AS SELECT target, key FROM alertfan_state WHERE resolved = 0`,
 		`DELETE FROM alertfan_migration WHERE version = 41`,
-	} {
+	) {
 		_, err := s.db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
 	}
@@ -225,16 +233,11 @@ func TestRekeyNeedsRoom(t *testing.T) {
 	ctx := context.Background()
 	opts := drivers()[0].opts(t)
 	s := openStore(t, opts, &recordingSink{})
-	create, _, _ := strings.Cut(strings.TrimPrefix(migrations[rekeyMigration-1], sqliteOnly), ";")
-	old := strings.NewReplacer("alertfan_state_new", "alertfan_state", "PRIMARY KEY (key, target)", "PRIMARY KEY (target, key)").Replace(create)
-	for _, q := range []string{
-		`DROP TABLE alertfan_state`,
-		old,
-		`CREATE INDEX alertfan_state_key ON alertfan_state (key)`,
+	for _, q := range append(stateTableBefore41(t),
 		`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000)
 			INSERT INTO alertfan_state (target, key, version, payload, updated_at) SELECT 'r/pagerduty/0', 'k' || x, 1, hex(randomblob(500)), x FROM c`,
 		`DELETE FROM alertfan_migration WHERE version = 41`,
-	} {
+	) {
 		_, err := s.db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
 	}

@@ -1064,11 +1064,11 @@ type deadRecord struct {
 // sqlAckDone acks the state's newest version: nothing is left to do for
 // the key. sqlAckNewer acks a version a newer one follows: the key stays
 // pending for it. The version handled ends the key's run of failures
-// either way: a newer version starts with a clean slate of attempts. The ack runs the second only when the first found a
-// newer version, instead of one UPDATE … RETURNING pending: on SQLite a
-// RETURNING statement costs about twice an Exec (BENCHMARKS.md). Only
-// intake changes a key's version, and only upward, so the second finds
-// what the first did not.
+// either way: a newer version starts with a clean slate of attempts. The
+// ack runs the second only when the first found a newer version, instead
+// of one UPDATE … RETURNING pending: on SQLite a RETURNING statement
+// costs about twice an Exec (BENCHMARKS.md). Only intake changes a key's
+// version, and only upward, so the second finds what the first did not.
 //
 // Both apply only while the state's delivered is what this run read
 // (ackRecord.from): no other run has recorded an outcome since. A job
@@ -1092,10 +1092,10 @@ var errSuperseded = errors.New("queue: another run of the job recorded the key's
 // ack records that a version was handled (delivered, needed no call, or
 // dead-lettered) and the phase the target reached, and says whether a
 // newer version is waiting (pending) and whether the record applied: not
-// when another run of the job recorded an outcome since rec.from was read,
-// or the key is no longer this job's. It outlives the job's context: a delivery that
-// happened must be recorded even during shutdown, or it would be made
-// again.
+// when another run of the job recorded an outcome since rec.from was
+// read, or the key is no longer this job's. It outlives the job's
+// context: a delivery that happened must be recorded even during
+// shutdown, or it would be made again.
 //
 // A write that fails (PostgreSQL restarting, a disk full) is retried until
 // the job's own deadline (delivery.job_timeout), with the job kept: once

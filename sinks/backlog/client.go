@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -83,15 +82,22 @@ func NewClient(base, apiKey string, rt http.RoundTripper, timeout time.Duration,
 	return &Client{base: strings.TrimSuffix(base, "/"), apiKey: apiKey, http: &http.Client{Transport: rt}, timeout: timeout, observe: observe}
 }
 
+// unanswered is a call that got no whole answer (err, as the HTTP client
+// returned it; msg, what to report): a timeout — before the answer or
+// while it trickled in — or another network failure, both retryable.
+func unanswered(err, msg error) error {
+	if sinks.IsTimeout(err) {
+		return sinks.Retryable(sinks.ReasonTimeout, 0, msg)
+	}
+	return sinks.Retryable(sinks.ReasonNetwork, 0, msg)
+}
+
 // do sends one request. endpoint is the path template used in errors and
 // metrics; path is the real path. form, if not nil, is sent
 // x-www-form-urlencoded.
 func (c *Client) do(ctx context.Context, method, endpoint, path string, query, form url.Values, out any) error {
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
+	ctx, cancel := sinks.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	q := url.Values{}
 	for k, v := range query {
 		q[k] = v
@@ -120,25 +126,14 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 		if errors.As(err, &ue) {
 			cause = ue.Err
 		}
-		msg := fmt.Errorf("backlog %s %s: %s", method, endpoint, c.scrub(cause.Error()))
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			return sinks.Retryable(sinks.ReasonTimeout, 0, msg)
-		}
-		return sinks.Retryable(sinks.ReasonNetwork, 0, msg)
+		return unanswered(err, fmt.Errorf("backlog %s %s: %s", method, endpoint, c.scrub(cause.Error())))
 	}
 	defer resp.Body.Close()
 	c.observe(endpoint, resp.StatusCode)
 	sinks.CallFrom(ctx).StatusCode = resp.StatusCode
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		msg := fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error()))
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			// The timeout ran out while the answer trickled in.
-			return sinks.Retryable(sinks.ReasonTimeout, 0, msg)
-		}
-		return sinks.Retryable(sinks.ReasonNetwork, 0, msg)
+		return unanswered(err, fmt.Errorf("backlog %s %s: read answer: %s", method, endpoint, c.scrub(err.Error())))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}

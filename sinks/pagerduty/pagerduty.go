@@ -7,12 +7,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -204,7 +202,7 @@ func (n *Notifier) post(ctx context.Context, path string, body []byte) error {
 	// The call's timeout is the context's, not http.Client.Timeout's: that
 	// one starts two goroutines and a timer per request (net/http's
 	// setRequestCancel), 480 of them in a drain's 1,459 goroutines.
-	ctx, cancel := withTimeout(ctx, time.Duration(n.conf.Timeout))
+	ctx, cancel := sinks.WithTimeout(ctx, time.Duration(n.conf.Timeout))
 	defer cancel()
 	info := &respInfo{}
 	req, err := http.NewRequestWithContext(context.WithValue(ctx, respInfoKey{}, info), http.MethodPost, "http://pagerduty"+path, bytes.NewReader(body))
@@ -280,9 +278,8 @@ func classify(ctx context.Context, info *respInfo, err error) error {
 	if info.status != 0 && (info.status < 200 || info.status > 299) {
 		return sinks.StatusError(info.status, sinks.ParseRetryAfter(info.header, time.Now()), fmt.Errorf("pagerduty answered %d: %s", info.status, info.reason()))
 	}
-	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+	case sinks.IsTimeout(err):
 		return sinks.Retryable(sinks.ReasonTimeout, 0, err)
 	case ctx.Err() != nil:
 		return sinks.Retryable(sinks.ReasonTimeout, 0, err)
@@ -398,7 +395,7 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 // Ping checks that the configured URL answers HTTP at all (any status),
 // without sending an event; for `check-config --online`.
 func (n *Notifier) Ping(ctx context.Context) error {
-	ctx, cancel := withTimeout(ctx, time.Duration(n.conf.Timeout))
+	ctx, cancel := sinks.WithTimeout(ctx, time.Duration(n.conf.Timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.conf.URL, nil)
 	if err != nil {
@@ -410,12 +407,4 @@ func (n *Notifier) Ping(ctx context.Context) error {
 	}
 	resp.Body.Close()
 	return nil
-}
-
-// withTimeout bounds ctx by d when d is positive (timeout: 0 is none).
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if d <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, d)
 }
