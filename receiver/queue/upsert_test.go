@@ -91,7 +91,12 @@ func TestBusyIntakeDoesNotSerializeSlowCalls(t *testing.T) {
 func TestNewAlertsStateFoundThereIsUpserted(t *testing.T) {
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
-			s := openStore(t, d.opts(t), &recordingSink{})
+			// The calls are held until the test ends: a delivery acked
+			// before the states are read would show them not pending (CI's
+			// -race pass read am:new delivered).
+			sink := &recordingSink{block: make(chan struct{})}
+			s := openStore(t, d.opts(t), sink)
+			t.Cleanup(func() { close(sink.block) })
 			ctx := context.Background()
 			_, err := s.db.ExecContext(ctx, s.rebind(`INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, payload, updated_at, want, phase, digest, sent_digest)
 				VALUES ('r/pagerduty/0', 'am:old', 1, 1, 1, 0, '{}', 1, 'triggered', 'triggered', 'before', 'before')`))
