@@ -487,14 +487,19 @@ func readDestinations(ctx context.Context, q interface {
 // another destination than this process's configuration does: a job of
 // id is then another configuration's, and this process hands it back
 // without a call rather than send it to the destination it has at id.
+// An id this process does not configure but the store records is another
+// configuration's too: another replica has loaded one that adds the id,
+// this one not yet (a rolling reload). Dead-lettered here as an unknown
+// target, its alert would wait for the reload's retry of such dead
+// letters, which may run before the dead letter is written.
 func (s *Store) targetDiffers(ctx context.Context, id string) (bool, error) {
 	if s.dialect != dialectPostgres {
 		return false, nil
 	}
-	// Only configured ids: a retired one ("retired/<destination>") names
-	// its destination itself and has no record.
+	// A retired id ("retired/<destination>") names its destination itself
+	// and has no record; nor has a configured id without a destination.
 	t, ok := (*s.targets.Load())[id]
-	if !ok || t.Destination == "" {
+	if ok && t.Destination == "" || strings.HasPrefix(id, RetiredPrefix) {
 		return false, nil
 	}
 	var dest string
@@ -504,6 +509,9 @@ func (s *Store) targetDiffers(ctx context.Context, id string) (bool, error) {
 	}
 	if err != nil {
 		return false, fmt.Errorf("queue: read the destination of %s: %w", id, err)
+	}
+	if !ok && dest == "" {
+		return false, nil // configured nowhere: an unknown target
 	}
 	if dest != t.Destination {
 		s.warnTargetsDiffer(id, t.Destination, dest, "delivery")

@@ -57,6 +57,37 @@ func TestReplicaWithAnotherConfigNeitherWritesNorSendsAtMovedIDs(t *testing.T) {
 	require.NoError(t, err, "the same configuration as the deployment's")
 }
 
+// A rolling reload that adds a destination at the end: a, reloaded,
+// writes a job for the new id r/pagerduty/1, which b, not reloaded yet,
+// does not configure at all. b hands the job back rather than
+// dead-letter it as an unknown target (CI saw the alert's page missing
+// when b's dead letter was written after b's own reload had retried such
+// dead letters); once b loads the same configuration, it delivers it.
+func TestReplicaWithoutAnAddedIDHandsItsJobBack(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	aA, aX := &recordingSink{}, &recordingSink{}
+	bA := &recordingSink{}
+	a := openReplica(t, dsn, map[string]Target{"r/pagerduty/0": target("0", destA, aA)})
+	b := openReplica(t, dsn, map[string]Target{"r/pagerduty/0": target("0", destA, bA)})
+	ctx := context.Background()
+	require.NoError(t, a.SetTargets(ctx, map[string]Target{"r/pagerduty/0": target("0", destA, aA), "r/pagerduty/1": target("1", destX, aX)}))
+	require.NoError(t, a.StopWorkers(ctx)) // b takes the job
+	it := item("for-x", "firing")
+	it.Target = "r/pagerduty/1"
+	require.NoError(t, a.Enqueue(ctx, []Item{it}))
+	time.Sleep(1500 * time.Millisecond) // b's workers fetch the job, and must hand it back
+	dead, err := b.DeadLetters(ctx)
+	require.NoError(t, err)
+	require.Empty(t, dead, "b dead-lettered the job of an id the deployment has")
+	require.Equal(t, 1.0, counterValue(t, b, "alertfan_target_config_differs_total"), "warned once")
+
+	bX := &recordingSink{}
+	require.NoError(t, b.SetTargets(ctx, map[string]Target{"r/pagerduty/0": target("0", destA, bA), "r/pagerduty/1": target("1", destX, bX)}))
+	require.Eventually(t, func() bool { return len(bX.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "for-x", bX.all()[0].Key)
+	require.Empty(t, bA.all())
+}
+
 const destA, destX = "pagerduty:aaaa", "pagerduty:xxxx"
 
 // openReplica opens and starts a store on the PostgreSQL database of dsn
