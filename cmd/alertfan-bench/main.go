@@ -12,9 +12,11 @@
 //     scenarios (see mechanics.go);
 //   - draining and drain: ingest while deliveries run unthrottled, and a
 //     50,000-alert queue drained with no intake (see drain.go).
+//   - with -prune: intake while the janitor prunes a large backlog of
+//     rows past their retention at once (see prune.go, ~4 minutes);
 //   - with -soak N: alone, the retention soak (see soak.go).
 //
-// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics] [-only ingest,draining,drain] [-pprof DIR]
+// Usage: go run ./cmd/alertfan-bench [-duration 10s] [-backlog-storm] [-mechanics] [-prune] [-only ingest,draining,drain] [-pprof DIR]
 package main
 
 import (
@@ -48,7 +50,7 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
 	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
-	only := flag.String("only", "", "run only these parts, comma-separated: ingest, draining, drain, mechanics, storm, history, replicas")
+	only := flag.String("only", "", "run only these parts, comma-separated: ingest, draining, drain, mechanics, storm, history, replicas, prune")
 	fsyncBase := flag.String("fsync-baseline-server", "", "internal: serve the decode + fdatasync group-commit baseline on this address")
 	fsyncFile := flag.String("fsync-baseline-file", "", "internal: the file the group-commit baseline appends to")
 	flag.StringVar(&pprofDir, "pprof", "", "build alertfan with -tags pprof and write a CPU profile of each scenario into this directory")
@@ -56,6 +58,10 @@ func main() {
 	bin := flag.String("alertfan", "", "alertfan binary (default: build ./cmd/alertfan)")
 	driveURL := flag.String("drive", "", "instead of benchmarking, send a realistic alert mix to this running alertfan webhook URL")
 	driveRate := flag.Int("drive.rate", 20, "notifications per second for -drive")
+	pruneRun := flag.Bool("prune", false, "also measure intake while the janitor prunes a large backlog at once (~4 minutes; sized by -prune.firing and -prune.resolved)")
+	flag.IntVar(&pruneOpts.firing, "prune.firing", 200_000, "for -prune: alerts left firing, older than the resolved ones")
+	flag.IntVar(&pruneOpts.resolved, "prune.resolved", 200_000, "for -prune: alerts fired and resolved, all pruned at once")
+	flag.IntVar(&pruneOpts.rate, "prune.rate", 200, "for -prune: the probe's notifications per second")
 	reps := flag.Bool("replicas", false, "also run 1, 2 and 3 replicas on one PostgreSQL database beside SQLite, and the storm with 3 (~8 minutes)")
 	flag.StringVar(&postgresDSN, "postgres-dsn", postgresDSN, "PostgreSQL server for -replicas (default $ALERTFAN_TEST_POSTGRES_DSN); a fresh database per run")
 	flag.Parse()
@@ -86,7 +92,7 @@ func main() {
 		serveFsyncBaseline(*fsyncBase, *fsyncFile)
 		return
 	}
-	parts := map[string]bool{"ingest": true, "draining": true, "drain": true, "storm": *storm, "mechanics": *mech, "replicas": *reps}
+	parts := map[string]bool{"ingest": true, "draining": true, "drain": true, "storm": *storm, "mechanics": *mech, "replicas": *reps, "prune": *pruneRun}
 	if *only != "" {
 		parts = map[string]bool{}
 		for _, p := range strings.Split(*only, ",") {
@@ -423,6 +429,11 @@ func run(d time.Duration, senders int, parts map[string]bool, bin string) error 
 	}
 	if parts["history"] {
 		if err := historyCost(work, bin, d, senders); err != nil {
+			return err
+		}
+	}
+	if parts["prune"] {
+		if err := pruneStall(work, bin, pruneOpts); err != nil {
 			return err
 		}
 	}

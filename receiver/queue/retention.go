@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -72,13 +73,30 @@ const pruneBatch = 1000
 // pruneRule deletes what is older than a cutoff from one table. query has
 // three placeholders: the cutoff, the batch size, the cutoff again (the
 // outer statement re-checks the rows' own columns, so that on PostgreSQL a
-// row updated after the inner SELECT saw it is not deleted).
+// row updated after the inner SELECT saw it is not deleted); a windowed
+// rule's, the window's bounds and the cutoff (see window).
 type pruneRule struct {
 	table     string
 	retention func(Retention) time.Duration
 	// jobTime: the cutoff is River's timestamp, not Unix nanoseconds.
 	jobTime bool
 	query   string
+	// window, when set, makes the rule walk its table's time column in
+	// windows instead of taking the first pruneBatch rows past the cutoff
+	// each time: for tables where rows past the cutoff may have to stay
+	// (an alert row whose alert still has a state, a resolve not yet
+	// delivered, a closed issue of an alert firing again). Taken from the
+	// start each time, a batch walked every row kept before it again: with
+	// 500,000 alerts firing for longer than resolved_states, each batch of
+	// the alert rows behind them took 430 ms on the one writer, and a
+	// prune of 458,000 of them 3 min 18 s, with intake waiting up to 3.9 s
+	// (BENCHMARKS.md, "The prune walks its tables once").
+	//
+	// window selects the time column's value at the batch's end: args
+	// (lo, cutoff, pruneBatch-1), the time after which the window starts,
+	// the cutoff, the offset. query then deletes what may go in
+	// (lo, hi]: args (lo, hi, cutoff).
+	window string
 }
 
 // pruneRules, in order: states before the alert rows and issue records
@@ -127,20 +145,17 @@ var pruneRules = []pruneRule{
 	{
 		table:     "alertfan_state",
 		retention: func(r Retention) time.Duration { return r.ResolvedStates },
-		query: `DELETE FROM alertfan_state WHERE (target, key) IN (
-			SELECT target, key FROM alertfan_state st WHERE pending = 0 AND resolved = 1 AND updated_at < ?
-				AND (delivered >= version OR NOT EXISTS (SELECT 1 FROM alertfan_dead d WHERE d.target = st.target AND d.key = st.key))
-			LIMIT ?)
-			AND pending = 0 AND resolved = 1 AND updated_at < ?`,
+		window: `SELECT updated_at FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND updated_at > ? AND updated_at < ?
+			ORDER BY updated_at LIMIT 1 OFFSET ?`,
+		query: `DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND updated_at > ? AND updated_at <= ? AND updated_at < ?
+			AND (delivered >= version OR NOT EXISTS (SELECT 1 FROM alertfan_dead d WHERE d.target = alertfan_state.target AND d.key = alertfan_state.key))`,
 	},
 	{
 		table:     "alertfan_alert",
 		retention: func(r Retention) time.Duration { return r.ResolvedStates },
-		query: `DELETE FROM alertfan_alert WHERE identity IN (
-			SELECT identity FROM alertfan_alert a WHERE seen_at < ?
-				AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.key = a.identity)
-			LIMIT ?)
-			AND seen_at < ?`,
+		window:    `SELECT seen_at FROM alertfan_alert WHERE seen_at > ? AND seen_at < ? ORDER BY seen_at LIMIT 1 OFFSET ?`,
+		query: `DELETE FROM alertfan_alert WHERE seen_at > ? AND seen_at <= ? AND seen_at < ?
+			AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.key = alertfan_alert.identity)`,
 	},
 	{
 		table:     "alertfan_identity",
@@ -152,11 +167,10 @@ var pruneRules = []pruneRule{
 	{
 		table:     "alertfan_backlog_issue",
 		retention: func(r Retention) time.Duration { return r.ClosedIssues },
-		query: `DELETE FROM alertfan_backlog_issue WHERE (target, identity) IN (
-			SELECT target, identity FROM alertfan_backlog_issue b WHERE state IN ('closed', 'person_closed', 'resolved') AND updated_at < ?
-				AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.target = b.target AND st.key = b.identity AND (st.resolved = 0 OR st.pending = 1))
-			LIMIT ?)
-			AND state IN ('closed', 'person_closed', 'resolved') AND updated_at < ?`,
+		window: `SELECT updated_at FROM alertfan_backlog_issue WHERE state IN ('closed', 'person_closed', 'resolved') AND updated_at > ? AND updated_at < ?
+			ORDER BY updated_at LIMIT 1 OFFSET ?`,
+		query: `DELETE FROM alertfan_backlog_issue WHERE state IN ('closed', 'person_closed', 'resolved') AND updated_at > ? AND updated_at <= ? AND updated_at < ?
+			AND NOT EXISTS (SELECT 1 FROM alertfan_state st WHERE st.target = alertfan_backlog_issue.target AND st.key = alertfan_backlog_issue.identity AND (st.resolved = 0 OR st.pending = 1))`,
 	},
 	{
 		table:     "alertfan_dead",
@@ -196,6 +210,7 @@ func (s *Store) prune(ctx context.Context, now time.Time) (int64, error) {
 		q := s.rebind(r.query)
 		var n int64
 		start := time.Now()
+		lo := int64(math.MinInt64) // windowed rules: the window starts after lo
 		for {
 			if s.isClosing() {
 				return total, context.Canceled
@@ -203,8 +218,22 @@ func (s *Store) prune(ctx context.Context, now time.Time) (int64, error) {
 			// Each batch is a statement of its own with its own deadline,
 			// so one slow batch never holds the writer long.
 			bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			res, err := s.db.ExecContext(bctx, q, cutoff, pruneBatch, cutoff)
+			args, last := []any{cutoff, pruneBatch, cutoff}, false
+			if r.window != "" {
+				// The window's end is read on the read pool: the writer
+				// is held only by the DELETE.
+				hi, ok, err := s.pruneWindow(bctx, r.window, lo, at.UnixNano())
+				if err != nil {
+					cancel()
+					return total, fmt.Errorf("prune %s: %w", r.table, err)
+				}
+				args, last = []any{lo, hi, cutoff}, !ok
+				lo = hi
+			}
+			held := time.Now()
+			res, err := s.db.ExecContext(bctx, q, args...)
 			cancel()
+			took := time.Since(held)
 			if err != nil {
 				return total, fmt.Errorf("prune %s: %w", r.table, err)
 			}
@@ -214,8 +243,17 @@ func (s *Store) prune(ctx context.Context, now time.Time) (int64, error) {
 			if s.retention != nil {
 				s.retention.pruned.WithLabelValues(r.table).Add(float64(k))
 			}
-			if k < pruneBatch {
+			if last || r.window == "" && k < pruneBatch {
 				break
+			}
+			// As long a pause as the batch held the writer: intake's
+			// commits, which wait for it, get at least half of the
+			// writer's time while a large backlog is pruned.
+			select {
+			case <-time.After(took):
+			case <-s.closing:
+			case <-ctx.Done():
+				return total, ctx.Err()
 			}
 		}
 		if n > 0 {
@@ -223,6 +261,21 @@ func (s *Store) prune(ctx context.Context, now time.Time) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// pruneWindow reads where the window after lo ends: the time of the
+// pruneBatch-th row of window's scope after lo and before cutoff, and
+// true; or, when fewer are left, cutoff-1 and false (the last window).
+// Rows sharing the end's time all fall in the window, so one may hold
+// more than pruneBatch (an intake batch writes one time for all its
+// alerts).
+func (s *Store) pruneWindow(ctx context.Context, window string, lo, cutoff int64) (int64, bool, error) {
+	var hi int64
+	err := s.rdb.QueryRowContext(ctx, s.rebind(window), lo, cutoff, pruneBatch-1).Scan(&hi)
+	if errors.Is(err, sql.ErrNoRows) {
+		return cutoff - 1, false, nil
+	}
+	return hi, err == nil, err
 }
 
 func (s *Store) isClosing() bool {
@@ -242,12 +295,15 @@ func (s *Store) isClosing() bool {
 // steps of 1,024 pages held intake 2.1–2.5 s each for a minute (a fresh
 // helper, 1M states). The step is sized by how long the last one took,
 // and the vacuum pauses as long as a step took before the next, so intake
-// has the connection at least half the time.
+// has the connection at least half the time. Steps of about 10 ms, not
+// 50: giving back 550 MiB under a 200/s probe, intake's p50 was 7–10 ms
+// against 14–24 ms and its p99 34–56 ms against 64–124 ms, and the vacuum
+// took as long (BENCHMARKS.md, "The prune walks its tables once").
 const (
 	vacuumMinStep = 16
 	vacuumMaxStep = 1024
 	// vacuumStepTarget is how long a step may hold the connection.
-	vacuumStepTarget = 50 * time.Millisecond
+	vacuumStepTarget = 10 * time.Millisecond
 )
 
 // nextVacuumStep sizes the step after one of step pages that took took:
