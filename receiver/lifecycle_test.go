@@ -332,7 +332,21 @@ func TestLifecycle(t *testing.T) {
 			reload(func(e *lcEnv) string {
 				return "\nroute:\n  receiver: default\nreceivers:\n  - name: default\n"
 			}),
+			func(e *lcEnv) {
+				// The old sinks still serve the retired destinations:
+				// counted as orphaned, not warned of as undeliverable.
+				_, m := e.ts.get(e.t, "/metrics")
+				require.Contains(e.t, m, `alertfan_orphaned_alerts{target="retired/pagerduty:`)
+				require.NotContains(e.t, e.ts.logs.String(), "no longer configured")
+			},
 			posted("/webhook", amAlert("resolved", "critical", t0)),
+			func(e *lcEnv) {
+				// Delivered there: the count falls as it goes, not only
+				// at the next load.
+				_, m := e.ts.get(e.t, "/metrics")
+				require.Regexp(e.t, `alertfan_orphaned_alerts\{target="retired/pagerduty:[^"]*"\} 0\n`, m)
+				require.NotRegexp(e.t, `alertfan_orphaned_alerts\{[^}]*\} [1-9]`, m)
+			},
 		}, want{pd: []string{"trigger", "resolve"}, issues: 1, status: "Closed", comments: 1}},
 
 		{"HA replicas disagreeing on startsAt are one occurrence", "", []lcStep{

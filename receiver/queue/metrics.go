@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,6 @@ type metrics struct {
 	repeats         prometheus.Counter
 	skipped         prometheus.Counter
 	targetUp        *prometheus.GaugeVec
-	orphaned        *prometheus.GaugeVec
 	jobsInserted    prometheus.Counter
 	intakeWait      prometheus.Counter
 }
@@ -83,10 +83,6 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_target_up",
 			Help: "0 while a target is down (network errors, timeouts, 5xx): its deliveries are held and one call at a time probes it; 1 otherwise.",
 		}, []string{"target"}),
-		orphaned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "alertfan_orphaned_alerts",
-			Help: "Alerts open at a destination that left the configuration (target retired/<destination>); after a restart their resolves cannot be delivered.",
-		}, []string{"target"}),
 		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_store_jobs_inserted_total",
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
@@ -98,7 +94,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.orphaned, m.jobsInserted, m.intakeWait, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.intakeWait, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -119,6 +115,12 @@ var (
 	openIssuesDesc = prometheus.NewDesc("alertfan_backlog_issues_open",
 		"Backlog issues alertfan opened that are not closed yet, by target.",
 		[]string{"target"}, nil)
+	// orphanedDesc is read at scrape time, not set at each load: it falls
+	// as the resolves owed there go out (a fresh helper saw it stay at
+	// 3,000 after all 3,000 had been delivered by the retired sink).
+	orphanedDesc = prometheus.NewDesc("alertfan_orphaned_alerts",
+		"Alerts open, or owed an update, at a destination that left the configuration (target retired/<destination>); until a restart the old sink still delivers their acknowledges and resolves, after one they cannot be delivered.",
+		[]string{"target"}, nil)
 	upDesc = prometheus.NewDesc("alertfan_store_up",
 		"1 when the store answered the last scrape's queries.", nil, nil)
 )
@@ -132,6 +134,7 @@ func (c *depthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- oldestDesc
 	ch <- deadDesc
 	ch <- openIssuesDesc
+	ch <- orphanedDesc
 	ch <- upDesc
 }
 
@@ -180,8 +183,17 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 			backlogs = append(backlogs, id)
 		}
 	}
+	var retired []string
+	for id := range *s.retired.Load() {
+		if strings.HasPrefix(id, RetiredPrefix) {
+			retired = append(retired, id)
+		}
+	}
+	// The range on target ('0' follows '/') uses the index on target,
+	// where LIKE would not (SQLite's LIKE is case-insensitive).
 	if !c.countBy(ctx, ch, deadDesc, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`, all) ||
-		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`, backlogs) {
+		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`, backlogs) ||
+		!c.countBy(ctx, ch, orphanedDesc, `SELECT target, COUNT(*) FROM alertfan_state WHERE target >= 'retired/' AND target < 'retired0' AND (resolved = 0 OR pending = 1) GROUP BY target`, retired) {
 		up = 0
 	}
 }

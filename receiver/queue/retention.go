@@ -104,8 +104,12 @@ type pruneRule struct {
 //
 // What the lifecycle needs is never removed:
 //   - a (target, key) state goes only when it is resolved, nothing is
-//     pending and the resolve was delivered (or its dead letter is gone:
-//     nobody can retry it any more). A firing state stays however old: its
+//     pending and no dead letter of it is left: a dead-lettered delivery
+//     is acked as done (delivered = version), and `queue retry` sends the
+//     state again for as long as the dead letter is kept (dead_letters,
+//     30 days), not only resolved_states (7 days); without the state the
+//     retry found nothing to send and dropped the letter (a fresh helper:
+//     a resolve dead-lettered, pruned, its incident left open). A firing state stays however old: its
 //     resolve must still reach the target. Once gone, a late copy of the
 //     resolve is harmless (passed on once: PagerDuty ignores a resolve of a
 //     resolved incident, Backlog has no record and makes no call); a late
@@ -148,7 +152,7 @@ var pruneRules = []pruneRule{
 		window: `SELECT updated_at FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND updated_at > ? AND updated_at < ?
 			ORDER BY updated_at LIMIT 1 OFFSET ?`,
 		query: `DELETE FROM alertfan_state WHERE pending = 0 AND resolved = 1 AND updated_at > ? AND updated_at <= ? AND updated_at < ?
-			AND (delivered >= version OR NOT EXISTS (SELECT 1 FROM alertfan_dead d WHERE d.target = alertfan_state.target AND d.key = alertfan_state.key))`,
+			AND NOT EXISTS (SELECT 1 FROM alertfan_dead d WHERE d.target = alertfan_state.target AND d.key = alertfan_state.key)`,
 	},
 	{
 		table:     "alertfan_alert",

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,9 +87,12 @@ func TestPrune(t *testing.T) {
 	add("resolved pending old", "s4", 1, 1, 2, 1, old, true)
 	add("resolved undelivered with dead letter", "s5", 1, 0, 2, 1, old, true)
 	add("resolved undelivered, dead letter gone", "s6", 1, 0, 2, 1, old, false)
+	add("resolved, its resolve dead-lettered (acked as done)", "s7", 1, 0, 2, 2, old, true)
 	rows = append(rows,
 		mk("dead letter keeping s5", `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES ('t', 's5', 2, 'x', 'x', 1, ?)`, []any{young},
 			`SELECT COUNT(*) FROM alertfan_dead WHERE key = ?`, "s5", true),
+		mk("dead letter keeping s7", `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES ('t', 's7', 2, 'x', 'x', 1, ?)`, []any{young},
+			`SELECT COUNT(*) FROM alertfan_dead WHERE key = ?`, "s7", true),
 		mk("dead letter old", `INSERT INTO alertfan_dead (target, key, version, reason, error, attempts, created_at) VALUES ('t', 'd1', 1, 'x', 'x', 1, ?)`, []any{old},
 			`SELECT COUNT(*) FROM alertfan_dead WHERE key = ?`, "d1", false),
 	)
@@ -284,6 +288,66 @@ func TestPruneWindowsPastKeptRows(t *testing.T) {
 			require.EqualValues(t, len(gone["alert"]), prunedCount(t, s, "alertfan_alert"))
 			require.EqualValues(t, len(gone["state"]), prunedCount(t, s, "alertfan_state"))
 			require.EqualValues(t, len(gone["issue"]), prunedCount(t, s, "alertfan_backlog_issue"))
+		})
+	}
+}
+
+// TestPruneKeepsADeadLetteredResolve: a resolve the target refused is
+// dead-lettered, and its state acked as done. Past resolved_states, within
+// dead_letters, the janitor keeps the state and the alert row, so that
+// `queue retry` still sends the resolve (a fresh helper saw the state
+// pruned after resolved_states, and the retry then drop the letter and
+// leave the incident open).
+func TestPruneKeepsADeadLetteredResolve(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			sink := &recordingSink{}
+			s := openStore(t, d.opts(t), sink)
+			ctx := context.Background()
+			const id = "am:refused"
+			t0 := time.Now().Add(-time.Minute)
+			accept := func(want Phase, status string) {
+				t.Helper()
+				_, err := s.Accept(ctx, &Intake{Updates: []Update{{
+					Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
+					Labels: []byte(`{"alertname":"refused"}`), Items: []Item{item(id, status)},
+				}}})
+				require.NoError(t, err)
+			}
+			accept(PhaseTriggered, "firing")
+			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
+			sink.mu.Lock()
+			sink.fail = func(*sinks.Notification) error { return sinks.Permanent(sinks.ReasonClientError, errors.New("400")) }
+			sink.mu.Unlock()
+			accept(PhaseResolved, "resolved")
+			var dead []DeadLetter
+			require.Eventually(t, func() bool {
+				var err error
+				dead, err = s.DeadLetters(ctx)
+				return err == nil && len(dead) == 1
+			}, 10*time.Second, 10*time.Millisecond)
+
+			// Past resolved_states, within dead_letters.
+			_, err := s.prune(ctx, time.Now().Add(DefaultRetention.ResolvedStates+time.Hour))
+			require.NoError(t, err)
+			var states, alerts int
+			require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_state WHERE key = ?`), id).Scan(&states))
+			require.NoError(t, s.rdb.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM alertfan_alert WHERE identity = ?`), id).Scan(&alerts))
+			require.Equal(t, [2]int{1, 1}, [2]int{states, alerts}, "the dead-lettered resolve's state and alert row stay")
+			dead, err = s.DeadLetters(ctx)
+			require.NoError(t, err)
+			require.Len(t, dead, 1, "listed")
+
+			sink.mu.Lock()
+			sink.fail = nil
+			sink.mu.Unlock()
+			n, err := s.RetryDead(ctx, 0, true)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			require.Eventually(t, func() bool {
+				got := sink.all()
+				return len(got) == 2 && got[1].Status() == sinks.StatusResolved
+			}, 10*time.Second, 10*time.Millisecond, "the retry sent the resolve")
 		})
 	}
 }

@@ -45,7 +45,7 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	defer s.swap.Unlock()
 	prev := *s.targets.Load()
 	destIDs := destinationIDs(ts)
-	moves, err := s.moveDestinations(ctx, ts, destIDs)
+	moves, orphans, err := s.moveDestinations(ctx, ts, destIDs)
 	if err != nil {
 		return err
 	}
@@ -106,6 +106,7 @@ func (s *Store) SetTargets(ctx context.Context, ts map[string]Target) error {
 	}
 	s.retired.Store(&retired)
 	s.targets.Store(&cp)
+	s.warnOrphans(orphans)
 	s.differWarned.Clear() // a disagreement after this load is news
 	if destinationsChanged(prev, ts) {
 		s.targetsGen.Add(1) // states read before are read again (deliver)
@@ -144,8 +145,9 @@ func destinationIDs(ts map[string]Target) map[string][]string {
 
 // moveDestinations records each id's destination and moves the stored work
 // of destinations that changed ids (destIDs: destinationIDs(ts)). It
-// returns the ids whose destination moved to another id.
-func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, destIDs map[string][]string) (map[string]string, error) {
+// returns the ids whose destination moved to another id, and the open
+// alerts of each retired destination (see warnOrphans).
+func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, destIDs map[string][]string) (map[string]string, map[string]int, error) {
 	newDest := map[string]string{} // id → destination
 	for id, t := range ts {
 		if t.Destination != "" {
@@ -259,7 +261,7 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 		return orows.Err()
 	}
 	if err := s.commit([]*op{o}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for from, to := range moves {
 		s.logger.Info("A destination moved to another place in the config; its open alerts moved with it", "from", from, "to", to)
@@ -267,15 +269,20 @@ func (s *Store) moveDestinations(ctx context.Context, ts map[string]Target, dest
 	for from, to := range restored {
 		s.logger.Info("A destination is back in the config; the alerts it held while it was away are its own again", "from", from, "to", to)
 	}
-	s.metrics.orphaned.Reset()
+	return moves, orphans, nil
+}
+
+// warnOrphans warns of each retired destination of orphans (id → open
+// alerts) that no sink of this process serves any more: after a restart,
+// not after the reload that retired it, whose old sink still takes their
+// acknowledges and resolves (SetTargets keeps it as retired).
+func (s *Store) warnOrphans(orphans map[string]int) {
 	for t, n := range orphans {
-		s.metrics.orphaned.WithLabelValues(t).Set(float64(n))
 		if _, live := s.target(t); !live {
 			s.logger.Warn("Alerts are open at a destination that is no longer configured; their acknowledges and resolves cannot be delivered. Put the destination back in the config (any receiver, the same mode) and they are its own again; or resolve them by hand.",
 				"destination", t, "open_alerts", n)
 		}
 	}
-	return moves, nil
 }
 
 // retryAway queues again the dead letters of target whose only fault was
