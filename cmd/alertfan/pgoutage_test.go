@@ -202,10 +202,10 @@ func TestPostgresOutageRepeatsNoBacklogComment(t *testing.T) {
 	})
 	ln, stopTarget := serve(t, h)
 	defer stopTarget()
-	// A fetch whose answer the cut lost leaves its jobs marked running
-	// until River's rescue: rescue_after is short here, so that such a
-	// job's comment comes within the test's wait (README: lower both
-	// when work must not wait job_timeout + 4 min).
+	// A fetch whose answer the cut lost leaves its jobs marked running;
+	// the replica's sweep (queue/fetchlost.go) makes them available again
+	// after 30–40 s. rescue_after is short too, so that a job whose
+	// replica could not sweep it still comes within the test's wait.
 	cfg := fmt.Sprintf(`storage:
   driver: postgres
   dsn_file: dsn

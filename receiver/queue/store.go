@@ -116,6 +116,9 @@ type Store struct {
 	// retired are targets a reload removed: they still take the resolves
 	// of alerts they hold open (sticky destinations).
 	retired atomic.Pointer[map[string]Target]
+	// fetchLost: PostgreSQL, the runs of jobs that reached the worker
+	// (fetchlost.go).
+	fetchLost fetchLost
 	// swap keeps deliveries out while SetTargets moves stored work between
 	// target ids and swaps the sets.
 	swap sync.RWMutex
@@ -691,6 +694,11 @@ func (s *Store) Start(ctx context.Context) error {
 	go s.every(replanEvery, s.replanDone)
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
+	}
+	if s.dialect == dialectPostgres {
+		s.wg.Add(2)
+		go s.followOutcomes()
+		go s.every(fetchLostEvery, s.sweepFetchLost)
 	}
 	s.ready.Store(true)
 	// Work planned by an earlier process (or before a restart changed a
