@@ -24,40 +24,53 @@ import (
 // and writes it once the database answers (it requeues failed batches),
 // and a job made available under it could be finished by that late
 // completion while another run works it.
-const (
+//
+// Variables for the tests, which set them before a store starts.
+var (
 	fetchLostEvery = 10 * time.Second
 	// fetchLostAfter is how long after its fetch a job must have reached
 	// the worker: River hands fetched jobs to workers at once.
 	fetchLostAfter = 30 * time.Second
 )
 
-// attemptKey names one run of a job.
-type attemptKey struct {
-	id      int64
-	attempt int
+// runKey names one run of a job: its id and when it was fetched
+// (attempted_at, in microseconds: PostgreSQL's precision). Not the attempt
+// number: a snooze gives the attempt back (River's job executor writes
+// Attempt-1), so the run after it has the same number, and the report of
+// the snoozed run would forget the next one.
+type runKey struct {
+	id int64
+	at int64
+}
+
+func keyOf(id int64, at *time.Time) (runKey, bool) {
+	if at == nil {
+		return runKey{}, false
+	}
+	return runKey{id, at.UnixMicro()}, true
 }
 
 // fetchLost tracks the runs of jobs that reached this process's worker
 // and whose outcome River has not reported yet (PostgreSQL only).
 type fetchLost struct {
 	mu   sync.Mutex
-	runs map[attemptKey]time.Time // → when the worker got it
+	runs map[runKey]time.Time // → when the worker got it
 }
 
 // started records that a run of a job reached the worker.
-func (f *fetchLost) started(id int64, attempt int) {
+func (f *fetchLost) started(k runKey) {
 	f.mu.Lock()
 	if f.runs == nil {
-		f.runs = map[attemptKey]time.Time{}
+		f.runs = map[runKey]time.Time{}
 	}
-	f.runs[attemptKey{id, attempt}] = time.Now()
+	f.runs[k] = time.Now()
 	f.mu.Unlock()
 }
 
 // finished forgets a run whose outcome River wrote.
-func (f *fetchLost) finished(id int64, attempt int) {
+func (f *fetchLost) finished(k runKey) {
 	f.mu.Lock()
-	delete(f.runs, attemptKey{id, attempt})
+	delete(f.runs, k)
 	f.mu.Unlock()
 }
 
@@ -76,24 +89,29 @@ func (f *fetchLost) forget(keep time.Duration) {
 
 // reached reports whether a run of a job reached the worker and River has
 // not reported its outcome.
-func (f *fetchLost) reached(id int64, attempt int) bool {
+func (f *fetchLost) reached(k runKey) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.runs[attemptKey{id, attempt}]
+	_, ok := f.runs[k]
 	return ok
+}
+
+// subscribeOutcomes subscribes to River's reports of runs' outcomes,
+// before the client starts, so that no run's report is missed. River
+// drops a report its subscriber's buffer cannot take, and logs a warning
+// for each; its completer reports up to 5,000 at once.
+func (s *Store) subscribeOutcomes() (<-chan *river.Event, func()) {
+	return s.client.SubscribeConfig(&river.SubscribeConfig{ChanSize: 20_000, Kinds: []river.EventKind{
+		river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobSnoozed,
+		river.EventKindJobCancelled, river.EventKindJobInterrupted,
+	}})
 }
 
 // followOutcomes forgets each run whose outcome River wrote, until the
 // store closes. River reports an outcome only once the completer has
-// written it.
-func (s *Store) followOutcomes() {
+// written it, with the run's attempted_at unchanged.
+func (s *Store) followOutcomes(events <-chan *river.Event, cancel func()) {
 	defer s.wg.Done()
-	// River drops an event its subscriber's buffer cannot take, and logs
-	// a warning for each; its completer reports up to 5,000 at once.
-	events, cancel := s.client.SubscribeConfig(&river.SubscribeConfig{ChanSize: 20_000, Kinds: []river.EventKind{
-		river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobSnoozed,
-		river.EventKindJobCancelled, river.EventKindJobInterrupted,
-	}})
 	defer cancel()
 	for {
 		select {
@@ -106,11 +124,9 @@ func (s *Store) followOutcomes() {
 			if ev.Job == nil {
 				continue
 			}
-			attempt := ev.Job.Attempt
-			if ev.Kind == river.EventKindJobSnoozed {
-				attempt++ // a snooze gives the attempt back (River's job executor: Attempt-1)
+			if k, ok := keyOf(ev.Job.ID, ev.Job.AttemptedAt); ok {
+				s.fetchLost.finished(k)
 			}
-			s.fetchLost.finished(ev.Job.ID, attempt)
 		}
 	}
 }
@@ -121,31 +137,39 @@ func (s *Store) sweepFetchLost() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := s.client.ID()
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, attempt FROM river_job
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, attempted_at FROM river_job
 		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1
 			AND attempted_at < now() - make_interval(secs => $2)`, id, fetchLostAfter.Seconds())
 	if err != nil {
 		return // the store is away: the next sweep looks again
 	}
 	s.fetchLost.forget(s.opts.RescueAfter)
-	var lost []attemptKey
+	type lostRun struct {
+		id int64
+		at time.Time
+	}
+	var lost []lostRun
 	for rows.Next() {
-		var k attemptKey
-		if rows.Scan(&k.id, &k.attempt) == nil && !s.fetchLost.reached(k.id, k.attempt) {
-			lost = append(lost, k)
+		var r lostRun
+		if rows.Scan(&r.id, &r.at) != nil {
+			continue
+		}
+		if k, _ := keyOf(r.id, &r.at); !s.fetchLost.reached(k) {
+			lost = append(lost, r)
 		}
 	}
 	rows.Close()
-	for _, k := range lost {
+	for _, r := range lost {
+		// The same run only: a run fetched since has another attempted_at.
 		res, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now()
-			WHERE id = $1 AND attempt = $2 AND state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $3`, k.id, k.attempt, id)
+			WHERE id = $1 AND attempted_at = $2 AND state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $3`, r.id, r.at, id)
 		if err != nil {
 			return
 		}
 		if n, _ := res.RowsAffected(); n > 0 {
 			s.metrics.fetchLost.Inc()
 			s.logger.Warn("A job this replica fetched never reached its workers (the database's answer was lost); it is available again rather than waiting for rescue_after",
-				"job_id", k.id, "attempt", k.attempt)
+				"job_id", r.id)
 		}
 	}
 }

@@ -692,13 +692,14 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.every(replanEvery, s.replanDone)
+	if s.dialect == dialectPostgres {
+		events, cancel := s.subscribeOutcomes()
+		s.wg.Add(2)
+		go s.followOutcomes(events, cancel)
+		go s.every(fetchLostEvery, s.sweepFetchLost)
+	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
-	}
-	if s.dialect == dialectPostgres {
-		s.wg.Add(2)
-		go s.followOutcomes()
-		go s.every(fetchLostEvery, s.sweepFetchLost)
 	}
 	s.ready.Store(true)
 	// Work planned by an earlier process (or before a restart changed a

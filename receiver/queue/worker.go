@@ -262,7 +262,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		err = s.finishAttempt(ctx, a.Target, job.JobRow, err)
 	}()
 	if s.dialect == dialectPostgres {
-		s.fetchLost.started(job.ID, job.Attempt)
+		if k, ok := keyOf(job.ID, job.AttemptedAt); ok {
+			s.fetchLost.started(k)
+		}
 	}
 	if len(a.Keys) == 0 {
 		return nil
