@@ -292,6 +292,20 @@ func TestPruneWindowsPastKeptRows(t *testing.T) {
 	}
 }
 
+// acceptOne returns a function that accepts an update of the alert id,
+// which started a minute ago, to phase want with its item's status.
+func acceptOne(t *testing.T, s *Store, id string) func(want Phase, status string) {
+	t0 := time.Now().Add(-time.Minute)
+	return func(want Phase, status string) {
+		t.Helper()
+		_, err := s.Accept(context.Background(), &Intake{Updates: []Update{{
+			Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
+			Labels: []byte(`{"alertname":"` + id + `"}`), Items: []Item{item(id, status)},
+		}}})
+		require.NoError(t, err)
+	}
+}
+
 // TestPruneKeepsADeadLetteredResolve: a resolve the target refused is
 // dead-lettered, and its state acked as done. Past resolved_states, within
 // dead_letters, the janitor keeps the state and the alert row, so that
@@ -305,15 +319,7 @@ func TestPruneKeepsADeadLetteredResolve(t *testing.T) {
 			s := openStore(t, d.opts(t), sink)
 			ctx := context.Background()
 			const id = "am:refused"
-			t0 := time.Now().Add(-time.Minute)
-			accept := func(want Phase, status string) {
-				t.Helper()
-				_, err := s.Accept(ctx, &Intake{Updates: []Update{{
-					Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
-					Labels: []byte(`{"alertname":"refused"}`), Items: []Item{item(id, status)},
-				}}})
-				require.NoError(t, err)
-			}
+			accept := acceptOne(t, s, id)
 			accept(PhaseTriggered, "firing")
 			require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 10*time.Millisecond)
 			sink.mu.Lock()
@@ -472,15 +478,7 @@ func TestPruneFollowsTheLifecycle(t *testing.T) {
 			s := openStore(t, d.opts(t), sink)
 			ctx := context.Background()
 			const id = "am:life"
-			t0 := time.Now().Add(-time.Minute)
-			accept := func(want Phase, status string) {
-				t.Helper()
-				_, err := s.Accept(ctx, &Intake{Updates: []Update{{
-					Identity: id, Input: "alertmanager", Want: want, StartsAt: t0, EndsAt: t0.Add(30 * time.Second), Ordered: true,
-					Labels: []byte(`{"alertname":"life"}`), Items: []Item{item(id, status)},
-				}}})
-				require.NoError(t, err)
-			}
+			accept := acceptOne(t, s, id)
 			settled := func() bool {
 				var pending int
 				err := s.rdb.QueryRowContext(ctx, s.rebind(`SELECT pending FROM alertfan_state WHERE key = ?`), id).Scan(&pending)
