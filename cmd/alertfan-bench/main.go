@@ -273,6 +273,20 @@ func postJSON(url string, body io.Reader) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// postRetrying posts body until alertfan takes it, as Alertmanager retries
+// a refused notification (a 503 while the store is busy): up to 21 tries,
+// 100 ms apart. It reports whether one was taken.
+func postRetrying(url string, body []byte) bool {
+	for attempt := 0; ; attempt++ {
+		if post(url, body) == nil {
+			return true
+		} else if attempt == 20 {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func post(url string, body []byte) error {
 	code, err := postJSON(url, bytes.NewReader(body))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,14 +60,8 @@ func pruneStall(work, bin string, o pruneOptions) error {
 						as = append(as, sinkstest.NamedAlert("PruneBench", "warning", fmt.Sprintf("%s-%d", prefix, j), status, base))
 					}
 					b := sinkstest.Webhook("bench", fmt.Sprintf(`{}:{batch="%s-%d"}`, prefix, i), map[string]string{"batch": fmt.Sprint(i)}, as...)
-					for attempt := 0; ; attempt++ {
-						if post(url, b) == nil {
-							break
-						} else if attempt == 20 {
-							failed.Add(1)
-							break
-						}
-						time.Sleep(100 * time.Millisecond)
+					if !postRetrying(url, b) {
+						failed.Add(1)
 					}
 				}
 			}()
@@ -98,11 +93,10 @@ func pruneStall(work, bin string, o pruneOptions) error {
 	queued := func() float64 {
 		lines, _ := metricLines("http://" + p.addr + "/metrics")
 		var n float64
-		for _, l := range lines {
+		for _, sm := range samples(lines, "alertfan_queue_jobs") {
 			for _, st := range []string{"available", "running", "retryable", "scheduled"} {
-				if v, ok := strings.CutPrefix(l, `alertfan_queue_jobs{sink="pagerduty",state="`+st+`"} `); ok {
-					var f float64
-					fmt.Sscan(v, &f) //nolint:errcheck
+				if sm.labels == `sink="pagerduty",state="`+st+`"` {
+					f, _ := strconv.ParseFloat(sm.value, 64)
 					n += f
 				}
 			}
@@ -139,14 +133,10 @@ func pruneStall(work, bin string, o pruneOptions) error {
 	pruned := func() (map[string]float64, float64) {
 		lines, _ := metricLines(metrics)
 		m, sum := map[string]float64{}, 0.0
-		for _, l := range lines {
-			if rest, ok := strings.CutPrefix(l, `alertfan_store_pruned_rows_total{table="`); ok {
-				table, v, _ := strings.Cut(rest, `"} `)
-				var f float64
-				fmt.Sscan(v, &f) //nolint:errcheck
-				m[table] = f
-				sum += f
-			}
+		for _, sm := range samples(lines, "alertfan_store_pruned_rows_total") {
+			f, _ := strconv.ParseFloat(sm.value, 64)
+			m[strings.TrimSuffix(strings.TrimPrefix(sm.labels, `table="`), `"`)] = f
+			sum += f
 		}
 		return m, sum
 	}

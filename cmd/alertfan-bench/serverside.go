@@ -29,6 +29,24 @@ func metricLines(url string) ([]string, error) {
 	return lines, sc.Err()
 }
 
+// sample is one labelled sample of a metric family: the text inside its
+// braces and its value as exposed.
+type sample struct{ labels, value string }
+
+// samples returns name's labelled samples among a scrape's lines, in the
+// order exposed.
+func samples(lines []string, name string) []sample {
+	var out []sample
+	for _, line := range lines {
+		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
+			if i := strings.Index(rest, "}"); i >= 0 {
+				out = append(out, sample{rest[:i], strings.TrimSpace(rest[i+1:])})
+			}
+		}
+	}
+	return out
+}
+
 // scrapeHistogram reads name's buckets from a /metrics URL.
 func scrapeHistogram(url, name string) (histogram, error) {
 	lines, err := metricLines(url)

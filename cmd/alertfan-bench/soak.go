@@ -141,15 +141,8 @@ receivers:
 					status = "firing"
 				}
 				b := body(j.i, status)
-				for attempt := 0; ; attempt++ {
-					// A 503 (store busy) is retried as Alertmanager would.
-					if err := post(url, b); err == nil {
-						break
-					} else if attempt == 20 {
-						errs.Add(1)
-						break
-					}
-					time.Sleep(100 * time.Millisecond)
+				if !postRetrying(url, b) {
+					errs.Add(1)
 				}
 				if j.fire {
 					fired.Add(per)
@@ -253,18 +246,13 @@ func scrape(url, name string) string {
 		return err.Error() // no answer; a body cut short gives what was read
 	}
 	var out []string
-	for _, line := range lines {
-		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
-			if i := strings.Index(rest, "}"); i >= 0 {
-				lbl := rest[:i]
-				if _, v, ok := strings.Cut(lbl, `="`); ok {
-					lbl = strings.TrimSuffix(v, `"`)
-				}
-				val := strings.TrimSpace(rest[i+1:])
-				if val != "0" {
-					out = append(out, lbl+" "+val)
-				}
-			}
+	for _, sm := range samples(lines, name) {
+		lbl := sm.labels
+		if _, v, ok := strings.Cut(lbl, `="`); ok {
+			lbl = strings.TrimSuffix(v, `"`)
+		}
+		if sm.value != "0" {
+			out = append(out, lbl+" "+sm.value)
 		}
 	}
 	return strings.Join(out, ", ")

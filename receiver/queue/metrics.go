@@ -194,11 +194,9 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 			retired = append(retired, id)
 		}
 	}
-	// The range on target ('0' follows '/') uses the index on target,
-	// where LIKE would not (SQLite's LIKE is case-insensitive).
 	if !c.countBy(ctx, ch, deadDesc, `SELECT target, COUNT(*) FROM alertfan_dead GROUP BY target`, all) ||
 		!c.countBy(ctx, ch, openIssuesDesc, `SELECT target, COUNT(*) FROM alertfan_backlog_issue WHERE state = 'open' GROUP BY target`, backlogs) ||
-		!c.countBy(ctx, ch, orphanedDesc, `SELECT target, COUNT(*) FROM alertfan_state WHERE target >= 'retired/' AND target < 'retired0' AND (resolved = 0 OR pending = 1) GROUP BY target`, retired) {
+		!c.countBy(ctx, ch, orphanedDesc, sqlOrphans, retired) {
 		up = 0
 	}
 }

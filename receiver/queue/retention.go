@@ -109,8 +109,8 @@ type pruneRule struct {
 //     state again for as long as the dead letter is kept (dead_letters,
 //     30 days), not only resolved_states (7 days); without the state the
 //     retry found nothing to send and dropped the letter (a fresh helper:
-//     a resolve dead-lettered, pruned, its incident left open). A firing state stays however old: its
-//     resolve must still reach the target. Once gone, a late copy of the
+//     a resolve dead-lettered, pruned, its incident left open). A firing
+//     state stays however old: its resolve must still reach the target. Once gone, a late copy of the
 //     resolve is harmless (passed on once: PagerDuty ignores a resolve of a
 //     resolved incident, Backlog has no record and makes no call); a late
 //     firing copy would fire again, which is why resolved_states must
