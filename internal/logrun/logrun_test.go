@@ -38,4 +38,20 @@ func TestRun(t *testing.T) {
 	log, first, _, n := r.Failed(t0.Add(140 * time.Second))
 	require.True(t, log && first, "a new run")
 	require.Equal(t, 1, n)
+
+	// Flapping: successes between failures, each sooner than Settle
+	// after one, neither end the run nor start another.
+	for i := range 5 {
+		at := t0.Add(141*time.Second + time.Duration(i)*3*time.Second)
+		ended, _, _ = r.Succeeded(at)
+		require.False(t, ended, "a success 1 s after a failure")
+		log, _, _, _ = r.Failed(at.Add(2 * time.Second))
+		require.False(t, log, "the same run")
+	}
+	ended, _, _ = r.Succeeded(t0.Add(160*time.Second - time.Nanosecond))
+	require.False(t, ended, "sooner than Settle after the last failure (155 s)")
+	ended, failedFor, n = r.Succeeded(t0.Add(160 * time.Second))
+	require.True(t, ended, "settled")
+	require.Equal(t, 20*time.Second, failedFor)
+	require.Equal(t, 6, n)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -54,6 +55,12 @@ type op struct {
 	// refused for its data (refusedWrite): the batch was committed again
 	// without the op, and only its caller sees the error.
 	refused error
+	// locks names what the op reads to decide its writes, and the rows
+	// it updates: alert identities (their rows) and state keys (their
+	// states at every target). On PostgreSQL the batch locks them all
+	// first (sqlLockKeys), so concurrent batches serialize on them instead
+	// of deadlocking.
+	locks []string
 }
 
 // opFailure is the error of the op whose function failed a batch.
@@ -148,10 +155,24 @@ func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batc
 	return s.submitTo(ctx, s.ops, fn)
 }
 
+// submitLocking is submit for an op that reads or writes rows named by
+// locks (see op.locks).
+func (s *Store) submitLocking(ctx context.Context, locks []string, fn func(ctx context.Context, b *batch) error) error {
+	return s.submitToLocking(ctx, s.ops, locks, fn)
+}
+
 // submitTo is submit through the committer that reads queue (s.ops, or
 // s.acks for delivery outcomes: see ackCommitter).
 func (s *Store) submitTo(ctx context.Context, queue chan *op, fn func(ctx context.Context, b *batch) error) error {
-	o := &op{fn: fn, done: make(chan error, 1)}
+	return s.submitOp(ctx, queue, &op{fn: fn, done: make(chan error, 1)})
+}
+
+// submitToLocking is submitTo for an op that writes what locks name.
+func (s *Store) submitToLocking(ctx context.Context, queue chan *op, locks []string, fn func(ctx context.Context, b *batch) error) error {
+	return s.submitOp(ctx, queue, &op{fn: fn, done: make(chan error, 1), locks: locks})
+}
+
+func (s *Store) submitOp(ctx context.Context, queue chan *op, o *op) error {
 	select {
 	case <-s.closing:
 		return ErrClosed
@@ -179,26 +200,36 @@ func (s *Store) committer() { s.commitLoop(s.ops) }
 // commitLoop group-commits the ops arriving on in until the store closes.
 func (s *Store) commitLoop(in chan *op) {
 	defer s.wg.Done()
+	// next is an op taken from in that the last batch had no room for.
+	var next *op
 	for {
-		var first *op
-		select {
-		case first = <-in:
-		case <-s.closing:
-			// Fail whatever is still queued rather than leave callers waiting.
-			for {
-				select {
-				case o := <-in:
-					o.done <- ErrClosed
-				default:
-					return
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case first = <-in:
+			case <-s.closing:
+				// Fail whatever is still queued rather than leave callers waiting.
+				for {
+					select {
+					case o := <-in:
+						o.done <- ErrClosed
+					default:
+						return
+					}
 				}
 			}
 		}
 		ops := []*op{first}
+		locks := len(first.locks)
 	gather:
 		for len(ops) < maxBatchOps {
 			select {
 			case o := <-in:
+				if locks += len(o.locks); s.dialect == dialectPostgres && locks > maxBatchLocks && len(o.locks) > 0 {
+					next = o
+					break gather
+				}
 				ops = append(ops, o)
 			default:
 				break gather
@@ -262,6 +293,7 @@ func (s *Store) commit(ops []*op) error {
 		if err == nil || !retriableTxError(err) {
 			return err
 		}
+		s.metrics.commitReruns.Inc()
 		attempt++
 	}
 	return err
@@ -299,6 +331,13 @@ func (s *Store) commitOnce(ops []*op) (err error) {
 			tx.Rollback() //nolint:errcheck
 		}
 	}()
+	if s.dialect == dialectPostgres {
+		if keys, alone := lockKeys(ops); len(keys) > 0 {
+			if _, err = tx.ExecContext(ctx, sqlLockKeys, keys, alone); err != nil {
+				return fmt.Errorf("queue: lock the batch's alerts: %w", err)
+			}
+		}
+	}
 	for _, o := range ops {
 		o.own = nil
 		mark := len(b.hist)
@@ -553,4 +592,72 @@ func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Dur
 		}
 	}()
 	return sch.Schedule(n, class)
+}
+
+// On PostgreSQL several transactions write at once: intake's committers
+// (4 per process) and every replica's. An op that reads what it decides
+// by (an alert's row: is this update stale, which targets hold it) must
+// not read it while another transaction is about to change it, or both
+// decide from the same old row and the later commit wins: an acknowledge
+// and a resolve of one alert arriving together left it acknowledged,
+// with a trigger sent after the resolve (a fresh helper, 4–13 of 50
+// alerts). So a batch first takes a transaction-scoped advisory lock
+// (https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS)
+// per alert identity and state key its ops named (op.locks), all in one
+// statement and in ascending order: every batch takes its locks in the
+// same order, so two batches holding the same alerts (the copies an HA
+// pair of Alertmanagers sends to two replicas) wait for each other
+// instead of deadlocking, and the ops that record deliveries' outcomes
+// lock the keys whose states they update, so they neither deadlock with
+// intake nor write between its read and its write of a state. Names hash
+// to 64-bit keys (an identity and the key of its states, usually the
+// same string, share one); two names sharing a key only serialize more
+// than needed. SQLite's one writer needs none.
+//
+// Advisory locks take slots of PostgreSQL's shared lock table, sized by
+// max_locks_per_transaction × max_connections (a default server took
+// 12,000 at once and refused 16,000: "out of shared memory"), which a
+// notification of thousands of alerts would exhaust. So a
+// batch's locks are bounded: the committer gathers ops up to
+// maxBatchLocks names (lockBudget), and a batch of one op naming more (a
+// notification of hundreds of alerts) takes the deployment-wide lock
+// exclusively instead, which every other locking batch holds shared
+// (the first key of sqlLockKeys): it runs alone, and takes nothing else.
+const sqlLockKeys = `SELECT count(CASE WHEN i = 1 AND NOT $2 THEN pg_advisory_xact_lock_shared(k) ELSE pg_advisory_xact_lock(k) END)
+	FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`
+
+// maxBatchLocks bounds the advisory locks one batch takes: with 4
+// intake committers and the ack committer per replica, 3 replicas hold
+// at most 3,855 (see sqlLockKeys).
+const maxBatchLocks = 256
+
+// lockAll is the key of the deployment-wide lock (sqlLockKeys).
+var lockAll = lockKey("\x00all")
+
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("alertfan\x00")) //nolint:errcheck
+	h.Write([]byte(name))           //nolint:errcheck
+	return int64(h.Sum64())
+}
+
+// lockKeys is the advisory lock keys a batch of ops takes, in order, and
+// whether it takes the deployment-wide lock exclusively: that lock first,
+// then the sorted, distinct keys of the ops' names (none when exclusive).
+func lockKeys(ops []*op) ([]int64, bool) {
+	var keys []int64
+	for _, o := range ops {
+		for _, name := range o.locks {
+			keys = append(keys, lockKey(name))
+		}
+	}
+	if len(keys) == 0 {
+		return nil, false
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if len(keys) > maxBatchLocks {
+		return []int64{lockAll}, true
+	}
+	return append([]int64{lockAll}, keys...), false
 }

@@ -310,7 +310,7 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 	for i, u := range in.Updates {
 		as[i] = given{u.Items, u.Routes}
 	}
-	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+	err := s.submitLocking(ctx, in.lockNames(), func(ctx context.Context, b *batch) error {
 		res = Accepted{}
 		for i, g := range as {
 			in.Updates[i].Items, in.Updates[i].Routes = g.items, g.routes
@@ -400,6 +400,27 @@ func (s *Store) Accept(ctx context.Context, in *Intake) (Accepted, error) {
 		s.metrics.itemsCommitted.Add(float64(res.Items))
 	}
 	return res, err
+}
+
+// lockNames names what Accept reads to decide its writes (see
+// sqlLockKeys): each alert's identity, for its row, and each key its
+// items and groups write, for its states at every target (those a sticky
+// destination adds too).
+func (in *Intake) lockNames() []string {
+	var names []string
+	for i := range in.Updates {
+		u := &in.Updates[i]
+		if u.Identity != "" {
+			names = append(names, u.Identity)
+		}
+		for _, it := range u.Items {
+			names = append(names, it.Key)
+		}
+	}
+	for _, g := range in.Groups {
+		names = append(names, g.Item.Key)
+	}
+	return names
 }
 
 // digestExpired is the content digest of a resolve by resolve_after.

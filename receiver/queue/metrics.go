@@ -16,6 +16,7 @@ type metrics struct {
 	commitDuration  prometheus.Histogram
 	commitBatchOps  prometheus.Histogram
 	commitErrors    prometheus.Counter
+	commitReruns    prometheus.Counter
 	targetsDiffer   prometheus.Counter
 	itemsCommitted  prometheus.Counter
 	repeats         prometheus.Counter
@@ -64,6 +65,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_store_commit_errors_total",
 			Help: "Group-commit transactions that failed; their requests were answered 503.",
 		}),
+		commitReruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_store_commit_reruns_total",
+			Help: "PostgreSQL: group-commit transactions run again after a deadlock or a serialization failure with another transaction (another committer or replica).",
+		}),
 		targetsDiffer: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_target_config_differs_total",
 			Help: "Target ids found (once per id and config load) to have another destination in this replica's configuration than in the one a replica loaded last (PostgreSQL, a rolling reload under way): intake under them answers 503 and their deliveries are left to a replica with that configuration.",
@@ -99,7 +104,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.intakeWait, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.commitReruns, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.intakeWait, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
