@@ -797,11 +797,42 @@ type Refire func(key string, payload []byte) ([]byte, bool)
 // not refreshed it since cutoff (resolve_after). The alert's own state is
 // not changed: a later refresh by the sender fires it again.
 func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Time, resolve Refire) (int, error) {
+	const unrefreshed = `SELECT st.key, st.payload FROM alertfan_state st JOIN alertfan_alert a ON a.identity = st.key
+		WHERE st.target = ? AND st.resolved = 0 AND st.want <> ? AND a.seen_at < ? ORDER BY st.key`
+	// On PostgreSQL the alerts found are locked first (sqlLockKeys) and
+	// found again under the lock: a refresh committing meanwhile on
+	// another committer or replica is then seen, not resolved over.
+	var locks []string
+	var locked map[string]bool
+	if s.dialect == dialectPostgres {
+		rows, err := s.rdb.QueryContext(ctx, s.rebind(unrefreshed), target, PhaseEvent, cutoff.UnixNano())
+		if err != nil {
+			return 0, fmt.Errorf("queue: find unrefreshed alerts: %w", err)
+		}
+		for rows.Next() {
+			var key, payload string
+			if err := rows.Scan(&key, &payload); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			locks = append(locks, key)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, err
+		}
+		if len(locks) == 0 {
+			return 0, nil
+		}
+		locked = make(map[string]bool, len(locks))
+		for _, k := range locks {
+			locked[k] = true
+		}
+	}
 	n := 0
-	err := s.submit(ctx, func(ctx context.Context, b *batch) error {
+	err := s.submitLocking(ctx, locks, func(ctx context.Context, b *batch) error {
 		n = 0
-		rows, err := b.tx.QueryContext(ctx, s.rebind(`SELECT st.key, st.payload FROM alertfan_state st JOIN alertfan_alert a ON a.identity = st.key
-			WHERE st.target = ? AND st.resolved = 0 AND st.want <> ? AND a.seen_at < ? ORDER BY st.key`), target, PhaseEvent, cutoff.UnixNano())
+		rows, err := b.tx.QueryContext(ctx, s.rebind(unrefreshed), target, PhaseEvent, cutoff.UnixNano())
 		if err != nil {
 			return fmt.Errorf("queue: find unrefreshed alerts: %w", err)
 		}
@@ -811,6 +842,9 @@ func (s *Store) Expire(ctx context.Context, target, kind string, cutoff time.Tim
 			if err := rows.Scan(&key, &payload); err != nil {
 				rows.Close()
 				return err
+			}
+			if locked != nil && !locked[key] {
+				continue // found since: not locked, the next run's
 			}
 			if p, ok := resolve(key, []byte(payload)); ok {
 				items = append(items, Item{Target: target, Kind: kind, Key: key, Want: PhaseResolved, Payload: p, Digest: digestExpired})
@@ -886,8 +920,14 @@ func (s *Store) ExpireGroups(ctx context.Context, target, kind string, cutoff ti
 	if len(stale) == 0 {
 		return 0, nil
 	}
+	// Locked on PostgreSQL as Expire's are (a message of the group
+	// committing meanwhile is seen).
+	locks := make([]string, len(stale))
+	for i, g := range stale {
+		locks[i] = g.key
+	}
 	n := 0
-	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
+	err = s.submitLocking(ctx, locks, func(ctx context.Context, b *batch) error {
 		n = 0
 		for _, g := range stale {
 			// Again in the writer's transaction: a message may have come
