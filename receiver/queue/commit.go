@@ -55,11 +55,10 @@ type op struct {
 	// refused for its data (refusedWrite): the batch was committed again
 	// without the op, and only its caller sees the error.
 	refused error
-	// locks names what the op reads to decide its writes, and the rows
-	// it updates: alert identities (their rows) and state keys (their
-	// states at every target). On PostgreSQL the batch locks them all
-	// first (sqlLockKeys), so concurrent batches serialize on them instead
-	// of deadlocking.
+	// locks names what the op reads to decide its writes: alert
+	// identities (their rows) and state keys (their states at every
+	// target). On PostgreSQL the batch locks them all first (sqlLockKeys),
+	// so concurrent batches serialize on them instead of deadlocking.
 	locks []string
 }
 
@@ -158,18 +157,13 @@ func (s *Store) submit(ctx context.Context, fn func(ctx context.Context, b *batc
 // submitLocking is submit for an op that reads or writes rows named by
 // locks (see op.locks).
 func (s *Store) submitLocking(ctx context.Context, locks []string, fn func(ctx context.Context, b *batch) error) error {
-	return s.submitToLocking(ctx, s.ops, locks, fn)
+	return s.submitOp(ctx, s.ops, &op{fn: fn, done: make(chan error, 1), locks: locks})
 }
 
 // submitTo is submit through the committer that reads queue (s.ops, or
 // s.acks for delivery outcomes: see ackCommitter).
 func (s *Store) submitTo(ctx context.Context, queue chan *op, fn func(ctx context.Context, b *batch) error) error {
 	return s.submitOp(ctx, queue, &op{fn: fn, done: make(chan error, 1)})
-}
-
-// submitToLocking is submitTo for an op that writes what locks name.
-func (s *Store) submitToLocking(ctx context.Context, queue chan *op, locks []string, fn func(ctx context.Context, b *batch) error) error {
-	return s.submitOp(ctx, queue, &op{fn: fn, done: make(chan error, 1), locks: locks})
 }
 
 func (s *Store) submitOp(ctx context.Context, queue chan *op, o *op) error {
@@ -607,19 +601,25 @@ func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Dur
 // statement and in ascending order: every batch takes its locks in the
 // same order, so two batches holding the same alerts (the copies an HA
 // pair of Alertmanagers sends to two replicas) wait for each other
-// instead of deadlocking, and the ops that record deliveries' outcomes
-// lock the keys whose states they update, so they neither deadlock with
-// intake nor write between its read and its write of a state. Names hash
-// to 64-bit keys (an identity and the key of its states, usually the
-// same string, share one); two names sharing a key only serialize more
-// than needed. SQLite's one writer needs none.
+// instead of deadlocking. The ops that record deliveries' outcomes take
+// none: each is one conditional UPDATE of a state (its version and
+// delivered checked in the statement), which needs no read before it,
+// and a lock taken at a batch's start would hold a delivery's record
+// behind every intake batch holding its key — on a slow database link,
+// past job_timeout, and another replica would then repeat the call (a
+// fresh helper's slow-link run saw more repeated PagerDuty events with
+// them). Their rare deadlock with an intake batch is run again
+// (alertfan_store_commit_reruns_total). Names hash to 64-bit keys (an
+// identity and the key of its states, usually the same string, share
+// one); two names sharing a key only serialize more than needed.
+// SQLite's one writer needs none.
 //
 // Advisory locks take slots of PostgreSQL's shared lock table, sized by
 // max_locks_per_transaction × max_connections (a default server took
 // 12,000 at once and refused 16,000: "out of shared memory"), which a
 // notification of thousands of alerts would exhaust. So a
 // batch's locks are bounded: the committer gathers ops up to
-// maxBatchLocks names (lockBudget), and a batch of one op naming more (a
+// maxBatchLocks names (commitLoop), and a batch of one op naming more (a
 // notification of hundreds of alerts) takes the deployment-wide lock
 // exclusively instead, which every other locking batch holds shared
 // (the first key of sqlLockKeys): it runs alone, and takes nothing else.
@@ -627,8 +627,8 @@ const sqlLockKeys = `SELECT count(CASE WHEN i = 1 AND NOT $2 THEN pg_advisory_xa
 	FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`
 
 // maxBatchLocks bounds the advisory locks one batch takes: with 4
-// intake committers and the ack committer per replica, 3 replicas hold
-// at most 3,855 (see sqlLockKeys).
+// intake committers per replica, 3 replicas hold at most 3,084 (see
+// sqlLockKeys).
 const maxBatchLocks = 256
 
 // lockAll is the key of the deployment-wide lock (sqlLockKeys).

@@ -1148,7 +1148,7 @@ func (s *Store) ack(ctx context.Context, target string, k keySeq, rec ackRecord)
 			err = errInjected
 		} else {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
-			err = s.submitToLocking(actx, s.acks, []string{k.Key}, fn)
+			err = s.submitTo(actx, s.acks, fn)
 			cancel()
 			if err == nil {
 				return pending, applied, nil
@@ -1199,7 +1199,7 @@ func (s *Store) recordFailure(ctx context.Context, target string, k keySeq, from
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
-	err := s.submitToLocking(actx, s.acks, []string{k.Key}, func(ctx context.Context, b *batch) error {
+	err := s.submitTo(actx, s.acks, func(ctx context.Context, b *batch) error {
 		for _, r := range calls {
 			b.record(r)
 		}
@@ -1239,7 +1239,7 @@ func (s *Store) injectAckFailure() bool {
 func (s *Store) setPhase(ctx context.Context, target string, k keySeq, from int64, phase Phase, occ int64, ref string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitDeadline)
 	defer cancel()
-	return s.submitLocking(actx, []string{k.Key}, func(ctx context.Context, b *batch) error {
+	return s.submit(actx, func(ctx context.Context, b *batch) error {
 		_, err := b.exec(ctx, `UPDATE alertfan_state SET phase = ?, sent_occ = ?, ref = ? WHERE target = ? AND key = ? AND seq = ? AND delivered = ?`, phase, occ, ref, target, k.Key, k.Seq, from)
 		return err
 	})
