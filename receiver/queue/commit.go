@@ -608,11 +608,11 @@ func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Dur
 // behind every intake batch holding its key — on a slow database link,
 // past job_timeout, and another replica would then repeat the call (on
 // a slow link a fresh helper saw 70–97 of 100 PagerDuty resolves
-// repeated with them, none without: BENCHMARKS.md). Their rare deadlock with an intake batch is run again
-// (alertfan_store_commit_reruns_total). Names hash to 64-bit keys (an
-// identity and the key of its states, usually the same string, share
-// one); two names sharing a key only serialize more than needed.
-// SQLite's one writer needs none.
+// repeated with them, none without: BENCHMARKS.md). Their rare deadlock
+// with an intake batch is run again (alertfan_store_commit_reruns_total).
+// Names hash to 64-bit keys (an identity and the key of its states,
+// usually the same string, share one); two names sharing a key only
+// serialize more than needed. SQLite's one writer needs none.
 //
 // Advisory locks take slots of PostgreSQL's shared lock table, sized by
 // max_locks_per_transaction × max_connections (a default server took
