@@ -1,14 +1,17 @@
 package queue
 
 // ackCommitter group-commits delivery outcomes (acks) on a lane of their
-// own. A call that reached its target but whose ack is not committed yet is
-// made again after a kill -9; in the shared group commit an ack waited
-// behind intake's batches (each inserting River jobs), so a crash repeated
-// every call answered in the last batch or two. Here acks batch only with
-// acks: on PostgreSQL on a connection of their own, at once; on SQLite the
-// ack batch waits for the one writer connection beside intake's committer
-// and River's own queries, and database/sql hands a released connection
-// to one of its waiters chosen at random (Go 1.23 and later), so an ack
-// waits for a few of those, milliseconds, not for a queue of intake
-// batches.
-func (s *Store) ackCommitter() { s.commitLoop(s.acks) }
+// own on PostgreSQL: at once, on a connection of their own. A call that
+// reached its target but whose ack is not committed yet is made again
+// after a kill -9; in the shared group commit an ack waited behind
+// intake's queued batches (each inserting River jobs), so a crash repeated
+// every call answered in the last batch or two.
+//
+// SQLite has one writer connection, so a lane of their own bought acks
+// nothing there: an ack batch waited for the connection all the same, and
+// intake's batches waited for the ack batches' commits (each its own
+// fsync), 3 to 18 ms an intake batch while a queue drained (BENCHMARKS.md,
+// "One writer's lanes"). There, intake's committer takes the acks waiting
+// into the batch it gathers (commitLoop's also): an ack waits at most for
+// the batch under way, as before, and shares its fsync.
+func (s *Store) ackCommitter() { s.commitLoop(s.acks, nil) }

@@ -189,10 +189,19 @@ func (s *Store) submitOp(ctx context.Context, queue chan *op, o *op) error {
 	}
 }
 
-func (s *Store) committer() { s.commitLoop(s.ops) }
+// committer commits intake's ops (s.ops). On SQLite it also takes the
+// delivery outcomes (s.acks) into the same batches: see ackCommitter.
+func (s *Store) committer() {
+	if s.dialect == dialectSQLite {
+		s.commitLoop(s.ops, s.acks)
+		return
+	}
+	s.commitLoop(s.ops, nil)
+}
 
-// commitLoop group-commits the ops arriving on in until the store closes.
-func (s *Store) commitLoop(in chan *op) {
+// commitLoop group-commits the ops arriving on in (and on also, unless it
+// is nil) until the store closes.
+func (s *Store) commitLoop(in, also chan *op) {
 	defer s.wg.Done()
 	// next is an op taken from in that the last batch had no room for.
 	var next *op
@@ -202,16 +211,20 @@ func (s *Store) commitLoop(in chan *op) {
 		if first == nil {
 			select {
 			case first = <-in:
+			case first = <-also: // never ready when nil
 			case <-s.closing:
 				// Fail whatever is still queued rather than leave callers waiting.
-				for {
-					select {
-					case o := <-in:
-						o.done <- ErrClosed
-					default:
-						return
+				for _, q := range []chan *op{in, also} {
+					for q != nil {
+						select {
+						case o := <-q:
+							o.done <- ErrClosed
+						default:
+							q = nil
+						}
 					}
 				}
+				return
 			}
 		}
 		ops := []*op{first}
@@ -224,6 +237,8 @@ func (s *Store) commitLoop(in chan *op) {
 					next = o
 					break gather
 				}
+				ops = append(ops, o)
+			case o := <-also:
 				ops = append(ops, o)
 			default:
 				break gather

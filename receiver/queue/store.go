@@ -682,8 +682,10 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.committer()
 	}
-	s.wg.Add(1)
-	go s.ackCommitter()
+	if s.dialect == dialectPostgres {
+		s.wg.Add(1)
+		go s.ackCommitter()
+	}
 	s.wg.Add(1)
 	go s.every(s.opts.JanitorInterval, s.janitor)
 	if s.ckdb != nil {
