@@ -191,7 +191,7 @@ func (s *Store) receiverOfTarget(id string) string {
 }
 
 // recordCalls writes call rows whose outcome is not written with an ack
-// (a retry), on the ack lane with the other delivery outcomes.
+// (a retry), with the other delivery outcomes (s.acks).
 func (s *Store) recordCalls(ctx context.Context, rows []histRow) {
 	s.recordFailure(ctx, "", keySeq{}, 0, rows, time.Time{}, nil)
 }

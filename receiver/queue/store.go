@@ -501,7 +501,7 @@ const busyTimeout = 10 * time.Second
 
 // restartCheckpoint runs PRAGMA wal_checkpoint(RESTART) on the writer's
 // own connection, which it holds meanwhile (no commit can slip in between
-// the copy and the restart; the ack lane waits too), with the
+// the copy and the restart; acks wait too), with the
 // connection's busy timeout lowered to wait (0: no waiting). busy reports
 // that a reader was still on the WAL. A connection whose timeout could not
 // be put back is discarded: database/sql opens a new one with the DSN's.
