@@ -642,9 +642,19 @@ func (w *work) apply(ctx context.Context) error {
 	}
 }
 
-// healRecent is how many of a project's newest issues a heal reads
-// besides its keyword search: get-issue-list's largest page.
-const healRecent = 100
+// A heal reads, besides its keyword search, the project's newest issues a
+// page of healPage (get-issue-list's largest) at a time, back to
+// healSkew before the create was recorded as under way, at most
+// healPages pages. One page was not enough: with more than 100 issues
+// created in the project between a create whose answer was lost and its
+// retry (a high rate limit, other writers, a long back-off) and a search
+// index that lagged, the retry opened a second issue (a fresh helper:
+// 5 of 5 such creates). healSkew covers a clock of Backlog's behind ours.
+const (
+	healPage  = 100
+	healPages = 20
+	healSkew  = 10 * time.Minute
+)
 
 // heal settles a create whose outcome was not recorded: if an issue with
 // the marker exists it is adopted, else the record is cleared for a create.
@@ -659,9 +669,13 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 	}
 	// A keyword search reads Backlog's search index, which may not have
 	// the issue of a create that timed out a moment ago: the project's
-	// newest issues are read too, so that a retry right after such a
-	// timeout adopts the issue instead of opening a second one.
-	recent, err := n.client.RecentIssues(ctx, ids.projectID, healRecent)
+	// issues created since the create began are read too, so that a retry
+	// after such a timeout adopts the issue instead of opening a second one.
+	var since time.Time
+	if !rec.RecordedAt.IsZero() {
+		since = rec.RecordedAt.Add(-healSkew)
+	}
+	recent, err := n.issuesSince(ctx, ids.projectID, since)
 	if err != nil {
 		return rec, err
 	}
@@ -694,9 +708,29 @@ func (n *Notifier) heal(ctx context.Context, ids *resolved, key string, rec Issu
 		return rec, nil
 	}
 	// Not found: the create never happened (or happened more than
-	// healRecent issues ago and is not searchable yet). The next create
-	// reuses this generation's marker, so a later heal finds either.
+	// healPages pages of issues ago and is not searchable yet). The next
+	// create reuses this generation's marker, so a later heal finds either.
 	return rec, nil
+}
+
+// issuesSince reads a project's newest issues, newest first, until a page
+// reaches one created before since, the project's first issue, or
+// healPages pages; one page when since is zero (a record from before
+// RecordedAt was kept). Issues created meanwhile shift the pages: an
+// issue may be read twice, none is skipped.
+func (n *Notifier) issuesSince(ctx context.Context, projectID int64, since time.Time) ([]Issue, error) {
+	var out []Issue
+	for page := 0; page < healPages; page++ {
+		issues, err := n.client.RecentIssues(ctx, projectID, page*healPage, healPage)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, issues...)
+		if len(issues) < healPage || since.IsZero() || !issues[len(issues)-1].CreatedAt().After(since) {
+			break
+		}
+	}
+	return out, nil
 }
 
 // storeID is the target the issue records are kept under: the queue's

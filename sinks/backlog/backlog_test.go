@@ -3,6 +3,7 @@ package backlog_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -192,6 +193,43 @@ func TestUnrecordedCreateIsHealedBeforeItIsSearchable(t *testing.T) {
 	rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
 	require.NoError(t, err)
 	require.True(t, ok)
+	require.Equal(t, "OPS-1", rec.IssueKey)
+}
+
+// A create whose answer was lost is retried after more than a page of
+// other issues were created in the project, before the search index has
+// it: the heal reads the newest issues back to when the create began and
+// adopts it (one page was read before, and a second issue was opened).
+func TestUnrecordedCreateIsHealedPastAPageOfNewerIssues(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.SearchLag = time.Hour
+	s := store(t)
+	ctx := context.Background()
+	// The record says a create began; it reached Backlog (through
+	// another store's notifier: same space, project and marker) and its
+	// answer was lost.
+	require.NoError(t, s.PutIssue(ctx, "tickets/backlog/0", "am:c0ffee", backlog.IssueRecord{State: backlog.StateCreating, Gen: 1}))
+	other, err := newNotifier(t, fake, "", store(t))
+	require.NoError(t, err)
+	require.NoError(t, other.Deliver(ctx, sample("firing")))
+	for i := range 250 {
+		n := sample("firing")
+		n.Alerts[0].Identity, n.Alerts[0].Fingerprint = fmt.Sprintf("am:%04x", i), fmt.Sprintf("%04x", i)
+		n.Alerts[0].Labels = map[string]string{"alertname": "Other", "severity": "warning", "instance": fmt.Sprintf("host-%d", i)}
+		n.Key = n.Alerts[0].Identity
+		require.NoError(t, other.Deliver(ctx, n))
+	}
+	require.Equal(t, 251, len(fake.Issues()))
+
+	n, err := newNotifier(t, fake, "", s)
+	require.NoError(t, err)
+	require.NoError(t, n.Deliver(ctx, sample("firing")))
+	require.Equal(t, 251, len(fake.Issues()), "adopted from the third page of the newest issues, not created again")
+	rec, ok, err := s.GetIssue(ctx, "tickets/backlog/0", "am:c0ffee")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, backlog.StateOpen, rec.State)
 	require.Equal(t, "OPS-1", rec.IssueKey)
 }
 

@@ -524,12 +524,16 @@ func (c *Client) SearchIssues(ctx context.Context, projectID int64, keyword stri
 }
 
 // RecentIssues lists a project's newest issues, newest first, at most
-// count (1–100): get-issue-list with sort=created, order=desc and no
-// keyword (https://developer.nulab.com/docs/backlog/api/2/get-issue-list/).
+// count (1–100) after skipping offset of them: get-issue-list with
+// sort=created, order=desc and no keyword
+// (https://developer.nulab.com/docs/backlog/api/2/get-issue-list/).
 // Unlike a keyword search it does not wait for Backlog's search index, so
 // an issue created a moment ago is in it.
-func (c *Client) RecentIssues(ctx context.Context, projectID int64, count int) ([]Issue, error) {
+func (c *Client) RecentIssues(ctx context.Context, projectID int64, offset, count int) ([]Issue, error) {
 	q := url.Values{"projectId[]": {strconv.FormatInt(projectID, 10)}, "sort": {"created"}, "order": {"desc"}, "count": {strconv.Itoa(count)}}
+	if offset > 0 {
+		q.Set("offset", strconv.Itoa(offset))
+	}
 	var out []Issue
 	return out, c.do(ctx, http.MethodGet, "/api/v2/issues", "/api/v2/issues", q, nil, &out)
 }

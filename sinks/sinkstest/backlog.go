@@ -1081,10 +1081,15 @@ func (b *Backlog) listComments(w http.ResponseWriter, r *http.Request, key strin
 	backlogJSON(w, http.StatusOK, out)
 }
 
+// searchIssues is get-issue-list
+// (https://developer.nulab.com/docs/backlog/api/2/get-issue-list/), newest
+// first: projectId[], keyword (behind SearchLag, as Backlog's search
+// index), count (1–100, default 20) and offset (the matches skipped).
 func (b *Backlog) searchIssues(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	kw := q.Get("keyword")
 	count := countParam(q)
+	offset, _ := strconv.Atoi(q.Get("offset"))
 	projects := q["projectId[]"]
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -1095,6 +1100,10 @@ func (b *Backlog) searchIssues(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if kw != "" && (!strings.Contains(is.Summary, kw) && !strings.Contains(is.Description, kw) || time.Since(is.Created) < b.SearchLag) {
+			continue
+		}
+		if offset > 0 {
+			offset--
 			continue
 		}
 		out = append(out, b.issueJSON(is))
