@@ -379,3 +379,68 @@ func receivedKeys(pd *sinkstest.PagerDuty) map[string]bool {
 	}
 	return m
 }
+
+// TestKilledReplicasJobsAreTakenOverPromptly kills a replica while its call
+// to PagerDuty hangs. With the defaults (job_timeout 1m, rescue_after 5m)
+// River's rescuer would hand its job to the other replica after 5 minutes,
+// and an alert resolved by then would never page (a fresh helper, on a
+// soak). The replica's database session ended with it: the other replica
+// takes the job over within seconds (liveness.go) and sends the trigger.
+func TestKilledReplicasJobsAreTakenOverPromptly(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ln, stop := serve(t, pd.Config.Handler)
+	defer stop()
+	// The replica to be killed calls a PagerDuty that never answers.
+	release := make(chan struct{})
+	var hung atomic.Int64
+	hang := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "gone", http.StatusServiceUnavailable)
+	})
+	ln0, stop0 := serve(t, hang)
+	defer stop0()
+	defer close(release)
+
+	cfg := fmt.Sprintf(`storage:
+  driver: postgres
+  dsn_file: dsn
+route:
+  receiver: oncall
+receivers:
+  - name: oncall
+    pagerduty_configs:
+      - routing_key: %s
+        url: http://%s/v2/enqueue
+`, crashRoutingKey, ln.Addr().String())
+	dirs := replicaDirs(t, 2, dsn, cfg)
+	require.NoError(t, os.WriteFile(filepath.Join(dirs[0], "config.yml"), []byte(strings.Replace(cfg, ln.Addr().String(), ln0.Addr().String(), 1)), 0o600))
+
+	c0 := startChild(t, dirs[0], "")
+	a := sinkstest.NamedAlert("Taken", "critical", "host-1", "firing", time.Now().Add(-time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	code, err := c0.post(ctx, "/webhook", sinkstest.Webhook("oncall", `{}:{instance="host-1"}`, nil, a))
+	cancel()
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	require.Eventually(t, func() bool { return hung.Load() > 0 }, 30*time.Second, 10*time.Millisecond, "the first replica's call hangs")
+
+	startChild(t, dirs[1], "")
+	c0.kill()
+	killAt := time.Now()
+	key := sha256hex("am:" + a.Fingerprint)
+	require.Eventually(t, func() bool {
+		for _, e := range pd.Events() {
+			if e.DedupKey == key && e.EventAction == "trigger" {
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, 50*time.Millisecond, "the other replica sends the trigger long before rescue_after (5m)")
+	t.Logf("trigger sent by the other replica %.1f s after the kill (rescue_after 5m)", time.Since(killAt).Seconds())
+}

@@ -24,6 +24,7 @@ type metrics struct {
 	targetUp        *prometheus.GaugeVec
 	jobsInserted    prometheus.Counter
 	fetchLost       prometheus.Counter
+	deadReplicaJobs prometheus.Counter
 	intakeWait      prometheus.Counter
 }
 
@@ -89,6 +90,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_target_up",
 			Help: "0 while a target is down (network errors, timeouts, 5xx): its deliveries are held and one call at a time probes it; 1 otherwise.",
 		}, []string{"target"}),
+		deadReplicaJobs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_queue_dead_replica_jobs_total",
+			Help: "PostgreSQL: jobs another replica was running when its database session ended (killed, crashed), made available again by this replica instead of waiting for rescue_after.",
+		}),
 		fetchLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_queue_fetch_lost_total",
 			Help: "PostgreSQL: jobs this replica fetched whose answer was lost (the database marked them running, no worker got them), made available again instead of waiting for rescue_after.",
@@ -104,7 +109,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.commitReruns, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.intakeWait, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.commitReruns, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.deadReplicaJobs, m.intakeWait, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -119,6 +119,9 @@ type Store struct {
 	// fetchLost: PostgreSQL, the runs of jobs that reached the worker
 	// (fetchlost.go).
 	fetchLost fetchLost
+	// live: PostgreSQL, this replica's liveness lock and the other
+	// replicas' (liveness.go).
+	live liveness
 	// swap keeps deliveries out while SetTargets moves stored work between
 	// target ids and swaps the sets.
 	swap sync.RWMutex
@@ -568,6 +571,15 @@ func (s *Store) openPostgres(ctx context.Context) error {
 	}
 	s.driver = riverdatabasesql.New(db)
 	s.rdb = db
+	// The liveness lock's session (liveness.go): a pool of its own, so it
+	// takes none of the pool's connections and is never recycled by it.
+	live, err := sql.Open("pgx", s.opts.DSN)
+	if err != nil {
+		return fmt.Errorf("queue: open postgres: %s", redact(err, s.opts.DSN))
+	}
+	live.SetMaxOpenConns(1)
+	live.SetMaxIdleConns(1)
+	s.live.db = live
 	return nil
 }
 
@@ -651,6 +663,7 @@ func (s *Store) newClient() error {
 	// River's own job cleaner is off (-1): the janitor deletes finished
 	// jobs (storage.retention.completed_jobs) in small counted batches.
 	client, err := river.NewClient(s.driver, &river.Config{
+		ID:                          liveClientID(time.Now()),
 		FetchCooldown:               cooldown,
 		FetchPollInterval:           s.opts.PollInterval,
 		JobTimeout:                  s.opts.JobTimeout,
@@ -699,6 +712,13 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(2)
 		go s.followOutcomes(events, cancel)
 		go s.every(fetchLostEvery, s.sweepFetchLost)
+		// Held before the workers start: another replica takes over the
+		// jobs of an alertfan client id that holds none (liveness.go).
+		s.live.suspects = map[string]time.Time{}
+		s.holdLiveness()
+		s.wg.Add(2)
+		go s.every(livenessEvery, s.holdLiveness)
+		go s.every(deadReplicaEvery, s.sweepDeadReplicas)
 	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
@@ -809,6 +829,13 @@ func (s *Store) Close(ctx context.Context) error {
 func (s *Store) closeDB() {
 	if s.rdb != nil && s.rdb != s.db {
 		s.rdb.Close()
+	}
+	// After the workers stopped: the lock says this replica runs jobs.
+	if s.live.conn != nil {
+		s.live.conn.Close()
+	}
+	if s.live.db != nil {
+		s.live.db.Close()
 	}
 	if s.ckdb != nil {
 		s.ckdb.ExecContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`) //nolint:errcheck
