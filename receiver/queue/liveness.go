@@ -30,7 +30,8 @@ import (
 // running). A client whose lock it can take, in a transaction that
 // releases it at once, has no session; once that has held for
 // deadReplicaConfirm (a replica whose liveness connection broke takes its
-// lock again within livenessEvery), its running jobs are made available
+// lock again within livenessEvery: after a database restart every lock is
+// free until each replica is back), its running jobs are made available
 // again in that transaction. Their next attempt finds no outcome recorded
 // for this one and treats its calls as maybe made (callsUnrecorded):
 // the repeats are those of any kill, the calls in flight at it.
@@ -39,7 +40,7 @@ import (
 var (
 	livenessEvery      = 5 * time.Second
 	deadReplicaEvery   = 10 * time.Second
-	deadReplicaConfirm = 5 * time.Second
+	deadReplicaConfirm = 15 * time.Second
 )
 
 // liveIDPrefix starts the River client id of every alertfan that holds a
@@ -116,7 +117,7 @@ func (s *Store) sweepDeadReplicas() {
 	defer cancel()
 	own := s.client.ID()
 	rows, err := s.rdb.QueryContext(ctx, `SELECT DISTINCT attempted_by[array_length(attempted_by, 1)] FROM river_job
-		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] LIKE $1`, liveIDPrefix+"%")
+		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] LIKE $1`, strings.ReplaceAll(liveIDPrefix, "_", `\_`)+"%")
 	if err != nil {
 		return // the store is away: the next sweep looks again
 	}

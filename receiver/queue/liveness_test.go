@@ -1,0 +1,81 @@
+package queue
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/internal/testenv"
+	"github.com/alertfan/alertfan/sinks"
+)
+
+// hangingSink holds every call until release is closed or the call's
+// context ends, and counts them.
+type hangingSink struct {
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (h *hangingSink) Deliver(ctx context.Context, n *sinks.Notification) error {
+	h.calls.Add(1)
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+	}
+	return sinks.Retryable(sinks.ReasonTimeout, 0, context.DeadlineExceeded)
+}
+
+// A replica's running jobs stay its own while its database session lives,
+// however long they run; once the session is gone (the process killed),
+// another replica takes them over within deadReplicaEvery +
+// deadReplicaConfirm, not after rescue_after.
+func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	for v, d := range map[*time.Duration]time.Duration{&livenessEvery: 100 * time.Millisecond, &deadReplicaEvery: 100 * time.Millisecond, &deadReplicaConfirm: 500 * time.Millisecond} {
+		old := *v
+		*v = d
+		t.Cleanup(func() { *v = old })
+	}
+	ctx := context.Background()
+	opts := Options{Driver: DriverPostgres, DSN: dsn}
+	hang := &hangingSink{release: make(chan struct{})}
+	a := openStore(t, opts, hang)
+	t.Cleanup(func() { close(hang.release) }) // before the stores close
+	require.NoError(t, a.Enqueue(ctx, []Item{item("k", "firing")}))
+	require.Eventually(t, func() bool { return hang.calls.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	sink := &recordingSink{}
+	b := openStore(t, opts, sink)
+	require.True(t, strings.HasPrefix(b.client.ID(), liveIDPrefix))
+	time.Sleep(2 * time.Second) // four times deadReplicaConfirm, twenty sweeps
+	require.Empty(t, sink.all(), "a live replica's running job is never taken over")
+	require.Zero(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"))
+
+	// The first replica's session ends, as at a kill: its lock's backend
+	// is terminated and it cannot open another.
+	a.live.db.Close()
+	key := livenessKey(a.client.ID())
+	var ended bool
+	require.NoError(t, b.db.QueryRowContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1 AND objid = $2`,
+		int64(uint32(uint64(key)>>32)), int64(uint32(key))).Scan(&ended))
+	require.True(t, ended)
+	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 10*time.Millisecond, "the other replica takes the job over")
+	// At least once: unlike a killed process, this one's workers still
+	// fetch, and may take the job back before the other replica does
+	// (which then takes it over again).
+	require.GreaterOrEqual(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"), 1.0)
+}
+
+func TestLiveClientID(t *testing.T) {
+	now := time.Date(2026, 12, 7, 20, 0, 0, 123456000, time.UTC)
+	id := liveClientID(now)
+	require.True(t, strings.HasPrefix(id, liveIDPrefix), id)
+	require.LessOrEqual(t, len(id), 100, "River refuses a client id over 100 bytes")
+	require.True(t, strings.HasSuffix(id, "_2026_12_07T20_00_00_123456"), id)
+	require.NotEqual(t, id, liveClientID(now.Add(time.Microsecond)))
+}
