@@ -71,22 +71,44 @@ func livenessKey(clientID string) int64 { return lockKey("replica\x00" + clientI
 type liveness struct {
 	db   *sql.DB   // one connection, its own: the pool's may be recycled
 	conn *sql.Conn // the session holding the lock; nil while it is lost
-	// suspects are other clients whose lock was free, since when (only
-	// the sweep's goroutine touches it).
+	// suspects are other clients whose lock was free, since when, all
+	// within this replica's current session; swept is when the last sweep
+	// ran. conn, suspects and swept belong to liveTick's goroutine.
 	suspects map[string]time.Time
+	swept    time.Time
+}
+
+// liveTick keeps this replica's liveness lock and, every
+// deadReplicaEvery, sweeps for dead replicas, on one goroutine: a sweep
+// judges others only while this replica's own session has lasted. A
+// database that drops every session ends it too, and other replicas'
+// locks then look free until each is back: suspicions from before are
+// dropped, or a database dropping sessions every few seconds made live
+// replicas look dead at two sweeps 15 s apart, each time between their
+// reconnects (a fresh helper: 3–4 calls repeated by such a take-over, of
+// 6 in flight).
+func (s *Store) liveTick() {
+	if !s.holdLiveness() {
+		clear(s.live.suspects)
+	}
+	if time.Since(s.live.swept) >= deadReplicaEvery {
+		s.live.swept = time.Now()
+		s.sweepDeadReplicas()
+	}
 }
 
 // holdLiveness takes this replica's liveness lock, or takes it again after
 // its session was lost. Until it holds it, other replicas may take over
 // its running jobs (after deadReplicaConfirm), which is why it is tried
-// every livenessEvery.
-func (s *Store) holdLiveness() {
+// every livenessEvery. It reports whether the session that held the lock
+// before is still the one holding it.
+func (s *Store) holdLiveness() (lasted bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	l := &s.live
 	if l.conn != nil {
 		if err := l.conn.PingContext(ctx); err == nil {
-			return
+			return true
 		}
 		l.conn.Close() //nolint:errcheck // broken already
 		l.conn = nil
@@ -94,7 +116,7 @@ func (s *Store) holdLiveness() {
 	c, err := l.db.Conn(ctx)
 	if err != nil {
 		s.logger.Warn("Could not open the liveness connection to PostgreSQL; other replicas may take over this one's running jobs until it is back", "err", err)
-		return
+		return false
 	}
 	var held bool
 	if err := c.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, livenessKey(s.client.ID())).Scan(&held); err != nil || !held {
@@ -105,9 +127,10 @@ func (s *Store) holdLiveness() {
 			err = errors.New("held by a session that has not ended yet")
 		}
 		s.logger.Warn("Could not take this replica's liveness lock; trying again", "err", err)
-		return
+		return false
 	}
 	l.conn = c
+	return false
 }
 
 // sweepDeadReplicas makes available again the jobs running under alertfan
@@ -116,6 +139,10 @@ func (s *Store) sweepDeadReplicas() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	own := s.client.ID()
+	l := &s.live
+	if l.conn == nil {
+		return // this replica's own session is away: it judges nobody
+	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT DISTINCT attempted_by[array_length(attempted_by, 1)] FROM river_job
 		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] LIKE $1`, strings.ReplaceAll(liveIDPrefix, "_", `\_`)+"%")
 	if err != nil {
@@ -129,7 +156,13 @@ func (s *Store) sweepDeadReplicas() {
 		}
 	}
 	rows.Close()
-	l := &s.live
+	// Judged within this replica's own session: had it ended since the
+	// tick's check, the database dropped sessions, and the others' locks
+	// may be free for that reason only.
+	if err := l.conn.PingContext(ctx); err != nil {
+		clear(l.suspects)
+		return
+	}
 	seen := map[string]bool{}
 	for _, c := range clients {
 		seen[c] = true

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -69,6 +70,43 @@ func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
 	// fetch, and may take the job back before the other replica does
 	// (which then takes it over again).
 	require.GreaterOrEqual(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"), 1.0)
+}
+
+// A database that drops every session again and again (a flapping
+// failover) takes no live replica's running job over: each drop ends the
+// judging replica's own session too, which drops its suspicions. The
+// intervals are issue's defaults scaled by 1/50 (ticks 5 s, sweeps 10 s,
+// 15 s free to be dead, drops every 7 s: a fresh helper's run), at which
+// sweeps that kept their suspicions across drops took live replicas'
+// jobs over.
+func TestFlappingDatabaseTakesNoLiveReplicasJobsOver(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	for v, d := range map[*time.Duration]time.Duration{&livenessEvery: 100 * time.Millisecond, &deadReplicaEvery: 200 * time.Millisecond, &deadReplicaConfirm: 300 * time.Millisecond} {
+		old := *v
+		*v = d
+		t.Cleanup(func() { *v = old })
+	}
+	ctx := context.Background()
+	opts := Options{Driver: DriverPostgres, DSN: dsn}
+	hang := &hangingSink{release: make(chan struct{})}
+	a := openStore(t, opts, hang)
+	t.Cleanup(func() { close(hang.release) })
+	require.NoError(t, a.Enqueue(ctx, []Item{item("k", "firing")}))
+	require.Eventually(t, func() bool { return hang.calls.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+	sink := &recordingSink{}
+	b := openStore(t, opts, sink)
+
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer admin.Close()
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(140 * time.Millisecond) {
+		_, err := admin.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+		require.NoError(t, err)
+	}
+	time.Sleep(time.Second) // the replicas are back
+	require.Empty(t, sink.all(), "no live replica's running job taken over")
+	require.Zero(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"))
+	require.Zero(t, counterValue(t, a, "alertfan_queue_dead_replica_jobs_total"))
 }
 
 func TestLiveClientID(t *testing.T) {

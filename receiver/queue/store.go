@@ -716,9 +716,9 @@ func (s *Store) Start(ctx context.Context) error {
 		// jobs of an alertfan client id that holds none (liveness.go).
 		s.live.suspects = map[string]time.Time{}
 		s.holdLiveness()
-		s.wg.Add(2)
-		go s.every(livenessEvery, s.holdLiveness)
-		go s.every(deadReplicaEvery, s.sweepDeadReplicas)
+		s.live.swept = time.Now()
+		s.wg.Add(1)
+		go s.every(livenessEvery, s.liveTick)
 	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
