@@ -35,19 +35,8 @@ func (h *hangingSink) Deliver(ctx context.Context, n *sinks.Notification) error 
 // another replica takes them over within deadReplicaEvery +
 // deadReplicaConfirm, not after rescue_after.
 func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	for v, d := range map[*time.Duration]time.Duration{&livenessEvery: 100 * time.Millisecond, &deadReplicaEvery: 100 * time.Millisecond, &deadReplicaConfirm: 500 * time.Millisecond} {
-		old := *v
-		*v = d
-		t.Cleanup(func() { *v = old })
-	}
+	a, opts := replicaRunningAHungJob(t, 100*time.Millisecond, 500*time.Millisecond)
 	ctx := context.Background()
-	opts := Options{Driver: DriverPostgres, DSN: dsn}
-	hang := &hangingSink{release: make(chan struct{})}
-	a := openStore(t, opts, hang)
-	t.Cleanup(func() { close(hang.release) }) // before the stores close
-	require.NoError(t, a.Enqueue(ctx, []Item{item("k", "firing")}))
-	require.Eventually(t, func() bool { return hang.calls.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
 
 	sink := &recordingSink{}
 	b := openStore(t, opts, sink)
@@ -75,28 +64,17 @@ func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
 // A database that drops every session again and again (a flapping
 // failover) takes no live replica's running job over: each drop ends the
 // judging replica's own session too, which drops its suspicions. The
-// intervals are issue's defaults scaled by 1/50 (ticks 5 s, sweeps 10 s,
+// intervals are the defaults scaled by 1/50 (ticks 5 s, sweeps 10 s,
 // 15 s free to be dead, drops every 7 s: a fresh helper's run), at which
 // sweeps that kept their suspicions across drops took live replicas'
 // jobs over.
 func TestFlappingDatabaseTakesNoLiveReplicasJobsOver(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	for v, d := range map[*time.Duration]time.Duration{&livenessEvery: 100 * time.Millisecond, &deadReplicaEvery: 200 * time.Millisecond, &deadReplicaConfirm: 300 * time.Millisecond} {
-		old := *v
-		*v = d
-		t.Cleanup(func() { *v = old })
-	}
+	a, opts := replicaRunningAHungJob(t, 200*time.Millisecond, 300*time.Millisecond)
 	ctx := context.Background()
-	opts := Options{Driver: DriverPostgres, DSN: dsn}
-	hang := &hangingSink{release: make(chan struct{})}
-	a := openStore(t, opts, hang)
-	t.Cleanup(func() { close(hang.release) })
-	require.NoError(t, a.Enqueue(ctx, []Item{item("k", "firing")}))
-	require.Eventually(t, func() bool { return hang.calls.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
 	sink := &recordingSink{}
 	b := openStore(t, opts, sink)
 
-	admin, err := sql.Open("pgx", dsn)
+	admin, err := sql.Open("pgx", opts.DSN)
 	require.NoError(t, err)
 	defer admin.Close()
 	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(140 * time.Millisecond) {
@@ -116,4 +94,25 @@ func TestLiveClientID(t *testing.T) {
 	require.LessOrEqual(t, len(id), 100, "River refuses a client id over 100 bytes")
 	require.True(t, strings.HasSuffix(id, "_2026_12_07T20_00_00_123456"), id)
 	require.NotEqual(t, id, liveClientID(now.Add(time.Microsecond)))
+}
+
+// replicaRunningAHungJob starts a replica on a fresh PostgreSQL database
+// whose one job's call hangs until the test ends, with liveness ticks of
+// 100 ms and sweeps and confirmation as given, and returns it and the
+// options another replica of it opens with.
+func replicaRunningAHungJob(t *testing.T, sweep, confirm time.Duration) (*Store, Options) {
+	t.Helper()
+	dsn := testenv.PostgresDSN(t)
+	for v, d := range map[*time.Duration]time.Duration{&livenessEvery: 100 * time.Millisecond, &deadReplicaEvery: sweep, &deadReplicaConfirm: confirm} {
+		old := *v
+		*v = d
+		t.Cleanup(func() { *v = old })
+	}
+	opts := Options{Driver: DriverPostgres, DSN: dsn}
+	hang := &hangingSink{release: make(chan struct{})}
+	a := openStore(t, opts, hang)
+	t.Cleanup(func() { close(hang.release) }) // before the stores close
+	require.NoError(t, a.Enqueue(context.Background(), []Item{item("k", "firing")}))
+	require.Eventually(t, func() bool { return hang.calls.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+	return a, opts
 }
