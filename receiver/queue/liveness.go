@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,8 @@ import (
 //
 // PostgreSQL can tell: each replica holds, for as long as it runs, a
 // session-level advisory lock named by its client id, on a connection of
-// its own (liveDB). The server releases it as soon as the replica's
+// its own that waits on the server (pg_sleep) so that a dropped session is
+// seen, and the lock taken again, at once (holdLive). The server releases it as soon as the replica's
 // session ends — a kill, a crash, an exit — and, for a host gone without
 // closing its connections, once TCP keepalives give up on them (River's
 // rescue_after stays the bound then). Every deadReplicaEvery, each
@@ -28,20 +30,31 @@ import (
 // (liveIDPrefix: an alertfan from before this holds no such lock and is
 // left to River's rescuer, so a rolling upgrade takes over nothing still
 // running). A client whose lock it can take, in a transaction that
-// releases it at once, has no session; once that has held for
-// deadReplicaConfirm (a replica whose liveness connection broke takes its
-// lock again within livenessEvery: after a database restart every lock is
-// free until each replica is back), its running jobs are made available
-// again in that transaction. Their next attempt finds no outcome recorded
+// releases it at once, has no session; once that has held at
+// deadReplicaSweeps sweeps in a row spanning deadReplicaConfirm or more,
+// all within the judging replica's own session, its running jobs are made
+// available again in that transaction. A database that drops every
+// session drops the judge's too, and each replica's lock is free until it
+// is back; a replica whose own sessions alone keep dropping takes its lock
+// back within milliseconds each time, so that sweeps seconds apart do not
+// all find it free (two fresh helpers: sweeps that kept their suspicions
+// across drops, or that caught a replica in the seconds before its next
+// check, took live replicas' jobs over and repeated 3–8 calls). Their next attempt finds no outcome recorded
 // for this one and treats its calls as maybe made (callsUnrecorded):
 // the repeats are those of any kill, the calls in flight at it.
 //
 // Variables for the tests, which set them before a store starts.
 var (
+	// livenessEvery is the longest wait on the lock's session between
+	// checks, and the longest pause between attempts to take it back.
 	livenessEvery      = 5 * time.Second
 	deadReplicaEvery   = 10 * time.Second
 	deadReplicaConfirm = 15 * time.Second
 )
+
+// deadReplicaSweeps is how many sweeps in a row must find a replica's
+// lock free.
+const deadReplicaSweeps = 3
 
 // liveIDPrefix starts the River client id of every alertfan that holds a
 // liveness lock.
@@ -69,80 +82,105 @@ func livenessKey(clientID string) int64 { return lockKey("replica\x00" + clientI
 
 // liveness is a replica's hold on its liveness lock (PostgreSQL).
 type liveness struct {
-	db   *sql.DB   // one connection, its own: the pool's may be recycled
-	conn *sql.Conn // the session holding the lock; nil while it is lost
-	// suspects are other clients whose lock was free, since when, all
-	// within this replica's current session; swept is when the last sweep
-	// ran. conn, suspects and swept belong to liveTick's goroutine.
-	suspects map[string]time.Time
-	swept    time.Time
+	db *sql.DB // one connection, its own: the pool's may be recycled
+	// held says the lock is held; sessions counts the sessions that took
+	// it, so a sweep tells whether this replica's session lasted.
+	held     atomic.Bool
+	sessions atomic.Int64
+	// suspects are other clients whose lock sweeps found free (the
+	// sweep's goroutine only).
+	suspects map[string]suspect
 }
 
-// liveTick keeps this replica's liveness lock and, every
-// deadReplicaEvery, sweeps for dead replicas, on one goroutine: a sweep
-// judges others only while this replica's own session has lasted. A
-// database that drops every session ends it too, and other replicas'
-// locks then look free until each is back: suspicions from before are
-// dropped, or a database dropping sessions every few seconds made live
-// replicas look dead at two sweeps 15 s apart, each time between their
-// reconnects (a fresh helper: 3–4 calls repeated by such a take-over, of
-// 6 in flight).
-func (s *Store) liveTick() {
-	if !s.holdLiveness() {
-		clear(s.live.suspects)
-	}
-	if time.Since(s.live.swept) >= deadReplicaEvery {
-		s.live.swept = time.Now()
-		s.sweepDeadReplicas()
-	}
+// suspect is a client whose liveness lock was found free: since when, at
+// how many sweeps in a row, within which of this replica's sessions.
+type suspect struct {
+	since   time.Time
+	sweeps  int
+	session int64
 }
 
-// holdLiveness takes this replica's liveness lock, or takes it again after
-// its session was lost. Until it holds it, other replicas may take over
-// its running jobs (after deadReplicaConfirm), which is why it is tried
-// every livenessEvery. It reports whether the session that held the lock
-// before is still the one holding it.
-func (s *Store) holdLiveness() (lasted bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// holdLive holds this replica's liveness lock until ctx ends (the store
+// closing): it takes the lock on a connection of its own (first, if not
+// nil, holds it already) and waits on the server there, so that a
+// session the database ended is seen at once and the lock taken again on
+// a new one.
+func (s *Store) holdLive(ctx context.Context, first *sql.Conn) {
+	defer s.wg.Done()
 	l := &s.live
-	if l.conn != nil {
-		if err := l.conn.PingContext(ctx); err == nil {
-			return true
+	pause := 100 * time.Millisecond
+	failing := false
+	for ctx.Err() == nil {
+		c, err := first, error(nil)
+		if first == nil {
+			c, err = s.takeLiveness(ctx)
 		}
-		l.conn.Close() //nolint:errcheck // broken already
-		l.conn = nil
+		first = nil
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				s.logger.Warn("Could not take this replica's liveness lock on PostgreSQL; other replicas may take over its running jobs until it has it again; trying again", "err", err)
+			}
+			failing = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, livenessEvery)
+			continue
+		}
+		if failing {
+			s.logger.Info("This replica holds its liveness lock again")
+		}
+		failing, pause = false, 100*time.Millisecond
+		l.sessions.Add(1)
+		l.held.Store(true)
+		for ctx.Err() == nil {
+			if _, err := c.ExecContext(ctx, `SELECT pg_sleep($1)`, livenessEvery.Seconds()); err != nil {
+				break
+			}
+		}
+		l.held.Store(false)
+		c.Close() //nolint:errcheck // broken, or the store closing
 	}
-	c, err := l.db.Conn(ctx)
+}
+
+// takeLiveness opens a session and takes this replica's liveness lock on
+// it.
+func (s *Store) takeLiveness(ctx context.Context) (*sql.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, livenessEvery)
+	defer cancel()
+	c, err := s.live.db.Conn(ctx)
 	if err != nil {
-		s.logger.Warn("Could not open the liveness connection to PostgreSQL; other replicas may take over this one's running jobs until it is back", "err", err)
-		return false
+		return nil, err
 	}
 	var held bool
 	if err := c.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, livenessKey(s.client.ID())).Scan(&held); err != nil || !held {
-		// Not held: the session before may still be closing on the
-		// server. The next tick tries again.
 		c.Close() //nolint:errcheck
 		if err == nil {
+			// The session before may still be ending on the server.
 			err = errors.New("held by a session that has not ended yet")
 		}
-		s.logger.Warn("Could not take this replica's liveness lock; trying again", "err", err)
-		return false
+		return nil, err
 	}
-	l.conn = c
-	return false
+	return c, nil
 }
 
 // sweepDeadReplicas makes available again the jobs running under alertfan
 // client ids whose replica holds no session any more (see liveness).
 func (s *Store) sweepDeadReplicas() {
+	l := &s.live
+	session := l.sessions.Load()
+	if !l.held.Load() {
+		clear(l.suspects) // this replica's own session is away: it judges nobody
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	own := s.client.ID()
-	l := &s.live
-	if l.conn == nil {
-		return // this replica's own session is away: it judges nobody
-	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT DISTINCT attempted_by[array_length(attempted_by, 1)] FROM river_job
 		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] LIKE $1`, strings.ReplaceAll(liveIDPrefix, "_", `\_`)+"%")
 	if err != nil {
@@ -156,17 +194,10 @@ func (s *Store) sweepDeadReplicas() {
 		}
 	}
 	rows.Close()
-	// Judged within this replica's own session: had it ended since the
-	// tick's check, the database dropped sessions, and the others' locks
-	// may be free for that reason only.
-	if err := l.conn.PingContext(ctx); err != nil {
-		clear(l.suspects)
-		return
-	}
 	seen := map[string]bool{}
 	for _, c := range clients {
 		seen[c] = true
-		if err := s.takeOverDead(ctx, c, l); err != nil {
+		if err := s.takeOverDead(ctx, c, session); err != nil {
 			return
 		}
 	}
@@ -177,9 +208,11 @@ func (s *Store) sweepDeadReplicas() {
 	}
 }
 
-// takeOverDead makes client's running jobs available again if its liveness
-// lock has been free for deadReplicaConfirm.
-func (s *Store) takeOverDead(ctx context.Context, client string, l *liveness) error {
+// takeOverDead makes client's running jobs available again once its
+// liveness lock was free at deadReplicaSweeps sweeps in a row spanning
+// deadReplicaConfirm, all within this replica's session.
+func (s *Store) takeOverDead(ctx context.Context, client string, session int64) error {
+	l := &s.live
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -189,16 +222,20 @@ func (s *Store) takeOverDead(ctx context.Context, client string, l *liveness) er
 	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, livenessKey(client)).Scan(&free); err != nil {
 		return err
 	}
-	if !free {
-		delete(l.suspects, client) // alive
+	// Judged within this replica's session: had it ended since the
+	// sweep began, the database dropped sessions, and the lock may be
+	// free for that reason only.
+	if !free || !l.held.Load() || l.sessions.Load() != session {
+		delete(l.suspects, client)
 		return nil
 	}
-	since, ok := l.suspects[client]
-	if !ok {
-		l.suspects[client] = time.Now()
-		return nil
+	sus, ok := l.suspects[client]
+	if !ok || sus.session != session {
+		sus = suspect{since: time.Now(), session: session}
 	}
-	if time.Since(since) < deadReplicaConfirm {
+	sus.sweeps++
+	l.suspects[client] = sus
+	if sus.sweeps < deadReplicaSweeps || time.Since(sus.since) < deadReplicaConfirm {
 		return nil
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now()

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,12 +33,10 @@ func (h *hangingSink) Deliver(ctx context.Context, n *sinks.Notification) error 
 
 // A replica's running jobs stay its own while its database session lives,
 // however long they run; once the session is gone (the process killed),
-// another replica takes them over within deadReplicaEvery +
+// another replica takes them over after deadReplicaSweeps sweeps spanning
 // deadReplicaConfirm, not after rescue_after.
 func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
 	a, opts := replicaRunningAHungJob(t, 100*time.Millisecond, 500*time.Millisecond)
-	ctx := context.Background()
-
 	sink := &recordingSink{}
 	b := openStore(t, opts, sink)
 	require.True(t, strings.HasPrefix(b.client.ID(), liveIDPrefix))
@@ -48,12 +47,7 @@ func TestDeadReplicasRunningJobsAreTakenOver(t *testing.T) {
 	// The first replica's session ends, as at a kill: its lock's backend
 	// is terminated and it cannot open another.
 	a.live.db.Close()
-	key := livenessKey(a.client.ID())
-	var ended bool
-	require.NoError(t, b.db.QueryRowContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1 AND objid = $2`,
-		int64(uint32(uint64(key)>>32)), int64(uint32(key))).Scan(&ended))
-	require.True(t, ended)
+	require.True(t, endLivenessSession(t, b.db, a.client.ID()))
 	require.Eventually(t, func() bool { return len(sink.all()) == 1 }, 10*time.Second, 10*time.Millisecond, "the other replica takes the job over")
 	// At least once: unlike a killed process, this one's workers still
 	// fetch, and may take the job back before the other replica does
@@ -85,6 +79,44 @@ func TestFlappingDatabaseTakesNoLiveReplicasJobsOver(t *testing.T) {
 	require.Empty(t, sink.all(), "no live replica's running job taken over")
 	require.Zero(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"))
 	require.Zero(t, counterValue(t, a, "alertfan_queue_dead_replica_jobs_total"))
+}
+
+// A replica whose own sessions alone keep being dropped (its liveness
+// lock's, every 140 ms here) takes its lock back at once each time, and the
+// other replica's sweeps, 200 ms apart, do not find it free at three in a
+// row: nothing is taken over. A fresh helper saw a replica whose sessions
+// were dropped every 3 s taken over when it looked at its lock every 5 s.
+func TestReplicaWhoseSessionsDropIsNotTakenOver(t *testing.T) {
+	a, opts := replicaRunningAHungJob(t, 200*time.Millisecond, 300*time.Millisecond)
+	sink := &recordingSink{}
+	b := openStore(t, opts, sink)
+	ended := 0
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(140 * time.Millisecond) {
+		if endLivenessSession(t, b.db, a.client.ID()) {
+			ended++
+		}
+	}
+	require.Greater(t, ended, 10, "the replica took its lock back each time")
+	time.Sleep(time.Second)
+	require.Empty(t, sink.all(), "no live replica's running job taken over")
+	require.Zero(t, counterValue(t, b, "alertfan_queue_dead_replica_jobs_total"))
+}
+
+// endLivenessSession terminates the session holding client's liveness
+// lock, as PostgreSQL ends a killed process's, and reports whether one
+// held it.
+func endLivenessSession(t *testing.T, db *sql.DB, client string) bool {
+	t.Helper()
+	key := livenessKey(client)
+	var ended bool
+	err := db.QueryRowContext(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1 AND objid = $2`,
+		int64(uint32(uint64(key)>>32)), int64(uint32(key))).Scan(&ended)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false
+	}
+	require.NoError(t, err)
+	return ended
 }
 
 func TestLiveClientID(t *testing.T) {

@@ -714,11 +714,16 @@ func (s *Store) Start(ctx context.Context) error {
 		go s.every(fetchLostEvery, s.sweepFetchLost)
 		// Held before the workers start: another replica takes over the
 		// jobs of an alertfan client id that holds none (liveness.go).
-		s.live.suspects = map[string]time.Time{}
-		s.holdLiveness()
-		s.live.swept = time.Now()
-		s.wg.Add(1)
-		go s.every(livenessEvery, s.liveTick)
+		s.live.suspects = map[string]suspect{}
+		lctx, lcancel := context.WithCancel(context.Background())
+		c, err := s.takeLiveness(lctx) // before the workers start
+		if err != nil {
+			c = nil // holdLive tries again and logs it
+		}
+		s.wg.Add(3)
+		go func() { defer s.wg.Done(); <-s.closing; lcancel() }()
+		go s.holdLive(lctx, c)
+		go s.every(deadReplicaEvery, s.sweepDeadReplicas)
 	}
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start workers: %w", err)
@@ -830,10 +835,8 @@ func (s *Store) closeDB() {
 	if s.rdb != nil && s.rdb != s.db {
 		s.rdb.Close()
 	}
-	// After the workers stopped: the lock says this replica runs jobs.
-	if s.live.conn != nil {
-		s.live.conn.Close()
-	}
+	// After the workers stopped (holdLive has ended): the lock says this
+	// replica runs jobs.
 	if s.live.db != nil {
 		s.live.db.Close()
 	}
