@@ -22,10 +22,10 @@ import (
 // PostgreSQL can tell: each replica holds, for as long as it runs, a
 // session-level advisory lock named by its client id, on a connection of
 // its own that waits on the server (pg_sleep) so that a dropped session is
-// seen, and the lock taken again, at once (holdLive). The server releases it as soon as the replica's
-// session ends — a kill, a crash, an exit — and, for a host gone without
-// closing its connections, once TCP keepalives give up on them (River's
-// rescue_after stays the bound then). Every deadReplicaEvery, each
+// seen, and the lock taken again, at once (holdLive). The server releases
+// it as soon as the replica's session ends — a kill, a crash, an exit —
+// and, for a host gone without closing its connections, once TCP
+// keepalives give up on them (River's rescue_after stays the bound then). Every deadReplicaEvery, each
 // replica looks at the jobs running under other alertfan client ids
 // (liveIDPrefix: an alertfan from before this holds no such lock and is
 // left to River's rescuer, so a rolling upgrade takes over nothing still
@@ -39,9 +39,10 @@ import (
 // back within milliseconds each time, so that sweeps seconds apart do not
 // all find it free (two fresh helpers: sweeps that kept their suspicions
 // across drops, or that caught a replica in the seconds before its next
-// check, took live replicas' jobs over and repeated 3–8 calls). Their next attempt finds no outcome recorded
-// for this one and treats its calls as maybe made (callsUnrecorded):
-// the repeats are those of any kill, the calls in flight at it.
+// check, took live replicas' jobs over and repeated 3–8 calls). The
+// jobs' next attempt finds no outcome recorded for the one taken over and
+// treats its calls as maybe made (callsUnrecorded): the repeats are those
+// of any kill, the calls in flight at it.
 //
 // Variables for the tests, which set them before a store starts.
 var (

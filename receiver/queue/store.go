@@ -713,13 +713,11 @@ func (s *Store) Start(ctx context.Context) error {
 		go s.followOutcomes(events, cancel)
 		go s.every(fetchLostEvery, s.sweepFetchLost)
 		// Held before the workers start: another replica takes over the
-		// jobs of an alertfan client id that holds none (liveness.go).
+		// jobs of an alertfan client id that holds none (liveness.go). A
+		// first take that fails is tried again, and logged, by holdLive.
 		s.live.suspects = map[string]suspect{}
 		lctx, lcancel := context.WithCancel(context.Background())
-		c, err := s.takeLiveness(lctx) // before the workers start
-		if err != nil {
-			c = nil // holdLive tries again and logs it
-		}
+		c, _ := s.takeLiveness(lctx)
 		s.wg.Add(3)
 		go func() { defer s.wg.Done(); <-s.closing; lcancel() }()
 		go s.holdLive(lctx, c)
