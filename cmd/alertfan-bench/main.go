@@ -63,6 +63,7 @@ func main() {
 	flag.IntVar(&pruneOpts.resolved, "prune.resolved", 200_000, "for -prune: alerts fired and resolved, all pruned at once")
 	flag.IntVar(&pruneOpts.rate, "prune.rate", 200, "for -prune: the probe's notifications per second")
 	reps := flag.Bool("replicas", false, "also run 1, 2 and 3 replicas on one PostgreSQL database beside SQLite, and the storm with 3 (~8 minutes)")
+	flag.DurationVar(&replicaLatency, "replicas.latency", 0, "for -replicas: the fake PagerDuty answers each drained event after this long (a distant API), so that the drain is bound by the calls each replica keeps in flight rather than by the CPU")
 	flag.StringVar(&postgresDSN, "postgres-dsn", postgresDSN, "PostgreSQL server for -replicas (default $ALERTFAN_TEST_POSTGRES_DSN); a fresh database per run")
 	flag.Parse()
 	for _, name := range strings.Split(*traces, ",") {

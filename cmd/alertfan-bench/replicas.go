@@ -32,6 +32,13 @@ type replicaRun struct {
 	total    int           // delivered in all
 }
 
+// replicaLatency is how long the fake PagerDuty takes to answer each call
+// of the drain (-replicas.latency): 0 measures a drain bound by the
+// machine's CPU, a round trip like a distant API's one bound by the calls
+// in flight that each replica keeps (at most 128 connections per target
+// host).
+var replicaLatency time.Duration
+
 // postgresDSN is the server -replicas creates its databases on.
 var postgresDSN = os.Getenv("ALERTFAN_TEST_POSTGRES_DSN")
 
@@ -71,7 +78,11 @@ func replicasBench(work, bin, dsn string, d time.Duration, senders int) error {
 	}
 	fmt.Println("### Replicas: 1, 2 and 3 alertfan processes on one PostgreSQL database, beside one on SQLite")
 	fmt.Println()
-	fmt.Printf("Ingest: %d senders for %s, spread over the replicas, PagerDuty target at 120/min. Drain: the replicas restarted together with the limit lifted, first to last delivery of everything accepted.\n\n", senders, d)
+	fmt.Printf("Ingest: %d senders for %s, spread over the replicas, PagerDuty target at 120/min. Drain: the replicas restarted together with the limit lifted, first to last delivery of everything accepted", senders, d)
+	if replicaLatency > 0 {
+		fmt.Printf(", the fake PagerDuty answering each call after %s", replicaLatency)
+	}
+	fmt.Print(".\n\n")
 	fmt.Println("| store | replicas | notifications/s | alerts/s | p99 | errors | alerts drained | drain | drained/s | drain vs 1 PostgreSQL replica |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var onePG float64
@@ -275,6 +286,7 @@ receivers:
 	mu.Lock()
 	before := len(firsts)
 	mu.Unlock()
+	pd.SetLatency(replicaLatency)
 	if ps, err = startAll(dirs, bin, false); err != nil {
 		return run, err
 	}

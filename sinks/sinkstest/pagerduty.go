@@ -48,7 +48,8 @@ type PDResponse struct {
 type PagerDuty struct {
 	*httptest.Server
 
-	conns atomic.Int64 // open connections (OpenConns)
+	conns   atomic.Int64 // open connections (OpenConns)
+	latency atomic.Int64 // SetLatency, in nanoseconds
 
 	mu       sync.Mutex
 	events   []PDEvent
@@ -112,6 +113,12 @@ func CountConns(n *atomic.Int64) func(net.Conn, http.ConnState) {
 	}
 }
 
+// SetLatency makes every answer wait d first, as a distant API does:
+// PagerDuty's events endpoint is a round trip of 100–300 ms from another
+// continent. Benchmarks use it to show what bounds deliveries when the
+// target, not the CPU, is slow.
+func (p *PagerDuty) SetLatency(d time.Duration) { p.latency.Store(int64(d)) }
+
 // URL of the events endpoint.
 func (p *PagerDuty) EventsURL() string { return p.Server.URL + "/v2/enqueue" }
 
@@ -150,6 +157,9 @@ func pdJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (p *PagerDuty) handle(w http.ResponseWriter, r *http.Request, change bool) {
+	if d := time.Duration(p.latency.Load()); d > 0 {
+		time.Sleep(d)
+	}
 	p.mu.Lock()
 	p.attempts++
 	if r.Method != http.MethodPost {
