@@ -487,23 +487,50 @@ func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
 		if _, known := fieldTypeNames[cf.TypeID]; !known {
 			return &ConfigError{fmt.Errorf("custom_fields.%s: field %q has type %d, which alertfan does not know", name, cf.Name, cf.TypeID)}
 		}
+		f.required = cf.Required
 		for _, v := range constantOutputs(text) {
-			if _, err := f.convert(v); err != nil {
+			fv, err := f.convert(v)
+			if err != nil {
 				return &ConfigError{err}
 			}
+			if f.required && len(f.orElse.values) == 0 && f.orElse.other == "" {
+				f.orElse = fv
+			}
+		}
+		if f.required && len(f.orElse.values) == 0 && f.orElse.other == "" {
+			// Backlog refuses a create without a required field, and
+			// a value the field does not take: alert by alert, as
+			// dead letters, unless there is a value to fall back on.
+			return &ConfigError{fmt.Errorf("custom_fields.%s: issue type %q requires field %q, and its template has no constant value to send when an alert renders it empty or with a value the field does not take (Backlog would refuse that alert's issue); give it a constant or an `or` default, as in '{{ or .CommonLabels.env \"prod\" }}'%s",
+				name, conf.IssueType, cf.Name, itemsHint(f))}
 		}
 		r.fields[name] = f
 	}
 	// A required field that is not configured makes every create fail.
+	var missing []string
 	for _, cf := range cfs {
 		if !cf.Required || (len(cf.ApplicableIssueTypes) > 0 && !slices.Contains(cf.ApplicableIssueTypes, r.issueTypeID)) {
 			continue
 		}
 		if _, ok := conf.CustomFields[cf.Name]; !ok {
-			return &ConfigError{fmt.Errorf("custom_fields: %q is required for issue type %q in Backlog; set it", cf.Name, conf.IssueType)}
+			missing = append(missing, strconv.Quote(cf.Name))
 		}
 	}
-	return nil
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return &ConfigError{fmt.Errorf("custom_fields: %s is required for issue type %q in Backlog; set it", missing[0], conf.IssueType)}
+	}
+	return &ConfigError{fmt.Errorf("custom_fields: %s are required for issue type %q in Backlog; set them", strings.Join(missing, ", "), conf.IssueType)}
+}
+
+// itemsHint names a list field's items for an error, "" for other fields.
+func itemsHint(f *field) string {
+	if len(f.Items) == 0 {
+		return ""
+	}
+	return "; its items: " + f.items()
 }
 
 // Marker is the token put in every issue's description so that a create
@@ -830,7 +857,7 @@ func (w *work) exec(field, text, rule string) (string, error) {
 			return "", fmt.Errorf("%s: the default template failed too: %w", field, err)
 		}
 	}
-	return strings.TrimSpace(applyRule(s, rule)), nil
+	return strings.TrimSpace(readable(applyRule(s, rule))), nil
 }
 
 // fieldDefault is the text a field takes when its template fails for an
@@ -978,9 +1005,16 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 	for _, name := range slices.Sorted(maps.Keys(v.custom)) {
 		f := ids.fields[name]
 		fv, err := f.convert(v.custom[name])
-		if err != nil {
+		switch {
+		case err != nil && f.required:
+			w.fallback("custom_fields."+name, fmt.Errorf("%w; the issue type requires the field: its template's default is sent", err))
+			fv = f.orElse
+		case err != nil:
 			w.fallback("custom_fields."+name, fmt.Errorf("%w; the field is left empty", err))
 			continue
+		case f.required && len(fv.values) == 0 && fv.other == "":
+			w.fallback("custom_fields."+name, fmt.Errorf("custom_fields.%s: rendered empty; the issue type requires the field: its template's default is sent", name))
+			fv = f.orElse
 		}
 		k := fmt.Sprintf("customField_%d", f.ID)
 		for _, val := range fv.values {

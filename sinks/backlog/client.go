@@ -105,6 +105,11 @@ func (c *Client) do(ctx context.Context, method, endpoint, path string, query, f
 	q.Set("apiKey", c.apiKey)
 	var body io.Reader
 	if form != nil {
+		for k, vs := range form {
+			for i, v := range vs {
+				form[k][i] = apiSafe(v)
+			}
+		}
 		body = strings.NewReader(form.Encode())
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path+"?"+q.Encode(), body)

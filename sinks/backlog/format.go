@@ -1,6 +1,7 @@
 package backlog
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	tmpltext "text/template"
@@ -37,6 +38,73 @@ const (
 )
 
 func truncate(s string, n int) (string, bool) { return sinks.TruncateRunes(s, n) }
+
+// readable makes a rendered value one that Backlog's API takes and that
+// reads as it was meant:
+//
+//   - a character outside Unicode's Basic Multilingual Plane (4 bytes in
+//     UTF-8: emoji, CJK Extension B kanji such as 𠮷) is written as its
+//     code point, "U+1F525": the API refuses such characters with 400
+//     "Incorrect String: %F0..." (code 7), though Backlog's web pages take
+//     them (https://qiita.com/mizukyf/items/537d18b4cfc7937f3228), and one
+//     in an alert's text would cost it its ticket;
+//   - control characters other than tab and line feed (NUL, ESC, DEL, the
+//     C1 controls) and the bidirectional embedding, override and isolate
+//     controls (U+202A–U+202E, U+2066–U+2069), which would hide text or
+//     show it reversed to the person reading the issue, are dropped.
+func readable(s string) string {
+	clean := true
+	for _, c := range s {
+		if c > 0xFFFF || dropped(c) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for _, c := range s {
+		switch {
+		case c > 0xFFFF:
+			fmt.Fprintf(&b, "U+%X", c)
+		case dropped(c):
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// dropped reports the characters readable leaves out.
+func dropped(c rune) bool {
+	switch {
+	case c == '\t' || c == '\n' || c == '\r':
+		return false
+	case c < 0x20, c >= 0x7F && c <= 0x9F:
+		return true
+	case c >= 0x202A && c <= 0x202E, c >= 0x2066 && c <= 0x2069:
+		return true
+	}
+	return false
+}
+
+// apiSafe replaces what readable would have written as a code point with
+// U+FFFD, one character for one, so that a value already cut to its
+// limit stays within it: the client's last guard for text that did not
+// come through a template.
+func apiSafe(s string) string {
+	if strings.IndexFunc(s, func(c rune) bool { return c > 0xFFFF }) < 0 {
+		return s
+	}
+	return strings.Map(func(c rune) rune {
+		if c > 0xFFFF {
+			return '\uFFFD'
+		}
+		return c
+	}, s)
+}
 
 // oneLine joins a value's lines with single spaces.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -212,6 +212,12 @@ type field struct {
 	// loc is the space's time zone (get-space's timezone), which a date
 	// field's bounds are days of; nil when alertfan does not know it.
 	loc *time.Location
+	// required is set when the configured issue type requires the field;
+	// orElse is then the value sent when the template renders one Backlog
+	// would refuse or none: the first constant the template can render
+	// (its `or` default, a branch's text), checked at start.
+	required bool
+	orElse   fieldValue
 }
 
 // fieldValue is what one custom field sends: customField_{id} values

@@ -153,6 +153,54 @@ func TestRequiredCustomFieldRefusedAtStart(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// A field the issue type requires takes its template's default (the `or`
+// default, a branch's constant) when an alert renders it empty or with a
+// value the field does not take: Backlog would refuse the create, and the
+// alert would have no ticket. A required field whose template has no such
+// default is refused at start; every required field left out is named at
+// once.
+func TestRequiredCustomFieldFallsBackToItsDefault(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.AllFieldTypes(false)
+	for i := range fake.CustomFields {
+		fake.CustomFields[i].Required = true
+	}
+	all := "custom_fields:\n" +
+		"  Note: '{{ or .CommonLabels.instance \"unknown host\" }}'\n" +
+		"  Details: '{{ or .CommonAnnotations.details \"none\" }}'\n" +
+		"  Cost: '{{ or .CommonLabels.cost \"5\" }}'\n" +
+		"  Due: '{{ if .CommonLabels.due }}{{ .CommonLabels.due }}{{ else }}2030-01-01{{ end }}'\n" +
+		"  Environment: '{{ or .CommonLabels.env \"prod\" }}'\n" +
+		"  Regions: '{{ or .CommonLabels.region \"tokyo\" }}'\n" +
+		"  Impact: users\n" +
+		"  Severity: '{{ or .CommonLabels.sev \"sev2\" }}'\n"
+	h, err := newHarness(t, fake, all)
+	require.NoError(t, err)
+	notif := sample("firing")
+	a := &notif.Alerts[0]
+	a.Labels["env"], a.Labels["cost"], a.Labels["region"] = "dev", "1,000", "nowhere"
+	delete(a.Labels, "instance")
+	require.NoError(t, h.n.Deliver(context.Background(), notif))
+	require.Zero(t, fake.CountStatus(400), "Backlog would have refused the create")
+	is := fake.Issues()
+	require.Len(t, is, 1)
+	require.Equal(t, []string{"5001"}, is[0].Custom["customField_3105"], "Environment: dev is no item, prod is sent")
+	require.Equal(t, []string{"5"}, is[0].Custom["customField_3103"], "Cost")
+	require.Equal(t, []string{"5011"}, is[0].Custom["customField_3106"], "Regions")
+	require.Equal(t, []string{"unknown host"}, is[0].Custom["customField_3101"], "Note")
+	require.Equal(t, 1.0, h.fallbacks("custom_fields.Environment"))
+
+	// No default to fall back on: refused at start, naming the field.
+	_, err = newHarness(t, fake, strings.Replace(all, "'{{ or .CommonLabels.instance \"unknown host\" }}'", "'{{ .CommonLabels.instance }}'", 1))
+	require.ErrorContains(t, err, `custom_fields.Note: issue type "Bug" requires field "Note", and its template has no constant value`)
+	_, err = newHarness(t, fake, strings.Replace(all, "'{{ or .CommonLabels.env \"prod\" }}'", "'{{ .CommonLabels.env }}'", 1))
+	require.ErrorContains(t, err, `its items: "prod", "stg"`)
+	// Every required field left out, at once.
+	_, err = newHarness(t, fake, "custom_fields:\n  Impact: users\n")
+	require.ErrorContains(t, err, `custom_fields: "Note", "Details", "Cost", "Due", "Environment", "Regions", "Severity" are required for issue type "Bug"`)
+}
+
 // A field that does not apply to the configured issue type is refused at
 // start (Backlog would ignore or refuse its value on every create); a
 // same-named field of the configured type is the one used.
@@ -285,6 +333,44 @@ func TestLimits(t *testing.T) {
 			require.Len(t, is[0].Comments, 1)
 			require.Equal(t, sinkstest.BacklogMaxComment, len([]rune(is[0].Comments[0])))
 			require.Zero(t, fake.CountStatus(400))
+		})
+	}
+}
+
+// Characters Backlog's API refuses (outside the Basic Multilingual Plane:
+// emoji, CJK Extension B kanji) are written as their code points, and
+// controls that would hide or reverse text are dropped, in every field,
+// comments included: the ticket is created, never dead-lettered for them.
+func TestCharactersTheAPIRefusesAreMapped(t *testing.T) {
+	for _, sp := range spaces {
+		t.Run(sp.name, func(t *testing.T) {
+			fake := sp.new(apiKey)
+			defer fake.Close()
+			fake.IssueTypes["Bug"] = 2005
+			h, err := newHarness(t, fake, "on_repeat: comment\nrepeat_comment: 'still 🔥 {{ .CommonAnnotations.summary }}'\n")
+			require.NoError(t, err)
+			notif := sample("firing")
+			a := &notif.Alerts[0]
+			a.Annotations["summary"] = "🔥 CPU 99% on 𠮷野家-db\x00\x1b[31m\x7f\u202eevil"
+			a.Labels["instance"] = "𠮷野家-1\u2066x\u2069"
+			a.Annotations["description"] = "line 1 👨\u200d👩\nline 2\tok\u0085"
+			ctx := context.Background()
+			require.NoError(t, h.n.Deliver(ctx, notif))
+			is := fake.Issues()
+			require.Len(t, is, 1)
+			require.Contains(t, is[0].Summary, "U+1F525 CPU 99% on U+20BB7野家-db[31mevil")
+			require.Contains(t, is[0].Description, "U+20BB7野家-1x")
+			require.Contains(t, is[0].Description, "line 2\tok")
+			require.Contains(t, is[0].Description, "U+1F468\u200dU+1F469")
+			for _, s := range []string{is[0].Summary, is[0].Description} {
+				require.False(t, strings.ContainsAny(s, "\x00\x1b\x7f\u0085\u202e\u2066\u2069"), "%q", s)
+			}
+			a.Annotations["summary"] = "changed 🚨"
+			require.NoError(t, h.n.Deliver(ctx, notif))
+			is = fake.Issues()
+			require.NotEmpty(t, is[0].Comments)
+			require.Contains(t, is[0].Comments[len(is[0].Comments)-1], "U+1F6A8")
+			require.Zero(t, fake.CountStatus(400), "the fake refuses 4-byte characters as Backlog does")
 		})
 	}
 }

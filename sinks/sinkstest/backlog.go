@@ -603,6 +603,20 @@ func (b *Backlog) serve(rw http.ResponseWriter, r *http.Request) {
 			backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Malformed form body.")
 			return
 		}
+		// Backlog's API refuses any character outside the Basic
+		// Multilingual Plane (4 bytes in UTF-8: emoji, CJK Extension B
+		// kanji such as 𠮷), though its web pages take them: 400,
+		// code 7, "Incorrect String: %F0..." with the character's first
+		// bytes percent-encoded (reported against the API in 2024:
+		// https://qiita.com/mizukyf/items/537d18b4cfc7937f3228).
+		for _, vs := range r.PostForm {
+			for _, v := range vs {
+				if i := strings.IndexFunc(v, func(c rune) bool { return c > 0xFFFF }); i >= 0 {
+					backlogErr(w, http.StatusBadRequest, BacklogInvalidRequestError, "Incorrect String: "+strings.ToUpper(url.QueryEscape(v[i:i+4]))+"...")
+					return
+				}
+			}
+		}
 	}
 	if role := b.roleType(); r.Method != http.MethodGet && (role == 4 || role == 6 ||
 		(role == 3 || role == 5) && !(r.Method == http.MethodPost && (strings.TrimSuffix(r.URL.Path, "/") == "/api/v2/issues" || strings.HasSuffix(r.URL.Path, "/comments")))) {
