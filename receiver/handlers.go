@@ -234,6 +234,11 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		s.logger.Warn("Alertmanager message over intake.max_alerts_per_notification: taken with its first alerts (firing first), the rest left out as with Alertmanager's max_alerts; in alert mode the alerts left out are not delivered. Raise intake.max_alerts_per_notification above the largest group, or set max_alerts on the webhook_configs",
 			"receiver", src.Receiver, "alerts", n, "kept", limit, "group_key", sinks.Abbreviate(src.GroupKey, 256))
 	}
+	if n := cutAnnotations(rt.cfg.Intake, alerts); n > 0 {
+		s.metrics.annotationsCut.Add(float64(n))
+		s.logger.Warn("Alertmanager message with annotations over intake.max_annotation_value_length: taken with them cut to the limit (ending in …), not refused, since Alertmanager never retries a 400 and its group's pages would be lost",
+			"receiver", src.Receiver, "cut", n, "limit", rt.cfg.Intake.MaxAnnotationValueLength, "group_key", sinks.Abbreviate(src.GroupKey, 256))
+	}
 	if err := checkLimits(rt.cfg.Intake, alerts, func(i int) string { return fmt.Sprintf("alerts[%d]", i) }); err != nil {
 		s.refuse(r, input, "over_limit", err.Error())
 		writeError(w, http.StatusBadRequest, "over an intake limit", err)

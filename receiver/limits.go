@@ -71,6 +71,27 @@ func (rr *reservingReader) Read(p []byte) (int, error) {
 
 func (rr *reservingReader) Close() error { return rr.r.Close() }
 
+// cutAnnotations cuts, in place, every annotation value of alerts longer
+// than intake.max_annotation_value_length to the limit, ending in "…"
+// (3 bytes) within it, and returns how many it cut. Used for Alertmanager
+// messages: Alertmanager never retries a 400 and resends a group whole, so
+// refusing a message for one alert's long annotation (a description that
+// templates a large $value, a runbook pasted in) would lose every page of
+// its group for good. Annotations are content only — no identity, no
+// routing — so a cut one is the alert as it was, shorter.
+func cutAnnotations(c config.IntakeConfig, alerts []sinks.Alert) int {
+	n := 0
+	for i := range alerts {
+		for k, v := range alerts[i].Annotations {
+			if len(v) > c.MaxAnnotationValueLength && c.MaxAnnotationValueLength > len("…") {
+				alerts[i].Annotations[k] = sinks.CutBytes(v, c.MaxAnnotationValueLength-len("…")) + "…"
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // checkLimits enforces intake's per-request limits on decoded alerts;
 // field(i) names alert i in the sender's terms. The error names the field
 // and the limit.

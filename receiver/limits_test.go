@@ -51,7 +51,6 @@ func TestIntakeLimits(t *testing.T) {
 		{"label name length", "/webhook", amBody(limitsAlert(`"alertname":"A","`+long(17)+`":"1"`, "")), "alerts[0].labels", "intake.max_name_length (16)"},
 		{"annotation name length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"`+long(17)+`":"1"`)), "alerts[0].annotations", "intake.max_name_length (16)"},
 		{"label value length", "/webhook", amBody(limitsAlert(`"alertname":"A","instance":"`+long(33)+`"`, "")), "alerts[0].labels.instance", "intake.max_label_value_length (32)"},
-		{"annotation value length", "/webhook", amBody(limitsAlert(`"alertname":"A"`, `"summary":"`+long(65)+`"`)), "alerts[0].annotations.summary", "intake.max_annotation_value_length (64)"},
 		{"invalid UTF-8 value", "/webhook", amBody(limitsAlert(`"alertname":"A","instance":"db-1`+"\xff"+`"`, "")), "alerts[0].labels.instance", "UTF-8"},
 		{"invalid UTF-8 name", "/webhook", amBody(ok, limitsAlert(`"alertname":"A","in`+"\xfe"+`st":"x"`, "")), `alerts[1].labels."in` + "\ufffd" + `st" (name)`, "UTF-8"},
 		// PagerDuty endpoints: PagerDuty's own event size (pdLimits).
@@ -73,10 +72,36 @@ func TestIntakeLimits(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	require.Empty(t, pd.Events(), "nothing of a refused request is stored or sent")
 	_, m := ts.get(t, "/metrics")
-	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="over_limit"} 5`)
+	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="over_limit"} 4`)
 	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="accepted"} 0`)
 	code, _ := ts.post(t, "/webhook", amBody(ok, ok))
 	require.Equal(t, 200, code, "within the limits is accepted")
+}
+
+// An Alertmanager message with an annotation over
+// max_annotation_value_length is taken with it cut to the limit, not
+// refused: Alertmanager never retries a 400, and the other alerts of its
+// group (here a critical one) would never page.
+func TestIntakeLongAnnotationIsCutNotRefused(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), "intake:\n  max_annotation_value_length: 64\n"))
+	long := strings.Repeat("é", 40) // 80 bytes
+	code, body := ts.post(t, "/webhook", amBody(
+		limitsAlert(`"alertname":"Noisy","instance":"a"`, `"description":"`+long+`","summary":"short"`),
+		limitsAlert(`"alertname":"DatabaseDown","severity":"critical","instance":"db-1"`, `"summary":"db-1 is down"`)))
+	require.Equal(t, 200, code, "%v", body)
+	settle(t, ts)
+	evs := eventsFor(pd, "trigger")
+	require.Len(t, evs, 2, "both alerts page")
+	all := string(evs[0].Raw) + string(evs[1].Raw)
+	require.Contains(t, all, "db-1 is down")
+	cut := strings.Repeat("é", 30) + "…" // 60 + 3 bytes, within 64, on a character boundary
+	require.Contains(t, all, cut)
+	require.NotContains(t, all, strings.Repeat("é", 31))
+	_, m := ts.get(t, "/metrics")
+	require.Contains(t, m, "alertfan_annotations_cut_total 1")
+	require.Contains(t, ts.logs.String(), "over intake.max_annotation_value_length")
 }
 
 // An Alertmanager message with more alerts than

@@ -16,6 +16,7 @@ type metrics struct {
 	expired         *prometheus.CounterVec
 	heldResolves    *prometheus.CounterVec
 	overLimit       prometheus.Counter
+	annotationsCut  prometheus.Counter
 	intakeDuration  *prometheus.HistogramVec
 	reloadOK        prometheus.Gauge
 	reloadTimestamp prometheus.Gauge
@@ -64,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "alertfan_alerts_left_out_total",
 			Help: "Alerts of Alertmanager messages over intake.max_alerts_per_notification that alertfan left out, as Alertmanager's max_alerts does (firing alerts are kept first): the message is taken with the rest, and its truncatedAlerts grows by them.",
 		}),
+		annotationsCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_annotations_cut_total",
+			Help: "Annotation values of Alertmanager messages over intake.max_annotation_value_length that alertfan cut to the limit (ending in …) instead of refusing the message, which Alertmanager would never send again.",
+		}),
 		intakeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "alertfan_intake_duration_seconds",
 			Help:    "Time to decode, route and durably commit one intake request.",
@@ -107,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.alerts.WithLabelValues(in, st)
 		}
 	}
-	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.heldResolves, m.overLimit, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
+	reg.MustRegister(m.notifications, m.alerts, m.routed, m.dropped, m.stale, m.sticky, m.expired, m.heldResolves, m.overLimit, m.annotationsCut, m.intakeDuration, m.reloadOK, m.reloadTimestamp, m.targets, m.reservedRemoved, m.targetReady, m.storeCanCommit, m.restartRequired)
 	reg.MustRegister(pagerduty.Collectors()...)
 	return m
 }
