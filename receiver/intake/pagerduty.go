@@ -275,21 +275,23 @@ func pdContext(links []sinks.PDLink, images []sinks.PDImage) ([]sinks.PDLink, []
 
 // detailAnnotations turns custom_details into annotations: each key of an
 // object becomes one; any other value becomes the annotation
-// "custom_details" (a string as it is, other JSON as JSON).
+// "custom_details" (a string as it is, other JSON as the sender wrote it,
+// compacted). Values are never decoded into Go numbers: an id such as
+// 1234567890123456789 (Datadog's, Sentry's) is beyond float64's 2^53 and
+// would reach the ticket as 1234567890123456800.
 func detailAnnotations(ann map[string]string, raw json.RawMessage) {
 	if isJSONNull(raw) {
 		return
 	}
-	var obj map[string]any
+	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) == nil {
 		for k, v := range obj {
 			ann[k] = detailString(v)
 		}
 		return
 	}
-	var v any
-	if json.Unmarshal(raw, &v) == nil {
-		ann["custom_details"] = detailString(v)
+	if json.Valid(raw) {
+		ann["custom_details"] = detailString(raw)
 	}
 }
 
@@ -312,15 +314,14 @@ func setIf(m map[string]string, k, v string) {
 	}
 }
 
-func detailString(v any) string {
-	if s, ok := v.(string); ok {
+// detailString is one custom_details value as an annotation: a JSON
+// string unquoted, anything else compacted as it came.
+func detailString(raw json.RawMessage) string {
+	var s string
+	if !isJSONNull(raw) && json.Unmarshal(raw, &s) == nil {
 		return s
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
+	return string(compactJSON(raw))
 }
 
 // pdIdentity is a PagerDuty event's alert identity. PagerDuty keeps one
