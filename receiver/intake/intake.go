@@ -95,12 +95,115 @@ func decodeJSON(body []byte, v any) error {
 	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			// encoding/json names the field without array indexes or
+			// map keys (alerts.labels); the sender needs which one.
+			if p := valuePathOf(body, te.Field, te.Value); p != "" {
+				te.Field = p
+			}
+		}
 		return jsonError(err)
 	}
 	if dec.More() {
 		return fieldErr("", "unexpected data after the JSON object")
 	}
 	return nil
+}
+
+// valuePathOf is the path, as alerts[17].labels.replicas, of the first
+// JSON value of body that encoding/json names field (alerts.labels: no
+// array indexes, no map keys) and whose kind is kind (an
+// UnmarshalTypeError's Value: "number", "object", …); "" when none is.
+// The error's Offset is no help: within a type's own UnmarshalJSON it
+// counts from that value's start.
+func valuePathOf(body []byte, field, kind string) string {
+	type frame struct {
+		obj     bool
+		key     string
+		idx     int
+		wantKey bool
+	}
+	var stack []*frame
+	paths := func() (full, bare string) {
+		var b, n strings.Builder
+		for _, f := range stack {
+			if f.obj {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+					n.WriteByte('.')
+				}
+				b.WriteString(f.key)
+				n.WriteString(f.key)
+			} else {
+				fmt.Fprintf(&b, "[%d]", f.idx)
+			}
+		}
+		return b.String(), n.String()
+	}
+	kindOf := func(tok json.Token) string {
+		switch tok.(type) {
+		case json.Delim:
+			if tok == json.Delim('{') {
+				return "object"
+			}
+			return "array"
+		case string:
+			return "string"
+		case float64, json.Number:
+			return "number"
+		case bool:
+			return "bool"
+		}
+		return "null"
+	}
+	// A map element named by its key (alerts.labels.replicas) is what
+	// the error means when there is one; the value at field itself only
+	// when there is none (labels that are an array).
+	exact := ""
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return exact
+		}
+		var t *frame
+		if len(stack) > 0 {
+			t = stack[len(stack)-1]
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 && stack[len(stack)-1].obj {
+				stack[len(stack)-1].wantKey = true
+			}
+			continue
+		}
+		if k, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
+			t.key, t.wantKey = k, false
+			continue
+		}
+		if t != nil && !t.obj {
+			t.idx++
+		}
+		if full, bare := paths(); kindOf(tok) == kind {
+			switch {
+			case strings.HasPrefix(bare, field+".") && !strings.Contains(bare[len(field)+1:], "."):
+				return full
+			case bare == field && exact == "":
+				exact = full
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{idx: -1})
+		default:
+			if t != nil && t.obj {
+				t.wantKey = true
+			}
+		}
+	}
 }
 
 func jsonError(err error) error {

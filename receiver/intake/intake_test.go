@@ -156,9 +156,9 @@ func TestValidationErrors(t *testing.T) {
 		{"am not utf-8", am, "{\"version\":\"\xff\"}", "", "UTF-8"},
 		{"am version type", am, `{"version":4}`, "version", "must be a string"},
 		{"am alerts type", am, `{"version":"4","alerts":{}}`, "alerts", "must be an array"},
-		{"am labels type", am, `{"version":"4","alerts":[{"labels":[]}]}`, "alerts.labels", "must be an object"},
-		{"am label value type", am, `{"version":"4","alerts":[{"labels":{"a":1}}]}`, "alerts.labels", "must be a string"},
-		{"am commonLabels value type", am, `{"version":"4","commonLabels":{"severity":1},"alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "commonLabels", "must be a string"},
+		{"am labels type", am, `{"version":"4","alerts":[{"labels":[]}]}`, "alerts[0].labels", "must be an object"},
+		{"am label value type", am, `{"version":"4","alerts":[{"labels":{"a":1}}]}`, "alerts[0].labels.a", "must be a string"},
+		{"am commonLabels value type", am, `{"version":"4","commonLabels":{"severity":1},"alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "commonLabels.severity", "must be a string"},
 		{"am commonAnnotations type", am, `{"version":"4","commonAnnotations":"x","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z"}]}`, "commonAnnotations", "must be an object"},
 		{"am startsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"yesterday"}]}`, "alerts[0].startsAt", "RFC 3339"},
 		{"am endsAt format", am, `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"later"}]}`, "alerts[0].endsAt", "RFC 3339"},
@@ -188,7 +188,7 @@ func TestValidationErrors(t *testing.T) {
 		{"pd links type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":{"href":"x"}}`, "links", "must be an array"},
 		{"pd over 512 KB", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","custom_details":"` + strings.Repeat("x", 512000) + `"}}`, "", "too large"},
 		{"pd payload type", pd, `{` + rk + `,"event_action":"trigger","payload":"x"}`, "payload", "must be an object"},
-		{"pd link type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":[1]}`, "links", "must be an object"},
+		{"pd link type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info"},"links":[1]}`, "links[0]", "must be an object"},
 		{"pd summary type", pd, `{` + rk + `,"event_action":"trigger","payload":{"summary":1,"source":"h","severity":"info"}}`, "payload.summary", "must be a string"},
 		{"pd change no summary", pdc, `{` + rk + `,"payload":{"source":"x"}}`, "payload.summary", "missing"},
 		{"pd change no payload", pdc, `{` + rk + `}`, "payload", "missing"},
@@ -201,9 +201,9 @@ func TestValidationErrors(t *testing.T) {
 		{"mackerel NUL in id", mk, `{"event":"alert","alert":{"id":"x\u0000y","status":"critical"}}`, "alert.id", "NUL"},
 		{"mackerel NUL in alert group id", mk, `{"event":"alertGroup","alertGroup":{"id":"g\u0000","status":"CRITICAL"}}`, "alertGroup.id", "NUL"},
 		{"mackerel bad status", mk, `{"event":"alert","alert":{"id":"x","status":"bad"}}`, "alert.status", "must be one of"},
-		{"mackerel role type", mk, `{"event":"alert","service":{"name":"s","roles":[1]},"alert":{"id":"x","status":"critical"}}`, "service.roles", "must be a role object or a role name"},
+		{"mackerel role type", mk, `{"event":"alert","service":{"name":"s","roles":[1]},"alert":{"id":"x","status":"critical"}}`, "service.roles[0]", "must be a role object or a role name"},
 		{"mackerel roles type", mk, `{"event":"alert","host":{"name":"h","roles":"web"},"alert":{"id":"x","status":"critical"}}`, "host.roles", "must be an array"},
-		{"mackerel metric labels type", mk, `{"event":"alert","metric":{"labels":{"a":1}},"alert":{"id":"x","status":"critical"}}`, "metric.labels", "must be a string"},
+		{"mackerel metric labels type", mk, `{"event":"alert","metric":{"labels":{"a":1}},"alert":{"id":"x","status":"critical"}}`, "metric.labels.a", "must be a string"},
 		{"mackerel metricValue type", mk, `{"event":"alert","alert":{"id":"x","status":"ok","metricValue":"high"}}`, "alert.metricValue", "must be a number"},
 	}
 	for _, c := range cases {
@@ -224,6 +224,36 @@ func TestValidationErrors(t *testing.T) {
 				}
 				require.Contains(t, fields, c.field, err.Error())
 			}
+		})
+	}
+}
+
+// A value of the wrong JSON type is named with its array index and map
+// key (encoding/json alone says alerts.labels), on every input.
+func TestTypeErrorsNameTheElement(t *testing.T) {
+	am := func(labels string) []byte {
+		return []byte(`{"version":"4","status":"firing","receiver":"x","groupKey":"g","alerts":[` +
+			`{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-11-28T10:00:00Z"},` +
+			`{"status":"firing","labels":` + labels + `,"startsAt":"2026-11-28T10:00:00Z"}]}`)
+	}
+	cases := []struct {
+		name   string
+		decode func() error
+		field  string
+	}{
+		{"number label", func() error { _, _, err := DecodeAlertmanager(am(`{"alertname":"B","replicas":3}`)); return err }, "alerts[1].labels.replicas"},
+		{"object label", func() error { _, _, err := DecodeAlertmanager(am(`{"alertname":"B","x":{"y":"z"}}`)); return err }, "alerts[1].labels.x"},
+		{"labels not an object", func() error { _, _, err := DecodeAlertmanager(am(`["a"]`)); return err }, "alerts[1].labels"},
+		{"mackerel role", func() error {
+			_, err := DecodeMackerel([]byte(`{"event":"alert","host":{"id":"h1","name":"web","roles":[{"serviceName":"s","roleName":"r"},{"serviceName":"s","roleName":7}]},"alert":{"id":"a1","status":"critical","isOpen":true,"monitorName":"m","createdAt":1700000000000}}`), true, time.Now())
+			return err
+		}, "host.roles[1].roleName"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.decode()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.field)
 		})
 	}
 }
