@@ -175,12 +175,18 @@ func mdEscape(s string) string {
 }
 
 // Backlog notation (the "Backlog" text formatting rule of Backlog's help
-// pages) has no escape character: markup pairs are broken with a zero-width space, a
-// table cell's "|" becomes a full-width "｜" and a line break inside a cell
-// is "&br;".
+// pages) has no escape character: markup is broken with a zero-width
+// space, a table cell's "|" becomes a full-width "｜" and a line break
+// inside a cell is "&br;". Only markup is broken — '' and %% pairs, [[
+// links ]], the {code} and {quote} blocks, &color(…) { }, the #image(…)
+// family of macros, &br; — so that text a person copies from the issue (a
+// PromQL selector's {job="api"}, a jsonpath) carries no invisible
+// character (helper 78).
 var blInline = strings.NewReplacer(
 	"''", "'\u200b'", "%%", "%\u200b%", "[[", "[\u200b[", "]]", "]\u200b]",
-	"{", "{\u200b", "&br;", "&\u200bbr;",
+	"{code", "{\u200bcode", "{/code", "{\u200b/code", "{quote", "{\u200bquote", "{/quote", "{\u200b/quote",
+	"&color(", "&\u200bcolor(", "&br;", "&\u200bbr;",
+	"#image(", "#\u200bimage(", "#thumbnail(", "#\u200bthumbnail(", "#attach(", "#\u200battach(", "#rev(", "#\u200brev(",
 )
 
 func escapeText(s, rule string) string {

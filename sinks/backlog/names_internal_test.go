@@ -49,6 +49,8 @@ func TestEscaping(t *testing.T) {
 		{"md text map brackets", "LABELS = map[a:b]", RuleMarkdown, kindText, `LABELS = map\[a:b\]`},
 		{"backlog cell pipe and newline", "a|b\nc", RuleBacklog, kindCell, "a｜b&br;c"},
 		{"backlog cell markup", "''b'' [[x]] {code}", RuleBacklog, kindCell, "'\u200b'b'\u200b' [\u200b[x]\u200b] {\u200bcode}"},
+		{"backlog text selector copies clean", `sum(rate(http_requests_total{job="api"}[5m])) jsonpath={.items[*]}`, RuleBacklog, kindText, `sum(rate(http_requests_total{job="api"}[5m])) jsonpath={.items[*]}`},
+		{"backlog text blocks and macros", "{quote}x{/quote} &color(red) { y } #image(a.png)", RuleBacklog, kindText, "{\u200bquote}x{\u200b/quote} &\u200bcolor(red) { y } #\u200bimage(a.png)"},
 		{"backlog text heading", "* not a heading\n- not a list", RuleBacklog, kindText, "\u200b* not a heading\n\u200b- not a list"},
 		{"backlog text html passes", "<b>x</b>", RuleBacklog, kindText, "<b>x</b>"},
 		{"plain fields keep the value", "a|*b*\nc", RulePlain, kindCell, "a|*b*\nc"},
