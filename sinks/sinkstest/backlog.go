@@ -45,6 +45,11 @@ const (
 	BacklogMaxComment = 50000
 )
 
+// subjectLength is Backlog's answer to an empty summary or one over 255
+// characters (code 7; the English text, measured against the API in 2025:
+// https://qiita.com/otLenz/items/8e21020b37880f6392c6).
+const subjectLength = "The Subject must be no shorter than 1 and no longer than 255."
+
 // Custom field types (typeId of get-custom-field-list,
 // https://developer.nulab.com/docs/backlog/api/2/get-custom-field-list/).
 const (
@@ -904,11 +909,11 @@ func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
 	}
 	summary := r.PostForm.Get("summary")
 	if strings.TrimSpace(summary) == "" {
-		bad("Please input summary.")
+		bad(subjectLength)
 		return
 	}
 	if runes(summary) > BacklogMaxSummary {
-		bad("Please input summary within 255 characters.")
+		bad(subjectLength)
 		return
 	}
 	if strings.ContainsAny(summary, "\r\n") {
@@ -917,7 +922,7 @@ func (b *Backlog) createIssue(w http.ResponseWriter, r *http.Request) {
 	}
 	desc := r.PostForm.Get("description")
 	if runes(desc) > BacklogMaxBody {
-		bad("Description is too long.")
+		bad("The Description must be no longer than 100,000 characters.")
 		return
 	}
 	tid, ok := formInt(r, "issueTypeId")
@@ -1010,14 +1015,14 @@ func (b *Backlog) updateIssue(w http.ResponseWriter, r *http.Request, key string
 	}
 	if v, set := r.PostForm["summary"]; set {
 		if strings.TrimSpace(v[0]) == "" || runes(v[0]) > BacklogMaxSummary || strings.ContainsAny(v[0], "\r\n") {
-			bad("Please input summary within 255 characters.")
+			bad(subjectLength)
 			return
 		}
 		next.Summary = v[0]
 	}
 	if v, set := r.PostForm["description"]; set {
 		if runes(v[0]) > BacklogMaxBody {
-			bad("Description is too long.")
+			bad("The Description must be no longer than 100,000 characters.")
 			return
 		}
 		next.Description = v[0]

@@ -123,7 +123,11 @@ func TestFakeBacklogFollowsTheDocs(t *testing.T) {
 	}{
 		{"minimal issue", with(), 201, ""},
 		{"summary of 255 characters", url.Values{"projectId": {"1001"}, "summary": {strings.Repeat("あ", 255)}, "issueTypeId": {"2001"}, "priorityId": {"3"}}, 201, ""},
-		{"summary of 256 characters", url.Values{"projectId": {"1001"}, "summary": {strings.Repeat("あ", 256)}, "issueTypeId": {"2001"}, "priorityId": {"3"}}, 400, "within 255"},
+		{"summary of 256 characters", url.Values{"projectId": {"1001"}, "summary": {strings.Repeat("あ", 256)}, "issueTypeId": {"2001"}, "priorityId": {"3"}}, 400, "no longer than 255"},
+		{"empty summary", url.Values{"projectId": {"1001"}, "summary": {" "}, "issueTypeId": {"2001"}, "priorityId": {"3"}}, 400, "no shorter than 1"},
+		{"emoji in the summary", url.Values{"projectId": {"1001"}, "summary": {"🔥 CPU"}, "issueTypeId": {"2001"}, "priorityId": {"3"}}, 400, "Incorrect String: %F0%9F%94%A5"},
+		{"CJK Extension B kanji in a custom field", with("customField_3101", "𠮷野家"), 400, "Incorrect String: %F0"},
+		{"3-byte characters are fine", with("customField_3101", "吉野家 ✓ ①"), 201, ""},
 		{"priority 1 does not exist", url.Values{"projectId": {"1001"}, "summary": {"s"}, "issueTypeId": {"2001"}, "priorityId": {"1"}}, 400, "priorityId"},
 		{"list by item id", with("customField_3105", "5001"), 201, ""},
 		{"list by name is refused", with("customField_3105", "prod"), 400, "valid item id"},
