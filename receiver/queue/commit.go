@@ -641,6 +641,16 @@ func (s *Store) schedule(sch scheduler, target string, n, class int) (d time.Dur
 	return sch.Schedule(n, class)
 }
 
+// unschedule is sch.Unschedule, with schedule's guard against a panic.
+func (s *Store) unschedule(sch scheduler, target string, n, class int) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logPanic("A sink's rate-limit release panicked", r, "target", target)
+		}
+	}()
+	sch.Unschedule(n, class)
+}
+
 // On PostgreSQL several transactions write at once: intake's committers
 // (4 per process) and every replica's. An op that reads what it decides
 // by (an alert's row: is this update stale, which targets hold it) must

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/alertfan/alertfan/sinks"
 )
 
 // Phase is where one (target, key) stands in its destination's lifecycle:
@@ -647,6 +649,18 @@ func (b *batch) acceptUpdate(ctx context.Context, u *Update, res *Accepted) (boo
 				}
 			}
 		}
+	}
+	if tracked && !known && u.Want == PhaseResolved && len(u.Items) > 0 {
+		// A resolve of an alert this store never saw fire is passed on
+		// (plan), but it ends nothing alertfan paged anyone for: on a
+		// rate-limited target it goes after every trigger, not before
+		// them as the resolve of a page does (1,000 such resolves held a
+		// critical page back 16 minutes: a fresh helper). A copy, as above.
+		items := slices.Clone(u.Items)
+		for i := range items {
+			items[i].Priority = sinks.PriorityInfo
+		}
+		u.Items = items
 	}
 	sort.SliceStable(u.Items, func(i, j int) bool { return u.Items[i].Target < u.Items[j].Target })
 	recorded := false

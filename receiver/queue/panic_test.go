@@ -225,6 +225,7 @@ func TestPanicAfterTheCallStillResolves(t *testing.T) {
 type schedulingSink struct{ recordingSink }
 
 func (*schedulingSink) Schedule(n, class int) time.Duration { panic("schedule bug") }
+func (*schedulingSink) Unschedule(n, class int)             {}
 
 var _ scheduler = (*schedulingSink)(nil)
 

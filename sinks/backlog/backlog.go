@@ -224,6 +224,9 @@ func (n *Notifier) Schedule(keys, class int) time.Duration {
 	return n.lim().Schedule(keys, class, maxLimiterWait)
 }
 
+// Unschedule gives back keys deliveries Schedule booked that need no call.
+func (n *Notifier) Unschedule(keys, class int) { n.lim().Release(keys, class) }
+
 func (n *Notifier) lim() *sinks.Limiter { return n.limiter.Load() }
 
 // userLimiter keys the limiter by the space and the API key's user.
@@ -1174,9 +1177,11 @@ func (w *work) repeat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if msg == "" && len(form) == 0 {
-		return nil
-	}
+	// The issue is read even when nothing would be written to it: a
+	// firing reaches the sink only when it changed something (repeats
+	// fold before the queue), and one a person deleted is opened again,
+	// as the README's table says, whatever on_repeat is (a read takes
+	// nothing from the write budget).
 	is, err := w.current(ctx)
 	if err != nil {
 		return err

@@ -94,6 +94,11 @@ func TestPeopleWin(t *testing.T) {
 			},
 		},
 		{
+			name:   "deleted in Backlog, next change of the firing alert opens a new one, on_repeat none",
+			steps:  []step{{deliver: "firing"}, {person: del}, {deliver: "changed"}},
+			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues"},
+		},
+		{
 			name:   "deleted, then resolved, then firing again: a new issue",
 			steps:  []step{{deliver: "firing"}, {person: del}, {deliver: "resolved"}, {deliver: "refire"}},
 			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues"},
@@ -162,6 +167,9 @@ func TestPeopleWin(t *testing.T) {
 					case "refire":
 						n = sample("firing")
 						n.Alerts[0].StartsAt = n.Alerts[0].StartsAt.Add(time.Hour)
+					case "changed":
+						n = sample("firing")
+						n.Alerts[0].Annotations["summary"] = "Disk /var is 99% full"
 					case "ack":
 						n = sample("firing")
 						n.Alerts[0].Action = sinks.ActionAcknowledge

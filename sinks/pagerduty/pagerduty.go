@@ -146,6 +146,9 @@ func (n *Notifier) Schedule(keys, class int) time.Duration {
 	return n.limiter.Schedule(keys, class, maxLimiterWait)
 }
 
+// Unschedule gives back keys deliveries Schedule booked that need no call.
+func (n *Notifier) Unschedule(keys, class int) { n.limiter.Release(keys, class) }
+
 // Destination names the PagerDuty service this config opens incidents on:
 // its routing key (and the mode, which keys incidents differently), not
 // the URL — the US or EU endpoint or a proxy reach the same service
