@@ -177,7 +177,7 @@ func mdEscape(s string) string {
 // Backlog notation (the "Backlog" text formatting rule of Backlog's help
 // pages) has no escape character: markup is broken with a zero-width
 // space, a table cell's "|" becomes a full-width "｜" and a line break
-// inside a cell is "&br;". Only markup is broken — ” and %% pairs, [[
+// inside a cell is "&br;". Only markup is broken — the bold (two apostrophes) and %% pairs, [[
 // links ]], the {code} and {quote} blocks, &color(…) { }, the #image(…)
 // family of macros, &br; — so that text a person copies from the issue (a
 // PromQL selector's {job="api"}, a jsonpath) carries no invisible
