@@ -468,3 +468,34 @@ func TestRollingReloadInsertingADestination(t *testing.T) {
 	_, m := replicas[1].get(t, "/metrics")
 	require.Contains(t, m, `alertfan_notifications_received_total{input="alertmanager",outcome="config_differs"} 1`)
 }
+
+// Backlog targets of two receivers writing to one project in one mode
+// are allowed (different alerts may go to each), but an alert reaching
+// both gets an issue from each: check-config and the log say so.
+func TestSharedBacklogProjectIsWarned(t *testing.T) {
+	b := sinkstest.NewBacklog(backlogKey)
+	defer b.Close()
+	cfg := fmt.Sprintf(`
+route:
+  receiver: oncall
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: oncall
+      continue: true
+    - matchers: ['team="db"']
+      receiver: db-team
+receivers:
+  - name: oncall
+    backlog_configs:
+      - {api_url: %[1]s, api_key: %[2]s, project: OPS, issue_type: Bug}
+  - name: db-team
+    backlog_configs:
+      - {api_url: %[1]s, api_key: %[2]s, project: OPS, issue_type: Task}
+`, b.URL, backlogKey)
+	out, err := checkConfigFile(t, cfg)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "WARNING: Backlog targets oncall/backlog/0, db-team/backlog/0 write to the same project in the same mode")
+	out, err = checkConfigFile(t, strings.Replace(cfg, "issue_type: Task}", "issue_type: Task, mode: group}", 1))
+	require.NoError(t, err, out)
+	require.NotContains(t, out, "WARNING", "group mode keys issues by group: another destination")
+}

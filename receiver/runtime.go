@@ -55,6 +55,9 @@ type runtime struct {
 	pdLimiter *rate.Limiter
 	// loadedAt is when this config was loaded (start or reload).
 	loadedAt time.Time
+	// warnings are what the config allows but users rarely mean
+	// (sharedBacklogProjects), logged at load and printed by check-config.
+	warnings []string
 }
 
 // deps are what building a runtime needs beyond the config.
@@ -138,6 +141,10 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 		}
 	}
 	rt.hasToken = len(rt.tokenSums) > 0
+	rt.warnings = sharedBacklogProjects(cfg, rt)
+	for _, w := range rt.warnings {
+		d.logger.Warn(w)
+	}
 	for name, k := range cfg.Intake.PagerDuty.RoutingKeys {
 		rt.pdKeys[sha256.Sum256([]byte(k))] = name
 	}
@@ -145,6 +152,38 @@ func buildRuntime(ctx context.Context, cfg *config.Config, d deps) (*runtime, er
 		rt.pdLimiter = rate.NewLimiter(rate.Limit(eps), max(1, int(eps)))
 	}
 	return rt, nil
+}
+
+// sharedBacklogProjects warns of Backlog targets of different receivers
+// that write to one project in one mode: each keeps its own issue per
+// alert, so an alert that reaches both — a route with continue: true, or a
+// Mackerel or PagerDuty alert whose severity moves it from one receiver to
+// the other — gets two issues there (two fresh helpers). Put one
+// backlog_configs entry in a receiver both routes reach instead.
+func sharedBacklogProjects(cfg *config.Config, rt *runtime) []string {
+	by := map[string][]string{}
+	var dests []string
+	for _, r := range cfg.Receivers {
+		for i := range r.BacklogConfigs {
+			id := TargetID(r.Name, "backlog", i)
+			t, ok := rt.targets[id]
+			if !ok || t.Destination == "" {
+				continue
+			}
+			if len(by[t.Destination]) == 0 {
+				dests = append(dests, t.Destination)
+			}
+			by[t.Destination] = append(by[t.Destination], id)
+		}
+	}
+	var out []string
+	for _, d := range dests {
+		if ids := by[d]; len(ids) > 1 {
+			out = append(out, fmt.Sprintf("Backlog targets %s write to the same project in the same mode and keep an issue each per alert: an alert that reaches more than one of them (a route with continue: true, or a severity that moves it between receivers) gets an issue from each; route such alerts to one receiver with one backlog_configs entry",
+				strings.Join(ids, ", ")))
+		}
+	}
+	return out
 }
 
 func (rt *runtime) add(receiver, id, kind string, n notifier) {

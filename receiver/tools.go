@@ -45,6 +45,9 @@ func CheckConfig(ctx context.Context, file string, online bool, w io.Writer) err
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	summary := fmt.Sprintf("%d receivers, %d targets, storage %s", len(cfg.Receivers), len(rt.targets), cfg.Storage.Driver)
+	for _, warning := range rt.warnings {
+		fmt.Fprintf(w, "%s: WARNING: %s\n", file, warning)
+	}
 	if !online {
 		fmt.Fprintf(w, "%s: SUCCESS: %s\n", file, summary)
 		return nil
