@@ -1334,6 +1334,12 @@ func (w *work) refireOn(ctx context.Context, is *Issue, reopen bool) error {
 		// Left open by alertfan at resolve, closed since by a person; this
 		// firing is a new occurrence.
 		return w.personClosed(ctx, is, true)
+	case closed && w.ids.closeStatus != nil && *w.ids.closeStatus != statusClosed && is.Status.ID == statusClosed:
+		// alertfan closed it to its close_status (確認待ち, "awaiting
+		// confirmation"), and a person has since moved it on to Closed:
+		// they confirmed it done, and their close stands, as any
+		// person's close does (helper 78).
+		return w.personClosed(ctx, is, true)
 	case closed && is.Resolution != nil && w.ids.skipResolutions[is.Resolution.ID] &&
 		(w.ids.resolution == nil || *w.ids.resolution != is.Resolution.ID):
 		// alertfan closed it, and a person has since set a resolution

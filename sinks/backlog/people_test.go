@@ -94,6 +94,18 @@ func TestPeopleWin(t *testing.T) {
 			},
 		},
 		{
+			name:   "closed by alertfan to its close_status, moved on to Closed by a person, refire: a new issue",
+			extra:  "close_status: Resolved\n",
+			steps:  []step{{deliver: "firing"}, {deliver: "resolved"}, {person: closeAs(0)}, {deliver: "refire"}},
+			issues: 2, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "POST /api/v2/issues"},
+		},
+		{
+			name:   "closed by alertfan to its close_status, refire: reopened",
+			extra:  "close_status: Resolved\n",
+			steps:  []step{{deliver: "firing"}, {deliver: "resolved"}, {deliver: "refire"}},
+			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "PATCH /api/v2/issues/OPS-1"},
+		},
+		{
 			name:   "deleted in Backlog, next change of the firing alert opens a new one, on_repeat none",
 			steps:  []step{{deliver: "firing"}, {person: del}, {deliver: "changed"}},
 			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues"},
