@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/alertfan/alertfan/receiver/queue"
+	"github.com/alertfan/alertfan/sinks/backlog"
 )
 
 // The admin API serves `alertfan queue`. The CLI talks to the running
@@ -101,6 +102,11 @@ func (s *server) handleQueueList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": out})
 }
 
+// forgetter is a sink that caches what it read of its destination.
+type forgetter interface{ Forget() }
+
+var _ forgetter = (*backlog.Notifier)(nil)
+
 func (s *server) handleDeadRetry(w http.ResponseWriter, r *http.Request) {
 	if !s.adminEnabled(w, r) {
 		return
@@ -111,6 +117,13 @@ func (s *server) handleDeadRetry(w http.ResponseWriter, r *http.Request) {
 		var ok bool
 		if id, ok = deadID(w, r); !ok {
 			return
+		}
+	}
+	// Retrying usually follows a fix at the destination: targets that
+	// cache what they read of it (Backlog's names) read it again.
+	for _, t := range s.rt.Load().targets {
+		if f, ok := t.Sink.(forgetter); ok {
+			f.Forget()
 		}
 	}
 	n, err := s.store.RetryDead(r.Context(), id, all)

@@ -630,6 +630,17 @@ func (n *Notifier) Link(issueKey string) string {
 	return base + "/view/" + url.PathEscape(issueKey)
 }
 
+// Forget drops the space's names resolved so far, so that the next
+// delivery reads them again: an operator who retries dead letters has
+// usually just fixed the space (added a list item or a member, made a
+// field optional), and names read before the fix would refuse the retry
+// the same way for up to a minute (a fresh helper).
+func (n *Notifier) Forget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ids, n.reresolvedAt = nil, time.Time{}
+}
+
 // reresolveOn400 handles a 400 from Backlog: names resolved at start may
 // no longer hold (an administrator deleted a list item or an issue type,
 // made a field required, removed a member). The names are resolved again

@@ -497,3 +497,27 @@ func TestAssignee(t *testing.T) {
 	require.Nil(t, is[1].AssigneeID, "an unknown rendered assignee leaves the issue unassigned")
 	require.Equal(t, 1.0, h.fallbacks("assignee"))
 }
+
+// Forget (called when an operator retries dead letters) makes the next
+// delivery read the space's names again: a list item an administrator
+// just added is used at once, not a minute later.
+func TestForgetReadsTheSpaceAgain(t *testing.T) {
+	fake := sinkstest.NewBacklog(apiKey)
+	defer fake.Close()
+	fake.AllFieldTypes(false)
+	h, err := newHarness(t, fake, "custom_fields:\n  Environment: '{{ .CommonLabels.env }}'\n")
+	require.NoError(t, err)
+	deliver := func(id string) sinkstest.BacklogIssue {
+		n := sample("firing")
+		n.Key, n.Alerts[0].Identity = "am:"+id, "am:"+id
+		n.Alerts[0].Labels["env"] = "dev"
+		require.NoError(t, h.n.Deliver(context.Background(), n))
+		is := fake.Issues()
+		return is[len(is)-1]
+	}
+	require.Empty(t, deliver("a1").Custom["customField_3105"], "no item dev yet: left empty")
+	fake.AddListItem(3105, sinkstest.BacklogItem{ID: 5003, Name: "dev"})
+	require.Empty(t, deliver("a2").Custom["customField_3105"], "the names read before are kept")
+	h.n.Forget()
+	require.Equal(t, []string{"5003"}, deliver("a3").Custom["customField_3105"])
+}

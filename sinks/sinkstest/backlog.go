@@ -307,6 +307,18 @@ func (b *Backlog) AllFieldTypes(ja bool) {
 	}
 }
 
+// AddListItem is an administrator adding item to the list, checkbox or
+// radio custom field fieldID while alertfan runs.
+func (b *Backlog) AddListItem(fieldID int64, item BacklogItem) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.CustomFields {
+		if b.CustomFields[i].ID == fieldID {
+			b.CustomFields[i].Items = append(b.CustomFields[i].Items, item)
+		}
+	}
+}
+
 // AddAPIKey makes key another API key of user userID: its calls count
 // toward that user's rate limits, with every other key of the user.
 func (b *Backlog) AddAPIKey(key string, userID int64) {
