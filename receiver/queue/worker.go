@@ -719,6 +719,16 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		case call != nil && call.ref != "":
 			rec.ref = call.ref
 		}
+		if !sp.closing {
+			// The target now holds this occurrence: a step of the plan
+			// left for a retry (an acknowledge parked for its turn) must
+			// not find the occurrence unsent and close it again with
+			// the old one's resolve, then trigger it a second time (a
+			// fresh helper: trigger, resolve, trigger, acknowledge sent
+			// as trigger, resolve, trigger, resolve, trigger,
+			// acknowledge — a second page).
+			rec.occ = st.occ
+		}
 	}
 	rec.digest, rec.occ = st.digest, st.occ
 	return rec, outcome{}, nil

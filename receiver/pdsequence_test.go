@@ -1,0 +1,77 @@
+package receiver
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/alertfan/alertfan/sinks/sinkstest"
+)
+
+// actionsFor is the event_action of every event the fake got for key.
+func actionsFor(pd *sinkstest.PagerDuty, key string) []string {
+	var out []string
+	for _, e := range pd.Events() {
+		if e.DedupKey == key {
+			out = append(out, e.EventAction)
+		}
+	}
+	return out
+}
+
+// A PagerDuty sender's trigger, resolve, trigger, acknowledge on a
+// rate-limited key reach PagerDuty as they were sent, each once. The
+// second trigger and the acknowledge queue behind the limit and plan
+// together; the acknowledge parks for its turn after the trigger went
+// out, and its retry once found the new occurrence unsent: it resolved
+// it with the old occurrence's resolve and triggered it again — a
+// second page (a fresh helper, every time at 6/min).
+func TestTriggerResolveTriggerAcknowledgeOnce(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 12", 1))
+	send := func(action string) {
+		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "rta-1", action == "trigger"))
+		require.Equal(t, 202, code, "%v", body)
+	}
+	send("trigger")
+	time.Sleep(300 * time.Millisecond)
+	send("resolve")
+	require.Eventually(t, func() bool { return len(actionsFor(pd, "rta-1")) == 2 }, 20*time.Second, 50*time.Millisecond)
+	send("trigger")
+	time.Sleep(300 * time.Millisecond)
+	send("acknowledge")
+	require.Eventually(t, func() bool { return len(actionsFor(pd, "rta-1")) >= 4 }, 40*time.Second, 50*time.Millisecond)
+	time.Sleep(6 * time.Second) // a repeat would take the next 5 s slot
+	require.Equal(t, []string{"trigger", "resolve", "trigger", "acknowledge"}, actionsFor(pd, "rta-1"))
+}
+
+// An acknowledge not yet sent survives a trigger of the same occurrence
+// that follows it: PagerDuty leaves an acknowledged incident acknowledged
+// when it gets a new trigger, and so does alertfan. The trigger used to
+// replace it, and the acknowledge never went out (a fresh helper:
+// trigger, acknowledge, trigger reached PagerDuty as trigger, trigger).
+func TestAcknowledgeSurvivesALaterTrigger(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 12", 1))
+	for _, action := range []string{"trigger", "acknowledge", "trigger"} {
+		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "ack-1", action == "trigger"))
+		require.Equal(t, 202, code, "%v", body)
+		time.Sleep(300 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return len(actionsFor(pd, "ack-1")) >= 2 }, 20*time.Second, 50*time.Millisecond)
+	time.Sleep(6 * time.Second)
+	require.Equal(t, []string{"trigger", "acknowledge"}, actionsFor(pd, "ack-1"))
+	// Nothing sent yet at all: the trigger goes first, then the
+	// acknowledge.
+	for _, action := range []string{"trigger", "acknowledge", "trigger"} {
+		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "ack-2", action == "trigger"))
+		require.Equal(t, 202, code, "%v", body)
+	}
+	require.Eventually(t, func() bool { return len(actionsFor(pd, "ack-2")) >= 2 }, 30*time.Second, 50*time.Millisecond)
+	time.Sleep(6 * time.Second)
+	require.Equal(t, []string{"trigger", "acknowledge"}, actionsFor(pd, "ack-2"))
+}
