@@ -75,3 +75,29 @@ func TestAcknowledgeSurvivesALaterTrigger(t *testing.T) {
 	time.Sleep(6 * time.Second)
 	require.Equal(t, []string{"trigger", "acknowledge"}, actionsFor(pd, "ack-2"))
 }
+
+// An acknowledge before any trigger acknowledges nothing (PagerDuty
+// ignores it): it is passed on as it came, and the trigger after it is
+// sent as a trigger, then the acknowledge after that (a fresh helper:
+// acknowledge, trigger, acknowledge reached PagerDuty as acknowledge,
+// acknowledge — no incident at all). A Backlog target opens no issue for
+// the first acknowledge.
+func TestAcknowledgeBeforeAnyTrigger(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfig(pd.EventsURL(), ""))
+	for _, action := range []string{"acknowledge", "trigger", "acknowledge"} {
+		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "ata-1", action == "trigger"))
+		require.Equal(t, 202, code, "%v", body)
+		time.Sleep(150 * time.Millisecond)
+	}
+	settle(t, ts)
+	require.Equal(t, []string{"acknowledge", "trigger", "acknowledge"}, actionsFor(pd, "ata-1"))
+	// A bare acknowledge again, for another key: passed on once.
+	for range 2 {
+		code, body := ts.post(t, "/v2/enqueue", pdEvent("acknowledge", "ata-2", false))
+		require.Equal(t, 202, code, "%v", body)
+		settle(t, ts)
+	}
+	require.Equal(t, []string{"acknowledge"}, actionsFor(pd, "ata-2"))
+}

@@ -484,15 +484,18 @@ const (
 	// A repeat — same content, same wanted phase, already there and
 	// nothing pending — changes nothing and returns no row.
 	//
-	// A trigger of an occurrence someone acknowledged (no resolve between)
-	// leaves it acknowledged, as PagerDuty leaves an acknowledged incident
+	// A trigger of an occurrence someone acknowledged after its trigger
+	// (fire_payload holds that trigger; no resolve between) leaves it
+	// acknowledged, as PagerDuty leaves an acknowledged incident
 	// that gets a new trigger: the acknowledge stays what the target is
 	// owed, and the trigger's content is kept as the occurrence's firing
 	// content (fire_payload, sent first if the target never got a
 	// trigger). Taking the trigger as the newest want dropped an
 	// acknowledge not yet sent (a fresh helper: trigger, acknowledge,
 	// trigger reached PagerDuty as trigger, trigger; the incident kept
-	// escalating after a person acknowledged it).
+	// escalating after a person acknowledged it). An acknowledge that
+	// came before any trigger acknowledged nothing (PagerDuty ignores it),
+	// and the trigger after it is the newest want, as before.
 	//
 	// The same statement marks the key pending (see sqlMarkPending): only
 	// the write that flips pending from 0 to 1 bumps seq, and enqueued
@@ -503,7 +506,7 @@ const (
 		ON CONFLICT (target, key) DO UPDATE SET
 			version = alertfan_state.version + 1,
 			resolved = excluded.resolved,
-			fire_payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' THEN excluded.payload
+			fire_payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN excluded.payload
 				WHEN excluded.want = 'triggered' THEN ''
 				WHEN alertfan_state.want = 'triggered' THEN alertfan_state.payload
 				ELSE alertfan_state.fire_payload END,
@@ -511,9 +514,9 @@ const (
 				THEN alertfan_state.occ + 1 ELSE alertfan_state.occ END,
 			close_payload = CASE WHEN alertfan_state.want = 'resolved' AND excluded.want IN ('triggered', 'acknowledged')
 				THEN alertfan_state.payload ELSE alertfan_state.close_payload END,
-			payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' THEN alertfan_state.payload ELSE excluded.payload END,
-			want = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' THEN 'acknowledged' ELSE excluded.want END,
-			digest = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' THEN alertfan_state.digest ELSE excluded.digest END,
+			payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN alertfan_state.payload ELSE excluded.payload END,
+			want = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN 'acknowledged' ELSE excluded.want END,
+			digest = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN alertfan_state.digest ELSE excluded.digest END,
 			updated_at = excluded.updated_at,
 			seq = CASE WHEN alertfan_state.pending = 0 THEN alertfan_state.seq + 1 ELSE alertfan_state.seq END,
 			enqueued = CASE WHEN alertfan_state.pending = 0 THEN 1 ELSE 0 END,

@@ -97,6 +97,18 @@ func planPhase(st *state) []step {
 		if st.phase == PhaseAcknowledged && same {
 			return nil
 		}
+		if (st.phase == PhaseNone || st.phase == PhaseResolved) && len(fire) == 0 {
+			// An acknowledge of nothing the target holds (a sender's
+			// acknowledge before any trigger) is passed on as it came,
+			// once, and acknowledges nothing: the target stays where it
+			// was, so a trigger after it is sent as a trigger (a fresh
+			// helper: acknowledge, trigger, acknowledge reached PagerDuty
+			// as acknowledge, acknowledge — no incident at all).
+			if same {
+				return nil
+			}
+			return []step{{payload: st.payload, to: st.phase}}
+		}
 		var steps []step
 		if (st.phase == PhaseNone || st.phase == PhaseResolved) && len(fire) > 0 {
 			steps = append(steps, step{payload: fire, to: PhaseTriggered})

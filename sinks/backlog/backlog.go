@@ -667,6 +667,14 @@ func (w *work) apply(ctx context.Context) error {
 	switch {
 	case notif.Status() == sinks.StatusResolved:
 		return w.resolved(ctx)
+	case (!found || rec.State == "") && len(notif.Alerts) == 1 && notif.Alerts[0].Action == sinks.ActionAcknowledge:
+		// An acknowledge of an alert this target never opened an issue
+		// for (a sender's acknowledge before any trigger): there is
+		// nothing to acknowledge, as PagerDuty ignores it; an issue
+		// opened from it would never close (a fresh helper). An
+		// acknowledge after a trigger this target never got comes after
+		// that trigger, which opens the issue (the queue's plan).
+		return nil
 	case !found || rec.State == "" || rec.State == StateCreating:
 		return w.create(ctx)
 	case rec.State == StateOpen:

@@ -106,6 +106,11 @@ func TestPeopleWin(t *testing.T) {
 			issues: 1, writes: []string{"POST /api/v2/issues", "PATCH /api/v2/issues/OPS-1", "PATCH /api/v2/issues/OPS-1"},
 		},
 		{
+			name:   "an acknowledge before any trigger opens nothing; the trigger after it does",
+			steps:  []step{{deliver: "ack"}, {deliver: "firing"}},
+			issues: 1, writes: []string{"POST /api/v2/issues"},
+		},
+		{
 			name:   "deleted in Backlog, next change of the firing alert opens a new one, on_repeat none",
 			steps:  []step{{deliver: "firing"}, {person: del}, {deliver: "changed"}},
 			issues: 1, writes: []string{"POST /api/v2/issues", "POST /api/v2/issues"},
