@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/alertfan/alertfan/receiver/config"
@@ -136,77 +134,23 @@ func checkPairs(c config.IntakeConfig, field string, m map[string]string, what, 
 // value's path like alerts[0].labels.instance, or an object's path plus
 // "(name)" when a key is invalid); "" when none is found.
 func utf8Field(body []byte) string {
-	type frame struct {
-		obj     bool
-		key     string
-		idx     int
-		wantKey bool
-	}
-	var stack []*frame
-	path := func(extra string) string {
-		var b strings.Builder
-		for _, f := range stack {
-			if f.obj {
-				if b.Len() > 0 {
-					b.WriteByte('.')
-				}
-				b.WriteString(f.key)
-			} else {
-				fmt.Fprintf(&b, "[%d]", f.idx)
+	found := ""
+	intake.WalkJSON(body, func(st intake.JSONStep) bool {
+		if utf8.Valid(st.Raw) {
+			return true
+		}
+		switch {
+		case st.Key:
+			found = strconv.Quote(st.Token.(string)) + " (name)"
+			if st.Parent != "" {
+				found = st.Parent + "." + found
 			}
+		case st.Path != "":
+			found = st.Path
+		default:
+			found = "body"
 		}
-		return b.String() + extra
-	}
-	top := func() *frame {
-		if len(stack) == 0 {
-			return nil
-		}
-		return stack[len(stack)-1]
-	}
-	afterValue := func() {
-		if t := top(); t != nil && t.obj {
-			t.wantKey = true
-		}
-	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	for {
-		start := dec.InputOffset()
-		tok, err := dec.Token()
-		if err != nil {
-			return ""
-		}
-		valid := utf8.Valid(body[start:dec.InputOffset()])
-		t := top()
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			stack = stack[:len(stack)-1]
-			afterValue()
-			continue
-		}
-		if s, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
-			t.key, t.wantKey = s, false
-			if !valid {
-				t.key = strconv.Quote(s)
-				return path(" (name)")
-			}
-			continue
-		}
-		if t != nil && !t.obj {
-			t.idx++
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{obj: true, wantKey: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, &frame{idx: -1})
-			continue
-		}
-		if !valid {
-			if p := path(""); p != "" {
-				return p
-			}
-			return "body"
-		}
-		afterValue()
-	}
+		return false
+	})
+	return found
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -111,13 +112,23 @@ func decodeJSON(body []byte, v any) error {
 	return nil
 }
 
-// valuePathOf is the path, as alerts[17].labels.replicas, of the first
-// JSON value of body that encoding/json names field (alerts.labels: no
-// array indexes, no map keys) and whose kind is kind (an
-// UnmarshalTypeError's Value: "number", "object", …); "" when none is.
-// The error's Offset is no help: within a type's own UnmarshalJSON it
-// counts from that value's start.
-func valuePathOf(body []byte, field, kind string) string {
+// JSONStep is one key or value WalkJSON visits.
+type JSONStep struct {
+	// Path is the value's, as alerts[0].labels.instance; for a key, the
+	// path of the value it names.
+	Path string
+	// Parent is the path of the object a key belongs to.
+	Parent string
+	Key    bool
+	Token  json.Token
+	// Raw is the token's bytes in the body, with the separators before it.
+	Raw []byte
+}
+
+// WalkJSON visits every key and value of body in order (closing
+// delimiters excepted) until visit returns false or the JSON ends or
+// breaks.
+func WalkJSON(body []byte, visit func(JSONStep) bool) {
 	type frame struct {
 		obj     bool
 		key     string
@@ -125,22 +136,80 @@ func valuePathOf(body []byte, field, kind string) string {
 		wantKey bool
 	}
 	var stack []*frame
-	paths := func() (full, bare string) {
-		var b, n strings.Builder
+	path := func() string {
+		var b strings.Builder
 		for _, f := range stack {
 			if f.obj {
 				if b.Len() > 0 {
 					b.WriteByte('.')
-					n.WriteByte('.')
 				}
 				b.WriteString(f.key)
-				n.WriteString(f.key)
 			} else {
 				fmt.Fprintf(&b, "[%d]", f.idx)
 			}
 		}
-		return b.String(), n.String()
+		return b.String()
 	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	for {
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return
+		}
+		raw := body[start:dec.InputOffset()]
+		var t *frame
+		if len(stack) > 0 {
+			t = stack[len(stack)-1]
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 && stack[len(stack)-1].obj {
+				stack[len(stack)-1].wantKey = true
+			}
+			continue
+		}
+		if k, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
+			t.wantKey = false
+			t.key = ""
+			parent := strings.TrimSuffix(path(), ".")
+			t.key = k
+			if !visit(JSONStep{Path: path(), Parent: parent, Key: true, Token: tok, Raw: raw}) {
+				return
+			}
+			continue
+		}
+		if t != nil && !t.obj {
+			t.idx++
+		}
+		if !visit(JSONStep{Path: path(), Token: tok, Raw: raw}) {
+			return
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{idx: -1})
+		default:
+			if t != nil && t.obj {
+				t.wantKey = true
+			}
+		}
+	}
+}
+
+var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+
+// valuePathOf is the path, as alerts[17].labels.replicas, of the first
+// JSON value of body that encoding/json names field (alerts.labels: no
+// array indexes, no map keys) and whose kind is kind (an
+// UnmarshalTypeError's Value: "number", "object", …); "" when none is.
+// The error's Offset is no help: within a type's own UnmarshalJSON it
+// counts from that value's start. A map element named by its key
+// (alerts.labels.replicas) is what the error means when there is one;
+// the value at field itself only when there is none (labels that are an
+// array).
+func valuePathOf(body []byte, field, kind string) string {
 	kindOf := func(tok json.Token) string {
 		switch tok.(type) {
 		case json.Delim:
@@ -157,53 +226,25 @@ func valuePathOf(body []byte, field, kind string) string {
 		}
 		return "null"
 	}
-	// A map element named by its key (alerts.labels.replicas) is what
-	// the error means when there is one; the value at field itself only
-	// when there is none (labels that are an array).
-	exact := ""
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return exact
+	exact, found := "", ""
+	WalkJSON(body, func(st JSONStep) bool {
+		if st.Key || kindOf(st.Token) != kind {
+			return true
 		}
-		var t *frame
-		if len(stack) > 0 {
-			t = stack[len(stack)-1]
+		bare := arrayIndex.ReplaceAllString(st.Path, "")
+		switch {
+		case strings.HasPrefix(bare, field+".") && !strings.Contains(bare[len(field)+1:], "."):
+			found = st.Path
+			return false
+		case bare == field && exact == "":
+			exact = st.Path
 		}
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			stack = stack[:len(stack)-1]
-			if len(stack) > 0 && stack[len(stack)-1].obj {
-				stack[len(stack)-1].wantKey = true
-			}
-			continue
-		}
-		if k, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
-			t.key, t.wantKey = k, false
-			continue
-		}
-		if t != nil && !t.obj {
-			t.idx++
-		}
-		if full, bare := paths(); kindOf(tok) == kind {
-			switch {
-			case strings.HasPrefix(bare, field+".") && !strings.Contains(bare[len(field)+1:], "."):
-				return full
-			case bare == field && exact == "":
-				exact = full
-			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{obj: true, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, &frame{idx: -1})
-		default:
-			if t != nil && t.obj {
-				t.wantKey = true
-			}
-		}
+		return true
+	})
+	if found != "" {
+		return found
 	}
+	return exact
 }
 
 func jsonError(err error) error {
