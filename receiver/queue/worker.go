@@ -255,16 +255,18 @@ type pacedKey struct{}
 // them would otherwise be planned behind calls that never come — a new
 // page minutes late behind a storm that resolved (a fresh helper: 8
 // minutes at 120/min after 1,000 warnings resolved). Keys kept for
-// another attempt keep their booking.
-func (w *worker) releaseBooked(a deliverArgs, outcomes []outcome, paced int) {
+// another attempt keep their booking. Only the keys this run took up
+// (todo: pending under the job's seq) count: a key an earlier run of the
+// job settled is not pending any more, and was given back then.
+func (w *worker) releaseBooked(a deliverArgs, todo []int, outcomes []outcome, paced int) {
 	t, _ := w.s.target(a.Target)
 	sch, ok := t.Sink.(scheduler)
 	if !ok {
 		return
 	}
 	done := 0
-	for _, o := range outcomes {
-		if !o.retry {
+	for _, i := range todo {
+		if !outcomes[i].retry {
 			done++
 		}
 	}
@@ -358,7 +360,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}()
 	}
 	wg.Wait()
-	w.releaseBooked(a, outcomes, int(paced.Load()))
+	w.releaseBooked(a, todo, outcomes, int(paced.Load()))
 	var parkAfter, targetAfter time.Duration
 	var failingSince time.Time // the earliest run of failures among the keys
 	var keyErrs []error        // storable: River keeps each attempt's error; empty: every key done
