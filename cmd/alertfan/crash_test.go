@@ -149,6 +149,7 @@ func TestKill9MidStream(t *testing.T) {
 			// has every request it sent (a fixed 100 ms was not always
 			// enough for a starved fake to get through them).
 			require.Eventually(t, func() bool { return fakeDrained(pd) }, 30*time.Second, time.Millisecond)
+			settledFake(t, pd)
 			unrecorded := unrecordedCalls(t, tc.driver, tc.dsn(dir), receivedKeys(pd))
 			restarting := time.Now()
 			c = startChild(t, dir, addr)
@@ -424,6 +425,7 @@ func TestKill9MidStreamWithResolvesAndAcks(t *testing.T) {
 
 			// Every call the killed process made has reached the fake.
 			require.Eventually(t, func() bool { return fakeDrained(pd) }, 30*time.Second, time.Millisecond)
+			settledFake(t, pd)
 			restarting := time.Now()
 			c = startChild(t, dir, addr)
 			for i := 0; i < 8; i++ {

@@ -196,6 +196,24 @@ func fakeDrained(pd *sinkstest.PagerDuty) bool {
 	return drained(pd.OpenConns(), pd.Listener.Addr().String())
 }
 
+// settledFake waits, after fakeDrained, until the fake has received no
+// event for 300 ms and is still drained: on a machine loaded by other
+// tests (CI runs packages in parallel) a request the killed process wrote
+// just before it died can reach the fake's handler a moment after the
+// first look found nothing open (one such run counted a call in flight at
+// the kill as a repeat of a recorded one: 18 repeats against 17 calls).
+func settledFake(t *testing.T, pd *sinkstest.PagerDuty) {
+	t.Helper()
+	n := len(pd.Events())
+	require.Eventually(t, func() bool {
+		time.Sleep(300 * time.Millisecond)
+		m := len(pd.Events())
+		settled := m == n && fakeDrained(pd)
+		n = m
+		return settled
+	}, 30*time.Second, time.Millisecond)
+}
+
 // drained is fakeDrained for a server listening on addr with open
 // connections open.
 func drained(open int, addr string) bool {
