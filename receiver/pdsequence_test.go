@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -31,7 +30,7 @@ func actionsFor(pd *sinkstest.PagerDuty, key string) []string {
 func TestTriggerResolveTriggerAcknowledgeOnce(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
-	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 12", 1))
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 12))
 	send := func(action string) {
 		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "rta-1", action == "trigger"))
 		require.Equal(t, 202, code, "%v", body)
@@ -56,7 +55,7 @@ func TestTriggerResolveTriggerAcknowledgeOnce(t *testing.T) {
 func TestAcknowledgeSurvivesALaterTrigger(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
-	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 12", 1))
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 12))
 	for _, action := range []string{"trigger", "acknowledge", "trigger"} {
 		code, body := ts.post(t, "/v2/enqueue", pdEvent(action, "ack-1", action == "trigger"))
 		require.Equal(t, 202, code, "%v", body)

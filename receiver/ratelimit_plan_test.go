@@ -28,7 +28,7 @@ func stormAlerts(prefix, severity, status string, n int) []byte {
 func TestResolvedStormGivesItsBookedCallsBack(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
-	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 120", 1))
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 120))
 	code, body := ts.post(t, "/webhook", stormAlerts("h", "warning", "firing", 1000))
 	require.Equal(t, 200, code, "%v", body)
 	time.Sleep(time.Second)
@@ -57,7 +57,7 @@ func TestResolvedStormGivesItsBookedCallsBack(t *testing.T) {
 func TestResolvesOfUnknownAlertsGoAfterPages(t *testing.T) {
 	pd := sinkstest.NewPagerDuty()
 	defer pd.Close()
-	ts := startServer(t, strings.Replace(pdConfig(pd.EventsURL(), ""), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 60", 1))
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 60))
 	code, body := ts.post(t, "/webhook", stormAlerts("never", "warning", "resolved", 200))
 	require.Equal(t, 200, code, "%v", body)
 	start := time.Now()

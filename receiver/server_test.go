@@ -144,6 +144,11 @@ receivers:
 %s`, testRoutingKey, url, extra)
 }
 
+// pdConfigAt is pdConfig with the target limited to perMinute.
+func pdConfigAt(url string, perMinute int) string {
+	return strings.Replace(pdConfig(url, ""), "rate_limit_per_minute: 60000", fmt.Sprintf("rate_limit_per_minute: %d", perMinute), 1)
+}
+
 func firing(name, instance string) []byte {
 	return sinkstest.Webhook("oncall", `{}:{alertname="`+name+`"}`, map[string]string{"alertname": name},
 		sinkstest.NamedAlert(name, "critical", instance, "firing", time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)))

@@ -136,9 +136,10 @@ func WalkJSON(body []byte, visit func(JSONStep) bool) {
 		wantKey bool
 	}
 	var stack []*frame
-	path := func() string {
+	// pathOf is the path of the value the innermost of frames is at.
+	pathOf := func(frames []*frame) string {
 		var b strings.Builder
-		for _, f := range stack {
+		for _, f := range frames {
 			if f.obj {
 				if b.Len() > 0 {
 					b.WriteByte('.')
@@ -170,11 +171,8 @@ func WalkJSON(body []byte, visit func(JSONStep) bool) {
 			continue
 		}
 		if k, ok := tok.(string); ok && t != nil && t.obj && t.wantKey {
-			t.wantKey = false
-			t.key = ""
-			parent := strings.TrimSuffix(path(), ".")
-			t.key = k
-			if !visit(JSONStep{Path: path(), Parent: parent, Key: true, Token: tok, Raw: raw}) {
+			t.key, t.wantKey = k, false
+			if !visit(JSONStep{Path: pathOf(stack), Parent: pathOf(stack[:len(stack)-1]), Key: true, Token: tok, Raw: raw}) {
 				return
 			}
 			continue
@@ -182,7 +180,7 @@ func WalkJSON(body []byte, visit func(JSONStep) bool) {
 		if t != nil && !t.obj {
 			t.idx++
 		}
-		if !visit(JSONStep{Path: path(), Token: tok, Raw: raw}) {
+		if !visit(JSONStep{Path: pathOf(stack), Token: tok, Raw: raw}) {
 			return
 		}
 		switch tok {

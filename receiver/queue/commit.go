@@ -502,11 +502,14 @@ const (
 	// says whether this one did, so the caller enqueues a job exactly
 	// when markPending would have. Doing it here instead of in a second
 	// UPDATE saves a statement per alert on intake's single writer.
+	// sqlKeepsAck: the upsert's row holds an acknowledge that came after
+	// its occurrence's trigger, and the update is a trigger (see above).
+	sqlKeepsAck    = `alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> ''`
 	sqlUpsertState = sqlStateValues + `
 		ON CONFLICT (target, key) DO UPDATE SET
 			version = alertfan_state.version + 1,
 			resolved = excluded.resolved,
-			fire_payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN excluded.payload
+			fire_payload = CASE WHEN ` + sqlKeepsAck + ` THEN excluded.payload
 				WHEN excluded.want = 'triggered' THEN ''
 				WHEN alertfan_state.want = 'triggered' THEN alertfan_state.payload
 				ELSE alertfan_state.fire_payload END,
@@ -514,9 +517,9 @@ const (
 				THEN alertfan_state.occ + 1 ELSE alertfan_state.occ END,
 			close_payload = CASE WHEN alertfan_state.want = 'resolved' AND excluded.want IN ('triggered', 'acknowledged')
 				THEN alertfan_state.payload ELSE alertfan_state.close_payload END,
-			payload = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN alertfan_state.payload ELSE excluded.payload END,
-			want = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN 'acknowledged' ELSE excluded.want END,
-			digest = CASE WHEN alertfan_state.want = 'acknowledged' AND excluded.want = 'triggered' AND alertfan_state.fire_payload <> '' THEN alertfan_state.digest ELSE excluded.digest END,
+			payload = CASE WHEN ` + sqlKeepsAck + ` THEN alertfan_state.payload ELSE excluded.payload END,
+			want = CASE WHEN ` + sqlKeepsAck + ` THEN 'acknowledged' ELSE excluded.want END,
+			digest = CASE WHEN ` + sqlKeepsAck + ` THEN alertfan_state.digest ELSE excluded.digest END,
 			updated_at = excluded.updated_at,
 			seq = CASE WHEN alertfan_state.pending = 0 THEN alertfan_state.seq + 1 ELSE alertfan_state.seq END,
 			enqueued = CASE WHEN alertfan_state.pending = 0 THEN 1 ELSE 0 END,

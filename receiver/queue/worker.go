@@ -75,8 +75,8 @@ type admitter interface {
 // wait before running.
 type scheduler interface {
 	Schedule(keys, class int) time.Duration
-	// Unschedule gives back what Schedule booked for keys whose job
-	// turned out to need no call (replanDone).
+	// Unschedule gives back what Schedule booked for keys that turned
+	// out to need no call (releaseBooked).
 	Unschedule(keys, class int)
 }
 
@@ -716,21 +716,19 @@ func (w *worker) advance(ctx context.Context, job *river.Job[deliverArgs], k key
 		rec.phase = sp.to
 		switch {
 		case sp.to == PhaseResolved:
-			rec.occ = st.occ // the old occurrence is closed at the target
 			rec.ref = ""
 		case call != nil && call.ref != "":
 			rec.ref = call.ref
 		}
-		if !sp.closing {
-			// The target now holds this occurrence: a step of the plan
-			// left for a retry (an acknowledge parked for its turn) must
-			// not find the occurrence unsent and close it again with
-			// the old one's resolve, then trigger it a second time (a
-			// fresh helper: trigger, resolve, trigger, acknowledge sent
-			// as trigger, resolve, trigger, resolve, trigger,
-			// acknowledge — a second page).
-			rec.occ = st.occ
-		}
+		// The target is now at this occurrence: a closing resolve closed
+		// the old one, any other step reached this one. A step of the
+		// plan left for a retry (an acknowledge parked for its turn) must
+		// not find the occurrence unsent and close it again with the old
+		// one's resolve, then trigger it a second time (a fresh helper:
+		// trigger, resolve, trigger, acknowledge sent as trigger,
+		// resolve, trigger, resolve, trigger, acknowledge — a second
+		// page).
+		rec.occ = st.occ
 	}
 	rec.digest, rec.occ = st.digest, st.occ
 	return rec, outcome{}, nil

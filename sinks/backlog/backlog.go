@@ -496,11 +496,11 @@ func (r *resolved) resolveFields(conf *Config, cfs []CustomField) error {
 			if err != nil {
 				return &ConfigError{err}
 			}
-			if f.required && len(f.orElse.values) == 0 && f.orElse.other == "" {
+			if f.required && f.orElse.empty() {
 				f.orElse = fv
 			}
 		}
-		if f.required && len(f.orElse.values) == 0 && f.orElse.other == "" {
+		if f.required && f.orElse.empty() {
 			// Backlog refuses a create without a required field, and
 			// a value the field does not take: alert by alert, as
 			// dead letters, unless there is a value to fall back on.
@@ -1034,7 +1034,7 @@ func (w *work) issueForm(gen int64) (url.Values, string, error) {
 		case err != nil:
 			w.fallback("custom_fields."+name, fmt.Errorf("%w; the field is left empty", err))
 			continue
-		case f.required && len(fv.values) == 0 && fv.other == "":
+		case f.required && fv.empty():
 			w.fallback("custom_fields."+name, fmt.Errorf("custom_fields.%s: rendered empty; the issue type requires the field: its template's default is sent", name))
 			fv = f.orElse
 		}

@@ -95,9 +95,7 @@ func dropped(c rune) bool {
 // limit stays within it: the client's last guard for text that did not
 // come through a template.
 func apiSafe(s string) string {
-	if strings.IndexFunc(s, func(c rune) bool { return c > 0xFFFF }) < 0 {
-		return s
-	}
+	// strings.Map returns s itself when no character changes.
 	return strings.Map(func(c rune) rune {
 		if c > 0xFFFF {
 			return '\uFFFD'

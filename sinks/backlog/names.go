@@ -227,6 +227,9 @@ type fieldValue struct {
 	other  string
 }
 
+// empty reports a value that sends nothing.
+func (v fieldValue) empty() bool { return len(v.values) == 0 && v.other == "" }
+
 func (f *field) items() string {
 	names := make([]string, 0, len(f.Items))
 	for _, it := range f.Items {
