@@ -112,3 +112,85 @@ receivers:
 	}
 	require.Equal(t, map[string][]string{"cluster-a/4f1c9123": {"trigger", "resolve"}, "cluster-b/4f1c9123": {"trigger"}}, keys)
 }
+
+// pdSeverityEvent is a PagerDuty Events v2 trigger of key with the
+// severity.
+func pdSeverityEvent(key, severity string) []byte {
+	return []byte(fmt.Sprintf(`{"routing_key":%q,"event_action":"trigger","dedup_key":%q,"payload":{"summary":"Disk full on db-1 (%s)","source":"db-1","severity":%q}}`,
+		testRoutingKey, key, severity, severity))
+}
+
+// An alert queued behind a storm of warnings that escalates before its
+// turn — a PagerDuty sender's warning that turns critical, a Mackerel
+// WARNING that turns CRITICAL — goes out at the critical's place in the
+// queue, not at the warning's: a fresh helper's critical page waited
+// behind every warning queued before the alert first fired. The same
+// holds for a resolve of an alert whose update is queued: it ends a
+// page, and goes before the triggers.
+func TestEscalatedQueuedAlertOvertakesWarnings(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 120))
+	// db-2's page went out before the storm; its update queues behind it.
+	code, body := ts.post(t, "/v2/enqueue", pdSeverityEvent("db-2", "warning"))
+	require.Equal(t, 202, code, "%v", body)
+	require.Eventually(t, func() bool { return len(actionsFor(pd, "db-2")) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	code, body = ts.post(t, "/webhook", stormAlerts("w", "warning", "firing", 1000))
+	require.Equal(t, 200, code, "%v", body)
+	code, body = ts.post(t, "/v2/enqueue", pdSeverityEvent("db-1", "warning"))
+	require.Equal(t, 202, code, "%v", body)
+	code, body = ts.post(t, "/v2/enqueue", []byte(strings.Replace(string(pdSeverityEvent("db-2", "warning")), "Disk full", "Disk still full", 1)))
+	require.Equal(t, 202, code, "%v", body)
+	time.Sleep(time.Second)
+
+	start := time.Now()
+	code, body = ts.post(t, "/v2/enqueue", pdSeverityEvent("db-1", "critical"))
+	require.Equal(t, 202, code, "%v", body)
+	code, body = ts.post(t, "/v2/enqueue", pdEvent("resolve", "db-2", false))
+	require.Equal(t, 202, code, "%v", body)
+	require.Eventually(t, func() bool {
+		return len(actionsFor(pd, "db-1")) == 1 && len(actionsFor(pd, "db-2")) == 2
+	}, 30*time.Second, 50*time.Millisecond, "the escalated trigger and the resolve")
+	took := time.Since(start)
+	var critical sinkstest.PDEvent
+	for _, e := range pd.Events() {
+		if e.DedupKey == "db-1" {
+			critical = e
+		}
+	}
+	require.Contains(t, string(critical.Raw), `"severity":"critical"`, "the escalated content goes out")
+	require.Equal(t, []string{"trigger", "resolve"}, actionsFor(pd, "db-2"), "the queued update needs no call once resolved")
+	storm := len(eventsFor(pd, "trigger")) - 2
+	t.Logf("escalated trigger and resolve out %s after they arrived; %d storm triggers went out meanwhile", took.Round(time.Millisecond), storm)
+	// The re-planner looks every 2 s, and a slot is 0.5 s: the two go
+	// out within seconds, where the warning's place was 500 s away.
+	require.Less(t, storm, 40, "the escalated work waited behind the storm")
+}
+
+// A storm drains at the rate the limit allows, with no idle gaps: keys
+// a job's run parked came back counted from the end of the run (when its
+// slowest key's paced call was made) instead of from when they parked,
+// and the limit idled that long each run — 300 alerts at 600/min took
+// 36 s against the 30 s the limit allows.
+func TestStormDrainsAtTheLimit(t *testing.T) {
+	const n, perMinute = 150, 600
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), perMinute))
+	code, body := ts.post(t, "/webhook", stormAlerts("s", "warning", "firing", n))
+	require.Equal(t, 200, code, "%v", body)
+	require.Eventually(t, func() bool { return len(eventsFor(pd, "trigger")) == n }, 60*time.Second, 20*time.Millisecond)
+	evs := eventsFor(pd, "trigger")
+	took := evs[n-1].Received.Sub(evs[0].Received)
+	least := time.Duration(n-1) * time.Duration(1.01*float64(time.Minute)/perMinute)
+	var gaps []string
+	for i := 1; i < n; i++ {
+		if g := evs[i].Received.Sub(evs[i-1].Received); g > 500*time.Millisecond {
+			gaps = append(gaps, fmt.Sprintf("%s before event %d", g.Round(time.Millisecond), i))
+		}
+	}
+	t.Logf("%d triggers in %s, %.3f× the least the limit allows (%s); gaps over 0.5 s: %v", n, took.Round(time.Millisecond), float64(took)/float64(least), least, gaps)
+	// The slack is for a starved -race run; each idle gap was ~2 s.
+	require.Less(t, took, least+least/10+time.Second, "gaps: %v", gaps)
+}

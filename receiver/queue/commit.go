@@ -522,21 +522,22 @@ const (
 			digest = CASE WHEN ` + sqlKeepsAck + ` THEN alertfan_state.digest ELSE excluded.digest END,
 			updated_at = excluded.updated_at,
 			seq = CASE WHEN alertfan_state.pending = 0 THEN alertfan_state.seq + 1 ELSE alertfan_state.seq END,
-			enqueued = CASE WHEN alertfan_state.pending = 0 THEN 1 ELSE 0 END,
+			enqueued = CASE WHEN alertfan_state.pending = 0 THEN 1 WHEN excluded.class < alertfan_state.class THEN 2 ELSE 0 END,
+			class = CASE WHEN alertfan_state.pending = 0 OR excluded.class < alertfan_state.class THEN excluded.class ELSE alertfan_state.class END,
 			pending = 1
 		WHERE NOT (alertfan_state.pending = 0 AND alertfan_state.want = excluded.want AND alertfan_state.phase = excluded.want
 			AND alertfan_state.digest = excluded.digest AND alertfan_state.delivered = alertfan_state.version AND excluded.want <> 'event')
 		RETURNING seq, enqueued`
 	// sqlStateValues is a new state: version 1, seq 1, pending, enqueued.
-	sqlStateValues = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest, enqueued)
-		VALUES (?, ?, 1, 0, 1, 1, ?, ?, ?, ?, ?, 1)`
+	sqlStateValues = `INSERT INTO alertfan_state (target, key, version, delivered, seq, pending, resolved, payload, updated_at, want, digest, enqueued, class)
+		VALUES (?, ?, 1, 0, 1, 1, ?, ?, ?, ?, ?, 1, ?)`
 	// sqlInsertState is sqlUpsertState's insert alone, an Exec (see
 	// putNewItem).
 	sqlInsertState = sqlStateValues + ` ON CONFLICT (target, key) DO NOTHING`
 	// Only the transaction that flips pending from 0 to 1 enqueues a job,
 	// so a (target, key) never has two live jobs; seq tells a live job
 	// from a stale one that a rescue or a retry command brought back.
-	sqlMarkPending = `UPDATE alertfan_state SET pending = 1, seq = seq + 1
+	sqlMarkPending = `UPDATE alertfan_state SET pending = 1, seq = seq + 1, class = ?
 		WHERE target = ? AND key = ? AND pending = 0 RETURNING seq`
 )
 
@@ -549,7 +550,7 @@ func (b *batch) putItem(ctx context.Context, it Item) (bool, error) {
 		closed = 1
 	}
 	var seq, enqueued int64
-	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest).Scan(&seq, &enqueued)
+	err := b.queryRow(ctx, sqlUpsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest, it.Priority).Scan(&seq, &enqueued)
 	if errors.Is(err, sql.ErrNoRows) {
 		b.s.metrics.repeats.Inc()
 		return false, nil
@@ -573,7 +574,7 @@ func (b *batch) putNewItem(ctx context.Context, it Item) (bool, error) {
 	if it.closed() {
 		closed = 1
 	}
-	_, wrote, err := b.insertNew(ctx, sqlInsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest)
+	_, wrote, err := b.insertNew(ctx, sqlInsertState, it.Target, it.Key, closed, string(it.Payload), b.now, it.Want, it.Digest, it.Priority)
 	if err != nil {
 		return false, fmt.Errorf("queue: insert state: %w", err)
 	}
@@ -599,11 +600,23 @@ func (b *batch) insertNew(ctx context.Context, q string, args ...any) (sql.Resul
 	return res, n > 0, nil
 }
 
+// What sqlUpsertState returns as enqueued.
+const (
+	// enqueuedNew: the upsert flipped pending from 0 to 1; the key needs
+	// a job.
+	enqueuedNew = 1
+	// enqueuedBetterClass: the key was pending, and the update asks a
+	// better priority class than its job's (the row's class, now the
+	// update's): the key is moved to a job of that class (escalate.go).
+	enqueuedBetterClass = 2
+)
+
 // stored follows up a state written with seq, enqueued as sqlUpsertState
 // returns them.
 func (b *batch) stored(it Item, seq, enqueued int64) {
-	if it.Want == PhaseResolved {
-		// A queued trigger may now need no call: let the re-planner look.
+	if it.Want == PhaseResolved || enqueued == enqueuedBetterClass {
+		// A queued trigger may now need no call, or the key's queued work
+		// a better class than its job's: let the re-planner look.
 		b.s.replanWanted.Store(true)
 	}
 	if b.s.dialect == dialectSQLite {
@@ -613,7 +626,7 @@ func (b *batch) stored(it Item, seq, enqueued int64) {
 	// An item with no kind is for a destination no longer configured
 	// (Item.Kind): its row is owed the update, with no job, until the
 	// destination is put back and moveTarget gives it one.
-	if enqueued == 1 && it.Kind != "" {
+	if enqueued == enqueuedNew && it.Kind != "" {
 		b.enqueue(it.Target, it.Key, it.Kind, it.Priority, seq)
 	}
 }
@@ -621,7 +634,7 @@ func (b *batch) stored(it Item, seq, enqueued int64) {
 // markPending enqueues a delivery job for (target, key) unless one is live.
 func (b *batch) markPending(ctx context.Context, target, key, kind string, class int) error {
 	var seq int64
-	err := b.queryRow(ctx, sqlMarkPending, target, key).Scan(&seq)
+	err := b.queryRow(ctx, sqlMarkPending, class, target, key).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}

@@ -26,6 +26,7 @@ type metrics struct {
 	fetchLost       prometheus.Counter
 	deadReplicaJobs prometheus.Counter
 	intakeWait      prometheus.Counter
+	escalated       prometheus.Counter
 }
 
 func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
@@ -98,6 +99,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 			Name: "alertfan_queue_fetch_lost_total",
 			Help: "PostgreSQL: jobs this replica fetched whose answer was lost (the database marked them running, no worker got them), made available again instead of waiting for rescue_after.",
 		}),
+		escalated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alertfan_queue_escalated_keys_total",
+			Help: "Queued keys moved to a job of a better priority class because a newer update asked one (a warning turned critical, a resolve of a queued update).",
+		}),
 		jobsInserted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alertfan_store_jobs_inserted_total",
 			Help: "Delivery jobs inserted (fewer than items when updates coalesce).",
@@ -109,7 +114,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) (*metrics, error) {
 		m.rateLimitParks.WithLabelValues(k)
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.attemptDuration, m.rateLimitParks,
-		m.commitDuration, m.commitBatchOps, m.commitErrors, m.commitReruns, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.deadReplicaJobs, m.intakeWait, &depthCollector{s: s}} {
+		m.commitDuration, m.commitBatchOps, m.commitErrors, m.commitReruns, m.targetsDiffer, m.itemsCommitted, m.repeats, m.skipped, m.targetUp, m.jobsInserted, m.fetchLost, m.deadReplicaJobs, m.intakeWait, m.escalated, &depthCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -80,10 +80,12 @@ func (s *Store) Replan(ctx context.Context) error {
 // replanDone finds waiting jobs none of whose keys needs a call any more
 // and makes them available now, so they complete at once instead of
 // sitting in the queue (and in its depth and age metrics) until their
-// planned turn.
+// planned turn; and it moves keys whose newest update asks a better
+// priority class than their job's to a job of that class (escalate.go).
 //
 // It looks only after a resolve was accepted (the only update that can make
-// a queued call unneeded), so a storm of firing alerts costs it nothing.
+// a queued call unneeded) or a queued key was asked a better class, so a
+// storm of firing alerts costs it nothing.
 func (s *Store) replanDone() {
 	if !s.replanWanted.Swap(false) {
 		return
@@ -100,22 +102,23 @@ func (s *Store) replanDone() {
 	if s.dialect == dialectSQLite {
 		meta, errs = `json(metadata)`, `COALESCE(json(errors), '[]')`
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, attempt, `+args+`, `+meta+`, `+errs+` FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, queue, state, attempt, `+args+`, `+meta+`, `+errs+` FROM river_job WHERE kind = 'alertfan_deliver' AND state IN ('scheduled', 'retryable') ORDER BY id LIMIT 5000`)
 	if err != nil {
 		s.logger.Debug("Could not look for jobs that need no call", "err", err)
 		return
 	}
 	type job struct {
-		id        int64
-		args      deliverArgs
-		uncertain bool
+		id          int64
+		kind, state string
+		args        deliverArgs
+		uncertain   bool
 	}
 	var jobs []job
 	for rows.Next() {
 		var j job
 		var attempt int
 		var raw, meta, errs []byte
-		if rows.Scan(&j.id, &attempt, &raw, &meta, &errs) != nil || json.Unmarshal(raw, &j.args) != nil {
+		if rows.Scan(&j.id, &j.kind, &j.state, &attempt, &raw, &meta, &errs) != nil || json.Unmarshal(raw, &j.args) != nil {
 			continue
 		}
 		// As its next attempt will judge it: a call of an earlier one may
@@ -129,6 +132,7 @@ func (s *Store) replanDone() {
 	}
 	rows.Close()
 	var done []any
+	var escalations []escalation
 	for _, j := range jobs {
 		if len(j.args.Keys) == 0 {
 			continue
@@ -137,19 +141,30 @@ func (s *Store) replanDone() {
 		if err != nil {
 			return
 		}
-		idle := true
-		for _, k := range j.args.Keys {
+		var todo []int
+		for i, k := range j.args.Keys {
 			st := states[k.Key]
 			if st != nil {
 				st.uncertain = st.unsettled || j.uncertain
 			}
 			if st != nil && st.pending && st.seq == k.Seq && len(plan(st)) > 0 {
-				idle = false
-				break
+				todo = append(todo, i)
 			}
 		}
-		if idle {
+		if len(todo) == 0 {
 			done = append(done, j.id)
+			continue
+		}
+		// Only a job waiting for its turn on the rate limit: a retry's
+		// keys wait for its back-off (the target failed them), which a
+		// better class does not shorten.
+		if moved := escalated(j.args, states, todo); len(moved) > 0 && j.state == "scheduled" {
+			escalations = append(escalations, escalation{jobID: j.id, kind: j.kind, args: j.args, moved: moved, uncertain: j.uncertain})
+		}
+	}
+	for _, e := range escalations {
+		if _, err := s.escalate(ctx, e, "scheduled"); err != nil && !errors.Is(err, ErrClosed) {
+			s.logger.Debug("Could not move escalated keys to a better class", "target", e.args.Target, "job_id", e.jobID, "err", err)
 		}
 	}
 	if len(done) == 0 {

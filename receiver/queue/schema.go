@@ -308,6 +308,14 @@ var migrations = []string{
 	PRAGMA legacy_alter_table = OFF;
 	CREATE INDEX alertfan_state_gc ON alertfan_state (updated_at) WHERE pending = 0 AND resolved = 1;
 	CREATE INDEX alertfan_state_target ON alertfan_state (target)`,
+	// 42: the best priority class (sinks.PriorityClose … PriorityInfo)
+	// asked of the key's pending work since its job was enqueued: an
+	// update that asks a better one than the job's (a warning turned
+	// critical, a resolve of a queued update) has the key moved to a job
+	// of that class (escalate.go). Rows from before, and rows a replica of
+	// the build before writes during a rolling upgrade, read as the worst
+	// class: never moved.
+	`ALTER TABLE alertfan_state ADD COLUMN class INTEGER NOT NULL DEFAULT 4`,
 }
 
 // sqliteOnly starts a migration PostgreSQL has no need of (its history

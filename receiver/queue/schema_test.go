@@ -96,6 +96,7 @@ func TestOpenIncidentsKeepTheirKeyAcrossTheUpgrade(t *testing.T) {
 				`INSERT INTO alertfan_history (at, identity, target, key, event, action, outcome, ref) VALUES (1, 'done', 'r/pagerduty/0', 'done', 'call', 'trigger', 'success', 'k-done')`,
 				// What the build before 39 had.
 				`ALTER TABLE alertfan_state DROP COLUMN ref`,
+				`ALTER TABLE alertfan_state DROP COLUMN class`,
 				`DELETE FROM alertfan_migration WHERE version >= 39`,
 			} {
 				_, err := s.db.ExecContext(ctx, q)
@@ -121,7 +122,10 @@ func TestMigrationsSayWhenTheyRun(t *testing.T) {
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s := openStore(t, opts, &recordingSink{})
 	require.NotContains(t, logs.String(), "Migrat")
-	_, err := s.db.ExecContext(ctx, `DELETE FROM alertfan_migration WHERE version = ?`, len(migrations))
+	// The store as the build before the last migration (42) left it.
+	_, err := s.db.ExecContext(ctx, `ALTER TABLE alertfan_state DROP COLUMN class`)
+	require.NoError(t, err)
+	_, err = s.db.ExecContext(ctx, `DELETE FROM alertfan_migration WHERE version = ?`, len(migrations))
 	require.NoError(t, err)
 	require.NoError(t, s.Close(ctx))
 	openStore(t, opts, &recordingSink{})
@@ -161,7 +165,7 @@ func TestStatesKeyedByKeyFirst(t *testing.T) {
 		`INSERT INTO alertfan_state (`+cols+`) VALUES ('r/backlog/0', 'k1', 5, 5, 8, 0, 1, '{"a":2}', 12, 'resolved', 'resolved', '', 'd2', 'd2', 1, 1, '', 0, 0, 0, 0, 0, '', '')`,
 		// An operator's own view on the table.
 		`CREATE VIEW ops_open AS SELECT target, key FROM alertfan_state WHERE resolved = 0`,
-		`DELETE FROM alertfan_migration WHERE version = 41`,
+		`DELETE FROM alertfan_migration WHERE version >= 41`,
 	) {
 		_, err := s.db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
@@ -236,7 +240,7 @@ func TestRekeyNeedsRoom(t *testing.T) {
 	for _, q := range append(stateTableBefore41(t),
 		`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000)
 			INSERT INTO alertfan_state (target, key, version, payload, updated_at) SELECT 'r/pagerduty/0', 'k' || x, 1, hex(randomblob(500)), x FROM c`,
-		`DELETE FROM alertfan_migration WHERE version = 41`,
+		`DELETE FROM alertfan_migration WHERE version >= 41`,
 	) {
 		_, err := s.db.ExecContext(ctx, q)
 		require.NoError(t, err, q)

@@ -186,6 +186,9 @@ type state struct {
 	unsettled bool
 	// ref is what the target holds open for the key (migration 39).
 	ref string
+	// class is the best priority class asked of the pending work since
+	// its job was enqueued (migration 42).
+	class int
 	// targetsGen is Store.targetsGen when the state was read.
 	targetsGen int64
 }
@@ -193,7 +196,7 @@ type state struct {
 // loadStates reads the states of a job's keys in one query.
 func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (map[string]*state, error) {
 	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload,
-		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain, ref
+		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain, ref, class
 		FROM alertfan_state WHERE target = ? AND key IN (` +
 		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
 	args := make([]any, 0, len(keys)+1)
@@ -214,7 +217,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 		var key, payload, fire, closing string
 		var pending, uncertain int
 		if err := rows.Scan(&key, &st.version, &st.delivered, &st.seq, &pending, &payload, &st.want, &st.phase, &fire, &st.digest, &st.sentDigest,
-			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince, &uncertain, &st.ref); err != nil {
+			&st.occ, &st.sentOcc, &closing, &st.attempts, &st.failingSince, &uncertain, &st.ref, &st.class); err != nil {
 			return nil, err
 		}
 		st.pending = pending == 1
@@ -242,6 +245,9 @@ type outcome struct {
 	// superseded: the key's ack applied to nothing; another run of the
 	// job may be at work on it (see sqlAckDone).
 	superseded bool
+	// decided is when the key's work returned: retryAfter counts from
+	// then, not from the end of the job's run (see Work).
+	decided time.Time
 }
 
 // pacedKey holds, in a job's context, the count of its calls that took a
@@ -330,6 +336,18 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}
 		todo = append(todo, i)
 	}
+	// Keys whose newest update asks a better class than this job's go to
+	// a job of that class (escalate.go) instead of taking this one's turn.
+	if moved := escalated(a, states, todo); len(moved) > 0 {
+		e := escalation{jobID: job.ID, kind: job.Queue, args: a, moved: moved, uncertain: callsUnrecorded(job.JobRow)}
+		if ok, err := s.escalate(ctx, e, "running"); err != nil {
+			s.logger.Debug("Could not move escalated keys to a better class; they go at this job's", "target", a.Target, "job_id", job.ID, "err", err)
+		} else if ok {
+			todo = slices.DeleteFunc(todo, func(i int) bool {
+				return slices.ContainsFunc(moved, func(m movedKey) bool { return m.keySeq == a.Keys[i] })
+			})
+		}
+	}
 	// keyParallelism goroutines take the keys in turn rather than one
 	// goroutine per key: a delivery's stack (JSON, template, HTTP) grows
 	// a new goroutine's several times, and the copies were 6% of a
@@ -356,6 +374,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 				i := todo[n]
 				k := a.Keys[i]
 				outcomes[i] = w.workKeyRecovered(ctx, job, k, states[k.Key])
+				outcomes[i].decided = time.Now()
 			}
 		}()
 	}
@@ -384,9 +403,16 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		}
 		parkOnly = parkOnly && o.park
 		// Come back when the first waiting key's turn comes; the others
-		// wait again then with fresh estimates.
-		if o.park && (parkAfter == 0 || o.retryAfter < parkAfter) {
-			parkAfter = o.retryAfter
+		// wait again then with fresh estimates. A key's wait counts from
+		// when it parked: the job's run ends only when its slowest key
+		// does (one pacing its call for up to maxPaceWait), and a wait
+		// counted from then left the limit idle for that long (a storm
+		// at 600/min drained 20% slower than the limit allows).
+		if o.park {
+			left := max(time.Millisecond, o.retryAfter-time.Since(o.decided))
+			if parkAfter == 0 || left < parkAfter {
+				parkAfter = left
+			}
 		}
 		if !o.park && o.retryAfter > targetAfter {
 			targetAfter = o.retryAfter
