@@ -8,7 +8,7 @@
 //   - RSS idle and while ingesting at full speed;
 //   - with -backlog-storm: 2,000 distinct alerts to a fake Backlog limited
 //     to 600 writes/min, drained against the minimum time that allows;
-//   - with -mechanics: the queue's re-planning, priority and recovery
+//   - with -mechanics: the queue's re-planning, priority, recovery, storm and escalation
 //     scenarios (see mechanics.go);
 //   - draining and drain: ingest while deliveries run unthrottled, and a
 //     50,000-alert queue drained with no intake (see drain.go).
@@ -49,7 +49,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of each closed-loop and fixed-rate run")
 	senders := flag.Int("senders", 16, "concurrent senders for the closed-loop run")
 	storm := flag.Bool("backlog-storm", false, "also run the 2,000-alert Backlog storm (takes ~4 minutes)")
-	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery (~1 minute)")
+	mech := flag.Bool("mechanics", false, "also run the queue-mechanics scenarios: re-plan, priority, recovery, storm, escalation (~2 minutes)")
 	only := flag.String("only", "", "run only these parts, comma-separated: ingest, draining, drain, mechanics, storm, history, replicas, prune")
 	fsyncBase := flag.String("fsync-baseline-server", "", "internal: serve the decode + fdatasync group-commit baseline on this address")
 	fsyncFile := flag.String("fsync-baseline-file", "", "internal: the file the group-commit baseline appends to")

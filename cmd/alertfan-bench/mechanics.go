@@ -25,7 +25,12 @@ import (
 //   - recovery: 200 alerts while the target answers 503 for 20 s; the time
 //     from recovery to the last delivery, and the calls made during the
 //     outage, are compared with delivering the same 200 to a target that
-//     is up.
+//     is up;
+//   - storm: 300 warnings to a key at 600/min; the time to deliver them
+//     all is compared with the least the limit allows, 299 pacing slots;
+//   - escalation: 1,000 warnings to a key at 120/min, then a PagerDuty
+//     sender's warning that turns critical under the same dedup_key; the
+//     critical's accept → delivered time is compared with one pacing slot.
 func mechanics(work, bin string) error {
 	fmt.Println("### Queue mechanics")
 	fmt.Println()
@@ -87,9 +92,86 @@ func mechanics(work, bin string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("| recovery: 200 alerts, 20 s outage → all delivered | %.2f s after recovery, %d calls during the outage | %.2f s (target up), 200 calls | %.2f× |\n\n",
+	fmt.Printf("| recovery: 200 alerts, 20 s outage → all delivered | %.2f s after recovery, %d calls during the outage | %.2f s (target up), 200 calls | %.2f× |\n",
 		recovery.Seconds(), during, base200.Seconds(), recovery.Seconds()/base200.Seconds())
+
+	pd = sinkstest.NewPagerDuty()
+	storm, err := timeToDeliver(work, "storm-300", bin, pd, 600, 300, nil)
+	pd.Close()
+	if err != nil {
+		return err
+	}
+	least := 299 * time.Duration(1.01*float64(time.Minute)/600)
+	fmt.Printf("| storm: 300 warnings at 600/min → all delivered | %.2f s | %.2f s (299 pacing slots, the least the limit allows) | %.3f× |\n",
+		storm.Seconds(), least.Seconds(), storm.Seconds()/least.Seconds())
+
+	esc, err := escalation(work, bin)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("| escalation: a queued warning turns critical behind 1,000 warnings at 120/min → delivered | %.3f s | %.3f s (one pacing slot) | %.2f× |\n\n",
+		esc.Seconds(), slot.Seconds(), esc.Seconds()/slot.Seconds())
 	return nil
+}
+
+// escalation queues 1,000 warnings behind a key at 120/min, then a
+// PagerDuty sender's warning, and 2 s later the same dedup_key as
+// critical; it returns the critical's accept → delivered time.
+func escalation(work, bin string) (time.Duration, error) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	var mu sync.Mutex
+	var got time.Time
+	pd.OnEvent = func(e sinkstest.PDEvent) {
+		if e.DedupKey == "escalated-1" {
+			mu.Lock()
+			got = e.Received
+			mu.Unlock()
+		}
+	}
+	p, err := startAlertfan(work, "escalation", bin, pd.EventsURL(), 120)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop()
+	url := "http://" + p.addr
+	start := time.Now().UTC()
+	for i := 0; i < 1000; i += 50 {
+		var as []sinkstest.WebhookAlert
+		for k := i; k < i+50; k++ {
+			as = append(as, sinkstest.NamedAlert("Warn", "warning", fmt.Sprintf("w-%05d", k), "firing", start))
+		}
+		if err := post(url+"/webhook", sinkstest.Webhook("bench", fmt.Sprintf(`{}:{batch="%d"}`, i), nil, as...)); err != nil {
+			return 0, err
+		}
+	}
+	event := func(severity string) error {
+		body := fmt.Sprintf(`{"routing_key":%q,"event_action":"trigger","dedup_key":"escalated-1","payload":{"summary":"Disk full on db-1","source":"db-1","severity":%q}}`, routingKey, severity)
+		code, err := postJSON(url+"/v2/enqueue", strings.NewReader(body))
+		if err == nil && code != 202 {
+			err = fmt.Errorf("escalation: /v2/enqueue answered %d", code)
+		}
+		return err
+	}
+	if err := event("warning"); err != nil {
+		return 0, err
+	}
+	time.Sleep(2 * time.Second)
+	sent := time.Now()
+	if err := event("critical"); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		at := got
+		mu.Unlock()
+		if !at.IsZero() {
+			return at.Sub(sent), nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0, fmt.Errorf("escalation: the critical was not delivered in 10 minutes")
 }
 
 // timeToDeliver starts alertfan with one PagerDuty target at perMinute,
