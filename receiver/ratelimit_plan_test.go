@@ -278,3 +278,44 @@ func TestEscalationAcrossReplicasSendsOnce(t *testing.T) {
 		require.Contains(t, [][]string{{"critical"}, {"warning", "critical"}}, got, key)
 	}
 }
+
+// Work queued behind a spent budget goes by class even when its keys
+// park: a job parked the keys beyond its pacing window all at once and
+// came back at their turn, up to a poll interval late, so the limiter
+// had none of them waiting when their turn came, and a queued warning,
+// or an info, took it. At 60/min warnings took every other slot from 40
+// later criticals, and an info went out ahead of 29 of them (a fresh
+// helper). (Between two parked classes that both wait behind the
+// criticals, the order is that in which their keys come back: an info
+// may go before the last warnings.)
+func TestParkedCriticalsKeepTheirTurns(t *testing.T) {
+	pd := sinkstest.NewPagerDuty()
+	defer pd.Close()
+	ts := startServer(t, pdConfigAt(pd.EventsURL(), 120))
+	storm(t, ts, "Warn", "warning", "firing", 6)
+	require.Eventually(t, func() bool { return len(pd.Events()) > 0 }, 10*time.Second, 10*time.Millisecond, "the budget spent")
+	code, body := ts.post(t, "/v2/enqueue", pdSeverityEvent("info-1", "info"))
+	require.Equal(t, 202, code, "%v", body)
+	time.Sleep(time.Second)
+	storm(t, ts, "Crit", "critical", "firing", 40)
+	require.Eventually(t, func() bool { return len(pd.Events()) == 47 }, 60*time.Second, 50*time.Millisecond)
+	var order []byte // c critical, w warning, i info
+	for _, e := range pd.Events() {
+		switch {
+		case e.DedupKey == "info-1":
+			order = append(order, 'i')
+		case strings.Contains(string(e.Raw), "Crit"):
+			order = append(order, 'c')
+		default:
+			order = append(order, 'w')
+		}
+	}
+	t.Logf("order: %s", order)
+	first := strings.IndexByte(string(order), 'c')
+	require.GreaterOrEqual(t, first, 0)
+	// After the first critical, the criticals go one after another; the
+	// turn granted before they came (one warning) may go among them.
+	rest := string(order[first:])
+	require.LessOrEqual(t, strings.Count(rest[:strings.LastIndexByte(rest, 'c')], "w"), 1, "warnings among the criticals: %s", order)
+	require.Greater(t, strings.IndexByte(string(order), 'i'), strings.LastIndexByte(string(order), 'c'), "the info goes after every critical: %s", order)
+}

@@ -96,6 +96,11 @@ type pacer interface {
 // alert resolves is dropped by a re-plan, not sent.
 const maxPaceWait = 2 * time.Second
 
+// maxRunTaking bounds how long one run of a job takes up new keys: a
+// rate-limited key's job whose calls go one turn after another holds a
+// River worker while they do, and hands it back this often.
+const maxRunTaking = 20 * time.Second
+
 // rereadAfter is the shortest wait — for intake's turn or for its pace —
 // after which the key's state is read again before the call. A shorter
 // one is a fast target's limiter spacing its calls (microseconds at high
@@ -360,13 +365,35 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 	for _, i := range todo {
 		outcomes[i] = outcome{retry: true, err: errKeyUnfinished}
 	}
+	//
+	// A goroutine whose key parked (its turn on the rate limit is beyond
+	// maxPaceWait, the target is down) takes no more keys: the ones left
+	// would park the same way, and would leave the limiter with none of
+	// the job's calls waiting in it once the goroutines still holding a
+	// turn were served. The goroutines that got a turn go on to the next
+	// key after their call, so the job keeps its calls waiting in the
+	// limiter, where a better class goes first, for as long as it has
+	// keys: parking them all at once served two keys per run at 60/min,
+	// and a queued warning job took every other slot from a later
+	// critical one (a fresh helper). The run takes new keys for at most
+	// maxRunTaking (half of job_timeout if less); the keys it did not
+	// start park for when the first parked key's turn comes, or come back
+	// at once.
 	var next atomic.Int64
+	var parked atomic.Pointer[outcome]
+	runUntil := start.Add(min(s.opts.JobTimeout/2, maxRunTaking))
 	var wg sync.WaitGroup
 	for range min(len(todo), keyParallelism) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
+				if time.Now().After(runUntil) {
+					o := outcome{retry: true, park: true, retryAfter: time.Millisecond, decided: time.Now(),
+						err: sinks.Retryable(sinks.ReasonRateLimitWait, time.Millisecond, errors.New("the job's run took up new keys for as long as one run may"))}
+					parked.CompareAndSwap(nil, &o)
+					return
+				}
 				n := int(next.Add(1)) - 1
 				if n >= len(todo) {
 					return
@@ -375,10 +402,19 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 				k := a.Keys[i]
 				outcomes[i] = w.workKeyRecovered(ctx, job, k, states[k.Key])
 				outcomes[i].decided = time.Now()
+				if o := outcomes[i]; o.park && o.retryAfter > 0 {
+					parked.CompareAndSwap(nil, &o)
+					return
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	if p := parked.Load(); p != nil {
+		for _, i := range todo[min(int(next.Load()), len(todo)):] {
+			outcomes[i] = *p // never started: parked as the first parked key
+		}
+	}
 	w.releaseBooked(a, todo, outcomes, int(paced.Load()))
 	var parkAfter, targetAfter time.Duration
 	var failingSince time.Time // the earliest run of failures among the keys
@@ -409,7 +445,16 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		// counted from then left the limit idle for that long (a storm
 		// at 600/min drained 20% slower than the limit allows).
 		if o.park {
-			left := max(time.Millisecond, o.retryAfter-time.Since(o.decided))
+			left := o.retryAfter - time.Since(o.decided)
+			if sinks.AsError(o.err).Reason == sinks.ReasonRateLimitWait {
+				// Back when its turn is within the pacing window, to wait
+				// for it in the limiter, where a better class goes first
+				// and a worse one cannot take the turn while the key is
+				// still on its way (River fetches a snoozed job up to a
+				// poll interval late).
+				left -= maxPaceWait
+			}
+			left = max(time.Millisecond, left)
 			if parkAfter == 0 || left < parkAfter {
 				parkAfter = left
 			}
