@@ -180,20 +180,8 @@ func TestEscalatedQueuedAlertOvertakesWarnings(t *testing.T) {
 // calls against 24 s (a fresh helper).
 func TestStormDrainsAtTheLimit(t *testing.T) {
 	twoConfigs := func(url string) string {
-		return fmt.Sprintf(`
-route:
-  receiver: oncall
-receivers:
-  - name: oncall
-    pagerduty_configs:
-      - routing_key: %s
-        url: %s
-        rate_limit_per_minute: 600
-      - routing_key: %s
-        url: %s
-        rate_limit_per_minute: 300
-        dedup_key: 'second-{{ (index .Alerts 0).Fingerprint }}'
-`, testRoutingKey, url, testRoutingKey, url)
+		second := fmt.Sprintf("      - routing_key: %s\n        url: %s\n        rate_limit_per_minute: 300\n        dedup_key: 'second-{{ (index .Alerts 0).Fingerprint }}'\n", testRoutingKey, url)
+		return strings.Replace(pdConfig(url, second), "rate_limit_per_minute: 60000", "rate_limit_per_minute: 600", 1)
 	}
 	for _, c := range []struct {
 		name         string

@@ -135,15 +135,8 @@ func escalation(work, bin string) (time.Duration, error) {
 	}
 	defer p.stop()
 	url := "http://" + p.addr
-	start := time.Now().UTC()
-	for i := 0; i < 1000; i += 50 {
-		var as []sinkstest.WebhookAlert
-		for k := i; k < i+50; k++ {
-			as = append(as, sinkstest.NamedAlert("Warn", "warning", fmt.Sprintf("w-%05d", k), "firing", start))
-		}
-		if err := post(url+"/webhook", sinkstest.Webhook("bench", fmt.Sprintf(`{}:{batch="%d"}`, i), nil, as...)); err != nil {
-			return 0, err
-		}
+	if err := postWarnings(url+"/webhook", 1000, time.Now().UTC()); err != nil {
+		return 0, err
 	}
 	event := func(severity string) error {
 		body := fmt.Sprintf(`{"routing_key":%q,"event_action":"trigger","dedup_key":"escalated-1","payload":{"summary":"Disk full on db-1","source":"db-1","severity":%q}}`, routingKey, severity)
@@ -161,17 +154,7 @@ func escalation(work, bin string) (time.Duration, error) {
 	if err := event("critical"); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		at := got
-		mu.Unlock()
-		if !at.IsZero() {
-			return at.Sub(sent), nil
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return 0, fmt.Errorf("escalation: the critical was not delivered in 10 minutes")
+	return waitReceived(&mu, &got, sent, 10*time.Minute, "escalation: the critical")
 }
 
 // timeToDeliver starts alertfan with one PagerDuty target at perMinute,
@@ -232,29 +215,43 @@ func priority(work, bin string) (time.Duration, error) {
 	defer p.stop()
 	url := "http://" + p.addr + "/webhook"
 	start := time.Now().UTC()
-	for i := 0; i < 2000; i += 50 {
-		var as []sinkstest.WebhookAlert
-		for k := i; k < i+50; k++ {
-			as = append(as, sinkstest.NamedAlert("Warn", "warning", fmt.Sprintf("w-%05d", k), "firing", start))
-		}
-		if err := post(url, sinkstest.Webhook("bench", fmt.Sprintf(`{}:{batch="%d"}`, i), nil, as...)); err != nil {
-			return 0, err
-		}
+	if err := postWarnings(url, 2000, start); err != nil {
+		return 0, err
 	}
 	time.Sleep(3 * time.Second)
 	sent := time.Now()
 	if err := post(url, sinkstest.Webhook("bench", `{}:{alertname="Critical"}`, nil, sinkstest.NamedAlert("Critical", "critical", "db-1", "firing", start))); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	return waitReceived(&mu, &got, sent, 2*time.Minute, "priority: the critical")
+}
+
+// postWarnings posts n firing warnings in notifications of 50.
+func postWarnings(url string, n int, start time.Time) error {
+	for i := 0; i < n; i += 50 {
+		var as []sinkstest.WebhookAlert
+		for k := i; k < min(n, i+50); k++ {
+			as = append(as, sinkstest.NamedAlert("Warn", "warning", fmt.Sprintf("w-%05d", k), "firing", start))
+		}
+		if err := post(url, sinkstest.Webhook("bench", fmt.Sprintf(`{}:{batch="%d"}`, i), nil, as...)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitReceived waits up to max for *got (under mu) to be set, and
+// returns how long after sent it was.
+func waitReceived(mu *sync.Mutex, got *time.Time, sent time.Time, max time.Duration, what string) (time.Duration, error) {
+	deadline := time.Now().Add(max)
 	for time.Now().Before(deadline) {
 		mu.Lock()
-		at := got
+		at := *got
 		mu.Unlock()
 		if !at.IsZero() {
 			return at.Sub(sent), nil
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return 0, fmt.Errorf("priority: the critical was not delivered in 2 minutes")
+	return 0, fmt.Errorf("%s was not delivered in %s", what, max)
 }
