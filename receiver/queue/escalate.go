@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -45,6 +44,11 @@ type movedKey struct {
 	class int
 }
 
+// moves reports whether k is one of the keys e moves.
+func (e escalation) moves(k keySeq) bool {
+	return slices.ContainsFunc(e.moved, func(m movedKey) bool { return m.keySeq == k })
+}
+
 // escalated is the keys of args, pending under the job's seq with work
 // to do, whose state asks a better class than the job's.
 func escalated(args deliverArgs, states map[string]*state, todo []int) []movedKey {
@@ -63,9 +67,7 @@ func escalated(args deliverArgs, states map[string]*state, todo []int) []movedKe
 // the job moved on meanwhile, and keeps its keys). The keys' booking on
 // the target's rate limit moves with them.
 func (s *Store) escalate(ctx context.Context, e escalation, states ...string) (bool, error) {
-	left := deliverArgs{Target: e.args.Target, Class: e.args.Class, Keys: slices.DeleteFunc(slices.Clone(e.args.Keys), func(k keySeq) bool {
-		return slices.ContainsFunc(e.moved, func(m movedKey) bool { return m.keySeq == k })
-	})}
+	left := deliverArgs{Target: e.args.Target, Class: e.args.Class, Keys: slices.DeleteFunc(slices.Clone(e.args.Keys), e.moves)}
 	raw, err := json.Marshal(left)
 	if err != nil {
 		return false, err
@@ -86,7 +88,7 @@ func (s *Store) escalate(ctx context.Context, e escalation, states ...string) (b
 		set, args = set+`, state = 'available', scheduled_at = ?`, append(args, s.dbTime(time.Now()))
 	}
 	q := `UPDATE river_job SET ` + set + ` WHERE id = ? AND ` + s.dialect.pick(`args = ?::jsonb`, `json(args) = json(?)`) + ` AND state IN (` +
-		strings.TrimSuffix(strings.Repeat("?,", len(states)), ",") + `)`
+		placeholders(len(states)) + `)`
 	args = append(args, e.jobID, string(was))
 	for _, st := range states {
 		args = append(args, st)

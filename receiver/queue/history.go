@@ -167,7 +167,7 @@ func (b *batch) flushHistory(ctx context.Context) error {
 var historyInserts [histChunk + 1]string
 
 func init() {
-	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", 18), ", ") + ")"
+	one := "(" + placeholders(18) + ")"
 	for n := 1; n <= histChunk; n++ {
 		historyInserts[n] = "INSERT INTO alertfan_history (" + histColumns + ") VALUES " + strings.TrimSuffix(strings.Repeat(one+", ", n), ", ")
 	}

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/alertfan/alertfan/sinks"
@@ -1014,7 +1013,7 @@ func lastSeen(ctx context.Context, q interface {
 }, rebind func(string) string, identities []string) (int64, error) {
 	var last int64
 	for chunk := range slices.Chunk(identities, 100) {
-		query := `SELECT COALESCE(MAX(seen_at), 0) FROM alertfan_alert WHERE identity IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
+		query := `SELECT COALESCE(MAX(seen_at), 0) FROM alertfan_alert WHERE identity IN (` + placeholders(len(chunk)) + `)`
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
 			args[i] = id

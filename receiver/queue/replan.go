@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/riverqueue/river/rivertype"
@@ -158,7 +157,10 @@ func (s *Store) replanDone() {
 		// Only a job waiting for its turn on the rate limit: a retry's
 		// keys wait for its back-off (the target failed them), which a
 		// better class does not shorten.
-		if moved := escalated(j.args, states, todo); len(moved) > 0 && j.state == "scheduled" {
+		if j.state != "scheduled" {
+			continue
+		}
+		if moved := escalated(j.args, states, todo); len(moved) > 0 {
 			escalations = append(escalations, escalation{jobID: j.id, kind: j.kind, args: j.args, moved: moved, uncertain: j.uncertain})
 		}
 	}
@@ -171,7 +173,7 @@ func (s *Store) replanDone() {
 		return
 	}
 	q := `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE state IN ('scheduled', 'retryable') AND id IN (` +
-		strings.TrimSuffix(strings.Repeat("?,", len(done)), ",") + `)`
+		placeholders(len(done)) + `)`
 	qargs := append([]any{s.dbTime(time.Now())}, done...)
 	err = s.submit(ctx, func(ctx context.Context, b *batch) error {
 		_, err := b.tx.ExecContext(ctx, s.rebind(q), qargs...)

@@ -44,6 +44,12 @@ func (d dialect) rebind(q string) string {
 	return b.String()
 }
 
+// placeholders is n comma-separated SQL placeholders ("?, ?, ?"),
+// rebound for PostgreSQL by rebind.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
 // migrations are alertfan's own tables, applied in order once each. The
 // {{id}} placeholder is the dialect's auto-increment key; a migration that
 // starts with sqliteOnly runs on SQLite only.

@@ -203,7 +203,7 @@ func (s *Store) loadStates(ctx context.Context, target string, keys []keySeq) (m
 	q := `SELECT key, version, delivered, seq, pending, payload, want, phase, fire_payload, digest, sent_digest, occ, sent_occ, close_payload,
 		CASE WHEN attempts_seq = seq THEN attempts ELSE 0 END, CASE WHEN attempts_seq = seq THEN failing_since ELSE 0 END, uncertain, ref, class
 		FROM alertfan_state WHERE target = ? AND key IN (` +
-		strings.TrimSuffix(strings.Repeat("?,", len(keys)), ",") + `)`
+		placeholders(len(keys)) + `)`
 	args := make([]any, 0, len(keys)+1)
 	args = append(args, target)
 	for _, k := range keys {
@@ -348,9 +348,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[deliverArgs]) (err err
 		if ok, err := s.escalate(ctx, e, "running"); err != nil {
 			s.logger.Debug("Could not move escalated keys to a better class; they go at this job's", "target", a.Target, "job_id", job.ID, "err", err)
 		} else if ok {
-			todo = slices.DeleteFunc(todo, func(i int) bool {
-				return slices.ContainsFunc(moved, func(m movedKey) bool { return m.keySeq == a.Keys[i] })
-			})
+			todo = slices.DeleteFunc(todo, func(i int) bool { return e.moves(a.Keys[i]) })
 		}
 	}
 	// keyParallelism goroutines take the keys in turn rather than one
